@@ -1,0 +1,103 @@
+//! Tracepoint field offsets and run-time configuration, written by userspace
+//! into the programs' read-only globals before load.
+//!
+//! Offsets differ between kernels (e.g. `sched_migrate_task.pid` is at 12 on
+//! 6.18 and 24 on 6.1), so userspace reads them from tracefs format files.
+
+/// Name of the global that holds [`Layouts`].
+pub const LAYOUTS_GLOBAL: &str = "LAYOUTS";
+/// Name of the global that holds [`Config`].
+pub const CONFIG_GLOBAL: &str = "CONFIG";
+
+/// Byte offsets of the tracepoint fields the programs read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Layouts {
+    pub migrate_task_pid: u32,
+    pub migrate_task_orig_cpu: u32,
+    pub migrate_task_dest_cpu: u32,
+
+    pub fault_address: u32,
+
+    pub page_alloc_pfn: u32,
+    pub page_alloc_order: u32,
+    pub page_alloc_gfp_flags: u32,
+
+    /// `sched_move_numa`: pid, tgid, src_cpu, src_nid, dst_cpu, dst_nid.
+    pub move_numa: PlacementFields,
+    /// `sched_swap_numa`.
+    pub swap_numa: PlacementFields,
+    /// `sched_stick_numa`.
+    pub stick_numa: PlacementFields,
+
+    pub migrate_pages_succeeded: u32,
+    pub migrate_pages_failed: u32,
+    pub migrate_pages_thp_succeeded: u32,
+    pub migrate_pages_reason: u32,
+
+    pub newtask_pid: u32,
+    pub newtask_comm: u32,
+    pub newtask_clone_flags: u32,
+
+    pub process_exit_pid: u32,
+    pub process_exit_group_dead: u32,
+
+    pub switch_prev_pid: u32,
+    pub switch_next_pid: u32,
+
+    /// `sys_enter_migrate_pages` / `sys_enter_move_pages`: the target pid argument.
+    pub sys_migrate_pages_pid: u32,
+    pub sys_move_pages_pid: u32,
+}
+
+/// Offsets of the fields of the three NUMA-balancer placement tracepoints.
+/// A field a tracepoint lacks (dst_* of `sched_move_numa`) is [`FIELD_ABSENT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlacementFields {
+    pub src_pid: u32,
+    pub src_tgid: u32,
+    pub src_cpu: u32,
+    pub src_nid: u32,
+    pub dst_pid: u32,
+    pub dst_tgid: u32,
+    pub dst_cpu: u32,
+    pub dst_nid: u32,
+}
+
+/// Offset value of a field the running kernel's tracepoint does not have.
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
+/// What to trace, set by userspace at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The traced process.
+    pub target_tgid: u32,
+    /// 1: processes the target creates are traced too (`TRACKED_TGIDS`).
+    pub follow_children: u32,
+    /// pfn >> this = index into `PFN_BLOCK_NODE`.
+    pub pfn_block_shift: u32,
+    /// Number of valid entries in `PFN_BLOCK_NODE`.
+    pub pfn_blocks: u32,
+    /// Wake the reader only when the ring holds more than this many bytes;
+    /// below it the reader drains on its own timer (no wakeup per event).
+    pub wakeup_threshold_bytes: u64,
+}
+
+/// The `__GFP_MOVABLE` bit (bit 3 on every kernel since 2.6): user pages.
+pub const GFP_MOVABLE: u64 = 0x08;
+/// `CLONE_THREAD`.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+/// `TNF_MIGRATED` flag of `task_numa_fault`.
+pub const TNF_MIGRATED: u32 = 0x01;
+/// `TNF_FAULT_LOCAL` flag of `task_numa_fault`.
+pub const TNF_FAULT_LOCAL: u32 = 0x08;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] structs of integers without padding holes that matter.
+    unsafe impl aya::Pod for super::Layouts {}
+    unsafe impl aya::Pod for super::PlacementFields {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,112 @@
+//! Names and value types of the maps shared by both sides.
+
+/// Ring buffer of events to userspace.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Per-CPU array, indexed by event kind id: events the ring had no room for.
+pub const LOSS_MAP: &str = "LOSS";
+/// Hash tid -> tgid of every traced thread (seeded by userspace, grown on clone).
+pub const TRACKED_TIDS_MAP: &str = "TRACKED_TIDS";
+/// Hash tgid -> 1 of traced processes besides the target (children).
+pub const TRACKED_TGIDS_MAP: &str = "TRACKED_TGIDS";
+/// Array cpu -> node.
+pub const CPU_NODE_MAP: &str = "CPU_NODE";
+/// Array memory block (pfn >> `Config::pfn_block_shift`) -> node.
+pub const PFN_BLOCK_NODE_MAP: &str = "PFN_BLOCK_NODE";
+/// Hash (tid, node) -> nanoseconds the thread ran on CPUs of that node.
+pub const RUNTIME_MAP: &str = "RUNTIME";
+/// Per-CPU array: the run of first touches being accumulated on each CPU.
+pub const FIRST_TOUCH_RUN_MAP: &str = "FIRST_TOUCH_RUN";
+/// Per-CPU array: the run of hinting faults being accumulated on each CPU.
+pub const HINTING_RUN_MAP: &str = "HINTING_RUN";
+/// Per-CPU array: the traced thread that runs on each CPU now, and since when.
+pub const ON_CPU_MAP: &str = "ON_CPU";
+/// Per-CPU array, indexed by [`Counter`]: how often each program saw a traced task.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Capacity of `TRACKED_TIDS`.
+pub const MAX_TRACKED_TIDS: u32 = 65_536;
+/// Capacity of `TRACKED_TGIDS`.
+pub const MAX_TRACKED_TGIDS: u32 = 4_096;
+/// Capacity of `RUNTIME`.
+pub const MAX_RUNTIME_ENTRIES: u32 = 65_536;
+/// Capacity of `CPU_NODE` (CPUs beyond it map to node 0 and are reported).
+pub const MAX_CPUS: u32 = 8_192;
+/// Capacity of `PFN_BLOCK_NODE`: 65536 blocks of 128 MiB cover 8 TiB.
+pub const MAX_PFN_BLOCKS: u32 = 65_536;
+/// Node value for "not known".
+pub const NODE_UNKNOWN: u16 = u16::MAX;
+
+/// Events (or, for runs, pages) the ring buffer had no room for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loss {
+    pub events: u64,
+    /// For run events: the pages (first touches) or faults (hinting) they carried.
+    pub units: u64,
+}
+
+/// Key of `RUNTIME`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuntimeKey {
+    pub tid: u32,
+    pub node: u32,
+}
+
+/// Slots of the `COUNTERS` per-CPU array: raw hit counts per program, for
+/// tests and for the report's "what the kernel saw" section.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Page faults of traced threads (`exceptions:page_fault_user`).
+    PageFaults = 0,
+    /// First-touch pages (sum of orders) of traced threads.
+    FirstTouchPages = 1,
+    /// Hinting faults of traced threads.
+    HintingFaults = 2,
+    /// Migrations of traced threads.
+    TaskMigrations = 3,
+    /// Context switches into traced threads.
+    SwitchesIn = 4,
+    /// Movable allocations skipped because the thread was migrating pages.
+    MigrationTargetPages = 5,
+}
+
+/// Number of `COUNTERS` slots.
+pub const COUNTER_SLOTS: u32 = 6;
+
+/// A run being accumulated in a per-CPU slot (first touches or hinting faults).
+/// `pages` 0 means the slot is empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingRun {
+    pub tid: u32,
+    pub tgid: u32,
+    pub region: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub pages: u64,
+    pub faults: u32,
+    pub migrated_pages: u32,
+    pub cpu_node: u16,
+    pub other_node: u16,
+    pub local: u32,
+}
+
+/// Value of `ON_CPU`: `tid` 0 means no traced thread runs there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnCpu {
+    pub tid: u32,
+    pub node: u32,
+    pub since_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::OnCpu {}
+    // SAFETY: plain #[repr(C)] integer structs.
+    unsafe impl aya::Pod for super::Loss {}
+    unsafe impl aya::Pod for super::RuntimeKey {}
+    unsafe impl aya::Pod for super::PendingRun {}
+}

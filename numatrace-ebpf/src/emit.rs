@@ -1,0 +1,43 @@
+//! Sending events to userspace. A full ring never drops silently: the event
+//! (and, for runs, the pages or faults it carried) is counted in `LOSS`.
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use numatrace_common::EventKind;
+
+use crate::{
+    config::config,
+    maps::{EVENTS, LOSS},
+};
+
+/// No wakeup per event (it costs ~100x the program): the reader drains on a
+/// timer, and is woken only once the ring fills past the threshold.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > config!(wakeup_threshold_bytes) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Writes `event` to the ring; on failure counts one lost event of `kind`
+/// carrying `units` pages or faults.
+#[inline(always)]
+pub fn emit<T: 'static>(kind: EventKind, event: &T, units: u64) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(unsafe { core::ptr::read(event) });
+            entry.submit(wakeup_flags());
+        }
+        None => record_loss(kind, units),
+    }
+}
+
+#[inline(always)]
+pub fn record_loss(kind: EventKind, units: u64) {
+    if let Some(loss) = LOSS.get_ptr_mut(kind as u32) {
+        unsafe {
+            (*loss).events += 1;
+            (*loss).units += units;
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The maps; their names and value types are defined in numatrace-common.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use numatrace_common::{
+    Loss, OnCpu, PendingRun, RuntimeKey, COUNTER_SLOTS, LOSS_SLOTS, MAX_CPUS, MAX_PFN_BLOCKS,
+    MAX_RUNTIME_ENTRIES, MAX_TRACKED_TGIDS, MAX_TRACKED_TIDS,
+};
+
+/// Userspace resizes it at load time (`--ring-size`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+#[map]
+pub static LOSS: PerCpuArray<Loss> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map]
+pub static TRACKED_TIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED_TIDS, 0);
+
+#[map]
+pub static TRACKED_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED_TGIDS, 0);
+
+#[map]
+pub static CPU_NODE: Array<u32> = Array::with_max_entries(MAX_CPUS, 0);
+
+#[map]
+pub static PFN_BLOCK_NODE: Array<u32> = Array::with_max_entries(MAX_PFN_BLOCKS, 0);
+
+#[map]
+pub static RUNTIME: HashMap<RuntimeKey, u64> = HashMap::with_max_entries(MAX_RUNTIME_ENTRIES, 0);
+
+#[map]
+pub static FIRST_TOUCH_RUN: PerCpuArray<PendingRun> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static HINTING_RUN: PerCpuArray<PendingRun> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: the traced thread whose page fault is being handled there, and its address.
+#[map]
+pub static FAULT_PENDING: PerCpuArray<PendingFault> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: the traced thread that runs there now, and since when.
+#[map]
+pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
+
+/// Threads that are moving pages right now (misplaced-page migration,
+/// migrate_pages/move_pages/mbind): tid -> whose pages and since when. Page
+/// allocations they make are migration targets, not first touches.
+#[map]
+pub static PAGE_MOVERS: HashMap<u32, PageMover> = HashMap::with_max_entries(MAX_TRACKED_TIDS, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingFault {
+    pub tid: u32,
+    pub _pad: u32,
+    pub address: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PageMover {
+    pub target_tgid: u32,
+    pub _pad: u32,
+    pub start_ns: u64,
+}

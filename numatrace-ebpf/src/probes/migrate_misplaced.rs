@@ -1,0 +1,50 @@
+//! The balancer's misplaced-page migration, entry and return (kprobe and
+//! kretprobe). Its name depends on the kernel (`migrate_misplaced_folio`
+//! since 6.7, `migrate_misplaced_page` before); userspace attaches to the one
+//! that exists. Marks the thread as a page mover while it runs and reports
+//! how long each call took.
+use aya_ebpf::{
+    macros::{kprobe, kretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use numatrace_common::{EventHeader, EventKind, MisplacedMigrationEvent};
+
+use crate::{
+    emit::emit,
+    maps::{PageMover, PAGE_MOVERS},
+    tracking,
+};
+
+#[kprobe]
+pub fn migrate_misplaced_enter(_ctx: ProbeContext) -> u32 {
+    let (tgid, tid) = tracking::current();
+    if !tracking::is_traced_tgid(tgid) {
+        return 0;
+    }
+    let mover = PageMover { target_tgid: tgid, _pad: 0, start_ns: tracking::now_ns() };
+    let _ = PAGE_MOVERS.insert(&tid, &mover, 0);
+    0
+}
+
+#[kretprobe]
+pub fn migrate_misplaced_exit(_ctx: RetProbeContext) -> u32 {
+    let (tgid, tid) = tracking::current();
+    if !tracking::is_traced_tgid(tgid) {
+        return 0;
+    }
+    let Some(mover) = (unsafe { PAGE_MOVERS.get(&tid) }).copied() else { return 0 };
+    let _ = PAGE_MOVERS.remove(&tid);
+    let now = tracking::now_ns();
+    let event = MisplacedMigrationEvent {
+        header: EventHeader {
+            kind: EventKind::MisplacedMigration as u32,
+            cpu: tracking::cpu(),
+            ts_ns: mover.start_ns,
+            tgid,
+            tid,
+        },
+        duration_ns: now.saturating_sub(mover.start_ns),
+    };
+    emit(EventKind::MisplacedMigration, &event, 1);
+    0
+}

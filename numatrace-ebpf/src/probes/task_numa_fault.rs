@@ -1,0 +1,35 @@
+//! `task_numa_fault(last_cpupid, mem_node, pages, flags)` (kprobe): a NUMA
+//! hinting fault of the current thread; says on which node the memory it
+//! actually touches lives. Works without a PMU.
+use aya_ebpf::{macros::kprobe, programs::ProbeContext};
+use numatrace_common::{Counter, TNF_FAULT_LOCAL, TNF_MIGRATED};
+
+use crate::{runs, tracking};
+
+#[kprobe]
+pub fn task_numa_fault(ctx: ProbeContext) -> u32 {
+    let (tgid, tid) = tracking::current();
+    if !tracking::is_traced_tgid(tgid) {
+        return 0;
+    }
+    let mem_node: i32 = ctx.arg(1).unwrap_or(-1);
+    let pages: i32 = ctx.arg(2).unwrap_or(0);
+    let flags: i32 = ctx.arg(3).unwrap_or(0);
+    let pages = if pages > 0 { pages as u64 } else { 0 };
+    let flags = flags as u32;
+    let cpu = tracking::cpu();
+    tracking::count(Counter::HintingFaults, 1);
+    runs::add_hinting_fault(&runs::Sample {
+        tgid,
+        tid,
+        cpu,
+        region: runs::current_fault_region(tid),
+        cpu_node: tracking::cpu_node(cpu),
+        other_node: mem_node as u16,
+        local: u32::from(flags & TNF_FAULT_LOCAL != 0),
+        ts_ns: tracking::now_ns(),
+        pages,
+        migrated_pages: if flags & TNF_MIGRATED != 0 { pages as u32 } else { 0 },
+    });
+    0
+}

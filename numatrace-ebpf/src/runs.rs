@@ -1,0 +1,126 @@
+//! Run-length aggregation of hot sources in per-CPU slots: consecutive first
+//! touches (or hinting faults) by one thread in one 2 MiB region with the same
+//! nodes add up in place; a change of key sends the finished run as one event.
+//! A sequential first touch of 2 MiB is one event instead of 512. Userspace
+//! reads the slots once programs are detached, so no run is lost at the end.
+use numatrace_common::{
+    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, PendingRun, REGION_SHIFT,
+    REGION_UNKNOWN,
+};
+
+use crate::{
+    emit::emit,
+    maps::{FAULT_PENDING, FIRST_TOUCH_RUN, HINTING_RUN},
+};
+
+/// The 2 MiB region of the page fault `tid` is handling on this CPU, if any.
+#[inline(always)]
+pub fn current_fault_region(tid: u32) -> u64 {
+    match FAULT_PENDING.get(0) {
+        Some(fault) if fault.tid == tid => fault.address >> REGION_SHIFT,
+        _ => REGION_UNKNOWN,
+    }
+}
+
+/// One observation to fold into a run.
+pub struct Sample {
+    pub tgid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    pub region: u64,
+    pub cpu_node: u16,
+    pub other_node: u16,
+    pub local: u32,
+    pub ts_ns: u64,
+    pub pages: u64,
+    pub migrated_pages: u32,
+}
+
+#[inline(always)]
+fn same_key(run: &PendingRun, s: &Sample) -> bool {
+    run.pages != 0
+        && run.tid == s.tid
+        && run.region == s.region
+        && run.cpu_node == s.cpu_node
+        && run.other_node == s.other_node
+        && run.local == s.local
+}
+
+#[inline(always)]
+fn start(run: &mut PendingRun, s: &Sample) {
+    run.tid = s.tid;
+    run.tgid = s.tgid;
+    run.region = s.region;
+    run.first_ts_ns = s.ts_ns;
+    run.last_ts_ns = s.ts_ns;
+    run.pages = s.pages;
+    run.faults = 1;
+    run.migrated_pages = s.migrated_pages;
+    run.cpu_node = s.cpu_node;
+    run.other_node = s.other_node;
+    run.local = s.local;
+}
+
+#[inline(always)]
+fn extend(run: &mut PendingRun, s: &Sample) {
+    run.last_ts_ns = s.ts_ns;
+    run.pages += s.pages;
+    run.faults += 1;
+    run.migrated_pages += s.migrated_pages;
+}
+
+#[inline(always)]
+fn header(kind: EventKind, run: &PendingRun, cpu: u32) -> EventHeader {
+    EventHeader { kind: kind as u32, cpu, ts_ns: run.first_ts_ns, tgid: run.tgid, tid: run.tid }
+}
+
+/// Folds a first-touch sample into this CPU's run.
+#[inline(always)]
+pub fn add_first_touch(s: &Sample) {
+    let Some(run) = FIRST_TOUCH_RUN.get_ptr_mut(0) else { return };
+    let run = unsafe { &mut *run };
+    if same_key(run, s) {
+        extend(run, s);
+        return;
+    }
+    if run.pages != 0 {
+        let event = FirstTouchEvent {
+            header: header(EventKind::FirstTouch, run, s.cpu),
+            region: run.region,
+            pages: run.pages,
+            last_ts_ns: run.last_ts_ns,
+            cpu_node: run.cpu_node,
+            page_node: run.other_node,
+            _pad: 0,
+        };
+        emit(EventKind::FirstTouch, &event, run.pages);
+    }
+    start(run, s);
+}
+
+/// Folds a hinting-fault sample into this CPU's run.
+#[inline(always)]
+pub fn add_hinting_fault(s: &Sample) {
+    let Some(run) = HINTING_RUN.get_ptr_mut(0) else { return };
+    let run = unsafe { &mut *run };
+    if same_key(run, s) {
+        extend(run, s);
+        return;
+    }
+    if run.pages != 0 {
+        let event = HintingFaultEvent {
+            header: header(EventKind::HintingFault, run, s.cpu),
+            region: run.region,
+            last_ts_ns: run.last_ts_ns,
+            faults: run.faults,
+            pages: run.pages as u32,
+            migrated_pages: run.migrated_pages,
+            cpu_node: run.cpu_node,
+            mem_node: run.other_node,
+            local: run.local,
+            _pad: 0,
+        };
+        emit(EventKind::HintingFault, &event, run.faults as u64);
+    }
+    start(run, s);
+}

@@ -1,0 +1,69 @@
+//! Which tasks are traced, and where things are (cpu -> node, pfn -> node).
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id};
+use numatrace_common::{Counter, NODE_UNKNOWN};
+
+use crate::{
+    config::config,
+    maps::{COUNTERS, CPU_NODE, PFN_BLOCK_NODE, TRACKED_TGIDS, TRACKED_TIDS},
+};
+
+/// The current task as (tgid, tid).
+#[inline(always)]
+pub fn current() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+/// Whether a process is traced. The target itself is one compare; followed
+/// children cost a hash lookup, and only when following is on.
+#[inline(always)]
+pub fn is_traced_tgid(tgid: u32) -> bool {
+    if tgid == config!(target_tgid) {
+        return true;
+    }
+    config!(follow_children) != 0 && unsafe { TRACKED_TGIDS.get(&tgid) }.is_some()
+}
+
+/// The tgid of a traced thread, for events about a task other than the current one.
+#[inline(always)]
+pub fn traced_thread_tgid(tid: u32) -> Option<u32> {
+    unsafe { TRACKED_TIDS.get(&tid) }.copied()
+}
+
+#[inline(always)]
+pub fn cpu() -> u32 {
+    unsafe { bpf_get_smp_processor_id() }
+}
+
+#[inline(always)]
+pub fn cpu_node(cpu: u32) -> u16 {
+    match CPU_NODE.get(cpu) {
+        Some(node) => *node as u16,
+        None => NODE_UNKNOWN,
+    }
+}
+
+#[inline(always)]
+pub fn pfn_node(pfn: u64) -> u16 {
+    let block = pfn >> config!(pfn_block_shift);
+    if block >= config!(pfn_blocks) as u64 {
+        return NODE_UNKNOWN;
+    }
+    match PFN_BLOCK_NODE.get(block as u32) {
+        Some(node) => *node as u16,
+        None => NODE_UNKNOWN,
+    }
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+/// Adds to a per-CPU counter slot.
+#[inline(always)]
+pub fn count(counter: Counter, n: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        unsafe { *slot += n };
+    }
+}

@@ -1,0 +1,374 @@
+//! The aggregator: folds decoded kernel events into per-thread and per-region
+//! facts. It owns all interpretation of events (node of a CPU, local or
+//! remote, cross-node or not); it keeps sums, not event lists, so its memory
+//! is bounded by threads x regions x nodes, not by the event count.
+use std::collections::{BTreeMap, HashMap};
+
+use numatrace_common::{EventKind, REGION_UNKNOWN};
+
+use crate::{
+    event::{Event, comm_str},
+    kernel::KernelTotals,
+    topology::Topology,
+};
+
+/// Everything known about one thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// When it was created, if during the capture (ns, monotonic).
+    pub born_ns: Option<u64>,
+    pub exited_ns: Option<u64>,
+    /// Last CPU it was seen on (from migrations).
+    pub last_cpu: Option<u32>,
+    pub migrations: u64,
+    pub cross_node_migrations: u64,
+    /// Time of each cross-node migration and its (from, to) nodes.
+    pub cross_node_moves: Vec<(u64, u32, u32)>,
+    /// First-touch pages by the node they landed on.
+    pub first_touch_pages: BTreeMap<u32, u64>,
+    /// First-touch pages by the node the thread ran on when touching.
+    pub first_touch_pages_by_cpu_node: BTreeMap<u32, u64>,
+    /// First touches that landed on a node other than the thread's.
+    pub remote_first_touch_pages: u64,
+    pub runtime_ns_by_node: BTreeMap<u32, u64>,
+    pub hinting_faults_local: u64,
+    pub hinting_faults_remote: u64,
+    /// Hinting-fault pages by the node the memory was on.
+    pub hinting_pages_by_mem_node: BTreeMap<u32, u64>,
+    pub hinting_pages_migrated: u64,
+    pub numa_task_moves: u64,
+    pub numa_task_swaps: u64,
+    pub numa_task_sticks: u64,
+    pub misplaced_migrations: u64,
+    pub misplaced_migration_ns: u64,
+}
+
+impl ThreadStats {
+    pub fn first_touch_total(&self) -> u64 {
+        self.first_touch_pages.values().sum()
+    }
+
+    /// The node it spent most run time on, if it ran at all.
+    pub fn main_node(&self) -> Option<u32> {
+        self.runtime_ns_by_node.iter().max_by_key(|(_, ns)| **ns).map(|(n, _)| *n)
+    }
+}
+
+/// Key of one region's first-touch record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionKey {
+    pub tgid: u32,
+    /// Address >> 21, or [`REGION_UNKNOWN`].
+    pub region: u64,
+}
+
+/// Who first touched (part of) a region, from where, and where it landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionTouch {
+    pub tid: u32,
+    pub cpu_node: u32,
+    pub page_node: u32,
+    pub pages: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// Pages migrated for one reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigrationCount {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub on_behalf: u64,
+    pub batches: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// A balancer task placement decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub kind: EventKind,
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub src_node: i32,
+    pub dst_node: i32,
+}
+
+/// The aggregator's whole state.
+#[derive(Clone, Debug)]
+pub struct Aggregator {
+    pub topology: Topology,
+    /// `enum migrate_reason` value -> name, from this kernel's format file.
+    pub reason_names: BTreeMap<i64, String>,
+    pub threads: BTreeMap<u32, ThreadStats>,
+    pub regions: HashMap<RegionKey, Vec<RegionTouch>>,
+    pub page_migrations: BTreeMap<String, MigrationCount>,
+    pub placements: Vec<Placement>,
+    pub events: u64,
+    pub decode_errors: u64,
+    pub kernel: KernelTotals,
+    pub first_event_ns: Option<u64>,
+    pub last_event_ns: Option<u64>,
+}
+
+/// Placement decisions kept for time windows; beyond this only counts grow.
+const MAX_PLACEMENTS: usize = 100_000;
+
+impl Aggregator {
+    pub fn new(topology: Topology, reason_names: BTreeMap<i64, String>) -> Aggregator {
+        Aggregator {
+            topology,
+            reason_names,
+            threads: BTreeMap::new(),
+            regions: HashMap::new(),
+            page_migrations: BTreeMap::new(),
+            placements: Vec::new(),
+            events: 0,
+            decode_errors: 0,
+            kernel: KernelTotals::default(),
+            first_event_ns: None,
+            last_event_ns: None,
+        }
+    }
+
+    /// Registers a thread that existed before the capture started.
+    pub fn add_thread(&mut self, tid: u32, tgid: u32, comm: &str, cpu: Option<u32>) {
+        let t = self.thread(tid, tgid);
+        if t.comm.is_empty() {
+            t.comm = comm.to_string();
+        }
+        if t.last_cpu.is_none() {
+            t.last_cpu = cpu;
+        }
+    }
+
+    fn thread(&mut self, tid: u32, tgid: u32) -> &mut ThreadStats {
+        self.threads.entry(tid).or_insert_with(|| ThreadStats { tid, tgid, ..Default::default() })
+    }
+
+    fn node_of_cpu(&self, cpu: i32) -> Option<u32> {
+        u32::try_from(cpu).ok().and_then(|c| self.topology.node_of_cpu(c))
+    }
+
+    /// Decodes and folds one ring record; a record that does not decode is counted.
+    pub fn ingest_bytes(&mut self, bytes: &[u8]) -> Option<Event> {
+        match Event::decode(bytes) {
+            Ok(event) => {
+                self.ingest(&event);
+                Some(event)
+            }
+            Err(_) => {
+                self.decode_errors += 1;
+                None
+            }
+        }
+    }
+
+    /// Folds one event.
+    pub fn ingest(&mut self, event: &Event) {
+        self.events += 1;
+        let h = *event.header();
+        self.first_event_ns = Some(self.first_event_ns.map_or(h.ts_ns, |t| t.min(h.ts_ns)));
+        self.last_event_ns = Some(self.last_event_ns.map_or(h.ts_ns, |t| t.max(h.ts_ns)));
+        match event {
+            Event::TaskMigration(e) => {
+                let from = self.node_of_cpu(e.orig_cpu);
+                let to = self.node_of_cpu(e.dest_cpu);
+                let t = self.thread(h.tid, h.tgid);
+                t.migrations += 1;
+                t.last_cpu = u32::try_from(e.dest_cpu).ok();
+                if let (Some(from), Some(to)) = (from, to)
+                    && from != to
+                {
+                    t.cross_node_migrations += 1;
+                    t.cross_node_moves.push((h.ts_ns, from, to));
+                }
+            }
+            Event::FirstTouch(e) => {
+                let (cpu_node, page_node) = (u32::from(e.cpu_node), u32::from(e.page_node));
+                let t = self.thread(h.tid, h.tgid);
+                *t.first_touch_pages.entry(page_node).or_default() += e.pages;
+                *t.first_touch_pages_by_cpu_node.entry(cpu_node).or_default() += e.pages;
+                if cpu_node != page_node {
+                    t.remote_first_touch_pages += e.pages;
+                }
+                let key = RegionKey { tgid: h.tgid, region: e.region };
+                let touches = self.regions.entry(key).or_default();
+                match touches.iter_mut().find(|r| r.tid == h.tid && r.cpu_node == cpu_node && r.page_node == page_node) {
+                    Some(r) => {
+                        r.pages += e.pages;
+                        r.first_ns = r.first_ns.min(h.ts_ns);
+                        r.last_ns = r.last_ns.max(e.last_ts_ns);
+                    }
+                    None => touches.push(RegionTouch {
+                        tid: h.tid,
+                        cpu_node,
+                        page_node,
+                        pages: e.pages,
+                        first_ns: h.ts_ns,
+                        last_ns: e.last_ts_ns,
+                    }),
+                }
+            }
+            Event::HintingFault(e) => {
+                let t = self.thread(h.tid, h.tgid);
+                if e.local != 0 {
+                    t.hinting_faults_local += u64::from(e.faults);
+                } else {
+                    t.hinting_faults_remote += u64::from(e.faults);
+                }
+                *t.hinting_pages_by_mem_node.entry(u32::from(e.mem_node)).or_default() += u64::from(e.pages);
+                t.hinting_pages_migrated += u64::from(e.migrated_pages);
+            }
+            Event::NumaPlacement(e) => {
+                let kind = EventKind::from_id(h.kind).unwrap_or(EventKind::NumaTaskMove);
+                for (tid, tgid) in [(e.src_tid, e.src_tgid), (e.dst_tid, e.dst_tgid)] {
+                    if tid == 0 || (tgid != h.tgid && tid != h.tid) {
+                        continue;
+                    }
+                    let t = self.thread(tid, tgid);
+                    match kind {
+                        EventKind::NumaTaskMove => t.numa_task_moves += 1,
+                        EventKind::NumaTaskSwap => t.numa_task_swaps += 1,
+                        _ => t.numa_task_sticks += 1,
+                    }
+                }
+                if self.placements.len() < MAX_PLACEMENTS {
+                    self.placements.push(Placement {
+                        kind,
+                        ts_ns: h.ts_ns,
+                        tid: h.tid,
+                        src_node: e.src_node,
+                        dst_node: e.dst_node,
+                    });
+                }
+            }
+            Event::PageMigration(e) => {
+                let name = self.reason_name(e.reason);
+                let m = self.page_migrations.entry(name).or_default();
+                m.succeeded += e.succeeded;
+                m.failed += e.failed;
+                m.batches += 1;
+                if e.on_behalf != 0 {
+                    m.on_behalf += e.succeeded;
+                }
+                m.first_ns = if m.first_ns == 0 { h.ts_ns } else { m.first_ns.min(h.ts_ns) };
+                m.last_ns = m.last_ns.max(h.ts_ns);
+            }
+            Event::TaskNew(e) => {
+                let t = self.thread(h.tid, h.tgid);
+                t.comm = comm_str(&e.comm);
+                t.born_ns = Some(h.ts_ns);
+                t.last_cpu = Some(h.cpu);
+            }
+            Event::TaskExit(e) => {
+                let t = self.thread(h.tid, h.tgid);
+                t.exited_ns = Some(h.ts_ns);
+                let comm = comm_str(&e.comm);
+                if !comm.is_empty() {
+                    t.comm = comm;
+                }
+            }
+            Event::MisplacedMigration(e) => {
+                let t = self.thread(h.tid, h.tgid);
+                t.misplaced_migrations += 1;
+                t.misplaced_migration_ns += e.duration_ns;
+            }
+        }
+    }
+
+    /// The name of a migrate reason on this kernel.
+    pub fn reason_name(&self, reason: i32) -> String {
+        self.reason_names.get(&i64::from(reason)).cloned().unwrap_or_else(|| format!("reason_{reason}"))
+    }
+
+    /// Takes the kernel's end-of-capture totals (loss, counters, run time).
+    pub fn finish(&mut self, kernel: KernelTotals) {
+        for (&(tid, node), &ns) in &kernel.runtime_ns {
+            if let Some(t) = self.threads.get_mut(&tid) {
+                *t.runtime_ns_by_node.entry(node).or_default() += ns;
+            }
+        }
+        self.kernel = kernel;
+    }
+
+    /// Total lost events over all kinds.
+    pub fn lost_events(&self) -> u64 {
+        self.kernel.loss.values().map(|l| l.events).sum::<u64>() + self.decode_errors
+    }
+
+    /// Whether a region key has a known address.
+    pub fn region_known(key: &RegionKey) -> bool {
+        key.region != REGION_UNKNOWN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use numatrace_common::{EventHeader, FirstTouchEvent, TaskMigrationEvent};
+
+    use super::*;
+
+    fn agg() -> Aggregator {
+        Aggregator::new(Topology::synthetic(&[vec![0, 1], vec![2, 3]]), BTreeMap::from([(5, "numa_misplaced".to_string())]))
+    }
+
+    fn hdr(kind: EventKind, tid: u32, ts: u64) -> EventHeader {
+        EventHeader { kind: kind as u32, cpu: 0, ts_ns: ts, tgid: 1, tid }
+    }
+
+    #[test]
+    fn counts_cross_node_migrations_only_across_nodes() {
+        let mut a = agg();
+        for (from, to) in [(0, 1), (1, 2), (2, 3), (3, 0)] {
+            a.ingest(&Event::TaskMigration(TaskMigrationEvent { header: hdr(EventKind::TaskMigration, 7, 1), orig_cpu: from, dest_cpu: to }));
+        }
+        let t = &a.threads[&7];
+        assert_eq!(t.migrations, 4);
+        assert_eq!(t.cross_node_migrations, 2);
+        assert_eq!(t.last_cpu, Some(0));
+    }
+
+    #[test]
+    fn sums_first_touch_runs_per_node_and_region() {
+        let mut a = agg();
+        let run = |tid, region, cpu_node, page_node, pages| {
+            Event::FirstTouch(FirstTouchEvent {
+                header: hdr(EventKind::FirstTouch, tid, 10),
+                region,
+                pages,
+                last_ts_ns: 20,
+                cpu_node,
+                page_node,
+                _pad: 0,
+            })
+        };
+        a.ingest(&run(7, 1, 0, 0, 512));
+        a.ingest(&run(7, 1, 0, 0, 100));
+        a.ingest(&run(7, 2, 0, 1, 50));
+        a.ingest(&run(8, 2, 1, 1, 10));
+        let t = &a.threads[&7];
+        assert_eq!(t.first_touch_pages, BTreeMap::from([(0, 612), (1, 50)]));
+        assert_eq!(t.remote_first_touch_pages, 50);
+        assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }].len(), 1);
+        assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }][0].pages, 612);
+        assert_eq!(a.regions[&RegionKey { tgid: 1, region: 2 }].len(), 2);
+    }
+
+    #[test]
+    fn names_migration_reasons_from_the_kernel_table() {
+        let a = agg();
+        assert_eq!(a.reason_name(5), "numa_misplaced");
+        assert_eq!(a.reason_name(42), "reason_42");
+    }
+
+    #[test]
+    fn counts_undecodable_records_as_lost() {
+        let mut a = agg();
+        assert!(a.ingest_bytes(&[1, 2, 3]).is_none());
+        assert_eq!(a.lost_events(), 1);
+    }
+}

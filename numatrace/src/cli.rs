@@ -1,0 +1,124 @@
+//! Command-line interface: argument definitions and dispatch.
+use std::{io::Write, time::Duration};
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    report,
+    session::{self, SessionOptions},
+    target::TargetSpec,
+};
+
+const ABOUT: &str = "Finds out why a process runs slower than it should because its threads and its memory sit on different NUMA nodes, and says what to do about it.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  sudo numatrace --pid 4242 --duration 60s       trace a running process for a minute
+  sudo numatrace -- ./server --port 8080         trace a command from its first instruction
+  sudo numatrace --json --pid 4242 -d 10s        the same facts as one JSON object
+  sudo numatrace demo                            a built-in workload with a known pathology
+
+What it shows: per thread, migrations (and those across nodes), pages first
+touched per node and how many landed remote, run time per node, NUMA hinting
+faults local/remote; the balancer's task moves/swaps; page migrations by
+reason; lost events. It stops at --duration, on Ctrl-C or SIGTERM, or when the
+target exits, and always reports what it saw.";
+
+#[derive(Debug, Parser)]
+#[command(name = "numatrace", version, about = ABOUT, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+/// Options of a live capture.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Trace this running process (all its threads, and threads it creates).
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// Stop after this long (e.g. 500ms, 30s, 5m). Without it: at Ctrl-C or when the target exits.
+    #[arg(short, long, value_name = "TIME", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print the report as one JSON object (schema numatrace.report/1) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also trace processes the target creates (always on for a command started with --).
+    #[arg(long)]
+    pub follow_children: bool,
+    /// Size of the kernel-to-user event ring (rounded up to a power of two).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub ring_size: u32,
+    /// The command to start and trace, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace a built-in workload with the init-thread pathology (one thread first-touches memory that threads on another node use).
+    Demo(DemoArgs),
+    /// Run a built-in workload (used by tests, the lab and the demo).
+    #[command(hide = true, disable_help_flag = true)]
+    Workload {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Memory the init thread touches, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub mib: u64,
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Some(Command::Workload { args }) => {
+            let argv = std::iter::once("numatrace-workload".into()).chain(args.into_iter().map(Into::into));
+            numatrace_workloads::main_from_args(argv)?;
+            Ok(0)
+        }
+        Some(Command::Demo(demo)) => {
+            let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+            let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
+            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, command })
+        }
+        None => trace(cli.trace),
+    }
+}
+
+fn trace(args: TraceArgs) -> Result<i32> {
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), true) => TargetSpec::Pid(pid),
+        (None, false) => TargetSpec::Command(args.command.clone()),
+        (Some(_), false) => bail!("give either --pid or a command after --, not both"),
+        (None, true) => bail!("nothing to trace: give --pid <PID> or a command after -- (see numatrace --help)"),
+    };
+    let follow_children = args.follow_children || matches!(target, TargetSpec::Command(_));
+    let opts = SessionOptions {
+        target,
+        duration: args.duration,
+        follow_children,
+        ring_bytes: args.ring_size,
+        progress: !args.json,
+        drain_interval: Duration::from_millis(100),
+    };
+    let capture = session::run(opts, None)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &capture.report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report::text::render(&capture.report))?;
+    }
+    Ok(0)
+}

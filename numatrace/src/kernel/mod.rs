@@ -1,0 +1,207 @@
+//! Loading the kernel programs, attaching them source by source, and reading
+//! back what they counted. Nothing here interprets events.
+pub mod layouts;
+pub mod sources;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+};
+use numatrace_common::{
+    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventHeader, EventKind, FIRST_TOUCH_RUN_MAP,
+    FirstTouchEvent, HINTING_RUN_MAP, HintingFaultEvent, LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS,
+    NODE_UNKNOWN, ON_CPU_MAP, OnCpu, PFN_BLOCK_NODE_MAP, PendingRun, RUNTIME_MAP, RuntimeKey, TRACKED_TIDS_MAP,
+};
+
+use crate::{event::Event, topology::Topology, tracefs::Tracefs};
+pub use sources::SourceStatus;
+
+/// The compiled kernel programs, embedded at build time (see build.rs).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/numatrace.bpf.o"));
+
+/// What to load.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub target_tgid: u32,
+    pub follow_children: bool,
+    pub ring_bytes: u32,
+}
+
+/// Loaded and attached programs.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub sources: Vec<SourceStatus>,
+}
+
+/// What the kernel side counted besides the events, read at the end.
+#[derive(Clone, Debug, Default)]
+pub struct KernelTotals {
+    /// Lost events (and the pages or faults they carried) per kind.
+    pub loss: BTreeMap<EventKind, Loss>,
+    /// Raw per-program hit counters, summed over CPUs.
+    pub counters: Vec<u64>,
+    /// Nanoseconds each (tid, node) ran.
+    pub runtime_ns: BTreeMap<(u32, u32), u64>,
+}
+
+impl Probes {
+    /// Checks privileges, loads the object with this kernel's layouts and
+    /// this machine's topology, and attaches every source it can.
+    pub fn load(opts: &LoadOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
+        crate::privileges::require_bpf()?;
+        let layouts = layouts::read(tracefs);
+        let config = Config {
+            target_tgid: opts.target_tgid,
+            follow_children: u32::from(opts.follow_children),
+            pfn_block_shift: topology.pfn_block_shift(),
+            pfn_blocks: topology.memory_blocks.keys().next_back().map(|b| *b as u32 + 1).unwrap_or(0).min(MAX_PFN_BLOCKS),
+            wakeup_threshold_bytes: u64::from(opts.ring_bytes / 4),
+        };
+        let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096 * 16);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(LAYOUTS_GLOBAL, &layouts, true)
+            .override_global(CONFIG_GLOBAL, &config, true)
+            .map_max_entries(EVENTS_MAP, ring_bytes)
+            .load(OBJECT)
+            .context("loading numatrace's kernel programs")?;
+        fill_tables(&mut ebpf, topology)?;
+        Ok(Probes { ebpf, sources: Vec::new() })
+    }
+
+    /// Adds threads to trace (tid -> tgid). Call before [`Probes::attach`] for
+    /// a running process; threads born later are added by the kernel.
+    pub fn track_threads(&mut self, threads: &[(u32, u32)]) -> Result<()> {
+        let mut map: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.ebpf.map_mut(TRACKED_TIDS_MAP).context("map TRACKED_TIDS missing")?)?;
+        for &(tid, tgid) in threads {
+            map.insert(tid, tgid, 0).with_context(|| format!("tracking thread {tid}"))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches every source this kernel supports; returns their statuses.
+    pub fn attach(&mut self, tracefs: &Tracefs) -> &[SourceStatus] {
+        self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, tracefs, s)).collect();
+        &self.sources
+    }
+
+    /// The event ring; can be taken once.
+    pub fn take_ring(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
+        let map = self.ebpf.take_map(EVENTS_MAP).context("the EVENTS ring was already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Detaches every program: after this no new event is produced.
+    pub fn detach(&mut self) {
+        for source in sources::SOURCES {
+            for attach in source.attaches {
+                if let Some(program) = self.ebpf.program_mut(attach.program) {
+                    let _ = match program {
+                        aya::programs::Program::TracePoint(p) => p.unload(),
+                        aya::programs::Program::KProbe(p) => p.unload(),
+                        _ => Ok(()),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Runs still accumulating in the per-CPU slots, as events. Read after
+    /// [`Probes::detach`], so that nothing is lost at the end.
+    pub fn pending_runs(&self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for (name, kind) in [(FIRST_TOUCH_RUN_MAP, EventKind::FirstTouch), (HINTING_RUN_MAP, EventKind::HintingFault)] {
+            let array: PerCpuArray<&MapData, PendingRun> =
+                PerCpuArray::try_from(self.ebpf.map(name).with_context(|| format!("map {name} missing"))?)?;
+            let per_cpu = array.get(&0, 0).with_context(|| format!("reading {name}"))?;
+            for (cpu, run) in per_cpu.iter().enumerate() {
+                if run.pages == 0 {
+                    continue;
+                }
+                let header =
+                    EventHeader { kind: kind as u32, cpu: cpu as u32, ts_ns: run.first_ts_ns, tgid: run.tgid, tid: run.tid };
+                events.push(match kind {
+                    EventKind::FirstTouch => Event::FirstTouch(FirstTouchEvent {
+                        header,
+                        region: run.region,
+                        pages: run.pages,
+                        last_ts_ns: run.last_ts_ns,
+                        cpu_node: run.cpu_node,
+                        page_node: run.other_node,
+                        _pad: 0,
+                    }),
+                    _ => Event::HintingFault(HintingFaultEvent {
+                        header,
+                        region: run.region,
+                        last_ts_ns: run.last_ts_ns,
+                        faults: run.faults,
+                        pages: run.pages as u32,
+                        migrated_pages: run.migrated_pages,
+                        cpu_node: run.cpu_node,
+                        mem_node: run.other_node,
+                        local: run.local,
+                        _pad: 0,
+                    }),
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// Loss, counters and run time, read after [`Probes::detach`]. `now_ns`
+    /// closes the run time of threads that were on a CPU at detach.
+    pub fn totals(&self, now_ns: u64) -> Result<KernelTotals> {
+        let mut totals = KernelTotals::default();
+        let loss: PerCpuArray<&MapData, Loss> = PerCpuArray::try_from(self.ebpf.map(LOSS_MAP).context("map LOSS missing")?)?;
+        for kind in EventKind::ALL {
+            let per_cpu = loss.get(&(kind as u32), 0)?;
+            let sum = per_cpu.iter().fold(Loss::default(), |a, l| Loss { events: a.events + l.events, units: a.units + l.units });
+            if sum.events > 0 {
+                totals.loss.insert(kind, sum);
+            }
+        }
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(numatrace_common::COUNTERS_MAP).context("map COUNTERS missing")?)?;
+        for slot in 0..COUNTER_SLOTS {
+            totals.counters.push(counters.get(&slot, 0)?.iter().sum());
+        }
+        let runtime: HashMap<&MapData, RuntimeKey, u64> =
+            HashMap::try_from(self.ebpf.map(RUNTIME_MAP).context("map RUNTIME missing")?)?;
+        for entry in runtime.iter() {
+            let (key, ns) = entry?;
+            *totals.runtime_ns.entry((key.tid, key.node)).or_default() += ns;
+        }
+        let on_cpu: PerCpuArray<&MapData, OnCpu> =
+            PerCpuArray::try_from(self.ebpf.map(ON_CPU_MAP).context("map ON_CPU missing")?)?;
+        for slot in on_cpu.get(&0, 0)?.iter() {
+            if slot.tid != 0 && now_ns > slot.since_ns {
+                *totals.runtime_ns.entry((slot.tid, slot.node)).or_default() += now_ns - slot.since_ns;
+            }
+        }
+        Ok(totals)
+    }
+}
+
+/// Writes cpu -> node and memory block -> node tables.
+fn fill_tables(ebpf: &mut Ebpf, topology: &Topology) -> Result<()> {
+    let table = topology.cpu_node_table();
+    if table.len() as u32 > MAX_CPUS {
+        bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", table.len());
+    }
+    let mut cpu_node: Array<&mut MapData, u32> = Array::try_from(ebpf.map_mut(CPU_NODE_MAP).context("map CPU_NODE missing")?)?;
+    for (cpu, node) in table.iter().enumerate() {
+        cpu_node.set(cpu as u32, node, 0)?;
+    }
+    let mut blocks: Array<&mut MapData, u32> =
+        Array::try_from(ebpf.map_mut(PFN_BLOCK_NODE_MAP).context("map PFN_BLOCK_NODE missing")?)?;
+    // Blocks with no node (holes) stay unknown rather than node 0.
+    let max_block = topology.memory_blocks.keys().next_back().copied().unwrap_or(0).min(u64::from(MAX_PFN_BLOCKS) - 1);
+    for block in 0..=max_block {
+        let node = topology.memory_blocks.get(&block).copied().unwrap_or(u32::from(NODE_UNKNOWN));
+        blocks.set(block as u32, node, 0)?;
+    }
+    Ok(())
+}

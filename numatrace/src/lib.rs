@@ -1,0 +1,19 @@
+//! numatrace: finds out why a process's threads and memory sit on different
+//! NUMA nodes, and says what to do about it.
+//!
+//! Layout: `kernel` loads and attaches the eBPF programs and reads their
+//! maps; `event` decodes their records; `aggregate` owns all interpretation;
+//! `session` runs a live capture; `report` is the output model and its
+//! renderings. `topology`, `tracefs`, `cpulist` read the machine.
+pub mod aggregate;
+pub mod cli;
+pub mod cpulist;
+pub mod event;
+pub mod kernel;
+pub mod privileges;
+pub mod report;
+pub mod session;
+pub mod sink;
+pub mod target;
+pub mod topology;
+pub mod tracefs;

@@ -1,0 +1,180 @@
+//! The report's data model; its serde form is the `--json` output
+//! (schema `numatrace.report/1`).
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{aggregate::Aggregator, kernel::SourceStatus, topology::Topology};
+
+pub const SCHEMA: &str = "numatrace.report/1";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub tool: Tool,
+    pub target: Target,
+    pub duration_s: f64,
+    pub topology: Topology,
+    /// False on a one-node machine: drift cannot happen there.
+    pub multi_node: bool,
+    pub sources: Vec<SourceStatus>,
+    pub threads: Vec<ThreadReport>,
+    pub totals: Totals,
+    /// Events the kernel could not deliver (ring full) plus records that did not decode.
+    pub lost_events: u64,
+    /// Lost events per kind, with the pages (first_touch) or faults (hinting_fault) they carried.
+    pub lost: BTreeMap<String, LostReport>,
+    /// Raw hit counters of the kernel programs.
+    pub kernel_counters: BTreeMap<String, u64>,
+    /// Why the capture ended.
+    pub stopped_by: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub kernel: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub pid: u32,
+    pub comm: String,
+    /// The command line, when numatrace started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Its exit code, when it exited during the capture and numatrace started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadReport {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub migrations: u64,
+    pub cross_node_migrations: u64,
+    /// Node id (string) -> pages first touched that landed there.
+    pub first_touch_pages: BTreeMap<String, u64>,
+    pub remote_first_touch_pages: u64,
+    /// Node id (string) -> milliseconds the thread ran there.
+    pub runtime_ms_by_node: BTreeMap<String, f64>,
+    pub hinting_faults_local: u64,
+    pub hinting_faults_remote: u64,
+    pub numa_task_moves: u64,
+    pub numa_task_swaps: u64,
+    pub numa_task_sticks: u64,
+    pub born_during_capture: bool,
+    pub exited_during_capture: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub threads: u64,
+    pub migrations: u64,
+    pub cross_node_migrations: u64,
+    pub first_touch_pages: u64,
+    /// Node id (string) -> first-touch pages that landed there.
+    pub first_touch_pages_by_node: BTreeMap<String, u64>,
+    pub remote_first_touch_pages: u64,
+    pub numa_task_moves: u64,
+    pub numa_task_swaps: u64,
+    pub numa_task_sticks: u64,
+    /// Reason -> pages migrated (succeeded).
+    pub page_migrations: BTreeMap<String, u64>,
+    pub hinting_faults_local: u64,
+    pub hinting_faults_remote: u64,
+    pub misplaced_migration_calls: u64,
+    pub misplaced_migration_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LostReport {
+    pub events: u64,
+    pub units: u64,
+}
+
+fn by_node<T: Copy>(map: &BTreeMap<u32, T>) -> BTreeMap<String, T> {
+    map.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+const COUNTER_NAMES: [&str; 6] =
+    ["page_faults", "first_touch_pages", "hinting_faults", "task_migrations", "switches_in", "migration_target_pages"];
+
+impl Report {
+    /// Builds the report from a finished aggregator.
+    pub fn build(agg: &Aggregator, target: Target, duration_s: f64, sources: Vec<SourceStatus>, stopped_by: &str) -> Report {
+        let mut totals = Totals::default();
+        let mut threads = Vec::new();
+        for t in agg.threads.values() {
+            totals.threads += 1;
+            totals.migrations += t.migrations;
+            totals.cross_node_migrations += t.cross_node_migrations;
+            totals.first_touch_pages += t.first_touch_total();
+            for (node, pages) in &t.first_touch_pages {
+                *totals.first_touch_pages_by_node.entry(node.to_string()).or_default() += pages;
+            }
+            totals.remote_first_touch_pages += t.remote_first_touch_pages;
+            totals.numa_task_moves += t.numa_task_moves;
+            totals.numa_task_swaps += t.numa_task_swaps;
+            totals.numa_task_sticks += t.numa_task_sticks;
+            totals.hinting_faults_local += t.hinting_faults_local;
+            totals.hinting_faults_remote += t.hinting_faults_remote;
+            totals.misplaced_migration_calls += t.misplaced_migrations;
+            totals.misplaced_migration_ms += t.misplaced_migration_ns as f64 / 1e6;
+            threads.push(ThreadReport {
+                tid: t.tid,
+                tgid: t.tgid,
+                comm: t.comm.clone(),
+                migrations: t.migrations,
+                cross_node_migrations: t.cross_node_migrations,
+                first_touch_pages: by_node(&t.first_touch_pages),
+                remote_first_touch_pages: t.remote_first_touch_pages,
+                runtime_ms_by_node: t.runtime_ns_by_node.iter().map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6)).collect(),
+                hinting_faults_local: t.hinting_faults_local,
+                hinting_faults_remote: t.hinting_faults_remote,
+                numa_task_moves: t.numa_task_moves,
+                numa_task_swaps: t.numa_task_swaps,
+                numa_task_sticks: t.numa_task_sticks,
+                born_during_capture: t.born_ns.is_some(),
+                exited_during_capture: t.exited_ns.is_some(),
+            });
+        }
+        totals.page_migrations = agg.page_migrations.iter().map(|(r, m)| (r.clone(), m.succeeded)).collect();
+        let lost = agg
+            .kernel
+            .loss
+            .iter()
+            .map(|(k, l)| (k.name().to_string(), LostReport { events: l.events, units: l.units }))
+            .collect();
+        let kernel_counters = agg
+            .kernel
+            .counters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| COUNTER_NAMES.get(i).map(|n| (n.to_string(), *v)))
+            .collect();
+        Report {
+            schema: SCHEMA,
+            tool: Tool { name: "numatrace", version: env!("CARGO_PKG_VERSION"), kernel: kernel_release() },
+            target,
+            duration_s,
+            multi_node: agg.topology.is_multi_node(),
+            topology: agg.topology.clone(),
+            sources,
+            threads,
+            totals,
+            lost_events: agg.lost_events(),
+            lost,
+            kernel_counters,
+            stopped_by: stopped_by.to_string(),
+        }
+    }
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,101 @@
+//! The terminal rendering of a [`Report`].
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::cpulist;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn pages(n: u64) -> String {
+    if n >= 256 { format!("{n} ({:.1} MiB)", n as f64 * 4096.0 / (1u64 << 20) as f64) } else { n.to_string() }
+}
+
+/// Renders the human report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "numatrace {} on Linux {}", r.tool.version, r.tool.kernel);
+    let what = match &r.target.command {
+        Some(cmd) => format!("`{}` (pid {})", cmd.join(" "), r.target.pid),
+        None => format!("pid {} ({})", r.target.pid, r.target.comm),
+    };
+    let _ = writeln!(o, "traced {what} for {:.1} s, stopped by {}", r.duration_s, r.stopped_by);
+    if !r.multi_node {
+        let _ = writeln!(
+            o,
+            "\nThis machine has one NUMA node: threads and memory cannot drift apart here, and pinning brings no NUMA benefit."
+        );
+    }
+
+    let _ = writeln!(o, "\nTopology");
+    for n in &r.topology.nodes {
+        let _ = writeln!(
+            o,
+            "  node {}: cpus {:<12} memory {} ({} free)",
+            n.id,
+            cpulist::format(&n.cpus),
+            mib(n.mem_total_bytes),
+            mib(n.mem_free_bytes)
+        );
+    }
+
+    let _ = writeln!(o, "\nThreads");
+    let _ = writeln!(
+        o,
+        "  {:>8} {:<16} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
+        "tid", "comm", "migr", "x-node", "first touch by node", "remote", "ran on node (ms)", "hinting l/r"
+    );
+    for t in &r.threads {
+        let ft = t.first_touch_pages.iter().map(|(n, p)| format!("{n}:{p}")).collect::<Vec<_>>().join(" ");
+        let rt = t.runtime_ms_by_node.iter().map(|(n, ms)| format!("{n}:{ms:.0}")).collect::<Vec<_>>().join(" ");
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
+            t.tid,
+            t.comm,
+            t.migrations,
+            t.cross_node_migrations,
+            if ft.is_empty() { "-".into() } else { ft },
+            t.remote_first_touch_pages,
+            if rt.is_empty() { "-".into() } else { rt },
+            format!("{}/{}", t.hinting_faults_local, t.hinting_faults_remote)
+        );
+    }
+
+    let tt = &r.totals;
+    let _ = writeln!(o, "\nTotals");
+    let _ = writeln!(o, "  threads                 {}", tt.threads);
+    let _ = writeln!(o, "  migrations              {} ({} across nodes)", tt.migrations, tt.cross_node_migrations);
+    let by_node = tt.first_touch_pages_by_node.iter().map(|(n, p)| format!("node {n}: {p}")).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(o, "  first-touch pages       {} [{}]", pages(tt.first_touch_pages), by_node);
+    let _ = writeln!(o, "  remote first touches    {}", pages(tt.remote_first_touch_pages));
+    let _ = writeln!(o, "  balancer task moves     {}  swaps {}  sticks {}", tt.numa_task_moves, tt.numa_task_swaps, tt.numa_task_sticks);
+    let _ = writeln!(o, "  hinting faults          {} local, {} remote", tt.hinting_faults_local, tt.hinting_faults_remote);
+    if tt.page_migrations.is_empty() {
+        let _ = writeln!(o, "  page migrations         none");
+    } else {
+        let list = tt.page_migrations.iter().map(|(r, p)| format!("{r}: {p}")).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(o, "  page migrations         {list}");
+    }
+    if tt.misplaced_migration_calls > 0 {
+        let _ = writeln!(
+            o,
+            "  misplaced migrations    {} calls, {:.1} ms in the kernel",
+            tt.misplaced_migration_calls, tt.misplaced_migration_ms
+        );
+    }
+    let _ = writeln!(o, "  lost events             {}", r.lost_events);
+    for (kind, l) in &r.lost {
+        let _ = writeln!(o, "    {kind}: {} events ({} pages/faults) did not fit the ring; raise --ring-size", l.events, l.units);
+    }
+
+    let skipped: Vec<_> = r.sources.iter().filter(|s| !s.attached).collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(o, "\nSources this kernel could not give");
+        for s in skipped {
+            let _ = writeln!(o, "  {}: {}", s.name, s.reason.as_deref().unwrap_or("unknown"));
+        }
+    }
+    o
+}

@@ -1,0 +1,213 @@
+//! A live capture: start or attach to the target, load and attach the
+//! probes, stream events into the aggregator until the duration ends, the
+//! target exits, or Ctrl-C / SIGTERM, then collect what the kernel still
+//! holds and build the report.
+use std::{
+    io::{IsTerminal, Write},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    aggregate::Aggregator,
+    kernel::{LoadOptions, Probes},
+    report::{Report, Target as TargetReport},
+    sink::EventSink,
+    target::{Target, TargetSpec},
+    topology::Topology,
+    tracefs::Tracefs,
+};
+
+/// How to run a capture.
+pub struct SessionOptions {
+    pub target: TargetSpec,
+    pub duration: Option<Duration>,
+    pub follow_children: bool,
+    pub ring_bytes: u32,
+    /// Show a progress line (only when stderr is a terminal).
+    pub progress: bool,
+    /// How often the ring is drained when nobody wakes the reader.
+    pub drain_interval: Duration,
+}
+
+/// The finished capture: the report and the aggregator it came from.
+pub struct Capture {
+    pub report: Report,
+    pub aggregator: Aggregator,
+}
+
+/// `CLOCK_MONOTONIC` now, in the kernel programs' time base.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs a capture to its end.
+pub fn run(opts: SessionOptions, sink: Option<&mut dyn EventSink>) -> Result<Capture> {
+    let topology = Topology::read().context("reading the NUMA topology")?;
+    let tracefs = Tracefs::open()?;
+    crate::privileges::require_bpf()?;
+    let mut target = match &opts.target {
+        TargetSpec::Pid(pid) => Target::attach(*pid)?,
+        TargetSpec::Command(argv) => Target::spawn(argv)?,
+    };
+    let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
+    let mut probes = Probes::load(
+        &LoadOptions { target_tgid: target.pid, follow_children: opts.follow_children, ring_bytes: opts.ring_bytes },
+        &topology,
+        &tracefs,
+    )?;
+    let mut agg = Aggregator::new(topology, reason_names);
+    let threads = target.threads();
+    probes.track_threads(&threads.iter().map(|t| (t.tid, target.pid)).collect::<Vec<_>>())?;
+    for t in &threads {
+        agg.add_thread(t.tid, target.pid, &t.comm, t.cpu);
+    }
+    for status in probes.attach(&tracefs) {
+        if !status.attached {
+            eprintln!("numatrace: skipping {}: {}", status.name, status.reason.as_deref().unwrap_or("unavailable"));
+        }
+    }
+    // Threads created between the /proc walk and the attach of task_newtask.
+    let late: Vec<_> = target.threads().into_iter().filter(|t| !agg.threads.contains_key(&t.tid)).collect();
+    probes.track_threads(&late.iter().map(|t| (t.tid, target.pid)).collect::<Vec<_>>())?;
+    for t in &late {
+        agg.add_thread(t.tid, target.pid, &t.comm, t.cpu);
+    }
+    let comm = target.comm();
+    target.release()?;
+
+    let ring = probes.take_ring()?;
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
+    let mut sink = sink;
+    let (stopped_by, ring) = runtime.block_on(event_loop(&opts, &target, ring, &mut agg, &mut sink, started))?;
+
+    let detach_ns = monotonic_ns();
+    probes.detach();
+    let mut ring = ring;
+    drain(&mut ring, &mut agg, &mut sink)?;
+    for event in probes.pending_runs()? {
+        agg.ingest(&event);
+        if let Some(sink) = sink.as_deref_mut() {
+            sink.record(&event)?;
+        }
+    }
+    agg.finish(probes.totals(detach_ns)?);
+    if stopped_by == "duration" {
+        target.terminate();
+    }
+    let exit_code = wait_exit(&target, stopped_by == "target exit" || stopped_by == "duration");
+    let target_report = TargetReport {
+        pid: target.pid,
+        comm: if comm.is_empty() { target.command.as_ref().and_then(|c| c.first().cloned()).unwrap_or_default() } else { comm },
+        command: target.command.clone(),
+        exit_code,
+    };
+    let report = Report::build(&agg, target_report, started.elapsed().as_secs_f64(), probes.sources.clone(), stopped_by);
+    Ok(Capture { report, aggregator: agg })
+}
+
+/// Waits briefly for a started command to be reaped, so its exit code is known.
+fn wait_exit(target: &Target, expect_exit: bool) -> Option<i32> {
+    target.command.as_ref()?;
+    let deadline = Instant::now() + if expect_exit { Duration::from_secs(5) } else { Duration::ZERO };
+    loop {
+        if let Some(code) = target.reap() {
+            return Some(code);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<usize> {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        n += 1;
+        if let Some(event) = agg.ingest_bytes(&item)
+            && let Some(sink) = sink.as_deref_mut()
+        {
+            sink.record(&event)?;
+        }
+    }
+    Ok(n)
+}
+
+struct PidFd(i32);
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> i32 {
+        self.0
+    }
+}
+
+async fn event_loop(
+    opts: &SessionOptions,
+    target: &Target,
+    ring: RingBuf<MapData>,
+    agg: &mut Aggregator,
+    sink: &mut Option<&mut dyn EventSink>,
+    started: Instant,
+) -> Result<(&'static str, RingBuf<MapData>)> {
+    // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
+    // `target`, which outlives this loop.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the event ring: {e}"))?;
+    let exited = unsafe { AsyncFd::register_with_interest(PidFd(target.pidfd.as_raw_fd()), Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the target: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(opts.drain_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::from_std(started + d));
+    let show_progress = opts.progress && std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    let stopped_by = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), agg, sink)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                drain(ring.get_mut(), agg, sink)?;
+                if show_progress && last_progress.elapsed() >= Duration::from_millis(250) {
+                    last_progress = Instant::now();
+                    progress_line(opts, target, agg, started);
+                }
+            }
+            _ = exited.readable() => break "target exit",
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break "duration",
+            _ = sigint.recv() => break "Ctrl-C",
+            _ = sigterm.recv() => break "SIGTERM",
+        }
+    };
+    if show_progress {
+        eprint!("\r\x1b[2K");
+    }
+    Ok((stopped_by, ring.into_inner()))
+}
+
+fn progress_line(opts: &SessionOptions, target: &Target, agg: &Aggregator, started: Instant) {
+    let elapsed = started.elapsed().as_secs_f64();
+    let of = opts.duration.map(|d| format!(" / {:.0} s", d.as_secs_f64())).unwrap_or_default();
+    eprint!(
+        "\r\x1b[2Knumatrace: pid {} {:.1} s{of}, {} events, {} threads (Ctrl-C stops and reports)",
+        target.pid,
+        elapsed,
+        agg.events,
+        agg.threads.len()
+    );
+    let _ = std::io::stderr().flush();
+}

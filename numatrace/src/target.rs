@@ -1,0 +1,195 @@
+//! The traced process: an existing pid, or a command numatrace starts held
+//! at a gate until the probes are attached, so it is traced from its first
+//! instruction.
+use std::{
+    ffi::CString,
+    fs,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum TargetSpec {
+    Pid(u32),
+    Command(Vec<String>),
+}
+
+/// A thread of the target at attach time.
+#[derive(Clone, Debug)]
+pub struct ThreadInfo {
+    pub tid: u32,
+    pub comm: String,
+    pub cpu: Option<u32>,
+}
+
+/// A process being traced.
+pub struct Target {
+    pub pid: u32,
+    /// Readable when the process has exited.
+    pub pidfd: OwnedFd,
+    gate: Option<Gate>,
+    pub command: Option<Vec<String>>,
+}
+
+/// The pipes holding a started command before `exec`.
+struct Gate {
+    release: OwnedFd,
+    exec_error: OwnedFd,
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Finds a program the way a shell would.
+pub fn resolve_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+impl Target {
+    /// A running process.
+    pub fn attach(pid: u32) -> Result<Target> {
+        if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("no process with pid {pid}");
+        }
+        let pidfd = pidfd_open(pid).with_context(|| format!("cannot watch pid {pid}"))?;
+        Ok(Target { pid, pidfd, gate: None, command: None })
+    }
+
+    /// Starts `argv` held before `exec` until [`Target::release`].
+    pub fn spawn(argv: &[String]) -> Result<Target> {
+        let Some(first) = argv.first() else { bail!("no command given after --") };
+        let program = resolve_program(first).with_context(|| format!("command not found: {first}"))?;
+        let c_program = CString::new(program.as_os_str().as_encoded_bytes()).context("command contains a NUL byte")?;
+        let c_args: Vec<CString> =
+            argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().context("argument contains a NUL byte")?;
+        let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+        c_argv.push(std::ptr::null());
+        let (gate_read, gate_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        // SAFETY: the child only calls async-signal-safe functions (read, write, execv, _exit)
+        // on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            bail!("fork failed: {}", std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            unsafe {
+                let mut byte = 0u8;
+                let n = libc::read(gate_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+                if n != 1 {
+                    libc::_exit(127);
+                }
+                libc::execv(c_program.as_ptr(), c_argv.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(err_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
+                libc::_exit(127);
+            }
+        }
+        drop(gate_read);
+        drop(err_write);
+        let pidfd = pidfd_open(pid as u32).context("cannot watch the started command")?;
+        Ok(Target {
+            pid: pid as u32,
+            pidfd,
+            gate: Some(Gate { release: gate_write, exec_error: err_read }),
+            command: Some(argv.to_vec()),
+        })
+    }
+
+    /// Lets a started command run (`exec`); reports an exec failure.
+    pub fn release(&mut self) -> Result<()> {
+        let Some(gate) = self.gate.take() else { return Ok(()) };
+        let byte = 1u8;
+        // SAFETY: writing one byte from a valid buffer to our pipe.
+        unsafe { libc::write(gate.release.as_raw_fd(), (&byte as *const u8).cast(), 1) };
+        drop(gate.release);
+        let mut errno = 0i32;
+        // SAFETY: reading up to 4 bytes into errno; the pipe closes on a successful exec.
+        let n = unsafe { libc::read(gate.exec_error.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
+        if n == 4 {
+            let cmd = self.command.as_ref().and_then(|c| c.first()).cloned().unwrap_or_default();
+            self.reap();
+            bail!("cannot run {cmd}: {}", std::io::Error::from_raw_os_error(errno));
+        }
+        Ok(())
+    }
+
+    /// The process's threads now.
+    pub fn threads(&self) -> Vec<ThreadInfo> {
+        let Ok(entries) = fs::read_dir(format!("/proc/{}/task", self.pid)) else { return Vec::new() };
+        let mut out: Vec<ThreadInfo> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .map(|tid: u32| {
+                let dir = format!("/proc/{}/task/{tid}", self.pid);
+                let comm = fs::read_to_string(format!("{dir}/comm")).map(|s| s.trim().to_string()).unwrap_or_default();
+                ThreadInfo { tid, comm, cpu: stat_processor(&format!("{dir}/stat")) }
+            })
+            .collect();
+        out.sort_by_key(|t| t.tid);
+        out
+    }
+
+    pub fn comm(&self) -> String {
+        fs::read_to_string(format!("/proc/{}/comm", self.pid)).map(|s| s.trim().to_string()).unwrap_or_default()
+    }
+
+    /// Collects a started command's exit code (non-blocking); None if still running or not ours.
+    pub fn reap(&self) -> Option<i32> {
+        self.command.as_ref()?;
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let rc = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+        if rc != self.pid as i32 {
+            return None;
+        }
+        if libc::WIFEXITED(status) {
+            Some(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            Some(128 + libc::WTERMSIG(status))
+        } else {
+            None
+        }
+    }
+
+    /// Asks a started command to stop (at the end of `--duration`).
+    pub fn terminate(&self) {
+        if self.command.is_some() {
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        }
+    }
+}
+
+/// Field 39 of /proc/<pid>/task/<tid>/stat: the CPU the thread last ran on.
+fn stat_processor(path: &str) -> Option<u32> {
+    let text = fs::read_to_string(path).ok()?;
+    // The comm field may hold spaces and parentheses; fields restart after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(36)?.parse().ok()
+}

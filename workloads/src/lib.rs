@@ -1,0 +1,63 @@
+//! Workloads with ground truth. Each prints one JSON line on stdout saying
+//! what it did (pages first-touched per thread, CPU hops, nodes), so that a
+//! test can compare numatrace's report with it.
+pub mod memory;
+pub mod placement;
+pub mod scenarios;
+
+use std::ffi::OsString;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "numatrace-workload", about = "Workloads with known NUMA behaviour, for numatrace's tests, lab and demo")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Each of THREADS threads first-touches PAGES fresh 4 KiB pages (huge pages off).
+    Touch {
+        #[arg(long, default_value_t = 1024)]
+        pages: u64,
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+        /// Repeat the whole thing this many times with fresh memory.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+        /// After each page touch, hop to the next allowed CPU every HOP_EVERY pages (0: never).
+        #[arg(long, default_value_t = 0)]
+        hop_every: u64,
+    },
+    /// One thread hops between CPUs TIMES times by changing its own affinity.
+    Hop {
+        #[arg(long, default_value_t = 10)]
+        times: u32,
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+    },
+    /// Init-thread first touch: the main thread, on the first node, touches
+    /// MIB of memory; WORKERS threads pinned to the last node then use it.
+    InitThread {
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// How long the workers keep using the memory.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+/// Runs the workload named by `args` (args[0] is the program name).
+pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
+    match cli.scenario {
+        Scenario::Touch { pages, threads, rounds, hop_every } => scenarios::touch(pages, threads, rounds, hop_every),
+        Scenario::Hop { times, threads } => scenarios::hop(times, threads),
+        Scenario::InitThread { mib, workers, seconds } => scenarios::init_thread(mib, workers, seconds),
+    }
+}

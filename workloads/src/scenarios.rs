@@ -1,0 +1,125 @@
+//! The workloads themselves.
+use std::{thread, time::{Duration, Instant}};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::{memory::Buffer, placement};
+
+fn emit(value: serde_json::Value) {
+    println!("{value}");
+}
+
+/// THREADS threads each first-touch PAGES pages, ROUNDS times.
+pub fn touch(pages: u64, threads: u32, rounds: u32, hop_every: u64) -> Result<()> {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            thread::spawn(move || -> Result<(u32, u64, u32)> {
+                let tid = placement::gettid();
+                let cpus = placement::allowed_cpus();
+                let mut hops = 0u32;
+                let mut touched = 0;
+                for _ in 0..rounds {
+                    let buf = Buffer::new(pages)?;
+                    for i in 0..buf.pages() {
+                        buf.touch(i);
+                        touched += 1;
+                        if hop_every > 0 && cpus.len() > 1 && touched % hop_every == 0 {
+                            placement::pin(&[cpus[(hops as usize + 1) % cpus.len()]])?;
+                            hops += 1;
+                        }
+                    }
+                }
+                if hop_every > 0 {
+                    placement::pin(&cpus)?;
+                }
+                Ok((tid, touched, hops))
+            })
+        })
+        .collect();
+    let mut per_thread = Vec::new();
+    for h in handles {
+        let (tid, pages, hops) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        per_thread.push(json!({"tid": tid, "first_touch_pages": pages, "hops": hops}));
+    }
+    emit(json!({"workload": "touch", "pid": std::process::id(), "threads": per_thread, "seconds": started.elapsed().as_secs_f64()}));
+    Ok(())
+}
+
+/// THREADS threads each hop between two CPUs TIMES times.
+pub fn hop(times: u32, threads: u32) -> Result<()> {
+    let cpus = placement::allowed_cpus();
+    anyhow::ensure!(cpus.len() >= 2, "hop needs at least two CPUs, this process may use {cpus:?}");
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let cpus = cpus.clone();
+            thread::spawn(move || -> Result<(u32, u32)> {
+                let tid = placement::gettid();
+                let mut done = 0;
+                for k in 0..times {
+                    let cpu = cpus[(i as usize + k as usize + 1) % cpus.len()];
+                    placement::pin(&[cpu])?;
+                    // Affinity takes effect before sched_setaffinity returns; check and yield once if not.
+                    if placement::current_cpu() != cpu {
+                        thread::yield_now();
+                    }
+                    if placement::current_cpu() == cpu {
+                        done += 1;
+                    }
+                }
+                placement::pin(&cpus)?;
+                Ok((tid, done))
+            })
+        })
+        .collect();
+    let mut per_thread = Vec::new();
+    for h in handles {
+        let (tid, hops) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        per_thread.push(json!({"tid": tid, "hops": hops}));
+    }
+    emit(json!({"workload": "hop", "pid": std::process::id(), "threads": per_thread}));
+    Ok(())
+}
+
+/// The init-thread pattern: main thread on the first node first-touches
+/// everything; workers pinned to the last node use it.
+pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
+    let nodes = placement::nodes();
+    let (init_node, init_cpus) = nodes.first().cloned().context("no NUMA node with CPUs")?;
+    let (work_node, work_cpus) = nodes.last().cloned().context("no NUMA node with CPUs")?;
+    placement::pin(&init_cpus)?;
+    let pages = mib * 256;
+    let buf = std::sync::Arc::new(Buffer::new(pages)?);
+    for i in 0..pages {
+        buf.touch(i);
+    }
+    let init_tid = placement::gettid();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let buf = buf.clone();
+            let cpus = work_cpus.clone();
+            thread::spawn(move || -> Result<(u32, u64)> {
+                placement::pin(&cpus)?;
+                let mut sweeps = 0;
+                while Instant::now() < deadline {
+                    buf.sweep();
+                    sweeps += 1;
+                }
+                Ok((placement::gettid(), sweeps))
+            })
+        })
+        .collect();
+    let mut per_worker = Vec::new();
+    for h in handles {
+        let (tid, sweeps) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        per_worker.push(json!({"tid": tid, "sweeps": sweeps}));
+    }
+    emit(json!({
+        "workload": "init-thread", "pid": std::process::id(),
+        "init": {"tid": init_tid, "node": init_node, "first_touch_pages": pages},
+        "workers": per_worker, "worker_node": work_node,
+    }));
+    Ok(())
+}
