@@ -1,0 +1,79 @@
+//! Installs the build and test prerequisites on a Debian/Ubuntu machine:
+//! Debian's Rust with library source (for -Z build-std=core on the BPF
+//! target), bpf-linker built against Debian's LLVM 22, and the tools the
+//! tests, lab and bench use. Skips what is already there.
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Only check, print what is missing, install nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Debian packages: (package, a file it installs that proves it is there).
+const PACKAGES: &[(&str, &str)] = &[
+    ("rustc-web", "/usr/bin/rustc"),
+    ("cargo-web", "/usr/bin/cargo"),
+    ("rust-web-src", "/usr/lib/rustlib/src/rust/library/core/Cargo.toml"),
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("cpio", "/usr/bin/cpio"),
+    ("numactl", "/usr/bin/numastat"),
+    ("bpftrace", "/usr/bin/bpftrace"),
+    ("linux-perf", "/usr/bin/perf"),
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn have_bpf_linker() -> bool {
+    Command::new("bpf-linker").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+        || std::env::var_os("HOME").is_some_and(|h| Path::new(&h).join(".cargo/bin/bpf-linker").is_file())
+}
+
+pub fn run(args: &SetupArgs) -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(p, _)| *p).collect();
+    let linker = have_bpf_linker();
+    if args.check {
+        if missing.is_empty() && linker {
+            eprintln!("setup: everything is installed");
+            return Ok(());
+        }
+        bail!("missing: {}{}", missing.join(" "), if linker { "" } else { " bpf-linker" });
+    }
+    if !missing.is_empty() {
+        eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+        if !Path::new("/usr/bin/apt-get").exists() {
+            bail!("no apt-get here; install the equivalents of: {}", missing.join(" "));
+        }
+        let status = Command::new("apt-get").arg("update").arg("-q").env("DEBIAN_FRONTEND", "noninteractive").status()?;
+        if !status.success() {
+            bail!("apt-get update failed");
+        }
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("apt-get install {} failed", missing.join(" "));
+        }
+    }
+    if !linker {
+        eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM 22 (about a minute)");
+        let status = Command::new("cargo")
+            .args(["install", "--locked", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features", "--features", "llvm-22,no-llvm-linking"])
+            .env("RUSTFLAGS", "-C link-arg=-lLLVM-22")
+            .status()
+            .context("running cargo install bpf-linker")?;
+        if !status.success() {
+            bail!("cargo install bpf-linker failed");
+        }
+    }
+    eprintln!("setup: done");
+    Ok(())
+}

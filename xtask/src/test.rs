@@ -1,0 +1,28 @@
+//! `cargo xtask test`: setup, then every test of the workspace, as root,
+//! including the ones that load real programs into this kernel.
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip the lab scenarios (QEMU multi-node guests).
+    #[arg(long)]
+    pub no_lab: bool,
+    /// Extra arguments for `cargo test` (e.g. a test name filter).
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<i32> {
+    crate::setup::run(&crate::setup::SetupArgs { check: false })?;
+    let mut cmd = Command::new("cargo");
+    cmd.args(["test", "--workspace"]);
+    if args.no_lab {
+        cmd.env("NUMATRACE_NO_LAB", "1");
+    }
+    cmd.args(&args.cargo_args);
+    let status = cmd.status().context("running cargo test")?;
+    Ok(status.code().unwrap_or(1))
+}
