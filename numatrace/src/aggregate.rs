@@ -287,9 +287,11 @@ impl Aggregator {
 
     /// Takes the kernel's end-of-capture totals (loss, counters, run time).
     pub fn finish(&mut self, kernel: KernelTotals) {
-        for (&(tid, node), &ns) in &kernel.runtime_ns {
-            if let Some(t) = self.threads.get_mut(&tid) {
-                *t.runtime_ns_by_node.entry(node).or_default() += ns;
+        for (tid, by_node) in &kernel.runtime_ns {
+            if let Some(t) = self.threads.get_mut(tid) {
+                for (node, ns) in by_node {
+                    *t.runtime_ns_by_node.entry(*node).or_default() += ns;
+                }
             }
         }
         self.kernel = kernel;

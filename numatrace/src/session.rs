@@ -17,8 +17,9 @@ use tokio::{
 
 use crate::{
     aggregate::Aggregator,
+    facts::{EndFacts, InitialThread, SessionFacts, StartFacts},
     kernel::{LoadOptions, Probes},
-    report::{Report, Target as TargetReport},
+    report::{Report, Target as TargetReport, kernel_release},
     sink::EventSink,
     target::{Target, TargetSpec},
     topology::Topology,
@@ -37,10 +38,11 @@ pub struct SessionOptions {
     pub drain_interval: Duration,
 }
 
-/// The finished capture: the report and the aggregator it came from.
+/// The finished capture: the report, the aggregator and facts it came from.
 pub struct Capture {
     pub report: Report,
     pub aggregator: Aggregator,
+    pub facts: SessionFacts,
 }
 
 /// `CLOCK_MONOTONIC` now, in the kernel programs' time base.
@@ -52,7 +54,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// Runs a capture to its end.
-pub fn run(opts: SessionOptions, sink: Option<&mut dyn EventSink>) -> Result<Capture> {
+pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result<Capture> {
     let topology = Topology::read().context("reading the NUMA topology")?;
     let tracefs = Tracefs::open()?;
     crate::privileges::require_bpf()?;
@@ -66,30 +68,53 @@ pub fn run(opts: SessionOptions, sink: Option<&mut dyn EventSink>) -> Result<Cap
         &topology,
         &tracefs,
     )?;
-    let mut agg = Aggregator::new(topology, reason_names);
-    let threads = target.threads();
-    probes.track_threads(&threads.iter().map(|t| (t.tid, target.pid)).collect::<Vec<_>>())?;
-    for t in &threads {
-        agg.add_thread(t.tid, target.pid, &t.comm, t.cpu);
-    }
+    let mut initial_threads: Vec<InitialThread> = target
+        .threads()
+        .into_iter()
+        .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
+        .collect();
+    probes.track_threads(&initial_threads.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
     for status in probes.attach(&tracefs) {
         if !status.attached {
             eprintln!("numatrace: skipping {}: {}", status.name, status.reason.as_deref().unwrap_or("unavailable"));
         }
     }
     // Threads created between the /proc walk and the attach of task_newtask.
-    let late: Vec<_> = target.threads().into_iter().filter(|t| !agg.threads.contains_key(&t.tid)).collect();
-    probes.track_threads(&late.iter().map(|t| (t.tid, target.pid)).collect::<Vec<_>>())?;
-    for t in &late {
-        agg.add_thread(t.tid, target.pid, &t.comm, t.cpu);
-    }
+    let late: Vec<InitialThread> = target
+        .threads()
+        .into_iter()
+        .filter(|t| !initial_threads.iter().any(|i| i.tid == t.tid))
+        .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
+        .collect();
+    probes.track_threads(&late.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
+    initial_threads.extend(late);
+
     let comm = target.comm();
+    let start = StartFacts {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: kernel_release(),
+        topology,
+        reason_names,
+        target: TargetReport {
+            pid: target.pid,
+            comm: if comm.is_empty() { target.command.as_ref().and_then(|c| c.first().cloned()).unwrap_or_default() } else { comm },
+            command: target.command.clone(),
+            exit_code: None,
+        },
+        sources: probes.sources.clone(),
+        initial_threads,
+        start_ns: monotonic_ns(),
+    };
+    if let Some(sink) = sink.as_deref_mut() {
+        sink.start(&start)?;
+    }
+    let facts_so_far = SessionFacts { start, end: EndFacts { duration_s: 0.0, stopped_by: String::new(), exit_code: None, kernel: Default::default() } };
+    let mut agg = facts_so_far.new_aggregator();
     target.release()?;
 
     let ring = probes.take_ring()?;
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
-    let mut sink = sink;
     let (stopped_by, ring) = runtime.block_on(event_loop(&opts, &target, ring, &mut agg, &mut sink, started))?;
 
     let detach_ns = monotonic_ns();
@@ -102,19 +127,20 @@ pub fn run(opts: SessionOptions, sink: Option<&mut dyn EventSink>) -> Result<Cap
             sink.record(&event)?;
         }
     }
-    agg.finish(probes.totals(detach_ns)?);
-    if stopped_by == "duration" {
+    let kernel = probes.totals(detach_ns)?;
+    let duration_s = started.elapsed().as_secs_f64();
+    // A command numatrace started does not outlive the capture.
+    if stopped_by != "target exit" {
         target.terminate();
     }
-    let exit_code = wait_exit(&target, stopped_by == "target exit" || stopped_by == "duration");
-    let target_report = TargetReport {
-        pid: target.pid,
-        comm: if comm.is_empty() { target.command.as_ref().and_then(|c| c.first().cloned()).unwrap_or_default() } else { comm },
-        command: target.command.clone(),
-        exit_code,
-    };
-    let report = Report::build(&agg, target_report, started.elapsed().as_secs_f64(), probes.sources.clone(), stopped_by);
-    Ok(Capture { report, aggregator: agg })
+    let exit_code = wait_exit(&target, true);
+    let end = EndFacts { duration_s, stopped_by: stopped_by.to_string(), exit_code, kernel };
+    if let Some(sink) = sink.as_deref_mut() {
+        sink.end(&end)?;
+    }
+    let facts = SessionFacts { start: facts_so_far.start, end };
+    let report = facts.report(&mut agg);
+    Ok(Capture { report, aggregator: agg, facts })
 }
 
 /// Waits briefly for a started command to be reaped, so its exit code is known.

@@ -8,12 +8,12 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpulist;
 
 /// One NUMA node.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Node {
     pub id: u32,
     pub cpus: Vec<u32>,
@@ -22,13 +22,13 @@ pub struct Node {
 }
 
 /// The NUMA layout of the machine.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Topology {
     pub nodes: Vec<Node>,
     /// `distances[i][j]`: distance from `nodes[i]` to `nodes[j]` (10 = local).
     pub distances: Vec<Vec<u32>>,
     /// Physical memory is described in blocks of this many bytes.
-    #[serde(skip)]
+    #[serde(skip, default = "default_block_bytes")]
     pub memory_block_bytes: u64,
     /// Memory block index -> node.
     #[serde(skip)]
@@ -135,6 +135,10 @@ impl Topology {
     pub fn pfn_block_shift(&self) -> u32 {
         (self.memory_block_bytes.max(4096) / 4096).trailing_zeros()
     }
+}
+
+fn default_block_bytes() -> u64 {
+    128 << 20
 }
 
 fn online_cpus(system: &Path) -> Result<Vec<u32>> {

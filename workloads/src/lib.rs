@@ -31,6 +31,13 @@ pub enum Scenario {
         /// After each page touch, hop to the next allowed CPU every HOP_EVERY pages (0: never).
         #[arg(long, default_value_t = 0)]
         hop_every: u64,
+        /// Touch every STRIDE-th page of a larger buffer (a stride of 513 puts each
+        /// touch in a new 2 MiB region, so no two faults aggregate in the kernel).
+        #[arg(long, default_value_t = 1)]
+        stride: u64,
+        /// Wait this many milliseconds before touching (time to attach with --pid).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// One thread hops between CPUs TIMES times by changing its own affinity.
     Hop {
@@ -56,7 +63,10 @@ pub enum Scenario {
 pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
     let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
     match cli.scenario {
-        Scenario::Touch { pages, threads, rounds, hop_every } => scenarios::touch(pages, threads, rounds, hop_every),
+        Scenario::Touch { pages, threads, rounds, hop_every, stride, delay_ms } => {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            scenarios::touch(pages, threads, rounds, hop_every, stride.max(1))
+        }
         Scenario::Hop { times, threads } => scenarios::hop(times, threads),
         Scenario::InitThread { mib, workers, seconds } => scenarios::init_thread(mib, workers, seconds),
     }

@@ -11,7 +11,7 @@ fn emit(value: serde_json::Value) {
 }
 
 /// THREADS threads each first-touch PAGES pages, ROUNDS times.
-pub fn touch(pages: u64, threads: u32, rounds: u32, hop_every: u64) -> Result<()> {
+pub fn touch(pages: u64, threads: u32, rounds: u32, hop_every: u64, stride: u64) -> Result<()> {
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -21,13 +21,16 @@ pub fn touch(pages: u64, threads: u32, rounds: u32, hop_every: u64) -> Result<()
                 let mut hops = 0u32;
                 let mut touched = 0;
                 for _ in 0..rounds {
-                    let buf = Buffer::new(pages)?;
-                    for i in 0..buf.pages() {
-                        buf.touch(i);
+                    let buf = Buffer::new(pages * stride)?;
+                    for i in 0..pages {
+                        buf.touch(i * stride);
                         touched += 1;
                         if hop_every > 0 && cpus.len() > 1 && touched % hop_every == 0 {
+                            let before = placement::current_cpu();
                             placement::pin(&[cpus[(hops as usize + 1) % cpus.len()]])?;
-                            hops += 1;
+                            if placement::current_cpu() != before {
+                                hops += 1;
+                            }
                         }
                     }
                 }
@@ -56,15 +59,16 @@ pub fn hop(times: u32, threads: u32) -> Result<()> {
             let cpus = cpus.clone();
             thread::spawn(move || -> Result<(u32, u32)> {
                 let tid = placement::gettid();
+                // Counts only real CPU changes: the ground truth a tracer must see at least.
                 let mut done = 0;
                 for k in 0..times {
+                    let before = placement::current_cpu();
                     let cpu = cpus[(i as usize + k as usize + 1) % cpus.len()];
                     placement::pin(&[cpu])?;
-                    // Affinity takes effect before sched_setaffinity returns; check and yield once if not.
                     if placement::current_cpu() != cpu {
                         thread::yield_now();
                     }
-                    if placement::current_cpu() == cpu {
+                    if placement::current_cpu() != before {
                         done += 1;
                     }
                 }

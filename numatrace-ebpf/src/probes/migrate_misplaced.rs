@@ -1,11 +1,11 @@
-//! The balancer's misplaced-page migration, entry and return (kprobe and
-//! kretprobe). Its name depends on the kernel (`migrate_misplaced_folio`
-//! since 6.7, `migrate_misplaced_page` before); userspace attaches to the one
-//! that exists. Marks the thread as a page mover while it runs and reports
-//! how long each call took.
+//! The balancer's misplaced-page migration, entry and return. Its name
+//! depends on the kernel (`migrate_misplaced_folio` since 6.7,
+//! `migrate_misplaced_page` before); userspace attaches to the one that
+//! exists, with fentry/fexit where it can, else kprobe/kretprobe. Marks the
+//! thread as a page mover while it runs and reports how long each call took.
 use aya_ebpf::{
-    macros::{kprobe, kretprobe},
-    programs::{ProbeContext, RetProbeContext},
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use numatrace_common::{EventHeader, EventKind, MisplacedMigrationEvent};
 
@@ -15,8 +15,8 @@ use crate::{
     tracking,
 };
 
-#[kprobe]
-pub fn migrate_misplaced_enter(_ctx: ProbeContext) -> u32 {
+#[inline(always)]
+fn enter() -> u32 {
     let (tgid, tid) = tracking::current();
     if !tracking::is_traced_tgid(tgid) {
         return 0;
@@ -26,8 +26,8 @@ pub fn migrate_misplaced_enter(_ctx: ProbeContext) -> u32 {
     0
 }
 
-#[kretprobe]
-pub fn migrate_misplaced_exit(_ctx: RetProbeContext) -> u32 {
+#[inline(always)]
+fn exit() -> u32 {
     let (tgid, tid) = tracking::current();
     if !tracking::is_traced_tgid(tgid) {
         return 0;
@@ -47,4 +47,24 @@ pub fn migrate_misplaced_exit(_ctx: RetProbeContext) -> u32 {
     };
     emit(EventKind::MisplacedMigration, &event, 1);
     0
+}
+
+#[fentry(function = "migrate_misplaced_folio")]
+pub fn migrate_misplaced_fentry(_ctx: FEntryContext) -> u32 {
+    enter()
+}
+
+#[fexit(function = "migrate_misplaced_folio")]
+pub fn migrate_misplaced_fexit(_ctx: FExitContext) -> u32 {
+    exit()
+}
+
+#[kprobe]
+pub fn migrate_misplaced_enter(_ctx: ProbeContext) -> u32 {
+    enter()
+}
+
+#[kretprobe]
+pub fn migrate_misplaced_exit(_ctx: RetProbeContext) -> u32 {
+    exit()
 }

@@ -16,6 +16,8 @@ use numatrace_common::{
     NODE_UNKNOWN, ON_CPU_MAP, OnCpu, PFN_BLOCK_NODE_MAP, PendingRun, RUNTIME_MAP, RuntimeKey, TRACKED_TIDS_MAP,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::{event::Event, topology::Topology, tracefs::Tracefs};
 pub use sources::SourceStatus;
 
@@ -37,14 +39,21 @@ pub struct Probes {
 }
 
 /// What the kernel side counted besides the events, read at the end.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KernelTotals {
-    /// Lost events (and the pages or faults they carried) per kind.
-    pub loss: BTreeMap<EventKind, Loss>,
-    /// Raw per-program hit counters, summed over CPUs.
+    /// Lost events per kind name (`first_touch`, ...).
+    pub loss: BTreeMap<String, LostCount>,
+    /// Raw per-program hit counters ([`numatrace_common::Counter`] order), summed over CPUs.
     pub counters: Vec<u64>,
-    /// Nanoseconds each (tid, node) ran.
-    pub runtime_ns: BTreeMap<(u32, u32), u64>,
+    /// tid -> node -> nanoseconds it ran there.
+    pub runtime_ns: BTreeMap<u32, BTreeMap<u32, u64>>,
+}
+
+/// Events the ring had no room for, and the pages or faults they carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostCount {
+    pub events: u64,
+    pub units: u64,
 }
 
 impl Probes {
@@ -84,7 +93,9 @@ impl Probes {
 
     /// Attaches every source this kernel supports; returns their statuses.
     pub fn attach(&mut self, tracefs: &Tracefs) -> &[SourceStatus] {
-        self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, tracefs, s)).collect();
+        // Only fentry/fexit need the kernel's BTF; without it they fall back to kprobes.
+        let btf = aya::Btf::from_sys_fs().ok();
+        self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, tracefs, btf.as_ref(), s)).collect();
         &self.sources
     }
 
@@ -97,14 +108,8 @@ impl Probes {
     /// Detaches every program: after this no new event is produced.
     pub fn detach(&mut self) {
         for source in sources::SOURCES {
-            for attach in source.attaches {
-                if let Some(program) = self.ebpf.program_mut(attach.program) {
-                    let _ = match program {
-                        aya::programs::Program::TracePoint(p) => p.unload(),
-                        aya::programs::Program::KProbe(p) => p.unload(),
-                        _ => Ok(()),
-                    };
-                }
+            for variant in source.variants {
+                sources::unload_variant(&mut self.ebpf, variant);
             }
         }
     }
@@ -160,7 +165,7 @@ impl Probes {
             let per_cpu = loss.get(&(kind as u32), 0)?;
             let sum = per_cpu.iter().fold(Loss::default(), |a, l| Loss { events: a.events + l.events, units: a.units + l.units });
             if sum.events > 0 {
-                totals.loss.insert(kind, sum);
+                totals.loss.insert(kind.name().to_string(), LostCount { events: sum.events, units: sum.units });
             }
         }
         let counters: PerCpuArray<&MapData, u64> =
@@ -172,13 +177,13 @@ impl Probes {
             HashMap::try_from(self.ebpf.map(RUNTIME_MAP).context("map RUNTIME missing")?)?;
         for entry in runtime.iter() {
             let (key, ns) = entry?;
-            *totals.runtime_ns.entry((key.tid, key.node)).or_default() += ns;
+            *totals.runtime_ns.entry(key.tid).or_default().entry(key.node).or_default() += ns;
         }
         let on_cpu: PerCpuArray<&MapData, OnCpu> =
             PerCpuArray::try_from(self.ebpf.map(ON_CPU_MAP).context("map ON_CPU missing")?)?;
         for slot in on_cpu.get(&0, 0)?.iter() {
             if slot.tid != 0 && now_ns > slot.since_ns {
-                *totals.runtime_ns.entry((slot.tid, slot.node)).or_default() += now_ns - slot.since_ns;
+                *totals.runtime_ns.entry(slot.tid).or_default().entry(slot.node).or_default() += now_ns - slot.since_ns;
             }
         }
         Ok(totals)

@@ -1,10 +1,10 @@
 //! The kernel sources numatrace attaches to, each optional: a source this
 //! kernel lacks is reported once and skipped, the rest still run.
 use aya::{
-    Ebpf,
-    programs::{KProbe, TracePoint},
+    Btf, Ebpf,
+    programs::{FEntry, FExit, KProbe, TracePoint},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tracefs::Tracefs;
 
@@ -17,6 +17,10 @@ pub enum Hook {
     Kprobe(&'static [&'static str]),
     /// A kretprobe on the first of these kernel functions that exists.
     Kretprobe(&'static [&'static str]),
+    /// An fentry program on the first of these kernel functions in the kernel's BTF.
+    Fentry(&'static [&'static str]),
+    /// An fexit program on the first of these kernel functions in the kernel's BTF.
+    Fexit(&'static [&'static str]),
 }
 
 /// A program in the object and where it attaches.
@@ -26,15 +30,21 @@ pub struct Attach {
     pub hook: Hook,
 }
 
-/// A user-facing source: what it tells and the programs that make it.
+/// A user-facing source: what it tells and the programs that make it. Some
+/// sources have several ways in (fentry, else kprobe): the first variant
+/// that attaches completely is used.
 #[derive(Clone, Copy, Debug)]
 pub struct Source {
     pub name: &'static str,
     pub tells: &'static str,
-    pub attaches: &'static [Attach],
+    pub variants: &'static [&'static [Attach]],
 }
 
 const MISPLACED: &[&str] = &["migrate_misplaced_folio", "migrate_misplaced_page"];
+
+const fn tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
+    Attach { program, hook: Hook::Tracepoint(group, event) }
+}
 
 /// Every source, in attach order: lifecycle first so that no thread born
 /// during attach is missed.
@@ -42,74 +52,80 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "thread lifecycle",
         tells: "threads created and exited during the capture",
-        attaches: &[
-            Attach { program: "task_newtask", hook: Hook::Tracepoint("task", "task_newtask") },
-            Attach { program: "sched_process_exit", hook: Hook::Tracepoint("sched", "sched_process_exit") },
-        ],
+        variants: &[&[tp("task_newtask", "task", "task_newtask"), tp("sched_process_exit", "sched", "sched_process_exit")]],
     },
     Source {
         name: "thread migrations",
         tells: "every CPU (and node) change of a traced thread",
-        attaches: &[Attach { program: "sched_migrate_task", hook: Hook::Tracepoint("sched", "sched_migrate_task") }],
+        variants: &[&[tp("sched_migrate_task", "sched", "sched_migrate_task")]],
     },
     Source {
         name: "run time per node",
         tells: "how long each thread ran on each node",
-        attaches: &[Attach { program: "sched_switch", hook: Hook::Tracepoint("sched", "sched_switch") }],
+        variants: &[&[tp("sched_switch", "sched", "sched_switch")]],
     },
     Source {
         name: "first touches",
         tells: "which thread first touched which pages, and on which node they landed",
-        attaches: &[Attach { program: "mm_page_alloc", hook: Hook::Tracepoint("kmem", "mm_page_alloc") }],
+        variants: &[&[tp("mm_page_alloc", "kmem", "mm_page_alloc")]],
     },
     Source {
         name: "fault addresses",
         tells: "the 2 MiB region of each first touch and hinting fault",
-        attaches: &[Attach { program: "page_fault_user", hook: Hook::Tracepoint("exceptions", "page_fault_user") }],
+        variants: &[&[tp("page_fault_user", "exceptions", "page_fault_user")]],
     },
     Source {
         name: "balancer task placement",
         tells: "NUMA balancer task moves, swaps and sticks",
-        attaches: &[
-            Attach { program: "sched_move_numa", hook: Hook::Tracepoint("sched", "sched_move_numa") },
-            Attach { program: "sched_swap_numa", hook: Hook::Tracepoint("sched", "sched_swap_numa") },
-            Attach { program: "sched_stick_numa", hook: Hook::Tracepoint("sched", "sched_stick_numa") },
-        ],
+        variants: &[&[
+            tp("sched_move_numa", "sched", "sched_move_numa"),
+            tp("sched_swap_numa", "sched", "sched_swap_numa"),
+            tp("sched_stick_numa", "sched", "sched_stick_numa"),
+        ]],
     },
     Source {
         name: "page migrations",
         tells: "pages migrated, by reason",
-        attaches: &[Attach { program: "mm_migrate_pages", hook: Hook::Tracepoint("migrate", "mm_migrate_pages") }],
+        variants: &[&[tp("mm_migrate_pages", "migrate", "mm_migrate_pages")]],
     },
     Source {
         name: "explicit migration calls",
         tells: "migrate_pages/move_pages/mbind calls that move a traced process's pages",
-        attaches: &[
-            Attach { program: "sys_enter_migrate_pages", hook: Hook::Tracepoint("syscalls", "sys_enter_migrate_pages") },
-            Attach { program: "sys_exit_migrate_pages", hook: Hook::Tracepoint("syscalls", "sys_exit_migrate_pages") },
-            Attach { program: "sys_enter_move_pages", hook: Hook::Tracepoint("syscalls", "sys_enter_move_pages") },
-            Attach { program: "sys_exit_move_pages", hook: Hook::Tracepoint("syscalls", "sys_exit_move_pages") },
-            Attach { program: "sys_enter_mbind", hook: Hook::Tracepoint("syscalls", "sys_enter_mbind") },
-            Attach { program: "sys_exit_mbind", hook: Hook::Tracepoint("syscalls", "sys_exit_mbind") },
-        ],
+        variants: &[&[
+            tp("sys_enter_migrate_pages", "syscalls", "sys_enter_migrate_pages"),
+            tp("sys_exit_migrate_pages", "syscalls", "sys_exit_migrate_pages"),
+            tp("sys_enter_move_pages", "syscalls", "sys_enter_move_pages"),
+            tp("sys_exit_move_pages", "syscalls", "sys_exit_move_pages"),
+            tp("sys_enter_mbind", "syscalls", "sys_enter_mbind"),
+            tp("sys_exit_mbind", "syscalls", "sys_exit_mbind"),
+        ]],
     },
     Source {
         name: "hinting faults",
         tells: "NUMA hinting faults: on which node the memory a thread touches lives",
-        attaches: &[Attach { program: "task_numa_fault", hook: Hook::Kprobe(&["task_numa_fault"]) }],
+        variants: &[
+            &[Attach { program: "task_numa_fault_fentry", hook: Hook::Fentry(&["task_numa_fault"]) }],
+            &[Attach { program: "task_numa_fault", hook: Hook::Kprobe(&["task_numa_fault"]) }],
+        ],
     },
     Source {
         name: "misplaced-page migration",
         tells: "time the balancer spends migrating misplaced pages",
-        attaches: &[
-            Attach { program: "migrate_misplaced_enter", hook: Hook::Kprobe(MISPLACED) },
-            Attach { program: "migrate_misplaced_exit", hook: Hook::Kretprobe(MISPLACED) },
+        variants: &[
+            &[
+                Attach { program: "migrate_misplaced_fentry", hook: Hook::Fentry(MISPLACED) },
+                Attach { program: "migrate_misplaced_fexit", hook: Hook::Fexit(MISPLACED) },
+            ],
+            &[
+                Attach { program: "migrate_misplaced_enter", hook: Hook::Kprobe(MISPLACED) },
+                Attach { program: "migrate_misplaced_exit", hook: Hook::Kretprobe(MISPLACED) },
+            ],
         ],
     },
 ];
 
 /// What became of one source on this kernel.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceStatus {
     pub name: String,
     pub attached: bool,
@@ -130,43 +146,57 @@ pub fn kernel_function_exists(name: &str) -> bool {
     })
 }
 
-/// Attaches every program of a source; on the first failure the whole source
-/// is skipped (a half-attached source would give misleading counts).
-pub fn attach(ebpf: &mut Ebpf, tracefs: &Tracefs, source: &Source) -> SourceStatus {
-    let mut hooks = Vec::new();
-    let mut attached_programs = Vec::new();
-    let mut failure = None;
-    for attach in source.attaches {
-        match attach_one(ebpf, tracefs, attach) {
-            Ok(hook) => {
-                hooks.push(hook);
-                attached_programs.push(attach.program);
+/// Attaches the first variant of a source whose programs all attach; a
+/// half-attached variant is unloaded (it would give misleading counts).
+pub fn attach(ebpf: &mut Ebpf, tracefs: &Tracefs, btf: Option<&Btf>, source: &Source) -> SourceStatus {
+    let mut reasons = Vec::new();
+    for variant in source.variants {
+        let mut hooks = Vec::new();
+        let mut failure = None;
+        for attach in *variant {
+            match attach_one(ebpf, tracefs, btf, attach) {
+                Ok(hook) => hooks.push(hook),
+                Err(reason) => {
+                    failure = Some(reason);
+                    break;
+                }
             }
-            Err(reason) => {
-                failure = Some(reason);
-                break;
+        }
+        match failure {
+            None => return SourceStatus { name: source.name.to_string(), attached: true, hooks, reason: None },
+            Some(reason) => {
+                unload_variant(ebpf, variant);
+                reasons.push(reason);
             }
         }
     }
-    if failure.is_some() {
-        for program in attached_programs {
-            if let Some(p) = ebpf.program_mut(program) {
-                let _ = unload(p);
-            }
+    SourceStatus { name: source.name.to_string(), attached: false, hooks: Vec::new(), reason: Some(reasons.join("; ")) }
+}
+
+/// Unloads (and so detaches) every program of a variant.
+pub fn unload_variant(ebpf: &mut Ebpf, variant: &[Attach]) {
+    for attach in variant {
+        if let Some(program) = ebpf.program_mut(attach.program) {
+            let _ = match program {
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::KProbe(p) => p.unload(),
+                aya::programs::Program::FEntry(p) => p.unload(),
+                aya::programs::Program::FExit(p) => p.unload(),
+                _ => Ok(()),
+            };
         }
     }
-    SourceStatus { name: source.name.to_string(), attached: failure.is_none(), hooks, reason: failure }
 }
 
-fn unload(program: &mut aya::programs::Program) -> Result<(), aya::programs::ProgramError> {
-    match program {
-        aya::programs::Program::TracePoint(p) => p.unload(),
-        aya::programs::Program::KProbe(p) => p.unload(),
-        _ => Ok(()),
-    }
+fn first_existing(functions: &[&'static str]) -> Result<&'static str, String> {
+    functions
+        .iter()
+        .copied()
+        .find(|f| kernel_function_exists(f))
+        .ok_or_else(|| format!("this kernel has none of {}", functions.join(", ")))
 }
 
-fn attach_one(ebpf: &mut Ebpf, tracefs: &Tracefs, attach: &Attach) -> Result<String, String> {
+fn attach_one(ebpf: &mut Ebpf, tracefs: &Tracefs, btf: Option<&Btf>, attach: &Attach) -> Result<String, String> {
     let program = ebpf
         .program_mut(attach.program)
         .ok_or_else(|| format!("program {} is missing from the object", attach.program))?;
@@ -181,22 +211,45 @@ fn attach_one(ebpf: &mut Ebpf, tracefs: &Tracefs, attach: &Attach) -> Result<Str
             Ok(format!("tracepoint:{group}:{name}"))
         }
         Hook::Kprobe(functions) | Hook::Kretprobe(functions) => {
-            let function = functions
-                .iter()
-                .find(|f| kernel_function_exists(f))
-                .ok_or_else(|| format!("this kernel has none of {}", functions.join(", ")))?;
+            let function = first_existing(functions)?;
             let kp: &mut KProbe = program.try_into().map_err(|e| format!("{e}"))?;
             kp.load().map_err(|e| verifier_error(attach.program, &e))?;
-            kp.attach(function, 0).map_err(|e| format!("attaching to {function}: {e}"))?;
+            kp.attach(function, 0).map_err(|e| format!("kprobe on {function}: {e}"))?;
             let kind = if matches!(attach.hook, Hook::Kprobe(_)) { "kprobe" } else { "kretprobe" };
             Ok(format!("{kind}:{function}"))
+        }
+        Hook::Fentry(functions) | Hook::Fexit(functions) => {
+            let btf = btf.ok_or_else(|| "the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_string())?;
+            let function = first_existing(functions)?;
+            if matches!(attach.hook, Hook::Fentry(_)) {
+                let p: &mut FEntry = program.try_into().map_err(|e| format!("{e}"))?;
+                p.load(function, btf).map_err(|e| verifier_error(attach.program, &e))?;
+                p.attach().map_err(|e| format!("fentry on {function}: {e}"))?;
+                Ok(format!("fentry:{function}"))
+            } else {
+                let p: &mut FExit = program.try_into().map_err(|e| format!("{e}"))?;
+                p.load(function, btf).map_err(|e| verifier_error(attach.program, &e))?;
+                p.attach().map_err(|e| format!("fexit on {function}: {e}"))?;
+                Ok(format!("fexit:{function}"))
+            }
         }
     }
 }
 
 fn verifier_error(program: &str, err: &aya::programs::ProgramError) -> String {
-    // The verifier log can be thousands of lines; keep its last lines, which say why.
-    let text = format!("{err:#}");
-    let tail: Vec<&str> = text.lines().rev().take(3).collect();
-    format!("the kernel refused program {program}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+    use aya::programs::ProgramError;
+    match err {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            // The verifier log can be thousands of lines; its last lines say why.
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty() && *l != ";").collect();
+            let tail = tail[tail.len().saturating_sub(2)..].join(" | ");
+            if tail.is_empty() {
+                format!("the kernel refused program {program}: {io_error}")
+            } else {
+                format!("the kernel refused program {program}: {io_error}: {tail}")
+            }
+        }
+        other => format!("loading program {program}: {other}"),
+    }
 }

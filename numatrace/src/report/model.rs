@@ -2,9 +2,9 @@
 //! (schema `numatrace.report/1`).
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{aggregate::Aggregator, kernel::SourceStatus, topology::Topology};
+use crate::{aggregate::Aggregator, facts::SessionFacts, kernel::SourceStatus, topology::Topology};
 
 pub const SCHEMA: &str = "numatrace.report/1";
 
@@ -33,11 +33,11 @@ pub struct Report {
 #[derive(Clone, Debug, Serialize)]
 pub struct Tool {
     pub name: &'static str,
-    pub version: &'static str,
+    pub version: String,
     pub kernel: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub pid: u32,
     pub comm: String,
@@ -105,7 +105,7 @@ const COUNTER_NAMES: [&str; 6] =
 
 impl Report {
     /// Builds the report from a finished aggregator.
-    pub fn build(agg: &Aggregator, target: Target, duration_s: f64, sources: Vec<SourceStatus>, stopped_by: &str) -> Report {
+    pub fn build(agg: &Aggregator, facts: &SessionFacts) -> Report {
         let mut totals = Totals::default();
         let mut threads = Vec::new();
         for t in agg.threads.values() {
@@ -147,7 +147,7 @@ impl Report {
             .kernel
             .loss
             .iter()
-            .map(|(k, l)| (k.name().to_string(), LostReport { events: l.events, units: l.units }))
+            .map(|(k, l)| (k.clone(), LostReport { events: l.events, units: l.units }))
             .collect();
         let kernel_counters = agg
             .kernel
@@ -156,20 +156,22 @@ impl Report {
             .enumerate()
             .filter_map(|(i, v)| COUNTER_NAMES.get(i).map(|n| (n.to_string(), *v)))
             .collect();
+        let mut target = facts.start.target.clone();
+        target.exit_code = facts.end.exit_code;
         Report {
             schema: SCHEMA,
-            tool: Tool { name: "numatrace", version: env!("CARGO_PKG_VERSION"), kernel: kernel_release() },
+            tool: Tool { name: "numatrace", version: facts.start.tool_version.clone(), kernel: facts.start.kernel_release.clone() },
             target,
-            duration_s,
+            duration_s: facts.end.duration_s,
             multi_node: agg.topology.is_multi_node(),
             topology: agg.topology.clone(),
-            sources,
+            sources: facts.start.sources.clone(),
             threads,
             totals,
             lost_events: agg.lost_events(),
             lost,
             kernel_counters,
-            stopped_by: stopped_by.to_string(),
+            stopped_by: facts.end.stopped_by.clone(),
         }
     }
 }

@@ -1,0 +1,81 @@
+//! Everything a report is computed from besides the kernel's events. A
+//! report is a pure function of ([`SessionFacts`], events): the live run and
+//! a replayed capture file give the same report.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    aggregate::Aggregator,
+    event::Event,
+    kernel::{KernelTotals, SourceStatus},
+    report::{Report, Target},
+    topology::Topology,
+};
+
+/// A thread that existed when the capture started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitialThread {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub cpu: Option<u32>,
+}
+
+/// What is known at the start of a capture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartFacts {
+    pub tool_version: String,
+    pub kernel_release: String,
+    pub topology: Topology,
+    /// `enum migrate_reason` value -> name on the traced kernel.
+    pub reason_names: BTreeMap<i64, String>,
+    pub target: Target,
+    pub sources: Vec<SourceStatus>,
+    pub initial_threads: Vec<InitialThread>,
+    /// CLOCK_MONOTONIC at the start, in the events' time base.
+    pub start_ns: u64,
+}
+
+/// What is known once the capture has ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndFacts {
+    pub duration_s: f64,
+    pub stopped_by: String,
+    pub exit_code: Option<i32>,
+    pub kernel: KernelTotals,
+}
+
+/// Start and end facts of one capture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionFacts {
+    pub start: StartFacts,
+    pub end: EndFacts,
+}
+
+impl SessionFacts {
+    /// An aggregator primed with the initial threads, before any event.
+    pub fn new_aggregator(&self) -> Aggregator {
+        let mut agg = Aggregator::new(self.start.topology.clone(), self.start.reason_names.clone());
+        for t in &self.start.initial_threads {
+            agg.add_thread(t.tid, t.tgid, &t.comm, t.cpu);
+        }
+        agg
+    }
+
+    /// The report, from an aggregator that has seen every event.
+    pub fn report(&self, agg: &mut Aggregator) -> Report {
+        agg.finish(self.end.kernel.clone());
+        Report::build(agg, self)
+    }
+
+    /// Folds `events` and builds the report: what `numatrace report <capture>` does.
+    pub fn replay<'a>(&self, events: impl IntoIterator<Item = &'a Event>) -> (Report, Aggregator) {
+        let mut agg = self.new_aggregator();
+        for event in events {
+            agg.ingest(event);
+        }
+        let report = self.report(&mut agg);
+        (report, agg)
+    }
+}

@@ -1,0 +1,210 @@
+//! Loads the real programs into this machine's kernel (needs root) and
+//! checks exact counts against workloads that know what they did.
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
+
+/// Runs numatrace with `args`; returns (workload's JSON line, report, stderr, exit code).
+fn trace(args: &[&str]) -> (Option<Value>, Value, String, i32) {
+    let out = Command::new(NUMATRACE).args(args).output().expect("numatrace runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (workload, report) = match stdout.find("\n{\n") {
+        Some(i) => (serde_json::from_str(stdout[..i].trim()).ok(), &stdout[i + 1..]),
+        None => (None, stdout.as_str()),
+    };
+    let report: Value = serde_json::from_str(report).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\nstderr: {stderr}"));
+    (workload, report, stderr, out.status.code().unwrap_or(-1))
+}
+
+fn thread<'a>(report: &'a Value, tid: u64) -> &'a Value {
+    report["threads"].as_array().unwrap().iter().find(|t| t["tid"] == tid).unwrap_or_else(|| panic!("thread {tid} in report"))
+}
+
+fn first_touch_total(thread: &Value) -> u64 {
+    thread["first_touch_pages"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
+}
+
+#[test]
+fn counts_every_first_touch_of_every_thread() {
+    let (workload, report, stderr, code) =
+        trace(&["--json", "--", NUMATRACE, "workload", "touch", "--pages", "5000", "--threads", "3"]);
+    assert_eq!(code, 0, "{stderr}");
+    let workload = workload.expect("workload printed its ground truth");
+    for w in workload["threads"].as_array().unwrap() {
+        let seen = first_touch_total(thread(&report, w["tid"].as_u64().unwrap()));
+        let want = w["first_touch_pages"].as_u64().unwrap();
+        // Exactly the pages it touched, plus at most a few of its own stack pages.
+        assert!(seen >= want && seen <= want + 8, "thread {}: saw {seen}, touched {want}", w["tid"]);
+    }
+    assert_eq!(report["schema"], "numatrace.report/1");
+    assert_eq!(report["stopped_by"], "target exit");
+    assert_eq!(report["lost_events"], 0);
+    assert!(report["totals"]["first_touch_pages"].as_u64().unwrap() >= 15_000);
+    assert_eq!(report["totals"]["first_touch_pages"], report["kernel_counters"]["first_touch_pages"]);
+}
+
+#[test]
+fn sees_at_least_every_forced_cpu_hop() {
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let workload = workload.expect("ground truth");
+    for w in workload["threads"].as_array().unwrap() {
+        let hops = w["hops"].as_u64().unwrap();
+        assert!(hops >= 40, "the workload really hopped ({hops})");
+        let seen = thread(&report, w["tid"].as_u64().unwrap())["migrations"].as_u64().unwrap();
+        assert!(seen >= hops, "thread {}: {seen} migrations seen, {hops} hops made", w["tid"]);
+    }
+    assert!(report["totals"]["migrations"].as_u64().unwrap() >= 80);
+}
+
+#[test]
+fn counts_lost_events_exactly_when_the_ring_is_too_small() {
+    // Every touch lands in a new 2 MiB region, so each one is an event; a
+    // 64 KiB ring drained every 100 ms cannot hold them all.
+    let pages = 60_000u64;
+    let (workload, report, stderr, code) = trace(&[
+        "--json",
+        "--ring-size",
+        "65536",
+        "--",
+        NUMATRACE,
+        "workload",
+        "touch",
+        "--pages",
+        &pages.to_string(),
+        "--stride",
+        "513",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let tid = workload.expect("ground truth")["threads"][0]["tid"].as_u64().unwrap();
+    let seen = first_touch_total(thread(&report, tid));
+    let lost = &report["lost"]["first_touch"];
+    let lost_pages = lost["units"].as_u64().unwrap_or(0);
+    assert!(report["lost_events"].as_u64().unwrap() > 0, "expected loss with a 64 KiB ring: {}", report["lost"]);
+    // Nothing vanishes: every page the kernel counted is either in an event or in the loss count.
+    let total_seen = report["totals"]["first_touch_pages"].as_u64().unwrap();
+    let kernel_counted = report["kernel_counters"]["first_touch_pages"].as_u64().unwrap();
+    assert_eq!(total_seen + lost_pages, kernel_counted, "events + lost must equal the in-kernel count");
+    assert!(seen + lost_pages >= pages && seen <= pages + 8, "thread saw {seen}, lost {lost_pages}, touched {pages}");
+}
+
+#[test]
+fn attaches_to_a_running_pid_and_stops_when_it_exits() {
+    let child = Command::new(NUMATRACE)
+        .args(["workload", "touch", "--pages", "4000", "--delay-ms", "1500"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("workload starts");
+    let pid = child.id().to_string();
+    let (_, report, stderr, code) = trace(&["--json", "--pid", &pid, "--duration", "20s"]);
+    let out = child.wait_with_output().expect("workload ends");
+    let truth: Value = serde_json::from_slice(&out.stdout).expect("ground truth");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["stopped_by"], "target exit");
+    assert_eq!(report["target"]["pid"].as_u64(), pid.parse().ok());
+    let tid = truth["threads"][0]["tid"].as_u64().unwrap();
+    let t = thread(&report, tid);
+    let seen = first_touch_total(t);
+    assert!((4000..=4008).contains(&seen), "saw {seen} first touches of 4000");
+    assert_eq!(t["exited_during_capture"], true);
+}
+
+#[test]
+fn stops_at_the_duration_and_reports() {
+    let started = Instant::now();
+    let (_, report, stderr, code) = trace(&["--json", "--duration", "1s", "--", "sleep", "30"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped in time");
+    assert_eq!(report["stopped_by"], "duration");
+    assert!(report["duration_s"].as_f64().unwrap() >= 0.9);
+}
+
+#[test]
+fn sigint_flushes_what_was_captured() {
+    let child = Command::new(NUMATRACE)
+        .args(["--json", "--", NUMATRACE, "workload", "hop", "--times", "100000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("numatrace starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("numatrace ends");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout[stdout.find("{\n").expect("report")..]).expect("JSON report");
+    assert_eq!(report["stopped_by"], "Ctrl-C");
+    assert!(report["totals"]["migrations"].as_u64().unwrap() > 10, "migrations captured before Ctrl-C were kept");
+}
+
+#[test]
+fn has_every_documented_key() {
+    let (_, r, stderr, code) = trace(&["--json", "--", "true"]);
+    assert_eq!(code, 0, "{stderr}");
+    for pointer in [
+        "/schema",
+        "/target/pid",
+        "/duration_s",
+        "/topology/nodes/0/id",
+        "/topology/nodes/0/cpus",
+        "/totals/migrations",
+        "/totals/cross_node_migrations",
+        "/totals/first_touch_pages",
+        "/totals/remote_first_touch_pages",
+        "/totals/numa_task_moves",
+        "/totals/numa_task_swaps",
+        "/totals/page_migrations",
+        "/totals/hinting_faults_local",
+        "/totals/hinting_faults_remote",
+        "/lost_events",
+        "/threads/0/tid",
+        "/threads/0/comm",
+        "/threads/0/migrations",
+        "/threads/0/cross_node_migrations",
+        "/threads/0/first_touch_pages",
+    ] {
+        assert!(r.pointer(pointer).is_some(), "missing {pointer}");
+    }
+    assert_eq!(r["target"]["exit_code"], 0);
+}
+
+#[test]
+fn says_first_that_one_node_cannot_drift() {
+    let nodes = std::fs::read_to_string("/sys/devices/system/node/online").unwrap_or_default();
+    if nodes.trim() != "0" {
+        eprintln!("skipped: this machine has several nodes");
+        return;
+    }
+    let out = Command::new(NUMATRACE).args(["--", "true"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first_paragraph = text.split("\n\n").nth(1).unwrap_or("");
+    assert!(first_paragraph.contains("one NUMA node"), "{text}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_nonzero() {
+    for args in [
+        vec!["--pid", "2147483600"],
+        vec!["--", "/nonexistent/program"],
+        vec![],
+        vec!["--duration", "soon", "--", "true"],
+    ] {
+        let out = Command::new(NUMATRACE).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty() && (lines.len() == 1 || lines[0].starts_with("error:")), "{args:?}: {stderr}");
+    }
+}
