@@ -1,0 +1,291 @@
+//! The guest's initramfs: busybox, a static numatrace, every host program a
+//! command names (by path or by name on PATH, anywhere in its arguments) with
+//! the shared libraries and loader `ldd` lists, and an /init script that
+//! mounts the kernel filesystems, runs the commands and powers off.
+//! Written as an uncompressed newc cpio archive (no compression: decompressing
+//! under emulation would cost more than reading the bytes).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    io::{BufWriter, Write},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Balancing, GuestCommand};
+
+/// Where numatrace lives in the guest (on PATH).
+pub const GUEST_NUMATRACE: &str = "/usr/local/bin/numatrace";
+/// Host busybox (package busybox-static).
+const BUSYBOX: &str = "/bin/busybox";
+/// Console markers the host parses.
+pub const MARK_READY: &str = "@@numatrace-lab ready";
+pub const MARK_BEGIN: &str = "@@numatrace-lab begin";
+pub const MARK_EXIT: &str = "@@numatrace-lab exit";
+/// Separates the stdout of batched commands on ttyS1 (followed by the index and a newline).
+pub const MARK_STDOUT_END: &str = "\n@@numatrace-lab end ";
+/// Files larger than this named in a command are not copied into the guest's RAM.
+const MAX_FILE: u64 = 512 << 20;
+
+/// Files of the image: guest path -> (mode, content source).
+#[derive(Default)]
+struct Tree {
+    files: BTreeMap<String, (u32, Source)>,
+    dirs: BTreeSet<String>,
+}
+
+enum Source {
+    Host(PathBuf),
+    Bytes(Vec<u8>),
+    Symlink(String),
+}
+
+impl Tree {
+    fn add_dirs_of(&mut self, guest: &str) {
+        let mut p = Path::new(guest).parent();
+        while let Some(dir) = p {
+            let s = dir.to_string_lossy().trim_start_matches('/').to_string();
+            if s.is_empty() {
+                break;
+            }
+            self.dirs.insert(s);
+            p = dir.parent();
+        }
+    }
+    fn add(&mut self, guest: &str, mode: u32, source: Source) {
+        self.add_dirs_of(guest);
+        self.files.insert(guest.trim_start_matches('/').to_string(), (mode, source));
+    }
+    fn add_dir(&mut self, guest: &str) {
+        self.add_dirs_of(&format!("{guest}/x"));
+    }
+}
+
+/// Builds the image for `commands` at `path`.
+pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], stream: bool) -> Result<()> {
+    let mut tree = Tree::default();
+    if !Path::new(BUSYBOX).is_file() {
+        bail!("{BUSYBOX} is missing (install busybox-static: cargo xtask setup)");
+    }
+    tree.add("/bin/busybox", 0o755, Source::Host(BUSYBOX.into()));
+    tree.add("/bin/sh", 0o777, Source::Symlink("busybox".into()));
+    tree.add(GUEST_NUMATRACE, 0o755, Source::Host(numatrace.into()));
+    for d in ["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/sbin", "/usr/sbin"] {
+        tree.add_dir(d);
+    }
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    tree.add_dir(&cwd.to_string_lossy());
+    let mut seen = BTreeSet::new();
+    for command in commands {
+        for (i, arg) in command.argv.iter().enumerate() {
+            for host in host_files_named(arg, i == 0, &cwd) {
+                add_program(&mut tree, &host, &mut seen)?;
+            }
+        }
+    }
+    tree.add("/init", 0o755, Source::Bytes(init_script(commands, &cwd, stream).into_bytes()));
+    write_newc(path, &tree)
+}
+
+/// Host files an argument names: a path to an existing file, or a bare word
+/// that is an executable on PATH (`numatrace` is the guest's own build).
+fn host_files_named(arg: &str, first: bool, cwd: &Path) -> Vec<PathBuf> {
+    if arg.is_empty() || arg.starts_with('-') || arg.contains('=') && !first {
+        return Vec::new();
+    }
+    if arg.contains('/') {
+        let p = cwd.join(arg);
+        return match fs::metadata(&p) {
+            Ok(m) if m.is_file() && m.len() <= MAX_FILE => vec![p],
+            _ => Vec::new(),
+        };
+    }
+    if arg == "numatrace" {
+        return Vec::new();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(arg))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .into_iter()
+        .collect()
+}
+
+/// Adds a host file at its own path, and what it needs to run: the
+/// libraries and loader of an ELF, the interpreter of a script.
+fn add_program(tree: &mut Tree, host: &Path, seen: &mut BTreeSet<PathBuf>) -> Result<()> {
+    if !seen.insert(host.to_path_buf()) {
+        return Ok(());
+    }
+    let meta = fs::metadata(host).with_context(|| format!("reading {}", host.display()))?;
+    tree.add(&host.to_string_lossy(), meta.permissions().mode() & 0o7777, Source::Host(host.to_path_buf()));
+    let mut head = [0u8; 256];
+    let n = {
+        use std::io::Read;
+        let mut f = fs::File::open(host).with_context(|| format!("opening {}", host.display()))?;
+        f.read(&mut head).unwrap_or(0)
+    };
+    let head = &head[..n];
+    if head.starts_with(b"\x7fELF") {
+        for lib in ldd(host)? {
+            if seen.insert(lib.clone()) {
+                let mode = fs::metadata(&lib).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o755);
+                tree.add(&lib.to_string_lossy(), mode, Source::Host(lib.clone()));
+            }
+        }
+    } else if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = String::from_utf8_lossy(rest.split(|&b| b == b'\n').next().unwrap_or_default()).into_owned();
+        if let Some(interp) = line.split_whitespace().next()
+            && !interp.is_empty()
+            && Path::new(interp).is_file()
+        {
+            add_program(tree, Path::new(interp), seen)?;
+            // `#!/usr/bin/env prog`: the program env starts must be there too.
+            if interp.ends_with("/env")
+                && let Some(prog) = line.split_whitespace().nth(1)
+            {
+                for p in host_files_named(prog, true, Path::new("/")) {
+                    add_program(tree, &p, seen)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The shared libraries and the dynamic loader of an ELF file, as `ldd` lists them.
+fn ldd(exe: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(exe).output().context("running ldd")?;
+    // ldd exits non-zero for static executables ("not a dynamic executable").
+    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.trim().split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Quotes a word for the guest's sh.
+fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// The guest's /init.
+fn init_script(commands: &[GuestCommand], cwd: &Path, stream: bool) -> String {
+    let mut s = String::from(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+ulimit -l unlimited 2>/dev/null
+# ttyS1 carries the commands' stdout only, byte for byte.
+exec 3>/dev/ttyS1
+stty raw -echo </dev/ttyS1
+"#,
+    );
+    s.push_str(&format!("echo '{MARK_READY}'\n"));
+    let numa = "/sys/kernel/debug/sched/numa_balancing";
+    for (i, c) in commands.iter().enumerate() {
+        let (on, delay, period) = match c.balancing {
+            Balancing::Off => (0, 1000, 1000),
+            Balancing::On => (1, 1000, 1000),
+            Balancing::Fast => (1, 100, 100),
+        };
+        s.push_str(&format!(
+            "echo {on} > /proc/sys/kernel/numa_balancing\n\
+             [ -d {numa} ] && {{ echo {delay} > {numa}/scan_delay_ms; echo {period} > {numa}/scan_period_min_ms; }}\n\
+             echo '{MARK_BEGIN} {i}'\n\
+             (cd {} && exec {}) </dev/null >&3\n\
+             echo \"{MARK_EXIT} {i} $?\"\n",
+            sh_quote(&cwd.to_string_lossy()),
+            c.argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ")
+        ));
+        if !stream {
+            s.push_str(&format!("printf '{}{i}\\n' >&3\n", MARK_STDOUT_END.replace('\n', "\\n")));
+        }
+    }
+    // Closing the last ttyS1 descriptor waits until its output has drained.
+    s.push_str("exec 3>&-\nsync\npoweroff -f\n");
+    s
+}
+
+/// Writes the tree as a newc cpio archive.
+fn write_newc(path: &Path, tree: &Tree) -> Result<()> {
+    let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    let mut ino = 1u32;
+    let mut entry = |out: &mut BufWriter<fs::File>, name: &str, mode: u32, data: &[u8]| -> Result<()> {
+        let name_z = name.len() + 1;
+        write!(
+            out,
+            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{name_z:08x}{:08x}",
+            0, 0, 1, 0, data.len(), 0, 0, 0, 0, 0
+        )?;
+        out.write_all(name.as_bytes())?;
+        out.write_all(&[0])?;
+        out.write_all(&vec![0; (4 - (110 + name_z) % 4) % 4])?;
+        out.write_all(data)?;
+        out.write_all(&vec![0; (4 - data.len() % 4) % 4])?;
+        ino += 1;
+        Ok(())
+    };
+    for dir in &tree.dirs {
+        entry(&mut out, dir, 0o040755, &[])?;
+    }
+    for (name, (mode, source)) in &tree.files {
+        match source {
+            Source::Host(host) => {
+                let data = fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+                entry(&mut out, name, 0o100000 | mode, &data)?;
+            }
+            Source::Bytes(data) => entry(&mut out, name, 0o100000 | mode, data)?,
+            Source::Symlink(target) => entry(&mut out, name, 0o120777, target.as_bytes())?,
+        }
+    }
+    entry(&mut out, "TRAILER!!!", 0, &[])?;
+    out.flush().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_libraries_and_loader_from_ldd() {
+        let text = "\tlinux-vdso.so.1 (0x00007f55613f7000)\n\tlibnuma.so.1 => /lib/x86_64-linux-gnu/libnuma.so.1 (0x1)\n\t/lib64/ld-linux-x86-64.so.2 (0x2)\n";
+        assert_eq!(parse_ldd(text), vec![PathBuf::from("/lib/x86_64-linux-gnu/libnuma.so.1"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]);
+        assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
+    }
+
+    #[test]
+    fn quotes_words_for_sh() {
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn finds_programs_named_on_path_but_not_options() {
+        let cwd = Path::new("/");
+        assert_eq!(host_files_named("sh", false, cwd).len(), 1);
+        assert!(host_files_named("--membind=0", false, cwd).is_empty());
+        assert!(host_files_named("numatrace", true, cwd).is_empty());
+        assert!(host_files_named("no-such-program-here", true, cwd).is_empty());
+    }
+}

@@ -1,0 +1,225 @@
+//! `cargo xtask lab`: a multi-node NUMA machine inside this one. Boots
+//! Debian's cloud kernel under QEMU (TCG) with the requested topology, with an
+//! initramfs holding busybox, a static numatrace and every host program the
+//! command names (plus the libraries `ldd` lists), runs the command, and
+//! brings its stdout and exit status back.
+//!
+//! Channels: the guest's ttyS0 is the console (kernel messages, lab markers,
+//! the command's stderr), read by the host line by line into a log; ttyS1 in
+//! raw mode carries only the command's stdout, into a file the host tails.
+// The xtask binary compiles this module too and uses only part of it.
+#![allow(dead_code)]
+pub mod initramfs;
+pub mod kernel;
+pub mod qemu;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+
+/// The guest machine's NUMA shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub nodes: u32,
+    pub cpus_per_node: u32,
+    pub mem_per_node_mib: u64,
+}
+
+impl Topology {
+    /// Checks the shape against what QEMU and this host can do.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=8).contains(&self.nodes) {
+            bail!("--nodes must be between 1 and 8, not {}", self.nodes);
+        }
+        if !(1..=8).contains(&self.cpus_per_node) {
+            bail!("--cpus-per-node must be between 1 and 8, not {}", self.cpus_per_node);
+        }
+        if self.mem_per_node_mib < 128 {
+            bail!("--mem-per-node must be at least 128M (the kernel and the initramfs live in it), not {}M", self.mem_per_node_mib);
+        }
+        if self.mem_per_node_mib * u64::from(self.nodes) > 16 * 1024 {
+            bail!("the guest would need {} MiB; keep it under 16 GiB", self.mem_per_node_mib * u64::from(self.nodes));
+        }
+        Ok(())
+    }
+}
+
+/// What automatic NUMA balancing does in the guest while a command runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Balancing {
+    /// kernel.numa_balancing = 0.
+    Off,
+    /// kernel.numa_balancing = 1 with the kernel's own scan timing (first scan after 1 s).
+    On,
+    /// Balancing on, scanning starting after 100 ms and repeating every 100 ms, so that
+    /// the balancer acts within seconds under emulation.
+    Fast,
+}
+
+/// One command to run in the guest.
+#[derive(Clone, Debug)]
+pub struct GuestCommand {
+    pub argv: Vec<String>,
+    pub balancing: Balancing,
+}
+
+/// How to run the guest.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub topology: Topology,
+    /// The whole guest (boot and every command) is killed after this long.
+    pub timeout: Duration,
+    /// Echo the guest console (kernel messages) to stderr, not only to the log.
+    pub verbose: bool,
+    /// Copy the command's stdout to this process's stdout as it arrives (one command only).
+    pub stream_stdout: bool,
+}
+
+/// What one command did.
+#[derive(Clone, Debug)]
+pub struct CommandResult {
+    pub stdout: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// A finished guest.
+#[derive(Clone, Debug)]
+pub struct LabRun {
+    pub results: Vec<CommandResult>,
+    /// From QEMU start to the guest's init running.
+    pub boot_s: f64,
+    /// From QEMU start to its exit.
+    pub total_s: f64,
+    /// The guest console log.
+    pub console_log: PathBuf,
+}
+
+/// `cargo xtask lab` arguments.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  cargo xtask lab --nodes 2 -- numatrace --json -- numatrace workload touch\n  cargo xtask lab --nodes 2 -- numactl --cpunodebind=1 --membind=0 numatrace workload place\n  cargo xtask lab --nodes 4 --cpus-per-node 1 -- numactl --hardware")]
+pub struct LabArgs {
+    /// NUMA nodes of the guest.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// CPUs per node (every guest CPU is a host thread under TCG; this host has few cores).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_node: u32,
+    /// Memory per node (e.g. 512M, 1G).
+    #[arg(long, default_value = "512M", value_parser = parse_mib)]
+    pub mem_per_node: u64,
+    /// Automatic NUMA balancing in the guest.
+    #[arg(long, value_enum, default_value_t = Balancing::On)]
+    pub numa_balancing: Balancing,
+    /// Kill the guest after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Also show the guest console (kernel messages) on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// The command to run in the guest, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Parses a memory size like `512M`, `1G` or `768` (MiB) into MiB.
+pub fn parse_mib(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, scale) = match t.chars().last() {
+        Some('G' | 'g') => (&t[..t.len() - 1], 1024),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1),
+        _ => (t, 1),
+    };
+    digits.parse::<u64>().map(|n| n * scale).map_err(|_| format!("not a memory size: {text:?} (use e.g. 512M or 1G)"))
+}
+
+/// Runs `cargo xtask lab`; returns the command's exit status.
+pub fn run(args: &LabArgs) -> Result<i32> {
+    let topology = Topology { nodes: args.nodes, cpus_per_node: args.cpus_per_node, mem_per_node_mib: args.mem_per_node };
+    let opts = LabOptions { topology, timeout: Duration::from_secs(args.timeout), verbose: args.verbose, stream_stdout: true };
+    let run = run_commands(&opts, &[GuestCommand { argv: args.command.clone(), balancing: args.numa_balancing }])?;
+    let result = run.results.first().context("the guest reported no command result")?;
+    eprintln!(
+        "lab: {} nodes, boot {:.1} s, total {:.1} s, exit status {} (console log: {})",
+        topology.nodes,
+        run.boot_s,
+        run.total_s,
+        result.exit_code,
+        run.console_log.display()
+    );
+    Ok(result.exit_code)
+}
+
+/// Boots one guest and runs `commands` in it one after the other (sharing the
+/// boot). Fails when the guest cannot be built or booted, hangs past the
+/// timeout, or ends without reporting every command's exit status.
+pub fn run_commands(opts: &LabOptions, commands: &[GuestCommand]) -> Result<LabRun> {
+    opts.topology.validate()?;
+    if commands.is_empty() {
+        bail!("no command to run in the guest");
+    }
+    if let Some(empty) = commands.iter().position(|c| c.argv.is_empty()) {
+        bail!("command {empty} is empty");
+    }
+    if opts.stream_stdout && commands.len() > 1 {
+        bail!("stdout can be streamed for one command only");
+    }
+    let dirs = LabDirs::new()?;
+    let qemu_bin = qemu::binary()?;
+    let kernel = kernel::guest_kernel(&dirs).context("getting the guest kernel")?;
+    let numatrace = static_numatrace(&dirs).context("building numatrace for the guest")?;
+    let image = dirs.run.join("initramfs.cpio");
+    initramfs::build(&image, &numatrace, commands, opts.stream_stdout).context("packing the guest initramfs")?;
+    qemu::boot(&qemu_bin, &kernel, &image, &dirs, opts, commands.len())
+}
+
+/// Where the lab keeps its downloads and its per-run files.
+#[derive(Clone, Debug)]
+pub struct LabDirs {
+    /// The workspace root.
+    pub workspace: PathBuf,
+    /// Cargo's target directory.
+    pub target: PathBuf,
+    /// target/lab: the kernel cache.
+    pub lab: PathBuf,
+    /// target/lab/run-<pid>: this run's initramfs, console log, stdout file.
+    pub run: PathBuf,
+}
+
+impl LabDirs {
+    fn new() -> Result<LabDirs> {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let lab = target.join("lab");
+        let run = lab.join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
+        Ok(LabDirs { workspace, target, lab, run })
+    }
+}
+
+/// Builds numatrace as a static executable (no shared library needed in the
+/// guest) and returns its path. Cargo skips the build when it is up to date.
+fn static_numatrace(dirs: &LabDirs) -> Result<PathBuf> {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("lab: building a static numatrace for the guest (cargo build --release --target {TRIPLE})");
+    let status = Command::new(&cargo)
+        .current_dir(&dirs.workspace)
+        .args(["build", "--quiet", "--release", "--target", TRIPLE, "-p", "numatrace"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        bail!("cargo build of the static numatrace failed ({status})");
+    }
+    let exe = dirs.target.join(TRIPLE).join("release").join("numatrace");
+    if !exe.is_file() {
+        bail!("the build did not produce {}", exe.display());
+    }
+    Ok(exe)
+}

@@ -1,0 +1,271 @@
+//! Runs the guest under QEMU (TCG: KVM does not work on these machines),
+//! reads the console for the lab's markers, tails the stdout port, and kills
+//! a guest that outlives its time limit.
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{
+    CommandResult, LabDirs, LabOptions, LabRun,
+    initramfs::{MARK_BEGIN, MARK_EXIT, MARK_READY, MARK_STDOUT_END},
+};
+
+/// The QEMU system emulator (package qemu-system-x86).
+pub fn binary() -> Result<PathBuf> {
+    let p = PathBuf::from("/usr/bin/qemu-system-x86_64");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!("{} is missing (install qemu-system-x86: cargo xtask setup)", p.display())
+}
+
+/// The QEMU arguments for the topology.
+fn machine_args(opts: &LabOptions) -> Vec<String> {
+    let t = opts.topology;
+    let mut args: Vec<String> = vec![
+        "-accel".into(),
+        "tcg,thread=multi".into(),
+        "-cpu".into(),
+        "max".into(),
+        "-smp".into(),
+        (t.nodes * t.cpus_per_node).to_string(),
+        "-m".into(),
+        format!("{}M", t.mem_per_node_mib * u64::from(t.nodes)),
+    ];
+    for n in 0..t.nodes {
+        let first = n * t.cpus_per_node;
+        let last = first + t.cpus_per_node - 1;
+        args.extend(["-object".into(), format!("memory-backend-ram,id=m{n},size={}M", t.mem_per_node_mib)]);
+        args.extend(["-numa".into(), format!("node,nodeid={n},cpus={first}-{last},memdev=m{n}")]);
+    }
+    // A two-socket-like distance table: 10 local, 21 remote.
+    for a in 0..t.nodes {
+        for b in 0..t.nodes {
+            if a < b {
+                args.extend(["-numa".into(), format!("dist,src={a},dst={b},val=21")]);
+            }
+        }
+    }
+    args
+}
+
+/// What the console reader learned.
+#[derive(Default)]
+struct Console {
+    ready_at: Option<Duration>,
+    exits: Vec<(usize, i32)>,
+    tail: Vec<String>,
+}
+
+/// Boots the guest and waits for it to power off (or kills it at the timeout).
+pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &LabOptions, commands: usize) -> Result<LabRun> {
+    let stdout_path = dirs.run.join("stdout");
+    let console_log = dirs.run.join("console.log");
+    fs::write(&stdout_path, b"").with_context(|| format!("creating {}", stdout_path.display()))?;
+    let mut cmd = Command::new(qemu);
+    cmd.args(machine_args(opts))
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(image)
+        .args(["-append", "console=ttyS0 quiet panic=-1 mitigations=off"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio"])
+        .arg("-serial")
+        .arg(format!("file:{}", stdout_path.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = opts.topology;
+    eprintln!(
+        "lab: booting {} ({} nodes x {} CPUs x {} MiB, TCG)",
+        kernel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        t.nodes,
+        t.cpus_per_node,
+        t.mem_per_node_mib
+    );
+    let started = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", qemu.display()))?;
+    let console = Arc::new(Mutex::new(Console::default()));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let con_out = child.stdout.take().context("no QEMU stdout")?;
+    let log = fs::File::create(&console_log).with_context(|| format!("creating {}", console_log.display()))?;
+    let reader = {
+        let console = console.clone();
+        let verbose = opts.verbose;
+        thread::spawn(move || read_console(con_out, log, console, started, verbose))
+    };
+    let qemu_err = child.stderr.take().context("no QEMU stderr")?;
+    let err_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(qemu_err).read_to_string(&mut text);
+        text
+    });
+    let tail = opts.stream_stdout.then(|| {
+        let path = stdout_path.clone();
+        let done = done.clone();
+        thread::spawn(move || stream_file(&path, &done))
+    });
+
+    let deadline = started + opts.timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let total = started.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let _ = reader.join();
+    let qemu_stderr = err_reader.join().unwrap_or_default();
+    if let Some(tail) = tail {
+        tail.join().map_err(|_| anyhow::anyhow!("the stdout reader panicked"))??;
+    }
+    let console = std::mem::take(&mut *console.lock().map_err(|_| anyhow::anyhow!("console state poisoned"))?);
+    let Some(status) = status else {
+        print_tail(&console.tail);
+        bail!(
+            "the guest did not finish within {} s and was killed (console log: {})",
+            opts.timeout.as_secs(),
+            console_log.display()
+        );
+    };
+    if console.ready_at.is_none() {
+        print_tail(&console.tail);
+        bail!(
+            "the guest never reached its init ({status}){}; console log: {}",
+            if qemu_stderr.trim().is_empty() { String::new() } else { format!(", QEMU said: {}", qemu_stderr.trim()) },
+            console_log.display()
+        );
+    }
+    if console.exits.len() != commands {
+        print_tail(&console.tail);
+        bail!(
+            "the guest stopped after {} of {commands} commands without reporting the rest (kernel panic or out of memory?); console log: {}",
+            console.exits.len(),
+            console_log.display()
+        );
+    }
+    let raw = fs::read(&stdout_path).with_context(|| format!("reading {}", stdout_path.display()))?;
+    let outputs = if opts.stream_stdout { vec![raw] } else { split_outputs(&raw, commands)? };
+    let results = console.exits.iter().zip(outputs).map(|(&(_, exit_code), stdout)| CommandResult { stdout, exit_code }).collect();
+    // The run directory only matters when something failed; keep the last good console log.
+    let kept = dirs.lab.join("last-console.log");
+    let console_log = if fs::copy(&console_log, &kept).is_ok() { kept } else { console_log };
+    let _ = fs::remove_dir_all(&dirs.run);
+    Ok(LabRun {
+        results,
+        boot_s: console.ready_at.map(|d| d.as_secs_f64()).unwrap_or_default(),
+        total_s: total.as_secs_f64(),
+        console_log,
+    })
+}
+
+/// Reads the console line by line: all of it into the log, the commands'
+/// stderr (between the begin and exit markers) to this process's stderr.
+fn read_console(out: impl Read, mut log: fs::File, console: Arc<Mutex<Console>>, started: Instant, verbose: bool) {
+    let mut reader = BufReader::new(out);
+    let mut line = Vec::new();
+    let mut in_command = false;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let _ = log.write_all(&line);
+        let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+        let Ok(mut c) = console.lock() else { break };
+        c.tail.push(text.clone());
+        if c.tail.len() > 30 {
+            c.tail.remove(0);
+        }
+        if text.starts_with(MARK_READY) {
+            c.ready_at = Some(started.elapsed());
+        } else if text.starts_with(MARK_BEGIN) {
+            in_command = true;
+        } else if let Some(rest) = text.strip_prefix(MARK_EXIT) {
+            let mut words = rest.split_whitespace().map(str::parse::<i64>);
+            if let (Some(Ok(i)), Some(Ok(rc))) = (words.next(), words.next()) {
+                c.exits.push((i as usize, rc as i32));
+            }
+            in_command = false;
+        } else if in_command || verbose {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// Copies the stdout file to this process's stdout as it grows, until the guest is gone.
+fn stream_file(path: &Path, done: &AtomicBool) -> Result<()> {
+    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Read the flag before reading the file, so that the last bytes are not missed.
+        let finished = done.load(Ordering::SeqCst);
+        let n = file.read(&mut buf).context("reading the guest's stdout")?;
+        if n > 0 {
+            out.write_all(&buf[..n]).context("writing stdout")?;
+            out.flush().ok();
+            continue;
+        }
+        if finished {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Splits batched stdout at the end markers the guest wrote after each command.
+fn split_outputs(raw: &[u8], commands: usize) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    for i in 0..commands {
+        let marker = format!("{MARK_STDOUT_END}{i}\n");
+        let at = find(rest, marker.as_bytes()).with_context(|| format!("the end marker of command {i} is missing from the guest's stdout"))?;
+        out.push(rest[..at].to_vec());
+        rest = &rest[at + marker.len()..];
+    }
+    Ok(out)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn print_tail(lines: &[String]) {
+    eprintln!("lab: last console lines:");
+    for l in lines {
+        eprintln!("  | {l}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_batched_stdout_at_markers() {
+        let raw = b"{\"a\":1}\n\n@@numatrace-lab end 0\n\n@@numatrace-lab end 1\n";
+        let parts = split_outputs(raw, 2).unwrap();
+        assert_eq!(parts, vec![b"{\"a\":1}\n".to_vec(), Vec::new()]);
+        assert!(split_outputs(b"partial", 1).is_err());
+    }
+}
