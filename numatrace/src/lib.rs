@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod privileges;
 pub mod report;
 pub mod session;
+pub mod sysinfo;
 pub mod sink;
 pub mod target;
 pub mod topology;
