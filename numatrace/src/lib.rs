@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod cpulist;
 pub mod event;
+pub mod fixes;
 pub mod facts;
 pub mod kernel;
 pub mod privileges;
