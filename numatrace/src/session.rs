@@ -162,10 +162,12 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&m
     let mut n = 0;
     while let Some(item) = ring.next() {
         n += 1;
-        if let Some(event) = agg.ingest_bytes(&item)
-            && let Some(sink) = sink.as_deref_mut()
-        {
-            sink.record(&event)?;
+        let event = agg.ingest_bytes(&item);
+        if let Some(sink) = sink.as_deref_mut() {
+            match event {
+                Some(event) => sink.record(&event)?,
+                None => sink.undecodable(&item)?,
+            }
         }
     }
     Ok(n)
@@ -208,6 +210,9 @@ async fn event_loop(
             }
             _ = tick.tick() => {
                 drain(ring.get_mut(), agg, sink)?;
+                if let Some(sink) = sink.as_deref_mut() {
+                    sink.tick()?;
+                }
                 if show_progress && last_progress.elapsed() >= Duration::from_millis(250) {
                     last_progress = Instant::now();
                     progress_line(opts, target, agg, started);

@@ -13,6 +13,16 @@ pub trait EventSink {
     }
     /// One event, as the kernel wrote it.
     fn record(&mut self, event: &Event) -> anyhow::Result<()>;
+    /// A ring record that did not decode (counted as lost in the report);
+    /// kept so that a replay counts it too.
+    fn undecodable(&mut self, _bytes: &[u8]) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Called on every drain tick (about every 100 ms), events or not: time
+    /// for periodic work such as flushing a file or closing a time window.
+    fn tick(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Called once, after the last event.
     fn end(&mut self, _facts: &EndFacts) -> anyhow::Result<()> {
         Ok(())
