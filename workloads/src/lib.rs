@@ -1,7 +1,9 @@
 //! Workloads with ground truth. Each prints one JSON line on stdout saying
 //! what it did (pages first-touched per thread, CPU hops, nodes), so that a
 //! test can compare numatrace's report with it.
+pub mod drift;
 pub mod memory;
+pub mod numa;
 pub mod placement;
 pub mod scenarios;
 
@@ -57,6 +59,35 @@ pub enum Scenario {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Lab scenario 2: first-touch MIB on the first node, then move this thread to the last node and keep using it.
+    Migrated {
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
+    /// Lab scenario 3: on the first node, first-touch that node's free memory plus EXTRA_MIB (the rest spills).
+    Spill {
+        #[arg(long, default_value_t = 64)]
+        extra_mib: u64,
+    },
+    /// Lab scenario 4: first-touch MIB wherever the inherited CPU affinity and memory policy put it (run under numactl).
+    Place {
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+    },
+    /// Lab scenario 5: memory on the last node, thread started on the first and then unpinned, for the NUMA balancer.
+    Balance {
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+    },
+    /// Lab scenario 6: first-touch MIB on the first node, then move half with move_pages(2) and half with mbind(2).
+    Explicit {
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+    },
 }
 
 /// Runs the workload named by `args` (args[0] is the program name).
@@ -69,5 +100,10 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
         }
         Scenario::Hop { times, threads } => scenarios::hop(times, threads),
         Scenario::InitThread { mib, workers, seconds } => scenarios::init_thread(mib, workers, seconds),
+        Scenario::Migrated { mib, seconds } => drift::migrated(mib, seconds),
+        Scenario::Spill { extra_mib } => drift::spill(extra_mib),
+        Scenario::Place { mib } => drift::place(mib),
+        Scenario::Balance { mib, seconds } => drift::balance(mib, seconds),
+        Scenario::Explicit { mib } => drift::explicit(mib),
     }
 }

@@ -73,12 +73,17 @@ pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], stream: b
     tree.add("/bin/busybox", 0o755, Source::Host(BUSYBOX.into()));
     tree.add("/bin/sh", 0o777, Source::Symlink("busybox".into()));
     tree.add(GUEST_NUMATRACE, 0o755, Source::Host(numatrace.into()));
+    let mut seen = BTreeSet::new();
+    if fs::read(numatrace).map(|b| is_dynamic_elf(&b)).unwrap_or(false) {
+        for lib in ldd(numatrace)? {
+            add_program(&mut tree, &lib, &mut seen)?;
+        }
+    }
     for d in ["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/sbin", "/usr/sbin"] {
         tree.add_dir(d);
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     tree.add_dir(&cwd.to_string_lossy());
-    let mut seen = BTreeSet::new();
     for command in commands {
         for (i, arg) in command.argv.iter().enumerate() {
             for host in host_files_named(arg, i == 0, &cwd) {
@@ -154,6 +159,17 @@ fn add_program(tree: &mut Tree, host: &Path, seen: &mut BTreeSet<PathBuf>) -> Re
         }
     }
     Ok(())
+}
+
+/// True for an ELF file with a program interpreter (PT_INTERP), i.e. one that needs the dynamic loader.
+fn is_dynamic_elf(bytes: &[u8]) -> bool {
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u64_at = |o: usize| bytes.get(o..o + 8).and_then(|b| b.try_into().ok()).map(|b| u64::from_le_bytes(b) as usize);
+    if !bytes.starts_with(b"\x7fELF") || bytes.get(4) != Some(&2) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else { return false };
+    (0..phnum).any(|i| bytes.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..]))
 }
 
 /// The shared libraries and the dynamic loader of an ELF file, as `ldd` lists them.

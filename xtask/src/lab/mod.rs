@@ -201,10 +201,23 @@ impl LabDirs {
     }
 }
 
+/// Names a numatrace executable to put in the guest instead of building one
+/// (for example the one CI built already, or one built from another checkout).
+pub const NUMATRACE_ENV: &str = "NUMATRACE_LAB_NUMATRACE";
+
 /// Builds numatrace as a static executable (no shared library needed in the
 /// guest) and returns its path. Cargo skips the build when it is up to date.
+/// A dynamically linked one given through NUMATRACE_LAB_NUMATRACE works too:
+/// its libraries are copied like those of any other host program.
 fn static_numatrace(dirs: &LabDirs) -> Result<PathBuf> {
     const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    if let Some(given) = std::env::var_os(NUMATRACE_ENV) {
+        let exe = PathBuf::from(given);
+        if !exe.is_file() {
+            bail!("{NUMATRACE_ENV}={} is not a file", exe.display());
+        }
+        return Ok(exe);
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("lab: building a static numatrace for the guest (cargo build --release --target {TRIPLE})");
     let status = Command::new(&cargo)

@@ -1,0 +1,384 @@
+//! The NUMA lab scenarios: each workload produces one placement pathology on
+//! purpose in a multi-node guest (Debian's 6.1 cloud kernel under QEMU, see
+//! `cargo xtask lab`), numatrace traces it there, and its report is checked
+//! against the workload's ground truth (page counts the kernel gave the
+//! workload: move_pages(2) queries, numastat deltas).
+//!
+//! One guest boot serves every 2-node scenario and one every 4-node scenario.
+//! Counts are checked by `*_counts_*` tests; the cause numatrace names first
+//! by `*_cause_*` tests. Set NUMATRACE_NO_LAB=1 to skip them all.
+//!
+//! Tolerances: first-touch pages are compared within 5 % plus 256 pages,
+//! because the traced process also first-touches pages of its own (stack,
+//! heap, libraries, numactl before its exec: about 100–200 pages) that the
+//! workload's region count does not include.
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use serde_json::Value;
+use xtask::lab::{self, Balancing, GuestCommand, LabOptions, Topology};
+
+/// Pages the traced process first-touches besides the workload's region.
+const PROCESS_SLACK_PAGES: u64 = 256;
+
+/// What a scenario printed in the guest: the workload's ground truth line and numatrace's report.
+#[derive(Debug)]
+struct Outcome {
+    truth: Value,
+    report: Value,
+}
+
+type Outcomes = BTreeMap<&'static str, Result<Outcome, String>>;
+
+fn skip() -> bool {
+    if std::env::var("NUMATRACE_NO_LAB").is_ok_and(|v| v == "1") {
+        eprintln!("skipping the lab scenario: NUMATRACE_NO_LAB=1");
+        return true;
+    }
+    false
+}
+
+fn traced(workload: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = ["numatrace", "--json", "--"].iter().map(|s| s.to_string()).collect();
+    argv.extend(workload.iter().map(|s| s.to_string()));
+    argv
+}
+
+/// The scenarios of a guest with `nodes` nodes.
+fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
+    let last = (nodes - 1).to_string();
+    let mut list = vec![
+        ("init-thread", traced(&["numatrace", "workload", "init-thread", "--mib", "32", "--workers", "2", "--seconds", "1"]), Balancing::Off),
+        ("spill", traced(&["numatrace", "workload", "spill", "--extra-mib", "48"]), Balancing::Off),
+    ];
+    if nodes == 2 {
+        list.extend([
+            ("migrated", traced(&["numatrace", "workload", "migrated", "--mib", "32", "--seconds", "1"]), Balancing::Off),
+            (
+                "policy",
+                traced(&["numactl", &format!("--cpunodebind={last}"), "--membind=0", "numatrace", "workload", "place", "--mib", "32"]),
+                Balancing::Off,
+            ),
+            ("balance", traced(&["numatrace", "workload", "balance", "--mib", "32", "--seconds", "8"]), Balancing::Fast),
+            ("explicit", traced(&["numatrace", "workload", "explicit", "--mib", "32"]), Balancing::Off),
+        ]);
+    }
+    list
+}
+
+/// Guests run one at a time: they share this machine's few cores.
+static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_guest(nodes: u32) -> Result<Outcomes, String> {
+    let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let list = scenarios(nodes);
+    let commands: Vec<GuestCommand> = list.iter().map(|(_, argv, balancing)| GuestCommand { argv: argv.clone(), balancing: *balancing }).collect();
+    let opts = LabOptions {
+        topology: Topology { nodes, cpus_per_node: 1, mem_per_node_mib: 384 },
+        timeout: Duration::from_secs(600),
+        verbose: false,
+        stream_stdout: false,
+    };
+    let run = lab::run_commands(&opts, &commands).map_err(|e| format!("the {nodes}-node guest failed: {e:#}"))?;
+    eprintln!(
+        "lab: {nodes} nodes, {} scenarios: boot {:.1} s, guest total {:.1} s (console log {})",
+        list.len(),
+        run.boot_s,
+        run.total_s,
+        run.console_log.display()
+    );
+    Ok(list
+        .iter()
+        .zip(run.results)
+        .map(|((name, argv, _), result)| {
+            let text = String::from_utf8_lossy(&result.stdout).into_owned();
+            (*name, parse_outcome(&text, result.exit_code).map_err(|e| format!("scenario {name} ({}): {e}", argv.join(" "))))
+        })
+        .collect())
+}
+
+/// Splits a scenario's stdout into the workload's JSON line and numatrace's JSON report.
+fn parse_outcome(text: &str, exit_code: i32) -> Result<Outcome, String> {
+    if exit_code != 0 {
+        return Err(format!("exit status {exit_code}; stdout: {text}"));
+    }
+    let (line, rest) = text.split_once('\n').ok_or_else(|| format!("no ground truth line in stdout: {text:?}"))?;
+    let truth: Value = serde_json::from_str(line).map_err(|e| format!("ground truth is not JSON ({e}): {line}"))?;
+    let report: Value = serde_json::from_str(rest).map_err(|e| format!("the report is not JSON ({e}): {rest}"))?;
+    Ok(Outcome { truth, report })
+}
+
+fn guest(nodes: u32) -> &'static Result<Outcomes, String> {
+    static TWO: OnceLock<Result<Outcomes, String>> = OnceLock::new();
+    static FOUR: OnceLock<Result<Outcomes, String>> = OnceLock::new();
+    let cell = if nodes == 2 { &TWO } else { &FOUR };
+    cell.get_or_init(|| run_guest(nodes))
+}
+
+fn outcome(nodes: u32, name: &str) -> &'static Outcome {
+    let outcomes = guest(nodes).as_ref().unwrap_or_else(|e| panic!("{e}"));
+    match outcomes.get(name) {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => panic!("{e}"),
+        None => panic!("no scenario {name} on {nodes} nodes"),
+    }
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for key in path {
+        cur = &cur[*key];
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+fn node_pages(map: &Value, node: u64) -> u64 {
+    map[node.to_string()].as_u64().unwrap_or(0)
+}
+
+fn thread<'a>(report: &'a Value, tid: u64) -> &'a Value {
+    report["threads"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["tid"].as_u64() == Some(tid)))
+        .unwrap_or_else(|| panic!("thread {tid} is not in the report: {}", report["threads"]))
+}
+
+/// `actual` is within 5 % of `expected`, plus `slack` pages the workload does not count.
+fn assert_close(what: &str, actual: u64, expected: u64, slack: u64) {
+    let tolerance = expected / 20 + slack;
+    assert!(
+        actual.abs_diff(expected) <= tolerance,
+        "{what}: numatrace says {actual}, the ground truth is {expected} (tolerance {tolerance})"
+    );
+}
+
+/// The report names `kind` as the first (largest) cause, shares sorted, with a recommendation.
+fn assert_first_cause(report: &Value, kind: &str, pages: Option<u64>) -> Value {
+    let causes = report["causes"].as_array().unwrap_or_else(|| panic!("the report has no causes[]; its keys: {:?}", report.as_object().map(|o| o.keys().collect::<Vec<_>>())));
+    let first = causes.first().unwrap_or_else(|| panic!("causes[] is empty, expected {kind}"));
+    assert_eq!(first["kind"].as_str(), Some(kind), "first cause; all causes: {}", serde_json::to_string_pretty(causes).unwrap_or_default());
+    let shares: Vec<f64> = causes.iter().map(|c| c["share"].as_f64().unwrap_or(-1.0)).collect();
+    assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "shares outside 0..1: {shares:?}");
+    assert!(shares.windows(2).all(|w| w[0] >= w[1]), "causes not sorted by share: {shares:?}");
+    assert!(first["recommendation"].as_str().is_some_and(|r| !r.is_empty()), "no recommendation in {first}");
+    if let Some(pages) = pages {
+        assert_close(&format!("pages of cause {kind}"), first["pages"].as_u64().unwrap_or(0), pages, PROCESS_SLACK_PAGES);
+    }
+    first.clone()
+}
+
+// ---- scenario 1: init-thread first touch ----
+
+fn init_thread_counts(nodes: u32) {
+    let o = outcome(nodes, "init-thread");
+    let pages = u(&o.truth, &["init", "first_touch_pages"]);
+    let init_node = u(&o.truth, &["init", "node"]);
+    let worker_node = u(&o.truth, &["worker_node"]);
+    assert_ne!(init_node, worker_node, "the workload did not put init and workers on different nodes: {}", o.truth);
+    let init = thread(&o.report, u(&o.truth, &["init", "tid"]));
+    assert_close("pages the init thread first-touched on its node", node_pages(&init["first_touch_pages"], init_node), pages, PROCESS_SLACK_PAGES);
+    for w in o.truth["workers"].as_array().into_iter().flatten() {
+        let t = thread(&o.report, w["tid"].as_u64().unwrap_or(0));
+        let touched: u64 = t["first_touch_pages"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        assert!(touched < pages / 20, "worker {} first-touched {touched} pages, expected almost none of {pages}", w["tid"]);
+        let ran: f64 = t["runtime_ms_by_node"][worker_node.to_string()].as_f64().unwrap_or(0.0);
+        assert!(ran > 0.0, "worker {} never ran on node {worker_node}: {}", w["tid"], t["runtime_ms_by_node"]);
+    }
+    assert!(
+        u(&o.report, &["totals", "remote_first_touch_pages"]) < pages / 20,
+        "init-thread first touches are local to the init thread, yet the report has {} remote",
+        o.report["totals"]["remote_first_touch_pages"]
+    );
+}
+
+fn init_thread_cause(nodes: u32) {
+    let o = outcome(nodes, "init-thread");
+    let cause = assert_first_cause(&o.report, "first_touch_by_other_thread", Some(u(&o.truth, &["init", "first_touch_pages"])));
+    let rec = cause["recommendation"].as_str().unwrap_or_default().to_lowercase();
+    assert!(rec.contains("first touch") || rec.contains("first-touch") || rec.contains("interleave"), "recommendation: {rec}");
+}
+
+#[test]
+fn scenario_1_init_thread_counts_2_nodes() {
+    if !skip() {
+        init_thread_counts(2);
+    }
+}
+#[test]
+fn scenario_1_init_thread_cause_2_nodes() {
+    if !skip() {
+        init_thread_cause(2);
+    }
+}
+#[test]
+fn scenario_1_init_thread_counts_4_nodes() {
+    if !skip() {
+        init_thread_counts(4);
+    }
+}
+#[test]
+fn scenario_1_init_thread_cause_4_nodes() {
+    if !skip() {
+        init_thread_cause(4);
+    }
+}
+
+// ---- scenario 2: thread migrated away from its memory ----
+
+#[test]
+fn scenario_2_migrated_counts_2_nodes() {
+    if skip() {
+        return;
+    }
+    let o = outcome(2, "migrated");
+    let (pages, home, far) = (u(&o.truth, &["pages"]), u(&o.truth, &["home_node"]), u(&o.truth, &["far_node"]));
+    assert_eq!(node_pages(&o.truth["pages_by_node"], home), pages, "the kernel did not place the region on the home node: {}", o.truth);
+    assert_eq!(o.truth["node_after_move"].as_u64(), Some(far), "the thread did not move to the far node: {}", o.truth);
+    let t = thread(&o.report, u(&o.truth, &["tid"]));
+    assert_close("pages first-touched on the home node", node_pages(&t["first_touch_pages"], home), pages, PROCESS_SLACK_PAGES);
+    assert!(t["cross_node_migrations"].as_u64().unwrap_or(0) >= 1, "no cross-node migration of thread {}: {t}", t["tid"]);
+    assert!(t["remote_first_touch_pages"].as_u64().unwrap_or(u64::MAX) < pages / 20, "first touches were local: {t}");
+    let ran_far = t["runtime_ms_by_node"][far.to_string()].as_f64().unwrap_or(0.0);
+    assert!(ran_far > 100.0, "the thread used its memory from node {far} for about 1 s, report says {ran_far} ms");
+}
+
+#[test]
+fn scenario_2_migrated_cause_2_nodes() {
+    if !skip() {
+        let o = outcome(2, "migrated");
+        assert_first_cause(&o.report, "thread_migrated", Some(u(&o.truth, &["pages"])));
+    }
+}
+
+// ---- scenario 3: allocation spill ----
+
+fn spill_counts(nodes: u32) {
+    let o = outcome(nodes, "spill");
+    let home = u(&o.truth, &["home_node"]);
+    let remote = u(&o.truth, &["remote_pages"]);
+    assert!(remote > 4096, "the workload did not spill (remote pages {remote}): {}", o.truth);
+    let t = thread(&o.report, u(&o.truth, &["tid"]));
+    for (node, truth_pages) in o.truth["pages_by_node"].as_object().into_iter().flatten() {
+        let Ok(n) = node.parse::<u64>() else { continue };
+        let truth_pages = truth_pages.as_u64().unwrap_or(0);
+        assert_close(&format!("pages first-touched on node {n}"), node_pages(&t["first_touch_pages"], n), truth_pages, PROCESS_SLACK_PAGES);
+    }
+    assert_close("remote first-touch pages", t["remote_first_touch_pages"].as_u64().unwrap_or(0), remote, PROCESS_SLACK_PAGES);
+    // numastat: pages the home node could not give show as numa_foreign there and numa_miss where they landed.
+    let delta = &o.truth["numastat_delta"];
+    let foreign = u(delta, &[&home.to_string(), "numa_foreign"]);
+    let miss: u64 = delta.as_object().into_iter().flatten().filter(|(n, _)| **n != home.to_string()).map(|(_, c)| c["numa_miss"].as_u64().unwrap_or(0)).sum();
+    assert_close("numa_foreign of the home node vs remote first touches", foreign, remote, PROCESS_SLACK_PAGES);
+    assert_close("numa_miss of the other nodes vs remote first touches", miss, remote, PROCESS_SLACK_PAGES);
+}
+
+fn spill_cause(nodes: u32) {
+    let o = outcome(nodes, "spill");
+    assert_first_cause(&o.report, "allocation_spill", Some(u(&o.truth, &["remote_pages"])));
+}
+
+#[test]
+fn scenario_3_spill_counts_2_nodes() {
+    if !skip() {
+        spill_counts(2);
+    }
+}
+#[test]
+fn scenario_3_spill_cause_2_nodes() {
+    if !skip() {
+        spill_cause(2);
+    }
+}
+#[test]
+fn scenario_3_spill_counts_4_nodes() {
+    if !skip() {
+        spill_counts(4);
+    }
+}
+#[test]
+fn scenario_3_spill_cause_4_nodes() {
+    if !skip() {
+        spill_cause(4);
+    }
+}
+
+// ---- scenario 4: memory policy mismatch ----
+
+#[test]
+fn scenario_4_policy_counts_2_nodes() {
+    if skip() {
+        return;
+    }
+    let o = outcome(2, "policy");
+    let pages = u(&o.truth, &["pages"]);
+    assert_eq!(o.truth["policy"].as_str(), Some("bind"), "numactl --membind did not set a bind policy: {}", o.truth);
+    assert_eq!(o.truth["cpu_node"].as_u64(), Some(1), "numactl --cpunodebind=1 did not hold: {}", o.truth);
+    assert_eq!(node_pages(&o.truth["pages_by_node"], 0), pages, "the kernel did not bind the pages to node 0: {}", o.truth);
+    let t = thread(&o.report, u(&o.truth, &["tid"]));
+    assert_close("pages first-touched on node 0", node_pages(&t["first_touch_pages"], 0), pages, PROCESS_SLACK_PAGES);
+    assert_close("remote first-touch pages", t["remote_first_touch_pages"].as_u64().unwrap_or(0), pages, PROCESS_SLACK_PAGES);
+}
+
+#[test]
+fn scenario_4_policy_cause_2_nodes() {
+    if !skip() {
+        let o = outcome(2, "policy");
+        assert_first_cause(&o.report, "memory_policy", Some(u(&o.truth, &["pages"])));
+    }
+}
+
+// ---- scenario 5: NUMA balancing sweep ----
+
+#[test]
+fn scenario_5_balance_counts_2_nodes() {
+    if skip() {
+        return;
+    }
+    let o = outcome(2, "balance");
+    let (pages, far) = (u(&o.truth, &["pages"]), u(&o.truth, &["far_node"]));
+    assert_eq!(node_pages(&o.truth["pages_by_node"], far), pages, "the region was not placed on the far node: {}", o.truth);
+    let t = thread(&o.report, u(&o.truth, &["tid"]));
+    let hinting = t["hinting_faults_local"].as_u64().unwrap_or(0) + t["hinting_faults_remote"].as_u64().unwrap_or(0);
+    assert!(hinting > 0, "no NUMA hinting faults in 8 s of balancing: {t}");
+    let moves = t["numa_task_moves"].as_u64().unwrap_or(0) + t["numa_task_swaps"].as_u64().unwrap_or(0);
+    let misplaced = u(&o.report, &["totals", "page_migrations", "numa_misplaced"]);
+    let moved_home = u(&o.truth, &["pages_moved_to_home"]);
+    assert!(moves > 0 || misplaced > 0, "the balancer neither moved the thread nor migrated pages: thread {t}, truth {}", o.truth);
+    // Pages can move back and forth; every net move is at least one numa_misplaced migration.
+    assert!(misplaced + moved_home / 20 >= moved_home, "{moved_home} pages moved home but numatrace saw {misplaced} numa_misplaced migrations");
+}
+
+#[test]
+fn scenario_5_balance_cause_2_nodes() {
+    if !skip() {
+        let o = outcome(2, "balance");
+        let cause = assert_first_cause(&o.report, "numa_balancer", None);
+        assert!(cause["evidence"].to_string().contains("_s") || cause["evidence"].to_string().contains("window"), "no time window in the evidence: {cause}");
+    }
+}
+
+// ---- scenario 6: explicit migration ----
+
+#[test]
+fn scenario_6_explicit_counts_2_nodes() {
+    if skip() {
+        return;
+    }
+    let o = outcome(2, "explicit");
+    let (by_move_pages, by_mbind) = (u(&o.truth, &["moved_by_move_pages"]), u(&o.truth, &["moved_by_mbind"]));
+    assert!(by_move_pages > 0 && by_mbind > 0, "the kernel moved nothing: {}", o.truth);
+    let migrations = &o.report["totals"]["page_migrations"];
+    assert_close("pages migrated with reason syscall_or_cpuset (move_pages)", migrations["syscall_or_cpuset"].as_u64().unwrap_or(0), by_move_pages, 0);
+    assert_close("pages migrated with reason mempolicy_mbind (mbind)", migrations["mempolicy_mbind"].as_u64().unwrap_or(0), by_mbind, 0);
+}
+
+#[test]
+fn scenario_6_explicit_cause_2_nodes() {
+    if !skip() {
+        let o = outcome(2, "explicit");
+        assert_first_cause(&o.report, "explicit_migration", Some(u(&o.truth, &["moved_by_move_pages"]) + u(&o.truth, &["moved_by_mbind"])));
+    }
+}
