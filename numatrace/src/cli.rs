@@ -61,6 +61,9 @@ pub struct TraceArgs {
 pub enum Command {
     /// Trace a built-in workload with the init-thread pathology (one thread first-touches memory that threads on another node use).
     Demo(DemoArgs),
+    /// Diagnose NUMA placement from a snapshot (no eBPF, no root for your own processes): topology, memory per node, counters, settings, and with --pid one process; findings with fixes.
+    #[command(after_help = crate::inspect::AFTER_HELP)]
+    Inspect(crate::inspect::InspectArgs),
     /// Run a built-in workload (used by tests, the lab and the demo).
     #[command(hide = true, disable_help_flag = true)]
     Workload {
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             numatrace_workloads::main_from_args(argv)?;
             Ok(0)
         }
+        Some(Command::Inspect(args)) => crate::inspect::run(&args),
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
             let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cpulist;
 pub mod event;
 pub mod fixes;
+pub mod inspect;
 pub mod facts;
 pub mod kernel;
 pub mod privileges;
