@@ -76,6 +76,21 @@ pub struct RegionTouch {
     pub last_ns: u64,
 }
 
+/// A thread's NUMA hinting faults in one region: where it ran and where the memory was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionUse {
+    pub tid: u32,
+    pub cpu_node: u32,
+    pub mem_node: u32,
+    pub local_faults: u64,
+    pub remote_faults: u64,
+    /// Pages covered by the remote faults (a huge page counts 512).
+    pub remote_pages: u64,
+    pub migrated_pages: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
 /// Pages migrated for one reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MigrationCount {
@@ -105,6 +120,8 @@ pub struct Aggregator {
     pub reason_names: BTreeMap<i64, String>,
     pub threads: BTreeMap<u32, ThreadStats>,
     pub regions: HashMap<RegionKey, Vec<RegionTouch>>,
+    /// Hinting faults per region: who used the region from where.
+    pub region_uses: HashMap<RegionKey, Vec<RegionUse>>,
     pub page_migrations: BTreeMap<String, MigrationCount>,
     pub placements: Vec<Placement>,
     pub events: u64,
@@ -124,6 +141,7 @@ impl Aggregator {
             reason_names,
             threads: BTreeMap::new(),
             regions: HashMap::new(),
+            region_uses: HashMap::new(),
             page_migrations: BTreeMap::new(),
             placements: Vec::new(),
             events: 0,
@@ -222,6 +240,35 @@ impl Aggregator {
                 }
                 *t.hinting_pages_by_mem_node.entry(u32::from(e.mem_node)).or_default() += u64::from(e.pages);
                 t.hinting_pages_migrated += u64::from(e.migrated_pages);
+                let (cpu_node, mem_node) = (u32::from(e.cpu_node), u32::from(e.mem_node));
+                let uses = self.region_uses.entry(RegionKey { tgid: h.tgid, region: e.region }).or_default();
+                let idx = match uses.iter().position(|u| u.tid == h.tid && u.cpu_node == cpu_node && u.mem_node == mem_node) {
+                    Some(i) => i,
+                    None => {
+                        uses.push(RegionUse {
+                            tid: h.tid,
+                            cpu_node,
+                            mem_node,
+                            local_faults: 0,
+                            remote_faults: 0,
+                            remote_pages: 0,
+                            migrated_pages: 0,
+                            first_ns: h.ts_ns,
+                            last_ns: e.last_ts_ns,
+                        });
+                        uses.len() - 1
+                    }
+                };
+                let u = &mut uses[idx];
+                if e.local != 0 {
+                    u.local_faults += u64::from(e.faults);
+                } else {
+                    u.remote_faults += u64::from(e.faults);
+                    u.remote_pages += u64::from(e.pages);
+                }
+                u.migrated_pages += u64::from(e.migrated_pages);
+                u.first_ns = u.first_ns.min(h.ts_ns);
+                u.last_ns = u.last_ns.max(e.last_ts_ns);
             }
             Event::NumaPlacement(e) => {
                 let kind = EventKind::from_id(h.kind).unwrap_or(EventKind::NumaTaskMove);

@@ -35,6 +35,15 @@ pub struct StartFacts {
     pub initial_threads: Vec<InitialThread>,
     /// CLOCK_MONOTONIC at the start, in the events' time base.
     pub start_ns: u64,
+    /// The target's command line (for fix commands).
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// Nodes with their memory and free memory at the start (fixes are checked against them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<crate::sysinfo::MachineTopology>,
+    /// The target's NUMA state when the capture started (attach to a running pid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_before: Option<crate::sysinfo::ProcessSnapshot>,
 }
 
 /// What is known once the capture has ended.
@@ -44,6 +53,9 @@ pub struct EndFacts {
     pub stopped_by: String,
     pub exit_code: Option<i32>,
     pub kernel: KernelTotals,
+    /// The target's latest NUMA state seen while it ran (policy, cpuset, placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_last: Option<crate::sysinfo::ProcessSnapshot>,
 }
 
 /// Start and end facts of one capture.

@@ -6,6 +6,7 @@
 //! `session` runs a live capture; `report` is the output model and its
 //! renderings. `topology`, `tracefs`, `cpulist` read the machine.
 pub mod aggregate;
+pub mod attribution;
 pub mod cli;
 pub mod cpulist;
 pub mod event;

@@ -90,6 +90,13 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     initial_threads.extend(late);
 
     let comm = target.comm();
+    let machine = crate::sysinfo::MachineTopology::read().ok();
+    // Attached to a running process: its memory placement now is "before the capture".
+    let process_before = match (&opts.target, &machine) {
+        (TargetSpec::Pid(_), Some(m)) => crate::sysinfo::ProcessSnapshot::read_with(target.pid, m).ok(),
+        _ => None,
+    };
+    let argv = target.command.clone().unwrap_or_else(|| crate::fixes::Workload::of_pid(target.pid).argv);
     let start = StartFacts {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         kernel_release: kernel_release(),
@@ -104,18 +111,26 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         sources: probes.sources.clone(),
         initial_threads,
         start_ns: monotonic_ns(),
+        argv,
+        machine,
+        process_before,
     };
     if let Some(sink) = sink.as_deref_mut() {
         sink.start(&start)?;
     }
-    let facts_so_far = SessionFacts { start, end: EndFacts { duration_s: 0.0, stopped_by: String::new(), exit_code: None, kernel: Default::default() } };
+    let facts_so_far = SessionFacts {
+        start,
+        end: EndFacts { duration_s: 0.0, stopped_by: String::new(), exit_code: None, kernel: Default::default(), process_last: None },
+    };
     let mut agg = facts_so_far.new_aggregator();
     target.release()?;
 
     let ring = probes.take_ring()?;
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
-    let (stopped_by, ring) = runtime.block_on(event_loop(&opts, &target, ring, &mut agg, &mut sink, started))?;
+    let mut snapshots = Snapshots::new(facts_so_far.start.machine.clone());
+    let (stopped_by, ring) =
+        runtime.block_on(event_loop(&opts, &target, ring, &mut agg, &mut sink, &mut snapshots, started))?;
 
     let detach_ns = monotonic_ns();
     probes.detach();
@@ -134,7 +149,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         target.terminate();
     }
     let exit_code = wait_exit(&target, true);
-    let end = EndFacts { duration_s, stopped_by: stopped_by.to_string(), exit_code, kernel };
+    let end = EndFacts { duration_s, stopped_by: stopped_by.to_string(), exit_code, kernel, process_last: snapshots.latest };
     if let Some(sink) = sink.as_deref_mut() {
         sink.end(&end)?;
     }
@@ -180,12 +195,44 @@ impl AsRawFd for PidFd {
     }
 }
 
+/// The target's NUMA state (policy, cpuset, placement), re-read while it
+/// runs: a policy set by e.g. `numactl` exists only after its exec, and a
+/// process that exits takes its numa_maps with it.
+struct Snapshots {
+    machine: Option<crate::sysinfo::MachineTopology>,
+    latest: Option<crate::sysinfo::ProcessSnapshot>,
+    next: Instant,
+    taken: u32,
+}
+
+impl Snapshots {
+    fn new(machine: Option<crate::sysinfo::MachineTopology>) -> Snapshots {
+        Snapshots { machine, latest: None, next: Instant::now() + Duration::from_millis(100), taken: 0 }
+    }
+
+    /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s.
+    fn maybe_take(&mut self, pid: u32) {
+        let Some(machine) = &self.machine else { return };
+        if Instant::now() < self.next {
+            return;
+        }
+        if let Ok(snap) = crate::sysinfo::ProcessSnapshot::read_with(pid, machine)
+            && snap.numa_maps.is_some()
+        {
+            self.latest = Some(snap);
+        }
+        self.taken += 1;
+        self.next = Instant::now() + if self.taken == 1 { Duration::from_millis(900) } else { Duration::from_secs(5) };
+    }
+}
+
 async fn event_loop(
     opts: &SessionOptions,
     target: &Target,
     ring: RingBuf<MapData>,
     agg: &mut Aggregator,
     sink: &mut Option<&mut dyn EventSink>,
+    snapshots: &mut Snapshots,
     started: Instant,
 ) -> Result<(&'static str, RingBuf<MapData>)> {
     // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
@@ -210,6 +257,7 @@ async fn event_loop(
             }
             _ = tick.tick() => {
                 drain(ring.get_mut(), agg, sink)?;
+                snapshots.maybe_take(target.pid);
                 if let Some(sink) = sink.as_deref_mut() {
                     sink.tick()?;
                 }

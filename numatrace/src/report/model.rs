@@ -17,6 +17,10 @@ pub struct Report {
     pub topology: Topology,
     /// False on a one-node machine: drift cannot happen there.
     pub multi_node: bool,
+    /// The top cause in one sentence (or why there is none).
+    pub headline: String,
+    /// Causes of remote memory, largest share first.
+    pub causes: Vec<crate::attribution::Cause>,
     pub sources: Vec<SourceStatus>,
     pub threads: Vec<ThreadReport>,
     pub totals: Totals,
@@ -156,6 +160,8 @@ impl Report {
             .enumerate()
             .filter_map(|(i, v)| COUNTER_NAMES.get(i).map(|n| (n.to_string(), *v)))
             .collect();
+        let causes = crate::attribution::from_facts(agg, facts);
+        let headline = crate::attribution::headline(&causes, agg.topology.is_multi_node());
         let mut target = facts.start.target.clone();
         target.exit_code = facts.end.exit_code;
         Report {
@@ -164,6 +170,8 @@ impl Report {
             target,
             duration_s: facts.end.duration_s,
             multi_node: agg.topology.is_multi_node(),
+            headline,
+            causes,
             topology: agg.topology.clone(),
             sources: facts.start.sources.clone(),
             threads,

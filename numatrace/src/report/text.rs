@@ -12,6 +12,51 @@ fn pages(n: u64) -> String {
     if n >= 256 { format!("{n} ({:.1} MiB)", n as f64 * 4096.0 / (1u64 << 20) as f64) } else { n.to_string() }
 }
 
+/// The ranked causes with their evidence and fixes.
+fn render_causes(o: &mut String, r: &Report) {
+    let shown: Vec<_> = r.causes.iter().filter(|c| c.pages > 0 || c.share > 0.0 || !c.evidence.is_empty()).collect();
+    if shown.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\nCauses of remote memory, largest first");
+    for (i, c) in shown.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "  {}. {:<28} {:>5.1}%  {} pages  threads {}  {:.1}-{:.1} s",
+            i + 1,
+            c.kind.name(),
+            c.share * 100.0,
+            c.pages,
+            c.threads.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            c.window.start_s,
+            c.window.end_s
+        );
+        let _ = writeln!(o, "     {}", c.summary);
+        for e in c.evidence.iter().take(3) {
+            let _ = writeln!(o, "     - {e}");
+        }
+        // The top cause gets every step; the others their first.
+        let steps = if i == 0 { c.fixes.len() } else { c.fixes.len().min(1) };
+        for f in c.fixes.iter().take(steps) {
+            let mark = if f.destructive { "DESTRUCTIVE: " } else { "" };
+            let _ = writeln!(o, "     fix: {mark}{}", f.title);
+            for cmd in &f.commands {
+                let _ = writeln!(o, "          {cmd}");
+            }
+            for note in &f.notes {
+                let _ = writeln!(o, "          note: {note}");
+            }
+            if i == 0 && !f.verify.is_empty() {
+                let _ = writeln!(o, "          verify: {}", f.verify);
+            }
+        }
+        for b in &c.blocked {
+            let _ = writeln!(o, "     cannot apply as is: {b}");
+        }
+    }
+    let _ = writeln!(o, "  verify any fix: capture again with -o after.ntrace and compare with `numatrace diff before.ntrace after.ntrace`");
+}
+
 /// Renders the human report.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
@@ -26,7 +71,10 @@ pub fn render(r: &Report) -> String {
             o,
             "\nThis machine has one NUMA node: threads and memory cannot drift apart here, and pinning brings no NUMA benefit."
         );
+    } else {
+        let _ = writeln!(o, "\n{}", r.headline);
     }
+    render_causes(&mut o, r);
 
     let _ = writeln!(o, "\nTopology");
     for n in &r.topology.nodes {
