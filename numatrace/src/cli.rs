@@ -18,6 +18,12 @@ Examples:
   sudo numatrace -- ./server --port 8080         trace a command from its first instruction
   sudo numatrace --json --pid 4242 -d 10s        the same facts as one JSON object
   sudo numatrace demo                            a built-in workload with a known pathology
+  sudo numatrace -o run.ntrace -- ./server       also save everything to a capture file
+  numatrace report run.ntrace                    the same report later, from the file
+  numatrace export run.ntrace --format html      a timeline to open in a browser (also perfetto, folded, svg)
+  numatrace diff before.ntrace after.ntrace      did the fix work?
+  sudo numatrace --pid 4242 --ring 30s --trigger 'cross_node_migrations>100/s'
+                                                 keep the last 30 s, save them when migrations spike
 
 What it shows: per thread, migrations (and those across nodes), pages first
 touched per node and how many landed remote, run time per node, NUMA hinting
@@ -52,6 +58,8 @@ pub struct TraceArgs {
     /// Size of the kernel-to-user event ring (rounded up to a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub ring_size: u32,
+    #[command(flatten)]
+    pub record: crate::capture::cli::RecordArgs,
     /// The command to start and trace, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -64,6 +72,13 @@ pub enum Command {
     /// Diagnose NUMA placement from a snapshot (no eBPF, no root for your own processes): topology, memory per node, counters, settings, and with --pid one process; findings with fixes.
     #[command(after_help = crate::inspect::AFTER_HELP)]
     Inspect(crate::inspect::InspectArgs),
+    /// Print the report of a capture file (-o), exactly as the live run did.
+    Report(crate::capture::cli::ReportArgs),
+    /// Write a capture as a timeline for Perfetto / chrome://tracing, flame graphs, or a self-contained SVG/HTML.
+    #[command(after_help = crate::export::AFTER_HELP)]
+    Export(crate::export::ExportArgs),
+    /// Compare two captures (before and after a fix): remote share and memory placement per thread and node.
+    Diff(crate::diff::DiffArgs),
     /// Run a built-in workload (used by tests, the lab and the demo).
     #[command(hide = true, disable_help_flag = true)]
     Workload {
@@ -91,10 +106,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Some(Command::Inspect(args)) => crate::inspect::run(&args),
+        Some(Command::Report(args)) => crate::capture::cli::run_report(&args),
+        Some(Command::Export(args)) => crate::export::run(&args),
+        Some(Command::Diff(args)) => crate::diff::run(&args),
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
             let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
-            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, command })
+            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, record: Default::default(), command })
         }
         None => trace(cli.trace),
     }
@@ -116,13 +134,20 @@ fn trace(args: TraceArgs) -> Result<i32> {
         progress: !args.json,
         drain_interval: Duration::from_millis(100),
     };
-    let capture = session::run(opts, None)?;
+    let mut sink = args.record.live_sink()?;
+    let capture = session::run(opts, sink.as_mut().map(|s| s.as_mut() as &mut dyn crate::sink::EventSink))?;
+    print_report(&capture.report, args.json)?;
+    Ok(0)
+}
+
+/// Prints a report as the live run does; `numatrace report` prints a replayed one the same way.
+pub fn print_report(report: &report::Report, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &capture.report)?;
+    if json {
+        serde_json::to_writer_pretty(&mut out, report)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", report::text::render(&capture.report))?;
+        write!(out, "{}", report::text::render(report))?;
     }
-    Ok(0)
+    Ok(())
 }

@@ -7,11 +7,14 @@
 //! renderings. `topology`, `tracefs`, `cpulist` read the machine.
 pub mod aggregate;
 pub mod attribution;
+pub mod capture;
 pub mod cli;
 pub mod cpulist;
+pub mod diff;
 pub mod event;
 pub mod fixes;
 pub mod inspect;
+pub mod export;
 pub mod facts;
 pub mod kernel;
 pub mod privileges;
@@ -19,6 +22,7 @@ pub mod report;
 pub mod session;
 pub mod sysinfo;
 pub mod sink;
+pub mod spike;
 pub mod target;
 pub mod topology;
 pub mod tracefs;

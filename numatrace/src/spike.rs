@@ -1,0 +1,390 @@
+//! Catching the spike: a sink that keeps only the last `--ring` window of
+//! events in bounded memory and saves a capture of it when a trigger fires
+//! (SIGUSR1, a rate over a threshold, or a probe command that fails), plus
+//! `--after` of what follows; then waits out `--cooldown` and can fire again.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fmt,
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use crate::{
+    capture,
+    event::{Event, comm_str},
+    facts::{EndFacts, InitialThread, StartFacts},
+    session::monotonic_ns,
+    sink::EventSink,
+    topology::Topology,
+};
+
+/// Memory the ring may hold by default, whatever the window.
+pub const DEFAULT_MAX_BYTES: usize = 128 << 20;
+
+/// A per-second rate a trigger watches, counted from the events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rate {
+    /// Thread migrations between CPUs of different nodes.
+    CrossNodeMigrations,
+    /// Pages first touched on a node other than the toucher's.
+    RemoteFirstTouch,
+    /// NUMA hinting faults the kernel counted as remote.
+    HintingFaultsRemote,
+    /// Pages migrated (any reason).
+    PageMigrations,
+}
+
+impl Rate {
+    /// Every rate, in the order of [`Rate::name`] lists.
+    pub const ALL: [Rate; 4] = [Rate::CrossNodeMigrations, Rate::RemoteFirstTouch, Rate::HintingFaultsRemote, Rate::PageMigrations];
+
+    /// The rate's name in `--trigger` rules.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rate::CrossNodeMigrations => "cross_node_migrations",
+            Rate::RemoteFirstTouch => "remote_first_touch",
+            Rate::HintingFaultsRemote => "hinting_faults_remote",
+            Rate::PageMigrations => "page_migrations",
+        }
+    }
+
+    /// How much of this rate one event adds.
+    fn amount(self, event: &Event, topology: &Topology) -> u64 {
+        let node = |cpu: i32| u32::try_from(cpu).ok().and_then(|c| topology.node_of_cpu(c));
+        match (self, event) {
+            (Rate::CrossNodeMigrations, Event::TaskMigration(e)) => match (node(e.orig_cpu), node(e.dest_cpu)) {
+                (Some(a), Some(b)) if a != b => 1,
+                _ => 0,
+            },
+            (Rate::RemoteFirstTouch, Event::FirstTouch(e)) if e.cpu_node != e.page_node => e.pages,
+            (Rate::HintingFaultsRemote, Event::HintingFault(e)) if e.local == 0 => u64::from(e.faults),
+            (Rate::PageMigrations, Event::PageMigration(e)) => e.succeeded,
+            _ => 0,
+        }
+    }
+}
+
+/// `--trigger`: fire when `rate` exceeds `per_second` over the last second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerRule {
+    pub rate: Rate,
+    pub per_second: f64,
+}
+
+impl FromStr for TriggerRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let names = Rate::ALL.map(Rate::name).join(", ");
+        let (name, limit) = s.split_once('>').ok_or_else(|| format!("expected RATE>NUMBER/s, e.g. cross_node_migrations>100/s (rates: {names})"))?;
+        let rate = Rate::ALL
+            .into_iter()
+            .find(|r| r.name() == name.trim())
+            .ok_or_else(|| format!("unknown rate '{}' (rates: {names})", name.trim()))?;
+        let limit = limit.trim();
+        let number = limit.strip_suffix("/s").unwrap_or(limit).trim();
+        let per_second: f64 = number.parse().map_err(|_| format!("'{limit}' is not a rate: expected a number per second, e.g. 100/s"))?;
+        if !per_second.is_finite() || per_second < 0.0 {
+            return Err(format!("'{limit}' is not a rate: expected a number >= 0"));
+        }
+        Ok(TriggerRule { rate, per_second })
+    }
+}
+
+impl fmt::Display for TriggerRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}>{}/s", self.rate.name(), self.per_second)
+    }
+}
+
+/// How the spike ring behaves.
+#[derive(Clone, Debug)]
+pub struct SpikeOptions {
+    /// How much time before a trigger a capture holds.
+    pub window: Duration,
+    /// How much time after a trigger it holds.
+    pub after: Duration,
+    /// Triggers within this long of the last one are ignored.
+    pub cooldown: Duration,
+    pub rules: Vec<TriggerRule>,
+    /// A shell command run once a second; failing fires.
+    pub command: Option<String>,
+    /// Captures go to `<prefix>-<n>.ntrace`.
+    pub prefix: PathBuf,
+    /// Memory cap of the ring, bytes.
+    pub max_bytes: usize,
+}
+
+/// A trigger that fired and whose after-window is still open.
+#[derive(Clone, Debug)]
+struct Pending {
+    at_ns: u64,
+    reason: String,
+}
+
+/// Sum of a rate over the last second of event time.
+#[derive(Default)]
+struct Meter {
+    recent: VecDeque<(u64, u64)>,
+    sum: u64,
+}
+
+impl Meter {
+    fn add(&mut self, ts_ns: u64, amount: u64) -> u64 {
+        if amount > 0 {
+            self.recent.push_back((ts_ns, amount));
+            self.sum += amount;
+        }
+        let from = ts_ns.saturating_sub(1_000_000_000);
+        while let Some(&(t, a)) = self.recent.front() {
+            if t >= from {
+                break;
+            }
+            self.recent.pop_front();
+            self.sum -= a;
+        }
+        self.sum
+    }
+}
+
+/// The spike ring, fed by a live session.
+pub struct SpikeRing {
+    opts: SpikeOptions,
+    start: Option<StartFacts>,
+    ring: VecDeque<Event>,
+    /// Threads as they were just before the ring's first event.
+    base_threads: BTreeMap<u32, InitialThread>,
+    meters: BTreeMap<Rate, Meter>,
+    pending: Option<Pending>,
+    /// No trigger fires before this (monotonic ns).
+    quiet_until_ns: u64,
+    usr1: Arc<AtomicBool>,
+    command_failed: Arc<AtomicBool>,
+    /// Events dropped because the ring hit its memory cap.
+    pub dropped: u64,
+    /// Captures written so far.
+    pub written: Vec<PathBuf>,
+}
+
+const EVENT_BYTES: usize = size_of::<Event>();
+
+impl SpikeRing {
+    /// A ring with these options; listens for SIGUSR1 and starts the probe command.
+    pub fn new(opts: SpikeOptions) -> Result<SpikeRing> {
+        let usr1 = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1)).context("listening for SIGUSR1")?;
+        let command_failed = Arc::new(AtomicBool::new(false));
+        if let Some(command) = opts.command.clone() {
+            let failed = Arc::clone(&command_failed);
+            std::thread::Builder::new()
+                .name("trigger-cmd".into())
+                .spawn(move || probe_loop(&command, &failed))
+                .context("starting the --trigger-cmd thread")?;
+        }
+        Ok(SpikeRing::without_signals(opts, usr1, command_failed))
+    }
+
+    /// A ring whose manual triggers are these flags (tests set them).
+    pub fn without_signals(opts: SpikeOptions, usr1: Arc<AtomicBool>, command_failed: Arc<AtomicBool>) -> SpikeRing {
+        let meters = opts.rules.iter().map(|r| (r.rate, Meter::default())).collect();
+        SpikeRing {
+            opts,
+            start: None,
+            ring: VecDeque::new(),
+            base_threads: BTreeMap::new(),
+            meters,
+            pending: None,
+            quiet_until_ns: 0,
+            usr1,
+            command_failed,
+            dropped: 0,
+            written: Vec::new(),
+        }
+    }
+
+    fn fire(&mut self, now_ns: u64, reason: String) {
+        if self.pending.is_some() || now_ns < self.quiet_until_ns {
+            return;
+        }
+        let since = self.start.as_ref().map_or(0, |s| now_ns.saturating_sub(s.start_ns));
+        eprintln!("numatrace: trigger at +{:.1} s: {reason}; saving in {:.1} s", since as f64 / 1e9, self.opts.after.as_secs_f64());
+        self.pending = Some(Pending { at_ns: now_ns, reason });
+        self.quiet_until_ns = now_ns.saturating_add(self.opts.cooldown.as_nanos() as u64);
+    }
+
+    /// Drops events older than the window (or the open capture's window), folding them into the thread table.
+    fn evict(&mut self, now_ns: u64) {
+        let window = self.opts.window.as_nanos() as u64;
+        let mut keep_from = now_ns.saturating_sub(window);
+        if let Some(p) = &self.pending {
+            keep_from = keep_from.min(p.at_ns.saturating_sub(window));
+        }
+        while let Some(front) = self.ring.front() {
+            let over_cap = self.ring.len() * EVENT_BYTES > self.opts.max_bytes;
+            if front.header().ts_ns >= keep_from && !over_cap {
+                break;
+            }
+            if over_cap {
+                self.dropped += 1;
+            }
+            if let Some(event) = self.ring.pop_front() {
+                apply_to_threads(&mut self.base_threads, &event);
+            }
+        }
+    }
+
+    /// Writes the open capture (window before the trigger, and what came after).
+    fn save(&mut self, now_ns: u64) -> Result<()> {
+        let (Some(pending), Some(start)) = (self.pending.take(), self.start.as_ref()) else {
+            return Ok(());
+        };
+        let from_ns = pending.at_ns.saturating_sub(self.opts.window.as_nanos() as u64).max(start.start_ns);
+        let mut threads = self.base_threads.clone();
+        let mut events: Vec<&Event> = Vec::new();
+        for event in &self.ring {
+            if event.header().ts_ns < from_ns {
+                apply_to_threads(&mut threads, event);
+            } else if event.header().ts_ns <= now_ns {
+                events.push(event);
+            }
+        }
+        let facts = StartFacts { start_ns: from_ns, initial_threads: threads.into_values().collect(), ..start.clone() };
+        let end = capture::end_facts(now_ns.saturating_sub(from_ns) as f64 / 1e9, format!("trigger: {}", pending.reason));
+        let n = self.written.len() + 1;
+        let stem = self.opts.prefix.to_string_lossy();
+        let stem = stem.strip_suffix(".ntrace").unwrap_or(&stem);
+        let path = PathBuf::from(format!("{stem}-{n}.ntrace"));
+        capture::write_path(&path, &facts, events.iter().map(|e| e.encode()), &end)?;
+        eprintln!(
+            "numatrace: saved {:.1} s before and {:.1} s after the trigger ({} events) to {}",
+            pending.at_ns.saturating_sub(from_ns) as f64 / 1e9,
+            now_ns.saturating_sub(pending.at_ns) as f64 / 1e9,
+            events.len(),
+            path.display()
+        );
+        self.written.push(path);
+        Ok(())
+    }
+
+    /// Fires manual triggers, saves a capture whose after-window closed, and trims the ring.
+    pub fn tick_at(&mut self, now_ns: u64) -> Result<()> {
+        if self.usr1.swap(false, Ordering::Relaxed) {
+            self.fire(now_ns, "SIGUSR1".into());
+        }
+        if self.command_failed.swap(false, Ordering::Relaxed) {
+            self.fire(now_ns, format!("`{}` failed", self.opts.command.as_deref().unwrap_or("")));
+        }
+        if let Some(p) = &self.pending
+            && now_ns >= p.at_ns.saturating_add(self.opts.after.as_nanos() as u64)
+        {
+            self.save(now_ns)?;
+        }
+        self.evict(now_ns);
+        Ok(())
+    }
+
+    /// Events in the ring now.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether the ring is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+}
+
+/// What a thread table learns from one event.
+fn apply_to_threads(threads: &mut BTreeMap<u32, InitialThread>, event: &Event) {
+    let h = event.header();
+    match event {
+        Event::TaskNew(e) => {
+            threads.insert(h.tid, InitialThread { tid: h.tid, tgid: h.tgid, comm: comm_str(&e.comm), cpu: Some(h.cpu) });
+        }
+        Event::TaskExit(_) => {
+            threads.remove(&h.tid);
+        }
+        Event::TaskMigration(e) => {
+            if let Some(t) = threads.get_mut(&h.tid) {
+                t.cpu = u32::try_from(e.dest_cpu).ok();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs the probe command once a second; flags each failure.
+fn probe_loop(command: &str, failed: &AtomicBool) {
+    loop {
+        match std::process::Command::new("sh").arg("-c").arg(command).stdin(std::process::Stdio::null()).status() {
+            Ok(status) if !status.success() => failed.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("numatrace: --trigger-cmd cannot run ({e}); only other triggers remain");
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+impl EventSink for SpikeRing {
+    fn start(&mut self, facts: &StartFacts) -> Result<()> {
+        self.base_threads = facts.initial_threads.iter().map(|t| (t.tid, t.clone())).collect();
+        self.start = Some(facts.clone());
+        let rules = self.opts.rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+        eprintln!(
+            "numatrace: keeping the last {} in memory; triggers: SIGUSR1 (kill -USR1 {}){}{}",
+            humantime::format_duration(self.opts.window),
+            std::process::id(),
+            if rules.is_empty() { String::new() } else { format!(", {}", rules.join(", ")) },
+            self.opts.command.as_deref().map(|c| format!(", `{c}` failing")).unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    fn record(&mut self, event: &Event) -> Result<()> {
+        let ts = event.header().ts_ns;
+        self.ring.push_back(*event);
+        let mut fired = None;
+        if let Some(start) = &self.start {
+            for rule in &self.opts.rules {
+                let Some(meter) = self.meters.get_mut(&rule.rate) else { continue };
+                let sum = meter.add(ts, rule.rate.amount(event, &start.topology));
+                if sum as f64 > rule.per_second && fired.is_none() {
+                    fired = Some(format!("{} reached {sum}/s", rule));
+                }
+            }
+        }
+        if let Some(reason) = fired {
+            self.fire(ts, reason);
+        }
+        if self.ring.len() * EVENT_BYTES > self.opts.max_bytes {
+            self.evict(ts);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        self.tick_at(monotonic_ns())
+    }
+
+    fn end(&mut self, _facts: &EndFacts) -> Result<()> {
+        if self.pending.is_some() {
+            self.save(monotonic_ns())?;
+        }
+        if self.dropped > 0 {
+            eprintln!("numatrace: the ring hit its memory cap and dropped {} events from saved windows", self.dropped);
+        }
+        if self.written.is_empty() {
+            eprintln!("numatrace: no trigger fired; nothing saved");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Capture files against the real kernel (needs root): `numatrace report`
+//! prints exactly what the live run printed, a killed run stays readable,
+//! and bad files give one clear error line.
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("numatrace-capture-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// The report part of a live run's stdout (the workload prints a JSON line first).
+fn report_part(stdout: &str, json: bool) -> &str {
+    let marker = if json { "\n{\n" } else { "\nnumatrace " };
+    match stdout.find(marker) {
+        Some(i) => &stdout[i + 1..],
+        None => stdout,
+    }
+}
+
+fn check_report_matches_live(name: &str, json: bool, workload: &[&str]) {
+    let file = tmp(name);
+    let file_arg = file.to_str().unwrap();
+    let mut args = vec!["-o", file_arg];
+    if json {
+        args.push("--json");
+    }
+    args.extend(["--", NUMATRACE, "workload"]);
+    args.extend(workload);
+    let live = Command::new(NUMATRACE).args(&args).output().unwrap();
+    let live_err = String::from_utf8_lossy(&live.stderr);
+    assert!(live.status.success(), "{live_err}");
+    assert!(live_err.contains("saved"), "{live_err}");
+    let mut report_args = vec!["report", file_arg];
+    if json {
+        report_args.push("--json");
+    }
+    let replay = Command::new(NUMATRACE).args(&report_args).output().unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(replay.stderr.is_empty(), "a complete capture reads without warnings: {}", String::from_utf8_lossy(&replay.stderr));
+    let live_out = String::from_utf8(live.stdout).unwrap();
+    let replay_out = String::from_utf8(replay.stdout).unwrap();
+    assert_eq!(report_part(&live_out, json), replay_out);
+    if json {
+        let report: serde_json::Value = serde_json::from_str(&replay_out).unwrap();
+        assert!(report["totals"]["first_touch_pages"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn report_of_a_capture_is_the_live_json_byte_for_byte() {
+    check_report_matches_live("hop.ntrace", true, &["hop", "--times", "50", "--threads", "2"]);
+    check_report_matches_live("init.ntrace", true, &["init-thread", "--mib", "32", "--seconds", "0.5"]);
+}
+
+#[test]
+fn report_of_a_capture_is_the_live_text() {
+    check_report_matches_live("text.ntrace", false, &["touch", "--pages", "3000", "--threads", "2"]);
+}
+
+#[test]
+fn a_killed_capture_still_reports_what_it_saw() {
+    let file = tmp("killed.ntrace");
+    let mut live = Command::new(NUMATRACE)
+        .args(["-o", file.to_str().unwrap(), "--", NUMATRACE, "workload", "init-thread", "--mib", "32", "--seconds", "6"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The file fills while the capture runs: wait until the init thread's
+    // 32 MiB of first touches are in it (flushed within half a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pages: u64 = numatrace::capture::read_path(&file)
+            .map(|c| c.events.iter().map(|e| if let numatrace::event::Event::FirstTouch(f) = e { f.pages } else { 0 }).sum())
+            .unwrap_or(0);
+        if pages >= 8192 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the capture file never held the first touches ({pages} pages)");
+        assert!(live.try_wait().unwrap().is_none(), "numatrace ended before it was killed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    live.kill().unwrap();
+    live.wait().unwrap();
+    let out = Command::new(NUMATRACE).args(["report", "--json", file.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no end record"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The workload is orphaned by the kill: end it.
+    if let Some(pid) = report["target"]["pid"].as_i64() {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(report["stopped_by"], "capture cut short");
+    assert!(report["totals"]["first_touch_pages"].as_u64().unwrap() >= 8192, "{}", report["totals"]);
+    let duration = report["duration_s"].as_f64().unwrap();
+    assert!(duration > 0.0 && duration < 30.0, "duration {duration}");
+}
+
+#[test]
+fn bad_files_give_one_clear_error_line() {
+    let not_capture = tmp("not.ntrace");
+    std::fs::write(&not_capture, "hello").unwrap();
+    for (path, want) in [(not_capture.to_str().unwrap(), "not a numatrace capture"), ("/nonexistent/x.ntrace", "No such file")] {
+        let out = Command::new(NUMATRACE).args(["report", path]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("numatrace: error: reading capture") && stderr.contains(want), "{stderr}");
+    }
+}
