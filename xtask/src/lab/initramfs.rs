@@ -216,7 +216,7 @@ exec 3>/dev/ttyS1
 stty raw -echo </dev/ttyS1
 "#,
     );
-    s.push_str(&format!("echo '{MARK_READY}'\n"));
+    s.push_str(&format!("printf '\\n{MARK_READY}\\n'\n"));
     let numa = "/sys/kernel/debug/sched/numa_balancing";
     for (i, c) in commands.iter().enumerate() {
         let (on, delay, period) = match c.balancing {
@@ -227,9 +227,9 @@ stty raw -echo </dev/ttyS1
         s.push_str(&format!(
             "echo {on} > /proc/sys/kernel/numa_balancing\n\
              [ -d {numa} ] && {{ echo {delay} > {numa}/scan_delay_ms; echo {period} > {numa}/scan_period_min_ms; }}\n\
-             echo '{MARK_BEGIN} {i}'\n\
+             printf '\\n{MARK_BEGIN} {i}\\n'\n\
              (cd {} && exec {}) </dev/null >&3\n\
-             echo \"{MARK_EXIT} {i} $?\"\n",
+             printf '\\n{MARK_EXIT} {i} %s\\n' $?\n",
             sh_quote(&cwd.to_string_lossy()),
             c.argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ")
         ));

@@ -3,7 +3,7 @@
 //! a guest that outlives its time limit.
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -177,38 +177,55 @@ pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &Lab
     })
 }
 
-/// Reads the console line by line: all of it into the log, the commands'
-/// stderr (between the begin and exit markers) to this process's stderr.
-fn read_console(out: impl Read, mut log: fs::File, console: Arc<Mutex<Console>>, started: Instant, verbose: bool) {
-    let mut reader = BufReader::new(out);
-    let mut line = Vec::new();
+/// Reads the console: all of it into the log; the commands' stderr (between
+/// the begin and exit markers) to this process's stderr as it arrives, so that
+/// progress lines redrawn with `\r` stay live. Markers always start a line.
+fn read_console(mut out: impl Read, mut log: fs::File, console: Arc<Mutex<Console>>, started: Instant, verbose: bool) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
     let mut in_command = false;
+    let mut stderr = std::io::stderr();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
+        let n = match out.read(&mut chunk) {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let _ = log.write_all(&line);
-        let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+            Ok(n) => n,
+        };
+        let _ = log.write_all(&chunk[..n]);
+        pending.extend_from_slice(&chunk[..n]);
         let Ok(mut c) = console.lock() else { break };
-        c.tail.push(text.clone());
-        if c.tail.len() > 30 {
-            c.tail.remove(0);
-        }
-        if text.starts_with(MARK_READY) {
-            c.ready_at = Some(started.elapsed());
-        } else if text.starts_with(MARK_BEGIN) {
-            in_command = true;
-        } else if let Some(rest) = text.strip_prefix(MARK_EXIT) {
-            let mut words = rest.split_whitespace().map(str::parse::<i64>);
-            if let (Some(Ok(i)), Some(Ok(rc))) = (words.next(), words.next()) {
-                c.exits.push((i as usize, rc as i32));
+        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+            let bare = text.trim_start_matches('\r');
+            if bare.starts_with(MARK_READY) {
+                c.ready_at = Some(started.elapsed());
+            } else if bare.starts_with(MARK_BEGIN) {
+                in_command = true;
+            } else if let Some(rest) = bare.strip_prefix(MARK_EXIT) {
+                let mut words = rest.split_whitespace().map(str::parse::<i64>);
+                if let (Some(Ok(i)), Some(Ok(rc))) = (words.next(), words.next()) {
+                    c.exits.push((i as usize, rc as i32));
+                }
+                in_command = false;
+            } else if in_command || verbose {
+                // The console turns \n into \r\n; give the host a plain \n.
+                let _ = stderr.write_all(text.as_bytes());
+                let _ = stderr.write_all(b"\n");
             }
-            in_command = false;
-        } else if in_command || verbose {
-            eprintln!("{text}");
+            c.tail.push(text);
+            if c.tail.len() > 30 {
+                c.tail.remove(0);
+            }
         }
+        // A line still being written (a progress line redrawn with \r): pass on what is
+        // complete up to its last \r, unless it may be a marker or half of a \r\n.
+        if in_command && !pending.starts_with(b"@") {
+            if let Some(cr) = pending.iter().rposition(|&b| b == b'\r').filter(|&cr| cr + 1 < pending.len()) {
+                let shown: Vec<u8> = pending.drain(..=cr).collect();
+                let _ = stderr.write_all(&shown);
+            }
+        }
+        let _ = stderr.flush();
     }
 }
 
