@@ -25,6 +25,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("numactl", "/usr/bin/numastat"),
     ("bpftrace", "/usr/bin/bpftrace"),
     ("linux-perf", "/usr/bin/perf"),
+    // rsvg-convert: the capture_export test renders the SVG timeline to PNG.
+    ("librsvg2-bin", "/usr/bin/rsvg-convert"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

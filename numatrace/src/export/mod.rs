@@ -1,11 +1,56 @@
-//! `numatrace export`: a capture as a timeline other tools (or a browser) open.
-use std::path::PathBuf;
+//! `numatrace export`: a capture as a timeline other tools (or a browser)
+//! open. One module per format; all draw the same [`timeline::Timeline`].
+pub mod folded;
+pub mod html;
+pub mod perfetto;
+pub mod svg;
+pub mod timeline;
 
-use anyhow::{Result, bail};
-use clap::Args;
+use std::{io::Write, path::PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+pub use timeline::Timeline;
 
 /// Examples shown under `numatrace export --help`.
-pub const AFTER_HELP: &str = "";
+pub const AFTER_HELP: &str = "\
+Examples:
+  numatrace export run.ntrace --format perfetto   run.json: open in ui.perfetto.dev or chrome://tracing
+  numatrace export run.ntrace --format folded -o - | flamegraph.pl > run-flame.svg
+  numatrace export run.ntrace --format html       run.html: a timeline any browser shows, nothing else needed
+
+perfetto: one track per thread (which node and CPU it was on), instants for
+cross-node migrations, balancer moves/swaps and page-migration batches,
+counters for remote first touches and hinting faults per second.
+folded: process;thread;node;cause and the milliseconds the thread ran there
+(for flamegraph.pl, inferno, speedscope).
+svg/html: per thread a lane coloured by node over time, migrations and
+balancer events marked, the top cause in the title.";
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Chrome/Perfetto trace JSON (ui.perfetto.dev, chrome://tracing).
+    Perfetto,
+    /// Collapsed stacks for flamegraph.pl, inferno, speedscope.
+    Folded,
+    /// A self-contained SVG timeline.
+    Svg,
+    /// A self-contained HTML page: the SVG timeline and the causes.
+    Html,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Perfetto => "json",
+            Format::Folded => "folded",
+            Format::Svg => "svg",
+            Format::Html => "html",
+        }
+    }
+}
 
 /// `numatrace export` options.
 #[derive(Debug, Clone, Args)]
@@ -13,9 +58,41 @@ pub struct ExportArgs {
     /// A capture file written with -o or --ring.
     #[arg(value_name = "CAPTURE")]
     pub capture: PathBuf,
+    /// What to write.
+    #[arg(short, long, value_enum, default_value = "perfetto")]
+    pub format: Format,
+    /// Where to write it (`-` for stdout). Default: the capture's name with the format's extension.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// The export of a capture in `format`.
+pub fn render(capture: &crate::capture::CaptureFile, format: Format) -> Result<String> {
+    let report = capture.report();
+    let timeline = Timeline::build(capture, &report);
+    Ok(match format {
+        Format::Perfetto => perfetto::render(&timeline)?,
+        Format::Folded => folded::render(&timeline, &report),
+        Format::Svg => svg::render(&timeline),
+        Format::Html => html::render(&timeline, &report),
+    })
 }
 
 /// Runs `numatrace export`.
-pub fn run(_args: &ExportArgs) -> Result<i32> {
-    bail!("not yet")
+pub fn run(args: &ExportArgs) -> Result<i32> {
+    let capture = crate::capture::cli::open(&args.capture)?;
+    let text = render(&capture, args.format)?;
+    let path = args.output.clone().unwrap_or_else(|| args.capture.with_extension(args.format.extension()));
+    if path.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")?;
+    } else {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("numatrace: wrote {}", path.display());
+    }
+    Ok(0)
+}
+
+/// XML/HTML text escaping.
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
