@@ -1,0 +1,409 @@
+//! `cargo xtask bench`: numatrace's overhead, measured against an untraced
+//! run, a bpftrace script counting the same events and `perf record` on the
+//! same tracepoints. The variants alternate within each round (A B C D A B C
+//! D ...) so that machine noise hits all of them alike; medians are reported.
+//! Also: the kernel's own run time per program, the aggregator's throughput
+//! alone, a sustained-load loss test, and numatrace's CPU and memory for
+//! 1 GiB and 16 GiB of touched address space. Results are ratios and
+//! figures, never pass/fail: timing is not asserted anywhere.
+mod bpf_stats;
+mod report;
+mod variants;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use variants::{NumatraceOptions, RunResult, Tools, Variant};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Smaller workloads and 3 rounds: finishes in about 3 minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Fault-heavy workload: fresh 4 KiB pages each thread first-touches per workload round.
+    #[arg(long, value_name = "N")]
+    pub pages: Option<u64>,
+    /// Fault-heavy workload: threads.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Fault-heavy workload: how many times it touches fresh memory.
+    #[arg(long, value_name = "N")]
+    pub workload_rounds: Option<u32>,
+    /// Migration-heavy workload: threads, each hopping between CPUs.
+    #[arg(long, value_name = "N")]
+    pub hop_threads: Option<u32>,
+    /// Migration-heavy workload: hops per thread.
+    #[arg(long, value_name = "N")]
+    pub hops: Option<u64>,
+    /// Benchmark rounds: each runs every variant once, in turn.
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
+    /// Only these parts (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',', value_name = "PART")]
+    pub only: Vec<Part>,
+    /// Print the results as JSON instead of markdown.
+    #[arg(long)]
+    pub json: bool,
+    /// Use the already built target/release/numatrace.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Internal: be the migration-heavy workload (THREADS,HOPS) and print its JSON line.
+    #[arg(long, hide = true, value_name = "THREADS,HOPS")]
+    pub hop_workload: Option<String>,
+}
+
+/// The parts of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// Fault-heavy workload, four variants.
+    Faults,
+    /// Migration-heavy workload, four variants.
+    Migrations,
+    /// The aggregator alone (synthetic events, one core).
+    Aggregator,
+    /// Sustained load for about 10 s: events/s and loss, also with a tiny ring.
+    Load,
+    /// numatrace's CPU time and peak memory for 1 GiB and 16 GiB touched.
+    Footprint,
+}
+
+/// The sizes one invocation uses.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Plan {
+    pub rounds: u32,
+    /// Full command lines; `numatrace` stands for the release binary.
+    pub fault_args: Vec<String>,
+    pub migration_args: Vec<String>,
+    /// Load test: one ring event per fault (every touch in a new 2 MiB region).
+    pub load_args: Vec<String>,
+    pub footprint: Vec<(String, String, Vec<String>)>,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs, numatrace: &Path) -> Result<Plan> {
+        let quick = args.quick;
+        let pages = args.pages.unwrap_or(if quick { 65_536 } else { 65_536 });
+        let threads = args.threads.unwrap_or(2);
+        let workload_rounds = args.workload_rounds.unwrap_or(if quick { 4 } else { 8 });
+        let hop_threads = args.hop_threads.unwrap_or(8);
+        let hops = args.hops.unwrap_or(if quick { 5_000 } else { 20_000 });
+        let rounds = args.rounds.unwrap_or(if quick { 3 } else { 7 });
+        for (name, v) in [("--pages", pages), ("--threads", threads.into()), ("--workload-rounds", workload_rounds.into()), ("--hop-threads", hop_threads.into()), ("--hops", hops), ("--rounds", rounds.into())] {
+            if v == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        let nt = numatrace.display().to_string();
+        let s = |v: &[&str]| [nt.as_str(), "workload"].iter().chain(v).map(|x| x.to_string()).collect::<Vec<_>>();
+        let xtask = std::env::current_exe().context("finding the xtask binary")?.display().to_string();
+        let load_rounds = if quick { "8" } else { "25" };
+        Ok(Plan {
+            rounds,
+            fault_args: s(&["touch", "--pages", &pages.to_string(), "--threads", &threads.to_string(), "--rounds", &workload_rounds.to_string()]),
+            migration_args: vec![xtask, "bench".into(), "--hop-workload".into(), format!("{hop_threads},{hops}")],
+            load_args: s(&["touch", "--pages", "100000", "--threads", "2", "--stride", "513", "--rounds", load_rounds]),
+            footprint: vec![
+                ("startup".into(), "1 page (start-up cost)".into(), s(&["touch", "--pages", "1"])),
+                ("1gib".into(), "1 GiB touched (2 threads x 512 MiB)".into(), s(&["touch", "--pages", "131072", "--threads", "2"])),
+                (
+                    "16gib_sparse".into(),
+                    "16 GiB address span, every 16th page touched (1 GiB resident, the 8192 regions of 16 GiB)".into(),
+                    s(&["touch", "--pages", "131072", "--threads", "2", "--stride", "16"]),
+                ),
+            ],
+        })
+    }
+}
+
+/// Timed runs of one workload: seconds per variant, in round order.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Comparison {
+    pub workload: Vec<String>,
+    pub seconds: BTreeMap<Variant, Vec<f64>>,
+    pub tracer_cpu_s: BTreeMap<Variant, Vec<f64>>,
+    pub tracer_peak_rss_kib: BTreeMap<Variant, Vec<u64>>,
+    /// Kernel counters from numatrace's reports (last run), and the most lost in any run.
+    pub kernel_counters: Value,
+    pub max_lost_events: u64,
+    /// Per-program ns per run, one entry per stats run.
+    pub program_ns: BTreeMap<String, Vec<f64>>,
+    /// All programs together: total run time / total runs, one per stats run.
+    pub all_programs_ns: Vec<f64>,
+    pub program_runs: BTreeMap<String, u64>,
+}
+
+/// A single numatrace run of the load or footprint parts.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Single {
+    pub name: String,
+    pub label: String,
+    pub workload: Vec<String>,
+    pub ring_size: Option<u32>,
+    pub seconds: f64,
+    pub cpu_s: f64,
+    pub peak_rss_kib: u64,
+    pub kernel_counters: Value,
+    pub lost_events: u64,
+    /// Ring events (estimated from the counters for the load workload).
+    pub ring_events: u64,
+}
+
+/// Everything one invocation measured.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Results {
+    pub command: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub load_before: String,
+    pub load_after: String,
+    pub faults: Option<Comparison>,
+    pub migrations: Option<Comparison>,
+    pub aggregator: Option<Value>,
+    pub load: Vec<Single>,
+    pub footprint: Vec<Single>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(spec) = &args.hop_workload {
+        return hop_workload(spec);
+    }
+    let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
+    let root = workspace_root();
+    if !args.no_build {
+        eprintln!("bench: building numatrace (release)");
+        cargo(&root, &["build", "--release", "-p", "numatrace"])?;
+    }
+    let numatrace = root.join("target/release/numatrace");
+    if !numatrace.is_file() {
+        bail!("{} is missing: run without --no-build", numatrace.display());
+    }
+    let plan = Plan::new(args, &numatrace)?;
+    let scratch = root.join("target/bench");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let tools = Tools { numatrace: numatrace.clone(), scratch };
+    if want(Part::Faults) || want(Part::Migrations) {
+        for tool in ["bpftrace", "perf"] {
+            if Command::new(tool).arg("--version").output().is_err() {
+                bail!("{tool} is not installed: run `cargo xtask setup`");
+            }
+        }
+    }
+    let mut results = Results {
+        command: std::env::args().skip(1).fold("cargo xtask".to_string(), |a, b| a + " " + &b),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        load_before: loadavg(),
+        ..Default::default()
+    };
+    if want(Part::Aggregator) {
+        eprintln!("bench: aggregator alone");
+        results.aggregator = Some(aggregator_alone(&root)?);
+    }
+    if want(Part::Faults) {
+        eprintln!("bench: fault-heavy workload, {} rounds: {}", plan.rounds, plan.fault_args.join(" "));
+        results.faults = Some(compare(&tools, &plan.fault_args, plan.rounds)?);
+    }
+    if want(Part::Migrations) {
+        eprintln!("bench: migration-heavy workload, {} rounds: {}", plan.rounds, plan.migration_args.join(" "));
+        results.migrations = Some(compare(&tools, &plan.migration_args, plan.rounds)?);
+    }
+    if want(Part::Load) {
+        for ring in [None, Some(64 * 1024)] {
+            eprintln!("bench: sustained load, ring {}: {}", ring.map_or("default (8 MiB)".into(), |r| format!("{r} B")), plan.load_args.join(" "));
+            let label = ring.map_or("default ring (8 MiB)".to_string(), |r| format!("{} KiB ring", r / 1024));
+            results.load.push(single(&tools, "load", &label, &plan.load_args, ring)?);
+        }
+    }
+    if want(Part::Footprint) {
+        for (name, label, args) in &plan.footprint {
+            eprintln!("bench: footprint, {label}");
+            results.footprint.push(single(&tools, name, label, args, None)?);
+        }
+    }
+    results.load_after = loadavg();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", report::markdown(&results, &plan));
+    }
+    Ok(())
+}
+
+/// Runs every variant once per round, in turn, then one numatrace run with
+/// the kernel's run-time stats on (untimed: the stats add clock reads).
+fn compare(tools: &Tools, args: &[String], rounds: u32) -> Result<Comparison> {
+    let mut cmp = Comparison { workload: args.to_vec(), ..Default::default() };
+    for round in 0..rounds {
+        // Rotate the order too, so no variant always runs right after another.
+        for k in 0..Variant::ALL.len() {
+            let variant = Variant::ALL[(k + round as usize) % Variant::ALL.len()];
+            let r = variants::run(tools, variant, args, &NumatraceOptions::default())
+                .with_context(|| format!("round {}, {}", round + 1, variant.label()))?;
+            eprintln!("bench:   round {} {:<11} {:.3} s", round + 1, variant.label(), r.seconds);
+            record(&mut cmp, variant, &r);
+        }
+        for variant in [Variant::Numatrace, Variant::Bpftrace] {
+            let r = variants::run(tools, variant, args, &NumatraceOptions { sample_programs: true, ..Default::default() })
+                .with_context(|| format!("round {}, {} with BPF stats", round + 1, variant.label()))?;
+            note_numatrace(&mut cmp, &r);
+            let (mut time, mut cnt) = (0u64, 0u64);
+            for (name, p) in &r.programs {
+                let name = if variant == Variant::Numatrace { name.clone() } else { format!("bpftrace: {name}") };
+                if let Some(ns) = p.ns_per_run() {
+                    cmp.program_ns.entry(name.clone()).or_default().push(ns);
+                }
+                *cmp.program_runs.entry(name).or_default() += p.run_cnt;
+                if variant == Variant::Numatrace {
+                    time += p.run_time_ns;
+                    cnt += p.run_cnt;
+                }
+            }
+            if cnt > 0 {
+                cmp.all_programs_ns.push(time as f64 / cnt as f64);
+            }
+        }
+    }
+    Ok(cmp)
+}
+
+fn record(cmp: &mut Comparison, variant: Variant, r: &RunResult) {
+    cmp.seconds.entry(variant).or_default().push(r.seconds);
+    if let Some(u) = r.tracer {
+        cmp.tracer_cpu_s.entry(variant).or_default().push(u.cpu_s);
+        cmp.tracer_peak_rss_kib.entry(variant).or_default().push(u.peak_rss_kib);
+    }
+    if variant == Variant::Numatrace {
+        note_numatrace(cmp, r);
+    }
+}
+
+fn note_numatrace(cmp: &mut Comparison, r: &RunResult) {
+    if let Some(report) = &r.report {
+        cmp.kernel_counters = report.get("kernel_counters").cloned().unwrap_or(Value::Null);
+        cmp.max_lost_events = cmp.max_lost_events.max(report.get("lost_events").and_then(Value::as_u64).unwrap_or(0));
+    }
+}
+
+/// One numatrace run, for the load and footprint parts.
+fn single(tools: &Tools, name: &str, label: &str, args: &[String], ring_size: Option<u32>) -> Result<Single> {
+    let r = variants::run(tools, Variant::Numatrace, args, &NumatraceOptions { ring_size, ..Default::default() })
+        .with_context(|| format!("{name}: {label}"))?;
+    let report = r.report.clone().unwrap_or(Value::Null);
+    let counters = report.get("kernel_counters").cloned().unwrap_or(Value::Null);
+    let counter = |k: &str| counters.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let usage = r.tracer.unwrap_or_default();
+    Ok(Single {
+        name: name.to_string(),
+        label: label.to_string(),
+        workload: args.to_vec(),
+        ring_size,
+        seconds: r.seconds,
+        cpu_s: usage.cpu_s,
+        peak_rss_kib: usage.peak_rss_kib,
+        lost_events: report.get("lost_events").and_then(Value::as_u64).unwrap_or(0),
+        // With a stride of 513 pages every first touch is a run of its own: one event each.
+        ring_events: counter("first_touch_pages") + counter("task_migrations"),
+        kernel_counters: counters,
+    })
+}
+
+/// Runs the aggregator-alone bench (numatrace/benches/aggregator.rs) and returns its JSON line.
+fn aggregator_alone(root: &Path) -> Result<Value> {
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .args(["bench", "-q", "-p", "numatrace", "--bench", "aggregator"])
+        .output()
+        .context("running cargo bench --bench aggregator")?;
+    if !out.status.success() {
+        bail!("the aggregator bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("bench").is_some())
+        .context("the aggregator bench printed no JSON result")
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new("cargo").current_dir(root).args(args).status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The migration-heavy workload: THREADS threads each move themselves to
+/// another CPU HOPS times (by changing their own affinity, as `numatrace
+/// workload hop` does), timed by itself. Prints one JSON line.
+fn hop_workload(spec: &str) -> Result<()> {
+    let (threads, hops) = spec.split_once(',').context("--hop-workload wants THREADS,HOPS")?;
+    let threads: usize = threads.trim().parse().with_context(|| format!("--hop-workload threads {threads:?}"))?;
+    let hops: u64 = hops.trim().parse().with_context(|| format!("--hop-workload hops {hops:?}"))?;
+    let cpus = allowed_cpus()?;
+    if cpus.len() < 2 {
+        bail!("the migration-heavy workload needs two CPUs; this process may use {cpus:?}");
+    }
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let cpus = cpus.clone();
+            std::thread::spawn(move || -> Result<u64> {
+                let mut moved = 0;
+                for k in 0..hops {
+                    let cpu = cpus[(i + k as usize + 1) % cpus.len()];
+                    pin(cpu)?;
+                    // SAFETY: no arguments.
+                    if unsafe { libc::sched_getcpu() } == cpu as i32 {
+                        moved += 1;
+                    }
+                }
+                Ok(moved)
+            })
+        })
+        .collect();
+    let mut moved = 0;
+    for w in workers {
+        moved += w.join().map_err(|_| anyhow::anyhow!("a hop thread panicked"))??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{}", serde_json::json!({"workload": "hop", "threads": threads, "hops": moved, "seconds": seconds}));
+    Ok(())
+}
+
+fn pin(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn allowed_cpus() -> Result<Vec<usize>> {
+    // SAFETY: reading our own affinity into a zeroed set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
+}

@@ -1,0 +1,211 @@
+//! The benchmark's results as markdown tables (for the README).
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::{Comparison, Plan, Results, Single, variants::Variant};
+
+/// Median of a list (mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// Per-round slowdowns of `variant` against the untraced run of the same round.
+pub fn slowdowns(cmp: &Comparison, variant: Variant) -> Vec<f64> {
+    let (Some(base), Some(traced)) = (cmp.seconds.get(&Variant::Untraced), cmp.seconds.get(&variant)) else {
+        return Vec::new();
+    };
+    base.iter().zip(traced).filter(|(b, _)| **b > 0.0).map(|(b, t)| t / b - 1.0).collect()
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{:+.1} %", x * 100.0))
+}
+
+fn comparison_rows(out: &mut String, title: &str, cmp: &Comparison) {
+    let med = |v: Variant| cmp.seconds.get(&v).and_then(|s| median(s));
+    let slow = |v: Variant| median(&slowdowns(cmp, v));
+    let ratio = match (slow(Variant::Numatrace), slow(Variant::Bpftrace)) {
+        (Some(n), Some(b)) if b > 0.0 => format!("{:.2}", n / b),
+        _ => "-".into(),
+    };
+    let cell = |v: Variant| match med(v) {
+        Some(s) if v == Variant::Untraced => format!("{s:.3} s"),
+        Some(s) => format!("{s:.3} s ({})", pct(slow(v))),
+        None => "-".into(),
+    };
+    let _ = writeln!(
+        out,
+        "| {title} | {} | {} | {} | {} | {ratio} |",
+        cell(Variant::Untraced),
+        cell(Variant::Numatrace),
+        cell(Variant::Bpftrace),
+        cell(Variant::PerfRecord)
+    );
+}
+
+fn spread(cmp: &Comparison, v: Variant) -> String {
+    let s = slowdowns(cmp, v);
+    if s.is_empty() {
+        return "-".into();
+    }
+    let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} .. {}", pct(Some(lo)), pct(Some(hi)))
+}
+
+fn tracer_rows(out: &mut String, title: &str, cmp: &Comparison) {
+    for v in [Variant::Numatrace, Variant::Bpftrace, Variant::PerfRecord] {
+        let cpu = cmp.tracer_cpu_s.get(&v).and_then(|c| median(c));
+        let rss = cmp.tracer_peak_rss_kib.get(&v).and_then(|r| r.iter().max().copied());
+        let _ = writeln!(
+            out,
+            "| {title} | {} | {} | {} | {} |",
+            v.label(),
+            spread(cmp, v),
+            cpu.map_or("-".into(), |c| format!("{c:.2} s")),
+            rss.map_or("-".into(), |r| format!("{:.1} MiB", r as f64 / 1024.0)),
+        );
+    }
+}
+
+fn program_rows(out: &mut String, title: &str, cmp: &Comparison) {
+    let all = median(&cmp.all_programs_ns).map_or("-".into(), |n| format!("{n:.0}"));
+    let total_runs: u64 = cmp.program_runs.iter().filter(|(n, _)| !n.starts_with("bpftrace")).map(|(_, r)| r).sum();
+    let _ = writeln!(out, "| {title} | numatrace, all programs | {total_runs} | {all} |");
+    let mut progs: Vec<_> = cmp.program_ns.iter().collect();
+    progs.sort_by_key(|(name, _)| std::cmp::Reverse(cmp.program_runs.get(*name).copied().unwrap_or(0)));
+    for (name, ns) in progs {
+        let runs = cmp.program_runs.get(name).copied().unwrap_or(0);
+        let _ = writeln!(out, "| {title} | {name} | {runs} | {} |", median(ns).map_or("-".into(), |n| format!("{n:.0}")));
+    }
+}
+
+/// A command line with its binaries shown by file name only.
+pub fn short(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| if a.starts_with('/') { a.rsplit('/').next().unwrap_or(a).to_string() } else { a.clone() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn counter(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Every table, with the command that produced them.
+pub fn markdown(r: &Results, plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Produced by `{}` on kernel {}, {} CPUs (load average before {}, after {}).", r.command, r.kernel, r.cpus, r.load_before, r.load_after);
+    let _ = writeln!(out, "Medians of {} rounds; the variants alternate within each round. Slowdowns are per round against that round's untraced run.\n", plan.rounds);
+    if r.faults.is_some() || r.migrations.is_some() {
+        let _ = writeln!(out, "#### Workload time (the workload's own clock) and slowdown\n");
+        let _ = writeln!(out, "| workload | untraced | numatrace | bpftrace | perf record | numatrace added / bpftrace added |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        if let Some(c) = &r.faults {
+            comparison_rows(&mut out, &format!("fault-heavy: `{}`", short(&c.workload)), c);
+        }
+        if let Some(c) = &r.migrations {
+            comparison_rows(&mut out, &format!("migration-heavy: `{}`", short(&c.workload)), c);
+        }
+        let _ = writeln!(out, "\n#### Tracers: slowdown range over rounds, own CPU time (median), own peak memory\n");
+        let _ = writeln!(out, "| workload | tracer | slowdown min .. max | tracer CPU | tracer peak RSS |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        if let Some(c) = &r.faults {
+            tracer_rows(&mut out, "fault-heavy", c);
+        }
+        if let Some(c) = &r.migrations {
+            tracer_rows(&mut out, "migration-heavy", c);
+        }
+        let _ = writeln!(out, "\n#### numatrace's kernel programs: run time per run (kernel accounting, `BPF_ENABLE_STATS`; separate untimed runs, median over rounds)\n");
+        let _ = writeln!(out, "| workload | program | runs (all rounds) | ns per run |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        if let Some(c) = &r.faults {
+            program_rows(&mut out, "fault-heavy", c);
+        }
+        if let Some(c) = &r.migrations {
+            program_rows(&mut out, "migration-heavy", c);
+        }
+        for (name, c) in [("fault-heavy", &r.faults), ("migration-heavy", &r.migrations)] {
+            if let Some(c) = c {
+                let k = &c.kernel_counters;
+                let _ = writeln!(
+                    out,
+                    "\n{name}: numatrace's kernel counters (last run): {} page faults, {} first-touch pages, {} task migrations, {} switches in; most events lost in any run: {}.",
+                    counter(k, "page_faults"),
+                    counter(k, "first_touch_pages"),
+                    counter(k, "task_migrations"),
+                    counter(k, "switches_in"),
+                    c.max_lost_events
+                );
+            }
+        }
+    }
+    if let Some(a) = &r.aggregator {
+        let _ = writeln!(out, "\n#### The aggregator alone (synthetic events through `Aggregator::ingest_bytes`, one core)\n");
+        let _ = writeln!(out, "| events | seconds | events/s | ns per event | core per 1 M events/s |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        let events = a.get("events").and_then(Value::as_f64).unwrap_or(0.0);
+        let secs = a.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
+        if events > 0.0 && secs > 0.0 {
+            let ns = secs * 1e9 / events;
+            let _ = writeln!(out, "| {events:.0} | {secs:.3} | {:.1} M | {ns:.0} | {:.3} |", events / secs / 1e6, ns * 1e6 / 1e9);
+        }
+    }
+    if !r.load.is_empty() {
+        let _ = writeln!(out, "\n#### Sustained load: one ring event per fault (every touch in a new 2 MiB region)\n");
+        let _ = writeln!(out, "| ring | workload s | ring events | ring events/s | program runs/s | lost events | numatrace CPU | core per 1 M events/s | peak RSS |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for s in &r.load {
+            load_row(&mut out, s);
+        }
+        if let Some(s) = r.load.first() {
+            let _ = writeln!(out, "\nWorkload: `{}`.", short(&s.workload));
+        }
+    }
+    if !r.footprint.is_empty() {
+        let _ = writeln!(out, "\n#### numatrace's own CPU time and peak memory by process size\n");
+        let _ = writeln!(out, "| target | workload | workload s | first-touch pages | numatrace CPU | numatrace peak RSS | lost |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        for s in &r.footprint {
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {:.2} | {} | {:.2} s | {:.1} MiB | {} |",
+                s.label,
+                short(&s.workload),
+                s.seconds,
+                counter(&s.kernel_counters, "first_touch_pages"),
+                s.cpu_s,
+                s.peak_rss_kib as f64 / 1024.0,
+                s.lost_events
+            );
+        }
+    }
+    out
+}
+
+fn load_row(out: &mut String, s: &Single) {
+    let k = &s.kernel_counters;
+    let runs = counter(k, "page_faults") + counter(k, "first_touch_pages") + counter(k, "task_migrations") + counter(k, "switches_in");
+    let secs = s.seconds.max(1e-9);
+    let per_m = if s.ring_events > 0 { s.cpu_s / (s.ring_events as f64 / 1e6) } else { 0.0 };
+    let _ = writeln!(
+        out,
+        "| {} | {:.2} | {} | {:.2} M | {:.2} M | {} | {:.2} s | {:.3} | {:.1} MiB |",
+        s.label,
+        s.seconds,
+        s.ring_events,
+        s.ring_events as f64 / secs / 1e6,
+        runs as f64 / secs / 1e6,
+        s.lost_events,
+        s.cpu_s,
+        per_m,
+        s.peak_rss_kib as f64 / 1024.0
+    );
+}
