@@ -388,3 +388,117 @@ impl EventSink for SpikeRing {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{read_path, synthetic};
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 100 * S;
+
+    fn ring(dir: &std::path::Path, rules: &str, max_bytes: usize) -> (SpikeRing, Arc<AtomicBool>) {
+        let usr1 = Arc::new(AtomicBool::new(false));
+        let opts = SpikeOptions {
+            window: Duration::from_secs(5),
+            after: Duration::from_secs(2),
+            cooldown: Duration::from_secs(20),
+            rules: if rules.is_empty() { vec![] } else { vec![rules.parse().unwrap()] },
+            command: None,
+            prefix: dir.join("spike.ntrace"),
+            max_bytes,
+        };
+        let mut r = SpikeRing::without_signals(opts, usr1.clone(), Arc::new(AtomicBool::new(false)));
+        let topology = Topology::synthetic(&[vec![0, 1], vec![2, 3]]);
+        r.start(&synthetic::start_facts(&topology, T0, 7, &[(7, "main", 0)])).unwrap();
+        (r, usr1)
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("numatrace-spike-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Quiet first touches every 100 ms from `from` to `to` (seconds after T0), ticking as time passes.
+    fn quiet(r: &mut SpikeRing, from: u64, to: u64) {
+        for i in from * 10..to * 10 {
+            let ts = T0 + i * S / 10;
+            r.record(&synthetic::first_touch(ts, 7, 8, i, 1, 0, 0)).unwrap();
+            r.tick_at(ts).unwrap();
+        }
+    }
+
+    fn burst(r: &mut SpikeRing, at: u64, n: u64) {
+        for k in 0..n {
+            let cpu = if k % 2 == 0 { (0, 2) } else { (2, 0) };
+            r.record(&synthetic::migration(T0 + at * S + k * 10_000_000, 7, 8, cpu.0, cpu.1)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_rate_over_its_threshold_saves_the_window_around_it() {
+        let dir = tmpdir("rate");
+        let (mut r, _) = ring(&dir, "cross_node_migrations>3/s", DEFAULT_MAX_BYTES);
+        r.record(&synthetic::thread_new(T0 + S, 7, 8, 7, "worker", 1)).unwrap();
+        quiet(&mut r, 1, 20);
+        burst(&mut r, 20, 3);
+        quiet(&mut r, 21, 22);
+        assert!(r.written.is_empty(), "3/s is not over 3/s");
+        burst(&mut r, 22, 4);
+        quiet(&mut r, 23, 30);
+        assert_eq!(r.written, vec![dir.join("spike-1.ntrace")]);
+        let c = read_path(&r.written[0]).unwrap();
+        assert!(c.complete && c.warnings.is_empty(), "{:?}", c.warnings);
+        // 5 s before the 4th migration (at 22.03 s), 2 s after it.
+        let fired = T0 + 22 * S + 30_000_000;
+        assert_eq!(c.start.start_ns, fired - 5 * S);
+        assert!(c.events.iter().all(|e| e.header().ts_ns >= fired - 5 * S && e.header().ts_ns <= fired + 2 * S + S / 10));
+        assert_eq!(c.events.iter().filter(|e| matches!(e, Event::TaskMigration(_))).count(), 7);
+        assert!(c.end.stopped_by.contains("cross_node_migrations>3/s"), "{}", c.end.stopped_by);
+        // The worker was born before the window: it is an initial thread of the saved capture.
+        assert!(c.start.initial_threads.iter().any(|t| t.tid == 8 && t.comm == "worker"));
+        assert_eq!(c.report().totals.cross_node_migrations, 7);
+    }
+
+    #[test]
+    fn fires_again_only_after_the_cooldown() {
+        let dir = tmpdir("cooldown");
+        let (mut r, usr1) = ring(&dir, "", DEFAULT_MAX_BYTES);
+        quiet(&mut r, 0, 10);
+        usr1.store(true, Ordering::Relaxed);
+        quiet(&mut r, 10, 15);
+        usr1.store(true, Ordering::Relaxed);
+        quiet(&mut r, 15, 25);
+        assert_eq!(r.written.len(), 1, "within the 20 s cool-down");
+        usr1.store(true, Ordering::Relaxed);
+        quiet(&mut r, 31, 35);
+        assert_eq!(r.written.len(), 2);
+        let c = read_path(&r.written[1]).unwrap();
+        assert_eq!(c.end.stopped_by, "trigger: SIGUSR1");
+        assert!((c.end.duration_s - 7.0).abs() < 0.2, "{}", c.end.duration_s);
+    }
+
+    #[test]
+    fn memory_stays_under_the_cap() {
+        let dir = tmpdir("cap");
+        let (mut r, _) = ring(&dir, "", 100 * EVENT_BYTES);
+        quiet(&mut r, 0, 3);
+        assert!(r.len() <= 100, "{}", r.len());
+        let (mut r, _) = ring(&dir, "", DEFAULT_MAX_BYTES);
+        quiet(&mut r, 0, 30);
+        assert!(r.len() <= 51, "the window is 5 s of 10 events/s: {}", r.len());
+    }
+
+    #[test]
+    fn parses_trigger_rules() {
+        let r: TriggerRule = "cross_node_migrations>100/s".parse().unwrap();
+        assert_eq!(r, TriggerRule { rate: Rate::CrossNodeMigrations, per_second: 100.0 });
+        assert_eq!(" page_migrations > 5 ".parse::<TriggerRule>().unwrap().rate, Rate::PageMigrations);
+        assert!("remote_first_touch>1e3/s".parse::<TriggerRule>().is_ok());
+        assert!("bogus>1/s".parse::<TriggerRule>().unwrap_err().contains("unknown rate 'bogus'"));
+        assert!("page_migrations".parse::<TriggerRule>().unwrap_err().contains("expected RATE>NUMBER/s"));
+        assert!("page_migrations>-1".parse::<TriggerRule>().is_err());
+        assert!("page_migrations>lots".parse::<TriggerRule>().is_err());
+    }
+}
