@@ -64,6 +64,12 @@ fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
             ),
             ("balance", traced(&["numatrace", "workload", "balance", "--mib", "32", "--seconds", "8"]), Balancing::Fast),
             ("explicit", traced(&["numatrace", "workload", "explicit", "--mib", "32"]), Balancing::Off),
+            (
+                "migratepages",
+                // migratepages is named as its own word ($0) so that the lab copies it into the guest.
+                traced(&["sh", "-c", "numatrace workload hold --mib 32 --seconds 4 & sleep 2; \"$0\" $! 0 1 && wait $!", "migratepages"]),
+                Balancing::Off,
+            ),
         ]);
     }
     list
@@ -95,6 +101,9 @@ fn run_guest(nodes: u32) -> Result<Outcomes, String> {
         .zip(run.results)
         .map(|((name, argv, _), result)| {
             let text = String::from_utf8_lossy(&result.stdout).into_owned();
+            // Kept for whoever reads a failure: the ground truth line and the full report.
+            let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-{nodes}-nodes-{name}.out"));
+            let _ = std::fs::write(&saved, &text);
             (*name, parse_outcome(&text, result.exit_code).map_err(|e| format!("scenario {name} ({}): {e}", argv.join(" "))))
         })
         .collect())
@@ -373,6 +382,32 @@ fn scenario_6_explicit_counts_2_nodes() {
     let migrations = &o.report["totals"]["page_migrations"];
     assert_close("pages migrated with reason syscall_or_cpuset (move_pages)", migrations["syscall_or_cpuset"].as_u64().unwrap_or(0), by_move_pages, 0);
     assert_close("pages migrated with reason mempolicy_mbind (mbind)", migrations["mempolicy_mbind"].as_u64().unwrap_or(0), by_mbind, 0);
+}
+
+#[test]
+fn scenario_6_migratepages_counts_2_nodes() {
+    if skip() {
+        return;
+    }
+    let o = outcome(2, "migratepages");
+    let (home, far) = (u(&o.truth, &["home_node"]), u(&o.truth, &["far_node"]));
+    let moved = node_pages(&o.truth["pages_by_node_at_end"], far);
+    assert_eq!(node_pages(&o.truth["pages_by_node"], home), u(&o.truth, &["pages"]), "the region did not start on node {home}: {}", o.truth);
+    assert!(moved > 0, "migratepages moved nothing: {}", o.truth);
+    // migrate_pages(2) moves the whole process (stack, heap, libraries too): at least the region.
+    let migrated = u(&o.report, &["totals", "page_migrations", "syscall_or_cpuset"]);
+    assert!(
+        migrated >= moved && migrated <= moved + moved / 20 + PROCESS_SLACK_PAGES * 4,
+        "migratepages moved {moved} region pages (plus the process's own), numatrace saw {migrated} syscall_or_cpuset migrations"
+    );
+}
+
+#[test]
+fn scenario_6_migratepages_cause_2_nodes() {
+    if !skip() {
+        let o = outcome(2, "migratepages");
+        assert_first_cause(&o.report, "explicit_migration", None);
+    }
 }
 
 #[test]

@@ -174,3 +174,27 @@ pub fn explicit(mib: u64) -> Result<()> {
     }));
     Ok(())
 }
+
+/// Scenario 6 with an outside mover (`migratepages PID 0 1`): first-touches
+/// MIB on the home node, keeps using it for SECONDS while someone else moves
+/// the process's pages, then says where they are.
+pub fn hold(mib: u64, seconds: f64) -> Result<()> {
+    let ((home, home_cpus), (far, _)) = home_and_far()?;
+    placement::pin(&home_cpus)?;
+    numa::set_thread_policy(MPOL_BIND, &[home])?;
+    let region = Region::new(mib * 256)?;
+    region.touch(0..region.pages());
+    numa::set_thread_policy(MPOL_DEFAULT, &[])?;
+    let placed = region.pages_by_node()?;
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < deadline {
+        region.sweep();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    emit(json!({
+        "workload": "hold", "pid": std::process::id(), "tid": placement::gettid(),
+        "pages": region.pages(), "home_node": home, "far_node": far,
+        "pages_by_node": placed, "pages_by_node_at_end": region.pages_by_node()?,
+    }));
+    Ok(())
+}

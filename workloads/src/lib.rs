@@ -83,6 +83,13 @@ pub enum Scenario {
         #[arg(long, default_value_t = 6.0)]
         seconds: f64,
     },
+    /// Lab scenario 6 with an outside mover: first-touch MIB on the first node and keep using it for SECONDS (run `migratepages` on it meanwhile).
+    Hold {
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+    },
     /// Lab scenario 6: first-touch MIB on the first node, then move half with move_pages(2) and half with mbind(2).
     Explicit {
         #[arg(long, default_value_t = 64)]
@@ -105,5 +112,6 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
         Scenario::Place { mib } => drift::place(mib),
         Scenario::Balance { mib, seconds } => drift::balance(mib, seconds),
         Scenario::Explicit { mib } => drift::explicit(mib),
+        Scenario::Hold { mib, seconds } => drift::hold(mib, seconds),
     }
 }

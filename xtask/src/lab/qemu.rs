@@ -184,6 +184,8 @@ fn read_console(mut out: impl Read, mut log: fs::File, console: Arc<Mutex<Consol
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut in_command = false;
+    // An empty line inside a command is held back: the guest writes one before its exit marker.
+    let mut held_blank = false;
     let mut stderr = std::io::stderr();
     loop {
         let n = match out.read(&mut chunk) {
@@ -207,7 +209,13 @@ fn read_console(mut out: impl Read, mut log: fs::File, console: Arc<Mutex<Consol
                     c.exits.push((i as usize, rc as i32));
                 }
                 in_command = false;
+                held_blank = false;
+            } else if in_command && text.is_empty() && !held_blank {
+                held_blank = true;
             } else if in_command || verbose {
+                if std::mem::take(&mut held_blank) {
+                    let _ = stderr.write_all(b"\n");
+                }
                 // The console turns \n into \r\n; give the host a plain \n.
                 let _ = stderr.write_all(text.as_bytes());
                 let _ = stderr.write_all(b"\n");
