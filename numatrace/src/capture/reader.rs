@@ -17,8 +17,8 @@ use crate::{
 /// Why a capture file cannot be read at all.
 #[derive(Debug, Error)]
 pub enum CaptureError {
-    #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{err}")]
+    Io { path: String, err: std::io::Error },
     #[error("not a numatrace capture (no NTRACE header)")]
     NotACapture,
     #[error("capture format {major}.{minor} is newer than this numatrace reads ({MAJOR}.x): upgrade numatrace")]
@@ -71,7 +71,7 @@ impl CaptureFile {
 
 /// Reads the capture file at `path`.
 pub fn read_path(path: &Path) -> Result<CaptureFile, CaptureError> {
-    let bytes = std::fs::read(path).map_err(|source| CaptureError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|err| CaptureError::Io { path: path.display().to_string(), err })?;
     read_bytes(&bytes)
 }
 
