@@ -64,10 +64,20 @@ fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
             ),
             ("balance", traced(&["numatrace", "workload", "balance", "--mib", "32", "--seconds", "8"]), Balancing::Fast),
             ("explicit", traced(&["numatrace", "workload", "explicit", "--mib", "32"]), Balancing::Off),
+            // An administrator moves a running process's pages with migratepages while
+            // numatrace traces that process by pid. migratepages is named as its own word
+            // ($0) so that the lab copies it into the guest.
             (
                 "migratepages",
-                // migratepages is named as its own word ($0) so that the lab copies it into the guest.
-                traced(&["sh", "-c", "numatrace workload hold --mib 32 --seconds 4 & sleep 2; \"$0\" $! 0 1 && wait $!", "migratepages"]),
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "numatrace workload hold --mib 32 --seconds 6 >/tmp/truth & w=$!; \
+                     numatrace --json --pid $w >/tmp/report & n=$!; \
+                     sleep 3; \"$0\" $w 0 1 && wait $w && wait $n && cat /tmp/truth /tmp/report"
+                        .into(),
+                    "migratepages".into(),
+                ],
                 Balancing::Off,
             ),
         ]);
