@@ -19,7 +19,7 @@ use std::{
 };
 
 use serde_json::Value;
-use xtask::lab::{self, Balancing, GuestCommand, LabOptions, Topology};
+use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
 
 /// Pages the traced process first-touches besides the workload's region.
 const PROCESS_SLACK_PAGES: u64 = 256;
@@ -97,6 +97,8 @@ fn run_guest(nodes: u32) -> Result<Outcomes, String> {
         timeout: Duration::from_secs(600),
         verbose: false,
         stream_stdout: false,
+        // The debug build `cargo test --workspace` has just made: no second compile.
+        numatrace: GuestNumatrace::WorkspaceDebug,
     };
     let run = lab::run_commands(&opts, &commands).map_err(|e| format!("the {nodes}-node guest failed: {e:#}"))?;
     eprintln!(

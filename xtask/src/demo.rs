@@ -7,7 +7,7 @@ use std::{fs, path::Path, process::Command, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::lab::{self, Balancing, GuestCommand, LabOptions, Topology};
+use crate::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -64,6 +64,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         timeout: Duration::from_secs(600),
         verbose: false,
         stream_stdout: true,
+        numatrace: GuestNumatrace::StaticRelease,
     };
     let run = lab::run_commands(&opts, &[GuestCommand { argv: demo, balancing: Balancing::Off }])?;
     let code = run.results.first().map(|r| r.exit_code).context("the guest reported no result")?;

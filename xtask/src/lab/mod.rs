@@ -78,6 +78,19 @@ pub struct LabOptions {
     pub verbose: bool,
     /// Copy the command's stdout to this process's stdout as it arrives (one command only).
     pub stream_stdout: bool,
+    /// Which numatrace build goes into the guest.
+    pub numatrace: GuestNumatrace,
+}
+
+/// The numatrace executable the guest gets (NUMATRACE_LAB_NUMATRACE overrides both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestNumatrace {
+    /// A static release build for x86_64-unknown-linux-gnu (its own target directory:
+    /// a first build compiles everything once more).
+    StaticRelease,
+    /// The workspace's ordinary debug build, dynamically linked (its libraries are
+    /// copied in): free when `cargo test` has just built it.
+    WorkspaceDebug,
 }
 
 /// What one command did.
@@ -140,7 +153,13 @@ pub fn parse_mib(text: &str) -> Result<u64, String> {
 /// Runs `cargo xtask lab`; returns the command's exit status.
 pub fn run(args: &LabArgs) -> Result<i32> {
     let topology = Topology { nodes: args.nodes, cpus_per_node: args.cpus_per_node, mem_per_node_mib: args.mem_per_node };
-    let opts = LabOptions { topology, timeout: Duration::from_secs(args.timeout), verbose: args.verbose, stream_stdout: true };
+    let opts = LabOptions {
+        topology,
+        timeout: Duration::from_secs(args.timeout),
+        verbose: args.verbose,
+        stream_stdout: true,
+        numatrace: GuestNumatrace::StaticRelease,
+    };
     let run = run_commands(&opts, &[GuestCommand { argv: args.command.clone(), balancing: args.numa_balancing }])?;
     let result = run.results.first().context("the guest reported no command result")?;
     eprintln!(
@@ -171,7 +190,7 @@ pub fn run_commands(opts: &LabOptions, commands: &[GuestCommand]) -> Result<LabR
     let dirs = LabDirs::new()?;
     let qemu_bin = qemu::binary()?;
     let kernel = kernel::guest_kernel(&dirs).context("getting the guest kernel")?;
-    let numatrace = static_numatrace(&dirs).context("building numatrace for the guest")?;
+    let numatrace = guest_numatrace(&dirs, opts.numatrace).context("building numatrace for the guest")?;
     let image = dirs.run.join("initramfs.cpio");
     initramfs::build(&image, &numatrace, commands, opts.stream_stdout).context("packing the guest initramfs")?;
     qemu::boot(&qemu_bin, &kernel, &image, &dirs, opts, commands.len())
@@ -205,11 +224,11 @@ impl LabDirs {
 /// (for example the one CI built already, or one built from another checkout).
 pub const NUMATRACE_ENV: &str = "NUMATRACE_LAB_NUMATRACE";
 
-/// Builds numatrace as a static executable (no shared library needed in the
-/// guest) and returns its path. Cargo skips the build when it is up to date.
-/// A dynamically linked one given through NUMATRACE_LAB_NUMATRACE works too:
-/// its libraries are copied like those of any other host program.
-fn static_numatrace(dirs: &LabDirs) -> Result<PathBuf> {
+/// Builds numatrace for the guest and returns its path; cargo skips the build
+/// when it is up to date. A static build needs no shared library in the guest;
+/// a dynamically linked one works too, its libraries are copied like those of
+/// any other host program.
+fn guest_numatrace(dirs: &LabDirs, which: GuestNumatrace) -> Result<PathBuf> {
     const TRIPLE: &str = "x86_64-unknown-linux-gnu";
     if let Some(given) = std::env::var_os(NUMATRACE_ENV) {
         let exe = PathBuf::from(given);
@@ -219,18 +238,22 @@ fn static_numatrace(dirs: &LabDirs) -> Result<PathBuf> {
         return Ok(exe);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("lab: building a static numatrace for the guest (cargo build --release --target {TRIPLE})");
-    let status = Command::new(&cargo)
-        .current_dir(&dirs.workspace)
-        .args(["build", "--quiet", "--release", "--target", TRIPLE, "-p", "numatrace"])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&dirs.workspace).args(["build", "--quiet", "-p", "numatrace"]);
+    let exe = match which {
+        GuestNumatrace::StaticRelease => {
+            eprintln!("lab: building a static numatrace for the guest (cargo build --release --target {TRIPLE})");
+            cmd.args(["--release", "--target", TRIPLE])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS");
+            dirs.target.join(TRIPLE).join("release").join("numatrace")
+        }
+        GuestNumatrace::WorkspaceDebug => dirs.target.join("debug").join("numatrace"),
+    };
+    let status = cmd.status().with_context(|| format!("running {}", Path::new(&cargo).display()))?;
     if !status.success() {
-        bail!("cargo build of the static numatrace failed ({status})");
+        bail!("cargo build -p numatrace for the guest failed ({status})");
     }
-    let exe = dirs.target.join(TRIPLE).join("release").join("numatrace");
     if !exe.is_file() {
         bail!("the build did not produce {}", exe.display());
     }
