@@ -209,7 +209,9 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-mount -t tmpfs tmpfs /tmp
+# The initramfs root is writable already; a tmpfs over /tmp would hide a host
+# working directory under /tmp that was copied in (a CI clone, say).
+mkdir -p /tmp && chmod 1777 /tmp
 ulimit -l unlimited 2>/dev/null
 # ttyS1 carries the commands' stdout only, byte for byte.
 exec 3>/dev/ttyS1
