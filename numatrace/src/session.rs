@@ -55,9 +55,10 @@ pub fn monotonic_ns() -> u64 {
 
 /// Runs a capture to its end.
 pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result<Capture> {
+    // Privileges first: without them nothing else (mounting tracefs, loading) can work.
+    crate::privileges::require_bpf()?;
     let topology = Topology::read().context("reading the NUMA topology")?;
     let tracefs = Tracefs::open()?;
-    crate::privileges::require_bpf()?;
     let mut target = match &opts.target {
         TargetSpec::Pid(pid) => Target::attach(*pid)?,
         TargetSpec::Command(argv) => Target::spawn(argv)?,

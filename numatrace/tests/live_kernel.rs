@@ -208,3 +208,20 @@ fn bad_input_is_one_line_and_nonzero() {
         assert!(!lines.is_empty() && (lines.len() == 1 || lines[0].starts_with("error:")), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn without_privileges_says_what_is_needed() {
+    if !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: setpriv (util-linux) is not installed");
+        return;
+    }
+    let out = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", NUMATRACE, "--", "true"])
+        .output()
+        .expect("setpriv runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains("needs root") && lines[0].contains("CAP_BPF"), "{stderr}");
+}

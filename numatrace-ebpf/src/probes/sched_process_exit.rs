@@ -1,6 +1,6 @@
 //! `sched:sched_process_exit`: a traced thread exits (runs in the thread).
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
-use numatrace_common::{EventHeader, EventKind, TaskExitEvent};
+use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, TaskExitEvent};
 
 use super::field;
 use crate::{config::layout, emit::emit, maps::TRACKED_TIDS, tracking};
@@ -12,7 +12,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = TRACKED_TIDS.remove(&tid);
-    let group_dead = field::<u8>(&ctx, layout!(process_exit_group_dead)).unwrap_or(0);
+    // `group_dead` exists only on newer kernels (not on 6.1).
+    let offset = layout!(process_exit_group_dead);
+    let group_dead = if offset == FIELD_ABSENT as usize { 0 } else { field::<u8>(&ctx, offset).unwrap_or(0) };
     let event = TaskExitEvent {
         header: EventHeader {
             kind: EventKind::TaskExit as u32,

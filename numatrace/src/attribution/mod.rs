@@ -189,7 +189,7 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> Vec<C
     let env = FixEnv {
         pid: start.target.pid,
         constraints: crate::fixes::Constraints {
-            allowed: latest.map(|s| s.allowed()).unwrap_or_default(),
+            allowed: restart_allowed(latest, start.machine.as_ref()),
             nodes: nodes.clone(),
             cpuset: latest.and_then(|s| s.cpuset.clone()),
             needed_bytes: 0,
@@ -203,15 +203,45 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> Vec<C
     attribute(agg, &ctx, &env, start.start_ns)
 }
 
-/// The report's first line: the top cause, or why there is none.
+/// What a restarted or re-pinned process may use: its cgroup's cpuset, not
+/// the affinity its threads gave themselves (a program that pins its own
+/// threads does not forbid a different pinning from outside).
+fn restart_allowed(
+    snap: Option<&crate::sysinfo::ProcessSnapshot>,
+    machine: Option<&crate::sysinfo::MachineTopology>,
+) -> crate::sysinfo::Allowed {
+    let all_cpus = machine.map(|m| m.online_cpus.clone()).unwrap_or_default();
+    let cs = snap.and_then(|s| s.cpuset.as_ref());
+    let cpus = match cs {
+        Some(cs) if cs.cpus_set_by.is_some() && !cs.effective_cpus.is_empty() => cs.effective_cpus.clone(),
+        _ => all_cpus,
+    };
+    let mems = match cs {
+        Some(cs) if cs.mems_set_by.is_some() && !cs.effective_mems.is_empty() => cs.effective_mems.clone(),
+        _ => snap.and_then(|s| s.status.as_ref()).map(|s| s.mems_allowed.clone()).unwrap_or_default(),
+    };
+    crate::sysinfo::Allowed { cpus, mems }
+}
+
+/// Remote memory below this many pages (1 MiB) is noise: the runtime's own
+/// stack and library pages, one page touched before a migration.
+pub const SIGNIFICANT_PAGES: u64 = 256;
+
+/// The report's first line: the top significant cause, or why there is none.
 pub fn headline(causes: &[Cause], multi_node: bool) -> String {
     if !multi_node {
         return "One NUMA node: threads and memory cannot drift apart here; pinning brings no NUMA benefit.".into();
     }
-    match causes.iter().find(|c| c.pages > 0).or(causes.first()) {
-        Some(top) if top.pages > 0 => format!("{} ({:.0}% of remote memory)", top.summary, top.share * 100.0),
-        Some(top) => top.summary.clone(),
-        None => "No remote memory seen: every page landed on the node of the thread that touched it, and no thread moved away from its memory.".into(),
+    let remote: u64 = causes.iter().map(|c| c.pages).sum();
+    match causes.first() {
+        Some(top) if top.pages >= SIGNIFICANT_PAGES => format!("{} ({:.0}% of remote memory)", top.summary, top.share * 100.0),
+        Some(top) if top.pages == 0 && !top.evidence.is_empty() => top.summary.clone(),
+        _ if remote > 0 => format!(
+            "No significant remote memory: {remote} pages ({:.1} MiB) in all, below the {} MiB that would matter.",
+            remote as f64 * 4096.0 / (1u64 << 20) as f64,
+            SIGNIFICANT_PAGES * 4096 >> 20
+        ),
+        _ => "No remote memory seen: every page landed on the node of the thread that touched it, and no thread moved away from its memory.".into(),
     }
 }
 

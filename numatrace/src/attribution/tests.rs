@@ -284,3 +284,15 @@ fn one_node_machines_get_no_pinning_advice() {
     assert!(attribute(&a, &command_ctx(), &env, START).is_empty());
     assert!(headline(&[], false).contains("One NUMA node"));
 }
+
+#[test]
+fn a_few_stray_pages_do_not_make_a_headline() {
+    let mut a = agg();
+    touch(&mut a, 11, 1, 0, 0, 1, S);
+    migrate(&mut a, 11, 1, 2, 2 * S);
+    finish(&mut a, &[(11, 1, 3.0)]);
+    let causes = run(&a, &command_ctx());
+    assert_eq!(causes[0].pages, 1);
+    let line = headline(&causes, true);
+    assert!(line.starts_with("No significant remote memory"), "{line}");
+}

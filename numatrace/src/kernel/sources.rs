@@ -49,10 +49,17 @@ const fn tp(program: &'static str, group: &'static str, event: &'static str) -> 
 /// Every source, in attach order: lifecycle first so that no thread born
 /// during attach is missed.
 pub const SOURCES: &[Source] = &[
+    // Creation and exit are separate sources: without creation, new threads
+    // are not traced at all; without exit, only their end time is missing.
     Source {
-        name: "thread lifecycle",
-        tells: "threads created and exited during the capture",
-        variants: &[&[tp("task_newtask", "task", "task_newtask"), tp("sched_process_exit", "sched", "sched_process_exit")]],
+        name: "thread creation",
+        tells: "threads (and, when followed, processes) created during the capture",
+        variants: &[&[tp("task_newtask", "task", "task_newtask")]],
+    },
+    Source {
+        name: "thread exit",
+        tells: "when traced threads exit",
+        variants: &[&[tp("sched_process_exit", "sched", "sched_process_exit")]],
     },
     Source {
         name: "thread migrations",
@@ -242,7 +249,13 @@ fn verifier_error(program: &str, err: &aya::programs::ProgramError) -> String {
         ProgramError::LoadError { io_error, verifier_log } => {
             // The verifier log can be thousands of lines; its last lines say why.
             let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty() && *l != ";").collect();
+            // Its last lines are statistics; the reason comes just before them.
+            let stats = ["processed ", "stack depth", "verification time", "max_states_per_insn", "mark_read"];
+            let tail: Vec<&str> = log
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != ";" && !stats.iter().any(|s| l.contains(s)))
+                .collect();
             let tail = tail[tail.len().saturating_sub(2)..].join(" | ");
             if tail.is_empty() {
                 format!("the kernel refused program {program}: {io_error}")

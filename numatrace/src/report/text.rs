@@ -14,7 +14,8 @@ fn pages(n: u64) -> String {
 
 /// The ranked causes with their evidence and fixes.
 fn render_causes(o: &mut String, r: &Report) {
-    let shown: Vec<_> = r.causes.iter().filter(|c| c.pages > 0 || c.share > 0.0 || !c.evidence.is_empty()).collect();
+    let significant = |c: &&crate::attribution::Cause| c.pages >= crate::attribution::SIGNIFICANT_PAGES || (c.pages == 0 && !c.evidence.is_empty());
+    let shown: Vec<_> = r.causes.iter().filter(significant).collect();
     if shown.is_empty() {
         return;
     }
