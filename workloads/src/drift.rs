@@ -4,6 +4,7 @@
 //! numastat deltas), not from what the scenario meant to do.
 use std::{
     collections::BTreeMap,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -14,6 +15,16 @@ use crate::{
     numa::{self, MPOL_BIND, MPOL_DEFAULT, Region},
     placement,
 };
+
+/// Waits until `path` exists; fails after `limit`.
+fn wait_for_file(path: &Path, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        ensure!(Instant::now() < deadline, "{} did not appear within {} s", path.display(), limit.as_secs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
 
 fn emit(value: serde_json::Value) {
     println!("{value}");
@@ -114,7 +125,11 @@ pub fn place(mib: u64) -> Result<()> {
 /// temporary thread policy) while the thread runs on the home node; then the
 /// thread may run anywhere and keeps using the memory for SECONDS, so that the
 /// NUMA balancer (if on) moves the thread or the pages.
-pub fn balance(mib: u64, seconds: f64) -> Result<()> {
+///
+/// With GO_FILE, it waits (at most a minute) for that file to exist after the
+/// setup and before it lets go of its CPU pinning: a tracer attached by pid in
+/// between sees the balancer's work and nothing of the setup.
+pub fn balance(mib: u64, seconds: f64, go_file: Option<&Path>) -> Result<()> {
     let ((home, home_cpus), (far, _)) = home_and_far()?;
     let all_cpus = placement::allowed_cpus();
     placement::pin(&home_cpus)?;
@@ -123,6 +138,9 @@ pub fn balance(mib: u64, seconds: f64) -> Result<()> {
     region.touch(0..region.pages());
     numa::set_thread_policy(MPOL_DEFAULT, &[])?;
     let placed = region.pages_by_node()?;
+    if let Some(go) = go_file {
+        wait_for_file(go, Duration::from_secs(60))?;
+    }
     placement::pin(&all_cpus)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
@@ -178,7 +196,9 @@ pub fn explicit(mib: u64) -> Result<()> {
 /// Scenario 6 with an outside mover (`migratepages PID 0 1`): first-touches
 /// MIB on the home node, keeps using it for SECONDS while someone else moves
 /// the process's pages, then says where they are.
-pub fn hold(mib: u64, seconds: f64) -> Result<()> {
+///
+/// With STOP_FILE it keeps going until that file exists (at most a minute) instead.
+pub fn hold(mib: u64, seconds: f64, stop_file: Option<&Path>) -> Result<()> {
     let ((home, home_cpus), (far, _)) = home_and_far()?;
     placement::pin(&home_cpus)?;
     numa::set_thread_policy(MPOL_BIND, &[home])?;
@@ -186,8 +206,9 @@ pub fn hold(mib: u64, seconds: f64) -> Result<()> {
     region.touch(0..region.pages());
     numa::set_thread_policy(MPOL_DEFAULT, &[])?;
     let placed = region.pages_by_node()?;
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    while Instant::now() < deadline {
+    let process_before = numa::process_pages_by_node()?;
+    let deadline = Instant::now() + if stop_file.is_some() { Duration::from_secs(60) } else { Duration::from_secs_f64(seconds) };
+    while Instant::now() < deadline && !stop_file.is_some_and(Path::exists) {
         region.sweep();
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -195,6 +216,7 @@ pub fn hold(mib: u64, seconds: f64) -> Result<()> {
         "workload": "hold", "pid": std::process::id(), "tid": placement::gettid(),
         "pages": region.pages(), "home_node": home, "far_node": far,
         "pages_by_node": placed, "pages_by_node_at_end": region.pages_by_node()?,
+        "process_pages_by_node": process_before, "process_pages_by_node_at_end": numa::process_pages_by_node()?,
     }));
     Ok(())
 }

@@ -82,6 +82,9 @@ pub enum Scenario {
         mib: u64,
         #[arg(long, default_value_t = 6.0)]
         seconds: f64,
+        /// Wait for this file to exist after the setup, before unpinning (for a tracer attaching by pid).
+        #[arg(long)]
+        go_file: Option<std::path::PathBuf>,
     },
     /// Lab scenario 6 with an outside mover: first-touch MIB on the first node and keep using it for SECONDS (run `migratepages` on it meanwhile).
     Hold {
@@ -89,6 +92,9 @@ pub enum Scenario {
         mib: u64,
         #[arg(long, default_value_t = 4.0)]
         seconds: f64,
+        /// Keep going until this file exists instead (at most a minute).
+        #[arg(long)]
+        stop_file: Option<std::path::PathBuf>,
     },
     /// Lab scenario 6: first-touch MIB on the first node, then move half with move_pages(2) and half with mbind(2).
     Explicit {
@@ -110,8 +116,8 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
         Scenario::Migrated { mib, seconds } => drift::migrated(mib, seconds),
         Scenario::Spill { extra_mib } => drift::spill(extra_mib),
         Scenario::Place { mib } => drift::place(mib),
-        Scenario::Balance { mib, seconds } => drift::balance(mib, seconds),
+        Scenario::Balance { mib, seconds, go_file } => drift::balance(mib, seconds, go_file.as_deref()),
         Scenario::Explicit { mib } => drift::explicit(mib),
-        Scenario::Hold { mib, seconds } => drift::hold(mib, seconds),
+        Scenario::Hold { mib, seconds, stop_file } => drift::hold(mib, seconds, stop_file.as_deref()),
     }
 }

@@ -244,3 +244,25 @@ pub fn online_nodes() -> Vec<u32> {
     }
     out
 }
+
+/// Node id -> pages of this whole process there, summed over /proc/self/numa_maps
+/// (`N<node>=<pages>` of every mapping, huge pages counted in 4 KiB pages).
+pub fn process_pages_by_node() -> Result<BTreeMap<String, u64>> {
+    let text = fs::read_to_string("/proc/self/numa_maps").context("reading /proc/self/numa_maps")?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let scale = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("kernelpagesize_kB="))
+            .and_then(|k| k.parse::<u64>().ok())
+            .map_or(1, |kb| (kb / 4).max(1));
+        for word in line.split_whitespace() {
+            if let Some((node, pages)) = word.strip_prefix('N').and_then(|w| w.split_once('='))
+                && let (Ok(node), Ok(pages)) = (node.parse::<u32>(), pages.parse::<u64>())
+            {
+                *out.entry(node.to_string()).or_default() += pages * scale;
+            }
+        }
+    }
+    Ok(out)
+}
