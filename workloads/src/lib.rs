@@ -5,6 +5,7 @@ pub mod drift;
 pub mod memory;
 pub mod numa;
 pub mod placement;
+pub mod resident;
 pub mod scenarios;
 
 use std::ffi::OsString;
@@ -101,6 +102,20 @@ pub enum Scenario {
         #[arg(long, default_value_t = 64)]
         mib: u64,
     },
+    /// First-touch MIB (plus HEAP_KIB of heap, STACK_KIB of stack and HUGE_MIB of hugetlb pages) wherever the inherited policy puts it, print where, then sleep SECONDS without allocating (run under numactl; for numastat -p comparisons).
+    Resident {
+        #[arg(long, default_value_t = 16)]
+        mib: u64,
+        #[arg(long, default_value_t = 512)]
+        heap_kib: u64,
+        #[arg(long, default_value_t = 256)]
+        stack_kib: u64,
+        /// Huge pages from the reserved hugetlb pool (a multiple of the huge page size).
+        #[arg(long, default_value_t = 0)]
+        huge_mib: u64,
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+    },
 }
 
 /// Runs the workload named by `args` (args[0] is the program name).
@@ -119,5 +134,6 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
         Scenario::Balance { mib, seconds, go_file } => drift::balance(mib, seconds, go_file.as_deref()),
         Scenario::Explicit { mib } => drift::explicit(mib),
         Scenario::Hold { mib, seconds, stop_file } => drift::hold(mib, seconds, stop_file.as_deref()),
+        Scenario::Resident { mib, heap_kib, stack_kib, huge_mib, seconds } => resident::resident(mib, heap_kib, stack_kib, huge_mib, seconds),
     }
 }

@@ -2,7 +2,7 @@
 //! (numactl --hardware, numastat -m, numastat -p).
 use std::fmt::Write;
 
-use super::model::{Finding, InspectReport, Severity};
+use super::model::{Finding, InspectReport, ProcessView, Severity};
 use crate::cpulist;
 
 fn mib(bytes: u64) -> String {
@@ -122,22 +122,15 @@ pub fn render(r: &InspectReport) -> String {
 
     if let Some(p) = &r.process {
         let _ = writeln!(s, "\nProcess {} ({})", p.pid, p.name);
-        let _ = writeln!(s, "  Memory per node in MiB (as numastat -p)");
-        let _ = write!(s, "  {:<16}", "");
-        for id in p.memory_by_node.keys() {
-            let _ = write!(s, "{:>13}", format!("Node {id}"));
-        }
-        let _ = writeln!(s, "{:>13}", "Total");
-        let rows: [(&str, fn(&crate::sysinfo::CategoryBytes) -> u64); 5] =
-            [("Huge", |c| c.huge), ("Heap", |c| c.heap), ("Stack", |c| c.stack), ("Private", |c| c.private), ("Total", |c| c.total)];
-        for (label, get) in rows {
-            let _ = write!(s, "  {label:<16}");
-            let mut total = 0;
-            for c in p.memory_by_node.values() {
-                total += get(c);
-                let _ = write!(s, "{:>13}", mib(get(c)));
+        // Without numa_maps there is no per-node memory: say so where the
+        // figures would be, not as a table of zeros.
+        let numa_maps = format!("/proc/{}/numa_maps", p.pid);
+        let maps_unreadable = r.unreadable.iter().find(|u| u.path == numa_maps);
+        match maps_unreadable {
+            Some(u) => {
+                let _ = writeln!(s, "  Memory per node in MiB (as numastat -p): unreadable ({}: {})", u.path, u.reason);
             }
-            let _ = writeln!(s, "{:>13}", mib(total));
+            None => render_process_memory(&mut s, p),
         }
         let threads: Vec<String> = p.threads_by_node.iter().map(|(n, c)| format!("node {n}: {c}")).collect();
         let _ = writeln!(s, "  Threads now: {} ({})", p.threads.len(), threads.join(", "));
@@ -158,11 +151,16 @@ pub fn render(r: &InspectReport) -> String {
             (Some(remote), Some(outside)) => {
                 let _ = writeln!(s, "  Locality: {:.0}% of its memory is remote to the average thread; {:.0}% is on nodes where none of its threads runs", remote * 100.0, outside * 100.0);
             }
+            _ if maps_unreadable.is_some() => {
+                let _ = writeln!(s, "  Locality: unknown (its memory per node is unreadable, above)");
+            }
             _ => {
                 let _ = writeln!(s, "  Locality: unknown (no threads or no memory seen)");
             }
         }
-        let _ = writeln!(s, "  Biggest mappings");
+        if maps_unreadable.is_none() {
+            let _ = writeln!(s, "  Biggest mappings");
+        }
         for m in &p.biggest_mappings {
             let split: Vec<String> = m.bytes_by_node.iter().map(|(n, b)| format!("N{n}={}", mib(*b))).collect();
             let _ = writeln!(s, "    {:>14} {:>10} MiB  {:<7} {:<18} {}  {}", m.start, mib(m.bytes), format!("{:?}", m.kind).to_lowercase(), m.policy, split.join(" "), m.file.as_deref().unwrap_or(""));
@@ -188,6 +186,27 @@ pub fn render(r: &InspectReport) -> String {
     s
 }
 
+/// The process's memory per node, laid out like `numastat -p`.
+fn render_process_memory(s: &mut String, p: &ProcessView) {
+    let _ = writeln!(s, "  Memory per node in MiB (as numastat -p)");
+    let _ = write!(s, "  {:<16}", "");
+    for id in p.memory_by_node.keys() {
+        let _ = write!(s, "{:>13}", format!("Node {id}"));
+    }
+    let _ = writeln!(s, "{:>13}", "Total");
+    type Row = (&'static str, fn(&crate::sysinfo::CategoryBytes) -> u64);
+    let rows: [Row; 5] = [("Huge", |c| c.huge), ("Heap", |c| c.heap), ("Stack", |c| c.stack), ("Private", |c| c.private), ("Total", |c| c.total)];
+    for (label, get) in rows {
+        let _ = write!(s, "  {label:<16}");
+        let mut total = 0;
+        for c in p.memory_by_node.values() {
+            total += get(c);
+            let _ = write!(s, "{:>13}", mib(get(c)));
+        }
+        let _ = writeln!(s, "{:>13}", mib(total));
+    }
+}
+
 fn render_finding(s: &mut String, f: &Finding) {
     let sev = match f.severity {
         Severity::Problem => "PROBLEM",
@@ -210,5 +229,100 @@ fn render_finding(s: &mut String, f: &Finding) {
         if !fix.commands.is_empty() {
             let _ = writeln!(s, "        verify: {}", fix.verify);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::sysinfo::{
+        MachineTopology, Mapping, MappingKind, NumaMaps, ProcessSnapshot, ProcessStatus, Sysctls, SystemSnapshot, ThreadPlacement, TransparentHugePages, Unreadable,
+        Virtualization,
+    };
+
+    fn system() -> SystemSnapshot {
+        SystemSnapshot {
+            taken_at_unix_ms: 0,
+            topology: MachineTopology::synthetic(&[vec![0, 1], vec![2, 3]], 4 << 30),
+            meminfo: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            vmstat: BTreeMap::new(),
+            sysctl: Sysctls { numa_balancing: Some(0), zone_reclaim_mode: Some(0) },
+            transparent_hugepages: TransparentHugePages::default(),
+            virtualization: Virtualization::default(),
+            base_page_bytes: 4096,
+            default_huge_page_bytes: 2 << 20,
+            skipped_lines: 0,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Process 4242 with one thread on node 1; its numa_maps readable (8 MiB on node 1) or not.
+    fn process(numa_maps_readable: bool) -> ProcessSnapshot {
+        let maps = numa_maps_readable.then(|| NumaMaps {
+            mappings: vec![Mapping {
+                start: 0x7f00_0000_0000,
+                policy: "default".into(),
+                kind: MappingKind::Anon,
+                file: None,
+                pages_by_node: [(1, 2048)].into_iter().collect(),
+                page_size_bytes: 4096,
+                anon_pages: 2048,
+                dirty_pages: 2048,
+            }],
+            skipped_lines: 0,
+        });
+        let unreadable = if numa_maps_readable {
+            Vec::new()
+        } else {
+            vec![Unreadable { path: "/proc/4242/numa_maps".into(), reason: "permission denied: run as root, or as the user that owns the process".into() }]
+        };
+        ProcessSnapshot {
+            pid: 4242,
+            taken_at_unix_ms: 0,
+            status: Some(ProcessStatus { name: "db".into(), cpus_allowed: vec![0, 1, 2, 3], mems_allowed: vec![0, 1], rss_bytes: 8 << 20 }),
+            memory_by_node: maps.as_ref().map(NumaMaps::memory_by_node).unwrap_or_default(),
+            numa_maps: maps,
+            threads: vec![ThreadPlacement { tid: 4242, name: "db".into(), cpu: 2, node: Some(1) }],
+            threads_by_node: [(1, 1)].into_iter().collect(),
+            cpuset: None,
+            unreadable,
+        }
+    }
+
+    /// The text between the process heading and the findings.
+    fn process_section(text: &str) -> &str {
+        let start = text.find("\nProcess 4242 (db)").expect("a process section");
+        let end = text[start..].find("\nFindings").map(|e| start + e).expect("a findings section after it");
+        &text[start..end]
+    }
+
+    #[test]
+    fn unreadable_numa_maps_is_said_in_the_memory_table_not_shown_as_zeros() {
+        let text = render(&InspectReport::build(&system(), None, Some(&process(false)), 10));
+        let section = process_section(&text);
+        assert!(
+            section.contains("Memory per node in MiB (as numastat -p): unreadable (/proc/4242/numa_maps: permission denied: run as root, or as the user that owns the process)"),
+            "{section}"
+        );
+        assert!(!section.contains("0.00"), "no table of zeros: {section}");
+        assert!(!section.contains("Private"), "no table rows: {section}");
+        assert!(!section.contains("Biggest mappings"), "{section}");
+        assert!(section.contains("Locality: unknown (its memory per node is unreadable, above)"), "{section}");
+        // The list of what could not be read at the end stays.
+        assert!(text.contains("Could not read\n  /proc/4242/numa_maps: permission denied"), "{text}");
+    }
+
+    #[test]
+    fn readable_numa_maps_gives_the_numastat_p_table() {
+        let text = render(&InspectReport::build(&system(), None, Some(&process(true)), 10));
+        let section = process_section(&text);
+        assert!(!section.contains("unreadable"), "{section}");
+        let private = section.lines().find(|l| l.trim_start().starts_with("Private")).expect("a Private row");
+        assert_eq!(private.split_whitespace().collect::<Vec<_>>(), ["Private", "8.00", "8.00"], "{section}");
+        assert!(section.contains("Locality: 0% of its memory is remote"), "{section}");
+        assert!(section.contains("Biggest mappings"), "{section}");
     }
 }
