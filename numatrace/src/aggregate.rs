@@ -4,6 +4,8 @@
 //! is bounded by threads x regions x nodes, not by the event count.
 use std::collections::{BTreeMap, HashMap};
 
+use rustc_hash::FxBuildHasher;
+
 use numatrace_common::{EventKind, REGION_UNKNOWN};
 
 use crate::{
@@ -119,9 +121,9 @@ pub struct Aggregator {
     /// `enum migrate_reason` value -> name, from this kernel's format file.
     pub reason_names: BTreeMap<i64, String>,
     pub threads: BTreeMap<u32, ThreadStats>,
-    pub regions: HashMap<RegionKey, Vec<RegionTouch>>,
+    pub regions: HashMap<RegionKey, Vec<RegionTouch>, FxBuildHasher>,
     /// Hinting faults per region: who used the region from where.
-    pub region_uses: HashMap<RegionKey, Vec<RegionUse>>,
+    pub region_uses: HashMap<RegionKey, Vec<RegionUse>, FxBuildHasher>,
     pub page_migrations: BTreeMap<String, MigrationCount>,
     pub placements: Vec<Placement>,
     pub events: u64,
@@ -129,19 +131,33 @@ pub struct Aggregator {
     pub kernel: KernelTotals,
     pub first_event_ns: Option<u64>,
     pub last_event_ns: Option<u64>,
+    /// cpu -> node, indexed by CPU (u32::MAX: unknown); the topology's lists are slow to search per event.
+    cpu_nodes: Vec<u32>,
 }
 
 /// Placement decisions kept for time windows; beyond this only counts grow.
 const MAX_PLACEMENTS: usize = 100_000;
+/// Cross-node moves kept per thread for attribution windows; beyond this only the count grows.
+const MAX_MOVES_PER_THREAD: usize = 10_000;
 
 impl Aggregator {
     pub fn new(topology: Topology, reason_names: BTreeMap<i64, String>) -> Aggregator {
+        let mut cpu_nodes = Vec::new();
+        for node in &topology.nodes {
+            for &cpu in &node.cpus {
+                if cpu_nodes.len() <= cpu as usize {
+                    cpu_nodes.resize(cpu as usize + 1, u32::MAX);
+                }
+                cpu_nodes[cpu as usize] = node.id;
+            }
+        }
         Aggregator {
+            cpu_nodes,
             topology,
             reason_names,
             threads: BTreeMap::new(),
-            regions: HashMap::new(),
-            region_uses: HashMap::new(),
+            regions: HashMap::default(),
+            region_uses: HashMap::default(),
             page_migrations: BTreeMap::new(),
             placements: Vec::new(),
             events: 0,
@@ -168,7 +184,8 @@ impl Aggregator {
     }
 
     fn node_of_cpu(&self, cpu: i32) -> Option<u32> {
-        u32::try_from(cpu).ok().and_then(|c| self.topology.node_of_cpu(c))
+        let node = *self.cpu_nodes.get(usize::try_from(cpu).ok()?)?;
+        (node != u32::MAX).then_some(node)
     }
 
     /// Decodes and folds one ring record; a record that does not decode is counted.
@@ -202,7 +219,9 @@ impl Aggregator {
                     && from != to
                 {
                     t.cross_node_migrations += 1;
-                    t.cross_node_moves.push((h.ts_ns, from, to));
+                    if t.cross_node_moves.len() < MAX_MOVES_PER_THREAD {
+                        t.cross_node_moves.push((h.ts_ns, from, to));
+                    }
                 }
             }
             Event::FirstTouch(e) => {

@@ -136,7 +136,7 @@ impl Fix {
         let mems: Vec<u32> = nodes.iter().filter(|n| !n.is_memoryless()).map(|n| n.id).collect();
         Fix::new(
             FixKind::InterleaveAll,
-            "Interleave its memory over all nodes (it needs more memory than one node holds)",
+            "Interleave its memory over all nodes",
             vec![format!("numactl --interleave=all -- {}", workload.command())],
             false,
             "numastat -p <new pid>: memory spread evenly over the nodes",
