@@ -205,7 +205,7 @@ pub struct LabDirs {
     pub target: PathBuf,
     /// target/lab: the kernel cache.
     pub lab: PathBuf,
-    /// target/lab/run-<pid>: this run's initramfs, console log, stdout file.
+    /// target/lab/run-<pid>-<n>: this guest's initramfs, console log, stdout file.
     pub run: PathBuf,
 }
 
@@ -214,7 +214,10 @@ impl LabDirs {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
         let lab = target.join("lab");
-        let run = lab.join(format!("run-{}", std::process::id()));
+        // One directory per guest, also when one process runs several guests at once.
+        static GUESTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = GUESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let run = lab.join(format!("run-{}-{nth}", std::process::id()));
         std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
         Ok(LabDirs { workspace, target, lab, run })
     }
