@@ -181,7 +181,14 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
     for (key, uses) in &agg.region_uses {
         let owners = agg.regions.get(key);
         for u in uses.iter().filter(|u| u.remote_faults > 0) {
-            let pages = u.remote_pages.min(REGION_PAGES) as f64;
+            // A remote fault whose page the balancer migrated reports the page's new
+            // node and is remote no more: those pages count once, as numa_misplaced
+            // migrations (below), not here.
+            let still_remote = u.remote_pages.saturating_sub(u.migrated_pages);
+            if still_remote == 0 || u.mem_node == u.cpu_node {
+                continue;
+            }
+            let pages = still_remote.min(REGION_PAGES) as f64;
             let owner = owners.and_then(|ts| ts.iter().filter(|t| t.page_node == u.mem_node).max_by_key(|t| t.pages));
             let c = match owner {
                 // Remote from the first touch on: already counted exactly above.
@@ -268,14 +275,19 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), (u64, u64, 
             continue;
         }
 
-        // Init-like: touched a large share of the memory but ran little; others use it from elsewhere.
+        // Init-like: this thread first-touched most of the process's memory, and the
+        // threads that run on other nodes touched little of their own, so they work
+        // on memory it placed.
         let touch_share = pages_f / touched_by_tgid.get(&tgid).copied().unwrap_or(1).max(1) as f64;
         let tgid_runtime = runtime_by_tgid.get(&tgid).copied().unwrap_or(0);
         let run_share = if tgid_runtime > 0 { total_runtime(toucher) as f64 / tgid_runtime as f64 } else { 0.0 };
         let others: Vec<&ThreadStats> = agg.threads.values().filter(|t| t.tgid == tgid && t.tid != tid).collect();
         let others_runtime: u64 = others.iter().map(|t| total_runtime(t)).sum();
         let others_off: u64 = others.iter().map(|t| runtime_off(t, node)).sum();
-        if touch_share >= 0.25 && run_share * 2.0 < touch_share && others_runtime > 0 && others_off > 0 {
+        let others_remote_users: Vec<&&ThreadStats> = others.iter().filter(|t| runtime_off(t, node) > 0).collect();
+        let others_own_pages: u64 = others_remote_users.iter().map(|t| t.first_touch_total()).sum();
+        let others_rely_on_it = others_own_pages * 2 < *pages;
+        if touch_share >= 0.5 && others_rely_on_it && others_runtime > 0 && others_off > 0 {
             let remote_fraction = others_off as f64 / others_runtime as f64;
             let users: Vec<&&ThreadStats> = others.iter().filter(|t| runtime_off(t, node) > 0).collect();
             let user_nodes: BTreeSet<u32> =
@@ -320,16 +332,29 @@ fn placed_before(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
     if total == 0 {
         return Vec::new();
     }
+    // Pages moved since (by the balancer or explicitly) are no longer where they were;
+    // they are counted under those causes.
+    let mut moved: f64 = agg
+        .page_migrations
+        .iter()
+        .filter(|(r, _)| matches!(r.as_str(), "numa_misplaced" | "syscall_or_cpuset" | "mempolicy_mbind"))
+        .map(|(_, m)| m.succeeded as f64)
+        .sum();
     let mut out = Vec::new();
     for &(node, pages) in &ctx.pages_by_node_at_start {
         let off = runtime.iter().filter(|(n, _)| **n != node).map(|(_, ns)| *ns).sum::<u64>() as f64 / total as f64;
-        if pages == 0 || off <= 0.0 {
+        let remote = pages as f64 * off;
+        let taken = moved.min(remote);
+        moved -= taken;
+        let still_remote = remote - taken;
+        if pages == 0 || still_remote < 1.0 {
             continue;
         }
+        let since = if taken >= 1.0 { format!(" ({taken:.0} of them migrated since)") } else { String::new() };
         let mut c = Contribution::new(
             CauseKind::PlacedBeforeCapture,
-            pages as f64 * off,
-            format!("{pages} pages were on node {node} before the capture; the threads ran {:.0}% of their time on other nodes", off * 100.0),
+            still_remote,
+            format!("{pages} pages were on node {node} before the capture{since}; the threads ran {:.0}% of their time on other nodes", off * 100.0),
         );
         c.memory_nodes.insert(node);
         c.thread_nodes.extend(runtime.keys().copied().filter(|n| *n != node));

@@ -157,7 +157,16 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
         }
         CauseKind::NumaBalancer => {
             let moves = agg.placements.iter().filter(|p| p.kind != numatrace_common::EventKind::NumaTaskStick).count();
-            format!("The kernel's NUMA balancer moved {moves} tasks and {size} of pages between nodes: it is chasing a placement it cannot settle.")
+            let misplaced = agg.page_migrations.get("numa_misplaced").map_or(0, |m| m.succeeded);
+            // Many task moves per page moved is churn; pages moved with few task moves is a fix at work.
+            if moves as u64 > 10 && moves as u64 * 512 > misplaced {
+                format!("The kernel's NUMA balancer moved or swapped {moves} tasks and {size} of pages between nodes: it keeps chasing a placement it cannot settle.")
+            } else {
+                format!(
+                    "The kernel's NUMA balancer migrated {} toward the threads that use it ({moves} task moves): a fix in progress, paid for in hinting faults and page copies.",
+                    mib(misplaced as f64)
+                )
+            }
         }
         CauseKind::ExplicitMigration => format!("{size} of pages were moved between nodes by explicit migrate_pages/move_pages/mbind calls."),
         CauseKind::PlacedBeforeCapture => {

@@ -296,3 +296,67 @@ fn a_few_stray_pages_do_not_make_a_headline() {
     let line = headline(&causes, true);
     assert!(line.starts_with("No significant remote memory"), "{line}");
 }
+
+#[test]
+fn init_thread_that_ran_as_long_as_its_workers_is_still_the_init_pattern() {
+    // Under emulation the init thread's memset takes as long as the workers run.
+    let mut a = agg();
+    for r in 0..16 {
+        touch(&mut a, 10, r, 0, 0, 512, S / 10);
+    }
+    touch(&mut a, 11, 100, 0, 0, 2, S / 10);
+    touch(&mut a, 12, 101, 0, 0, 2, S / 10);
+    migrate(&mut a, 11, 0, 2, S);
+    migrate(&mut a, 12, 0, 2, S);
+    finish(&mut a, &[(10, 0, 1.2), (11, 1, 0.5), (12, 1, 0.5)]);
+    let causes = run(&a, &command_ctx());
+    assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread, "{causes:#?}");
+    assert!((causes[0].pages as f64 - 8192.0).abs() <= 8192.0 * 0.05, "{} pages", causes[0].pages);
+}
+
+#[test]
+fn threads_that_allocate_their_own_memory_are_not_an_init_pattern() {
+    let mut a = agg();
+    for r in 0..16 {
+        touch(&mut a, 10, r, 0, 0, 512, S / 10);
+    }
+    for r in 100..116 {
+        touch(&mut a, 11, r, 1, 1, 512, S / 10);
+    }
+    finish(&mut a, &[(10, 0, 1.0), (11, 1, 1.0)]);
+    assert!(run(&a, &command_ctx()).iter().all(|c| c.pages == 0));
+}
+
+#[test]
+fn pages_the_balancer_moved_home_are_not_still_remote() {
+    // Attached to a process whose 8192 pages sat on node 1 while it ran on node 0;
+    // the balancer migrated them all home during the capture.
+    let mut a = agg();
+    for r in 0..16 {
+        a.ingest(&Event::HintingFault(HintingFaultEvent {
+            header: hdr(EventKind::HintingFault, 11, 2 * S),
+            region: r,
+            last_ts_ns: START + 3 * S,
+            faults: 512,
+            pages: 512,
+            migrated_pages: 512,
+            cpu_node: 0,
+            mem_node: 0,
+            local: 0,
+            _pad: 0,
+        }));
+    }
+    a.ingest(&Event::PageMigration(PageMigrationEvent {
+        header: hdr(EventKind::PageMigration, 11, 2 * S),
+        succeeded: 8192,
+        reason: 5,
+        ..Default::default()
+    }));
+    finish(&mut a, &[(11, 0, 3.0)]);
+    let ctx = ProcessContext { pages_by_node_at_start: vec![(1, 8192), (0, 100)], ..Default::default() };
+    let causes = run(&a, &ctx);
+    assert_eq!(causes[0].kind, CauseKind::NumaBalancer, "{causes:#?}");
+    assert_eq!(causes[0].pages, 8192);
+    assert!(causes[0].summary.contains("fix in progress"), "{}", causes[0].summary);
+    assert!(causes.iter().filter(|c| c.kind == CauseKind::PlacedBeforeCapture).all(|c| c.pages < 256), "{causes:#?}");
+}
