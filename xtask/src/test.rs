@@ -17,8 +17,14 @@ pub struct TestArgs {
 
 pub fn run(args: &TestArgs) -> Result<i32> {
     crate::setup::run(&crate::setup::SetupArgs { check: false })?;
+    // The workspace's default members: every crate but numatrace-ebpf, which only
+    // builds for the BPF target (numatrace/build.rs builds and embeds it).
     let mut cmd = Command::new("cargo");
-    cmd.args(["test", "--workspace"]);
+    cmd.arg("test");
+    eprintln!(
+        "test: unit tests, kernel integration tests (real programs, this kernel), captures, inspect vs numastat{}",
+        if args.no_lab { "" } else { ", and the QEMU lab (2- and 4-node guests, several minutes)" }
+    );
     if args.no_lab {
         cmd.env("NUMATRACE_NO_LAB", "1");
     }
