@@ -66,11 +66,13 @@ fn traced_by_pid(name: &str, workload: &str, action: &str, programs: &[&str]) ->
     argv
 }
 
-/// The scenarios of a guest with `nodes` nodes.
+/// The scenarios of a guest with `nodes` nodes. init-thread's workers run for
+/// 3 s so that they, not the init thread (whose start-up under emulation takes
+/// most of a second), are clearly the memory's users.
 fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
     let last = (nodes - 1).to_string();
     let mut list = vec![
-        ("init-thread", traced(&["numatrace", "workload", "init-thread", "--mib", "32", "--workers", "2", "--seconds", "1"]), Balancing::Off),
+        ("init-thread", traced(&["numatrace", "workload", "init-thread", "--mib", "32", "--workers", "2", "--seconds", "3"]), Balancing::Off),
         ("spill", traced(&["numatrace", "workload", "spill", "--extra-mib", "48"]), Balancing::Off),
     ];
     if nodes == 2 {
