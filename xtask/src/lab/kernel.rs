@@ -49,7 +49,17 @@ fn vmlinuz_in(dir: &Path) -> Option<PathBuf> {
 /// Returns the path of the guest kernel, downloading it on first use.
 pub fn guest_kernel(dirs: &LabDirs) -> Result<PathBuf> {
     let cache = dirs.lab.join("kernel");
-    let package = match resolve_package() {
+    let package = match resolve_package().or_else(|first| {
+        // A fresh machine may have no package lists yet: fetch them once (root only).
+        if !cache_has_kernel(&cache) && is_root() {
+            eprintln!("lab: {first:#}; running apt-get update");
+            let updated = Command::new("apt-get").args(["update", "-q"]).status().is_ok_and(|s| s.success());
+            if updated {
+                return resolve_package();
+            }
+        }
+        Err(first)
+    }) {
         Ok(p) => p,
         Err(err) => {
             // Offline or no package lists: any kernel cached earlier still boots.
@@ -98,6 +108,17 @@ pub fn guest_kernel(dirs: &LabDirs) -> Result<PathBuf> {
     fs::rename(&staged, &dir).with_context(|| format!("moving the kernel into {}", dir.display()))?;
     fs::remove_dir_all(&download).ok();
     vmlinuz_in(&dir).with_context(|| format!("{package} has no boot/vmlinuz-*"))
+}
+
+fn cache_has_kernel(cache: &Path) -> bool {
+    newest_cached(cache).is_some()
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next() == Some("0"))))
+        .unwrap_or(false)
 }
 
 fn newest_cached(cache: &Path) -> Option<PathBuf> {

@@ -218,8 +218,20 @@ impl LabDirs {
         static GUESTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let nth = GUESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let run = lab.join(format!("run-{}-{nth}", std::process::id()));
+        prune_old_runs(&lab);
         std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
         Ok(LabDirs { workspace, target, lab, run })
+    }
+}
+
+/// Removes run directories older than a day (a run keeps its own only when it failed).
+fn prune_old_runs(lab: &Path) {
+    let Ok(entries) = std::fs::read_dir(lab) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > Duration::from_secs(86_400));
+        if old && entry.file_name().to_string_lossy().starts_with("run-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
