@@ -44,6 +44,9 @@ pub struct StartFacts {
     /// The target's NUMA state when the capture started (attach to a running pid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_before: Option<crate::sysinfo::ProcessSnapshot>,
+    /// The machine's NUMA settings and counters when the capture started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_before: Option<crate::sysinfo::SystemSnapshot>,
 }
 
 /// What is known once the capture has ended.

@@ -115,6 +115,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         argv,
         machine,
         process_before,
+        system_before: crate::sysinfo::SystemSnapshot::read().ok(),
     };
     if let Some(sink) = sink.as_deref_mut() {
         sink.start(&start)?;

@@ -21,6 +21,9 @@ pub struct Report {
     pub headline: String,
     /// Causes of remote memory, largest share first.
     pub causes: Vec<crate::attribution::Cause>,
+    /// Host-wide settings that matter for any process here (zone_reclaim_mode,
+    /// a one-node VM, sockets hidden behind fewer nodes, high numa_miss).
+    pub host_findings: Vec<crate::inspect::Finding>,
     pub sources: Vec<SourceStatus>,
     pub threads: Vec<ThreadReport>,
     pub totals: Totals,
@@ -162,6 +165,16 @@ impl Report {
             .collect();
         let causes = crate::attribution::from_facts(agg, facts);
         let headline = crate::attribution::headline(&causes, agg.topology.is_multi_node());
+        const HOST_WIDE: [&str; 5] = ["zone_reclaim_on", "one_node_vm", "sockets_exceed_nodes", "high_numa_miss", "memoryless_node"];
+        let host_findings = facts
+            .start
+            .system_before
+            .as_ref()
+            .map(|system| crate::inspect::findings::judge(system, None, None))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| HOST_WIDE.contains(&f.kind.as_str()))
+            .collect();
         let mut target = facts.start.target.clone();
         target.exit_code = facts.end.exit_code;
         Report {
@@ -172,6 +185,7 @@ impl Report {
             multi_node: agg.topology.is_multi_node(),
             headline,
             causes,
+            host_findings,
             topology: agg.topology.clone(),
             sources: facts.start.sources.clone(),
             threads,

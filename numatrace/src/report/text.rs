@@ -76,6 +76,19 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "\n{}", r.headline);
     }
     render_causes(&mut o, r);
+    if !r.host_findings.is_empty() {
+        let _ = writeln!(o, "\nHost settings");
+        for f in &r.host_findings {
+            let _ = writeln!(o, "  {}: {}", f.kind, f.evidence);
+            for fix in f.fixes.iter().take(1) {
+                let mark = if fix.destructive { "DESTRUCTIVE: " } else { "" };
+                let _ = writeln!(o, "     fix: {mark}{}", fix.title);
+                for cmd in &fix.commands {
+                    let _ = writeln!(o, "          {cmd}");
+                }
+            }
+        }
+    }
 
     let _ = writeln!(o, "\nTopology");
     for n in &r.topology.nodes {
