@@ -7,7 +7,7 @@ use std::{fs, path::Path, process::Command, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
+use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {

@@ -1,9 +1,11 @@
 //! `cargo xtask <command>`: everything around numatrace that is not numatrace.
 mod bench;
 mod demo;
-mod lab;
 mod setup;
 mod test;
+
+// The lab lives in the library, where the lab scenario tests use it too.
+use xtask::lab;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -7,8 +7,6 @@
 //! Channels: the guest's ttyS0 is the console (kernel messages, lab markers,
 //! the command's stderr), read by the host line by line into a log; ttyS1 in
 //! raw mode carries only the command's stdout, into a file the host tails.
-// The xtask binary compiles this module too and uses only part of it.
-#![allow(dead_code)]
 pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
