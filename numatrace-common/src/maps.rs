@@ -102,6 +102,43 @@ pub struct OnCpu {
     pub since_ns: u64,
 }
 
+impl PendingRun {
+    fn header(&self, kind: crate::EventKind, cpu: u32) -> crate::EventHeader {
+        crate::EventHeader { kind: kind as u32, cpu, ts_ns: self.first_ts_ns, tgid: self.tgid, tid: self.tid }
+    }
+
+    /// The run as a first-touch event (`other_node` is the page node).
+    #[inline(always)]
+    pub fn first_touch_event(&self, cpu: u32) -> crate::FirstTouchEvent {
+        crate::FirstTouchEvent {
+            header: self.header(crate::EventKind::FirstTouch, cpu),
+            region: self.region,
+            pages: self.pages,
+            last_ts_ns: self.last_ts_ns,
+            cpu_node: self.cpu_node,
+            page_node: self.other_node,
+            _pad: 0,
+        }
+    }
+
+    /// The run as a hinting-fault event (`other_node` is the memory node).
+    #[inline(always)]
+    pub fn hinting_fault_event(&self, cpu: u32) -> crate::HintingFaultEvent {
+        crate::HintingFaultEvent {
+            header: self.header(crate::EventKind::HintingFault, cpu),
+            region: self.region,
+            last_ts_ns: self.last_ts_ns,
+            faults: self.faults,
+            pages: self.pages as u32,
+            migrated_pages: self.migrated_pages,
+            cpu_node: self.cpu_node,
+            mem_node: self.other_node,
+            local: self.local,
+            _pad: 0,
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::OnCpu {}

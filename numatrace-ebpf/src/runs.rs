@@ -3,10 +3,7 @@
 //! nodes add up in place; a change of key sends the finished run as one event.
 //! A sequential first touch of 2 MiB is one event instead of 512. Userspace
 //! reads the slots once programs are detached, so no run is lost at the end.
-use numatrace_common::{
-    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, PendingRun, REGION_SHIFT,
-    REGION_UNKNOWN,
-};
+use numatrace_common::{EventKind, PendingRun, REGION_SHIFT, REGION_UNKNOWN};
 
 use crate::{
     emit::emit,
@@ -69,11 +66,6 @@ fn extend(run: &mut PendingRun, s: &Sample) {
     run.migrated_pages += s.migrated_pages;
 }
 
-#[inline(always)]
-fn header(kind: EventKind, run: &PendingRun, cpu: u32) -> EventHeader {
-    EventHeader { kind: kind as u32, cpu, ts_ns: run.first_ts_ns, tgid: run.tgid, tid: run.tid }
-}
-
 /// Folds a first-touch sample into this CPU's run.
 #[inline(always)]
 pub fn add_first_touch(s: &Sample) {
@@ -84,15 +76,7 @@ pub fn add_first_touch(s: &Sample) {
         return;
     }
     if run.pages != 0 {
-        let event = FirstTouchEvent {
-            header: header(EventKind::FirstTouch, run, s.cpu),
-            region: run.region,
-            pages: run.pages,
-            last_ts_ns: run.last_ts_ns,
-            cpu_node: run.cpu_node,
-            page_node: run.other_node,
-            _pad: 0,
-        };
+        let event = run.first_touch_event(s.cpu);
         emit(EventKind::FirstTouch, &event, run.pages);
     }
     start(run, s);
@@ -108,18 +92,7 @@ pub fn add_hinting_fault(s: &Sample) {
         return;
     }
     if run.pages != 0 {
-        let event = HintingFaultEvent {
-            header: header(EventKind::HintingFault, run, s.cpu),
-            region: run.region,
-            last_ts_ns: run.last_ts_ns,
-            faults: run.faults,
-            pages: run.pages as u32,
-            migrated_pages: run.migrated_pages,
-            cpu_node: run.cpu_node,
-            mem_node: run.other_node,
-            local: run.local,
-            _pad: 0,
-        };
+        let event = run.hinting_fault_event(s.cpu);
         emit(EventKind::HintingFault, &event, run.faults as u64);
     }
     start(run, s);

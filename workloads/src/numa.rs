@@ -231,18 +231,7 @@ pub fn node_free_bytes(node: u32) -> Result<u64> {
 /// Online node ids (with or without CPUs), from /sys/devices/system/node/online.
 pub fn online_nodes() -> Vec<u32> {
     let text = fs::read_to_string("/sys/devices/system/node/online").unwrap_or_else(|_| "0".into());
-    let mut out = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
-                    out.extend(a..=b);
-                }
-            }
-            None => out.extend(part.parse::<u32>().ok()),
-        }
-    }
-    out
+    crate::placement::parse_list(&text)
 }
 
 /// Node id -> pages of this whole process there, summed over /proc/self/numa_maps

@@ -42,7 +42,8 @@ pub fn allowed_cpus() -> Vec<u32> {
     }
 }
 
-fn parse_list(text: &str) -> Vec<u32> {
+/// Parses a kernel CPU/node list (`0-3,8`); malformed parts are skipped.
+pub fn parse_list(text: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {

@@ -11,8 +11,8 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventHeader, EventKind, FIRST_TOUCH_RUN_MAP,
-    FirstTouchEvent, HINTING_RUN_MAP, HintingFaultEvent, LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS,
+    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS,
     NODE_UNKNOWN, ON_CPU_MAP, OnCpu, PFN_BLOCK_NODE_MAP, PendingRun, RUNTIME_MAP, RuntimeKey, TRACKED_TIDS_MAP,
 };
 
@@ -126,30 +126,9 @@ impl Probes {
                 if run.pages == 0 {
                     continue;
                 }
-                let header =
-                    EventHeader { kind: kind as u32, cpu: cpu as u32, ts_ns: run.first_ts_ns, tgid: run.tgid, tid: run.tid };
                 events.push(match kind {
-                    EventKind::FirstTouch => Event::FirstTouch(FirstTouchEvent {
-                        header,
-                        region: run.region,
-                        pages: run.pages,
-                        last_ts_ns: run.last_ts_ns,
-                        cpu_node: run.cpu_node,
-                        page_node: run.other_node,
-                        _pad: 0,
-                    }),
-                    _ => Event::HintingFault(HintingFaultEvent {
-                        header,
-                        region: run.region,
-                        last_ts_ns: run.last_ts_ns,
-                        faults: run.faults,
-                        pages: run.pages as u32,
-                        migrated_pages: run.migrated_pages,
-                        cpu_node: run.cpu_node,
-                        mem_node: run.other_node,
-                        local: run.local,
-                        _pad: 0,
-                    }),
+                    EventKind::FirstTouch => Event::FirstTouch(run.first_touch_event(cpu as u32)),
+                    _ => Event::HintingFault(run.hinting_fault_event(cpu as u32)),
                 });
             }
         }
