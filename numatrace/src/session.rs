@@ -105,7 +105,11 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         reason_names,
         target: TargetReport {
             pid: target.pid,
-            comm: if comm.is_empty() { target.command.as_ref().and_then(|c| c.first().cloned()).unwrap_or_default() } else { comm },
+            // A started command is still numatrace's fork here: name it as the kernel will after exec.
+            comm: match &target.command {
+                Some(argv) => argv.first().map(|a| a.rsplit('/').next().unwrap_or(a).chars().take(15).collect()).unwrap_or_default(),
+                None => comm,
+            },
             command: target.command.clone(),
             exit_code: None,
         },
@@ -125,6 +129,17 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         end: EndFacts { duration_s: 0.0, stopped_by: String::new(), exit_code: None, kernel: Default::default(), process_last: None },
     };
     let mut agg = facts_so_far.new_aggregator();
+    // One line once every probe is attached: people (and scripts) know tracing has begun.
+    let sources = &facts_so_far.start.sources;
+    eprintln!(
+        "numatrace: tracing pid {} ({}, {} thread{}) with {} of {} sources; Ctrl-C stops and reports",
+        target.pid,
+        facts_so_far.start.target.comm,
+        facts_so_far.start.initial_threads.len(),
+        if facts_so_far.start.initial_threads.len() == 1 { "" } else { "s" },
+        sources.iter().filter(|s| s.attached).count(),
+        sources.len()
+    );
     target.release()?;
 
     let ring = probes.take_ring()?;

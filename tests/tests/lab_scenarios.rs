@@ -53,13 +53,13 @@ fn traced(workload: &[&str]) -> Vec<String> {
 /// workload's ground truth line and the report. `programs` are host programs
 /// the action uses, passed as $1.. so that the lab copies them into the guest.
 fn traced_by_pid(name: &str, workload: &str, action: &str, programs: &[&str]) -> Vec<String> {
-    // numatrace builds its event loop (an epoll descriptor) only after every probe is
-    // attached: that descriptor says it is tracing. Waits at most 60 s.
+    // numatrace says "numatrace: tracing pid ..." on stderr once every probe is
+    // attached. Waits at most 60 s; its stderr is shown afterwards.
     let script = format!(
         "{workload} >/tmp/{name}.truth & w=$!; \
-         numatrace --json --pid $w >/tmp/{name}.report & n=$!; \
-         i=0; until ls -l /proc/$n/fd 2>/dev/null | grep -q eventpoll || [ $i -ge 300 ]; do sleep 0.2; i=$((i+1)); done; \
-         {action}; wait $w; a=$?; wait $n; b=$?; cat /tmp/{name}.truth /tmp/{name}.report; [ $a = 0 ] && [ $b = 0 ]"
+         numatrace --json --pid $w >/tmp/{name}.report 2>/tmp/{name}.err & n=$!; \
+         i=0; until grep -q '^numatrace: tracing pid' /tmp/{name}.err 2>/dev/null || [ $i -ge 300 ]; do sleep 0.2; i=$((i+1)); done; \
+         {action}; wait $w; a=$?; wait $n; b=$?; cat /tmp/{name}.err >&2; cat /tmp/{name}.truth /tmp/{name}.report; [ $a = 0 ] && [ $b = 0 ]"
     );
     let mut argv = vec!["sh".to_string(), "-c".to_string(), script, "sh".to_string()];
     argv.extend(programs.iter().map(|p| p.to_string()));

@@ -221,7 +221,14 @@ fn attach_one(ebpf: &mut Ebpf, tracefs: &Tracefs, btf: Option<&Btf>, attach: &At
             let function = first_existing(functions)?;
             let kp: &mut KProbe = program.try_into().map_err(|e| format!("{e}"))?;
             kp.load().map_err(|e| verifier_error(attach.program, &e))?;
-            kp.attach(function, 0).map_err(|e| format!("kprobe on {function}: {e}"))?;
+            kp.attach(function, 0).map_err(|e| {
+                let e = e.to_string();
+                if e.contains("kprobe/type") {
+                    "this kernel has no kprobe support (CONFIG_KPROBE_EVENTS)".to_string()
+                } else {
+                    format!("kprobe on {function}: {e}")
+                }
+            })?;
             let kind = if matches!(attach.hook, Hook::Kprobe(_)) { "kprobe" } else { "kretprobe" };
             Ok(format!("{kind}:{function}"))
         }
