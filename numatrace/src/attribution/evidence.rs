@@ -183,7 +183,27 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
         for u in uses.iter().filter(|u| u.remote_faults > 0) {
             // A remote fault whose page the balancer migrated reports the page's new
             // node and is remote no more: those pages count once, as numa_misplaced
-            // migrations (below), not here.
+            // migrations (below), but the balancer's evidence says what it was repairing.
+            if u.migrated_pages > 0 {
+                let placed_by = owners.and_then(|ts| ts.iter().max_by_key(|t| t.pages));
+                let what = match placed_by {
+                    Some(o) if o.tid != u.tid => format!(
+                        "memory thread {} first touched on node {} (the init-thread pattern)",
+                        o.tid, o.page_node
+                    ),
+                    Some(o) => format!("memory it first touched on node {} before it moved", o.page_node),
+                    None => "memory placed before the capture".to_string(),
+                };
+                let mut c = Contribution::new(
+                    CauseKind::NumaBalancer,
+                    0.0,
+                    format!("the balancer moved {} pages of {what} to node {}, where thread {} runs", u.migrated_pages, u.cpu_node, u.tid),
+                )
+                .window(u.first_ns, u.last_ns)
+                .nodes(u.cpu_node, u.cpu_node);
+                c.tids.insert(u.tid);
+                out.push(c);
+            }
             let still_remote = u.remote_pages.saturating_sub(u.migrated_pages);
             if still_remote == 0 || u.mem_node == u.cpu_node {
                 continue;

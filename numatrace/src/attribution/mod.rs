@@ -97,7 +97,7 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
                 regions: merged.regions.len() as u64,
                 address_span: span,
                 summary: summary(kind, &merged, agg, pages),
-                evidence: parts.iter().take(5).map(|p| p.evidence.clone()).collect(),
+                evidence: top_evidence(&parts),
                 recommendation: first
                     .map(|f| match f.commands.iter().find(|c| !c.starts_with('#')) {
                         Some(cmd) => format!("{}: {cmd}", f.title),
@@ -112,6 +112,20 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
         .collect();
     causes.sort_by(|a, b| b.share.total_cmp(&a.share).then(b.pages.cmp(&a.pages)).then(a.kind.cmp(&b.kind)));
     causes
+}
+
+/// The five strongest distinct pieces of evidence (one per region would repeat itself).
+fn top_evidence(parts: &[evidence::Contribution]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        if !out.contains(&p.evidence) {
+            out.push(p.evidence.clone());
+        }
+        if out.len() == 5 {
+            break;
+        }
+    }
+    out
 }
 
 fn nodes(set: &BTreeSet<u32>) -> String {

@@ -360,3 +360,32 @@ fn pages_the_balancer_moved_home_are_not_still_remote() {
     assert!(causes[0].summary.contains("fix in progress"), "{}", causes[0].summary);
     assert!(causes.iter().filter(|c| c.kind == CauseKind::PlacedBeforeCapture).all(|c| c.pages < 256), "{causes:#?}");
 }
+
+#[test]
+fn the_balancer_evidence_names_what_it_repaired() {
+    let mut a = agg();
+    touch(&mut a, 10, 1, 0, 0, 512, S);
+    a.ingest(&Event::HintingFault(HintingFaultEvent {
+        header: hdr(EventKind::HintingFault, 11, 2 * S),
+        region: 1,
+        last_ts_ns: START + 3 * S,
+        faults: 512,
+        pages: 512,
+        migrated_pages: 512,
+        cpu_node: 1,
+        mem_node: 1,
+        local: 0,
+        _pad: 0,
+    }));
+    a.ingest(&Event::PageMigration(PageMigrationEvent {
+        header: hdr(EventKind::PageMigration, 11, 2 * S),
+        succeeded: 512,
+        reason: 5,
+        ..Default::default()
+    }));
+    finish(&mut a, &[(10, 0, 0.1), (11, 1, 3.0)]);
+    let causes = run(&a, &command_ctx());
+    assert_eq!(causes[0].kind, CauseKind::NumaBalancer);
+    assert_eq!(causes[0].pages, 512);
+    assert!(causes[0].evidence.iter().any(|e| e.contains("init-thread pattern")), "{:#?}", causes[0].evidence);
+}
