@@ -29,11 +29,15 @@ pub enum EventKind {
     TaskExit = 9,
     /// One call of the balancer's misplaced-page migration, with its duration.
     MisplacedMigration = 10,
+    /// A thread's total run time, sampled by userspace from schedstat (never
+    /// sent by the kernel programs; it travels with the kernel's events so
+    /// that a capture replays exactly).
+    RunTimeSample = 11,
 }
 
 impl EventKind {
     /// Every kind, in id order; also the size of the per-kind loss table.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::TaskMigration,
         EventKind::FirstTouch,
         EventKind::HintingFault,
@@ -44,6 +48,7 @@ impl EventKind {
         EventKind::TaskNew,
         EventKind::TaskExit,
         EventKind::MisplacedMigration,
+        EventKind::RunTimeSample,
     ];
 
     /// The kind with this numeric id, if there is one.
@@ -64,6 +69,7 @@ impl EventKind {
             EventKind::TaskNew => "task_new",
             EventKind::TaskExit => "task_exit",
             EventKind::MisplacedMigration => "misplaced_migration",
+            EventKind::RunTimeSample => "run_time_sample",
         }
     }
 }
@@ -209,4 +215,13 @@ pub struct TaskExitEvent {
 pub struct MisplacedMigrationEvent {
     pub header: EventHeader,
     pub duration_ns: u64,
+}
+
+/// A thread's cumulative run time (first field of /proc/<pid>/task/<tid>/schedstat)
+/// at `header.ts_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunTimeSampleEvent {
+    pub header: EventHeader,
+    pub run_ns: u64,
 }

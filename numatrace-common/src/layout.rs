@@ -42,9 +42,6 @@ pub struct Layouts {
     pub process_exit_pid: u32,
     pub process_exit_group_dead: u32,
 
-    pub switch_prev_pid: u32,
-    pub switch_next_pid: u32,
-
     /// `sys_enter_migrate_pages` / `sys_enter_move_pages`: the target pid argument.
     pub sys_migrate_pages_pid: u32,
     pub sys_move_pages_pid: u32,

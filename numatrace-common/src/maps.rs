@@ -12,14 +12,10 @@ pub const TRACKED_TGIDS_MAP: &str = "TRACKED_TGIDS";
 pub const CPU_NODE_MAP: &str = "CPU_NODE";
 /// Array memory block (pfn >> `Config::pfn_block_shift`) -> node.
 pub const PFN_BLOCK_NODE_MAP: &str = "PFN_BLOCK_NODE";
-/// Hash (tid, node) -> nanoseconds the thread ran on CPUs of that node.
-pub const RUNTIME_MAP: &str = "RUNTIME";
 /// Per-CPU array: the run of first touches being accumulated on each CPU.
 pub const FIRST_TOUCH_RUN_MAP: &str = "FIRST_TOUCH_RUN";
 /// Per-CPU array: the run of hinting faults being accumulated on each CPU.
 pub const HINTING_RUN_MAP: &str = "HINTING_RUN";
-/// Per-CPU array: the traced thread that runs on each CPU now, and since when.
-pub const ON_CPU_MAP: &str = "ON_CPU";
 /// Per-CPU array, indexed by [`Counter`]: how often each program saw a traced task.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
@@ -27,8 +23,6 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const MAX_TRACKED_TIDS: u32 = 65_536;
 /// Capacity of `TRACKED_TGIDS`.
 pub const MAX_TRACKED_TGIDS: u32 = 4_096;
-/// Capacity of `RUNTIME`.
-pub const MAX_RUNTIME_ENTRIES: u32 = 65_536;
 /// Capacity of `CPU_NODE` (CPUs beyond it map to node 0 and are reported).
 pub const MAX_CPUS: u32 = 8_192;
 /// Capacity of `PFN_BLOCK_NODE`: 65536 blocks of 128 MiB cover 8 TiB.
@@ -45,14 +39,6 @@ pub struct Loss {
     pub units: u64,
 }
 
-/// Key of `RUNTIME`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RuntimeKey {
-    pub tid: u32,
-    pub node: u32,
-}
-
 /// Slots of the `COUNTERS` per-CPU array: raw hit counts per program, for
 /// tests and for the report's "what the kernel saw" section.
 #[repr(u32)]
@@ -66,8 +52,8 @@ pub enum Counter {
     HintingFaults = 2,
     /// Migrations of traced threads.
     TaskMigrations = 3,
-    /// Context switches into traced threads.
-    SwitchesIn = 4,
+    /// Unused since run time is sampled from schedstat (slot kept: ids are stable).
+    Unused4 = 4,
     /// Movable allocations skipped because the thread was migrating pages.
     MigrationTargetPages = 5,
 }
@@ -91,15 +77,6 @@ pub struct PendingRun {
     pub cpu_node: u16,
     pub other_node: u16,
     pub local: u32,
-}
-
-/// Value of `ON_CPU`: `tid` 0 means no traced thread runs there.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OnCpu {
-    pub tid: u32,
-    pub node: u32,
-    pub since_ns: u64,
 }
 
 impl PendingRun {
@@ -141,9 +118,7 @@ impl PendingRun {
 
 #[cfg(feature = "user")]
 mod pod {
-    unsafe impl aya::Pod for super::OnCpu {}
     // SAFETY: plain #[repr(C)] integer structs.
     unsafe impl aya::Pod for super::Loss {}
-    unsafe impl aya::Pod for super::RuntimeKey {}
     unsafe impl aya::Pod for super::PendingRun {}
 }

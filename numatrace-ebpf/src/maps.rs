@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    Loss, OnCpu, PendingRun, RuntimeKey, COUNTER_SLOTS, LOSS_SLOTS, MAX_CPUS, MAX_PFN_BLOCKS,
-    MAX_RUNTIME_ENTRIES, MAX_TRACKED_TGIDS, MAX_TRACKED_TIDS,
+    Loss, PendingRun, COUNTER_SLOTS, LOSS_SLOTS, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS,
+    MAX_TRACKED_TIDS,
 };
 
 /// Userspace resizes it at load time (`--ring-size`).
@@ -31,9 +31,6 @@ pub static CPU_NODE: Array<u32> = Array::with_max_entries(MAX_CPUS, 0);
 pub static PFN_BLOCK_NODE: Array<u32> = Array::with_max_entries(MAX_PFN_BLOCKS, 0);
 
 #[map]
-pub static RUNTIME: HashMap<RuntimeKey, u64> = HashMap::with_max_entries(MAX_RUNTIME_ENTRIES, 0);
-
-#[map]
 pub static FIRST_TOUCH_RUN: PerCpuArray<PendingRun> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
@@ -42,10 +39,6 @@ pub static HINTING_RUN: PerCpuArray<PendingRun> = PerCpuArray::with_max_entries(
 /// Per CPU: the traced thread whose page fault is being handled there, and its address.
 #[map]
 pub static FAULT_PENDING: PerCpuArray<PendingFault> = PerCpuArray::with_max_entries(1, 0);
-
-/// Per CPU: the traced thread that runs there now, and since when.
-#[map]
-pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
 
 /// Threads that are moving pages right now (misplaced-page migration,
 /// migrate_pages/move_pages/mbind): tid -> whose pages and since when. Page

@@ -35,6 +35,7 @@ pub struct ThreadStats {
     pub first_touch_pages_by_cpu_node: BTreeMap<u32, u64>,
     /// First touches that landed on a node other than the thread's.
     pub remote_first_touch_pages: u64,
+    /// Run time per node, from schedstat samples split over its cross-node moves.
     pub runtime_ns_by_node: BTreeMap<u32, u64>,
     pub hinting_faults_local: u64,
     pub hinting_faults_remote: u64,
@@ -46,6 +47,10 @@ pub struct ThreadStats {
     pub numa_task_sticks: u64,
     pub misplaced_migrations: u64,
     pub misplaced_migration_ns: u64,
+    /// The node it was on when first seen (before any move).
+    pub first_node: Option<u32>,
+    /// The last run-time sample: (when, cumulative run ns).
+    pub last_run_sample: Option<(u64, u64)>,
 }
 
 impl ThreadStats {
@@ -170,12 +175,56 @@ impl Aggregator {
 
     /// Registers a thread that existed before the capture started.
     pub fn add_thread(&mut self, tid: u32, tgid: u32, comm: &str, cpu: Option<u32>) {
+        let node = cpu.and_then(|c| self.node_of_cpu(c as i32));
         let t = self.thread(tid, tgid);
         if t.comm.is_empty() {
             t.comm = comm.to_string();
         }
         if t.last_cpu.is_none() {
             t.last_cpu = cpu;
+        }
+        if t.first_node.is_none() {
+            t.first_node = node;
+        }
+    }
+
+    /// Adds run time of a thread on a node.
+    pub fn add_run_time(&mut self, tid: u32, node: u32, ns: u64) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            *t.runtime_ns_by_node.entry(node).or_default() += ns;
+        }
+    }
+
+    /// Splits `ns` of run time in (from, to] over the nodes the thread was on,
+    /// in proportion to the wall time it spent on each (from its cross-node moves).
+    fn spread_run_time(&mut self, tid: u32, from: u64, to: u64, ns: u64) {
+        let Some(t) = self.threads.get(&tid) else { return };
+        let before = t.cross_node_moves.iter().rev().find(|m| m.0 <= from).map(|m| m.2);
+        let mut node = before
+            .or_else(|| t.cross_node_moves.iter().find(|m| m.0 > from).map(|m| m.1))
+            .or(t.first_node)
+            .or_else(|| t.last_cpu.and_then(|c| self.node_of_cpu(c as i32)));
+        let mut segments: Vec<(u32, u64)> = Vec::new();
+        let mut at = from;
+        for &(ts, _, to_node) in t.cross_node_moves.iter().filter(|m| m.0 > from && m.0 <= to) {
+            if let Some(n) = node {
+                segments.push((n, ts - at));
+            }
+            at = ts;
+            node = Some(to_node);
+        }
+        if let Some(n) = node {
+            segments.push((n, to.saturating_sub(at)));
+        }
+        let wall: u64 = segments.iter().map(|s| s.1).sum();
+        for (n, w) in segments {
+            let share = if wall == 0 { ns } else { (ns as u128 * w as u128 / wall as u128) as u64 };
+            if share > 0 || wall == 0 {
+                self.add_run_time(tid, n, share);
+                if wall == 0 {
+                    break;
+                }
+            }
         }
     }
 
@@ -213,6 +262,9 @@ impl Aggregator {
                 let from = self.node_of_cpu(e.orig_cpu);
                 let to = self.node_of_cpu(e.dest_cpu);
                 let t = self.thread(h.tid, h.tgid);
+                if t.first_node.is_none() {
+                    t.first_node = from;
+                }
                 t.migrations += 1;
                 t.last_cpu = u32::try_from(e.dest_cpu).ok();
                 if let (Some(from), Some(to)) = (from, to)
@@ -325,10 +377,12 @@ impl Aggregator {
                 m.last_ns = m.last_ns.max(h.ts_ns);
             }
             Event::TaskNew(e) => {
+                let node = self.node_of_cpu(h.cpu as i32);
                 let t = self.thread(h.tid, h.tgid);
                 t.comm = comm_str(&e.comm);
                 t.born_ns = Some(h.ts_ns);
                 t.last_cpu = Some(h.cpu);
+                t.first_node = t.first_node.or(node);
             }
             Event::TaskExit(e) => {
                 let t = self.thread(h.tid, h.tgid);
@@ -343,6 +397,21 @@ impl Aggregator {
                 t.misplaced_migrations += 1;
                 t.misplaced_migration_ns += e.duration_ns;
             }
+            Event::RunTimeSample(e) => {
+                let t = self.thread(h.tid, h.tgid);
+                // A thread's first sample is a baseline, unless it was born during the capture.
+                let since = match t.last_run_sample {
+                    Some(prev) => Some(prev),
+                    None => t.born_ns.map(|born| (born, 0)),
+                };
+                t.last_run_sample = Some((h.ts_ns, e.run_ns));
+                if let Some((at, run_ns)) = since
+                    && e.run_ns > run_ns
+                    && h.ts_ns >= at
+                {
+                    self.spread_run_time(h.tid, at, h.ts_ns, e.run_ns - run_ns);
+                }
+            }
         }
     }
 
@@ -351,15 +420,8 @@ impl Aggregator {
         self.reason_names.get(&i64::from(reason)).cloned().unwrap_or_else(|| format!("reason_{reason}"))
     }
 
-    /// Takes the kernel's end-of-capture totals (loss, counters, run time).
+    /// Takes the kernel's end-of-capture totals (loss, counters).
     pub fn finish(&mut self, kernel: KernelTotals) {
-        for (tid, by_node) in &kernel.runtime_ns {
-            if let Some(t) = self.threads.get_mut(tid) {
-                for (node, ns) in by_node {
-                    *t.runtime_ns_by_node.entry(*node).or_default() += ns;
-                }
-            }
-        }
         self.kernel = kernel;
     }
 

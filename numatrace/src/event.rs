@@ -2,7 +2,7 @@
 //! and encoding them back for capture files and tests.
 use numatrace_common::{
     EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, MisplacedMigrationEvent, NumaPlacementEvent,
-    PageMigrationEvent, TaskExitEvent, TaskMigrationEvent, TaskNewEvent,
+    PageMigrationEvent, RunTimeSampleEvent, TaskExitEvent, TaskMigrationEvent, TaskNewEvent,
 };
 use thiserror::Error;
 
@@ -18,6 +18,8 @@ pub enum Event {
     TaskNew(TaskNewEvent),
     TaskExit(TaskExitEvent),
     MisplacedMigration(MisplacedMigrationEvent),
+    /// Sampled by userspace, not by the kernel programs.
+    RunTimeSample(RunTimeSampleEvent),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -64,6 +66,7 @@ impl Event {
             EventKind::TaskNew => Event::TaskNew(read(bytes, kind)?),
             EventKind::TaskExit => Event::TaskExit(read(bytes, kind)?),
             EventKind::MisplacedMigration => Event::MisplacedMigration(read(bytes, kind)?),
+            EventKind::RunTimeSample => Event::RunTimeSample(read(bytes, kind)?),
         })
     }
 
@@ -78,6 +81,7 @@ impl Event {
             Event::TaskNew(e) => bytes_of(e),
             Event::TaskExit(e) => bytes_of(e),
             Event::MisplacedMigration(e) => bytes_of(e),
+            Event::RunTimeSample(e) => bytes_of(e),
         }
     }
 
@@ -91,6 +95,7 @@ impl Event {
             Event::TaskNew(e) => &e.header,
             Event::TaskExit(e) => &e.header,
             Event::MisplacedMigration(e) => &e.header,
+            Event::RunTimeSample(e) => &e.header,
         }
     }
 
@@ -132,6 +137,7 @@ mod tests {
             Event::TaskNew(TaskNewEvent { header: header(EventKind::TaskNew), parent_tid: 100, is_thread: 1, comm: *b"worker\0\0\0\0\0\0\0\0\0\0" }),
             Event::TaskExit(TaskExitEvent { header: header(EventKind::TaskExit), group_dead: 1, ..Default::default() }),
             Event::MisplacedMigration(MisplacedMigrationEvent { header: header(EventKind::MisplacedMigration), duration_ns: 5000 }),
+            Event::RunTimeSample(RunTimeSampleEvent { header: header(EventKind::RunTimeSample), run_ns: 123_456_789 }),
         ];
         for event in events {
             assert_eq!(Event::decode(event.encode()), Ok(event));

@@ -19,6 +19,7 @@ pub mod facts;
 pub mod kernel;
 pub mod privileges;
 pub mod report;
+pub mod run_time;
 pub mod session;
 pub mod sysinfo;
 pub mod sink;

@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     aggregate::Aggregator,
+    event::Event,
     facts::{EndFacts, InitialThread, SessionFacts, StartFacts},
     kernel::{LoadOptions, Probes},
     report::{Report, Target as TargetReport, kernel_release},
@@ -129,6 +130,10 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         end: EndFacts { duration_s: 0.0, stopped_by: String::new(), exit_code: None, kernel: Default::default(), process_last: None },
     };
     let mut agg = facts_so_far.new_aggregator();
+    // Run-time baselines of the threads that exist now.
+    for event in crate::run_time::sample(&agg, monotonic_ns()) {
+        record(&mut agg, &mut sink, &event)?;
+    }
     // One line once every probe is attached: people (and scripts) know tracing has begun.
     let sources = &facts_so_far.start.sources;
     eprintln!(
@@ -154,12 +159,12 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let mut ring = ring;
     drain(&mut ring, &mut agg, &mut sink)?;
     for event in probes.pending_runs()? {
-        agg.ingest(&event);
-        if let Some(sink) = sink.as_deref_mut() {
-            sink.record(&event)?;
-        }
+        record(&mut agg, &mut sink, &event)?;
     }
-    let kernel = probes.totals(detach_ns)?;
+    for event in crate::run_time::sample(&agg, detach_ns) {
+        record(&mut agg, &mut sink, &event)?;
+    }
+    let kernel = probes.totals()?;
     let duration_s = started.elapsed().as_secs_f64();
     // A command numatrace started does not outlive the capture.
     if stopped_by != "target exit" {
@@ -188,6 +193,15 @@ fn wait_exit(target: &Target, expect_exit: bool) -> Option<i32> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Folds an event made outside the ring and passes it to the sink.
+fn record(agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>, event: &Event) -> Result<()> {
+    agg.ingest(event);
+    if let Some(sink) = sink.as_deref_mut() {
+        sink.record(event)?;
+    }
+    Ok(())
 }
 
 fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<usize> {
@@ -264,6 +278,7 @@ async fn event_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::from_std(started + d));
     let show_progress = opts.progress && std::io::stderr().is_terminal();
+    let mut run_time = crate::run_time::Sampler::new();
     let mut last_progress = Instant::now();
     let stopped_by = loop {
         tokio::select! {
@@ -275,6 +290,9 @@ async fn event_loop(
             _ = tick.tick() => {
                 drain(ring.get_mut(), agg, sink)?;
                 snapshots.maybe_take(target.pid);
+                for event in run_time.maybe_sample(agg, monotonic_ns()) {
+                    record(agg, sink, &event)?;
+                }
                 if let Some(sink) = sink.as_deref_mut() {
                     sink.tick()?;
                 }

@@ -6,7 +6,6 @@ mod numa_placement;
 mod page_fault_user;
 mod sched_migrate_task;
 mod sched_process_exit;
-mod sched_switch;
 mod sys_page_movers;
 mod task_newtask;
 mod task_numa_fault;

@@ -49,11 +49,10 @@ fn migrate(a: &mut Aggregator, tid: u32, from: i32, to: i32, ts: u64) {
 
 /// Ends the capture with run times: (tid, node, seconds).
 fn finish(a: &mut Aggregator, runtime: &[(u32, u32, f64)]) {
-    let mut kernel = KernelTotals::default();
     for &(tid, node, s) in runtime {
-        kernel.runtime_ns.entry(tid).or_default().insert(node, (s * 1e9) as u64);
+        a.add_run_time(tid, node, (s * 1e9) as u64);
     }
-    a.finish(kernel);
+    a.finish(KernelTotals::default());
 }
 
 fn env() -> FixEnv {

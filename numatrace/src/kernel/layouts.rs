@@ -64,10 +64,6 @@ pub fn read(tracefs: &Tracefs) -> Layouts {
         l.process_exit_pid = off(&f, "pid");
         l.process_exit_group_dead = off(&f, "group_dead");
     }
-    if let Some(f) = fmt("sched", "sched_switch") {
-        l.switch_prev_pid = off(&f, "prev_pid");
-        l.switch_next_pid = off(&f, "next_pid");
-    }
     if let Some(f) = fmt("syscalls", "sys_enter_migrate_pages") {
         l.sys_migrate_pages_pid = off(&f, "pid");
     }

@@ -13,7 +13,7 @@ use aya::{
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
     LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS,
-    NODE_UNKNOWN, ON_CPU_MAP, OnCpu, PFN_BLOCK_NODE_MAP, PendingRun, RUNTIME_MAP, RuntimeKey, TRACKED_TIDS_MAP,
+    NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, TRACKED_TIDS_MAP,
 };
 
 use serde::{Deserialize, Serialize};
@@ -45,8 +45,6 @@ pub struct KernelTotals {
     pub loss: BTreeMap<String, LostCount>,
     /// Raw per-program hit counters ([`numatrace_common::Counter`] order), summed over CPUs.
     pub counters: Vec<u64>,
-    /// tid -> node -> nanoseconds it ran there.
-    pub runtime_ns: BTreeMap<u32, BTreeMap<u32, u64>>,
 }
 
 /// Events the ring had no room for, and the pages or faults they carried.
@@ -135,9 +133,8 @@ impl Probes {
         Ok(events)
     }
 
-    /// Loss, counters and run time, read after [`Probes::detach`]. `now_ns`
-    /// closes the run time of threads that were on a CPU at detach.
-    pub fn totals(&self, now_ns: u64) -> Result<KernelTotals> {
+    /// Loss and counters, read after [`Probes::detach`].
+    pub fn totals(&self) -> Result<KernelTotals> {
         let mut totals = KernelTotals::default();
         let loss: PerCpuArray<&MapData, Loss> = PerCpuArray::try_from(self.ebpf.map(LOSS_MAP).context("map LOSS missing")?)?;
         for kind in EventKind::ALL {
@@ -151,19 +148,6 @@ impl Probes {
             PerCpuArray::try_from(self.ebpf.map(numatrace_common::COUNTERS_MAP).context("map COUNTERS missing")?)?;
         for slot in 0..COUNTER_SLOTS {
             totals.counters.push(counters.get(&slot, 0)?.iter().sum());
-        }
-        let runtime: HashMap<&MapData, RuntimeKey, u64> =
-            HashMap::try_from(self.ebpf.map(RUNTIME_MAP).context("map RUNTIME missing")?)?;
-        for entry in runtime.iter() {
-            let (key, ns) = entry?;
-            *totals.runtime_ns.entry(key.tid).or_default().entry(key.node).or_default() += ns;
-        }
-        let on_cpu: PerCpuArray<&MapData, OnCpu> =
-            PerCpuArray::try_from(self.ebpf.map(ON_CPU_MAP).context("map ON_CPU missing")?)?;
-        for slot in on_cpu.get(&0, 0)?.iter() {
-            if slot.tid != 0 && now_ns > slot.since_ns {
-                *totals.runtime_ns.entry(slot.tid).or_default().entry(slot.node).or_default() += now_ns - slot.since_ns;
-            }
         }
         Ok(totals)
     }

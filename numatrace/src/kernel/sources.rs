@@ -67,11 +67,6 @@ pub const SOURCES: &[Source] = &[
         variants: &[&[tp("sched_migrate_task", "sched", "sched_migrate_task")]],
     },
     Source {
-        name: "run time per node",
-        tells: "how long each thread ran on each node",
-        variants: &[&[tp("sched_switch", "sched", "sched_switch")]],
-    },
-    Source {
         name: "first touches",
         tells: "which thread first touched which pages, and on which node they landed",
         variants: &[&[tp("mm_page_alloc", "kmem", "mm_page_alloc")]],

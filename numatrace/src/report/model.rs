@@ -108,7 +108,7 @@ fn by_node<T: Copy>(map: &BTreeMap<u32, T>) -> BTreeMap<String, T> {
 }
 
 const COUNTER_NAMES: [&str; 6] =
-    ["page_faults", "first_touch_pages", "hinting_faults", "task_migrations", "switches_in", "migration_target_pages"];
+    ["page_faults", "first_touch_pages", "hinting_faults", "task_migrations", "unused", "migration_target_pages"];
 
 impl Report {
     /// Builds the report from a finished aggregator.
@@ -161,7 +161,7 @@ impl Report {
             .counters
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| COUNTER_NAMES.get(i).map(|n| (n.to_string(), *v)))
+            .filter_map(|(i, v)| COUNTER_NAMES.get(i).filter(|n| **n != "unused").map(|n| (n.to_string(), *v)))
             .collect();
         let causes = crate::attribution::from_facts(agg, facts);
         let headline = crate::attribution::headline(&causes, agg.topology.is_multi_node());
