@@ -1,1 +1,51 @@
+//! Helpers the end-to-end tests share (in this crate and in numatrace's own tests).
 
+use std::collections::BTreeMap;
+
+/// numastat's table: row -> column ("Node 0", ..., "Total") -> MiB.
+pub type Table = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// Parses numastat's tables (`-m`, `-p`, folded or not).
+pub fn parse_numastat(text: &str) -> Table {
+    let mut out: Table = BTreeMap::new();
+    let mut columns: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"Node") || words == ["Total"] {
+            columns.clear();
+            let mut i = 0;
+            while i < words.len() {
+                if words[i] == "Node" && i + 1 < words.len() {
+                    columns.push(format!("Node {}", words[i + 1]));
+                    i += 2;
+                } else {
+                    columns.push(words[i].to_string());
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        if words.len() != columns.len() + 1 || columns.is_empty() {
+            continue;
+        }
+        let Ok(values) = words[1..].iter().map(|w| w.parse::<f64>()).collect::<Result<Vec<f64>, _>>() else { continue };
+        let row = out.entry(words[0].to_string()).or_default();
+        for (c, v) in columns.iter().zip(values) {
+            row.insert(c.clone(), v);
+        }
+    }
+    out
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_two_node_table() {
+        let t = parse_numastat("                          Node 0          Node 1           Total\n                 --------------- --------------- ---------------\nMemTotal                  344.92          376.45          721.37\n");
+        assert_eq!(t["MemTotal"]["Node 1"], 376.45);
+        assert_eq!(t["MemTotal"]["Total"], 721.37);
+    }
+}

@@ -8,43 +8,12 @@ use std::{
     time::Duration,
 };
 
+use numatrace_tests::parse_numastat;
 use serde_json::Value;
 
 /// numastat prints MiB with two decimals.
 const ROUNDING_MIB: f64 = 0.005 + 1e-9;
 const MIB: f64 = (1u64 << 20) as f64;
-
-/// row -> column ("Node 0", ..., "Total") -> MiB, from numastat's tables (folded or not).
-fn parse_numastat(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
-    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    let mut columns: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() == Some(&"Node") || words == ["Total"] {
-            columns.clear();
-            let mut i = 0;
-            while i < words.len() {
-                if words[i] == "Node" && i + 1 < words.len() {
-                    columns.push(format!("Node {}", words[i + 1]));
-                    i += 2;
-                } else {
-                    columns.push(words[i].to_string());
-                    i += 1;
-                }
-            }
-            continue;
-        }
-        if words.len() != columns.len() + 1 || columns.is_empty() {
-            continue;
-        }
-        let Ok(values) = words[1..].iter().map(|w| w.parse::<f64>()).collect::<Result<Vec<f64>, _>>() else { continue };
-        let row = out.entry(words[0].to_string()).or_default();
-        for (c, v) in columns.iter().zip(values) {
-            row.insert(c.clone(), v);
-        }
-    }
-    out
-}
 
 fn numastat(args: &[&str]) -> BTreeMap<String, BTreeMap<String, f64>> {
     let out = Command::new("numastat").args(args).env("NUMASTAT_WIDTH", "10000").output().expect("numastat runs (apt-get install numactl)");

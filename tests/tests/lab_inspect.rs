@@ -32,6 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use numatrace_tests::{Table, parse_numastat};
 use serde_json::Value;
 use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
 
@@ -95,41 +96,6 @@ fn skip() -> bool {
         return true;
     }
     false
-}
-
-/// numastat's table: row -> column ("Node 0", ..., "Total") -> MiB.
-type Table = BTreeMap<String, BTreeMap<String, f64>>;
-
-/// Parses numastat's tables (folded or not), as numatrace/tests/inspect_vs_numastat.rs does.
-fn parse_numastat(text: &str) -> Table {
-    let mut out: Table = BTreeMap::new();
-    let mut columns: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() == Some(&"Node") || words == ["Total"] {
-            columns.clear();
-            let mut i = 0;
-            while i < words.len() {
-                if words[i] == "Node" && i + 1 < words.len() {
-                    columns.push(format!("Node {}", words[i + 1]));
-                    i += 2;
-                } else {
-                    columns.push(words[i].to_string());
-                    i += 1;
-                }
-            }
-            continue;
-        }
-        if words.len() != columns.len() + 1 || columns.is_empty() {
-            continue;
-        }
-        let Ok(values) = words[1..].iter().map(|w| w.parse::<f64>()).collect::<Result<Vec<f64>, _>>() else { continue };
-        let row = out.entry(words[0].to_string()).or_default();
-        for (c, v) in columns.iter().zip(values) {
-            row.insert(c.clone(), v);
-        }
-    }
-    out
 }
 
 /// `numactl --hardware`: node -> CPUs, node -> size in MiB, and the distance matrix.
