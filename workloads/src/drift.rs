@@ -47,6 +47,18 @@ fn get(map: &BTreeMap<String, u64>, node: u32) -> u64 {
     map.get(&node.to_string()).copied().unwrap_or(0)
 }
 
+impl Region {
+    /// MIB of fresh memory first-touched by this thread with its pages bound to
+    /// `node`, then the policy back to default (so later moves are free to act).
+    fn first_touch_on(mib: u64, node: u32) -> Result<Region> {
+        numa::set_thread_policy(MPOL_BIND, &[node])?;
+        let region = Region::new(mib * 256)?;
+        region.touch(0..region.pages());
+        numa::set_thread_policy(MPOL_DEFAULT, &[])?;
+        Ok(region)
+    }
+}
+
 /// Scenario 2, thread migrated away from its memory: the thread first-touches
 /// MIB on the home node, then changes its own affinity to the far node and
 /// keeps using the memory for SECONDS.
@@ -133,10 +145,7 @@ pub fn balance(mib: u64, seconds: f64, go_file: Option<&Path>) -> Result<()> {
     let ((home, home_cpus), (far, _)) = home_and_far()?;
     let all_cpus = placement::allowed_cpus();
     placement::pin(&home_cpus)?;
-    numa::set_thread_policy(MPOL_BIND, &[far])?;
-    let region = Region::new(mib * 256)?;
-    region.touch(0..region.pages());
-    numa::set_thread_policy(MPOL_DEFAULT, &[])?;
+    let region = Region::first_touch_on(mib, far)?;
     let placed = region.pages_by_node()?;
     if let Some(go) = go_file {
         wait_for_file(go, Duration::from_secs(60))?;
@@ -173,10 +182,7 @@ pub fn balance(mib: u64, seconds: f64, go_file: Option<&Path>) -> Result<()> {
 pub fn explicit(mib: u64) -> Result<()> {
     let ((home, home_cpus), (far, _)) = home_and_far()?;
     placement::pin(&home_cpus)?;
-    numa::set_thread_policy(MPOL_BIND, &[home])?;
-    let region = Region::new(mib * 256)?;
-    region.touch(0..region.pages());
-    numa::set_thread_policy(MPOL_DEFAULT, &[])?;
+    let region = Region::first_touch_on(mib, home)?;
     let placed = region.pages_by_node()?;
     let half = region.pages() / 2;
     let moved_by_move_pages = region.move_to(0..half, far)?;
@@ -201,10 +207,7 @@ pub fn explicit(mib: u64) -> Result<()> {
 pub fn hold(mib: u64, seconds: f64, stop_file: Option<&Path>) -> Result<()> {
     let ((home, home_cpus), (far, _)) = home_and_far()?;
     placement::pin(&home_cpus)?;
-    numa::set_thread_policy(MPOL_BIND, &[home])?;
-    let region = Region::new(mib * 256)?;
-    region.touch(0..region.pages());
-    numa::set_thread_policy(MPOL_DEFAULT, &[])?;
+    let region = Region::first_touch_on(mib, home)?;
     let placed = region.pages_by_node()?;
     let process_before = numa::process_pages_by_node()?;
     let deadline = Instant::now() + if stop_file.is_some() { Duration::from_secs(60) } else { Duration::from_secs_f64(seconds) };
