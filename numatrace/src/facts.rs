@@ -68,14 +68,21 @@ pub struct SessionFacts {
     pub end: EndFacts,
 }
 
-impl SessionFacts {
+impl StartFacts {
     /// An aggregator primed with the initial threads, before any event.
     pub fn new_aggregator(&self) -> Aggregator {
-        let mut agg = Aggregator::new(self.start.topology.clone(), self.start.reason_names.clone());
-        for t in &self.start.initial_threads {
+        let mut agg = Aggregator::new(self.topology.clone(), self.reason_names.clone());
+        for t in &self.initial_threads {
             agg.add_thread(t.tid, t.tgid, &t.comm, t.cpu);
         }
         agg
+    }
+}
+
+impl SessionFacts {
+    /// An aggregator primed with the initial threads, before any event.
+    pub fn new_aggregator(&self) -> Aggregator {
+        self.start.new_aggregator()
     }
 
     /// The report, from an aggregator that has seen every event.

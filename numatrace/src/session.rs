@@ -125,23 +125,19 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     if let Some(sink) = sink.as_deref_mut() {
         sink.start(&start)?;
     }
-    let facts_so_far = SessionFacts {
-        start,
-        end: EndFacts { duration_s: 0.0, stopped_by: String::new(), exit_code: None, kernel: Default::default(), process_last: None },
-    };
-    let mut agg = facts_so_far.new_aggregator();
+    let mut agg = start.new_aggregator();
     // Run-time baselines of the threads that exist now.
     for event in crate::run_time::sample(&agg, monotonic_ns()) {
         record(&mut agg, &mut sink, &event)?;
     }
     // One line once every probe is attached: people (and scripts) know tracing has begun.
-    let sources = &facts_so_far.start.sources;
+    let sources = &start.sources;
     eprintln!(
         "numatrace: tracing pid {} ({}, {} thread{}) with {} of {} sources; Ctrl-C stops and reports",
         target.pid,
-        facts_so_far.start.target.comm,
-        facts_so_far.start.initial_threads.len(),
-        if facts_so_far.start.initial_threads.len() == 1 { "" } else { "s" },
+        start.target.comm,
+        start.initial_threads.len(),
+        if start.initial_threads.len() == 1 { "" } else { "s" },
         sources.iter().filter(|s| s.attached).count(),
         sources.len()
     );
@@ -150,7 +146,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let ring = probes.take_ring()?;
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
-    let mut snapshots = Snapshots::new(facts_so_far.start.machine.clone());
+    let mut snapshots = Snapshots::new(start.machine.clone());
     let (stopped_by, ring) =
         runtime.block_on(event_loop(&opts, &target, ring, &mut agg, &mut sink, &mut snapshots, started))?;
 
@@ -175,7 +171,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     if let Some(sink) = sink.as_deref_mut() {
         sink.end(&end)?;
     }
-    let facts = SessionFacts { start: facts_so_far.start, end };
+    let facts = SessionFacts { start, end };
     let report = facts.report(&mut agg);
     Ok(Capture { report, aggregator: agg, facts })
 }

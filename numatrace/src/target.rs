@@ -99,6 +99,12 @@ impl Target {
         }
         if pid == 0 {
             unsafe {
+                // The parent's ends: holding the gate's write end here would keep the
+                // read below from ever seeing EOF if numatrace died before releasing us.
+                libc::close(gate_write.as_raw_fd());
+                libc::close(err_read.as_raw_fd());
+                // A numatrace killed before the release takes the held command with it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 let mut byte = 0u8;
                 let n = libc::read(gate_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
                 if n != 1 {

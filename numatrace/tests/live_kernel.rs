@@ -131,17 +131,23 @@ fn stops_at_the_duration_and_reports() {
 
 #[test]
 fn sigint_flushes_what_was_captured() {
-    let child = Command::new(NUMATRACE)
+    let mut child = Command::new(NUMATRACE)
         .args(["--json", "--", NUMATRACE, "workload", "hop", "--times", "100000000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("numatrace starts");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt only once it says it is tracing (loading can take seconds on a busy machine).
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let tracing = lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("numatrace: tracing pid"));
+    assert!(tracing, "numatrace never said it was tracing");
+    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::sleep(Duration::from_millis(1000));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().expect("numatrace ends");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "numatrace exited with {}", out.status);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: Value = serde_json::from_str(&stdout[stdout.find("{\n").expect("report")..]).expect("JSON report");
     assert_eq!(report["stopped_by"], "Ctrl-C");
@@ -224,4 +230,30 @@ fn without_privileges_says_what_is_needed() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].contains("needs root") && lines[0].contains("CAP_BPF"), "{stderr}");
+}
+
+#[test]
+fn a_numatrace_killed_before_it_releases_the_command_takes_the_command_with_it() {
+    // SIGKILL right after start: the command held at the gate must not linger.
+    let mut child = Command::new(NUMATRACE)
+        .args(["--", "sleep", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("numatrace starts");
+    std::thread::sleep(Duration::from_millis(50));
+    child.kill().expect("kill");
+    // stdout reaches EOF only when every holder of the pipe (the held command too) is gone.
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output().map(|o| o.status.success()));
+    });
+    match waited.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(success)) => assert!(!success, "a killed numatrace cannot succeed"),
+        Ok(Err(e)) => panic!("waiting for numatrace: {e}"),
+        Err(_) => {
+            let _ = Command::new("pkill").args(["-f", "sleep 1000"]).status();
+            panic!("the held command outlived numatrace and kept its output open");
+        }
+    }
 }

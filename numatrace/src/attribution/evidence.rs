@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use numatrace_common::{EventKind, REGION_SHIFT};
 
 use super::{context::ProcessContext, kinds::CauseKind};
-use crate::aggregate::{Aggregator, RegionKey, ThreadStats};
+use crate::aggregate::{Aggregator, ThreadStats};
 
 /// Pages one region can hold (2 MiB of 4 KiB pages).
 const REGION_PAGES: u64 = 1 << (REGION_SHIFT - 12);
@@ -381,9 +381,4 @@ fn placed_before(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
         out.push(c);
     }
     out
-}
-
-/// Number of regions that are known (for tests and evidence).
-pub fn known_regions(keys: &BTreeSet<u64>) -> usize {
-    keys.iter().filter(|r| Aggregator::region_known(&RegionKey { tgid: 0, region: **r })).count()
 }
