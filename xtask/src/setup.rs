@@ -55,8 +55,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         if !status.success() {
             bail!("apt-get update failed");
         }
+        // With recommends, as the verified recipe (shared/TOOLCHAIN.md) installs them.
         let status = Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(["install", "-y", "-q"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
