@@ -47,6 +47,23 @@ fn migrate(a: &mut Aggregator, tid: u32, from: i32, to: i32, ts: u64) {
     a.ingest(&Event::TaskMigration(TaskMigrationEvent { header: hdr(EventKind::TaskMigration, tid, ts), orig_cpu: from, dest_cpu: to }));
 }
 
+/// A hinting-fault run of `pages` faults of `tid` in `region`.
+#[allow(clippy::too_many_arguments)]
+fn hint(a: &mut Aggregator, tid: u32, region: u64, cpu_node: u16, mem_node: u16, pages: u32, migrated: u32, local: u32, ts: u64) {
+    a.ingest(&Event::HintingFault(HintingFaultEvent {
+        header: hdr(EventKind::HintingFault, tid, ts),
+        region,
+        last_ts_ns: START + ts + S,
+        faults: pages,
+        pages,
+        migrated_pages: migrated,
+        cpu_node,
+        mem_node,
+        local,
+        _pad: 0,
+    }));
+}
+
 /// Ends the capture with run times: (tid, node, seconds).
 fn finish(a: &mut Aggregator, runtime: &[(u32, u32, f64)]) {
     for &(tid, node, s) in runtime {
@@ -179,18 +196,7 @@ fn balancer_page_migrations_and_hinting_faults() {
     let mut a = agg();
     touch(&mut a, 11, 1, 0, 0, 512, S);
     for (ts, local) in [(2 * S, 0), (3 * S, 1)] {
-        a.ingest(&Event::HintingFault(HintingFaultEvent {
-            header: hdr(EventKind::HintingFault, 11, ts),
-            region: 1,
-            last_ts_ns: START + ts,
-            faults: 100,
-            pages: 100,
-            migrated_pages: 0,
-            cpu_node: 0,
-            mem_node: 0,
-            local,
-            _pad: 0,
-        }));
+        hint(&mut a, 11, 1, 0, 0, 100, 0, local, ts);
     }
     a.ingest(&Event::PageMigration(PageMigrationEvent {
         header: hdr(EventKind::PageMigration, 11, 3 * S),
@@ -209,18 +215,7 @@ fn balancer_page_migrations_and_hinting_faults() {
 fn hinting_faults_name_the_thread_that_placed_the_memory() {
     let mut a = agg();
     touch(&mut a, 10, 1, 0, 0, 512, S);
-    a.ingest(&Event::HintingFault(HintingFaultEvent {
-        header: hdr(EventKind::HintingFault, 11, 2 * S),
-        region: 1,
-        last_ts_ns: START + 3 * S,
-        faults: 2000,
-        pages: 2000,
-        migrated_pages: 0,
-        cpu_node: 1,
-        mem_node: 0,
-        local: 0,
-        _pad: 0,
-    }));
+    hint(&mut a, 11, 1, 1, 0, 2000, 0, 0, 2 * S);
     finish(&mut a, &[(10, 0, 0.1), (11, 1, 3.0)]);
     let causes = run(&a, &command_ctx());
     assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread);
@@ -332,18 +327,7 @@ fn pages_the_balancer_moved_home_are_not_still_remote() {
     // the balancer migrated them all home during the capture.
     let mut a = agg();
     for r in 0..16 {
-        a.ingest(&Event::HintingFault(HintingFaultEvent {
-            header: hdr(EventKind::HintingFault, 11, 2 * S),
-            region: r,
-            last_ts_ns: START + 3 * S,
-            faults: 512,
-            pages: 512,
-            migrated_pages: 512,
-            cpu_node: 0,
-            mem_node: 0,
-            local: 0,
-            _pad: 0,
-        }));
+        hint(&mut a, 11, r, 0, 0, 512, 512, 0, 2 * S);
     }
     a.ingest(&Event::PageMigration(PageMigrationEvent {
         header: hdr(EventKind::PageMigration, 11, 2 * S),
@@ -364,18 +348,7 @@ fn pages_the_balancer_moved_home_are_not_still_remote() {
 fn the_balancer_evidence_names_what_it_repaired() {
     let mut a = agg();
     touch(&mut a, 10, 1, 0, 0, 512, S);
-    a.ingest(&Event::HintingFault(HintingFaultEvent {
-        header: hdr(EventKind::HintingFault, 11, 2 * S),
-        region: 1,
-        last_ts_ns: START + 3 * S,
-        faults: 512,
-        pages: 512,
-        migrated_pages: 512,
-        cpu_node: 1,
-        mem_node: 1,
-        local: 0,
-        _pad: 0,
-    }));
+    hint(&mut a, 11, 1, 1, 1, 512, 512, 0, 2 * S);
     a.ingest(&Event::PageMigration(PageMigrationEvent {
         header: hdr(EventKind::PageMigration, 11, 2 * S),
         succeeded: 512,

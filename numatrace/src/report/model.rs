@@ -30,7 +30,7 @@ pub struct Report {
     /// Events the kernel could not deliver (ring full) plus records that did not decode.
     pub lost_events: u64,
     /// Lost events per kind, with the pages (first_touch) or faults (hinting_fault) they carried.
-    pub lost: BTreeMap<String, LostReport>,
+    pub lost: BTreeMap<String, crate::kernel::LostCount>,
     /// Raw hit counters of the kernel programs.
     pub kernel_counters: BTreeMap<String, u64>,
     /// Why the capture ended.
@@ -97,12 +97,6 @@ pub struct Totals {
     pub misplaced_migration_ms: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct LostReport {
-    pub events: u64,
-    pub units: u64,
-}
-
 fn by_node<T: Copy>(map: &BTreeMap<u32, T>) -> BTreeMap<String, T> {
     map.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
@@ -150,12 +144,7 @@ impl Report {
             });
         }
         totals.page_migrations = agg.page_migrations.iter().map(|(r, m)| (r.clone(), m.succeeded)).collect();
-        let lost = agg
-            .kernel
-            .loss
-            .iter()
-            .map(|(k, l)| (k.clone(), LostReport { events: l.events, units: l.units }))
-            .collect();
+        let lost = agg.kernel.loss.clone();
         let kernel_counters = agg
             .kernel
             .counters
