@@ -45,6 +45,31 @@ pub struct Layouts {
     /// `sys_enter_migrate_pages` / `sys_enter_move_pages`: the target pid argument.
     pub sys_migrate_pages_pid: u32,
     pub sys_move_pages_pid: u32,
+
+    /// `struct task_struct` members (from the kernel's BTF, for the
+    /// BTF-typed `sched_migrate_task`; [`FIELD_ABSENT`] without BTF).
+    pub task: TaskFields,
+}
+
+/// Byte offsets of the `struct task_struct` members the BTF-typed programs
+/// read. Userspace finds them in /sys/kernel/btf/vmlinux; the verifier checks
+/// every read against the same BTF, so a wrong offset is refused at load,
+/// never read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskFields {
+    pub pid: u32,
+    pub tgid: u32,
+    /// `thread_info.cpu` (x86, arm64 since 5.16) or `cpu`: the CPU it is on.
+    pub cpu: u32,
+    pub _pad: u32,
+}
+
+impl TaskFields {
+    /// Whether all members were found.
+    pub fn complete(&self) -> bool {
+        self.pid != FIELD_ABSENT && self.tgid != FIELD_ABSENT && self.cpu != FIELD_ABSENT
+    }
 }
 
 /// Offsets of the fields of the three NUMA-balancer placement tracepoints.
@@ -97,4 +122,5 @@ mod pod {
     unsafe impl aya::Pod for super::Layouts {}
     unsafe impl aya::Pod for super::PlacementFields {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::TaskFields {}
 }

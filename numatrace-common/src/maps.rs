@@ -19,6 +19,13 @@ pub const HINTING_RUN_MAP: &str = "HINTING_RUN";
 /// Per-CPU array, indexed by [`Counter`]: how often each program saw a traced task.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
+/// Per-CPU array of one [`PageMapCalibration`]: finding where the kernel's
+/// `struct page` array starts (see `PAGE_MAP`).
+pub const PAGE_MAP_CALIBRATION_MAP: &str = "PAGE_MAP_CALIBRATION";
+/// Array of one [`PageMap`]: how to turn a `struct page *` into a pfn. Zero
+/// until calibrated; the raw `mm_page_alloc` program is attached only after.
+pub const PAGE_MAP_MAP: &str = "PAGE_MAP";
+
 /// Capacity of `TRACKED_TIDS`.
 pub const MAX_TRACKED_TIDS: u32 = 65_536;
 /// Capacity of `TRACKED_TGIDS`.
@@ -60,6 +67,36 @@ pub enum Counter {
 
 /// Number of `COUNTERS` slots.
 pub const COUNTER_SLOTS: u32 = 6;
+
+/// The kernel's `struct page` array (SPARSEMEM_VMEMMAP): page `pfn` is at
+/// `base + pfn * struct_size`. Its base is randomised at boot and not
+/// exported, so userspace measures it (see [`PageMapCalibration`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageMap {
+    pub base: u64,
+    /// `sizeof(struct page)`, from BTF.
+    pub struct_size: u64,
+}
+
+/// One CPU's calibration of [`PageMap::base`]: the raw `mm_page_alloc`
+/// program sees the `struct page *`, the classic one the pfn, of the same
+/// allocation; whichever runs second computes `ptr - pfn * struct_size`.
+/// Userspace accepts the base only if every pair on every CPU agreed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageMapCalibration {
+    pub ptr: u64,
+    pub pfn: u64,
+    /// 1 when `ptr` (resp. `pfn`) waits for its other half.
+    pub has_ptr: u32,
+    pub has_pfn: u32,
+    pub base: u64,
+    /// Pairs that gave `base`.
+    pub agree: u64,
+    /// Pairs that gave anything else.
+    pub disagree: u64,
+}
 
 /// A run being accumulated in a per-CPU slot (first touches or hinting faults).
 /// `pages` 0 means the slot is empty.
@@ -121,4 +158,6 @@ mod pod {
     // SAFETY: plain #[repr(C)] integer structs.
     unsafe impl aya::Pod for super::Loss {}
     unsafe impl aya::Pod for super::PendingRun {}
+    unsafe impl aya::Pod for super::PageMap {}
+    unsafe impl aya::Pod for super::PageMapCalibration {}
 }

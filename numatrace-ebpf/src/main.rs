@@ -2,11 +2,15 @@
 //! thing, collect, aggregate hot sources into runs and count; every
 //! interpretation happens in userspace.
 #![no_std]
+// Atomic add on a map value (see movers.rs); the build enables unstable features.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![no_main]
 
 mod config;
 mod emit;
 mod maps;
+mod movers;
 mod probes;
 mod runs;
 mod tracking;

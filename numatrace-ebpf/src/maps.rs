@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    Loss, PendingRun, COUNTER_SLOTS, LOSS_SLOTS, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS,
+    Loss, PageMap, PageMapCalibration, PendingRun, COUNTER_SLOTS, LOSS_SLOTS, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS,
     MAX_TRACKED_TIDS,
 };
 
@@ -45,6 +45,17 @@ pub static FAULT_PENDING: PerCpuArray<PendingFault> = PerCpuArray::with_max_entr
 /// allocations they make are migration targets, not first touches.
 #[map]
 pub static PAGE_MOVERS: HashMap<u32, PageMover> = HashMap::with_max_entries(MAX_TRACKED_TIDS, 0);
+
+#[map]
+pub static PAGE_MAP: Array<PageMap> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static PAGE_MAP_CALIBRATION: PerCpuArray<PageMapCalibration> = PerCpuArray::with_max_entries(1, 0);
+
+/// How many entries `PAGE_MOVERS` holds (see `movers`): 0 lets a first
+/// touch skip the hash lookup.
+#[map]
+pub static MOVERS_IN_FLIGHT: Array<i64> = Array::with_max_entries(1, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -4,7 +4,7 @@ use numatrace_common::{Counter, NODE_UNKNOWN};
 
 use crate::{
     config::config,
-    maps::{COUNTERS, CPU_NODE, PFN_BLOCK_NODE, TRACKED_TGIDS, TRACKED_TIDS},
+    maps::{COUNTERS, CPU_NODE, PAGE_MAP, PFN_BLOCK_NODE, TRACKED_TGIDS, TRACKED_TIDS},
 };
 
 /// The current task as (tgid, tid).
@@ -53,6 +53,16 @@ pub fn pfn_node(pfn: u64) -> u16 {
         Some(node) => *node as u16,
         None => NODE_UNKNOWN,
     }
+}
+
+/// The pfn of a `struct page *`, once userspace has calibrated `PAGE_MAP`.
+#[inline(always)]
+pub fn page_pfn(page: u64) -> Option<u64> {
+    let map = PAGE_MAP.get(0)?;
+    if map.base == 0 || map.struct_size == 0 || page < map.base {
+        return None;
+    }
+    Some((page - map.base) / map.struct_size)
 }
 
 #[inline(always)]

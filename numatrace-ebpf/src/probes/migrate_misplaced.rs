@@ -11,8 +11,8 @@ use numatrace_common::{EventHeader, EventKind, MisplacedMigrationEvent};
 
 use crate::{
     emit::emit,
-    maps::{PageMover, PAGE_MOVERS},
-    tracking,
+    maps::PageMover,
+    movers, tracking,
 };
 
 #[inline(always)]
@@ -22,7 +22,7 @@ fn enter() -> u32 {
         return 0;
     }
     let mover = PageMover { target_tgid: tgid, _pad: 0, start_ns: tracking::now_ns() };
-    let _ = PAGE_MOVERS.insert(&tid, &mover, 0);
+    movers::mark(tid, &mover);
     0
 }
 
@@ -32,8 +32,7 @@ fn exit() -> u32 {
     if !tracking::is_traced_tgid(tgid) {
         return 0;
     }
-    let Some(mover) = (unsafe { PAGE_MOVERS.get(&tid) }).copied() else { return 0 };
-    let _ = PAGE_MOVERS.remove(&tid);
+    let Some(mover) = movers::unmark(tid) else { return 0 };
     let now = tracking::now_ns();
     let event = MisplacedMigrationEvent {
         header: EventHeader {

@@ -4,7 +4,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use numatrace_common::{EventHeader, EventKind, PageMigrationEvent};
 
-use super::field;
+use super::{field, field_u32};
 use crate::{config::layout, emit::emit, maps::PAGE_MOVERS, tracking};
 
 #[tracepoint(category = "migrate", name = "mm_migrate_pages")]
@@ -26,7 +26,7 @@ pub fn mm_migrate_pages(ctx: TracePointContext) -> u32 {
         succeeded: field::<u64>(&ctx, layout!(migrate_pages_succeeded)).unwrap_or(0),
         failed: field::<u64>(&ctx, layout!(migrate_pages_failed)).unwrap_or(0),
         thp_succeeded: field::<u64>(&ctx, layout!(migrate_pages_thp_succeeded)).unwrap_or(0),
-        reason: field::<i32>(&ctx, layout!(migrate_pages_reason)).unwrap_or(-1),
+        reason: field_u32(&ctx, layout!(migrate_pages_reason)).map_or(-1, |v| v as i32),
         on_behalf,
     };
     emit(EventKind::PageMigration, &event, event.succeeded);

@@ -1,26 +1,24 @@
 //! `kmem:mm_page_alloc`: a movable (user) page allocated in a traced thread's
 //! context is a first touch; the pfn says which node it landed on. Pages
 //! allocated as targets of a page migration are not first touches.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//!
+//! It runs on every page allocation of the machine. The raw tracepoint
+//! (preferred) skips building the classic event record, which cost more than
+//! the program itself; it gets the `struct page *` and turns it into a pfn
+//! with the calibrated `PAGE_MAP`. The classic tracepoint is the fallback.
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use numatrace_common::{Counter, GFP_MOVABLE};
 
-use super::field;
-use crate::{config::layout, maps::PAGE_MOVERS, runs, tracking};
+use super::{field, field_u32};
+use crate::{config::layout, movers, runs, tracking};
 
-#[tracepoint(category = "kmem", name = "mm_page_alloc")]
-pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = tracking::current();
-    if !tracking::is_traced_tgid(tgid) {
-        return 0;
-    }
-    let Some(gfp) = field::<u64>(&ctx, layout!(page_alloc_gfp_flags)) else { return 0 };
-    if gfp & GFP_MOVABLE == 0 {
-        return 0;
-    }
-    let Some(pfn) = field::<u64>(&ctx, layout!(page_alloc_pfn)) else { return 0 };
-    let order = field::<u32>(&ctx, layout!(page_alloc_order)).unwrap_or(0) & 31;
-    let pages = 1u64 << order;
-    if unsafe { PAGE_MOVERS.get(&tid) }.is_some() {
+#[inline(always)]
+fn first_touch(tgid: u32, tid: u32, pfn: u64, order: u32) -> u32 {
+    let pages = 1u64 << (order & 31);
+    if movers::is_moving(tid) {
         tracking::count(Counter::MigrationTargetPages, pages);
         return 0;
     }
@@ -34,9 +32,38 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
         cpu_node: tracking::cpu_node(cpu),
         other_node: tracking::pfn_node(pfn),
         local: 0,
-        ts_ns: tracking::now_ns(),
         pages,
         migrated_pages: 0,
     });
     0
+}
+
+/// `mm_page_alloc(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> u32 {
+    let (tgid, tid) = tracking::current();
+    if !tracking::is_traced_tgid(tgid) {
+        return 0;
+    }
+    if ctx.arg::<u64>(2) & GFP_MOVABLE == 0 {
+        return 0;
+    }
+    // A failed allocation (NULL page) has no node, as in the classic record (pfn -1).
+    let pfn = tracking::page_pfn(ctx.arg::<u64>(0)).unwrap_or(u64::MAX);
+    first_touch(tgid, tid, pfn, ctx.arg::<u64>(1) as u32)
+}
+
+#[tracepoint(category = "kmem", name = "mm_page_alloc")]
+pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = tracking::current();
+    if !tracking::is_traced_tgid(tgid) {
+        return 0;
+    }
+    let Some(gfp) = field::<u64>(&ctx, layout!(page_alloc_gfp_flags)) else { return 0 };
+    if gfp & GFP_MOVABLE == 0 {
+        return 0;
+    }
+    let Some(pfn) = field::<u64>(&ctx, layout!(page_alloc_pfn)) else { return 0 };
+    let order = field_u32(&ctx, layout!(page_alloc_order)).unwrap_or(0);
+    first_touch(tgid, tid, pfn, order)
 }

@@ -4,6 +4,7 @@ mod mm_migrate_pages;
 mod mm_page_alloc;
 mod numa_placement;
 mod page_fault_user;
+mod page_map_calibration;
 mod sched_migrate_task;
 mod sched_process_exit;
 mod sys_page_movers;
@@ -25,20 +26,37 @@ unsafe fn load<T, const OFF: usize>(ctx: *const u8) -> T {
 /// Reads a tracepoint field at an offset userspace found in the format file.
 ///
 /// The offset comes from `.rodata`, which is frozen before load, so the
-/// verifier knows its value: it keeps exactly one arm of this match (the
-/// others are dead code it removes) and the read is a direct context load,
-/// instead of a `bpf_probe_read_kernel` helper call. Offsets outside the
-/// table, and fields other than 8 bytes, use the helper.
+/// verifier knows its value: it keeps exactly one arm of the match in
+/// [`direct`] (the others are dead code it removes) and the read is a direct
+/// context load, instead of a `bpf_probe_read_kernel` helper call. Other
+/// sizes and offsets use the helper.
 #[inline(always)]
 pub(crate) fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
-    let size = core::mem::size_of::<T>();
-    // Only 8-byte fields: on 6.18 programs with 4-byte direct context loads
-    // (dead arms included) were refused with EACCES after verification.
-    if size != 8 || offset % 8 != 0 {
+    if core::mem::size_of::<T>() != 8 || offset % 8 != 0 {
         return unsafe { ctx.read_at::<T>(offset) }.ok();
     }
+    direct(ctx, offset)
+}
+
+/// Reads a 4-byte tracepoint field with a direct context load. A field at
+/// offset%8 == 4 is read as the upper half of the aligned 8-byte word that
+/// ends where it ends (the verifier wants 8-byte loads 8-aligned, and the
+/// kernel refuses to attach a program that reads past the record's end).
+#[inline(always)]
+pub(crate) fn field_u32(ctx: &TracePointContext, offset: usize) -> Option<u32> {
+    match offset % 8 {
+        // Little-endian, the byte order of every BPF target built here.
+        4 => direct::<u64>(ctx, offset - 4).map(|word| (word >> 32) as u32),
+        0 => direct::<u32>(ctx, offset),
+        _ => unsafe { ctx.read_at::<u32>(offset) }.ok(),
+    }
+}
+
+/// A direct load of a `T` at a `.rodata` offset that is a multiple of 8 (see [`field`]).
+#[inline(always)]
+fn direct<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
     let p = ctx.as_ptr() as *const u8;
-    macro_rules! direct {
+    macro_rules! table {
         ($($off:literal)*) => {
             match offset {
                 $($off => Some(unsafe { load::<T, $off>(p) }),)*
@@ -46,5 +64,5 @@ pub(crate) fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
             }
         };
     }
-    direct!(8 16 24 32 40 48 56 64 72 80 88 96 104 112 120 128)
+    table!(8 16 24 32 40 48 56 64 72 80 88 96 104 112 120 128)
 }

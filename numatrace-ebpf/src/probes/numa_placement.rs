@@ -4,7 +4,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use numatrace_common::{EventHeader, EventKind, NumaPlacementEvent, PlacementFields, FIELD_ABSENT};
 
-use super::field;
+use super::{field, field_u32};
 use crate::{emit::emit, tracking};
 
 #[inline(always)]
@@ -12,7 +12,7 @@ fn read_i32(ctx: &TracePointContext, offset: u32) -> i32 {
     if offset == FIELD_ABSENT {
         return -1;
     }
-    field::<i32>(ctx, offset as usize).unwrap_or(-1)
+    field_u32(ctx, offset as usize).map_or(-1, |v| v as i32)
 }
 
 #[inline(always)]

@@ -1,17 +1,23 @@
-//! `sched:sched_migrate_task`: a thread moves to another CPU. The moved task
-//! is usually not the current one, so it is matched by tid.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//! `sched:sched_migrate_task`: a thread moves to another CPU. It fires for
+//! every task on the machine, and the moved task is usually not the current
+//! one, so the filter must read the moved task itself.
+//!
+//! Two ways in. The BTF-typed tracepoint (preferred) gets the `task_struct`
+//! and reads its tgid directly: one compare filters out other processes, and
+//! the kernel skips building the classic event record. The classic
+//! tracepoint (fallback, kernels without BTF) only has the tid, so it looks
+//! the thread up in `TRACKED_TIDS`.
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use numatrace_common::{Counter, EventHeader, EventKind, TaskMigrationEvent};
 
-use super::field;
+use super::field_u32;
 use crate::{config::layout, emit::emit, tracking};
 
-#[tracepoint(category = "sched", name = "sched_migrate_task")]
-pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
-    let Some(tid) = field::<i32>(&ctx, layout!(migrate_task_pid)) else { return 0 };
-    let Some(tgid) = tracking::traced_thread_tgid(tid as u32) else { return 0 };
-    let orig_cpu = field::<i32>(&ctx, layout!(migrate_task_orig_cpu)).unwrap_or(-1);
-    let dest_cpu = field::<i32>(&ctx, layout!(migrate_task_dest_cpu)).unwrap_or(-1);
+#[inline(always)]
+fn migration(tgid: u32, tid: u32, orig_cpu: i32, dest_cpu: i32) -> u32 {
     tracking::count(Counter::TaskMigrations, 1);
     let event = TaskMigrationEvent {
         header: EventHeader {
@@ -19,11 +25,44 @@ pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
             cpu: tracking::cpu(),
             ts_ns: tracking::now_ns(),
             tgid,
-            tid: tid as u32,
+            tid,
         },
         orig_cpu,
         dest_cpu,
     };
     emit(EventKind::TaskMigration, &event, 1);
     0
+}
+
+/// A 4-byte member of the task at a BTF-derived offset. A direct load: the
+/// verifier checks it against the kernel's BTF (offset known from `.rodata`).
+#[inline(always)]
+unsafe fn task_u32(task: *const u8, offset: usize) -> u32 {
+    unsafe { core::ptr::read_volatile(task.add(offset).cast::<u32>()) }
+}
+
+/// `sched_migrate_task(struct task_struct *p, int dest_cpu)`, called before
+/// the task's CPU changes, so its `cpu` is still the origin.
+#[btf_tracepoint(function = "sched_migrate_task")]
+pub fn sched_migrate_task_btf(ctx: BtfTracePointContext) -> u32 {
+    let task: *const u8 = ctx.arg(0);
+    if task.is_null() {
+        return 0;
+    }
+    let tgid = unsafe { task_u32(task, layout!(task.tgid)) };
+    if !tracking::is_traced_tgid(tgid) {
+        return 0;
+    }
+    let tid = unsafe { task_u32(task, layout!(task.pid)) };
+    let orig_cpu = unsafe { task_u32(task, layout!(task.cpu)) } as i32;
+    migration(tgid, tid, orig_cpu, ctx.arg::<i32>(1))
+}
+
+#[tracepoint(category = "sched", name = "sched_migrate_task")]
+pub fn sched_migrate_task(ctx: TracePointContext) -> u32 {
+    let Some(tid) = field_u32(&ctx, layout!(migrate_task_pid)) else { return 0 };
+    let Some(tgid) = tracking::traced_thread_tgid(tid) else { return 0 };
+    let orig_cpu = field_u32(&ctx, layout!(migrate_task_orig_cpu)).map_or(-1, |v| v as i32);
+    let dest_cpu = field_u32(&ctx, layout!(migrate_task_dest_cpu)).map_or(-1, |v| v as i32);
+    migration(tgid, tid, orig_cpu, dest_cpu)
 }

@@ -8,8 +8,8 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use super::field;
 use crate::{
     config::layout,
-    maps::{PageMover, PAGE_MOVERS},
-    tracking,
+    maps::PageMover,
+    movers, tracking,
 };
 
 /// Marks the caller as moving pages of `pid`'s process (0 = itself) if that is traced.
@@ -28,14 +28,14 @@ fn enter(pid: Option<u64>) -> u32 {
         return 0;
     }
     let mover = PageMover { target_tgid: target, _pad: 0, start_ns: tracking::now_ns() };
-    let _ = PAGE_MOVERS.insert(&tid, &mover, 0);
+    movers::mark(tid, &mover);
     0
 }
 
 #[inline(always)]
 fn exit() -> u32 {
     let (_, tid) = tracking::current();
-    let _ = PAGE_MOVERS.remove(&tid);
+    let _ = movers::unmark(tid);
     0
 }
 

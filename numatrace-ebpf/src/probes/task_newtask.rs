@@ -3,7 +3,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use numatrace_common::{EventHeader, EventKind, TaskNewEvent, CLONE_THREAD, COMM_LEN};
 
-use super::field;
+use super::{field, field_u32};
 use crate::{
     config::{config, layout},
     emit::emit,
@@ -17,7 +17,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if !tracking::is_traced_tgid(parent_tgid) {
         return 0;
     }
-    let Some(child) = field::<i32>(&ctx, layout!(newtask_pid)) else { return 0 };
+    let Some(child) = field_u32(&ctx, layout!(newtask_pid)) else { return 0 };
     let child = child as u32;
     let flags = field::<u64>(&ctx, layout!(newtask_clone_flags)).unwrap_or(0);
     let is_thread = flags & CLONE_THREAD != 0;

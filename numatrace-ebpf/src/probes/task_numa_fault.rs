@@ -28,7 +28,6 @@ fn hinting_fault(mem_node: i32, pages: i32, flags: i32) -> u32 {
         cpu_node: tracking::cpu_node(cpu),
         other_node: mem_node as u16,
         local: u32::from(flags & TNF_FAULT_LOCAL != 0),
-        ts_ns: tracking::now_ns(),
         pages,
         migrated_pages: if flags & TNF_MIGRATED != 0 { pages as u32 } else { 0 },
     });

@@ -1,4 +1,5 @@
-//! Fills [`Layouts`] from the running kernel's tracepoint format files.
+//! Fills [`Layouts`] from the running kernel's tracepoint format files (the
+//! `task_struct` part comes from BTF, see `btf_fields`).
 use numatrace_common::{FIELD_ABSENT, Layouts, PlacementFields};
 
 use crate::tracefs::{EventFormat, Tracefs};

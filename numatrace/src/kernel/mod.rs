@@ -1,6 +1,8 @@
 //! Loading the kernel programs, attaching them source by source, and reading
 //! back what they counted. Nothing here interprets events.
+pub mod btf_fields;
 pub mod layouts;
+pub mod page_map;
 pub mod sources;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,8 @@ pub struct LoadOptions {
 /// Loaded and attached programs.
 pub struct Probes {
     ebpf: Ebpf,
+    /// What the kernel's BTF says about `task_struct` and `struct page`.
+    structs: btf_fields::KernelStructs,
     pub sources: Vec<SourceStatus>,
 }
 
@@ -59,7 +63,9 @@ impl Probes {
     /// this machine's topology, and attaches every source it can.
     pub fn load(opts: &LoadOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
         crate::privileges::require_bpf()?;
-        let layouts = layouts::read(tracefs);
+        let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
+        let mut layouts = layouts::read(tracefs);
+        layouts.task = structs.task;
         let config = Config {
             target_tgid: opts.target_tgid,
             follow_children: u32::from(opts.follow_children),
@@ -75,7 +81,7 @@ impl Probes {
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, topology)?;
-        Ok(Probes { ebpf, sources: Vec::new() })
+        Ok(Probes { ebpf, structs, sources: Vec::new() })
     }
 
     /// Adds threads to trace (tid -> tgid). Call before [`Probes::attach`] for
@@ -91,9 +97,18 @@ impl Probes {
 
     /// Attaches every source this kernel supports; returns their statuses.
     pub fn attach(&mut self, tracefs: &Tracefs) -> &[SourceStatus] {
-        // Only fentry/fexit need the kernel's BTF; without it they fall back to kprobes.
+        // Only fentry/fexit and BTF-typed tracepoints need the kernel's BTF;
+        // without it they fall back to kprobes and classic tracepoints.
         let btf = aya::Btf::from_sys_fs().ok();
-        self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, tracefs, btf.as_ref(), s)).collect();
+        let mut unmet = BTreeMap::new();
+        if !self.structs.task.complete() {
+            unmet.insert("sched_migrate_task_btf", "task_struct's pid/tgid/cpu are not in the kernel's BTF".to_string());
+        }
+        if let Err(why) = page_map::calibrate(&mut self.ebpf, tracefs, self.structs.page_size) {
+            unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
+        }
+        let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), unmet };
+        self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s)).collect();
         &self.sources
     }
 

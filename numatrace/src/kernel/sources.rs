@@ -2,7 +2,7 @@
 //! kernel lacks is reported once and skipped, the rest still run.
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, FExit, KProbe, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,12 @@ use crate::tracefs::Tracefs;
 pub enum Hook {
     /// A classic tracepoint (group, event).
     Tracepoint(&'static str, &'static str),
+    /// The same tracepoint (group, event) as a raw tracepoint: the program
+    /// gets the tracepoint's arguments, the kernel builds no event record.
+    RawTracepoint(&'static str, &'static str),
+    /// The same tracepoint (group, event), BTF-typed: raw, and the program
+    /// may read the kernel structs it is given (offsets from BTF).
+    BtfTracepoint(&'static str, &'static str),
     /// A kprobe on the first of these kernel functions that exists.
     Kprobe(&'static [&'static str]),
     /// A kretprobe on the first of these kernel functions that exists.
@@ -46,6 +52,14 @@ const fn tp(program: &'static str, group: &'static str, event: &'static str) -> 
     Attach { program, hook: Hook::Tracepoint(group, event) }
 }
 
+const fn raw_tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
+    Attach { program, hook: Hook::RawTracepoint(group, event) }
+}
+
+const fn btf_tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
+    Attach { program, hook: Hook::BtfTracepoint(group, event) }
+}
+
 /// Every source, in attach order: lifecycle first so that no thread born
 /// during attach is missed.
 pub const SOURCES: &[Source] = &[
@@ -64,17 +78,31 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "thread migrations",
         tells: "every CPU (and node) change of a traced thread",
-        variants: &[&[tp("sched_migrate_task", "sched", "sched_migrate_task")]],
+        // It fires for every migration on the machine: the BTF-typed form
+        // filters on the task's own tgid without a map lookup.
+        variants: &[
+            &[btf_tp("sched_migrate_task_btf", "sched", "sched_migrate_task")],
+            &[tp("sched_migrate_task", "sched", "sched_migrate_task")],
+        ],
     },
     Source {
         name: "first touches",
         tells: "which thread first touched which pages, and on which node they landed",
-        variants: &[&[tp("mm_page_alloc", "kmem", "mm_page_alloc")]],
+        // Every page allocation of the machine: the raw form saves building
+        // the record, once the page array is calibrated (kernel::page_map).
+        variants: &[
+            &[raw_tp("mm_page_alloc_raw", "kmem", "mm_page_alloc")],
+            &[tp("mm_page_alloc", "kmem", "mm_page_alloc")],
+        ],
     },
     Source {
         name: "fault addresses",
         tells: "the 2 MiB region of each first touch and hinting fault",
-        variants: &[&[tp("page_fault_user", "exceptions", "page_fault_user")]],
+        // Every user page fault of the machine: the raw form saves building the record.
+        variants: &[
+            &[raw_tp("page_fault_user_raw", "exceptions", "page_fault_user")],
+            &[tp("page_fault_user", "exceptions", "page_fault_user")],
+        ],
     },
     Source {
         name: "balancer task placement",
@@ -136,6 +164,9 @@ pub struct SourceStatus {
     /// Why it is not attached, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Attached, but not the cheapest way: why the preferred hooks were not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
 }
 
 /// Whether a kernel function can be probed (listed in kallsyms as text).
@@ -148,15 +179,25 @@ pub fn kernel_function_exists(name: &str) -> bool {
     })
 }
 
+/// What the attach decisions depend on besides the object.
+pub struct AttachEnv<'a> {
+    pub tracefs: &'a Tracefs,
+    /// The kernel's BTF, for fentry/fexit and BTF-typed tracepoints.
+    pub btf: Option<&'a Btf>,
+    /// Programs that cannot work on this kernel, and why (e.g. the BTF
+    /// offsets they read were not found): their variant is skipped.
+    pub unmet: std::collections::BTreeMap<&'static str, String>,
+}
+
 /// Attaches the first variant of a source whose programs all attach; a
 /// half-attached variant is unloaded (it would give misleading counts).
-pub fn attach(ebpf: &mut Ebpf, tracefs: &Tracefs, btf: Option<&Btf>, source: &Source) -> SourceStatus {
+pub fn attach(ebpf: &mut Ebpf, env: &AttachEnv, source: &Source) -> SourceStatus {
     let mut reasons = Vec::new();
     for variant in source.variants {
         let mut hooks = Vec::new();
         let mut failure = None;
         for attach in *variant {
-            match attach_one(ebpf, tracefs, btf, attach) {
+            match attach_one(ebpf, env, attach) {
                 Ok(hook) => hooks.push(hook),
                 Err(reason) => {
                     failure = Some(reason);
@@ -165,14 +206,23 @@ pub fn attach(ebpf: &mut Ebpf, tracefs: &Tracefs, btf: Option<&Btf>, source: &So
             }
         }
         match failure {
-            None => return SourceStatus { name: source.name.to_string(), attached: true, hooks, reason: None },
+            None => {
+                let fallback_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+                return SourceStatus { name: source.name.to_string(), attached: true, hooks, reason: None, fallback_reason };
+            }
             Some(reason) => {
                 unload_variant(ebpf, variant);
                 reasons.push(reason);
             }
         }
     }
-    SourceStatus { name: source.name.to_string(), attached: false, hooks: Vec::new(), reason: Some(reasons.join("; ")) }
+    SourceStatus {
+        name: source.name.to_string(),
+        attached: false,
+        hooks: Vec::new(),
+        reason: Some(reasons.join("; ")),
+        fallback_reason: None,
+    }
 }
 
 /// Unloads (and so detaches) every program of a variant.
@@ -184,6 +234,8 @@ pub fn unload_variant(ebpf: &mut Ebpf, variant: &[Attach]) {
                 aya::programs::Program::KProbe(p) => p.unload(),
                 aya::programs::Program::FEntry(p) => p.unload(),
                 aya::programs::Program::FExit(p) => p.unload(),
+                aya::programs::Program::RawTracePoint(p) => p.unload(),
+                aya::programs::Program::BtfTracePoint(p) => p.unload(),
                 _ => Ok(()),
             };
         }
@@ -198,19 +250,38 @@ fn first_existing(functions: &[&'static str]) -> Result<&'static str, String> {
         .ok_or_else(|| format!("this kernel has none of {}", functions.join(", ")))
 }
 
-fn attach_one(ebpf: &mut Ebpf, tracefs: &Tracefs, btf: Option<&Btf>, attach: &Attach) -> Result<String, String> {
+fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> Result<String, String> {
     let program = ebpf
         .program_mut(attach.program)
         .ok_or_else(|| format!("program {} is missing from the object", attach.program))?;
+    let btf = env.btf;
+    if let Some(why) = env.unmet.get(attach.program) {
+        return Err(why.clone());
+    }
     match attach.hook {
+        Hook::Tracepoint(group, name) | Hook::RawTracepoint(group, name) | Hook::BtfTracepoint(group, name)
+            if !env.tracefs.has_event(group, name) =>
+        {
+            Err(format!("this kernel has no tracepoint {group}:{name}"))
+        }
         Hook::Tracepoint(group, name) => {
-            if !tracefs.has_event(group, name) {
-                return Err(format!("this kernel has no tracepoint {group}:{name}"));
-            }
             let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| verifier_error(attach.program, &e))?;
             tp.attach(group, name).map_err(|e| format!("attaching to {group}:{name}: {e}"))?;
             Ok(format!("tracepoint:{group}:{name}"))
+        }
+        Hook::RawTracepoint(_, name) => {
+            let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| verifier_error(attach.program, &e))?;
+            tp.attach(name).map_err(|e| format!("raw tracepoint {name}: {e}"))?;
+            Ok(format!("raw_tracepoint:{name}"))
+        }
+        Hook::BtfTracepoint(_, name) => {
+            let btf = btf.ok_or_else(|| "the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_string())?;
+            let tp: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.load(name, btf).map_err(|e| verifier_error(attach.program, &e))?;
+            tp.attach().map_err(|e| format!("BTF tracepoint {name}: {e}"))?;
+            Ok(format!("tp_btf:{name}"))
         }
         Hook::Kprobe(functions) | Hook::Kretprobe(functions) => {
             let function = first_existing(functions)?;

@@ -1,0 +1,129 @@
+//! Member offsets of kernel structs, from the running kernel's BTF. The
+//! BTF-typed programs read `struct task_struct` members directly; their
+//! offsets differ between kernels and configs (and with struct layout
+//! randomisation), so they are looked up here at load time, never assumed.
+use std::path::Path;
+
+use btf_rs::{Btf, Struct, Type};
+use numatrace_common::{FIELD_ABSENT, TaskFields};
+
+/// Where the kernel publishes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// What the BTF-typed and raw programs need to know about kernel structs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelStructs {
+    pub task: TaskFields,
+    /// `sizeof(struct page)`, to turn a page pointer into a pfn.
+    pub page_size: Option<u64>,
+}
+
+/// Reads them from the BTF at `btf_path`; without BTF everything is absent.
+pub fn read(btf_path: &Path) -> KernelStructs {
+    let absent = TaskFields { pid: FIELD_ABSENT, tgid: FIELD_ABSENT, cpu: FIELD_ABSENT, _pad: 0 };
+    let Ok(btf) = Btf::from_file(btf_path) else { return KernelStructs { task: absent, page_size: None } };
+    KernelStructs {
+        task: task_fields(&btf).unwrap_or(absent),
+        page_size: find_struct(&btf, "page").map(|s| s.size() as u64).filter(|size| *size > 0),
+    }
+}
+
+/// `task_struct`'s pid, tgid and current CPU; [`FIELD_ABSENT`] for any
+/// member this kernel's BTF lacks.
+fn task_fields(btf: &Btf) -> Option<TaskFields> {
+    let task = find_struct(btf, "task_struct")?;
+    let offset = |path: &[&str]| member_offset(btf, &task, path, 4).unwrap_or(FIELD_ABSENT);
+    // Architectures with THREAD_INFO_IN_TASK keep the CPU in thread_info
+    // (x86, arm64 since 5.16); the others in task_struct itself.
+    let cpu = match offset(&["thread_info", "cpu"]) {
+        FIELD_ABSENT => offset(&["cpu"]),
+        found => found,
+    };
+    Some(TaskFields { pid: offset(&["pid"]), tgid: offset(&["tgid"]), cpu, _pad: 0 })
+}
+
+fn find_struct(btf: &Btf, name: &str) -> Option<Struct> {
+    btf.resolve_types_by_name(name).ok()?.into_iter().find_map(|t| match t {
+        Type::Struct(s) if !s.members.is_empty() => Some(s),
+        _ => None,
+    })
+}
+
+/// Follows typedefs and qualifiers to the type underneath.
+fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
+    for _ in 0..16 {
+        match ty {
+            Type::Typedef(_) | Type::Volatile(_) | Type::Const(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                ty = btf.resolve_chained_type(ty.as_btf_type()?).ok()?;
+            }
+            _ => return Some(ty),
+        }
+    }
+    None
+}
+
+/// Byte offset of the member at `path` (descending through anonymous
+/// structs and unions, which hold e.g. the randomised part of
+/// `task_struct`), if it is a whole-byte scalar of `size` bytes.
+fn member_offset(btf: &Btf, st: &Struct, path: &[&str], size: usize) -> Option<u32> {
+    walk(btf, st, path, size, 0).map(|bits| bits / 8)
+}
+
+fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> Option<u32> {
+    let (first, rest) = path.split_first()?;
+    for member in &st.members {
+        let bits = base_bits + member.bit_offset();
+        let name = btf.resolve_name(member).unwrap_or_default();
+        let ty = strip(btf, btf.resolve_chained_type(member).ok()?)?;
+        if name.is_empty() {
+            if let Type::Struct(inner) | Type::Union(inner) = &ty {
+                if let Some(found) = walk(btf, inner, path, size, bits) {
+                    return Some(found);
+                }
+            }
+            continue;
+        }
+        if name != *first {
+            continue;
+        }
+        return match (&ty, rest.is_empty()) {
+            (Type::Struct(inner) | Type::Union(inner), false) => walk(btf, inner, rest, size, bits),
+            (Type::Int(int), true) if int.size() == size && member.bitfield_size().unwrap_or(0) == 0 && bits % 8 == 0 => {
+                Some(bits)
+            }
+            _ => None,
+        };
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running kernel's own BTF (every kernel this is tested on has it).
+    #[test]
+    fn finds_task_struct_members_in_the_running_kernels_btf() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let structs = read(Path::new(VMLINUX_BTF));
+        let f = structs.task;
+        assert!(f.complete(), "{f:?}");
+        // 64 bytes on every 64-bit configuration shipped today; at least a pointer or two.
+        assert!(matches!(structs.page_size, Some(16..=256)), "{structs:?}");
+        // pid and tgid are adjacent pid_t members in every kernel since 2.6.
+        assert_eq!(f.tgid, f.pid + 4, "{f:?}");
+        assert_ne!(f.cpu, f.pid);
+    }
+
+    #[test]
+    fn no_btf_means_every_member_absent() {
+        let structs = read(Path::new("/nonexistent/btf"));
+        let f = structs.task;
+        assert!(!f.complete());
+        assert_eq!(structs.page_size, None);
+        assert_eq!((f.pid, f.tgid, f.cpu), (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT));
+    }
+}
