@@ -10,6 +10,7 @@ use numatrace_common::{EventKind, REGION_UNKNOWN};
 
 use crate::{
     event::{Event, comm_str},
+    inline_vec::InlineVec,
     kernel::KernelTotals,
     topology::Topology,
 };
@@ -73,7 +74,7 @@ pub struct RegionKey {
 }
 
 /// Who first touched (part of) a region, from where, and where it landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegionTouch {
     pub tid: u32,
     pub cpu_node: u32,
@@ -84,7 +85,7 @@ pub struct RegionTouch {
 }
 
 /// A thread's NUMA hinting faults in one region: where it ran and where the memory was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegionUse {
     pub tid: u32,
     pub cpu_node: u32,
@@ -97,6 +98,13 @@ pub struct RegionUse {
     pub first_ns: u64,
     pub last_ns: u64,
 }
+
+/// A region's first touches, in the order first seen. Four inline: a thread's
+/// (CPU node, page node) pairs on two nodes, so the common fold misses the cache once.
+pub type RegionTouches = InlineVec<RegionTouch, 4>;
+
+/// A region's hinting-fault users, in the order first seen (four inline, as above).
+pub type RegionUses = InlineVec<RegionUse, 4>;
 
 /// Pages migrated for one reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,9 +134,9 @@ pub struct Aggregator {
     /// `enum migrate_reason` value -> name, from this kernel's format file.
     pub reason_names: BTreeMap<i64, String>,
     pub threads: BTreeMap<u32, ThreadStats>,
-    pub regions: HashMap<RegionKey, Vec<RegionTouch>, FxBuildHasher>,
+    pub regions: HashMap<RegionKey, RegionTouches, FxBuildHasher>,
     /// Hinting faults per region: who used the region from where.
-    pub region_uses: HashMap<RegionKey, Vec<RegionUse>, FxBuildHasher>,
+    pub region_uses: HashMap<RegionKey, RegionUses, FxBuildHasher>,
     pub page_migrations: BTreeMap<String, MigrationCount>,
     pub placements: Vec<Placement>,
     pub events: u64,
@@ -292,7 +300,7 @@ impl Aggregator {
                         r.first_ns = r.first_ns.min(h.ts_ns);
                         r.last_ns = r.last_ns.max(e.last_ts_ns);
                     }
-                    None => touches.push(RegionTouch {
+                    None => _ = touches.push(RegionTouch {
                         tid: h.tid,
                         cpu_node,
                         page_node,
@@ -313,10 +321,9 @@ impl Aggregator {
                 t.hinting_pages_migrated += u64::from(e.migrated_pages);
                 let (cpu_node, mem_node) = (u32::from(e.cpu_node), u32::from(e.mem_node));
                 let uses = self.region_uses.entry(RegionKey { tgid: h.tgid, region: e.region }).or_default();
-                let idx = match uses.iter().position(|u| u.tid == h.tid && u.cpu_node == cpu_node && u.mem_node == mem_node) {
-                    Some(i) => i,
-                    None => {
-                        uses.push(RegionUse {
+                let u = match uses.iter_mut().find(|u| u.tid == h.tid && u.cpu_node == cpu_node && u.mem_node == mem_node) {
+                    Some(u) => u,
+                    None => uses.push(RegionUse {
                             tid: h.tid,
                             cpu_node,
                             mem_node,
@@ -324,13 +331,10 @@ impl Aggregator {
                             remote_faults: 0,
                             remote_pages: 0,
                             migrated_pages: 0,
-                            first_ns: h.ts_ns,
-                            last_ns: e.last_ts_ns,
-                        });
-                        uses.len() - 1
-                    }
+                        first_ns: h.ts_ns,
+                        last_ns: e.last_ts_ns,
+                    }),
                 };
-                let u = &mut uses[idx];
                 if e.local != 0 {
                     u.local_faults += u64::from(e.faults);
                 } else {
@@ -486,6 +490,31 @@ mod tests {
         assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }].len(), 1);
         assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }][0].pages, 612);
         assert_eq!(a.regions[&RegionKey { tgid: 1, region: 2 }].len(), 2);
+    }
+
+    #[test]
+    fn folds_runs_past_the_inline_entries_in_first_seen_order() {
+        let mut a = agg();
+        let run = |tid, pages, ts| {
+            Event::FirstTouch(FirstTouchEvent {
+                header: hdr(EventKind::FirstTouch, tid, ts),
+                region: 1,
+                pages,
+                last_ts_ns: ts + 1,
+                cpu_node: 0,
+                page_node: 0,
+                _pad: 0,
+            })
+        };
+        // Six threads in one region: two entries live past the inline four.
+        for tid in [10, 11, 12, 13, 14, 15] {
+            a.ingest(&run(tid, 1, 100 + u64::from(tid)));
+        }
+        a.ingest(&run(15, 5, 50));
+        a.ingest(&run(12, 2, 300));
+        let touches = &a.regions[&RegionKey { tgid: 1, region: 1 }];
+        let got: Vec<_> = touches.iter().map(|t| (t.tid, t.pages, t.first_ns, t.last_ns)).collect();
+        assert_eq!(got, [(10, 1, 110, 111), (11, 1, 111, 112), (12, 3, 112, 301), (13, 1, 113, 114), (14, 1, 114, 115), (15, 6, 50, 116)]);
     }
 
     #[test]

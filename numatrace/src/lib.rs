@@ -13,6 +13,7 @@ pub mod cpulist;
 pub mod diff;
 pub mod event;
 pub mod fixes;
+pub mod inline_vec;
 pub mod inspect;
 pub mod export;
 pub mod facts;
