@@ -4,7 +4,7 @@
 //! randomisation), so they are looked up here at load time, never assumed.
 use std::path::Path;
 
-use btf_rs::{Btf, Struct, Type};
+use btf_rs::{Backend, Btf, Struct, Type};
 use numatrace_common::{FIELD_ABSENT, TaskFields};
 
 /// Where the kernel publishes its own BTF.
@@ -21,7 +21,9 @@ pub struct KernelStructs {
 /// Reads them from the BTF at `btf_path`; without BTF everything is absent.
 pub fn read(btf_path: &Path) -> KernelStructs {
     let absent = TaskFields { pid: FIELD_ABSENT, tgid: FIELD_ABSENT, cpu: FIELD_ABSENT, _pad: 0 };
-    let Ok(btf) = Btf::from_file(btf_path) else { return KernelStructs { task: absent, page_size: None } };
+    // Mmap, not the cached parse: two lookups do not pay for parsing ~100k
+    // types into memory (15 MiB more peak RSS and 0.2 s of CPU).
+    let Ok(btf) = Btf::from_file_with_backend(btf_path, Backend::Mmap) else { return KernelStructs { task: absent, page_size: None } };
     KernelStructs {
         task: task_fields(&btf).unwrap_or(absent),
         page_size: find_struct(&btf, "page").map(|s| s.size() as u64).filter(|size| *size > 0),
