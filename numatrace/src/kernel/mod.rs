@@ -107,7 +107,7 @@ impl Probes {
         if let Err(why) = page_map::calibrate(&mut self.ebpf, tracefs, self.structs.page_size) {
             unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
         }
-        let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), unmet };
+        let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s)).collect();
         &self.sources
     }

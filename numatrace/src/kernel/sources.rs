@@ -4,6 +4,8 @@ use aya::{
     Btf, Ebpf,
     programs::{BtfTracePoint, FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::tracefs::Tracefs;
@@ -169,14 +171,28 @@ pub struct SourceStatus {
     pub fallback_reason: Option<String>,
 }
 
-/// Whether a kernel function can be probed (listed in kallsyms as text).
-pub fn kernel_function_exists(name: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else { return false };
-    text.lines().any(|line| {
-        let mut parts = line.split_whitespace();
-        let (_, kind, sym) = (parts.next(), parts.next(), parts.next());
-        matches!(kind, Some("T" | "t")) && sym == Some(name)
-    })
+/// The kernel functions that kprobe/fentry hooks of [`SOURCES`] name and
+/// that this kernel has (listed in kallsyms as text). One pass over
+/// kallsyms (~100k lines, the bulk of start-up time when read per name).
+pub fn existing_functions() -> BTreeSet<&'static str> {
+    let wanted: BTreeSet<&'static str> = SOURCES
+        .iter()
+        .flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
+        .flat_map(|a| match a.hook {
+            Hook::Kprobe(f) | Hook::Kretprobe(f) | Hook::Fentry(f) | Hook::Fexit(f) => f,
+            _ => &[],
+        })
+        .copied()
+        .collect();
+    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else { return BTreeSet::new() };
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (_, kind, sym) = (parts.next(), parts.next()?, parts.next()?);
+            matches!(kind, "T" | "t").then_some(sym)
+        })
+        .filter_map(|sym| wanted.get(sym).copied())
+        .collect()
 }
 
 /// What the attach decisions depend on besides the object.
@@ -184,9 +200,11 @@ pub struct AttachEnv<'a> {
     pub tracefs: &'a Tracefs,
     /// The kernel's BTF, for fentry/fexit and BTF-typed tracepoints.
     pub btf: Option<&'a Btf>,
+    /// Functions of the kprobe/fentry hooks that exist ([`existing_functions`]).
+    pub functions: BTreeSet<&'static str>,
     /// Programs that cannot work on this kernel, and why (e.g. the BTF
     /// offsets they read were not found): their variant is skipped.
-    pub unmet: std::collections::BTreeMap<&'static str, String>,
+    pub unmet: BTreeMap<&'static str, String>,
 }
 
 /// Attaches the first variant of a source whose programs all attach; a
@@ -242,11 +260,11 @@ pub fn unload_variant(ebpf: &mut Ebpf, variant: &[Attach]) {
     }
 }
 
-fn first_existing(functions: &[&'static str]) -> Result<&'static str, String> {
+fn first_existing(env: &AttachEnv, functions: &[&'static str]) -> Result<&'static str, String> {
     functions
         .iter()
         .copied()
-        .find(|f| kernel_function_exists(f))
+        .find(|f| env.functions.contains(f))
         .ok_or_else(|| format!("this kernel has none of {}", functions.join(", ")))
 }
 
@@ -284,7 +302,7 @@ fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> Result<Strin
             Ok(format!("tp_btf:{name}"))
         }
         Hook::Kprobe(functions) | Hook::Kretprobe(functions) => {
-            let function = first_existing(functions)?;
+            let function = first_existing(env, functions)?;
             let kp: &mut KProbe = program.try_into().map_err(|e| format!("{e}"))?;
             kp.load().map_err(|e| verifier_error(attach.program, &e))?;
             kp.attach(function, 0).map_err(|e| {
@@ -300,7 +318,7 @@ fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> Result<Strin
         }
         Hook::Fentry(functions) | Hook::Fexit(functions) => {
             let btf = btf.ok_or_else(|| "the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_string())?;
-            let function = first_existing(functions)?;
+            let function = first_existing(env, functions)?;
             if matches!(attach.hook, Hook::Fentry(_)) {
                 let p: &mut FEntry = program.try_into().map_err(|e| format!("{e}"))?;
                 p.load(function, btf).map_err(|e| verifier_error(attach.program, &e))?;
