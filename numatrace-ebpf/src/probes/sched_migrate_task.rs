@@ -49,12 +49,13 @@ pub fn sched_migrate_task_btf(ctx: BtfTracePointContext) -> u32 {
     if task.is_null() {
         return 0;
     }
-    let tgid = unsafe { task_u32(task, layout!(task.tgid)) };
+    let (tgid_at, pid_at, cpu_at) = (layout!(task.tgid), layout!(task.pid), layout!(task.cpu));
+    let tgid = unsafe { task_u32(task, tgid_at) };
     if !tracking::is_traced_tgid(tgid) {
         return 0;
     }
-    let tid = unsafe { task_u32(task, layout!(task.pid)) };
-    let orig_cpu = unsafe { task_u32(task, layout!(task.cpu)) } as i32;
+    let tid = unsafe { task_u32(task, pid_at) };
+    let orig_cpu = unsafe { task_u32(task, cpu_at) } as i32;
     migration(tgid, tid, orig_cpu, ctx.arg::<i32>(1))
 }
 
