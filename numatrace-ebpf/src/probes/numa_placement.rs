@@ -4,7 +4,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use numatrace_common::{EventHeader, EventKind, NumaPlacementEvent, PlacementFields, FIELD_ABSENT};
 
-use super::{field, field_u32};
+use super::field_u32;
 use crate::{emit::emit, tracking};
 
 #[inline(always)]
