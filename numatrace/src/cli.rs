@@ -58,6 +58,10 @@ pub struct TraceArgs {
     /// Size of the kernel-to-user event ring (rounded up to a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub ring_size: u32,
+    /// Attach through classic tracepoints only, never raw or BTF-typed ones
+    /// (for comparing the two; the cheaper ones are the default).
+    #[arg(long, hide = true)]
+    pub classic_tracepoints: bool,
     #[command(flatten)]
     pub record: crate::capture::cli::RecordArgs,
     /// The command to start and trace, after `--`.
@@ -112,7 +116,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
             let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
-            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, record: Default::default(), command })
+            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, record: Default::default(), command })
         }
         None => trace(cli.trace),
     }
@@ -131,6 +135,7 @@ fn trace(args: TraceArgs) -> Result<i32> {
         duration: args.duration,
         follow_children,
         ring_bytes: args.ring_size,
+        classic_tracepoints: args.classic_tracepoints,
         progress: !args.json,
         drain_interval: Duration::from_millis(100),
     };

@@ -33,6 +33,8 @@ pub struct SessionOptions {
     pub duration: Option<Duration>,
     pub follow_children: bool,
     pub ring_bytes: u32,
+    /// Never use raw or BTF-typed tracepoints.
+    pub classic_tracepoints: bool,
     /// Show a progress line (only when stderr is a terminal).
     pub progress: bool,
     /// How often the ring is drained when nobody wakes the reader.
@@ -66,7 +68,12 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     };
     let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
     let mut probes = Probes::load(
-        &LoadOptions { target_tgid: target.pid, follow_children: opts.follow_children, ring_bytes: opts.ring_bytes },
+        &LoadOptions {
+            target_tgid: target.pid,
+            follow_children: opts.follow_children,
+            ring_bytes: opts.ring_bytes,
+            classic_tracepoints: opts.classic_tracepoints,
+        },
         &topology,
         &tracefs,
     )?;

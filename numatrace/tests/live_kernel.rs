@@ -49,6 +49,60 @@ fn counts_every_first_touch_of_every_thread() {
     assert_eq!(report["totals"]["first_touch_pages"], report["kernel_counters"]["first_touch_pages"]);
 }
 
+fn hooks_of<'a>(report: &'a Value, source: &str) -> Vec<&'a str> {
+    let status = report["sources"].as_array().unwrap().iter().find(|s| s["name"] == source).expect("source listed");
+    status["hooks"].as_array().unwrap().iter().filter_map(Value::as_str).collect()
+}
+
+/// The raw and BTF-typed programs (the default where the kernel has them)
+/// and the classic ones see the same thing: every first touch on the node
+/// the kernel put it (pfns from the calibrated page array vs the classic
+/// record's pfn), and every forced CPU hop.
+#[test]
+fn cheaper_hooks_see_what_classic_tracepoints_see() {
+    let touch = ["--", NUMATRACE, "workload", "touch", "--pages", "4000", "--threads", "2"];
+    let (cheap_truth, cheap, stderr, code) = trace(&[&["--json"][..], &touch[..]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let (classic_truth, classic, stderr, code) = trace(&[&["--json", "--classic-tracepoints"][..], &touch[..]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    for source in ["first touches", "fault addresses", "thread migrations"] {
+        assert!(hooks_of(&classic, source).iter().all(|h| h.starts_with("tracepoint:")), "{source}: {:?}", hooks_of(&classic, source));
+    }
+    let cheap_hooks = [hooks_of(&cheap, "first touches"), hooks_of(&cheap, "fault addresses")].concat();
+    if cheap_hooks.iter().any(|h| h.starts_with("tracepoint:")) {
+        eprintln!("note: this kernel fell back to classic tracepoints: {cheap_hooks:?}");
+    }
+    let nodes = cheap["topology"]["nodes"].as_array().map_or(1, Vec::len) as u64;
+    for (truth, report) in [(cheap_truth, &cheap), (classic_truth, &classic)] {
+        let truth = truth.expect("ground truth");
+        for w in truth["threads"].as_array().unwrap() {
+            let t = thread(report, w["tid"].as_u64().unwrap());
+            let (seen, want) = (first_touch_total(t), w["first_touch_pages"].as_u64().unwrap());
+            assert!(seen >= want && seen <= want + 8, "thread {}: saw {seen}, touched {want}", w["tid"]);
+            for node in t["first_touch_pages"].as_object().unwrap().keys() {
+                let node: u64 = node.parse().expect("node id");
+                assert!(node < nodes, "thread {}: pages on node {node} of a {nodes}-node machine", w["tid"]);
+            }
+        }
+        assert_eq!(report["totals"]["first_touch_pages"], report["kernel_counters"]["first_touch_pages"]);
+        assert_eq!(report["lost_events"], 0);
+    }
+    assert_eq!(cheap["totals"]["first_touch_pages_by_node"].as_object().map(|m| m.keys().collect::<Vec<_>>()),
+        classic["totals"]["first_touch_pages_by_node"].as_object().map(|m| m.keys().collect::<Vec<_>>()));
+
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) >= 2 {
+        let hop = ["--", NUMATRACE, "workload", "hop", "--times", "30", "--threads", "2"];
+        for flags in [&["--json"][..], &["--json", "--classic-tracepoints"][..]] {
+            let (truth, report, stderr, code) = trace(&[flags, &hop[..]].concat());
+            assert_eq!(code, 0, "{stderr}");
+            for w in truth.expect("ground truth")["threads"].as_array().unwrap() {
+                let seen = thread(&report, w["tid"].as_u64().unwrap())["migrations"].as_u64().unwrap();
+                assert!(seen >= w["hops"].as_u64().unwrap(), "{flags:?} thread {}: {seen} migrations seen, {} hops", w["tid"], w["hops"]);
+            }
+        }
+    }
+}
+
 #[test]
 fn sees_at_least_every_forced_cpu_hop() {
     if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {

@@ -32,6 +32,8 @@ pub struct LoadOptions {
     pub target_tgid: u32,
     pub follow_children: bool,
     pub ring_bytes: u32,
+    /// Never use raw or BTF-typed tracepoints (their classic forms instead).
+    pub classic_tracepoints: bool,
 }
 
 /// Loaded and attached programs.
@@ -39,6 +41,7 @@ pub struct Probes {
     ebpf: Ebpf,
     /// What the kernel's BTF says about `task_struct` and `struct page`.
     structs: btf_fields::KernelStructs,
+    classic_tracepoints: bool,
     pub sources: Vec<SourceStatus>,
 }
 
@@ -81,7 +84,7 @@ impl Probes {
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, topology)?;
-        Ok(Probes { ebpf, structs, sources: Vec::new() })
+        Ok(Probes { ebpf, structs, classic_tracepoints: opts.classic_tracepoints, sources: Vec::new() })
     }
 
     /// Adds threads to trace (tid -> tgid). Call before [`Probes::attach`] for
@@ -101,11 +104,17 @@ impl Probes {
         // without it they fall back to kprobes and classic tracepoints.
         let btf = aya::Btf::from_sys_fs().ok();
         let mut unmet = BTreeMap::new();
-        if !self.structs.task.complete() {
-            unmet.insert("sched_migrate_task_btf", "task_struct's pid/tgid/cpu are not in the kernel's BTF".to_string());
-        }
-        if let Err(why) = page_map::calibrate(&mut self.ebpf, tracefs, self.structs.page_size) {
-            unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
+        if self.classic_tracepoints {
+            for program in sources::cheaper_tracepoint_programs() {
+                unmet.insert(program, "classic tracepoints were asked for (--classic-tracepoints)".to_string());
+            }
+        } else {
+            if !self.structs.task.complete() {
+                unmet.insert("sched_migrate_task_btf", "task_struct's pid/tgid/cpu are not in the kernel's BTF".to_string());
+            }
+            if let Err(why) = page_map::calibrate(&mut self.ebpf, tracefs, self.structs.page_size) {
+                unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
+            }
         }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s)).collect();

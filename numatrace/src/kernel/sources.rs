@@ -195,6 +195,15 @@ pub fn existing_functions() -> BTreeSet<&'static str> {
         .collect()
 }
 
+/// The programs attached through raw or BTF-typed tracepoints.
+pub fn cheaper_tracepoint_programs() -> impl Iterator<Item = &'static str> {
+    SOURCES
+        .iter()
+        .flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
+        .filter(|a| matches!(a.hook, Hook::RawTracepoint(..) | Hook::BtfTracepoint(..)))
+        .map(|a| a.program)
+}
+
 /// What the attach decisions depend on besides the object.
 pub struct AttachEnv<'a> {
     pub tracefs: &'a Tracefs,
