@@ -33,7 +33,7 @@ pub fn calibrate(ebpf: &mut Ebpf, tracefs: &Tracefs, struct_size: Option<u64>) -
     write(ebpf, PageMap { base: 0, struct_size })?;
     let observed = observe(ebpf);
     for program in ["page_map_calibration_raw", "page_map_calibration_tp"] {
-        unload(ebpf, program);
+        super::sources::unload_program(ebpf, program);
     }
     let per_cpu = observed?;
     let base = verdict(&per_cpu)?;
@@ -114,18 +114,6 @@ fn write(ebpf: &mut Ebpf, map: PageMap) -> Result<(), String> {
     let mut array: Array<&mut MapData, PageMap> =
         Array::try_from(ebpf.map_mut(PAGE_MAP_MAP).ok_or("map PAGE_MAP missing")?).map_err(|e| format!("{e}"))?;
     array.set(0, map, 0).map_err(|e| format!("writing PAGE_MAP: {e}"))
-}
-
-fn unload(ebpf: &mut Ebpf, name: &str) {
-    match ebpf.program_mut(name) {
-        Some(aya::programs::Program::RawTracePoint(p)) => {
-            let _ = p.unload();
-        }
-        Some(aya::programs::Program::TracePoint(p)) => {
-            let _ = p.unload();
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]

@@ -255,17 +255,23 @@ pub fn attach(ebpf: &mut Ebpf, env: &AttachEnv, source: &Source) -> SourceStatus
 /// Unloads (and so detaches) every program of a variant.
 pub fn unload_variant(ebpf: &mut Ebpf, variant: &[Attach]) {
     for attach in variant {
-        if let Some(program) = ebpf.program_mut(attach.program) {
-            let _ = match program {
-                aya::programs::Program::TracePoint(p) => p.unload(),
-                aya::programs::Program::KProbe(p) => p.unload(),
-                aya::programs::Program::FEntry(p) => p.unload(),
-                aya::programs::Program::FExit(p) => p.unload(),
-                aya::programs::Program::RawTracePoint(p) => p.unload(),
-                aya::programs::Program::BtfTracePoint(p) => p.unload(),
-                _ => Ok(()),
-            };
-        }
+        unload_program(ebpf, attach.program);
+    }
+}
+
+/// Unloads (and so detaches) one program, if it is loaded.
+pub fn unload_program(ebpf: &mut Ebpf, name: &str) {
+    use aya::programs::Program;
+    if let Some(program) = ebpf.program_mut(name) {
+        let _ = match program {
+            Program::TracePoint(p) => p.unload(),
+            Program::KProbe(p) => p.unload(),
+            Program::FEntry(p) => p.unload(),
+            Program::FExit(p) => p.unload(),
+            Program::RawTracePoint(p) => p.unload(),
+            Program::BtfTracePoint(p) => p.unload(),
+            _ => Ok(()),
+        };
     }
 }
 
