@@ -129,11 +129,7 @@ impl Probes {
 
     /// Detaches every program: after this no new event is produced.
     pub fn detach(&mut self) {
-        for source in sources::SOURCES {
-            for variant in source.variants {
-                sources::unload_variant(&mut self.ebpf, variant);
-            }
-        }
+        sources::unload_all(&mut self.ebpf);
     }
 
     /// Runs still accumulating in the per-CPU slots, as events. Read after

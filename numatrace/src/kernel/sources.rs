@@ -261,18 +261,34 @@ pub fn unload_variant(ebpf: &mut Ebpf, variant: &[Attach]) {
 
 /// Unloads (and so detaches) one program, if it is loaded.
 pub fn unload_program(ebpf: &mut Ebpf, name: &str) {
-    use aya::programs::Program;
     if let Some(program) = ebpf.program_mut(name) {
-        let _ = match program {
-            Program::TracePoint(p) => p.unload(),
-            Program::KProbe(p) => p.unload(),
-            Program::FEntry(p) => p.unload(),
-            Program::FExit(p) => p.unload(),
-            Program::RawTracePoint(p) => p.unload(),
-            Program::BtfTracePoint(p) => p.unload(),
-            _ => Ok(()),
-        };
+        unload(program);
     }
+}
+
+/// Unloads every program at once. Each tracepoint detach waits for an RCU
+/// grace period (~70 ms on the 2-vCPU test VM), and the kernel serialises
+/// most of that: in parallel, numatrace's exit after its target's went from
+/// 1.15 s to 0.9 s there (`numatrace --json -- /bin/true`).
+pub fn unload_all(ebpf: &mut Ebpf) {
+    std::thread::scope(|scope| {
+        for (_, program) in ebpf.programs_mut() {
+            scope.spawn(move || unload(program));
+        }
+    });
+}
+
+fn unload(program: &mut aya::programs::Program) {
+    use aya::programs::Program;
+    let _ = match program {
+        Program::TracePoint(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
+        _ => Ok(()),
+    };
 }
 
 fn first_existing(env: &AttachEnv, functions: &[&'static str]) -> Result<&'static str, String> {
