@@ -42,9 +42,10 @@ fn comparison_rows(out: &mut String, title: &str, cmp: &Comparison) {
     };
     let _ = writeln!(
         out,
-        "| {title} | {} | {} | {} | {} | {ratio} |",
+        "| {title} | {} | {} | {} | {} | {} | {ratio} |",
         cell(Variant::Untraced),
         cell(Variant::Numatrace),
+        cell(Variant::NumatraceClassic),
         cell(Variant::Bpftrace),
         cell(Variant::PerfRecord)
     );
@@ -61,7 +62,7 @@ fn spread(cmp: &Comparison, v: Variant) -> String {
 }
 
 fn tracer_rows(out: &mut String, title: &str, cmp: &Comparison) {
-    for v in [Variant::Numatrace, Variant::Bpftrace, Variant::PerfRecord] {
+    for v in [Variant::Numatrace, Variant::NumatraceClassic, Variant::Bpftrace, Variant::PerfRecord] {
         let cpu = cmp.tracer_cpu_s.get(&v).and_then(|c| median(c));
         let rss = cmp.tracer_peak_rss_kib.get(&v).and_then(|r| r.iter().max().copied());
         let _ = writeln!(
@@ -131,8 +132,11 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
     let _ = writeln!(out, "Medians of {} rounds; the variants alternate within each round. Slowdowns are per round against that round's untraced run.\n", plan.rounds);
     if r.faults.is_some() || r.migrations.is_some() {
         let _ = writeln!(out, "#### Workload time (the workload's own clock) and slowdown\n");
-        let _ = writeln!(out, "| workload | untraced | numatrace | bpftrace | perf record | numatrace added / bpftrace added |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| workload | untraced | numatrace | numatrace, classic tracepoints | bpftrace | perf record | numatrace added / bpftrace added |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         if let Some(c) = &r.faults {
             comparison_rows(&mut out, &format!("fault-heavy: `{}`", short(&c.workload)), c);
         }

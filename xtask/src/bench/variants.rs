@@ -34,17 +34,22 @@ const PERF_EVENTS: &[&str] = &["exceptions:page_fault_user", "kmem:mm_page_alloc
 pub enum Variant {
     Untraced,
     Numatrace,
+    /// numatrace forced onto classic tracepoints (`--classic-tracepoints`):
+    /// what the raw and BTF-typed ones save, measured in the same rounds.
+    NumatraceClassic,
     Bpftrace,
     PerfRecord,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [Variant::Untraced, Variant::Numatrace, Variant::Bpftrace, Variant::PerfRecord];
+    pub const ALL: [Variant; 5] =
+        [Variant::Untraced, Variant::Numatrace, Variant::NumatraceClassic, Variant::Bpftrace, Variant::PerfRecord];
 
     pub fn label(self) -> &'static str {
         match self {
             Variant::Untraced => "untraced",
             Variant::Numatrace => "numatrace",
+            Variant::NumatraceClassic => "numatrace, classic tracepoints",
             Variant::Bpftrace => "bpftrace",
             Variant::PerfRecord => "perf record",
         }
@@ -94,8 +99,11 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
     let workload = workload.to_vec();
     let mut argv: Vec<String> = match variant {
         Variant::Untraced => workload.clone(),
-        Variant::Numatrace => {
+        Variant::Numatrace | Variant::NumatraceClassic => {
             let mut v = vec![tools.numatrace.display().to_string(), "--json".to_string()];
+            if variant == Variant::NumatraceClassic {
+                v.push("--classic-tracepoints".to_string());
+            }
             if let Some(bytes) = nt.ring_size {
                 v.push(format!("--ring-size={bytes}"));
             }
