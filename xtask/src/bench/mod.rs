@@ -127,6 +127,8 @@ impl Plan {
 pub struct Comparison {
     pub workload: Vec<String>,
     pub seconds: BTreeMap<Variant, Vec<f64>>,
+    /// The workload's own CPU time per variant, in round order (workloads that report it).
+    pub workload_cpu_s: BTreeMap<Variant, Vec<f64>>,
     pub tracer_cpu_s: BTreeMap<Variant, Vec<f64>>,
     pub tracer_peak_rss_kib: BTreeMap<Variant, Vec<u64>>,
     /// Kernel counters from numatrace's reports (last run), and the most lost in any run.
@@ -275,6 +277,9 @@ fn compare(tools: &Tools, args: &[String], rounds: u32) -> Result<Comparison> {
 
 fn record(cmp: &mut Comparison, variant: Variant, r: &RunResult) {
     cmp.seconds.entry(variant).or_default().push(r.seconds);
+    if let Some(cpu) = r.cpu_seconds {
+        cmp.workload_cpu_s.entry(variant).or_default().push(cpu);
+    }
     if let Some(u) = r.tracer {
         cmp.tracer_cpu_s.entry(variant).or_default().push(u.cpu_s);
         cmp.tracer_peak_rss_kib.entry(variant).or_default().push(u.peak_rss_kib);

@@ -1,5 +1,5 @@
 //! The benchmark's results as markdown tables (for the README).
-use std::fmt::Write;
+use std::{collections::BTreeMap, fmt::Write};
 
 use serde_json::Value;
 
@@ -18,7 +18,12 @@ pub fn median(values: &[f64]) -> Option<f64> {
 
 /// Per-round slowdowns of `variant` against the untraced run of the same round.
 pub fn slowdowns(cmp: &Comparison, variant: Variant) -> Vec<f64> {
-    let (Some(base), Some(traced)) = (cmp.seconds.get(&Variant::Untraced), cmp.seconds.get(&variant)) else {
+    slowdowns_in(&cmp.seconds, variant)
+}
+
+/// The same for any per-variant series (wall time, workload CPU time).
+fn slowdowns_in(series: &BTreeMap<Variant, Vec<f64>>, variant: Variant) -> Vec<f64> {
+    let (Some(base), Some(traced)) = (series.get(&Variant::Untraced), series.get(&variant)) else {
         return Vec::new();
     };
     base.iter().zip(traced).filter(|(b, _)| **b > 0.0).map(|(b, t)| t / b - 1.0).collect()
@@ -28,9 +33,12 @@ fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |x| format!("{:+.1} %", x * 100.0))
 }
 
-fn comparison_rows(out: &mut String, title: &str, cmp: &Comparison) {
-    let med = |v: Variant| cmp.seconds.get(&v).and_then(|s| median(s));
-    let slow = |v: Variant| median(&slowdowns(cmp, v));
+fn comparison_rows(out: &mut String, title: &str, series: &BTreeMap<Variant, Vec<f64>>) {
+    if series.is_empty() {
+        return;
+    }
+    let med = |v: Variant| series.get(&v).and_then(|s| median(s));
+    let slow = |v: Variant| median(&slowdowns_in(series, v));
     let ratio = match (slow(Variant::Numatrace), slow(Variant::Bpftrace)) {
         (Some(n), Some(b)) if b > 0.0 => format!("{:.2}", n / b),
         _ => "-".into(),
@@ -138,10 +146,22 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         if let Some(c) = &r.faults {
-            comparison_rows(&mut out, &format!("fault-heavy: `{}`", short(&c.workload)), c);
+            comparison_rows(&mut out, &format!("fault-heavy: `{}`", short(&c.workload)), &c.seconds);
         }
         if let Some(c) = &r.migrations {
-            comparison_rows(&mut out, &format!("migration-heavy: `{}`", short(&c.workload)), c);
+            comparison_rows(&mut out, &format!("migration-heavy: `{}`", short(&c.workload)), &c.seconds);
+        }
+        if let Some(c) = r.faults.as_ref().filter(|c| !c.workload_cpu_s.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\n#### Workload CPU time (user + system of the workload process, where the programs of its own page faults are charged; steadier than wall time on a shared machine)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| workload | untraced | numatrace | numatrace, classic tracepoints | bpftrace | perf record | numatrace added / bpftrace added |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+            comparison_rows(&mut out, "fault-heavy", &c.workload_cpu_s);
         }
         let _ = writeln!(out, "\n#### Tracers: slowdown range over rounds, own CPU time (median), own peak memory\n");
         let _ = writeln!(out, "| workload | tracer | slowdown min .. max | tracer CPU | tracer peak RSS |");

@@ -70,6 +70,8 @@ pub struct TracerUsage {
 pub struct RunResult {
     /// The workload's own elapsed time.
     pub seconds: f64,
+    /// The workload's own CPU time, when it reports it.
+    pub cpu_seconds: Option<f64>,
     /// The tracer's usage (none when untraced).
     pub tracer: Option<TracerUsage>,
     /// numatrace's JSON report (numatrace runs only).
@@ -147,7 +149,8 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
     } else {
         None
     };
-    Ok(RunResult { seconds, tracer: out.usage, report, programs: out.programs })
+    let cpu_seconds = workload_line.get("cpu_seconds").and_then(Value::as_f64);
+    Ok(RunResult { seconds, cpu_seconds, tracer: out.usage, report, programs: out.programs })
 }
 
 fn tail(text: &str) -> String {
