@@ -86,6 +86,9 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     for status in probes.attach(&tracefs) {
         if !status.attached {
             eprintln!("numatrace: skipping {}: {}", status.name, status.reason.as_deref().unwrap_or("unavailable"));
+        } else if let (Some(why), false) = (&status.fallback_reason, opts.classic_tracepoints) {
+            // Still traced, at a higher cost per event: worth one line.
+            eprintln!("numatrace: {} through {} (costlier per event): {why}", status.name, status.hooks.join(", "));
         }
     }
     // Threads created between the /proc walk and the attach of task_newtask.
