@@ -285,24 +285,11 @@ mod tests {
 
     use super::*;
     use crate::sysinfo::{
-        CategoryBytes, CgroupVersion, Cpuset, Mapping, NumaMaps, ProcessStatus, Sysctls, ThreadPlacement, TransparentHugePages, Virtualization,
+        CategoryBytes, CgroupVersion, Cpuset, Mapping, NumaMaps, ProcessStatus, Sysctls, ThreadPlacement, Virtualization,
     };
 
     fn system(topo: MachineTopology) -> SystemSnapshot {
-        SystemSnapshot {
-            taken_at_unix_ms: 0,
-            topology: topo,
-            meminfo: BTreeMap::new(),
-            counters: BTreeMap::new(),
-            vmstat: BTreeMap::new(),
-            sysctl: Sysctls { numa_balancing: Some(1), zone_reclaim_mode: Some(0) },
-            transparent_hugepages: TransparentHugePages::default(),
-            virtualization: Virtualization::default(),
-            base_page_bytes: 4096,
-            default_huge_page_bytes: 2 << 20,
-            skipped_lines: 0,
-            unreadable: Vec::new(),
-        }
+        SystemSnapshot::synthetic(topo, Sysctls { numa_balancing: Some(1), zone_reclaim_mode: Some(0) })
     }
 
     fn process(pages: &[(u32, u64)], policy: &str, threads_on: &[u32]) -> ProcessSnapshot {

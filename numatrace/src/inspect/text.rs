@@ -234,29 +234,14 @@ fn render_finding(s: &mut String, f: &Finding) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::sysinfo::{
-        MachineTopology, Mapping, MappingKind, NumaMaps, ProcessSnapshot, ProcessStatus, Sysctls, SystemSnapshot, ThreadPlacement, TransparentHugePages, Unreadable,
-        Virtualization,
+        MachineTopology, Mapping, MappingKind, NumaMaps, ProcessSnapshot, ProcessStatus, Sysctls, SystemSnapshot, ThreadPlacement, Unreadable,
     };
 
     fn system() -> SystemSnapshot {
-        SystemSnapshot {
-            taken_at_unix_ms: 0,
-            topology: MachineTopology::synthetic(&[vec![0, 1], vec![2, 3]], 4 << 30),
-            meminfo: BTreeMap::new(),
-            counters: BTreeMap::new(),
-            vmstat: BTreeMap::new(),
-            sysctl: Sysctls { numa_balancing: Some(0), zone_reclaim_mode: Some(0) },
-            transparent_hugepages: TransparentHugePages::default(),
-            virtualization: Virtualization::default(),
-            base_page_bytes: 4096,
-            default_huge_page_bytes: 2 << 20,
-            skipped_lines: 0,
-            unreadable: Vec::new(),
-        }
+        let topology = MachineTopology::synthetic(&[vec![0, 1], vec![2, 3]], 4 << 30);
+        SystemSnapshot::synthetic(topology, Sysctls { numa_balancing: Some(0), zone_reclaim_mode: Some(0) })
     }
 
     /// Process 4242 with one thread on node 1; its numa_maps readable (8 MiB on node 1) or not.

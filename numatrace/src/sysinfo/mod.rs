@@ -149,6 +149,26 @@ impl SystemSnapshot {
         })
     }
 
+    /// A snapshot built in code (tests): this topology and these sysctls,
+    /// no counters, 4 KiB base and 2 MiB huge pages.
+    #[cfg(test)]
+    pub(crate) fn synthetic(topology: MachineTopology, sysctl: Sysctls) -> SystemSnapshot {
+        SystemSnapshot {
+            taken_at_unix_ms: 0,
+            topology,
+            meminfo: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            vmstat: BTreeMap::new(),
+            sysctl,
+            transparent_hugepages: TransparentHugePages::default(),
+            virtualization: Virtualization::default(),
+            base_page_bytes: 4096,
+            default_huge_page_bytes: 2 << 20,
+            skipped_lines: 0,
+            unreadable: Vec::new(),
+        }
+    }
+
     /// Seconds between two snapshots (0 when `earlier` is not earlier).
     pub fn seconds_since(&self, earlier: &SystemSnapshot) -> f64 {
         self.taken_at_unix_ms.saturating_sub(earlier.taken_at_unix_ms) as f64 / 1000.0
