@@ -12,11 +12,17 @@
 use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray},
-    programs::{RawTracePoint, TracePoint},
 };
 use numatrace_common::{PAGE_MAP_CALIBRATION_MAP, PAGE_MAP_MAP, PageMap, PageMapCalibration};
 
+use super::sources::{self, AttachEnv, attach_one, raw_tp, tp};
 use crate::tracefs::Tracefs;
+
+/// The calibration pair, on the same allocations.
+const PAIR: [sources::Attach; 2] = [
+    raw_tp("page_map_calibration_raw", "kmem", "mm_page_alloc"),
+    tp("page_map_calibration_tp", "kmem", "mm_page_alloc"),
+];
 
 /// Paired observations needed before a base is trusted.
 const MIN_PAIRS: u64 = 64;
@@ -27,14 +33,9 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// Measures the base, writes it to `PAGE_MAP` and returns it; or says why not.
 pub fn calibrate(ebpf: &mut Ebpf, tracefs: &Tracefs, struct_size: Option<u64>) -> Result<PageMap, String> {
     let struct_size = struct_size.ok_or("the kernel's BTF does not give sizeof(struct page)")?;
-    if !tracefs.has_event("kmem", "mm_page_alloc") {
-        return Err("this kernel has no tracepoint kmem:mm_page_alloc".to_string());
-    }
     write(ebpf, PageMap { base: 0, struct_size })?;
-    let observed = observe(ebpf);
-    for program in ["page_map_calibration_raw", "page_map_calibration_tp"] {
-        super::sources::unload_program(ebpf, program);
-    }
+    let observed = observe(ebpf, tracefs);
+    sources::unload_variant(ebpf, &PAIR);
     let per_cpu = observed?;
     let base = verdict(&per_cpu)?;
     let map = PageMap { base, struct_size };
@@ -43,15 +44,11 @@ pub fn calibrate(ebpf: &mut Ebpf, tracefs: &Tracefs, struct_size: Option<u64>) -
 }
 
 /// Attaches the pair, causes allocations, and reads what each CPU paired.
-fn observe(ebpf: &mut Ebpf) -> Result<Vec<PageMapCalibration>, String> {
-    let program = ebpf.program_mut("page_map_calibration_raw").ok_or("calibration program missing")?;
-    let raw: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-    raw.load().map_err(|e| format!("loading the raw calibration program: {e}"))?;
-    raw.attach("mm_page_alloc").map_err(|e| format!("raw tracepoint mm_page_alloc: {e}"))?;
-    let program = ebpf.program_mut("page_map_calibration_tp").ok_or("calibration program missing")?;
-    let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-    tp.load().map_err(|e| format!("loading the classic calibration program: {e}"))?;
-    tp.attach("kmem", "mm_page_alloc").map_err(|e| format!("tracepoint kmem:mm_page_alloc: {e}"))?;
+fn observe(ebpf: &mut Ebpf, tracefs: &Tracefs) -> Result<Vec<PageMapCalibration>, String> {
+    let env = AttachEnv { tracefs, btf: None, functions: Default::default(), unmet: Default::default() };
+    for attach in &PAIR {
+        attach_one(ebpf, &env, attach)?;
+    }
     touch_fresh_memory();
     let slots: PerCpuArray<&MapData, PageMapCalibration> =
         PerCpuArray::try_from(ebpf.map(PAGE_MAP_CALIBRATION_MAP).ok_or("calibration map missing")?)

@@ -50,11 +50,11 @@ pub struct Source {
 
 const MISPLACED: &[&str] = &["migrate_misplaced_folio", "migrate_misplaced_page"];
 
-const fn tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
+pub(super) const fn tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
     Attach { program, hook: Hook::Tracepoint(group, event) }
 }
 
-const fn raw_tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
+pub(super) const fn raw_tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
     Attach { program, hook: Hook::RawTracepoint(group, event) }
 }
 
@@ -175,9 +175,7 @@ pub struct SourceStatus {
 /// that this kernel has (listed in kallsyms as text). One pass over
 /// kallsyms (~100k lines, the bulk of start-up time when read per name).
 pub fn existing_functions() -> BTreeSet<&'static str> {
-    let wanted: BTreeSet<&'static str> = SOURCES
-        .iter()
-        .flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
+    let wanted: BTreeSet<&'static str> = every_attach()
         .flat_map(|a| match a.hook {
             Hook::Kprobe(f) | Hook::Kretprobe(f) | Hook::Fentry(f) | Hook::Fexit(f) => f,
             _ => &[],
@@ -195,11 +193,14 @@ pub fn existing_functions() -> BTreeSet<&'static str> {
         .collect()
 }
 
+/// Every program and hook of every variant of every source.
+fn every_attach() -> impl Iterator<Item = &'static Attach> {
+    SOURCES.iter().flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
+}
+
 /// The programs attached through raw or BTF-typed tracepoints.
 pub fn cheaper_tracepoint_programs() -> impl Iterator<Item = &'static str> {
-    SOURCES
-        .iter()
-        .flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
+    every_attach()
         .filter(|a| matches!(a.hook, Hook::RawTracepoint(..) | Hook::BtfTracepoint(..)))
         .map(|a| a.program)
 }
@@ -255,14 +256,9 @@ pub fn attach(ebpf: &mut Ebpf, env: &AttachEnv, source: &Source) -> SourceStatus
 /// Unloads (and so detaches) every program of a variant.
 pub fn unload_variant(ebpf: &mut Ebpf, variant: &[Attach]) {
     for attach in variant {
-        unload_program(ebpf, attach.program);
-    }
-}
-
-/// Unloads (and so detaches) one program, if it is loaded.
-pub fn unload_program(ebpf: &mut Ebpf, name: &str) {
-    if let Some(program) = ebpf.program_mut(name) {
-        unload(program);
+        if let Some(program) = ebpf.program_mut(attach.program) {
+            unload(program);
+        }
     }
 }
 
@@ -299,7 +295,7 @@ fn first_existing(env: &AttachEnv, functions: &[&'static str]) -> Result<&'stati
         .ok_or_else(|| format!("this kernel has none of {}", functions.join(", ")))
 }
 
-fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> Result<String, String> {
+pub(super) fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> Result<String, String> {
     let program = ebpf
         .program_mut(attach.program)
         .ok_or_else(|| format!("program {} is missing from the object", attach.program))?;

@@ -16,12 +16,8 @@ pub fn median(values: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
-/// Per-round slowdowns of `variant` against the untraced run of the same round.
-pub fn slowdowns(cmp: &Comparison, variant: Variant) -> Vec<f64> {
-    slowdowns_in(&cmp.seconds, variant)
-}
-
-/// The same for any per-variant series (wall time, workload CPU time).
+/// Per-round slowdowns of `variant` against the untraced run of the same
+/// round, in any per-variant series (wall time, workload CPU time).
 fn slowdowns_in(series: &BTreeMap<Variant, Vec<f64>>, variant: Variant) -> Vec<f64> {
     let (Some(base), Some(traced)) = (series.get(&Variant::Untraced), series.get(&variant)) else {
         return Vec::new();
@@ -60,7 +56,7 @@ fn comparison_rows(out: &mut String, title: &str, series: &BTreeMap<Variant, Vec
 }
 
 fn spread(cmp: &Comparison, v: Variant) -> String {
-    let s = slowdowns(cmp, v);
+    let s = slowdowns_in(&cmp.seconds, v);
     if s.is_empty() {
         return "-".into();
     }
