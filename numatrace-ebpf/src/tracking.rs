@@ -14,6 +14,14 @@ pub fn current() -> (u32, u32) {
     ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
+/// The current task as (tgid, tid), if it belongs to a traced process:
+/// the first thing every program about the current task asks.
+#[inline(always)]
+pub fn traced_current() -> Option<(u32, u32)> {
+    let (tgid, tid) = current();
+    is_traced_tgid(tgid).then_some((tgid, tid))
+}
+
 /// Whether a process is traced. The target itself is one compare; followed
 /// children cost a hash lookup, and only when following is on.
 #[inline(always)]

@@ -17,10 +17,7 @@ use crate::{
 
 #[inline(always)]
 fn enter() -> u32 {
-    let (tgid, tid) = tracking::current();
-    if !tracking::is_traced_tgid(tgid) {
-        return 0;
-    }
+    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
     let mover = PageMover { target_tgid: tgid, _pad: 0, start_ns: tracking::now_ns() };
     movers::mark(tid, &mover);
     0
@@ -28,10 +25,7 @@ fn enter() -> u32 {
 
 #[inline(always)]
 fn exit() -> u32 {
-    let (tgid, tid) = tracking::current();
-    if !tracking::is_traced_tgid(tgid) {
-        return 0;
-    }
+    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
     let Some(mover) = movers::unmark(tid) else { return 0 };
     let now = tracking::now_ns();
     let event = MisplacedMigrationEvent {

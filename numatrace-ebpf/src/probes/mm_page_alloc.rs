@@ -41,10 +41,7 @@ fn first_touch(tgid: u32, tid: u32, pfn: u64, order: u32) -> u32 {
 /// `mm_page_alloc(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`.
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
 pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> u32 {
-    let (tgid, tid) = tracking::current();
-    if !tracking::is_traced_tgid(tgid) {
-        return 0;
-    }
+    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
     if ctx.arg::<u64>(2) & GFP_MOVABLE == 0 {
         return 0;
     }
@@ -55,10 +52,7 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> u32 {
 
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = tracking::current();
-    if !tracking::is_traced_tgid(tgid) {
-        return 0;
-    }
+    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
     let Some(gfp) = field::<u64>(&ctx, layout!(page_alloc_gfp_flags)) else { return 0 };
     if gfp & GFP_MOVABLE == 0 {
         return 0;

@@ -7,10 +7,7 @@ use crate::{config::layout, emit::emit, maps::TRACKED_TIDS, tracking};
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = tracking::current();
-    if !tracking::is_traced_tgid(tgid) {
-        return 0;
-    }
+    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
     let _ = TRACKED_TIDS.remove(&tid);
     // `group_dead` exists only on newer kernels (not on 6.1).
     let offset = layout!(process_exit_group_dead);

@@ -13,10 +13,7 @@ use crate::{
 
 #[tracepoint(category = "task", name = "task_newtask")]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    let (parent_tgid, parent_tid) = tracking::current();
-    if !tracking::is_traced_tgid(parent_tgid) {
-        return 0;
-    }
+    let Some((parent_tgid, parent_tid)) = tracking::traced_current() else { return 0 };
     let Some(child) = field_u32(&ctx, layout!(newtask_pid)) else { return 0 };
     let child = child as u32;
     let flags = field::<u64>(&ctx, layout!(newtask_clone_flags)).unwrap_or(0);

@@ -12,10 +12,7 @@ use crate::{runs, tracking};
 
 #[inline(always)]
 fn hinting_fault(mem_node: i32, pages: i32, flags: i32) -> u32 {
-    let (tgid, tid) = tracking::current();
-    if !tracking::is_traced_tgid(tgid) {
-        return 0;
-    }
+    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
     let pages = if pages > 0 { pages as u64 } else { 0 };
     let flags = flags as u32;
     let cpu = tracking::cpu();
