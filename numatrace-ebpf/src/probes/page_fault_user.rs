@@ -30,13 +30,13 @@ fn fault(tid: u32, address: u64) -> u32 {
 /// `page_fault_user(unsigned long address, struct pt_regs *regs, unsigned long error_code)`.
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user_raw(ctx: RawTracePointContext) -> u32 {
-    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
+    let Some((_, tid)) = tracking::traced_current() else { return 0 };
     fault(tid, ctx.arg::<u64>(0))
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_user")]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
-    let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
+    let Some((_, tid)) = tracking::traced_current() else { return 0 };
     let Some(address) = field::<u64>(&ctx, layout!(fault_address)) else { return 0 };
     fault(tid, address)
 }
