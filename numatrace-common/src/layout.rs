@@ -105,6 +105,9 @@ pub struct Config {
     /// Wake the reader only when the ring holds more than this many bytes;
     /// below it the reader drains on its own timer (no wakeup per event).
     pub wakeup_threshold_bytes: u64,
+    /// The system call (number) on which the load generator, when attached,
+    /// writes [`crate::LOAD_GENERATOR_EVENTS_PER_CALL`] synthetic events.
+    pub load_generator_syscall: u64,
 }
 
 /// The `__GFP_MOVABLE` bit (bit 3 on every kernel since 2.6): user pages.

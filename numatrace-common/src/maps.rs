@@ -4,6 +4,9 @@
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU array, indexed by event kind id: events the ring had no room for.
 pub const LOSS_MAP: &str = "LOSS";
+/// Per-CPU array, indexed by event kind id: events written to the ring. With
+/// `LOSS` and what userspace read, every event is accounted for.
+pub const SENT_MAP: &str = "SENT";
 /// Hash tid -> tgid of every traced thread (seeded by userspace, grown on clone).
 pub const TRACKED_TIDS_MAP: &str = "TRACKED_TIDS";
 /// Hash tgid -> 1 of traced processes besides the target (children).
@@ -63,10 +66,17 @@ pub enum Counter {
     Unused4 = 4,
     /// Movable allocations skipped because the thread was migrating pages.
     MigrationTargetPages = 5,
+    /// Synthetic events written by the load generator (benchmarks only,
+    /// `--load-generator`), sent or lost.
+    GeneratedEvents = 6,
 }
 
 /// Number of `COUNTERS` slots.
-pub const COUNTER_SLOTS: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 7;
+
+/// Synthetic first-touch events the load generator writes per system call
+/// of a traced thread (see `Config::load_generator_syscall`).
+pub const LOAD_GENERATOR_EVENTS_PER_CALL: u32 = 64;
 
 /// The kernel's `struct page` array (SPARSEMEM_VMEMMAP): page `pfn` is at
 /// `base + pfn * struct_size`. Its base is randomised at boot and not

@@ -1,11 +1,12 @@
-//! Sending events to userspace. A full ring never drops silently: the event
-//! (and, for runs, the pages or faults it carried) is counted in `LOSS`.
+//! Sending events to userspace. Every event is counted: in `SENT` when it is
+//! written, in `LOSS` (with, for runs, the pages or faults it carried) when
+//! the ring is full. Userspace checks that it read exactly what was sent.
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use numatrace_common::EventKind;
 
 use crate::{
     config::config,
-    maps::{EVENTS, LOSS},
+    maps::{EVENTS, LOSS, SENT},
 };
 
 /// No wakeup per event (it costs ~100x the program): the reader drains on a
@@ -27,6 +28,9 @@ pub fn emit<T: 'static>(kind: EventKind, event: &T, units: u64) {
         Some(mut entry) => {
             entry.write(unsafe { core::ptr::read(event) });
             entry.submit(wakeup_flags());
+            if let Some(sent) = SENT.get_ptr_mut(kind as u32) {
+                unsafe { *sent += 1 };
+            }
         }
         None => record_loss(kind, units),
     }

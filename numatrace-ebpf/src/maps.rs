@@ -16,6 +16,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 pub static LOSS: PerCpuArray<Loss> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
 
 #[map]
+pub static SENT: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
+
+#[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 #[map]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxBuildHasher;
 
-use numatrace_common::{EventKind, REGION_UNKNOWN};
+use numatrace_common::{EventKind, LOSS_SLOTS, REGION_UNKNOWN};
 
 use crate::{
     event::{Event, comm_str},
@@ -140,6 +140,8 @@ pub struct Aggregator {
     pub page_migrations: BTreeMap<String, MigrationCount>,
     pub placements: Vec<Placement>,
     pub events: u64,
+    /// Ring records read, by event kind id (see [`Aggregator::ring_received`]).
+    ring_records: [u64; LOSS_SLOTS as usize],
     pub decode_errors: u64,
     pub kernel: KernelTotals,
     pub first_event_ns: Option<u64>,
@@ -174,6 +176,7 @@ impl Aggregator {
             page_migrations: BTreeMap::new(),
             placements: Vec::new(),
             events: 0,
+            ring_records: [0; LOSS_SLOTS as usize],
             decode_errors: 0,
             kernel: KernelTotals::default(),
             first_event_ns: None,
@@ -249,6 +252,9 @@ impl Aggregator {
     pub fn ingest_bytes(&mut self, bytes: &[u8]) -> Option<Event> {
         match Event::decode(bytes) {
             Ok(event) => {
+                if let Some(n) = self.ring_records.get_mut(event.header().kind as usize) {
+                    *n += 1;
+                }
                 self.ingest(&event);
                 Some(event)
             }
@@ -422,6 +428,14 @@ impl Aggregator {
     /// The name of a migrate reason on this kernel.
     pub fn reason_name(&self, reason: i32) -> String {
         self.reason_names.get(&i64::from(reason)).cloned().unwrap_or_else(|| format!("reason_{reason}"))
+    }
+
+    /// Ring records read so far, per kind name (kinds with none left out).
+    pub fn ring_received(&self) -> BTreeMap<String, u64> {
+        EventKind::ALL
+            .iter()
+            .filter_map(|k| Some((k.name().to_string(), *self.ring_records.get(*k as usize).filter(|n| **n > 0)?)))
+            .collect()
     }
 
     /// Takes the kernel's end-of-capture totals (loss, counters).

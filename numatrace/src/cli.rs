@@ -62,6 +62,12 @@ pub struct TraceArgs {
     /// (for comparing the two; the cheaper ones are the default).
     #[arg(long, hide = true)]
     pub classic_tracepoints: bool,
+    /// Benchmarks only: on every getppid(2) call of the target, the kernel
+    /// writes 64 synthetic first-touch events into the ring (`numatrace
+    /// workload flood` calls it at a set rate), to load the event path at
+    /// rates no real source reaches on a small machine.
+    #[arg(long, hide = true)]
+    pub load_generator: bool,
     #[command(flatten)]
     pub record: crate::capture::cli::RecordArgs,
     /// The command to start and trace, after `--`.
@@ -116,7 +122,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
             let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
-            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, record: Default::default(), command })
+            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, record: Default::default(), command })
         }
         None => trace(cli.trace),
     }
@@ -136,6 +142,7 @@ fn trace(args: TraceArgs) -> Result<i32> {
         follow_children,
         ring_bytes: args.ring_size,
         classic_tracepoints: args.classic_tracepoints,
+        load_generator: args.load_generator,
         progress: !args.json,
         drain_interval: Duration::from_millis(100),
     };

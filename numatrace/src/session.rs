@@ -35,6 +35,8 @@ pub struct SessionOptions {
     pub ring_bytes: u32,
     /// Never use raw or BTF-typed tracepoints.
     pub classic_tracepoints: bool,
+    /// Attach the benchmark load generator too (`--load-generator`).
+    pub load_generator: bool,
     /// Show a progress line (only when stderr is a terminal).
     pub progress: bool,
     /// How often the ring is drained when nobody wakes the reader.
@@ -73,6 +75,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
             follow_children: opts.follow_children,
             ring_bytes: opts.ring_bytes,
             classic_tracepoints: opts.classic_tracepoints,
+            load_generator: opts.load_generator,
         },
         &topology,
         &tracefs,
@@ -170,7 +173,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     for event in crate::run_time::sample(&agg, detach_ns) {
         record(&mut agg, &mut sink, &event)?;
     }
-    let kernel = probes.totals()?;
+    let mut kernel = probes.totals()?;
+    kernel.received = agg.ring_received();
     let duration_s = started.elapsed().as_secs_f64();
     // A command numatrace started does not outlive the capture.
     if stopped_by != "target exit" {

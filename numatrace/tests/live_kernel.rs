@@ -11,7 +11,31 @@ const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
 
 /// Runs numatrace with `args`; returns (workload's JSON line, report, stderr, exit code).
 fn trace(args: &[&str]) -> (Option<Value>, Value, String, i32) {
-    let out = Command::new(NUMATRACE).args(args).output().expect("numatrace runs");
+    trace_with(Command::new(NUMATRACE).args(args))
+}
+
+/// Like [`trace`], with numatrace and its workload confined to CPU 0: the
+/// reader then runs only when the workload yields the CPU.
+fn trace_on_one_cpu(args: &[&str]) -> (Option<Value>, Value, String, i32) {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(NUMATRACE);
+    command.args(args);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    trace_with(&mut command)
+}
+
+fn trace_with(command: &mut Command) -> (Option<Value>, Value, String, i32) {
+    let out = command.output().expect("numatrace runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let (workload, report) = match stdout.find("\n{\n") {
@@ -149,7 +173,66 @@ fn counts_lost_events_exactly_when_the_ring_is_too_small() {
     let total_seen = report["totals"]["first_touch_pages"].as_u64().unwrap();
     let kernel_counted = report["kernel_counters"]["first_touch_pages"].as_u64().unwrap();
     assert_eq!(total_seen + lost_pages, kernel_counted, "events + lost must equal the in-kernel count");
+    assert_every_event_accounted_for(&report);
     assert!(seen + lost_pages >= pages && seen <= pages + 8, "thread saw {seen}, lost {lost_pages}, touched {pages}");
+}
+
+/// Checks that every event the kernel produced is accounted for: each kind
+/// read exactly as often as it was written, and every first-touch page
+/// (real ones and the generator's) either reported or counted lost.
+fn assert_every_event_accounted_for(report: &Value) {
+    assert_eq!(report["unread_events"], 0, "{}", report["ring_events"]);
+    for (kind, account) in report["ring_events"].as_object().expect("ring_events") {
+        assert_eq!(account["sent"], account["received"], "{kind}: {account}");
+    }
+    let counted = |k: &str| report["kernel_counters"][k].as_u64().unwrap_or(0);
+    let lost_pages = report["lost"]["first_touch"]["units"].as_u64().unwrap_or(0);
+    let reported = report["totals"]["first_touch_pages"].as_u64().unwrap();
+    assert_eq!(reported + lost_pages, counted("first_touch_pages") + counted("generated_events"), "reported + lost = produced");
+}
+
+#[test]
+fn the_load_generator_is_read_event_for_event() {
+    // 500 k events/s for 1 s: the kernel writes 64 events per getppid call
+    // of the workload, and numatrace reads every one of them.
+    let (workload, report, stderr, code) =
+        trace(&["--json", "--load-generator", "--", NUMATRACE, "workload", "flood", "--events-per-second", "500000", "--seconds", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let workload = workload.expect("ground truth");
+    let calls = workload["calls"].as_u64().unwrap();
+    assert!(calls > 5_000, "the workload made {calls} calls");
+    assert_eq!(report["kernel_counters"]["generated_events"].as_u64(), Some(calls * 64), "64 events per call");
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+    assert_every_event_accounted_for(&report);
+}
+
+#[test]
+fn the_load_generator_overflowing_a_small_ring_is_counted_exactly() {
+    // One CPU for both: while the workload runs, nothing drains the ring.
+    let (workload, report, stderr, code) = trace_on_one_cpu(&[
+        "--json",
+        "--load-generator",
+        "--ring-size",
+        "65536",
+        "--",
+        NUMATRACE,
+        "workload",
+        "flood",
+        // Unpaced: as fast as one thread can call (well above what the reader folds).
+        "--events-per-second",
+        "50000000",
+        "--seconds",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let calls = workload.expect("ground truth")["calls"].as_u64().unwrap();
+    assert_eq!(report["kernel_counters"]["generated_events"].as_u64(), Some(calls * 64));
+    let lost = report["lost"]["first_touch"]["events"].as_u64().unwrap_or(0);
+    assert!(lost > 0, "a 64 KiB ring cannot take events faster than numatrace folds them: {}", report["lost"]);
+    let account = &report["ring_events"]["first_touch"];
+    assert_eq!(account["lost"].as_u64(), Some(lost));
+    assert!(account["sent"].as_u64().unwrap() + lost >= calls * 64);
+    assert_every_event_accounted_for(&report);
 }
 
 #[test]
@@ -228,6 +311,7 @@ fn has_every_documented_key() {
         "/totals/hinting_faults_local",
         "/totals/hinting_faults_remote",
         "/lost_events",
+        "/unread_events",
         "/threads/0/tid",
         "/threads/0/comm",
         "/threads/0/migrations",

@@ -42,6 +42,16 @@ pub enum Scenario {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
+    /// Under `numatrace --load-generator`: make the kernel write EVENTS_PER_SECOND
+    /// synthetic events for SECONDS (THREADS threads calling getppid(2), 64 events a call).
+    Flood {
+        #[arg(long, default_value_t = 1_000_000)]
+        events_per_second: u64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+    },
     /// One thread hops between CPUs TIMES times by changing its own affinity.
     Hop {
         #[arg(long, default_value_t = 10)]
@@ -127,6 +137,12 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             scenarios::touch(pages, threads, rounds, hop_every, stride.max(1))
         }
         Scenario::Hop { times, threads } => scenarios::hop(times, threads),
+        Scenario::Flood { events_per_second, seconds, threads } => scenarios::flood(
+            events_per_second,
+            seconds,
+            threads,
+            u64::from(numatrace_common::LOAD_GENERATOR_EVENTS_PER_CALL),
+        ),
         Scenario::InitThread { mib, workers, seconds } => scenarios::init_thread(mib, workers, seconds),
         Scenario::Migrated { mib, seconds } => drift::migrated(mib, seconds),
         Scenario::Spill { extra_mib } => drift::spill(extra_mib),

@@ -140,3 +140,59 @@ pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
     }));
     Ok(())
 }
+
+/// System calls per second of each flood thread, at most: the pace loop
+/// issues what is due, then sleeps briefly.
+const FLOOD_SLEEP: Duration = Duration::from_micros(200);
+
+/// THREADS threads call getppid(2) so that, under `numatrace
+/// --load-generator`, the kernel writes EVENTS_PER_SECOND synthetic events
+/// in all for SECONDS (each call makes `events_per_call` of them). Prints the
+/// calls made, so a test can compare them with what the kernel counted.
+pub fn flood(events_per_second: u64, seconds: f64, threads: u32, events_per_call: u64) -> Result<()> {
+    anyhow::ensure!(threads > 0, "flood needs at least one thread");
+    anyhow::ensure!(seconds.is_finite() && seconds > 0.0, "--seconds must be a positive number");
+    let calls_per_second = events_per_second as f64 / events_per_call.max(1) as f64 / f64::from(threads);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            thread::spawn(move || -> (u32, u64) {
+                let tid = placement::gettid();
+                let begun = Instant::now();
+                let mut calls = 0u64;
+                loop {
+                    let elapsed = begun.elapsed().as_secs_f64();
+                    if elapsed >= seconds {
+                        break;
+                    }
+                    let due = (elapsed * calls_per_second) as u64;
+                    while calls < due {
+                        // SAFETY: getppid takes no arguments and cannot fail.
+                        unsafe { libc::syscall(libc::SYS_getppid) };
+                        calls += 1;
+                    }
+                    thread::sleep(FLOOD_SLEEP);
+                }
+                (tid, calls)
+            })
+        })
+        .collect();
+    let mut per_thread = Vec::new();
+    let mut calls = 0;
+    for h in handles {
+        let (tid, n) = h.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))?;
+        calls += n;
+        per_thread.push(json!({"tid": tid, "calls": n}));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    emit(json!({
+        "workload": "flood",
+        "pid": std::process::id(),
+        "threads": per_thread,
+        "calls": calls,
+        "events": calls * events_per_call,
+        "seconds": seconds,
+        "cpu_seconds": own_cpu_seconds(),
+    }));
+    Ok(())
+}

@@ -15,7 +15,7 @@ use aya::{
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
     LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS,
-    NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, TRACKED_TIDS_MAP,
+    NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, SENT_MAP, TRACKED_TIDS_MAP,
 };
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,9 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Never use raw or BTF-typed tracepoints (their classic forms instead).
     pub classic_tracepoints: bool,
+    /// Also attach the benchmark load generator (synthetic events on the
+    /// target's `getppid` calls; see numatrace-ebpf's load_generator.rs).
+    pub load_generator: bool,
 }
 
 /// Loaded and attached programs.
@@ -42,6 +45,7 @@ pub struct Probes {
     /// What the kernel's BTF says about `task_struct` and `struct page`.
     structs: btf_fields::KernelStructs,
     classic_tracepoints: bool,
+    load_generator: bool,
     pub sources: Vec<SourceStatus>,
 }
 
@@ -52,6 +56,20 @@ pub struct KernelTotals {
     pub loss: BTreeMap<String, LostCount>,
     /// Raw per-program hit counters ([`numatrace_common::Counter`] order), summed over CPUs.
     pub counters: Vec<u64>,
+    /// Events written to the ring per kind name, as the kernel counted them.
+    #[serde(default)]
+    pub sent: BTreeMap<String, u64>,
+    /// Ring records userspace read per kind name (set by the session): equal
+    /// to `sent` unless something between the ring and the aggregator failed.
+    #[serde(default)]
+    pub received: BTreeMap<String, u64>,
+}
+
+impl KernelTotals {
+    /// Events the kernel sent that userspace did not read, over all kinds.
+    pub fn unread(&self) -> u64 {
+        self.sent.iter().map(|(kind, sent)| sent.saturating_sub(self.received.get(kind).copied().unwrap_or(0))).sum()
+    }
 }
 
 /// Events the ring had no room for, and the pages or faults they carried.
@@ -75,6 +93,7 @@ impl Probes {
             pfn_block_shift: topology.pfn_block_shift(),
             pfn_blocks: topology.memory_blocks.keys().next_back().map(|b| *b as u32 + 1).unwrap_or(0).min(MAX_PFN_BLOCKS),
             wakeup_threshold_bytes: u64::from(opts.ring_bytes / 4),
+            load_generator_syscall: libc::SYS_getppid as u64,
         };
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096 * 16);
         let mut ebpf = EbpfLoader::new()
@@ -84,7 +103,13 @@ impl Probes {
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, topology)?;
-        Ok(Probes { ebpf, structs, classic_tracepoints: opts.classic_tracepoints, sources: Vec::new() })
+        Ok(Probes {
+            ebpf,
+            structs,
+            classic_tracepoints: opts.classic_tracepoints,
+            load_generator: opts.load_generator,
+            sources: Vec::new(),
+        })
     }
 
     /// Adds threads to trace (tid -> tgid). Call before [`Probes::attach`] for
@@ -118,6 +143,9 @@ impl Probes {
         }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s)).collect();
+        if self.load_generator {
+            self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::LOAD_GENERATOR));
+        }
         &self.sources
     }
 
@@ -164,6 +192,13 @@ impl Probes {
                 totals.loss.insert(kind.name().to_string(), LostCount { events: sum.events, units: sum.units });
             }
         }
+        let sent: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.ebpf.map(SENT_MAP).context("map SENT missing")?)?;
+        for kind in EventKind::ALL {
+            let n: u64 = sent.get(&(kind as u32), 0)?.iter().sum();
+            if n > 0 {
+                totals.sent.insert(kind.name().to_string(), n);
+            }
+        }
         let counters: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map(numatrace_common::COUNTERS_MAP).context("map COUNTERS missing")?)?;
         for slot in 0..COUNTER_SLOTS {
@@ -192,4 +227,20 @@ fn fill_tables(ebpf: &mut Ebpf, topology: &Topology) -> Result<()> {
         blocks.set(block as u32, node, 0)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_is_what_was_sent_and_not_received() {
+        let totals = KernelTotals {
+            sent: BTreeMap::from([("first_touch".into(), 10), ("task_migration".into(), 4)]),
+            received: BTreeMap::from([("first_touch".into(), 7), ("task_migration".into(), 4)]),
+            ..Default::default()
+        };
+        assert_eq!(totals.unread(), 3);
+        assert_eq!(KernelTotals { received: BTreeMap::new(), ..totals }.unread(), 14);
+    }
 }

@@ -156,6 +156,14 @@ pub const SOURCES: &[Source] = &[
     },
 ];
 
+/// The benchmark load generator (`--load-generator`): not a source of
+/// facts, so not in [`SOURCES`]; attached only when asked for.
+pub const LOAD_GENERATOR: Source = Source {
+    name: "load generator (benchmark)",
+    tells: "synthetic first touches on the target's getppid calls, to load the ring and the aggregator",
+    variants: &[&[raw_tp("load_generator", "raw_syscalls", "sys_enter")]],
+};
+
 /// What became of one source on this kernel.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceStatus {
@@ -195,7 +203,7 @@ pub fn existing_functions() -> BTreeSet<&'static str> {
 
 /// Every program and hook of every variant of every source.
 fn every_attach() -> impl Iterator<Item = &'static Attach> {
-    SOURCES.iter().flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
+    SOURCES.iter().chain([&LOAD_GENERATOR]).flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
 }
 
 /// The programs attached through raw or BTF-typed tracepoints.

@@ -31,10 +31,24 @@ pub struct Report {
     pub lost_events: u64,
     /// Lost events per kind, with the pages (first_touch) or faults (hinting_fault) they carried.
     pub lost: BTreeMap<String, crate::kernel::LostCount>,
+    /// Per kind: events the kernel wrote to the ring, read back, and lost
+    /// to a full ring. `sent` and `received` differ only if something failed
+    /// between the ring and the aggregator (see `unread_events`).
+    pub ring_events: BTreeMap<String, RingAccount>,
+    /// Events the kernel wrote that were never read (should be 0).
+    pub unread_events: u64,
     /// Raw hit counters of the kernel programs.
     pub kernel_counters: BTreeMap<String, u64>,
     /// Why the capture ended.
     pub stopped_by: String,
+}
+
+/// What became of one kind of event on its way from the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RingAccount {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -101,8 +115,30 @@ fn by_node<T: Copy>(map: &BTreeMap<u32, T>) -> BTreeMap<String, T> {
     map.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
-const COUNTER_NAMES: [&str; 6] =
-    ["page_faults", "first_touch_pages", "hinting_faults", "task_migrations", "unused", "migration_target_pages"];
+const COUNTER_NAMES: [&str; 7] = [
+    "page_faults",
+    "first_touch_pages",
+    "hinting_faults",
+    "task_migrations",
+    "unused",
+    "migration_target_pages",
+    "generated_events",
+];
+
+/// Sent, received and lost per kind, from the kernel's totals.
+fn ring_events(kernel: &crate::kernel::KernelTotals) -> BTreeMap<String, RingAccount> {
+    let mut out: BTreeMap<String, RingAccount> = BTreeMap::new();
+    for (kind, n) in &kernel.sent {
+        out.entry(kind.clone()).or_default().sent = *n;
+    }
+    for (kind, n) in &kernel.received {
+        out.entry(kind.clone()).or_default().received = *n;
+    }
+    for (kind, l) in &kernel.loss {
+        out.entry(kind.clone()).or_default().lost = l.events;
+    }
+    out
+}
 
 impl Report {
     /// Builds the report from a finished aggregator.
@@ -181,6 +217,8 @@ impl Report {
             totals,
             lost_events: agg.lost_events(),
             lost,
+            ring_events: ring_events(&agg.kernel),
+            unread_events: agg.kernel.unread(),
             kernel_counters,
             stopped_by: facts.end.stopped_by.clone(),
         }

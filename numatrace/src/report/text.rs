@@ -151,6 +151,9 @@ pub fn render(r: &Report) -> String {
     for (kind, l) in &r.lost {
         let _ = writeln!(o, "    {kind}: {} events ({} pages/faults) did not fit the ring; raise --ring-size", l.events, l.units);
     }
+    if r.unread_events > 0 {
+        let _ = writeln!(o, "  unread events           {} sent by the kernel but never read (a numatrace bug: please report it)", r.unread_events);
+    }
 
     let skipped: Vec<_> = r.sources.iter().filter(|s| !s.attached).collect();
     if !skipped.is_empty() {

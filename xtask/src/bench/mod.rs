@@ -74,6 +74,16 @@ pub enum Part {
     Footprint,
 }
 
+/// One sustained-load run: real page faults, or the kernel's load generator
+/// driven by `workload flood` at a set rate.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadRun {
+    pub label: String,
+    pub args: Vec<String>,
+    pub ring_size: Option<u32>,
+    pub load_generator: bool,
+}
+
 /// The sizes one invocation uses.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Plan {
@@ -81,8 +91,8 @@ pub struct Plan {
     /// Full command lines; `numatrace` stands for the release binary.
     pub fault_args: Vec<String>,
     pub migration_args: Vec<String>,
-    /// Load test: one ring event per fault (every touch in a new 2 MiB region).
-    pub load_args: Vec<String>,
+    /// Sustained-load runs, in order.
+    pub load: Vec<LoadRun>,
     pub footprint: Vec<(String, String, Vec<String>)>,
 }
 
@@ -104,11 +114,29 @@ impl Plan {
         let s = |v: &[&str]| [nt.as_str(), "workload"].iter().chain(v).map(|x| x.to_string()).collect::<Vec<_>>();
         let xtask = std::env::current_exe().context("finding the xtask binary")?.display().to_string();
         let load_rounds = if quick { "8" } else { "25" };
+        let flood_seconds = if quick { "3" } else { "10" };
+        let flood = |label: &str, rate: u64, ring_size: Option<u32>| LoadRun {
+            label: label.to_string(),
+            args: s(&["flood", "--events-per-second", &rate.to_string(), "--seconds", flood_seconds]),
+            ring_size,
+            load_generator: true,
+        };
         Ok(Plan {
             rounds,
             fault_args: s(&["touch", "--pages", &pages.to_string(), "--threads", &threads.to_string(), "--rounds", &workload_rounds.to_string()]),
             migration_args: vec![xtask, "bench".into(), "--hop-workload".into(), format!("{hop_threads},{hops}")],
-            load_args: s(&["touch", "--pages", "100000", "--threads", "2", "--stride", "513", "--rounds", load_rounds]),
+            load: vec![
+                LoadRun {
+                    label: "real page faults, one event each (8 MiB ring)".into(),
+                    args: s(&["touch", "--pages", "100000", "--threads", "2", "--stride", "513", "--rounds", load_rounds]),
+                    ring_size: None,
+                    load_generator: false,
+                },
+                flood("generator, 1 M events/s (8 MiB ring)", 1_000_000, None),
+                flood("generator, 2 M events/s (8 MiB ring)", 2_000_000, None),
+                flood("generator, 4 M events/s (8 MiB ring)", 4_000_000, None),
+                flood("generator, 1 M events/s (64 KiB ring)", 1_000_000, Some(64 * 1024)),
+            ],
             footprint: vec![
                 ("startup".into(), "1 page (start-up cost)".into(), s(&["touch", "--pages", "1"])),
                 ("1gib".into(), "1 GiB touched (2 threads x 512 MiB)".into(), s(&["touch", "--pages", "131072", "--threads", "2"])),
@@ -153,8 +181,12 @@ pub struct Single {
     pub peak_rss_kib: u64,
     pub kernel_counters: Value,
     pub lost_events: u64,
-    /// Ring events (estimated from the counters for the load workload).
+    /// Events the kernel produced for the ring: written plus lost (its own counts).
     pub ring_events: u64,
+    /// Ring records numatrace read.
+    pub received_events: u64,
+    /// Written but never read (should be 0).
+    pub unread_events: u64,
 }
 
 /// Everything one invocation measured.
@@ -217,16 +249,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results.migrations = Some(compare(&tools, &plan.migration_args, plan.rounds)?);
     }
     if want(Part::Load) {
-        for ring in [None, Some(64 * 1024)] {
-            eprintln!("bench: sustained load, ring {}: {}", ring.map_or("default (8 MiB)".into(), |r| format!("{r} B")), plan.load_args.join(" "));
-            let label = ring.map_or("default ring (8 MiB)".to_string(), |r| format!("{} KiB ring", r / 1024));
-            results.load.push(single(&tools, "load", &label, &plan.load_args, ring)?);
+        for run in &plan.load {
+            eprintln!("bench: sustained load, {}: {}", run.label, run.args.join(" "));
+            let opts = NumatraceOptions { ring_size: run.ring_size, load_generator: run.load_generator, ..Default::default() };
+            results.load.push(single(&tools, "load", &run.label, &run.args, &opts)?);
         }
     }
     if want(Part::Footprint) {
         for (name, label, args) in &plan.footprint {
             eprintln!("bench: footprint, {label}");
-            results.footprint.push(single(&tools, name, label, args, None)?);
+            results.footprint.push(single(&tools, name, label, args, &NumatraceOptions::default())?);
         }
     }
     results.load_after = loadavg();
@@ -297,24 +329,26 @@ fn note_numatrace(cmp: &mut Comparison, r: &RunResult) {
 }
 
 /// One numatrace run, for the load and footprint parts.
-fn single(tools: &Tools, name: &str, label: &str, args: &[String], ring_size: Option<u32>) -> Result<Single> {
-    let r = variants::run(tools, Variant::Numatrace, args, &NumatraceOptions { ring_size, ..Default::default() })
-        .with_context(|| format!("{name}: {label}"))?;
+fn single(tools: &Tools, name: &str, label: &str, args: &[String], opts: &NumatraceOptions) -> Result<Single> {
+    let r = variants::run(tools, Variant::Numatrace, args, opts).with_context(|| format!("{name}: {label}"))?;
     let report = r.report.clone().unwrap_or(Value::Null);
     let counters = report.get("kernel_counters").cloned().unwrap_or(Value::Null);
-    let counter = |k: &str| counters.get(k).and_then(Value::as_u64).unwrap_or(0);
     let usage = r.tracer.unwrap_or_default();
+    // What the kernel produced (written or lost) and what numatrace read, over all kinds.
+    let ring = report.get("ring_events").and_then(Value::as_object);
+    let sum = |field: &str| ring.map_or(0, |m| m.values().filter_map(|a| a.get(field).and_then(Value::as_u64)).sum::<u64>());
     Ok(Single {
         name: name.to_string(),
         label: label.to_string(),
         workload: args.to_vec(),
-        ring_size,
+        ring_size: opts.ring_size,
         seconds: r.seconds,
         cpu_s: usage.cpu_s,
         peak_rss_kib: usage.peak_rss_kib,
         lost_events: report.get("lost_events").and_then(Value::as_u64).unwrap_or(0),
-        // With a stride of 513 pages every first touch is a run of its own: one event each.
-        ring_events: counter("first_touch_pages") + counter("task_migrations"),
+        ring_events: sum("sent") + sum("lost"),
+        received_events: sum("received"),
+        unread_events: report.get("unread_events").and_then(Value::as_u64).unwrap_or(0),
         kernel_counters: counters,
     })
 }

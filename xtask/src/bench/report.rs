@@ -206,15 +206,23 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
         }
     }
     if !r.load.is_empty() {
-        let _ = writeln!(out, "\n#### Sustained load: one ring event per fault (every touch in a new 2 MiB region)\n");
-        let _ = writeln!(out, "| ring | workload s | ring events | ring events/s | program runs/s | lost events | numatrace CPU | core per 1 M events/s | peak RSS |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "\n#### Sustained load: the kernel's event count against what numatrace read\n");
+        let _ = writeln!(out, "| load | workload s | events produced (kernel) | events/s | read by numatrace | lost (counted) | unread | numatrace CPU | core per 1 M events/s | peak RSS |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for s in &r.load {
             load_row(&mut out, s);
         }
-        if let Some(s) = r.load.first() {
-            let _ = writeln!(out, "\nWorkload: `{}`.", short(&s.workload));
+        let _ = writeln!(out, "\nWorkloads:");
+        for s in &r.load {
+            let _ = writeln!(out, "- {}: `{}`", s.label, short(&s.workload));
         }
+        let _ = writeln!(
+            out,
+            "\nReal page faults: every touch in a new 2 MiB region, so each fault is its own event. Generator: \
+             `numatrace --load-generator` writes 64 synthetic first-touch events (8192 regions) into the same ring on \
+             each getppid(2) of the target, which `workload flood` calls at the set rate. numatrace CPU includes its \
+             start-up (see the 1-page row of the footprint table)."
+        );
     }
     if !r.footprint.is_empty() {
         let _ = writeln!(out, "\n#### numatrace's own CPU time and peak memory by process size\n");
@@ -238,19 +246,18 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
 }
 
 fn load_row(out: &mut String, s: &Single) {
-    let k = &s.kernel_counters;
-    let runs = counter(k, "page_faults") + counter(k, "first_touch_pages") + counter(k, "task_migrations") + counter(k, "switches_in");
     let secs = s.seconds.max(1e-9);
     let per_m = if s.ring_events > 0 { s.cpu_s / (s.ring_events as f64 / 1e6) } else { 0.0 };
     let _ = writeln!(
         out,
-        "| {} | {:.2} | {} | {:.2} M | {:.2} M | {} | {:.2} s | {:.3} | {:.1} MiB |",
+        "| {} | {:.2} | {} | {:.2} M | {} | {} | {} | {:.2} s | {:.3} | {:.1} MiB |",
         s.label,
         s.seconds,
         s.ring_events,
         s.ring_events as f64 / secs / 1e6,
-        runs as f64 / secs / 1e6,
+        s.received_events,
         s.lost_events,
+        s.unread_events,
         s.cpu_s,
         per_m,
         s.peak_rss_kib as f64 / 1024.0

@@ -93,6 +93,8 @@ pub struct NumatraceOptions {
     pub ring_size: Option<u32>,
     /// Sample the kernel's per-program run time (numatrace's or bpftrace's programs).
     pub sample_programs: bool,
+    /// Attach the load generator (`--load-generator`, for `workload flood`).
+    pub load_generator: bool,
 }
 
 /// Runs the workload (a full command line that prints a JSON line with its
@@ -108,6 +110,9 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
             }
             if let Some(bytes) = nt.ring_size {
                 v.push(format!("--ring-size={bytes}"));
+            }
+            if nt.load_generator {
+                v.push("--load-generator".to_string());
             }
             v.push("--".to_string());
             v.extend(workload.iter().cloned());
