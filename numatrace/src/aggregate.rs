@@ -2,16 +2,15 @@
 //! facts. It owns all interpretation of events (node of a CPU, local or
 //! remote, cross-node or not); it keeps sums, not event lists, so its memory
 //! is bounded by threads x regions x nodes, not by the event count.
-use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::FxBuildHasher;
+use std::collections::BTreeMap;
 
 use numatrace_common::{EventKind, REGION_UNKNOWN};
 
 use crate::{
     event::{Event, comm_str},
-    inline_vec::InlineVec,
+    inline_vec::{InlineVec, Keyed},
     kernel::KernelTotals,
+    region_table::RegionTable,
     topology::Topology,
 };
 
@@ -99,6 +98,23 @@ pub struct RegionUse {
     pub last_ns: u64,
 }
 
+/// Packs who touched from where onto where into one key (nodes come from the kernel's u16 fields).
+fn touch_key(tid: u32, cpu_node: u32, page_node: u32) -> u64 {
+    (u64::from(tid) << 32) | (u64::from(cpu_node & 0xffff) << 16) | u64::from(page_node & 0xffff)
+}
+
+impl Keyed for RegionTouch {
+    fn key(&self) -> u64 {
+        touch_key(self.tid, self.cpu_node, self.page_node)
+    }
+}
+
+impl Keyed for RegionUse {
+    fn key(&self) -> u64 {
+        touch_key(self.tid, self.cpu_node, self.mem_node)
+    }
+}
+
 /// A region's first touches, in the order first seen. Four inline: a thread's
 /// (CPU node, page node) pairs on two nodes, so the common fold misses the cache once.
 pub type RegionTouches = InlineVec<RegionTouch, 4>;
@@ -134,9 +150,10 @@ pub struct Aggregator {
     /// `enum migrate_reason` value -> name, from this kernel's format file.
     pub reason_names: BTreeMap<i64, String>,
     pub threads: BTreeMap<u32, ThreadStats>,
-    pub regions: HashMap<RegionKey, RegionTouches, FxBuildHasher>,
+    /// First touches per region, in the order regions were first seen.
+    pub regions: RegionTable<RegionTouches>,
     /// Hinting faults per region: who used the region from where.
-    pub region_uses: HashMap<RegionKey, RegionUses, FxBuildHasher>,
+    pub region_uses: RegionTable<RegionUses>,
     pub page_migrations: BTreeMap<String, MigrationCount>,
     pub placements: Vec<Placement>,
     pub events: u64,
@@ -150,6 +167,9 @@ pub struct Aggregator {
 
 /// Placement decisions kept for time windows; beyond this only counts grow.
 const MAX_PLACEMENTS: usize = 100_000;
+/// How many events ahead [`Aggregator::ingest_batch`] prefetches: enough to
+/// cover a memory load with the folds in between, few enough to stay in cache.
+pub const PREFETCH_AHEAD: usize = 16;
 /// Cross-node moves kept per thread for attribution windows; beyond this only the count grows.
 const MAX_MOVES_PER_THREAD: usize = 10_000;
 
@@ -169,8 +189,8 @@ impl Aggregator {
             topology,
             reason_names,
             threads: BTreeMap::new(),
-            regions: HashMap::default(),
-            region_uses: HashMap::default(),
+            regions: RegionTable::default(),
+            region_uses: RegionTable::default(),
             page_migrations: BTreeMap::new(),
             placements: Vec::new(),
             events: 0,
@@ -253,9 +273,63 @@ impl Aggregator {
                 Some(event)
             }
             Err(_) => {
-                self.decode_errors += 1;
+                self.count_undecodable();
                 None
             }
+        }
+    }
+
+    /// Counts a ring record that did not decode (reported as lost).
+    pub fn count_undecodable(&mut self) {
+        self.decode_errors += 1;
+    }
+
+    /// Folds events in order, exactly as [`Aggregator::ingest`] on each would.
+    ///
+    /// Why a batch: folding is bound by loading each event's region record from
+    /// memory; here the record of the event [`PREFETCH_AHEAD`] places later is
+    /// requested while this one is folded, so those loads overlap.
+    pub fn ingest_batch(&mut self, events: &[Event]) {
+        for (i, event) in events.iter().enumerate() {
+            if let Some(ahead) = events.get(i + PREFETCH_AHEAD) {
+                self.prefetch_region(ahead);
+            }
+            if let Some(ahead) = events.get(i + PREFETCH_AHEAD / 2) {
+                self.prefetch_region_tail(ahead);
+            }
+            self.ingest(event);
+        }
+    }
+
+    /// Starts loading the region record `event` will fold into, if it has one.
+    #[inline]
+    fn prefetch_region(&self, event: &Event) {
+        match event {
+            Event::FirstTouch(e) => self.regions.prefetch(&RegionKey { tgid: e.header.tgid, region: e.region }),
+            Event::HintingFault(e) => self.region_uses.prefetch(&RegionKey { tgid: e.header.tgid, region: e.region }),
+            _ => {}
+        }
+    }
+
+    /// Once the region record is loaded: starts loading the keys past its
+    /// inline entries if `event`'s entry is not inline (a thread touching
+    /// memory that many threads touch).
+    #[inline]
+    fn prefetch_region_tail(&self, event: &Event) {
+        match event {
+            Event::FirstTouch(e) => {
+                let h = &e.header;
+                if let Some(touches) = self.regions.get(&RegionKey { tgid: h.tgid, region: e.region }) {
+                    touches.prefetch_tail(touch_key(h.tid, u32::from(e.cpu_node), u32::from(e.page_node)));
+                }
+            }
+            Event::HintingFault(e) => {
+                let h = &e.header;
+                if let Some(uses) = self.region_uses.get(&RegionKey { tgid: h.tgid, region: e.region }) {
+                    uses.prefetch_tail(touch_key(h.tid, u32::from(e.cpu_node), u32::from(e.mem_node)));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -293,8 +367,8 @@ impl Aggregator {
                     t.remote_first_touch_pages += e.pages;
                 }
                 let key = RegionKey { tgid: h.tgid, region: e.region };
-                let touches = self.regions.entry(key).or_default();
-                match touches.iter_mut().find(|r| r.tid == h.tid && r.cpu_node == cpu_node && r.page_node == page_node) {
+                let touches = self.regions.entry_or_default(key);
+                match touches.find_mut(touch_key(h.tid, cpu_node, page_node)) {
                     Some(r) => {
                         r.pages += e.pages;
                         r.first_ns = r.first_ns.min(h.ts_ns);
@@ -320,8 +394,8 @@ impl Aggregator {
                 *t.hinting_pages_by_mem_node.entry(u32::from(e.mem_node)).or_default() += u64::from(e.pages);
                 t.hinting_pages_migrated += u64::from(e.migrated_pages);
                 let (cpu_node, mem_node) = (u32::from(e.cpu_node), u32::from(e.mem_node));
-                let uses = self.region_uses.entry(RegionKey { tgid: h.tgid, region: e.region }).or_default();
-                let u = match uses.iter_mut().find(|u| u.tid == h.tid && u.cpu_node == cpu_node && u.mem_node == mem_node) {
+                let uses = self.region_uses.entry_or_default(RegionKey { tgid: h.tgid, region: e.region });
+                let u = match uses.find_mut(touch_key(h.tid, cpu_node, mem_node)) {
                     Some(u) => u,
                     None => uses.push(RegionUse {
                             tid: h.tid,
