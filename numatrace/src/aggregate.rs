@@ -10,7 +10,9 @@ use crate::{
     event::{Event, comm_str},
     inline_vec::{InlineVec, Keyed},
     kernel::KernelTotals,
+    node_counts::NodeCounts,
     region_table::RegionTable,
+    thread_table::ThreadTable,
     topology::Topology,
 };
 
@@ -30,17 +32,17 @@ pub struct ThreadStats {
     /// Time of each cross-node migration and its (from, to) nodes.
     pub cross_node_moves: Vec<(u64, u32, u32)>,
     /// First-touch pages by the node they landed on.
-    pub first_touch_pages: BTreeMap<u32, u64>,
+    pub first_touch_pages: NodeCounts,
     /// First-touch pages by the node the thread ran on when touching.
-    pub first_touch_pages_by_cpu_node: BTreeMap<u32, u64>,
+    pub first_touch_pages_by_cpu_node: NodeCounts,
     /// First touches that landed on a node other than the thread's.
     pub remote_first_touch_pages: u64,
     /// Run time per node, from schedstat samples split over its cross-node moves.
-    pub runtime_ns_by_node: BTreeMap<u32, u64>,
+    pub runtime_ns_by_node: NodeCounts,
     pub hinting_faults_local: u64,
     pub hinting_faults_remote: u64,
     /// Hinting-fault pages by the node the memory was on.
-    pub hinting_pages_by_mem_node: BTreeMap<u32, u64>,
+    pub hinting_pages_by_mem_node: NodeCounts,
     pub hinting_pages_migrated: u64,
     pub numa_task_moves: u64,
     pub numa_task_swaps: u64,
@@ -149,7 +151,8 @@ pub struct Aggregator {
     pub topology: Topology,
     /// `enum migrate_reason` value -> name, from this kernel's format file.
     pub reason_names: BTreeMap<i64, String>,
-    pub threads: BTreeMap<u32, ThreadStats>,
+    /// Every thread seen, by tid (listed in tid order).
+    pub threads: ThreadTable,
     /// First touches per region, in the order regions were first seen.
     pub regions: RegionTable<RegionTouches>,
     /// Hinting faults per region: who used the region from where.
@@ -169,7 +172,7 @@ pub struct Aggregator {
 const MAX_PLACEMENTS: usize = 100_000;
 /// How many events ahead [`Aggregator::ingest_batch`] prefetches: enough to
 /// cover a memory load with the folds in between, few enough to stay in cache.
-pub const PREFETCH_AHEAD: usize = 16;
+pub const PREFETCH_AHEAD: usize = 8;
 /// Cross-node moves kept per thread for attribution windows; beyond this only the count grows.
 const MAX_MOVES_PER_THREAD: usize = 10_000;
 
@@ -188,7 +191,7 @@ impl Aggregator {
             cpu_nodes,
             topology,
             reason_names,
-            threads: BTreeMap::new(),
+            threads: ThreadTable::default(),
             regions: RegionTable::default(),
             region_uses: RegionTable::default(),
             page_migrations: BTreeMap::new(),
@@ -219,7 +222,7 @@ impl Aggregator {
     /// Adds run time of a thread on a node.
     pub fn add_run_time(&mut self, tid: u32, node: u32, ns: u64) {
         if let Some(t) = self.threads.get_mut(&tid) {
-            *t.runtime_ns_by_node.entry(node).or_default() += ns;
+            t.runtime_ns_by_node.add(node, ns);
         }
     }
 
@@ -257,7 +260,7 @@ impl Aggregator {
     }
 
     fn thread(&mut self, tid: u32, tgid: u32) -> &mut ThreadStats {
-        self.threads.entry(tid).or_insert_with(|| ThreadStats { tid, tgid, ..Default::default() })
+        self.threads.get_or_insert_with(tid, || ThreadStats { tid, tgid, ..Default::default() })
     }
 
     fn node_of_cpu(&self, cpu: i32) -> Option<u32> {
@@ -286,13 +289,18 @@ impl Aggregator {
 
     /// Folds events in order, exactly as [`Aggregator::ingest`] on each would.
     ///
-    /// Why a batch: folding is bound by loading each event's region record from
-    /// memory; here the record of the event [`PREFETCH_AHEAD`] places later is
-    /// requested while this one is folded, so those loads overlap.
+    /// Why a batch: folding is bound by loading each event's region record
+    /// from memory. Here, while one event is folded, the record of the event
+    /// [`PREFETCH_AHEAD`] places later is requested (its index slot was
+    /// requested twice as far ahead), so those loads overlap instead of each
+    /// stalling its fold.
     pub fn ingest_batch(&mut self, events: &[Event]) {
         for (i, event) in events.iter().enumerate() {
+            if let Some(ahead) = events.get(i + 2 * PREFETCH_AHEAD) {
+                self.prefetch_region(ahead, RegionTable::prefetch_slot, RegionTable::prefetch_slot);
+            }
             if let Some(ahead) = events.get(i + PREFETCH_AHEAD) {
-                self.prefetch_region(ahead);
+                self.prefetch_region(ahead, RegionTable::prefetch, RegionTable::prefetch);
             }
             if let Some(ahead) = events.get(i + PREFETCH_AHEAD / 2) {
                 self.prefetch_region_tail(ahead);
@@ -301,12 +309,17 @@ impl Aggregator {
         }
     }
 
-    /// Starts loading the region record `event` will fold into, if it has one.
+    /// One prefetch step for the region record `event` will fold into, if it has one.
     #[inline]
-    fn prefetch_region(&self, event: &Event) {
+    fn prefetch_region(
+        &self,
+        event: &Event,
+        touches: fn(&RegionTable<RegionTouches>, &RegionKey),
+        uses: fn(&RegionTable<RegionUses>, &RegionKey),
+    ) {
         match event {
-            Event::FirstTouch(e) => self.regions.prefetch(&RegionKey { tgid: e.header.tgid, region: e.region }),
-            Event::HintingFault(e) => self.region_uses.prefetch(&RegionKey { tgid: e.header.tgid, region: e.region }),
+            Event::FirstTouch(e) => touches(&self.regions, &RegionKey { tgid: e.header.tgid, region: e.region }),
+            Event::HintingFault(e) => uses(&self.region_uses, &RegionKey { tgid: e.header.tgid, region: e.region }),
             _ => {}
         }
     }
@@ -361,8 +374,8 @@ impl Aggregator {
             Event::FirstTouch(e) => {
                 let (cpu_node, page_node) = (u32::from(e.cpu_node), u32::from(e.page_node));
                 let t = self.thread(h.tid, h.tgid);
-                *t.first_touch_pages.entry(page_node).or_default() += e.pages;
-                *t.first_touch_pages_by_cpu_node.entry(cpu_node).or_default() += e.pages;
+                t.first_touch_pages.add(page_node, e.pages);
+                t.first_touch_pages_by_cpu_node.add(cpu_node, e.pages);
                 if cpu_node != page_node {
                     t.remote_first_touch_pages += e.pages;
                 }
@@ -391,7 +404,7 @@ impl Aggregator {
                 } else {
                     t.hinting_faults_remote += u64::from(e.faults);
                 }
-                *t.hinting_pages_by_mem_node.entry(u32::from(e.mem_node)).or_default() += u64::from(e.pages);
+                t.hinting_pages_by_mem_node.add(u32::from(e.mem_node), u64::from(e.pages));
                 t.hinting_pages_migrated += u64::from(e.migrated_pages);
                 let (cpu_node, mem_node) = (u32::from(e.cpu_node), u32::from(e.mem_node));
                 let uses = self.region_uses.entry_or_default(RegionKey { tgid: h.tgid, region: e.region });
