@@ -67,7 +67,7 @@ impl<T: Keyed, const N: usize> InlineVec<T, N> {
     pub fn prefetch_tail(&self, key: u64) {
         let n = self.len.min(N);
         if !self.tail_keys.is_empty() && !self.head[..n].iter().any(|item| item.key() == key) {
-            crate::prefetch::prefetch_read(&self.tail_keys[..self.tail_keys.len().min(16)]);
+            crate::prefetch::prefetch_read(self.tail_keys.as_slice(), 128);
         }
     }
 }

@@ -41,6 +41,11 @@ fn tag(hash: u64) -> u64 {
     (hash << 8) & 0xffff_ffff_0000_0000
 }
 
+/// How much of a record [`RegionTable::prefetch`] asks for: its key and the
+/// first inline entries, what the usual fold reads (all of a 200+ byte record
+/// measured ~20 % slower in the aggregator bench than these three lines).
+const RECORD_PREFETCH_BYTES: usize = 192;
+
 /// Slots of a table that has just grown past empty.
 const FIRST_SLOTS: usize = 16;
 
@@ -140,7 +145,7 @@ impl<V> RegionTable<V> {
     #[inline]
     pub fn prefetch_slot(&self, key: &RegionKey) {
         if !self.slots.is_empty() {
-            prefetch_read(&self.slots[(hash(key) >> self.shift) as usize & (self.slots.len() - 1)]);
+            prefetch_read(&self.slots[(hash(key) >> self.shift) as usize & (self.slots.len() - 1)], 8);
         }
     }
 
@@ -163,7 +168,7 @@ impl<V> RegionTable<V> {
             }
             if slot & 0xffff_ffff_0000_0000 == tag(h) {
                 if let Some(entry) = self.entries.get((slot as u32 - 1) as usize) {
-                    prefetch_read(entry);
+                    prefetch_read(entry, RECORD_PREFETCH_BYTES);
                 }
                 return;
             }
