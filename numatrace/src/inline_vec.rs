@@ -2,8 +2,8 @@
 //!
 //! Why: the aggregator's region tables are hash maps of short lists, folded
 //! into once per event in a random region. With a `Vec` each fold costs two
-//! dependent cache misses (the map's bucket, then the list's heap block);
-//! with the first items inline in the bucket, the usual fold costs one.
+//! dependent cache misses (the region's record, then the list's heap block);
+//! with the first items inline in the record, the usual fold costs one.
 //!
 //! Items are found by a small key ([`Keyed`]); the keys of the items past the
 //! inline ones are kept apart, packed, so that finding one of those scans a
@@ -73,7 +73,6 @@ impl<T: Keyed, const N: usize> InlineVec<T, N> {
 }
 
 impl<T, const N: usize> InlineVec<T, N> {
-
     pub fn len(&self) -> usize {
         self.len
     }
