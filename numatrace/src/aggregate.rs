@@ -303,9 +303,6 @@ impl Aggregator {
             if let Some(ahead) = events.get(i + PREFETCH_AHEAD) {
                 self.prefetch_region(ahead, RegionTable::prefetch, RegionTable::prefetch);
             }
-            if let Some(ahead) = events.get(i + PREFETCH_AHEAD / 2) {
-                self.prefetch_region_tail(ahead);
-            }
             self.ingest(event);
         }
     }
@@ -321,28 +318,6 @@ impl Aggregator {
         match event {
             Event::FirstTouch(e) => touches(&self.regions, &RegionKey { tgid: e.header.tgid, region: e.region }),
             Event::HintingFault(e) => uses(&self.region_uses, &RegionKey { tgid: e.header.tgid, region: e.region }),
-            _ => {}
-        }
-    }
-
-    /// Once the region record is loaded: starts loading the keys past its
-    /// inline entries if `event`'s entry is not inline (a thread touching
-    /// memory that many threads touch).
-    #[inline]
-    fn prefetch_region_tail(&self, event: &Event) {
-        match event {
-            Event::FirstTouch(e) => {
-                let h = &e.header;
-                if let Some(touches) = self.regions.get(&RegionKey { tgid: h.tgid, region: e.region }) {
-                    touches.prefetch_tail(touch_key(h.tid, u32::from(e.cpu_node), u32::from(e.page_node)));
-                }
-            }
-            Event::HintingFault(e) => {
-                let h = &e.header;
-                if let Some(uses) = self.region_uses.get(&RegionKey { tgid: h.tgid, region: e.region }) {
-                    uses.prefetch_tail(touch_key(h.tid, u32::from(e.cpu_node), u32::from(e.mem_node)));
-                }
-            }
             _ => {}
         }
     }

@@ -60,16 +60,6 @@ impl<T: Keyed, const N: usize> InlineVec<T, N> {
         let i = self.tail_keys.iter().position(|k| *k == key)?;
         self.tail.get_mut(i)
     }
-
-    /// If the item with this key is not inline, starts loading the keys past
-    /// the inline ones, where [`InlineVec::find_mut`] will look for it.
-    #[inline]
-    pub fn prefetch_tail(&self, key: u64) {
-        let n = self.len.min(N);
-        if !self.tail_keys.is_empty() && !self.head[..n].iter().any(|item| item.key() == key) {
-            crate::prefetch::prefetch_read(self.tail_keys.as_slice(), 128);
-        }
-    }
 }
 
 impl<T, const N: usize> InlineVec<T, N> {
