@@ -4,7 +4,9 @@
 //! region has an owner thread that makes 7 of 8 of its events (threads
 //! mostly touch their own memory), the rest come from any thread.
 //! Run by `cargo xtask bench` (or `cargo bench -p numatrace --bench aggregator`);
-//! prints one JSON line. It reports a rate and asserts nothing.
+//! prints one JSON line per variant: record by record through `ingest_bytes`,
+//! then in batches through `ingest_batch` as the live drain does. It reports
+//! rates and asserts nothing.
 use std::{
     collections::BTreeMap,
     hint::black_box,
@@ -18,6 +20,8 @@ const THREADS: u32 = 16;
 const REGIONS: u64 = 8192;
 const DISTINCT_EVENTS: u64 = 1 << 20;
 const MIN_TIME: Duration = Duration::from_secs(2);
+/// Records per batch in the batch variant, as `session::drain` folds them.
+const BATCH: usize = 256;
 
 /// A small deterministic generator (xorshift), so runs are comparable.
 struct Rng(u64);
@@ -79,33 +83,87 @@ fn records() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn main() {
-    let records = records();
-    let topology = Topology::synthetic(&[vec![0, 1], vec![2, 3]]);
-    let mut agg = Aggregator::new(topology, BTreeMap::new());
-    // Warm up: every thread and region exists before timing, as in a long capture.
-    for r in &records {
-        black_box(agg.ingest_bytes(r));
-    }
+/// Folds `records` repeatedly for at least [`MIN_TIME`] with `fold` (one pass
+/// per call) after one warm-up pass: every thread and region exists before
+/// timing, as in a long capture. Returns (events, seconds).
+fn time_passes(records: &[Vec<u8>], mut fold: impl FnMut(&[Vec<u8>])) -> Timing {
+    fold(records);
+    let cpu_started = thread_cpu_seconds();
     let started = Instant::now();
     let mut events = 0u64;
     while started.elapsed() < MIN_TIME {
-        for r in &records {
-            black_box(agg.ingest_bytes(r));
-        }
+        fold(records);
         events += records.len() as u64;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "aggregator",
-            "events": events,
-            "seconds": seconds,
-            "events_per_s": events as f64 / seconds,
-            "threads": THREADS,
-            "regions": REGIONS,
-            "decode_errors": agg.decode_errors,
-        })
-    );
+    Timing { events, seconds: started.elapsed().as_secs_f64(), cpu_seconds: thread_cpu_seconds() - cpu_started }
+}
+
+/// What one variant did and how long it took.
+struct Timing {
+    events: u64,
+    /// Wall time.
+    seconds: f64,
+    /// This thread's CPU time: on a shared machine, the time it was not descheduled.
+    cpu_seconds: f64,
+}
+
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    if ok { ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9 } else { f64::NAN }
+}
+
+fn line(bench: &str, t: &Timing, agg: &Aggregator) -> serde_json::Value {
+    let Timing { events, seconds, cpu_seconds } = *t;
+    serde_json::json!({
+        "bench": bench,
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events as f64 / seconds,
+        "ns_per_event": seconds * 1e9 / events as f64,
+        "cpu_seconds": cpu_seconds,
+        "events_per_cpu_s": events as f64 / cpu_seconds,
+        "threads": THREADS,
+        "regions": REGIONS,
+        "decode_errors": agg.decode_errors,
+    })
+}
+
+fn main() {
+    // `-- record` or `-- batch` runs one variant alone (for a profiler).
+    let only: Option<String> = std::env::args().skip(1).find(|a| a == "record" || a == "batch");
+    let records = records();
+    let topology = Topology::synthetic(&[vec![0, 1], vec![2, 3]]);
+
+    // One record at a time (the first line; `cargo xtask bench` reads it).
+    if only.as_deref() != Some("batch") {
+        let mut agg = Aggregator::new(topology.clone(), BTreeMap::new());
+        let timing = time_passes(&records, |records| {
+            for r in records {
+                black_box(agg.ingest_bytes(r));
+            }
+        });
+        println!("{}", line("aggregator", &timing, &agg));
+    }
+    if only.as_deref() == Some("record") {
+        return;
+    }
+
+    // As the live drain does it: decode a batch of records, then fold it with prefetching.
+    let mut agg = Aggregator::new(topology, BTreeMap::new());
+    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    let timing = time_passes(&records, |records| {
+        for chunk in records.chunks(BATCH) {
+            batch.clear();
+            for r in chunk {
+                match Event::decode(r) {
+                    Ok(event) => batch.push(event),
+                    Err(_) => agg.count_undecodable(),
+                }
+            }
+            agg.ingest_batch(black_box(&batch));
+        }
+    });
+    println!("{}", line("aggregator_batch", &timing, &agg));
 }

@@ -111,8 +111,8 @@ pub struct Totals {
     pub misplaced_migration_ms: f64,
 }
 
-fn by_node<T: Copy>(map: &BTreeMap<u32, T>) -> BTreeMap<String, T> {
-    map.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+fn by_node<'a, T: Copy + 'a>(map: impl IntoIterator<Item = (&'a u32, &'a T)>) -> BTreeMap<String, T> {
+    map.into_iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 const COUNTER_NAMES: [&str; 7] = [
