@@ -276,9 +276,7 @@ impl Aggregator {
     pub fn ingest_bytes(&mut self, bytes: &[u8]) -> Option<Event> {
         match Event::decode(bytes) {
             Ok(event) => {
-                if let Some(n) = self.ring_records.get_mut(event.header().kind as usize) {
-                    *n += 1;
-                }
+                self.count_ring_record(&event);
                 self.ingest(&event);
                 Some(event)
             }
@@ -286,6 +284,14 @@ impl Aggregator {
                 self.count_undecodable();
                 None
             }
+        }
+    }
+
+    /// Counts a decoded ring record by kind, for [`Aggregator::ring_received`]
+    /// (events made in userspace are not ring records and are not counted).
+    pub fn count_ring_record(&mut self, event: &Event) {
+        if let Some(n) = self.ring_records.get_mut(event.header().kind as usize) {
+            *n += 1;
         }
     }
 

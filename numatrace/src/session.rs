@@ -228,6 +228,7 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&m
         n += 1;
         match Event::decode(&item) {
             Ok(event) => {
+                agg.count_ring_record(&event);
                 batch.push(event);
                 if batch.len() == DRAIN_BATCH {
                     fold_batch(&mut batch, agg, sink)?;
