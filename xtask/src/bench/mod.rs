@@ -199,7 +199,8 @@ pub struct Results {
     pub load_after: String,
     pub faults: Option<Comparison>,
     pub migrations: Option<Comparison>,
-    pub aggregator: Option<Value>,
+    /// One JSON line per way of folding (one record at a time, batches).
+    pub aggregator: Vec<Value>,
     pub load: Vec<Single>,
     pub footprint: Vec<Single>,
 }
@@ -238,7 +239,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     if want(Part::Aggregator) {
         eprintln!("bench: aggregator alone");
-        results.aggregator = Some(aggregator_alone(&root)?);
+        results.aggregator = aggregator_alone(&root)?;
     }
     if want(Part::Faults) {
         eprintln!("bench: fault-heavy workload, {} rounds: {}", plan.rounds, plan.fault_args.join(" "));
@@ -353,8 +354,8 @@ fn single(tools: &Tools, name: &str, label: &str, args: &[String], opts: &Numatr
     })
 }
 
-/// Runs the aggregator-alone bench (numatrace/benches/aggregator.rs) and returns its JSON line.
-fn aggregator_alone(root: &Path) -> Result<Value> {
+/// Runs the aggregator-alone bench (numatrace/benches/aggregator.rs) and returns its JSON lines.
+fn aggregator_alone(root: &Path) -> Result<Vec<Value>> {
     let out = Command::new("cargo")
         .current_dir(root)
         .args(["bench", "-q", "-p", "numatrace", "--bench", "aggregator"])
@@ -364,10 +365,12 @@ fn aggregator_alone(root: &Path) -> Result<Value> {
         bail!("the aggregator bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v.get("bench").is_some())
-        .context("the aggregator bench printed no JSON result")
+    let lines: Vec<Value> =
+        text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("bench").is_some()).collect();
+    if lines.is_empty() {
+        bail!("the aggregator bench printed no JSON result");
+    }
+    Ok(lines)
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
