@@ -58,15 +58,21 @@ impl<V> RegionTable<V> {
         self.entries.is_empty()
     }
 
-    /// The position of `key`'s record, or the empty slot where it would go.
+    /// `key`'s hash, its home slot and the slot mask; None while the table is empty.
     #[inline]
-    fn find(&self, key: &RegionKey) -> Result<usize, usize> {
+    fn home(&self, key: &RegionKey) -> Option<(u64, usize, usize)> {
         if self.slots.is_empty() {
-            return Err(0);
+            return None;
         }
         let h = hash(key);
         let mask = self.slots.len() - 1;
-        let mut at = (h >> self.shift) as usize & mask;
+        Some((h, (h >> self.shift) as usize & mask, mask))
+    }
+
+    /// The position of `key`'s record, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, key: &RegionKey) -> Result<usize, usize> {
+        let Some((h, mut at, mask)) = self.home(key) else { return Err(0) };
         loop {
             let slot = self.slots[at];
             if slot == 0 {
@@ -155,12 +161,7 @@ impl<V> RegionTable<V> {
     /// prefetched without checking its key (a rare wrong guess costs nothing).
     #[inline]
     pub fn prefetch(&self, key: &RegionKey) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let h = hash(key);
-        let mask = self.slots.len() - 1;
-        let mut at = (h >> self.shift) as usize & mask;
+        let Some((h, mut at, mask)) = self.home(key) else { return };
         loop {
             let slot = self.slots[at];
             if slot == 0 {
