@@ -116,9 +116,9 @@ impl Plan {
         let xtask = std::env::current_exe().context("finding the xtask binary")?.display().to_string();
         let load_rounds = if quick { "8" } else { "25" };
         let flood_seconds = if quick { "3" } else { "10" };
-        let flood = |label: &str, rate: u64, ring_size: Option<u32>| LoadRun {
+        let flood = |label: &str, rate: u64, threads: u32, ring_size: Option<u32>| LoadRun {
             label: label.to_string(),
-            args: s(&["flood", "--events-per-second", &rate.to_string(), "--seconds", flood_seconds]),
+            args: s(&["flood", "--events-per-second", &rate.to_string(), "--seconds", flood_seconds, "--threads", &threads.to_string()]),
             ring_size,
             load_generator: true,
         };
@@ -133,10 +133,13 @@ impl Plan {
                     ring_size: None,
                     load_generator: false,
                 },
-                flood("generator, 1 M events/s (8 MiB ring)", 1_000_000, None),
-                flood("generator, 2 M events/s (8 MiB ring)", 2_000_000, None),
-                flood("generator, 4 M events/s (8 MiB ring)", 4_000_000, None),
-                flood("generator, 1 M events/s (64 KiB ring)", 1_000_000, Some(64 * 1024)),
+                flood("generator, 1 M events/s (8 MiB ring)", 1_000_000, 1, None),
+                flood("generator, 2 M events/s (8 MiB ring)", 2_000_000, 1, None),
+                flood("generator, 4 M events/s (8 MiB ring)", 4_000_000, 1, None),
+                flood("generator, 1 M events/s (64 KiB ring)", 1_000_000, 1, Some(64 * 1024)),
+                // As fast as the threads can call: where loss starts, and that it is counted.
+                flood("generator, unpaced, 1 thread (8 MiB ring)", 1_000_000_000, 1, None),
+                flood("generator, unpaced, 2 threads (8 MiB ring)", 1_000_000_000, 2, None),
             ],
             footprint: vec![
                 ("startup".into(), "1 page (start-up cost)".into(), s(&["touch", "--pages", "1"])),
