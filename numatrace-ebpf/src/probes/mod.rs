@@ -1,7 +1,7 @@
 //! One kernel source per file. Each program filters to traced tasks first.
+mod load_generator;
 mod migrate_misplaced;
 mod mm_migrate_pages;
-mod load_generator;
 mod mm_page_alloc;
 mod numa_placement;
 mod page_fault_user;

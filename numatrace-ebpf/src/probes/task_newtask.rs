@@ -15,7 +15,6 @@ use crate::{
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let Some((parent_tgid, parent_tid)) = tracking::traced_current() else { return 0 };
     let Some(child) = field_u32(&ctx, layout!(newtask_pid)) else { return 0 };
-    let child = child as u32;
     let flags = field::<u64>(&ctx, layout!(newtask_clone_flags)).unwrap_or(0);
     let is_thread = flags & CLONE_THREAD != 0;
     let tgid = if is_thread { parent_tgid } else { child };
