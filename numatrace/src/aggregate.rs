@@ -11,7 +11,7 @@ use crate::{
     inline_vec::{InlineVec, Keyed},
     kernel::KernelTotals,
     node_counts::NodeCounts,
-    region_table::RegionTable,
+    region_table::{PrefetchStep, RegionTable},
     thread_table::ThreadTable,
     topology::Topology,
 };
@@ -310,10 +310,10 @@ impl Aggregator {
     pub fn ingest_batch(&mut self, events: &[Event]) {
         for (i, event) in events.iter().enumerate() {
             if let Some(ahead) = events.get(i + 2 * PREFETCH_AHEAD) {
-                self.prefetch_region(ahead, RegionTable::prefetch_slot, RegionTable::prefetch_slot);
+                self.prefetch_region(ahead, PrefetchStep::IndexSlot);
             }
             if let Some(ahead) = events.get(i + PREFETCH_AHEAD) {
-                self.prefetch_region(ahead, RegionTable::prefetch, RegionTable::prefetch);
+                self.prefetch_region(ahead, PrefetchStep::Record);
             }
             self.ingest(event);
         }
@@ -321,15 +321,10 @@ impl Aggregator {
 
     /// One prefetch step for the region record `event` will fold into, if it has one.
     #[inline]
-    fn prefetch_region(
-        &self,
-        event: &Event,
-        touches: fn(&RegionTable<RegionTouches>, &RegionKey),
-        uses: fn(&RegionTable<RegionUses>, &RegionKey),
-    ) {
+    fn prefetch_region(&self, event: &Event, step: PrefetchStep) {
         match event {
-            Event::FirstTouch(e) => touches(&self.regions, &RegionKey { tgid: e.header.tgid, region: e.region }),
-            Event::HintingFault(e) => uses(&self.region_uses, &RegionKey { tgid: e.header.tgid, region: e.region }),
+            Event::FirstTouch(e) => self.regions.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step),
+            Event::HintingFault(e) => self.region_uses.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step),
             _ => {}
         }
     }
@@ -399,13 +394,13 @@ impl Aggregator {
                 let u = match uses.find_mut(touch_key(h.tid, cpu_node, mem_node)) {
                     Some(u) => u,
                     None => uses.push(RegionUse {
-                            tid: h.tid,
-                            cpu_node,
-                            mem_node,
-                            local_faults: 0,
-                            remote_faults: 0,
-                            remote_pages: 0,
-                            migrated_pages: 0,
+                        tid: h.tid,
+                        cpu_node,
+                        mem_node,
+                        local_faults: 0,
+                        remote_faults: 0,
+                        remote_pages: 0,
+                        migrated_pages: 0,
                         first_ns: h.ts_ns,
                         last_ns: e.last_ts_ns,
                     }),

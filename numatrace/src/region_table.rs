@@ -35,16 +35,27 @@ fn hash(key: &RegionKey) -> u64 {
     ((u64::from(key.tgid) << 40) ^ key.region).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The bits of a slot that hold its tag (the low half holds 1 + the record's position).
+const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
+
 /// The slot's tag for a hash: bits the home slot does not use, so that a
 /// slot whose tag differs is passed over without loading its record.
 fn tag(hash: u64) -> u64 {
-    (hash << 8) & 0xffff_ffff_0000_0000
+    (hash << 8) & TAG_MASK
 }
 
 /// How much of a record [`RegionTable::prefetch`] asks for: its key and the
 /// first inline entries, what the usual fold reads (all of a 200+ byte record
 /// measured ~20 % slower in the aggregator bench than these three lines).
 const RECORD_PREFETCH_BYTES: usize = 192;
+
+/// The two steps of a prefetch, taken some events apart: the index slot
+/// first, then (once that slot is in cache) the record it points at.
+#[derive(Clone, Copy, Debug)]
+pub enum PrefetchStep {
+    IndexSlot,
+    Record,
+}
 
 /// Slots of a table that has just grown past empty.
 const FIRST_SLOTS: usize = 16;
@@ -58,33 +69,38 @@ impl<V> RegionTable<V> {
         self.entries.is_empty()
     }
 
-    /// `key`'s hash, its home slot and the slot mask; None while the table is empty.
+    /// The slot where the search for hash `h` starts (the table must have slots).
     #[inline]
-    fn home(&self, key: &RegionKey) -> Option<(u64, usize, usize)> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let h = hash(key);
-        let mask = self.slots.len() - 1;
-        Some((h, (h >> self.shift) as usize & mask, mask))
+    fn home_slot(&self, h: u64) -> usize {
+        (h >> self.shift) as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot searched after `at` (linear probing, wrapping around).
+    #[inline]
+    fn next_slot(&self, at: usize) -> usize {
+        (at + 1) & (self.slots.len() - 1)
     }
 
     /// The position of `key`'s record, or the empty slot where it would go.
     #[inline]
     fn find(&self, key: &RegionKey) -> Result<usize, usize> {
-        let Some((h, mut at, mask)) = self.home(key) else { return Err(0) };
+        if self.slots.is_empty() {
+            return Err(0);
+        }
+        let h = hash(key);
+        let mut at = self.home_slot(h);
         loop {
             let slot = self.slots[at];
             if slot == 0 {
                 return Err(at);
             }
-            if slot & 0xffff_ffff_0000_0000 == tag(h) {
+            if slot & TAG_MASK == tag(h) {
                 let pos = (slot as u32 - 1) as usize;
                 if self.entries[pos].0 == *key {
                     return Ok(pos);
                 }
             }
-            at = (at + 1) & mask;
+            at = self.next_slot(at);
         }
     }
 
@@ -127,10 +143,9 @@ impl<V> RegionTable<V> {
     /// Points a free slot at the record at `pos`.
     fn place(&mut self, pos: usize) {
         let h = hash(&self.entries[pos].0);
-        let mask = self.slots.len() - 1;
-        let mut at = (h >> self.shift) as usize & mask;
+        let mut at = self.home_slot(h);
         while self.slots[at] != 0 {
-            at = (at + 1) & mask;
+            at = self.next_slot(at);
         }
         // Positions fit: a table of 2^32 regions (8 EiB of memory) is not reachable.
         self.slots[at] = tag(h) | (pos as u64 + 1);
@@ -146,12 +161,21 @@ impl<V> RegionTable<V> {
         }
     }
 
+    /// One of the two prefetch steps below for `key`.
+    #[inline]
+    pub fn prefetch_step(&self, key: &RegionKey, step: PrefetchStep) {
+        match step {
+            PrefetchStep::IndexSlot => self.prefetch_slot(key),
+            PrefetchStep::Record => self.prefetch(key),
+        }
+    }
+
     /// Asks the CPU to start loading the index slot where `key`'s search
     /// starts: the first step of a prefetch, which reads no memory itself.
     #[inline]
     pub fn prefetch_slot(&self, key: &RegionKey) {
         if !self.slots.is_empty() {
-            prefetch_read(&self.slots[(hash(key) >> self.shift) as usize & (self.slots.len() - 1)], 8);
+            prefetch_read(&self.slots[self.home_slot(hash(key))], 8);
         }
     }
 
@@ -161,19 +185,23 @@ impl<V> RegionTable<V> {
     /// prefetched without checking its key (a rare wrong guess costs nothing).
     #[inline]
     pub fn prefetch(&self, key: &RegionKey) {
-        let Some((h, mut at, mask)) = self.home(key) else { return };
+        if self.slots.is_empty() {
+            return;
+        }
+        let h = hash(key);
+        let mut at = self.home_slot(h);
         loop {
             let slot = self.slots[at];
             if slot == 0 {
                 return;
             }
-            if slot & 0xffff_ffff_0000_0000 == tag(h) {
+            if slot & TAG_MASK == tag(h) {
                 if let Some(entry) = self.entries.get((slot as u32 - 1) as usize) {
                     prefetch_read(entry, RECORD_PREFETCH_BYTES);
                 }
                 return;
             }
-            at = (at + 1) & mask;
+            at = self.next_slot(at);
         }
     }
 
