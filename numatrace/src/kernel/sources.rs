@@ -203,7 +203,7 @@ pub fn existing_functions() -> BTreeSet<&'static str> {
 
 /// Every program and hook of every variant of every source.
 fn every_attach() -> impl Iterator<Item = &'static Attach> {
-    SOURCES.iter().chain([&LOAD_GENERATOR]).flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
+    SOURCES.iter().flat_map(|s| s.variants.iter().flat_map(|v| v.iter()))
 }
 
 /// The programs attached through raw or BTF-typed tracepoints.
