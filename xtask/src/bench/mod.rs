@@ -68,8 +68,9 @@ pub enum Part {
     Migrations,
     /// The aggregator alone (synthetic events, one core).
     Aggregator,
-    /// Sustained load: real faults, then the kernel load generator at 1, 2 and 4 M events/s
-    /// for 10 s each and on a 64 KiB ring; every event written is checked against what was read.
+    /// Sustained load: real faults, then the kernel load generator for 10 s each at 1, 2 and
+    /// 4 M events/s, on a 64 KiB ring, and unpaced (one and two threads); every event written
+    /// is checked against what was read.
     Load,
     /// numatrace's CPU time and peak memory for 1 GiB and 16 GiB touched.
     Footprint,
