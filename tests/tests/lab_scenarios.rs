@@ -48,16 +48,17 @@ fn traced(workload: &[&str]) -> Vec<String> {
 }
 
 /// A guest shell command: start `workload` in the background, attach
-/// `numatrace --json --pid` to it, wait until numatrace is tracing, run
-/// `action` ($w is the workload's pid), wait for both, then print the
-/// workload's ground truth line and the report. `programs` are host programs
-/// the action uses, passed as $1.. so that the lab copies them into the guest.
-fn traced_by_pid(name: &str, workload: &str, action: &str, programs: &[&str]) -> Vec<String> {
+/// `numatrace --json --pid` to it (run through `tracer_prefix`, e.g. a
+/// `taskset`), wait until numatrace is tracing, run `action` ($w is the
+/// workload's pid), wait for both, then print the workload's ground truth line
+/// and the report. `programs` are host programs the action uses, passed as
+/// $1.. so that the lab copies them into the guest.
+fn traced_by_pid(name: &str, workload: &str, tracer_prefix: &str, action: &str, programs: &[&str]) -> Vec<String> {
     // numatrace says "numatrace: tracing pid ..." on stderr once every probe is
     // attached. Waits at most 60 s; its stderr is shown afterwards.
     let script = format!(
         "{workload} >/tmp/{name}.truth & w=$!; \
-         numatrace --json --pid $w >/tmp/{name}.report 2>/tmp/{name}.err & n=$!; \
+         {tracer_prefix} numatrace --json --pid $w >/tmp/{name}.report 2>/tmp/{name}.err & n=$!; \
          i=0; until grep -q '^numatrace: tracing pid' /tmp/{name}.err 2>/dev/null || [ $i -ge 300 ]; do sleep 0.2; i=$((i+1)); done; \
          {action}; wait $w; a=$?; wait $n; b=$?; cat /tmp/{name}.err >&2; cat /tmp/{name}.truth /tmp/{name}.report; [ $a = 0 ] && [ $b = 0 ]"
     );
@@ -87,11 +88,19 @@ fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
             // The balancer's work alone: balancing is off while the workload puts its memory
             // on the far node and numatrace attaches by pid; then balancing goes on (with the
             // fast scan settings) and the workload lets go of its CPU.
+            //
+            // numatrace runs on the far node's CPU. On the workload's CPU (a debug build
+            // under emulation is busy) it gave the ordinary load balancer a second runnable
+            // task there, and the NUMA-aware load balancer then pulled the workload over to
+            // its memory's node: no hinting-fault migration, no balancer task move, and
+            // nothing left for the balancer to do (CI, once in about ten runs).
             (
                 "balance",
                 traced_by_pid(
                     "balance",
                     "echo 0 >/proc/sys/kernel/numa_balancing; numatrace workload balance --mib 32 --seconds 6 --go-file /tmp/balance.go",
+                    // One CPU per node (run_guest's topology): CPU {last} is on node {last}.
+                    &format!("taskset -c {last}"),
                     "echo 1 >/proc/sys/kernel/numa_balancing; touch /tmp/balance.go",
                     &[],
                 ),
@@ -104,6 +113,7 @@ fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
                 traced_by_pid(
                     "migratepages",
                     "numatrace workload hold --mib 32 --stop-file /tmp/hold.stop",
+                    "",
                     "\"$1\" $w 0 1; touch /tmp/hold.stop",
                     &["migratepages"],
                 ),
