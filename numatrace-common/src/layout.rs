@@ -108,6 +108,12 @@ pub struct Config {
     /// The system call (number) on which the load generator, when attached,
     /// writes [`crate::LOAD_GENERATOR_EVENTS_PER_CALL`] synthetic events.
     pub load_generator_syscall: u64,
+    /// 1: every migration of a traced thread is an event (`--all-migrations`);
+    /// 0: one between two CPUs of the same node is only counted
+    /// (`Counter::WithinNodeMigrations`): it cannot move a thread away from
+    /// its memory, and it is most of the migrations on a busy machine.
+    pub ship_within_node_migrations: u32,
+    pub _pad: u32,
 }
 
 /// The `__GFP_MOVABLE` bit (bit 3 on every kernel since 2.6): user pages.

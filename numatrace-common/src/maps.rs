@@ -60,7 +60,7 @@ pub enum Counter {
     FirstTouchPages = 1,
     /// Hinting faults of traced threads.
     HintingFaults = 2,
-    /// Migrations of traced threads.
+    /// Migrations of traced threads (within a node or across nodes).
     TaskMigrations = 3,
     /// Unused since run time is sampled from schedstat (slot kept: ids are stable).
     Unused4 = 4,
@@ -69,10 +69,13 @@ pub enum Counter {
     /// Synthetic events written by the load generator (benchmarks only,
     /// `--load-generator`), sent or lost.
     GeneratedEvents = 6,
+    /// Migrations of traced threads between two CPUs of one node, counted
+    /// here and not sent as events (unless `Config::ship_within_node_migrations`).
+    WithinNodeMigrations = 7,
 }
 
 /// Number of `COUNTERS` slots.
-pub const COUNTER_SLOTS: u32 = 7;
+pub const COUNTER_SLOTS: u32 = 8;
 
 /// Synthetic first-touch events the load generator writes per system call
 /// of a traced thread (see `Config::load_generator_syscall`).

@@ -68,6 +68,12 @@ pub struct TraceArgs {
     /// rates no real source reaches on a small machine.
     #[arg(long, hide = true)]
     pub load_generator: bool,
+    /// Send every thread migration to numatrace, also those between two CPUs
+    /// of one node. By default the kernel only counts those (they cannot
+    /// move a thread away from its memory, and they are most migrations on a
+    /// busy machine); timelines then show each thread's node, not its CPU.
+    #[arg(long)]
+    pub all_migrations: bool,
     #[command(flatten)]
     pub record: crate::capture::cli::RecordArgs,
     /// The command to start and trace, after `--`.
@@ -122,7 +128,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
             let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
-            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, record: Default::default(), command })
+            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, all_migrations: false, record: Default::default(), command })
         }
         None => trace(cli.trace),
     }
@@ -143,6 +149,7 @@ fn trace(args: TraceArgs) -> Result<i32> {
         ring_bytes: args.ring_size,
         classic_tracepoints: args.classic_tracepoints,
         load_generator: args.load_generator,
+        all_migrations: args.all_migrations,
         progress: !args.json,
         drain_interval: Duration::from_millis(100),
     };

@@ -47,6 +47,11 @@ pub struct StartFacts {
     /// The machine's NUMA settings and counters when the capture started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_before: Option<crate::sysinfo::SystemSnapshot>,
+    /// The kernel counted migrations within a node instead of sending them
+    /// (the default; false with `--all-migrations` and in older captures):
+    /// the events then tell a thread's node, not its CPU.
+    #[serde(default)]
+    pub within_node_migrations_counted_only: bool,
 }
 
 /// What is known once the capture has ended.

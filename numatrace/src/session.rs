@@ -37,6 +37,8 @@ pub struct SessionOptions {
     pub classic_tracepoints: bool,
     /// Attach the benchmark load generator too (`--load-generator`).
     pub load_generator: bool,
+    /// Send within-node migrations as events too (`--all-migrations`).
+    pub all_migrations: bool,
     /// Show a progress line (only when stderr is a terminal).
     pub progress: bool,
     /// How often the ring is drained when nobody wakes the reader.
@@ -76,6 +78,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
             ring_bytes: opts.ring_bytes,
             classic_tracepoints: opts.classic_tracepoints,
             load_generator: opts.load_generator,
+            all_migrations: opts.all_migrations,
         },
         &topology,
         &tracefs,
@@ -129,6 +132,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         },
         sources: probes.sources.clone(),
         initial_threads,
+        within_node_migrations_counted_only: !opts.all_migrations,
         start_ns: monotonic_ns(),
         argv,
         machine,

@@ -116,7 +116,7 @@ fn cheaper_hooks_see_what_classic_tracepoints_see() {
 
     if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) >= 2 {
         let hop = ["--", NUMATRACE, "workload", "hop", "--times", "30", "--threads", "2"];
-        for flags in [&["--json"][..], &["--json", "--classic-tracepoints"][..]] {
+        for flags in [&["--json", "--all-migrations"][..], &["--json", "--all-migrations", "--classic-tracepoints"][..]] {
             let (truth, report, stderr, code) = trace(&[flags, &hop[..]].concat());
             assert_eq!(code, 0, "{stderr}");
             for w in truth.expect("ground truth")["threads"].as_array().unwrap() {
@@ -133,7 +133,7 @@ fn sees_at_least_every_forced_cpu_hop() {
         eprintln!("skipped: needs two CPUs");
         return;
     }
-    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
+    let (workload, report, stderr, code) = trace(&["--json", "--all-migrations", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
     assert_eq!(code, 0, "{stderr}");
     let workload = workload.expect("ground truth");
     for w in workload["threads"].as_array().unwrap() {
@@ -143,6 +143,36 @@ fn sees_at_least_every_forced_cpu_hop() {
         assert!(seen >= hops, "thread {}: {seen} migrations seen, {hops} hops made", w["tid"]);
     }
     assert!(report["totals"]["migrations"].as_u64().unwrap() >= 80);
+    assert_eq!(report["totals"]["migrations_within_node_counted"], 0, "--all-migrations sends every one");
+}
+
+/// By default a move between two CPUs of one node is counted in the kernel,
+/// not sent: on a one-node machine no migration reaches the ring, and the
+/// totals still hold every hop.
+#[test]
+fn counts_migrations_within_a_node_without_sending_them() {
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let hops: u64 = workload.expect("ground truth")["threads"].as_array().unwrap().iter().map(|w| w["hops"].as_u64().unwrap()).sum();
+    assert!(hops >= 80, "the workload really hopped ({hops})");
+    let totals = &report["totals"];
+    let counted = totals["migrations_within_node_counted"].as_u64().unwrap();
+    assert_eq!(counted, report["kernel_counters"]["within_node_migrations"].as_u64().unwrap());
+    let sent = report["ring_events"]["task_migration"]["sent"].as_u64().unwrap_or(0);
+    assert_eq!(totals["migrations"].as_u64().unwrap(), counted + sent, "every migration is either sent or counted");
+    assert_eq!(totals["migrations"], report["kernel_counters"]["task_migrations"]);
+    assert!(totals["migrations"].as_u64().unwrap() >= hops, "{totals} for {hops} hops");
+    if report["topology"]["nodes"].as_array().map_or(1, Vec::len) == 1 {
+        assert_eq!(sent, 0, "on one node every migration stays within it: {}", report["ring_events"]);
+        assert!(counted >= hops);
+    }
+    for t in report["threads"].as_array().unwrap() {
+        assert!(t["migrations"].is_null(), "per-thread totals are not known without the within-node events: {t}");
+    }
 }
 
 #[test]
@@ -237,13 +267,40 @@ fn the_load_generator_overflowing_a_small_ring_is_counted_exactly() {
 
 #[test]
 fn attaches_to_a_running_pid_and_stops_when_it_exits() {
+    // The workload waits for a file that is created once numatrace says it is
+    // tracing (a fixed delay lost the race on a busy machine).
+    let go = std::env::temp_dir().join(format!("numatrace-attach-test-{}.go", std::process::id()));
+    let _ = std::fs::remove_file(&go);
     let child = Command::new(NUMATRACE)
-        .args(["workload", "touch", "--pages", "4000", "--delay-ms", "1500"])
+        .args(["workload", "touch", "--pages", "4000", "--go-file"])
+        .arg(&go)
         .stdout(Stdio::piped())
         .spawn()
         .expect("workload starts");
     let pid = child.id().to_string();
-    let (_, report, stderr, code) = trace(&["--json", "--pid", &pid, "--duration", "20s"]);
+    let mut tracer = Command::new(NUMATRACE)
+        .args(["--json", "--pid", &pid, "--duration", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("numatrace starts");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tracer.stderr.take().expect("stderr is piped")));
+    let mut stderr: String = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.starts_with("numatrace: tracing pid") {
+            break;
+        }
+    }
+    std::fs::write(&go, b"").expect("go file");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let traced = tracer.wait_with_output().expect("numatrace ends");
+    stderr.push_str(&rest.join().unwrap_or_default());
+    let _ = std::fs::remove_file(&go);
+    let code = traced.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&traced.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\nstderr: {stderr}"));
     let out = child.wait_with_output().expect("workload ends");
     let truth: Value = serde_json::from_slice(&out.stdout).expect("ground truth");
     assert_eq!(code, 0, "{stderr}");
@@ -269,7 +326,7 @@ fn stops_at_the_duration_and_reports() {
 #[test]
 fn sigint_flushes_what_was_captured() {
     let mut child = Command::new(NUMATRACE)
-        .args(["--json", "--", NUMATRACE, "workload", "hop", "--times", "100000000"])
+        .args(["--json", "--all-migrations", "--", NUMATRACE, "workload", "hop", "--times", "100000000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -303,6 +360,7 @@ fn has_every_documented_key() {
         "/topology/nodes/0/cpus",
         "/totals/migrations",
         "/totals/cross_node_migrations",
+        "/totals/migrations_within_node_counted",
         "/totals/first_touch_pages",
         "/totals/remote_first_touch_pages",
         "/totals/numa_task_moves",

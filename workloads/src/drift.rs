@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Waits until `path` exists; fails after `limit`.
-fn wait_for_file(path: &Path, limit: Duration) -> Result<()> {
+pub(crate) fn wait_for_file(path: &Path, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !path.exists() {
         ensure!(Instant::now() < deadline, "{} did not appear within {} s", path.display(), limit.as_secs());

@@ -41,6 +41,10 @@ pub enum Scenario {
         /// Wait this many milliseconds before touching (time to attach with --pid).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Then wait (at most a minute) until this file exists: a tracer
+        /// attaching with --pid says when it is ready by creating it.
+        #[arg(long, value_name = "PATH")]
+        go_file: Option<std::path::PathBuf>,
     },
     /// Under `numatrace --load-generator`: make the kernel write EVENTS_PER_SECOND
     /// synthetic events for SECONDS (THREADS threads calling getppid(2), 64 events a call).
@@ -132,8 +136,11 @@ pub enum Scenario {
 pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
     let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
     match cli.scenario {
-        Scenario::Touch { pages, threads, rounds, hop_every, stride, delay_ms } => {
+        Scenario::Touch { pages, threads, rounds, hop_every, stride, delay_ms, go_file } => {
             std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            if let Some(go) = go_file {
+                drift::wait_for_file(&go, std::time::Duration::from_secs(60))?;
+            }
             scenarios::touch(pages, threads, rounds, hop_every, stride.max(1))
         }
         Scenario::Hop { times, threads } => scenarios::hop(times, threads),

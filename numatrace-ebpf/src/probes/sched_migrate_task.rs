@@ -11,14 +11,29 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use numatrace_common::{Counter, EventHeader, EventKind, TaskMigrationEvent};
+use numatrace_common::{Counter, EventHeader, EventKind, NODE_UNKNOWN, TaskMigrationEvent};
 
 use super::field_u32;
-use crate::{config::layout, emit::emit, tracking};
+use crate::{
+    config::{config, layout},
+    emit::emit,
+    tracking,
+};
 
 #[inline(always)]
 fn migration(tgid: u32, tid: u32, orig_cpu: i32, dest_cpu: i32) -> u32 {
     tracking::count(Counter::TaskMigrations, 1);
+    // A move within a node keeps the thread as near its memory as before:
+    // counted, not sent (a ring write is most of this program's cost).
+    // Unknown nodes (NODE_UNKNOWN) are never equal to a known one, so such
+    // moves are sent.
+    if config!(ship_within_node_migrations) == 0 {
+        let from = tracking::cpu_node(orig_cpu as u32);
+        if from != NODE_UNKNOWN && from == tracking::cpu_node(dest_cpu as u32) {
+            tracking::count(Counter::WithinNodeMigrations, 1);
+            return 0;
+        }
+    }
     let event = TaskMigrationEvent {
         header: EventHeader {
             kind: EventKind::TaskMigration as u32,

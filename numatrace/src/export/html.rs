@@ -51,7 +51,7 @@ pub fn render(t: &Timeline, report: &Report) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td></tr>",
             th.tid,
             escape(&th.comm),
-            th.migrations,
+            th.migrations.map_or("-".to_string(), |m| m.to_string()),
             th.cross_node_migrations,
             pages,
             th.remote_first_touch_pages,

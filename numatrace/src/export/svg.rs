@@ -115,6 +115,7 @@ pub fn render(t: &Timeline) -> String {
             let what = match (s.node, s.cpu) {
                 (Some(n), Some(c)) => format!("node {n}, cpu {c}"),
                 (None, Some(c)) => format!("cpu {c}"),
+                (Some(n), None) => format!("node {n}"),
                 _ => "where: not known".to_string(),
             };
             let _ = writeln!(

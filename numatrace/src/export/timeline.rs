@@ -117,11 +117,14 @@ impl Timeline {
             }
             open.insert(t.tid, Open { since: 0, cpu: t.cpu });
         }
+        // Without the migrations within a node, the last CPU known is only
+        // right about the node.
+        let cpu_known = !capture.start.within_node_migrations_counted_only;
         let close = |lanes: &mut BTreeMap<u32, Lane>, tid: u32, o: Open, at: u64| {
             if let Some(l) = lanes.get_mut(&tid)
                 && at > o.since
             {
-                l.segments.push(Segment { from_ns: o.since, to_ns: at, cpu: o.cpu, node: node(o.cpu) });
+                l.segments.push(Segment { from_ns: o.since, to_ns: at, cpu: o.cpu.filter(|_| cpu_known), node: node(o.cpu) });
             }
         };
         let mut marks = Vec::new();
@@ -273,5 +276,17 @@ pub(crate) mod tests {
         let main = t.lanes.iter().find(|l| l.comm == "app").unwrap();
         assert_eq!(main.segments, vec![Segment { from_ns: 0, to_ns: 10_000_000_000, cpu: Some(0), node: Some(0) }]);
         assert_eq!(t.rates[1].per_second.iter().sum::<u64>(), report.totals.hinting_faults_remote);
+    }
+
+    /// Without the within-node migrations, a lane knows its thread's node
+    /// but not its CPU.
+    #[test]
+    fn lanes_name_only_the_node_when_within_node_migrations_were_not_sent() {
+        let (mut capture, report) = sample();
+        capture.start.within_node_migrations_counted_only = true;
+        let t = Timeline::build(&capture, &report);
+        let hopper = t.lanes.iter().find(|l| l.comm == "hopper").unwrap();
+        assert_eq!(hopper.segments.len(), 13);
+        assert!(hopper.segments.iter().all(|s| s.cpu.is_none() && s.node.is_some()), "{:?}", hopper.segments);
     }
 }

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
+    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, Counter, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
     LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS,
     NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, SENT_MAP, TRACKED_TIDS_MAP,
 };
@@ -37,6 +37,9 @@ pub struct LoadOptions {
     /// Also attach the benchmark load generator (synthetic events on the
     /// target's `getppid` calls; see numatrace-ebpf's load_generator.rs).
     pub load_generator: bool,
+    /// Send every thread migration as an event, also those within a node
+    /// (by default the kernel only counts those).
+    pub all_migrations: bool,
 }
 
 /// Loaded and attached programs.
@@ -66,6 +69,11 @@ pub struct KernelTotals {
 }
 
 impl KernelTotals {
+    /// One hit counter, summed over CPUs (0 where a capture predates it).
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.counters.get(counter as usize).copied().unwrap_or(0)
+    }
+
     /// Events the kernel sent that userspace did not read, over all kinds.
     pub fn unread(&self) -> u64 {
         self.sent.iter().map(|(kind, sent)| sent.saturating_sub(self.received.get(kind).copied().unwrap_or(0))).sum()
@@ -94,6 +102,8 @@ impl Probes {
             pfn_blocks: topology.memory_blocks.keys().next_back().map(|b| *b as u32 + 1).unwrap_or(0).min(MAX_PFN_BLOCKS),
             wakeup_threshold_bytes: u64::from(opts.ring_bytes / 4),
             load_generator_syscall: libc::SYS_getppid as u64,
+            ship_within_node_migrations: u32::from(opts.all_migrations),
+            _pad: 0,
         };
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096 * 16);
         let mut ebpf = EbpfLoader::new()

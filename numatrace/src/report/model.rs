@@ -75,7 +75,10 @@ pub struct ThreadReport {
     pub tid: u32,
     pub tgid: u32,
     pub comm: String,
-    pub migrations: u64,
+    /// Every migration of the thread; null when the kernel only counted its
+    /// migrations within a node (the default, see
+    /// `totals.migrations_within_node_counted`; `--all-migrations` sends them).
+    pub migrations: Option<u64>,
     pub cross_node_migrations: u64,
     /// Node id (string) -> pages first touched that landed there.
     pub first_touch_pages: BTreeMap<String, u64>,
@@ -94,7 +97,12 @@ pub struct ThreadReport {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Totals {
     pub threads: u64,
+    /// Every migration of a traced thread: the events received plus those
+    /// the kernel only counted (`migrations_within_node_counted`).
     pub migrations: u64,
+    /// Migrations between two CPUs of one node that the kernel counted
+    /// instead of sending (all of them unless `--all-migrations`).
+    pub migrations_within_node_counted: u64,
     pub cross_node_migrations: u64,
     pub first_touch_pages: u64,
     /// Node id (string) -> first-touch pages that landed there.
@@ -115,7 +123,7 @@ fn by_node<'a, T: Copy + 'a>(map: impl IntoIterator<Item = (&'a u32, &'a T)>) ->
     map.into_iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
-const COUNTER_NAMES: [&str; 7] = [
+const COUNTER_NAMES: [&str; numatrace_common::COUNTER_SLOTS as usize] = [
     "page_faults",
     "first_touch_pages",
     "hinting_faults",
@@ -123,6 +131,7 @@ const COUNTER_NAMES: [&str; 7] = [
     "unused",
     "migration_target_pages",
     "generated_events",
+    "within_node_migrations",
 ];
 
 /// Sent, received and lost per kind, from the kernel's totals.
@@ -165,7 +174,7 @@ impl Report {
                 tid: t.tid,
                 tgid: t.tgid,
                 comm: t.comm.clone(),
-                migrations: t.migrations,
+                migrations: (!facts.start.within_node_migrations_counted_only).then_some(t.migrations),
                 cross_node_migrations: t.cross_node_migrations,
                 first_touch_pages: by_node(&t.first_touch_pages),
                 remote_first_touch_pages: t.remote_first_touch_pages,
@@ -179,6 +188,8 @@ impl Report {
                 exited_during_capture: t.exited_ns.is_some(),
             });
         }
+        totals.migrations_within_node_counted = agg.kernel.counter(numatrace_common::Counter::WithinNodeMigrations);
+        totals.migrations += totals.migrations_within_node_counted;
         totals.page_migrations = agg.page_migrations.iter().map(|(r, m)| (r.clone(), m.succeeded)).collect();
         let lost = agg.kernel.loss.clone();
         let kernel_counters = agg

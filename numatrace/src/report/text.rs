@@ -116,7 +116,7 @@ pub fn render(r: &Report) -> String {
             "  {:>8} {:<16} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
             t.tid,
             t.comm,
-            t.migrations,
+            t.migrations.map_or("-".to_string(), |m| m.to_string()),
             t.cross_node_migrations,
             if ft.is_empty() { "-".into() } else { ft },
             t.remote_first_touch_pages,
@@ -129,6 +129,13 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "\nTotals");
     let _ = writeln!(o, "  threads                 {}", tt.threads);
     let _ = writeln!(o, "  migrations              {} ({} across nodes)", tt.migrations, tt.cross_node_migrations);
+    if tt.migrations_within_node_counted > 0 {
+        let _ = writeln!(
+            o,
+            "                          {} within a node, counted by the kernel only (--all-migrations sends them)",
+            tt.migrations_within_node_counted
+        );
+    }
     let by_node = tt.first_touch_pages_by_node.iter().map(|(n, p)| format!("node {n}: {p}")).collect::<Vec<_>>().join(", ");
     let _ = writeln!(o, "  first-touch pages       {} [{}]", pages(tt.first_touch_pages), by_node);
     let _ = writeln!(o, "  remote first touches    {}", pages(tt.remote_first_touch_pages));

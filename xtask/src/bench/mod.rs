@@ -62,9 +62,9 @@ pub struct BenchArgs {
 /// The parts of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Part {
-    /// Fault-heavy workload, four variants.
+    /// Fault-heavy workload, every variant.
     Faults,
-    /// Migration-heavy workload, four variants.
+    /// Migration-heavy workload, every variant.
     Migrations,
     /// The aggregator alone (synthetic events, one core).
     Aggregator,
@@ -289,13 +289,19 @@ fn compare(tools: &Tools, args: &[String], rounds: u32) -> Result<Comparison> {
             eprintln!("bench:   round {} {:<11} {:.3} s", round + 1, variant.label(), r.seconds);
             record(&mut cmp, variant, &r);
         }
-        for variant in [Variant::Numatrace, Variant::Bpftrace] {
+        for variant in [Variant::Numatrace, Variant::NumatraceAllMigrations, Variant::Bpftrace] {
             let r = variants::run(tools, variant, args, &NumatraceOptions { sample_programs: true, ..Default::default() })
                 .with_context(|| format!("round {}, {} with BPF stats", round + 1, variant.label()))?;
-            note_numatrace(&mut cmp, &r);
+            if variant == Variant::Numatrace {
+                note_numatrace(&mut cmp, &r);
+            }
             let (mut time, mut cnt) = (0u64, 0u64);
             for (name, p) in &r.programs {
-                let name = if variant == Variant::Numatrace { name.clone() } else { format!("bpftrace: {name}") };
+                let name = match variant {
+                    Variant::Numatrace => name.clone(),
+                    Variant::NumatraceAllMigrations => format!("{ALL_MIGRATIONS_PREFIX}{name}"),
+                    _ => format!("bpftrace: {name}"),
+                };
                 if let Some(ns) = p.ns_per_run() {
                     cmp.program_ns.entry(name.clone()).or_default().push(ns);
                 }
@@ -312,6 +318,9 @@ fn compare(tools: &Tools, args: &[String], rounds: u32) -> Result<Comparison> {
     }
     Ok(cmp)
 }
+
+/// How the per-program table names the programs of the `--all-migrations` run.
+pub const ALL_MIGRATIONS_PREFIX: &str = "--all-migrations: ";
 
 fn record(cmp: &mut Comparison, variant: Variant, r: &RunResult) {
     cmp.seconds.entry(variant).or_default().push(r.seconds);

@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use serde_json::Value;
 
-use super::{Comparison, Plan, Results, Single, variants::Variant};
+use super::{ALL_MIGRATIONS_PREFIX, Comparison, Plan, Results, Single, variants::Variant};
 
 /// Median of a list (mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> Option<f64> {
@@ -46,10 +46,11 @@ fn comparison_rows(out: &mut String, title: &str, series: &BTreeMap<Variant, Vec
     };
     let _ = writeln!(
         out,
-        "| {title} | {} | {} | {} | {} | {} | {ratio} |",
+        "| {title} | {} | {} | {} | {} | {} | {} | {ratio} |",
         cell(Variant::Untraced),
         cell(Variant::Numatrace),
         cell(Variant::NumatraceClassic),
+        cell(Variant::NumatraceAllMigrations),
         cell(Variant::Bpftrace),
         cell(Variant::PerfRecord)
     );
@@ -66,7 +67,7 @@ fn spread(cmp: &Comparison, v: Variant) -> String {
 }
 
 fn tracer_rows(out: &mut String, title: &str, cmp: &Comparison) {
-    for v in [Variant::Numatrace, Variant::NumatraceClassic, Variant::Bpftrace, Variant::PerfRecord] {
+    for v in [Variant::Numatrace, Variant::NumatraceClassic, Variant::NumatraceAllMigrations, Variant::Bpftrace, Variant::PerfRecord] {
         let cpu = cmp.tracer_cpu_s.get(&v).and_then(|c| median(c));
         let rss = cmp.tracer_peak_rss_kib.get(&v).and_then(|r| r.iter().max().copied());
         let _ = writeln!(
@@ -82,7 +83,7 @@ fn tracer_rows(out: &mut String, title: &str, cmp: &Comparison) {
 
 fn program_rows(out: &mut String, title: &str, cmp: &Comparison) {
     let all = median(&cmp.all_programs_ns).map_or("-".into(), |n| format!("{n:.0}"));
-    let total_runs: u64 = cmp.program_runs.iter().filter(|(n, _)| !n.starts_with("bpftrace")).map(|(_, r)| r).sum();
+    let total_runs: u64 = cmp.program_runs.iter().filter(|(n, _)| is_default_numatrace(n)).map(|(_, r)| r).sum();
     let _ = writeln!(out, "| {title} | numatrace, all programs | {total_runs} | {all} |");
     let mut progs: Vec<_> = cmp.program_ns.iter().collect();
     progs.sort_by_key(|(name, _)| std::cmp::Reverse(cmp.program_runs.get(*name).copied().unwrap_or(0)));
@@ -103,18 +104,30 @@ fn program_share(cmp: &Comparison) -> Option<String> {
     if stats_runs == 0 || untraced <= 0.0 {
         return None;
     }
-    let total_ns: f64 = cmp
-        .program_ns
-        .iter()
-        .filter(|(name, _)| !name.starts_with("bpftrace"))
-        .filter_map(|(name, ns)| Some(median(ns)? * cmp.program_runs.get(name).copied()? as f64))
-        .sum();
-    let per_run_s = total_ns / stats_runs as f64 / 1e9;
+    let per_run_s = |keep: &dyn Fn(&str) -> bool| {
+        let total_ns: f64 = cmp
+            .program_ns
+            .iter()
+            .filter(|(name, _)| keep(name))
+            .filter_map(|(name, ns)| Some(median(ns)? * cmp.program_runs.get(name).copied()? as f64))
+            .sum();
+        total_ns / stats_runs as f64 / 1e9
+    };
+    let default = per_run_s(&is_default_numatrace);
+    let all = per_run_s(&|name| name.starts_with(ALL_MIGRATIONS_PREFIX));
     Some(format!(
-        "numatrace's programs ran {:.1} ms of CPU per workload run (kernel accounting), {:.1} % of the untraced run's {untraced:.3} s.",
-        per_run_s * 1e3,
-        per_run_s / untraced * 100.0
+        "numatrace's programs ran {:.1} ms of CPU per workload run (kernel accounting), {:.1} % of the untraced run's {untraced:.3} s \
+         ({:.1} ms, {:.1} %, with --all-migrations).",
+        default * 1e3,
+        default / untraced * 100.0,
+        all * 1e3,
+        all / untraced * 100.0
     ))
+}
+
+/// A program of the default numatrace run (not bpftrace's, not the `--all-migrations` run's).
+fn is_default_numatrace(name: &str) -> bool {
+    !name.starts_with("bpftrace") && !name.starts_with(ALL_MIGRATIONS_PREFIX)
 }
 
 /// A command line with its binaries shown by file name only.
@@ -138,9 +151,9 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
         let _ = writeln!(out, "#### Workload time (the workload's own clock) and slowdown\n");
         let _ = writeln!(
             out,
-            "| workload | untraced | numatrace | numatrace, classic tracepoints | bpftrace | perf record | numatrace added / bpftrace added |"
+            "| workload | untraced | numatrace | numatrace, classic tracepoints | numatrace, --all-migrations | bpftrace | perf record | numatrace added / bpftrace added |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         if let Some(c) = &r.faults {
             comparison_rows(&mut out, &format!("fault-heavy: `{}`", short(&c.workload)), &c.seconds);
         }
@@ -154,9 +167,9 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
             );
             let _ = writeln!(
                 out,
-                "| workload | untraced | numatrace | numatrace, classic tracepoints | bpftrace | perf record | numatrace added / bpftrace added |"
+                "| workload | untraced | numatrace | numatrace, classic tracepoints | numatrace, --all-migrations | bpftrace | perf record | numatrace added / bpftrace added |"
             );
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
             comparison_rows(&mut out, "fault-heavy", &c.workload_cpu_s);
         }
         let _ = writeln!(out, "\n#### Tracers: slowdown range over rounds, own CPU time (median), own peak memory\n");

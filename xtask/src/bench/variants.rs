@@ -37,19 +37,35 @@ pub enum Variant {
     /// numatrace forced onto classic tracepoints (`--classic-tracepoints`):
     /// what the raw and BTF-typed ones save, measured in the same rounds.
     NumatraceClassic,
+    /// numatrace sending every migration (`--all-migrations`), also those
+    /// within a node, which it otherwise only counts in the kernel: what a
+    /// migration event costs where they all cross nodes.
+    NumatraceAllMigrations,
     Bpftrace,
     PerfRecord,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] =
-        [Variant::Untraced, Variant::Numatrace, Variant::NumatraceClassic, Variant::Bpftrace, Variant::PerfRecord];
+    pub const ALL: [Variant; 6] = [
+        Variant::Untraced,
+        Variant::Numatrace,
+        Variant::NumatraceClassic,
+        Variant::NumatraceAllMigrations,
+        Variant::Bpftrace,
+        Variant::PerfRecord,
+    ];
+
+    /// The numatrace variants.
+    pub fn is_numatrace(self) -> bool {
+        matches!(self, Variant::Numatrace | Variant::NumatraceClassic | Variant::NumatraceAllMigrations)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
             Variant::Untraced => "untraced",
             Variant::Numatrace => "numatrace",
             Variant::NumatraceClassic => "numatrace, classic tracepoints",
+            Variant::NumatraceAllMigrations => "numatrace, --all-migrations",
             Variant::Bpftrace => "bpftrace",
             Variant::PerfRecord => "perf record",
         }
@@ -103,10 +119,13 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
     let workload = workload.to_vec();
     let mut argv: Vec<String> = match variant {
         Variant::Untraced => workload.clone(),
-        Variant::Numatrace | Variant::NumatraceClassic => {
+        Variant::Numatrace | Variant::NumatraceClassic | Variant::NumatraceAllMigrations => {
             let mut v = vec![tools.numatrace.display().to_string(), "--json".to_string()];
             if variant == Variant::NumatraceClassic {
                 v.push("--classic-tracepoints".to_string());
+            }
+            if variant == Variant::NumatraceAllMigrations {
+                v.push("--all-migrations".to_string());
             }
             if let Some(bytes) = nt.ring_size {
                 v.push(format!("--ring-size={bytes}"));
@@ -149,7 +168,7 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
         .get("seconds")
         .and_then(Value::as_f64)
         .context("the workload line has no `seconds`")?;
-    let report = if variant == Variant::Numatrace {
+    let report = if variant.is_numatrace() {
         Some(numatrace_report(&out.stdout).with_context(|| format!("numatrace printed no JSON report; stderr: {}", tail(&out.stderr)))?)
     } else {
         None
