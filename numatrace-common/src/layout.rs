@@ -113,7 +113,10 @@ pub struct Config {
     /// (`Counter::WithinNodeMigrations`): it cannot move a thread away from
     /// its memory, and it is most of the migrations on a busy machine.
     pub ship_within_node_migrations: u32,
-    pub _pad: u32,
+    /// Entries of `CPU_NODE` that userspace filled; a CPU at or past this
+    /// (one brought online after the start) has no known node. Without it the
+    /// array's zeroes would put such a CPU on node 0.
+    pub cpu_node_entries: u32,
 }
 
 /// The `__GFP_MOVABLE` bit (bit 3 on every kernel since 2.6): user pages.

@@ -45,6 +45,9 @@ pub fn cpu() -> u32 {
 
 #[inline(always)]
 pub fn cpu_node(cpu: u32) -> u16 {
+    if cpu >= config!(cpu_node_entries) {
+        return NODE_UNKNOWN;
+    }
     match CPU_NODE.get(cpu) {
         Some(node) => *node as u16,
         None => NODE_UNKNOWN,

@@ -113,10 +113,11 @@ impl Topology {
         self.nodes.iter().find(|n| n.id == id)
     }
 
-    /// cpu -> node table, indexed by CPU number, for the kernel's `CPU_NODE` map.
+    /// cpu -> node table, indexed by CPU number, for the kernel's `CPU_NODE`
+    /// map; a CPU in no node (offline) is `NODE_UNKNOWN`, not node 0.
     pub fn cpu_node_table(&self) -> Vec<u32> {
         let max = self.nodes.iter().flat_map(|n| n.cpus.iter().copied()).max().unwrap_or(0);
-        let mut table = vec![0u32; max as usize + 1];
+        let mut table = vec![u32::from(numatrace_common::NODE_UNKNOWN); max as usize + 1];
         for node in &self.nodes {
             for &cpu in &node.cpus {
                 table[cpu as usize] = node.id;
@@ -191,5 +192,11 @@ mod tests {
         assert_eq!(topo.node_of_pfn(pages_per_block * 5), None);
         assert_eq!(1u64 << topo.pfn_block_shift(), pages_per_block);
         assert_eq!(topo.cpu_node_table(), vec![0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn a_cpu_in_no_node_has_no_node_in_the_kernel_table() {
+        let unknown = u32::from(numatrace_common::NODE_UNKNOWN);
+        assert_eq!(Topology::synthetic(&[vec![0], vec![3]]).cpu_node_table(), vec![0, unknown, unknown, 1]);
     }
 }

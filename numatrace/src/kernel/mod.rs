@@ -103,7 +103,7 @@ impl Probes {
             wakeup_threshold_bytes: u64::from(opts.ring_bytes / 4),
             load_generator_syscall: libc::SYS_getppid as u64,
             ship_within_node_migrations: u32::from(opts.all_migrations),
-            _pad: 0,
+            cpu_node_entries: (topology.cpu_node_table().len() as u32).min(MAX_CPUS),
         };
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096 * 16);
         let mut ebpf = EbpfLoader::new()
