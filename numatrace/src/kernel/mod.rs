@@ -95,6 +95,10 @@ impl Probes {
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
         let mut layouts = layouts::read(tracefs);
         layouts.task = structs.task;
+        let cpu_nodes = topology.cpu_node_table();
+        if cpu_nodes.len() as u32 > MAX_CPUS {
+            bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", cpu_nodes.len());
+        }
         let config = Config {
             target_tgid: opts.target_tgid,
             follow_children: u32::from(opts.follow_children),
@@ -103,7 +107,7 @@ impl Probes {
             wakeup_threshold_bytes: u64::from(opts.ring_bytes / 4),
             load_generator_syscall: libc::SYS_getppid as u64,
             ship_within_node_migrations: u32::from(opts.all_migrations),
-            cpu_node_entries: (topology.cpu_node_table().len() as u32).min(MAX_CPUS),
+            cpu_node_entries: cpu_nodes.len() as u32,
         };
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096 * 16);
         let mut ebpf = EbpfLoader::new()
@@ -112,7 +116,7 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, ring_bytes)
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
-        fill_tables(&mut ebpf, topology)?;
+        fill_tables(&mut ebpf, &cpu_nodes, topology)?;
         Ok(Probes {
             ebpf,
             structs,
@@ -218,14 +222,11 @@ impl Probes {
     }
 }
 
-/// Writes cpu -> node and memory block -> node tables.
-fn fill_tables(ebpf: &mut Ebpf, topology: &Topology) -> Result<()> {
-    let table = topology.cpu_node_table();
-    if table.len() as u32 > MAX_CPUS {
-        bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", table.len());
-    }
+/// Writes the cpu -> node table (`cpu_nodes`, at most `MAX_CPUS` long) and
+/// the memory block -> node table.
+fn fill_tables(ebpf: &mut Ebpf, cpu_nodes: &[u32], topology: &Topology) -> Result<()> {
     let mut cpu_node: Array<&mut MapData, u32> = Array::try_from(ebpf.map_mut(CPU_NODE_MAP).context("map CPU_NODE missing")?)?;
-    for (cpu, node) in table.iter().enumerate() {
+    for (cpu, node) in cpu_nodes.iter().enumerate() {
         cpu_node.set(cpu as u32, node, 0)?;
     }
     let mut blocks: Array<&mut MapData, u32> =
