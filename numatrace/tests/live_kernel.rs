@@ -1,7 +1,9 @@
 //! Loads the real programs into this machine's kernel (needs root) and
 //! checks exact counts against workloads that know what they did.
 use std::{
-    process::{Command, Stdio},
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -32,6 +34,33 @@ fn trace_on_one_cpu(args: &[&str]) -> (Option<Value>, Value, String, i32) {
         })
     };
     trace_with(&mut command)
+}
+
+/// Starts numatrace (`command`) with its output piped and returns once it
+/// says it is tracing (loading can take seconds on a busy machine); the
+/// handle gives all of its stderr once it has ended.
+fn start_tracing(command: &mut Command) -> (Child, JoinHandle<String>) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("numatrace starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let mut stderr = String::new();
+    let mut tracing = false;
+    for line in lines.by_ref().map_while(Result::ok) {
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.starts_with("numatrace: tracing pid") {
+            tracing = true;
+            break;
+        }
+    }
+    assert!(tracing, "numatrace never said it was tracing: {stderr}");
+    let rest = std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        stderr
+    });
+    (child, rest)
 }
 
 fn trace_with(command: &mut Command) -> (Option<Value>, Value, String, i32) {
@@ -278,25 +307,10 @@ fn attaches_to_a_running_pid_and_stops_when_it_exits() {
         .spawn()
         .expect("workload starts");
     let pid = child.id().to_string();
-    let mut tracer = Command::new(NUMATRACE)
-        .args(["--json", "--pid", &pid, "--duration", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("numatrace starts");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tracer.stderr.take().expect("stderr is piped")));
-    let mut stderr: String = String::new();
-    for line in lines.by_ref().map_while(Result::ok) {
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.starts_with("numatrace: tracing pid") {
-            break;
-        }
-    }
+    let (tracer, stderr) = start_tracing(Command::new(NUMATRACE).args(["--json", "--pid", &pid, "--duration", "60s"]));
     std::fs::write(&go, b"").expect("go file");
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
     let traced = tracer.wait_with_output().expect("numatrace ends");
-    stderr.push_str(&rest.join().unwrap_or_default());
+    let stderr = stderr.join().unwrap_or_default();
     let _ = std::fs::remove_file(&go);
     let code = traced.status.code().unwrap_or(-1);
     let stdout = String::from_utf8_lossy(&traced.stdout);
@@ -325,18 +339,9 @@ fn stops_at_the_duration_and_reports() {
 
 #[test]
 fn sigint_flushes_what_was_captured() {
-    let mut child = Command::new(NUMATRACE)
-        .args(["--json", "--all-migrations", "--", NUMATRACE, "workload", "hop", "--times", "100000000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("numatrace starts");
-    // Interrupt only once it says it is tracing (loading can take seconds on a busy machine).
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let tracing = lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("numatrace: tracing pid"));
-    assert!(tracing, "numatrace never said it was tracing");
-    std::thread::spawn(move || lines.for_each(drop));
+    // Interrupt only once it says it is tracing.
+    let (child, _stderr) =
+        start_tracing(Command::new(NUMATRACE).args(["--json", "--all-migrations", "--", NUMATRACE, "workload", "hop", "--times", "100000000"]));
     std::thread::sleep(Duration::from_millis(1000));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
