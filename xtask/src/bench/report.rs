@@ -29,6 +29,14 @@ fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |x| format!("{:+.1} %", x * 100.0))
 }
 
+/// The header of a comparison table: a column per variant, in [`Variant::ALL`] order.
+fn comparison_header(out: &mut String) {
+    let labels: Vec<&str> = Variant::ALL.iter().map(|v| v.label()).collect();
+    let _ = writeln!(out, "| workload | {} | numatrace added / bpftrace added |", labels.join(" | "));
+    let _ = writeln!(out, "|---|{}---|", "---|".repeat(labels.len()));
+}
+
+/// One row under [`comparison_header`].
 fn comparison_rows(out: &mut String, title: &str, series: &BTreeMap<Variant, Vec<f64>>) {
     if series.is_empty() {
         return;
@@ -44,16 +52,8 @@ fn comparison_rows(out: &mut String, title: &str, series: &BTreeMap<Variant, Vec
         Some(s) => format!("{s:.3} s ({})", pct(slow(v))),
         None => "-".into(),
     };
-    let _ = writeln!(
-        out,
-        "| {title} | {} | {} | {} | {} | {} | {} | {ratio} |",
-        cell(Variant::Untraced),
-        cell(Variant::Numatrace),
-        cell(Variant::NumatraceClassic),
-        cell(Variant::NumatraceAllMigrations),
-        cell(Variant::Bpftrace),
-        cell(Variant::PerfRecord)
-    );
+    let cells: Vec<String> = Variant::ALL.iter().map(|v| cell(*v)).collect();
+    let _ = writeln!(out, "| {title} | {} | {ratio} |", cells.join(" | "));
 }
 
 fn spread(cmp: &Comparison, v: Variant) -> String {
@@ -67,7 +67,7 @@ fn spread(cmp: &Comparison, v: Variant) -> String {
 }
 
 fn tracer_rows(out: &mut String, title: &str, cmp: &Comparison) {
-    for v in [Variant::Numatrace, Variant::NumatraceClassic, Variant::NumatraceAllMigrations, Variant::Bpftrace, Variant::PerfRecord] {
+    for v in Variant::ALL.into_iter().filter(|v| *v != Variant::Untraced) {
         let cpu = cmp.tracer_cpu_s.get(&v).and_then(|c| median(c));
         let rss = cmp.tracer_peak_rss_kib.get(&v).and_then(|r| r.iter().max().copied());
         let _ = writeln!(
@@ -149,11 +149,7 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
     let _ = writeln!(out, "Medians of {} rounds; the variants alternate within each round. Slowdowns are per round against that round's untraced run.\n", plan.rounds);
     if r.faults.is_some() || r.migrations.is_some() {
         let _ = writeln!(out, "#### Workload time (the workload's own clock) and slowdown\n");
-        let _ = writeln!(
-            out,
-            "| workload | untraced | numatrace | numatrace, classic tracepoints | numatrace, --all-migrations | bpftrace | perf record | numatrace added / bpftrace added |"
-        );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        comparison_header(&mut out);
         if let Some(c) = &r.faults {
             comparison_rows(&mut out, &format!("fault-heavy: `{}`", short(&c.workload)), &c.seconds);
         }
@@ -165,11 +161,7 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
                 out,
                 "\n#### Workload CPU time (user + system of the workload process, where the programs of its own page faults are charged; steadier than wall time on a shared machine)\n"
             );
-            let _ = writeln!(
-                out,
-                "| workload | untraced | numatrace | numatrace, classic tracepoints | numatrace, --all-migrations | bpftrace | perf record | numatrace added / bpftrace added |"
-            );
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+            comparison_header(&mut out);
             comparison_rows(&mut out, "fault-heavy", &c.workload_cpu_s);
         }
         let _ = writeln!(out, "\n#### Tracers: slowdown range over rounds, own CPU time (median), own peak memory\n");
