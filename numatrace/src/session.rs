@@ -147,7 +147,10 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     for event in crate::run_time::sample(&agg, monotonic_ns()) {
         record(&mut agg, &mut sink, &event)?;
     }
-    // One line once every probe is attached: people (and scripts) know tracing has begun.
+    // A started command runs from here on: the line below then tells people
+    // (and scripts) that tracing has begun and the command is running.
+    target.release()?;
+    // One line once every probe is attached and the command released.
     let sources = &start.sources;
     eprintln!(
         "numatrace: tracing pid {} ({}, {} thread{}) with {} of {} sources; Ctrl-C stops and reports",
@@ -158,7 +161,6 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         sources.iter().filter(|s| s.attached).count(),
         sources.len()
     );
-    target.release()?;
 
     let ring = probes.take_ring()?;
     let started = Instant::now();

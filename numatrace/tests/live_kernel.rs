@@ -16,24 +16,30 @@ fn trace(args: &[&str]) -> (Option<Value>, Value, String, i32) {
     trace_with(Command::new(NUMATRACE).args(args))
 }
 
-/// Like [`trace`], with numatrace and its workload confined to CPU 0: the
-/// reader then runs only when the workload yields the CPU.
-fn trace_on_one_cpu(args: &[&str]) -> (Option<Value>, Value, String, i32) {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(NUMATRACE);
-    command.args(args);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
-    trace_with(&mut command)
+/// Like [`trace`], for a workload that waits for the file `go`: once
+/// numatrace says it is tracing, it is stopped (SIGSTOP), the workload is let
+/// go, and numatrace goes on after `stopped_for`. While it is stopped nothing
+/// drains the ring, so a small ring overflows whatever the scheduler does
+/// (sharing one CPU was not enough: the woken reader kept up on some runs).
+fn trace_with_reader_stopped(args: &[&str], go: &std::path::Path, stopped_for: Duration) -> (Option<Value>, Value, String, i32) {
+    let _ = std::fs::remove_file(go);
+    let (tracer, stderr) = start_tracing(Command::new(NUMATRACE).args(args));
+    let pid = tracer.id() as libc::pid_t;
+    // SAFETY: plain kill(2) on our own child, which has not been reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP numatrace");
+    std::fs::write(go, b"").expect("go file");
+    std::thread::sleep(stopped_for);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0, "SIGCONT numatrace");
+    let out = tracer.wait_with_output().expect("numatrace ends");
+    let _ = std::fs::remove_file(go);
+    let stderr = stderr.join().unwrap_or_default();
+    parse_output(&out.stdout, stderr, out.status.code().unwrap_or(-1))
+}
+
+/// A path for a go file of this test process, distinct per `test`.
+fn go_file(test: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("numatrace-{test}-{}.go", std::process::id()))
 }
 
 /// Starts numatrace (`command`) with its output piped and returns once it
@@ -65,14 +71,19 @@ fn start_tracing(command: &mut Command) -> (Child, JoinHandle<String>) {
 
 fn trace_with(command: &mut Command) -> (Option<Value>, Value, String, i32) {
     let out = command.output().expect("numatrace runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    parse_output(&out.stdout, String::from_utf8_lossy(&out.stderr).into_owned(), out.status.code().unwrap_or(-1))
+}
+
+/// Splits numatrace's stdout into the workload's JSON line (the workload
+/// shares it) and the report.
+fn parse_output(stdout: &[u8], stderr: String, code: i32) -> (Option<Value>, Value, String, i32) {
+    let stdout = String::from_utf8_lossy(stdout).into_owned();
     let (workload, report) = match stdout.find("\n{\n") {
         Some(i) => (serde_json::from_str(stdout[..i].trim()).ok(), &stdout[i + 1..]),
         None => (None, stdout.as_str()),
     };
     let report: Value = serde_json::from_str(report).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\nstderr: {stderr}"));
-    (workload, report, stderr, out.status.code().unwrap_or(-1))
+    (workload, report, stderr, code)
 }
 
 fn thread<'a>(report: &'a Value, tid: u64) -> &'a Value {
@@ -207,21 +218,28 @@ fn counts_migrations_within_a_node_without_sending_them() {
 #[test]
 fn counts_lost_events_exactly_when_the_ring_is_too_small() {
     // Every touch lands in a new 2 MiB region, so each one is an event; a
-    // 64 KiB ring drained every 100 ms cannot hold them all.
+    // 64 KiB ring holds 1024 of them, and nothing drains it for a second.
     let pages = 60_000u64;
-    let (workload, report, stderr, code) = trace(&[
-        "--json",
-        "--ring-size",
-        "65536",
-        "--",
-        NUMATRACE,
-        "workload",
-        "touch",
-        "--pages",
-        &pages.to_string(),
-        "--stride",
-        "513",
-    ]);
+    let go = go_file("touch-loss");
+    let (workload, report, stderr, code) = trace_with_reader_stopped(
+        &[
+            "--json",
+            "--ring-size",
+            "65536",
+            "--",
+            NUMATRACE,
+            "workload",
+            "touch",
+            "--pages",
+            &pages.to_string(),
+            "--stride",
+            "513",
+            "--go-file",
+            go.to_str().expect("temp path is UTF-8"),
+        ],
+        &go,
+        Duration::from_secs(1),
+    );
     assert_eq!(code, 0, "{stderr}");
     let tid = workload.expect("ground truth")["threads"][0]["tid"].as_u64().unwrap();
     let seen = first_touch_total(thread(&report, tid));
@@ -267,27 +285,35 @@ fn the_load_generator_is_read_event_for_event() {
 
 #[test]
 fn the_load_generator_overflowing_a_small_ring_is_counted_exactly() {
-    // One CPU for both: while the workload runs, nothing drains the ring.
-    let (workload, report, stderr, code) = trace_on_one_cpu(&[
-        "--json",
-        "--load-generator",
-        "--ring-size",
-        "65536",
-        "--",
-        NUMATRACE,
-        "workload",
-        "flood",
-        // Unpaced: as fast as one thread can call (well above what the reader folds).
-        "--events-per-second",
-        "50000000",
-        "--seconds",
-        "1",
-    ]);
+    // The reader is stopped while the workload floods: 1024 events fill the
+    // 64 KiB ring (16 calls), the rest of the second's events are lost.
+    let go = go_file("flood-loss");
+    let (workload, report, stderr, code) = trace_with_reader_stopped(
+        &[
+            "--json",
+            "--load-generator",
+            "--ring-size",
+            "65536",
+            "--",
+            NUMATRACE,
+            "workload",
+            "flood",
+            // Unpaced: as fast as one thread can call.
+            "--events-per-second",
+            "50000000",
+            "--seconds",
+            "1",
+            "--go-file",
+            go.to_str().expect("temp path is UTF-8"),
+        ],
+        &go,
+        Duration::from_millis(1500),
+    );
     assert_eq!(code, 0, "{stderr}");
     let calls = workload.expect("ground truth")["calls"].as_u64().unwrap();
     assert_eq!(report["kernel_counters"]["generated_events"].as_u64(), Some(calls * 64));
     let lost = report["lost"]["first_touch"]["events"].as_u64().unwrap_or(0);
-    assert!(lost > 0, "a 64 KiB ring cannot take events faster than numatrace folds them: {}", report["lost"]);
+    assert!(lost > 0, "a 64 KiB ring that nothing drains must overflow: {}", report["lost"]);
     let account = &report["ring_events"]["first_touch"];
     assert_eq!(account["lost"].as_u64(), Some(lost));
     assert!(account["sent"].as_u64().unwrap() + lost >= calls * 64);
@@ -298,7 +324,7 @@ fn the_load_generator_overflowing_a_small_ring_is_counted_exactly() {
 fn attaches_to_a_running_pid_and_stops_when_it_exits() {
     // The workload waits for a file that is created once numatrace says it is
     // tracing (a fixed delay lost the race on a busy machine).
-    let go = std::env::temp_dir().join(format!("numatrace-attach-test-{}.go", std::process::id()));
+    let go = go_file("attach");
     let _ = std::fs::remove_file(&go);
     let child = Command::new(NUMATRACE)
         .args(["workload", "touch", "--pages", "4000", "--go-file"])

@@ -55,6 +55,9 @@ pub enum Scenario {
         seconds: f64,
         #[arg(long, default_value_t = 1)]
         threads: u32,
+        /// First wait (at most a minute) until this file exists.
+        #[arg(long, value_name = "PATH")]
+        go_file: Option<std::path::PathBuf>,
     },
     /// One thread hops between CPUs TIMES times by changing its own affinity.
     Hop {
@@ -144,12 +147,12 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             scenarios::touch(pages, threads, rounds, hop_every, stride.max(1))
         }
         Scenario::Hop { times, threads } => scenarios::hop(times, threads),
-        Scenario::Flood { events_per_second, seconds, threads } => scenarios::flood(
-            events_per_second,
-            seconds,
-            threads,
-            u64::from(numatrace_common::LOAD_GENERATOR_EVENTS_PER_CALL),
-        ),
+        Scenario::Flood { events_per_second, seconds, threads, go_file } => {
+            if let Some(go) = go_file {
+                drift::wait_for_file(&go, std::time::Duration::from_secs(60))?;
+            }
+            scenarios::flood(events_per_second, seconds, threads, u64::from(numatrace_common::LOAD_GENERATOR_EVENTS_PER_CALL))
+        }
         Scenario::InitThread { mib, workers, seconds } => scenarios::init_thread(mib, workers, seconds),
         Scenario::Migrated { mib, seconds } => drift::migrated(mib, seconds),
         Scenario::Spill { extra_mib } => drift::spill(extra_mib),
