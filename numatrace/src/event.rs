@@ -102,6 +102,18 @@ impl Event {
     pub fn kind(&self) -> Option<EventKind> {
         EventKind::from_id(self.header().kind)
     }
+
+    /// What losing this event loses, as the kernel's loss counts count it:
+    /// the pages of a first-touch run or a page migration, the faults of a
+    /// hinting-fault run, else 1.
+    pub fn units(&self) -> u64 {
+        match self {
+            Event::FirstTouch(e) => e.pages,
+            Event::HintingFault(e) => u64::from(e.faults),
+            Event::PageMigration(e) => e.succeeded,
+            _ => 1,
+        }
+    }
 }
 
 /// A task name from the kernel's fixed 16-byte field.

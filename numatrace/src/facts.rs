@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     aggregate::Aggregator,
     event::Event,
-    kernel::{KernelTotals, SourceStatus},
+    kernel::{KernelTotals, LostCount, SourceStatus},
     report::{Report, Target},
     topology::Topology,
 };
@@ -64,6 +64,10 @@ pub struct EndFacts {
     /// The target's latest NUMA state seen while it ran (policy, cpuset, placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_last: Option<crate::sysinfo::ProcessSnapshot>,
+    /// A spike capture's events that the `--ring` memory cap pushed out of
+    /// its window, per kind (they are not in the capture).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped_by_memory_cap: BTreeMap<String, LostCount>,
 }
 
 /// Start and end facts of one capture.

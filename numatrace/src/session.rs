@@ -167,7 +167,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     let mut snapshots = Snapshots::new(start.machine.clone());
     let (stopped_by, ring) =
-        runtime.block_on(event_loop(&opts, &target, ring, &mut agg, &mut sink, &mut snapshots, started))?;
+        runtime.block_on(event_loop(&opts, &target, &probes, ring, &mut agg, &mut sink, &mut snapshots, started))?;
 
     let detach_ns = monotonic_ns();
     probes.detach();
@@ -187,7 +187,14 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         target.terminate();
     }
     let exit_code = wait_exit(&target, true);
-    let end = EndFacts { duration_s, stopped_by: stopped_by.to_string(), exit_code, kernel, process_last: snapshots.latest };
+    let end = EndFacts {
+        duration_s,
+        stopped_by: stopped_by.to_string(),
+        exit_code,
+        kernel,
+        process_last: snapshots.latest,
+        dropped_by_memory_cap: Default::default(),
+    };
     if let Some(sink) = sink.as_deref_mut() {
         sink.end(&end)?;
     }
@@ -304,9 +311,11 @@ impl Snapshots {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn event_loop(
     opts: &SessionOptions,
     target: &Target,
+    probes: &Probes,
     ring: RingBuf<MapData>,
     agg: &mut Aggregator,
     sink: &mut Option<&mut dyn EventSink>,
@@ -341,6 +350,11 @@ async fn event_loop(
                     record(agg, sink, &event)?;
                 }
                 if let Some(sink) = sink.as_deref_mut() {
+                    // Read after the drain: events up to now are in, or still in
+                    // flight by at most a few records.
+                    let at_ns = monotonic_ns();
+                    let totals = probes.totals().context("reading the kernel's counters")?;
+                    sink.kernel_totals(at_ns, &totals)?;
                     sink.tick()?;
                 }
                 if show_progress && last_progress.elapsed() >= Duration::from_millis(250) {

@@ -2,6 +2,7 @@
 use crate::{
     event::Event,
     facts::{EndFacts, StartFacts},
+    kernel::KernelTotals,
 };
 
 /// Receives a live capture as it happens: the start facts, every event in
@@ -21,6 +22,13 @@ pub trait EventSink {
     /// Called on every drain tick (about every 100 ms), events or not: time
     /// for periodic work such as flushing a file or closing a time window.
     fn tick(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The kernel's counters as read at `at_ns` (monotonic), on every drain
+    /// tick: for sinks that cut a time window out of the run and need the
+    /// kernel's counts over just that window (what it only counted, such as
+    /// migrations within a node, and what did not fit the ring).
+    fn kernel_totals(&mut self, _at_ns: u64, _totals: &KernelTotals) -> anyhow::Result<()> {
         Ok(())
     }
     /// Called once, after the last event.

@@ -19,6 +19,7 @@ use crate::{
     capture,
     event::{Event, comm_str},
     facts::{EndFacts, InitialThread, StartFacts},
+    kernel::{KernelTotals, LostCount},
     session::monotonic_ns,
     sink::EventSink,
     topology::Topology,
@@ -153,6 +154,27 @@ impl Meter {
     }
 }
 
+/// Events of one kind that the memory cap pushed out, all from one interval
+/// between two readings of the kernel's counters (so that a window, which
+/// starts and ends at readings, holds whole runs).
+#[derive(Clone, Debug)]
+struct CappedRun {
+    /// The reading the interval starts at (monotonic ns).
+    interval_ns: u64,
+    /// The first dropped event's time.
+    first_ts_ns: u64,
+    kind: &'static str,
+    lost: LostCount,
+}
+
+/// The span a saved capture covers, and what the kernel counted over it.
+struct Span {
+    from_ns: u64,
+    /// Exclusive.
+    to_ns: u64,
+    kernel: KernelTotals,
+}
+
 /// The spike ring, fed by a live session.
 pub struct SpikeRing {
     opts: SpikeOptions,
@@ -166,6 +188,12 @@ pub struct SpikeRing {
     quiet_until_ns: u64,
     usr1: Arc<AtomicBool>,
     command_failed: Arc<AtomicBool>,
+    /// The kernel's counters as read during the run (once they arrive, the
+    /// start counts as a reading of zeros): a window starts and ends at
+    /// readings, so that it carries the kernel's counts over exactly its span.
+    readings: VecDeque<(u64, KernelTotals)>,
+    /// Window events the memory cap pushed out, coalesced per interval and kind.
+    capped: VecDeque<CappedRun>,
     /// Events dropped because the ring hit its memory cap.
     pub dropped: u64,
     /// Captures written so far.
@@ -203,6 +231,8 @@ impl SpikeRing {
             quiet_until_ns: 0,
             usr1,
             command_failed,
+            readings: VecDeque::new(),
+            capped: VecDeque::new(),
             dropped: 0,
             written: Vec::new(),
         }
@@ -218,44 +248,111 @@ impl SpikeRing {
         self.quiet_until_ns = now_ns.saturating_add(self.opts.cooldown.as_nanos() as u64);
     }
 
-    /// Drops events older than the window (or the open capture's window), folding them into the thread table.
+    /// The time of the latest counter reading at or before `ns`; `ns`
+    /// itself where there is none to align to.
+    fn reading_at_or_before(&self, ns: u64) -> u64 {
+        match self.readings.partition_point(|(at, _)| *at <= ns) {
+            0 => ns,
+            i => self.readings[i - 1].0,
+        }
+    }
+
+    /// Drops events older than the window (or the open capture's window),
+    /// folding them into the thread table; the window reaches back to the
+    /// counter reading before it.
     fn evict(&mut self, now_ns: u64) {
         let window = self.opts.window.as_nanos() as u64;
         let mut keep_from = now_ns.saturating_sub(window);
         if let Some(p) = &self.pending {
             keep_from = keep_from.min(p.at_ns.saturating_sub(window));
         }
+        let keep_from = self.reading_at_or_before(keep_from);
         while let Some(front) = self.ring.front() {
+            let ts = front.header().ts_ns;
             let over_cap = self.ring.len() * EVENT_BYTES > self.opts.max_bytes;
-            if front.header().ts_ns >= keep_from && !over_cap {
+            if ts >= keep_from && !over_cap {
                 break;
             }
-            if over_cap {
-                self.dropped += 1;
+            let Some(event) = self.ring.pop_front() else { break };
+            if ts >= keep_from {
+                self.note_capped(&event);
             }
-            if let Some(event) = self.ring.pop_front() {
-                apply_to_threads(&mut self.base_threads, &event);
+            apply_to_threads(&mut self.base_threads, &event);
+        }
+        // Readings and capped runs older than the oldest window still wanted.
+        while self.readings.len() > 1 && self.readings[1].0 <= keep_from {
+            self.readings.pop_front();
+        }
+        while self.capped.front().is_some_and(|r| r.interval_ns < keep_from) {
+            self.capped.pop_front();
+        }
+    }
+
+    /// Counts an event of a window that the memory cap pushed out.
+    fn note_capped(&mut self, event: &Event) {
+        self.dropped += 1;
+        let ts = event.header().ts_ns;
+        let interval_ns = self.reading_at_or_before(ts);
+        let kind = event.kind().map_or("unknown", |k| k.name());
+        let units = event.units();
+        match self.capped.iter_mut().rev().take_while(|r| r.interval_ns == interval_ns).find(|r| r.kind == kind) {
+            Some(run) => {
+                run.lost.events += 1;
+                run.lost.units += units;
             }
+            None => self.capped.push_back(CappedRun { interval_ns, first_ts_ns: ts, kind, lost: LostCount { events: 1, units } }),
+        }
+    }
+
+    /// The span to save for a window wanted from `wanted_from_ns` to now:
+    /// from the counter reading at or before its start to the latest
+    /// reading, with the kernel's counts between the two. Without a reading
+    /// since the window's start (none arrive where the kernel's counters
+    /// cannot be read), the wanted span without kernel counts.
+    fn span(&self, wanted_from_ns: u64, now_ns: u64) -> Span {
+        let from_ns = self.reading_at_or_before(wanted_from_ns);
+        let base = self.readings.iter().rev().find(|(at, _)| *at <= from_ns);
+        let last = self.readings.iter().rev().find(|(at, _)| *at <= now_ns);
+        match (base, last) {
+            (Some((from, base)), Some((to, last))) if to > from => Span { from_ns: *from, to_ns: *to, kernel: last.since(base) },
+            _ => Span { from_ns: wanted_from_ns, to_ns: now_ns.saturating_add(1), kernel: KernelTotals::default() },
         }
     }
 
     /// Writes the open capture (window before the trigger, and what came after).
     fn save(&mut self, now_ns: u64) -> Result<()> {
-        let (Some(pending), Some(start)) = (self.pending.take(), self.start.as_ref()) else {
-            return Ok(());
-        };
-        let from_ns = pending.at_ns.saturating_sub(self.opts.window.as_nanos() as u64).max(start.start_ns);
+        let Some(pending) = self.pending.take() else { return Ok(()) };
+        let Some(start) = self.start.as_ref() else { return Ok(()) };
+        let wanted_from = pending.at_ns.saturating_sub(self.opts.window.as_nanos() as u64).max(start.start_ns);
+        let span = self.span(wanted_from, now_ns);
+        let exact = !span.kernel.counters.is_empty();
         let mut threads = self.base_threads.clone();
         let mut events: Vec<&Event> = Vec::new();
         for event in &self.ring {
-            if event.header().ts_ns < from_ns {
+            let ts = event.header().ts_ns;
+            if ts < span.from_ns {
                 apply_to_threads(&mut threads, event);
-            } else if event.header().ts_ns <= now_ns {
+            } else if ts < span.to_ns {
                 events.push(event);
             }
         }
-        let facts = StartFacts { start_ns: from_ns, initial_threads: threads.into_values().collect(), ..start.clone() };
-        let end = capture::end_facts(now_ns.saturating_sub(from_ns) as f64 / 1e9, format!("trigger: {}", pending.reason));
+        let mut dropped: BTreeMap<String, LostCount> = BTreeMap::new();
+        for run in &self.capped {
+            let inside = if exact {
+                (span.from_ns..span.to_ns).contains(&run.interval_ns)
+            } else {
+                (span.from_ns..span.to_ns).contains(&run.first_ts_ns)
+            };
+            if inside {
+                let d = dropped.entry(run.kind.to_string()).or_default();
+                d.events += run.lost.events;
+                d.units += run.lost.units;
+            }
+        }
+        let facts = StartFacts { start_ns: span.from_ns, initial_threads: threads.into_values().collect(), ..start.clone() };
+        let mut end = capture::end_facts(span.to_ns.saturating_sub(span.from_ns) as f64 / 1e9, format!("trigger: {}", pending.reason));
+        end.kernel = span.kernel;
+        end.dropped_by_memory_cap = dropped;
         let n = self.written.len() + 1;
         let stem = self.opts.prefix.to_string_lossy();
         let stem = stem.strip_suffix(".ntrace").unwrap_or(&stem);
@@ -263,8 +360,8 @@ impl SpikeRing {
         capture::write_path(&path, &facts, events.iter().map(|e| e.encode()), &end)?;
         eprintln!(
             "numatrace: saved {:.1} s before and {:.1} s after the trigger ({} events) to {}",
-            pending.at_ns.saturating_sub(from_ns) as f64 / 1e9,
-            now_ns.saturating_sub(pending.at_ns) as f64 / 1e9,
+            pending.at_ns.saturating_sub(span.from_ns) as f64 / 1e9,
+            span.to_ns.saturating_sub(pending.at_ns) as f64 / 1e9,
             events.len(),
             path.display()
         );
@@ -371,6 +468,16 @@ impl EventSink for SpikeRing {
         Ok(())
     }
 
+    fn kernel_totals(&mut self, at_ns: u64, totals: &KernelTotals) -> Result<()> {
+        if self.readings.is_empty() {
+            // The kernel's counters start at zero with the capture.
+            let start_ns = self.start.as_ref().map_or(at_ns, |s| s.start_ns);
+            self.readings.push_back((start_ns, KernelTotals::default()));
+        }
+        self.readings.push_back((at_ns, totals.clone()));
+        Ok(())
+    }
+
     fn tick(&mut self) -> Result<()> {
         self.tick_at(monotonic_ns())
     }
@@ -420,11 +527,23 @@ mod tests {
         dir
     }
 
-    /// Quiet first touches every 100 ms from `from` to `to` (seconds after T0), ticking as time passes.
+    /// The kernel's counters at the `i`-th 100 ms after T0: 3 migrations
+    /// within a node counted and 1 first-touch event (2 pages) lost per 100 ms.
+    fn counted(i: u64) -> KernelTotals {
+        let mut counters = vec![0; numatrace_common::COUNTER_SLOTS as usize];
+        counters[numatrace_common::Counter::WithinNodeMigrations as usize] = 3 * i;
+        let loss = BTreeMap::from([("first_touch".to_string(), LostCount { events: i, units: 2 * i })]);
+        KernelTotals { counters, loss, ..Default::default() }
+    }
+
+    /// Quiet first touches every 100 ms from `from` to `to` (seconds after
+    /// T0), ticking as time passes, with a reading of the kernel's counters
+    /// at each tick as the session makes.
     fn quiet(r: &mut SpikeRing, from: u64, to: u64) {
         for i in from * 10..to * 10 {
             let ts = T0 + i * S / 10;
             r.record(&synthetic::first_touch(ts, 7, 8, i, 1, 0, 0)).unwrap();
+            r.kernel_totals(ts, &counted(i)).unwrap();
             r.tick_at(ts).unwrap();
         }
     }
@@ -450,15 +569,43 @@ mod tests {
         assert_eq!(r.written, vec![dir.join("spike-1.ntrace")]);
         let c = read_path(&r.written[0]).unwrap();
         assert!(c.complete && c.warnings.is_empty(), "{:?}", c.warnings);
-        // 5 s before the 4th migration (at 22.03 s), 2 s after it.
-        let fired = T0 + 22 * S + 30_000_000;
-        assert_eq!(c.start.start_ns, fired - 5 * S);
-        assert!(c.events.iter().all(|e| e.header().ts_ns >= fired - 5 * S && e.header().ts_ns <= fired + 2 * S + S / 10));
+        // 5 s before the 4th migration (at 22.03 s), back to the counter
+        // reading at 17.0 s; 2 s after it, to the reading at 24.1 s.
+        assert_eq!(c.start.start_ns, T0 + 17 * S);
+        assert!(c.events.iter().all(|e| e.header().ts_ns >= T0 + 17 * S && e.header().ts_ns < T0 + 24 * S + S / 10));
         assert_eq!(c.events.iter().filter(|e| matches!(e, Event::TaskMigration(_))).count(), 7);
+        // One a 100 ms where `quiet` ran: 17.0-19.9, 21.0-21.9 and 23.0-24.0 s.
+        assert_eq!(c.events.iter().filter(|e| matches!(e, Event::FirstTouch(_))).count(), 30 + 10 + 11);
         assert!(c.end.stopped_by.contains("cross_node_migrations>3/s"), "{}", c.end.stopped_by);
         // The worker was born before the window: it is an initial thread of the saved capture.
         assert!(c.start.initial_threads.iter().any(|t| t.tid == 8 && t.comm == "worker"));
-        assert_eq!(c.report().totals.cross_node_migrations, 7);
+        let report = c.report();
+        assert_eq!(report.totals.cross_node_migrations, 7);
+        // The kernel's counts over the window's 71 intervals of 100 ms, not over the run.
+        assert_eq!(report.totals.migrations_within_node_counted, 3 * 71);
+        assert_eq!(report.totals.migrations, 7 + 3 * 71);
+        assert_eq!(report.lost["first_touch"], LostCount { events: 71, units: 142 });
+        assert_eq!(report.lost_events, 71);
+    }
+
+    #[test]
+    fn events_the_memory_cap_pushed_out_of_a_window_are_counted_as_lost() {
+        let dir = tmpdir("cap-lost");
+        let (mut r, usr1) = ring(&dir, "", 20 * EVENT_BYTES);
+        quiet(&mut r, 0, 10);
+        usr1.store(true, Ordering::Relaxed);
+        quiet(&mut r, 10, 13);
+        let c = read_path(&r.written[0]).unwrap();
+        // The window runs from the reading at 5.0 s to the one at 12.0 s: 70 events.
+        assert_eq!((c.start.start_ns, c.end.duration_s), (T0 + 5 * S, 7.0));
+        let dropped = c.end.dropped_by_memory_cap["first_touch"];
+        assert!(!c.events.is_empty() && c.events.len() <= 21, "{}", c.events.len());
+        assert_eq!(c.events.len() as u64 + dropped.events, 70);
+        assert_eq!(dropped.units, dropped.events, "one page each");
+        let report = c.report();
+        // The kernel lost 70 events over the window too (one per 100 ms).
+        assert_eq!(report.lost_events, 70 + dropped.events);
+        assert!(crate::report::text::render(&report).contains("pushed out of the --ring window by its memory cap"));
     }
 
     #[test]
@@ -476,7 +623,10 @@ mod tests {
         assert_eq!(r.written.len(), 2);
         let c = read_path(&r.written[1]).unwrap();
         assert_eq!(c.end.stopped_by, "trigger: SIGUSR1");
-        assert!((c.end.duration_s - 7.0).abs() < 0.2, "{}", c.end.duration_s);
+        // Fired at 31.0 s: from the last counter reading at or before 26.0 s
+        // (24.9 s, as nothing ran from 25 to 31 s) to the one at 33.0 s.
+        assert_eq!(c.start.start_ns, T0 + 249 * S / 10);
+        assert!((c.end.duration_s - 8.1).abs() < 1e-9, "{}", c.end.duration_s);
     }
 
     #[test]

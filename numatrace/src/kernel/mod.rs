@@ -74,6 +74,23 @@ impl KernelTotals {
         self.counters.get(counter as usize).copied().unwrap_or(0)
     }
 
+    /// What the kernel counted after `earlier` was read: the counters and
+    /// losses of a window of the run. `sent` and `received` stay empty: the
+    /// records in flight at the window's edges would show as unread.
+    pub fn since(&self, earlier: &KernelTotals) -> KernelTotals {
+        let counters = self.counters.iter().enumerate().map(|(i, n)| n.saturating_sub(earlier.counters.get(i).copied().unwrap_or(0))).collect();
+        let loss = self
+            .loss
+            .iter()
+            .filter_map(|(kind, now)| {
+                let before = earlier.loss.get(kind).copied().unwrap_or_default();
+                let lost = LostCount { events: now.events.saturating_sub(before.events), units: now.units.saturating_sub(before.units) };
+                (lost.events > 0).then(|| (kind.clone(), lost))
+            })
+            .collect();
+        KernelTotals { loss, counters, sent: BTreeMap::new(), received: BTreeMap::new() }
+    }
+
     /// Events the kernel sent that userspace did not read, over all kinds.
     pub fn unread(&self) -> u64 {
         self.sent.iter().map(|(kind, sent)| sent.saturating_sub(self.received.get(kind).copied().unwrap_or(0))).sum()

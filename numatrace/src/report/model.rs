@@ -27,10 +27,15 @@ pub struct Report {
     pub sources: Vec<SourceStatus>,
     pub threads: Vec<ThreadReport>,
     pub totals: Totals,
-    /// Events the kernel could not deliver (ring full) plus records that did not decode.
+    /// Events the kernel could not deliver (ring full), records that did not
+    /// decode, and in a spike capture the events its memory cap pushed out.
     pub lost_events: u64,
     /// Lost events per kind, with the pages (first_touch) or faults (hinting_fault) they carried.
     pub lost: BTreeMap<String, crate::kernel::LostCount>,
+    /// A spike capture (`--ring`): events of its window that the ring's
+    /// memory cap pushed out, per kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped_by_memory_cap: BTreeMap<String, crate::kernel::LostCount>,
     /// Per kind: events the kernel wrote to the ring, read back, and lost
     /// to a full ring. `sent` and `received` differ only if something failed
     /// between the ring and the aggregator (see `unread_events`).
@@ -226,8 +231,9 @@ impl Report {
             sources: facts.start.sources.clone(),
             threads,
             totals,
-            lost_events: agg.lost_events(),
+            lost_events: agg.lost_events() + facts.end.dropped_by_memory_cap.values().map(|l| l.events).sum::<u64>(),
             lost,
+            dropped_by_memory_cap: facts.end.dropped_by_memory_cap.clone(),
             ring_events: ring_events(&agg.kernel),
             unread_events: agg.kernel.unread(),
             kernel_counters,

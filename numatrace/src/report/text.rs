@@ -158,6 +158,13 @@ pub fn render(r: &Report) -> String {
     for (kind, l) in &r.lost {
         let _ = writeln!(o, "    {kind}: {} events ({} pages/faults) did not fit the ring; raise --ring-size", l.events, l.units);
     }
+    for (kind, l) in &r.dropped_by_memory_cap {
+        let _ = writeln!(
+            o,
+            "    {kind}: {} events ({} pages/faults) were pushed out of the --ring window by its memory cap; shorten --ring",
+            l.events, l.units
+        );
+    }
     if r.unread_events > 0 {
         let _ = writeln!(o, "  unread events           {} sent by the kernel but never read (a numatrace bug: please report it)", r.unread_events);
     }
