@@ -29,9 +29,10 @@ pub enum EventKind {
     TaskExit = 9,
     /// One call of the balancer's misplaced-page migration, with its duration.
     MisplacedMigration = 10,
-    /// A thread's total run time, sampled by userspace from schedstat (never
-    /// sent by the kernel programs; it travels with the kernel's events so
-    /// that a capture replays exactly).
+    /// A thread's total run time: sampled by userspace from schedstat while
+    /// it runs (it travels with the kernel's events so that a capture
+    /// replays exactly), and sent by the kernel as the thread exits (a
+    /// thread that lives between two samples would otherwise have none).
     RunTimeSample = 11,
 }
 
@@ -217,8 +218,8 @@ pub struct MisplacedMigrationEvent {
     pub duration_ns: u64,
 }
 
-/// A thread's cumulative run time (first field of /proc/<pid>/task/<tid>/schedstat)
-/// at `header.ts_ns`.
+/// A thread's cumulative run time (first field of /proc/<pid>/task/<tid>/schedstat,
+/// or the task's `se.sum_exec_runtime` as it exits) at `header.ts_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunTimeSampleEvent {

@@ -62,7 +62,9 @@ pub struct TaskFields {
     pub tgid: u32,
     /// `thread_info.cpu` (x86, arm64 since 5.16) or `cpu`: the CPU it is on.
     pub cpu: u32,
-    pub _pad: u32,
+    /// `se.sum_exec_runtime` (u64): nanoseconds the task has run, as of the
+    /// scheduler's last update (at most a tick old).
+    pub sum_exec_runtime: u32,
 }
 
 impl TaskFields {

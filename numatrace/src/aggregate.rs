@@ -473,6 +473,12 @@ impl Aggregator {
             }
             Event::RunTimeSample(e) => {
                 let t = self.thread(h.tid, h.tgid);
+                // Samples come from two places (userspace while the thread
+                // runs, the kernel as it exits) and may arrive out of order:
+                // an older one than the last adds nothing.
+                if t.last_run_sample.is_some_and(|(at, _)| h.ts_ns < at) {
+                    return;
+                }
                 // A thread's first sample is a baseline, unless it was born during the capture.
                 let since = match t.last_run_sample {
                     Some(prev) => Some(prev),

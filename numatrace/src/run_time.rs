@@ -2,7 +2,9 @@
 //! each traced thread's cumulative run time is read from
 //! /proc/<tgid>/task/<tid>/schedstat, and the aggregator splits each delta
 //! over the nodes its migration events say it visited. The samples travel as
-//! events (`RunTimeSample`), so a capture replays to the same figures.
+//! events (`RunTimeSample`), so a capture replays to the same figures. The
+//! kernel sends one more as each thread exits (`sched_process_exit`), so a
+//! thread's last stretch, or all of a short-lived thread, is not lost.
 use std::time::{Duration, Instant};
 
 use numatrace_common::{EventHeader, EventKind, RunTimeSampleEvent};
@@ -111,5 +113,18 @@ mod tests {
         assert_eq!(t.runtime_ns_by_node, BTreeMap::from([(0, 1000), (1, 3000)]));
         agg.ingest(&run_sample(7, 3_000, 10_000));
         assert_eq!(agg.threads[&7].runtime_ns_by_node[&1], 4000);
+    }
+
+    /// The kernel's sample at exit can be folded before a userspace sample
+    /// read earlier; the older one must neither add nor reset the baseline.
+    #[test]
+    fn an_older_sample_arriving_late_adds_nothing() {
+        let mut agg = Aggregator::new(Topology::synthetic(&[vec![0, 1]]), BTreeMap::new());
+        agg.add_thread(7, 1, "t", Some(0));
+        agg.ingest(&run_sample(7, 1_000, 5_000));
+        agg.ingest(&run_sample(7, 3_000, 9_000)); // the kernel's, at exit
+        agg.ingest(&run_sample(7, 2_000, 8_000)); // userspace's, read before it
+        agg.ingest(&run_sample(7, 4_000, 9_500));
+        assert_eq!(agg.threads[&7].runtime_ns_by_node, BTreeMap::from([(0, 4_500)]));
     }
 }

@@ -320,6 +320,27 @@ fn the_load_generator_overflowing_a_small_ring_is_counted_exactly() {
     assert_every_event_accounted_for(&report);
 }
 
+/// Threads that live ~30 ms, less than the ~100 ms between run-time samples:
+/// only the run time the kernel sends as each exits accounts for them.
+#[test]
+fn short_lived_threads_get_their_whole_run_time() {
+    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "spin", "--threads", "4", "--ms", "30"]);
+    assert_eq!(code, 0, "{stderr}");
+    let workload = workload.expect("ground truth");
+    for w in workload["threads"].as_array().unwrap() {
+        let t = thread(&report, w["tid"].as_u64().unwrap());
+        let ran_ms: f64 = t["runtime_ms_by_node"].as_object().unwrap().values().filter_map(Value::as_f64).sum();
+        // The thread's own CPU clock at its end; the kernel's figure is at
+        // least that (reading the clock brings it up to date) and at most a
+        // scheduler tick later.
+        let cpu_ms = w["cpu_ns"].as_u64().unwrap() as f64 / 1e6;
+        assert!(ran_ms >= cpu_ms - 0.01 && ran_ms <= cpu_ms + 10.0, "thread {}: ran {ran_ms} ms, its clock says {cpu_ms} ms", w["tid"]);
+        assert_eq!(t["exited_during_capture"], true);
+    }
+    assert!(report["ring_events"]["run_time_sample"]["sent"].as_u64().unwrap_or(0) >= 4, "{}", report["ring_events"]);
+    assert_every_event_accounted_for(&report);
+}
+
 #[test]
 fn attaches_to_a_running_pid_and_stops_when_it_exits() {
     // The workload waits for a file that is created once numatrace says it is

@@ -59,6 +59,14 @@ pub enum Scenario {
         #[arg(long, value_name = "PATH")]
         go_file: Option<std::path::PathBuf>,
     },
+    /// THREADS short-lived threads, one after another, each running MS
+    /// milliseconds of CPU before it exits (shorter than the run-time sampling).
+    Spin {
+        #[arg(long, default_value_t = 4)]
+        threads: u32,
+        #[arg(long, default_value_t = 30)]
+        ms: u64,
+    },
     /// One thread hops between CPUs TIMES times by changing its own affinity.
     Hop {
         #[arg(long, default_value_t = 10)]
@@ -147,6 +155,7 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             scenarios::touch(pages, threads, rounds, hop_every, stride.max(1))
         }
         Scenario::Hop { times, threads } => scenarios::hop(times, threads),
+        Scenario::Spin { threads, ms } => scenarios::spin(threads, ms),
         Scenario::Flood { events_per_second, seconds, threads, go_file } => {
             if let Some(go) = go_file {
                 drift::wait_for_file(&go, std::time::Duration::from_secs(60))?;

@@ -99,6 +99,36 @@ pub fn hop(times: u32, threads: u32) -> Result<()> {
     Ok(())
 }
 
+/// This thread's CPU time so far, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec it is given; this clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// THREADS short-lived threads, one after another: each spins until it has
+/// run MS milliseconds of CPU and exits, reporting its tid and CPU time.
+pub fn spin(threads: u32, ms: u64) -> Result<()> {
+    let mut per_thread = Vec::new();
+    for _ in 0..threads {
+        let worker = thread::spawn(move || {
+            let tid = placement::gettid();
+            let want = ms * 1_000_000;
+            let mut ran = thread_cpu_ns();
+            while ran < want {
+                std::hint::spin_loop();
+                ran = thread_cpu_ns();
+            }
+            (tid, ran)
+        });
+        let (tid, cpu_ns) = worker.join().map_err(|_| anyhow::anyhow!("worker panicked"))?;
+        per_thread.push(json!({"tid": tid, "cpu_ns": cpu_ns}));
+    }
+    emit(json!({"workload": "spin", "pid": std::process::id(), "threads": per_thread}));
+    Ok(())
+}
+
 /// The init-thread pattern: main thread on the first node first-touches
 /// everything; workers pinned to the last node use it.
 pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {

@@ -20,7 +20,7 @@ pub struct KernelStructs {
 
 /// Reads them from the BTF at `btf_path`; without BTF everything is absent.
 pub fn read(btf_path: &Path) -> KernelStructs {
-    let absent = TaskFields { pid: FIELD_ABSENT, tgid: FIELD_ABSENT, cpu: FIELD_ABSENT, _pad: 0 };
+    let absent = TaskFields { pid: FIELD_ABSENT, tgid: FIELD_ABSENT, cpu: FIELD_ABSENT, sum_exec_runtime: FIELD_ABSENT };
     // Mmap, not the cached parse: two lookups do not pay for parsing ~100k
     // types into memory (15 MiB more peak RSS and 0.2 s of CPU).
     let Ok(btf) = Btf::from_file_with_backend(btf_path, Backend::Mmap) else { return KernelStructs { task: absent, page_size: None } };
@@ -30,8 +30,8 @@ pub fn read(btf_path: &Path) -> KernelStructs {
     }
 }
 
-/// `task_struct`'s pid, tgid and current CPU; [`FIELD_ABSENT`] for any
-/// member this kernel's BTF lacks.
+/// `task_struct`'s pid, tgid, current CPU and run time; [`FIELD_ABSENT`] for
+/// any member this kernel's BTF lacks.
 fn task_fields(btf: &Btf) -> Option<TaskFields> {
     let task = find_struct(btf, "task_struct")?;
     let offset = |path: &[&str]| member_offset(btf, &task, path, 4).unwrap_or(FIELD_ABSENT);
@@ -41,7 +41,8 @@ fn task_fields(btf: &Btf) -> Option<TaskFields> {
         FIELD_ABSENT => offset(&["cpu"]),
         found => found,
     };
-    Some(TaskFields { pid: offset(&["pid"]), tgid: offset(&["tgid"]), cpu, _pad: 0 })
+    let sum_exec_runtime = member_offset(btf, &task, &["se", "sum_exec_runtime"], 8).unwrap_or(FIELD_ABSENT);
+    Some(TaskFields { pid: offset(&["pid"]), tgid: offset(&["tgid"]), cpu, sum_exec_runtime })
 }
 
 fn find_struct(btf: &Btf, name: &str) -> Option<Struct> {
@@ -118,6 +119,8 @@ mod tests {
         // pid and tgid are adjacent pid_t members in every kernel since 2.6.
         assert_eq!(f.tgid, f.pid + 4, "{f:?}");
         assert_ne!(f.cpu, f.pid);
+        assert_ne!(f.sum_exec_runtime, FIELD_ABSENT, "{f:?}");
+        assert_eq!(f.sum_exec_runtime % 8, 0, "a u64: {f:?}");
     }
 
     #[test]
@@ -126,6 +129,6 @@ mod tests {
         let f = structs.task;
         assert!(!f.complete());
         assert_eq!(structs.page_size, None);
-        assert_eq!((f.pid, f.tgid, f.cpu), (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT));
+        assert_eq!((f.pid, f.tgid, f.cpu, f.sum_exec_runtime), (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT));
     }
 }
