@@ -349,17 +349,25 @@ async fn event_loop(
                 for event in run_time.maybe_sample(agg, monotonic_ns()) {
                     record(agg, sink, &event)?;
                 }
+                let progress_due = show_progress && last_progress.elapsed() >= Duration::from_millis(250);
+                // Read after the drain: events up to now are in, or still in
+                // flight by at most a few records.
+                let at_ns = monotonic_ns();
+                let kernel = if sink.is_some() || progress_due {
+                    Some(probes.totals().context("reading the kernel's counters")?)
+                } else {
+                    None
+                };
                 if let Some(sink) = sink.as_deref_mut() {
-                    // Read after the drain: events up to now are in, or still in
-                    // flight by at most a few records.
-                    let at_ns = monotonic_ns();
-                    let totals = probes.totals().context("reading the kernel's counters")?;
-                    sink.kernel_totals(at_ns, &totals)?;
+                    if let Some(kernel) = &kernel {
+                        sink.kernel_totals(at_ns, kernel)?;
+                    }
                     sink.tick()?;
                 }
-                if show_progress && last_progress.elapsed() >= Duration::from_millis(250) {
+                if progress_due {
                     last_progress = Instant::now();
-                    progress_line(opts, target, agg, started);
+                    let lost = kernel.map_or(0, |k| k.loss.values().map(|l| l.events).sum::<u64>());
+                    progress_line(opts, target, agg, started, lost);
                 }
             }
             _ = exited.readable() => break "target exit",
@@ -374,11 +382,14 @@ async fn event_loop(
     Ok((stopped_by, ring.into_inner()))
 }
 
-fn progress_line(opts: &SessionOptions, target: &Target, agg: &Aggregator, started: Instant) {
+/// The live status line (on a terminal): time, events, threads, and events
+/// lost so far (the kernel's count, so that loss shows while it happens).
+fn progress_line(opts: &SessionOptions, target: &Target, agg: &Aggregator, started: Instant, lost: u64) {
     let elapsed = started.elapsed().as_secs_f64();
     let of = opts.duration.map(|d| format!(" / {:.0} s", d.as_secs_f64())).unwrap_or_default();
+    let lost = if lost > 0 { format!(", {lost} lost (raise --ring-size)") } else { String::new() };
     eprint!(
-        "\r\x1b[2Knumatrace: pid {} {:.1} s{of}, {} events, {} threads (Ctrl-C stops and reports)",
+        "\r\x1b[2Knumatrace: pid {} {:.1} s{of}, {} events{lost}, {} threads (Ctrl-C stops and reports)",
         target.pid,
         elapsed,
         agg.events,

@@ -60,12 +60,18 @@ fn machine_args(opts: &LabOptions) -> Vec<String> {
     args
 }
 
+/// How an error starts when the guest's kernel hit a soft lockup (callers
+/// may boot again: the scenarios' results are then from a clean boot).
+pub const SOFT_LOCKUP: &str = "the guest kernel hit a soft lockup";
+
 /// What the console reader learned.
 #[derive(Default)]
 struct Console {
     ready_at: Option<Duration>,
     exits: Vec<(usize, i32)>,
     tail: Vec<String>,
+    /// The kernel reported a soft lockup.
+    soft_lockup: bool,
 }
 
 /// Boots the guest and waits for it to power off (or kills it at the timeout).
@@ -79,7 +85,10 @@ pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &Lab
         .arg(kernel)
         .arg("-initrd")
         .arg(image)
-        .args(["-append", "console=ttyS0 quiet panic=-1 mitigations=off"])
+        // softlockup_panic: a guest kernel stuck in a soft lockup (seen once
+        // under emulation) panics at once, with the stuck CPU's backtrace
+        // (a panic raises the console level), instead of hanging to the timeout.
+        .args(["-append", "console=ttyS0 quiet panic=-1 softlockup_panic=1 mitigations=off"])
         .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio"])
         .arg("-serial")
         .arg(format!("file:{}", stdout_path.display()))
@@ -140,6 +149,9 @@ pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &Lab
     let console = std::mem::take(&mut *console.lock().map_err(|_| anyhow::anyhow!("console state poisoned"))?);
     let Some(status) = status else {
         print_tail(&console.tail);
+        if console.soft_lockup {
+            bail!("{SOFT_LOCKUP} and did not finish within {} s (console log: {})", opts.timeout.as_secs(), console_log.display());
+        }
         bail!(
             "the guest did not finish within {} s and was killed (console log: {})",
             opts.timeout.as_secs(),
@@ -156,6 +168,13 @@ pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &Lab
     }
     if console.exits.len() != commands {
         print_tail(&console.tail);
+        if console.soft_lockup {
+            bail!(
+                "{SOFT_LOCKUP} after {} of {commands} commands (the stuck CPU's backtrace is in the console log: {})",
+                console.exits.len(),
+                console_log.display()
+            );
+        }
         bail!(
             "the guest stopped after {} of {commands} commands without reporting the rest (kernel panic or out of memory?); console log: {}",
             console.exits.len(),
@@ -220,6 +239,7 @@ fn read_console(mut out: impl Read, mut log: fs::File, console: Arc<Mutex<Consol
                 let _ = stderr.write_all(text.as_bytes());
                 let _ = stderr.write_all(b"\n");
             }
+            c.soft_lockup |= text.contains("soft lockup");
             c.tail.push(text);
             if c.tail.len() > 30 {
                 c.tail.remove(0);
