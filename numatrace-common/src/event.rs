@@ -34,11 +34,16 @@ pub enum EventKind {
     /// replays exactly), and sent by the kernel as the thread exits (a
     /// thread that lives between two samples would otherwise have none).
     RunTimeSample = 11,
+    /// A thread's migrations so far (the kernel's per-task count): read by
+    /// userspace from /proc at the start and the end, and sent by the kernel
+    /// as the thread exits. Per-thread migration counts come from these when
+    /// the kernel only counts migrations within a node instead of sending them.
+    MigrationCount = 12,
 }
 
 impl EventKind {
     /// Every kind, in id order; also the size of the per-kind loss table.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::TaskMigration,
         EventKind::FirstTouch,
         EventKind::HintingFault,
@@ -50,6 +55,7 @@ impl EventKind {
         EventKind::TaskExit,
         EventKind::MisplacedMigration,
         EventKind::RunTimeSample,
+        EventKind::MigrationCount,
     ];
 
     /// The kind with this numeric id, if there is one.
@@ -71,6 +77,7 @@ impl EventKind {
             EventKind::TaskExit => "task_exit",
             EventKind::MisplacedMigration => "misplaced_migration",
             EventKind::RunTimeSample => "run_time_sample",
+            EventKind::MigrationCount => "migration_count",
         }
     }
 }
@@ -225,4 +232,13 @@ pub struct MisplacedMigrationEvent {
 pub struct RunTimeSampleEvent {
     pub header: EventHeader,
     pub run_ns: u64,
+}
+
+/// A thread's migrations so far (`se.nr_migrations`, the `se.nr_migrations`
+/// line of /proc/<pid>/task/<tid>/sched) at `header.ts_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigrationCountEvent {
+    pub header: EventHeader,
+    pub migrations: u64,
 }

@@ -65,6 +65,9 @@ pub struct TaskFields {
     /// `se.sum_exec_runtime` (u64): nanoseconds the task has run, as of the
     /// scheduler's last update (at most a tick old).
     pub sum_exec_runtime: u32,
+    /// `se.nr_migrations` (u64): how often the task has changed CPU.
+    pub nr_migrations: u32,
+    pub _pad: u32,
 }
 
 impl TaskFields {

@@ -53,11 +53,33 @@ pub struct ThreadStats {
     pub first_node: Option<u32>,
     /// The last run-time sample: (when, cumulative run ns).
     pub last_run_sample: Option<(u64, u64)>,
+    /// The kernel's migration count of the thread: the first reading and the
+    /// last (when, count); see [`ThreadStats::counted_migrations`].
+    pub migration_count_first: Option<u64>,
+    pub migration_count_last: Option<(u64, u64)>,
+    /// Readings of the count (a thread that was there at the start needs two).
+    pub migration_count_readings: u32,
 }
 
 impl ThreadStats {
     pub fn first_touch_total(&self) -> u64 {
         self.first_touch_pages.values().sum()
+    }
+
+    /// Its migrations during the capture from the kernel's per-thread count:
+    /// the last reading less the first (less 0 for a thread born during the
+    /// capture). Unknown with too few readings (no /proc/<pid>/task/<tid>/sched,
+    /// no BTF for the count at exit, or a spike capture's window).
+    pub fn counted_migrations(&self) -> Option<u64> {
+        let (_, last) = self.migration_count_last?;
+        let base = if self.born_ns.is_some() {
+            0
+        } else if self.migration_count_readings >= 2 {
+            self.migration_count_first?
+        } else {
+            return None;
+        };
+        Some(last.saturating_sub(base))
     }
 
     /// The node it spent most run time on, if it ran at all.
@@ -470,6 +492,17 @@ impl Aggregator {
                 let t = self.thread(h.tid, h.tgid);
                 t.misplaced_migrations += 1;
                 t.misplaced_migration_ns += e.duration_ns;
+            }
+            Event::MigrationCount(e) => {
+                let t = self.thread(h.tid, h.tgid);
+                // Readings come from /proc and from the kernel at exit: an
+                // older one arriving late changes nothing.
+                if t.migration_count_last.is_some_and(|(at, _)| h.ts_ns < at) {
+                    return;
+                }
+                t.migration_count_first = t.migration_count_first.or(Some(e.migrations));
+                t.migration_count_last = Some((h.ts_ns, e.migrations));
+                t.migration_count_readings += 1;
             }
             Event::RunTimeSample(e) => {
                 let t = self.thread(h.tid, h.tgid);

@@ -2,7 +2,7 @@
 //! and encoding them back for capture files and tests.
 use numatrace_common::{
     EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, MisplacedMigrationEvent, NumaPlacementEvent,
-    PageMigrationEvent, RunTimeSampleEvent, TaskExitEvent, TaskMigrationEvent, TaskNewEvent,
+    MigrationCountEvent, PageMigrationEvent, RunTimeSampleEvent, TaskExitEvent, TaskMigrationEvent, TaskNewEvent,
 };
 use thiserror::Error;
 
@@ -20,6 +20,8 @@ pub enum Event {
     MisplacedMigration(MisplacedMigrationEvent),
     /// Sampled by userspace, not by the kernel programs.
     RunTimeSample(RunTimeSampleEvent),
+    /// Read by userspace at the start and end, sent by the kernel at exit.
+    MigrationCount(MigrationCountEvent),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -67,6 +69,7 @@ impl Event {
             EventKind::TaskExit => Event::TaskExit(read(bytes, kind)?),
             EventKind::MisplacedMigration => Event::MisplacedMigration(read(bytes, kind)?),
             EventKind::RunTimeSample => Event::RunTimeSample(read(bytes, kind)?),
+            EventKind::MigrationCount => Event::MigrationCount(read(bytes, kind)?),
         })
     }
 
@@ -82,6 +85,7 @@ impl Event {
             Event::TaskExit(e) => bytes_of(e),
             Event::MisplacedMigration(e) => bytes_of(e),
             Event::RunTimeSample(e) => bytes_of(e),
+            Event::MigrationCount(e) => bytes_of(e),
         }
     }
 
@@ -96,6 +100,7 @@ impl Event {
             Event::TaskExit(e) => &e.header,
             Event::MisplacedMigration(e) => &e.header,
             Event::RunTimeSample(e) => &e.header,
+            Event::MigrationCount(e) => &e.header,
         }
     }
 
@@ -150,6 +155,7 @@ mod tests {
             Event::TaskExit(TaskExitEvent { header: header(EventKind::TaskExit), group_dead: 1, ..Default::default() }),
             Event::MisplacedMigration(MisplacedMigrationEvent { header: header(EventKind::MisplacedMigration), duration_ns: 5000 }),
             Event::RunTimeSample(RunTimeSampleEvent { header: header(EventKind::RunTimeSample), run_ns: 123_456_789 }),
+            Event::MigrationCount(MigrationCountEvent { header: header(EventKind::MigrationCount), migrations: 4_321 }),
         ];
         for event in events {
             assert_eq!(Event::decode(event.encode()), Ok(event));

@@ -106,6 +106,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         .collect();
     probes.track_threads(&late.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
     initial_threads.extend(late);
+    let migration_counts_at_start =
+        crate::migration_count::sample_threads(initial_threads.iter().map(|t| (t.tgid, t.tid)), monotonic_ns());
 
     let comm = target.comm();
     let machine = crate::sysinfo::MachineTopology::read().ok();
@@ -143,8 +145,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         sink.start(&start)?;
     }
     let mut agg = start.new_aggregator();
-    // Run-time baselines of the threads that exist now.
-    for event in crate::run_time::sample(&agg, monotonic_ns()) {
+    // Run-time and migration-count baselines of the threads that exist now.
+    for event in crate::run_time::sample(&agg, monotonic_ns()).into_iter().chain(migration_counts_at_start) {
         record(&mut agg, &mut sink, &event)?;
     }
     // A started command runs from here on: the line below then tells people
@@ -170,13 +172,14 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         runtime.block_on(event_loop(&opts, &target, &probes, ring, &mut agg, &mut sink, &mut snapshots, started))?;
 
     let detach_ns = monotonic_ns();
+    let migration_counts_at_end = crate::migration_count::sample(&agg, detach_ns);
     probes.detach();
     let mut ring = ring;
     drain(&mut ring, &mut agg, &mut sink)?;
     for event in probes.pending_runs()? {
         record(&mut agg, &mut sink, &event)?;
     }
-    for event in crate::run_time::sample(&agg, detach_ns) {
+    for event in crate::run_time::sample(&agg, detach_ns).into_iter().chain(migration_counts_at_end) {
         record(&mut agg, &mut sink, &event)?;
     }
     let mut kernel = probes.totals()?;

@@ -188,7 +188,8 @@ fn sees_at_least_every_forced_cpu_hop() {
 
 /// By default a move between two CPUs of one node is counted in the kernel,
 /// not sent: on a one-node machine no migration reaches the ring, and the
-/// totals still hold every hop.
+/// totals still hold every hop; so do the threads, from the kernel's
+/// per-thread count (read at the start and sent as each thread exits).
 #[test]
 fn counts_migrations_within_a_node_without_sending_them() {
     if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
@@ -197,7 +198,8 @@ fn counts_migrations_within_a_node_without_sending_them() {
     }
     let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
     assert_eq!(code, 0, "{stderr}");
-    let hops: u64 = workload.expect("ground truth")["threads"].as_array().unwrap().iter().map(|w| w["hops"].as_u64().unwrap()).sum();
+    let workload = workload.expect("ground truth");
+    let hops: u64 = workload["threads"].as_array().unwrap().iter().map(|w| w["hops"].as_u64().unwrap()).sum();
     assert!(hops >= 80, "the workload really hopped ({hops})");
     let totals = &report["totals"];
     let counted = totals["migrations_within_node_counted"].as_u64().unwrap();
@@ -210,9 +212,17 @@ fn counts_migrations_within_a_node_without_sending_them() {
         assert_eq!(sent, 0, "on one node every migration stays within it: {}", report["ring_events"]);
         assert!(counted >= hops);
     }
-    for t in report["threads"].as_array().unwrap() {
-        assert!(t["migrations"].is_null(), "per-thread totals are not known without the within-node events: {t}");
+    for w in workload["threads"].as_array().unwrap() {
+        let t = thread(&report, w["tid"].as_u64().unwrap());
+        let migrations = t["migrations"].as_u64().unwrap_or_else(|| panic!("a per-thread count: {t}"));
+        assert!(migrations >= w["hops"].as_u64().unwrap(), "thread {}: {migrations} migrations for {} hops", w["tid"], w["hops"]);
     }
+    // Every thread's count from the kernel's per-task counter, against the
+    // kernel's count of the process's migrations while tracing: the same
+    // migrations, read at slightly different moments (a few apart at most).
+    let per_thread: u64 = report["threads"].as_array().unwrap().iter().map(|t| t["migrations"].as_u64().unwrap_or(0)).sum();
+    let total = totals["migrations"].as_u64().unwrap();
+    assert!(per_thread.abs_diff(total) <= 3, "threads {per_thread}, totals {total}");
 }
 
 #[test]
@@ -339,6 +349,33 @@ fn short_lived_threads_get_their_whole_run_time() {
     }
     assert!(report["ring_events"]["run_time_sample"]["sent"].as_u64().unwrap_or(0) >= 4, "{}", report["ring_events"]);
     assert_every_event_accounted_for(&report);
+}
+
+/// Attached to a process whose threads outlive the capture, each thread's
+/// migrations come from the kernel's per-thread count read right after the
+/// attach and right before the detach: their sum is the kernel's count of the
+/// capture's migrations, less what happened in those two gaps (it was 38 %
+/// more when the last reading came after the detach).
+#[test]
+fn per_thread_migrations_of_a_running_process_match_the_total() {
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let mut hopper = Command::new(NUMATRACE)
+        .args(["workload", "hop", "--times", "1000000000", "--threads", "2"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("workload starts");
+    let pid = hopper.id().to_string();
+    let (_, report, stderr, code) = trace(&["--json", "--pid", &pid, "--duration", "2s"]);
+    let _ = hopper.kill();
+    let _ = hopper.wait();
+    assert_eq!(code, 0, "{stderr}");
+    let total = report["totals"]["migrations"].as_u64().unwrap();
+    let per_thread: u64 = report["threads"].as_array().unwrap().iter().map(|t| t["migrations"].as_u64().unwrap_or(0)).sum();
+    assert!(total > 1000, "the threads hop all the time: {}", report["totals"]);
+    assert!(per_thread.abs_diff(total) <= total / 10, "threads {per_thread}, totals {total}");
 }
 
 #[test]

@@ -20,7 +20,14 @@ pub struct KernelStructs {
 
 /// Reads them from the BTF at `btf_path`; without BTF everything is absent.
 pub fn read(btf_path: &Path) -> KernelStructs {
-    let absent = TaskFields { pid: FIELD_ABSENT, tgid: FIELD_ABSENT, cpu: FIELD_ABSENT, sum_exec_runtime: FIELD_ABSENT };
+    let absent = TaskFields {
+        pid: FIELD_ABSENT,
+        tgid: FIELD_ABSENT,
+        cpu: FIELD_ABSENT,
+        sum_exec_runtime: FIELD_ABSENT,
+        nr_migrations: FIELD_ABSENT,
+        _pad: 0,
+    };
     // Mmap, not the cached parse: two lookups do not pay for parsing ~100k
     // types into memory (15 MiB more peak RSS and 0.2 s of CPU).
     let Ok(btf) = Btf::from_file_with_backend(btf_path, Backend::Mmap) else { return KernelStructs { task: absent, page_size: None } };
@@ -30,8 +37,8 @@ pub fn read(btf_path: &Path) -> KernelStructs {
     }
 }
 
-/// `task_struct`'s pid, tgid, current CPU and run time; [`FIELD_ABSENT`] for
-/// any member this kernel's BTF lacks.
+/// `task_struct`'s pid, tgid, current CPU, run time and migration count;
+/// [`FIELD_ABSENT`] for any member this kernel's BTF lacks.
 fn task_fields(btf: &Btf) -> Option<TaskFields> {
     let task = find_struct(btf, "task_struct")?;
     let offset = |path: &[&str]| member_offset(btf, &task, path, 4).unwrap_or(FIELD_ABSENT);
@@ -41,8 +48,15 @@ fn task_fields(btf: &Btf) -> Option<TaskFields> {
         FIELD_ABSENT => offset(&["cpu"]),
         found => found,
     };
-    let sum_exec_runtime = member_offset(btf, &task, &["se", "sum_exec_runtime"], 8).unwrap_or(FIELD_ABSENT);
-    Some(TaskFields { pid: offset(&["pid"]), tgid: offset(&["tgid"]), cpu, sum_exec_runtime })
+    let u64_at = |path: &[&str]| member_offset(btf, &task, path, 8).unwrap_or(FIELD_ABSENT);
+    Some(TaskFields {
+        pid: offset(&["pid"]),
+        tgid: offset(&["tgid"]),
+        cpu,
+        sum_exec_runtime: u64_at(&["se", "sum_exec_runtime"]),
+        nr_migrations: u64_at(&["se", "nr_migrations"]),
+        _pad: 0,
+    })
 }
 
 fn find_struct(btf: &Btf, name: &str) -> Option<Struct> {
@@ -121,6 +135,8 @@ mod tests {
         assert_ne!(f.cpu, f.pid);
         assert_ne!(f.sum_exec_runtime, FIELD_ABSENT, "{f:?}");
         assert_eq!(f.sum_exec_runtime % 8, 0, "a u64: {f:?}");
+        assert_ne!(f.nr_migrations, FIELD_ABSENT, "{f:?}");
+        assert_eq!(f.nr_migrations % 8, 0, "a u64: {f:?}");
     }
 
     #[test]
@@ -130,5 +146,6 @@ mod tests {
         assert!(!f.complete());
         assert_eq!(structs.page_size, None);
         assert_eq!((f.pid, f.tgid, f.cpu, f.sum_exec_runtime), (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT));
+        assert_eq!(f.nr_migrations, FIELD_ABSENT);
     }
 }

@@ -80,9 +80,10 @@ pub struct ThreadReport {
     pub tid: u32,
     pub tgid: u32,
     pub comm: String,
-    /// Every migration of the thread; null when the kernel only counted its
-    /// migrations within a node (the default, see
-    /// `totals.migrations_within_node_counted`; `--all-migrations` sends them).
+    /// Every migration of the thread: from the events with
+    /// `--all-migrations`, else from the kernel's per-thread count (read at
+    /// the start, the end and as it exits); null where that count is not
+    /// known (a kernel without /proc/<pid>/task/<tid>/sched, a spike window).
     pub migrations: Option<u64>,
     pub cross_node_migrations: u64,
     /// Node id (string) -> pages first touched that landed there.
@@ -179,7 +180,7 @@ impl Report {
                 tid: t.tid,
                 tgid: t.tgid,
                 comm: t.comm.clone(),
-                migrations: (!facts.start.within_node_migrations_counted_only).then_some(t.migrations),
+                migrations: if facts.start.within_node_migrations_counted_only { t.counted_migrations() } else { Some(t.migrations) },
                 cross_node_migrations: t.cross_node_migrations,
                 first_touch_pages: by_node(&t.first_touch_pages),
                 remote_first_touch_pages: t.remote_first_touch_pages,
