@@ -89,7 +89,12 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
         .collect();
     probes.track_threads(&initial_threads.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
-    for status in probes.attach(&tracefs) {
+    probes.attach(&tracefs);
+    // First thing after the attach (thread migrations attach last): the
+    // threads' migration counts then start where the kernel's count starts.
+    let mut migration_counts_at_start =
+        crate::migration_count::sample_threads(initial_threads.iter().map(|t| (t.tgid, t.tid)), monotonic_ns());
+    for status in &probes.sources {
         if !status.attached {
             eprintln!("numatrace: skipping {}: {}", status.name, status.reason.as_deref().unwrap_or("unavailable"));
         } else if let (Some(why), false) = (&status.fallback_reason, opts.classic_tracepoints) {
@@ -105,9 +110,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
         .collect();
     probes.track_threads(&late.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
+    migration_counts_at_start.extend(crate::migration_count::sample_threads(late.iter().map(|t| (t.tgid, t.tid)), monotonic_ns()));
     initial_threads.extend(late);
-    let migration_counts_at_start =
-        crate::migration_count::sample_threads(initial_threads.iter().map(|t| (t.tgid, t.tid)), monotonic_ns());
 
     let comm = target.comm();
     let machine = crate::sysinfo::MachineTopology::read().ok();

@@ -375,6 +375,7 @@ fn per_thread_migrations_of_a_running_process_match_the_total() {
     let total = report["totals"]["migrations"].as_u64().unwrap();
     let per_thread: u64 = report["threads"].as_array().unwrap().iter().map(|t| t["migrations"].as_u64().unwrap_or(0)).sum();
     assert!(total > 1000, "the threads hop all the time: {}", report["totals"]);
+    eprintln!("per-thread migrations {per_thread}, totals {total}");
     assert!(per_thread.abs_diff(total) <= total / 10, "threads {per_thread}, totals {total}");
 }
 

@@ -63,7 +63,9 @@ const fn btf_tp(program: &'static str, group: &'static str, event: &'static str)
 }
 
 /// Every source, in attach order: lifecycle first so that no thread born
-/// during attach is missed.
+/// during attach is missed; thread migrations last, so that the per-thread
+/// migration counts read right after the attach start where the kernel's
+/// count starts (loading the others takes 100 ms and more on a busy machine).
 pub const SOURCES: &[Source] = &[
     // Creation and exit are separate sources: without creation, new threads
     // are not traced at all; without exit, only their end time is missing.
@@ -76,16 +78,6 @@ pub const SOURCES: &[Source] = &[
         name: "thread exit",
         tells: "when traced threads exit",
         variants: &[&[tp("sched_process_exit", "sched", "sched_process_exit")]],
-    },
-    Source {
-        name: "thread migrations",
-        tells: "every CPU (and node) change of a traced thread",
-        // It fires for every migration on the machine: the BTF-typed form
-        // filters on the task's own tgid without a map lookup.
-        variants: &[
-            &[btf_tp("sched_migrate_task_btf", "sched", "sched_migrate_task")],
-            &[tp("sched_migrate_task", "sched", "sched_migrate_task")],
-        ],
     },
     Source {
         name: "first touches",
@@ -152,6 +144,16 @@ pub const SOURCES: &[Source] = &[
                 Attach { program: "migrate_misplaced_enter", hook: Hook::Kprobe(MISPLACED) },
                 Attach { program: "migrate_misplaced_exit", hook: Hook::Kretprobe(MISPLACED) },
             ],
+        ],
+    },
+    Source {
+        name: "thread migrations",
+        tells: "every CPU (and node) change of a traced thread",
+        // It fires for every migration on the machine: the BTF-typed form
+        // filters on the task's own tgid without a map lookup.
+        variants: &[
+            &[btf_tp("sched_migrate_task_btf", "sched", "sched_migrate_task")],
+            &[tp("sched_migrate_task", "sched", "sched_migrate_task")],
         ],
     },
 ];
