@@ -202,7 +202,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         process_last: snapshots.latest,
         dropped_by_memory_cap: Default::default(),
     };
-    if let Some(sink) = sink.as_deref_mut() {
+    if let Some(sink) = sink.as_mut() {
         sink.end(&end)?;
     }
     let facts = SessionFacts { start, end };

@@ -86,7 +86,7 @@ fn parse_output(stdout: &[u8], stderr: String, code: i32) -> (Option<Value>, Val
     (workload, report, stderr, code)
 }
 
-fn thread<'a>(report: &'a Value, tid: u64) -> &'a Value {
+fn thread(report: &Value, tid: u64) -> &Value {
     report["threads"].as_array().unwrap().iter().find(|t| t["tid"] == tid).unwrap_or_else(|| panic!("thread {tid} in report"))
 }
 

@@ -63,7 +63,7 @@ pub fn judge(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, CounterRates>
     {
         process_findings(topo, p, &mut out);
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 

@@ -93,10 +93,10 @@ fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> O
         let name = btf.resolve_name(member).unwrap_or_default();
         let ty = strip(btf, btf.resolve_chained_type(member).ok()?)?;
         if name.is_empty() {
-            if let Type::Struct(inner) | Type::Union(inner) = &ty {
-                if let Some(found) = walk(btf, inner, path, size, bits) {
-                    return Some(found);
-                }
+            if let Type::Struct(inner) | Type::Union(inner) = &ty
+                && let Some(found) = walk(btf, inner, path, size, bits)
+            {
+                return Some(found);
             }
             continue;
         }
@@ -105,7 +105,7 @@ fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> O
         }
         return match (&ty, rest.is_empty()) {
             (Type::Struct(inner) | Type::Union(inner), false) => walk(btf, inner, rest, size, bits),
-            (Type::Int(int), true) if int.size() == size && member.bitfield_size().unwrap_or(0) == 0 && bits % 8 == 0 => {
+            (Type::Int(int), true) if int.size() == size && member.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8) => {
                 Some(bits)
             }
             _ => None,
