@@ -39,11 +39,14 @@ pub enum EventKind {
     /// as the thread exits. Per-thread migration counts come from these when
     /// the kernel only counts migrations within a node instead of sending them.
     MigrationCount = 12,
+    /// A `sched_setaffinity(2)` on a traced thread (`taskset -p`, or the
+    /// thread itself): the next cross-node move of that thread is its doing.
+    AffinityChange = 13,
 }
 
 impl EventKind {
     /// Every kind, in id order; also the size of the per-kind loss table.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::TaskMigration,
         EventKind::FirstTouch,
         EventKind::HintingFault,
@@ -56,6 +59,7 @@ impl EventKind {
         EventKind::MisplacedMigration,
         EventKind::RunTimeSample,
         EventKind::MigrationCount,
+        EventKind::AffinityChange,
     ];
 
     /// The kind with this numeric id, if there is one.
@@ -78,6 +82,7 @@ impl EventKind {
             EventKind::MisplacedMigration => "misplaced_migration",
             EventKind::RunTimeSample => "run_time_sample",
             EventKind::MigrationCount => "migration_count",
+            EventKind::AffinityChange => "affinity_change",
         }
     }
 }
@@ -241,4 +246,15 @@ pub struct RunTimeSampleEvent {
 pub struct MigrationCountEvent {
     pub header: EventHeader,
     pub migrations: u64,
+}
+
+/// `syscalls:sys_enter_sched_setaffinity` naming a traced thread
+/// (`header.tid`, `header.tgid`), by the caller (`by_pid`, its thread; `by_tgid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityChangeEvent {
+    pub header: EventHeader,
+    pub by_pid: u32,
+    pub by_tgid: u32,
+    pub by_comm: [u8; COMM_LEN],
 }

@@ -45,6 +45,8 @@ pub struct Layouts {
     /// `sys_enter_migrate_pages` / `sys_enter_move_pages`: the target pid argument.
     pub sys_migrate_pages_pid: u32,
     pub sys_move_pages_pid: u32,
+    /// `sys_enter_sched_setaffinity`: the target pid argument (0 = the caller).
+    pub sys_sched_setaffinity_pid: u32,
 
     /// `struct task_struct` members (from the kernel's BTF, for the
     /// BTF-typed `sched_migrate_task`; [`FIELD_ABSENT`] without BTF).

@@ -72,10 +72,14 @@ pub enum Counter {
     /// Migrations of traced threads between two CPUs of one node, counted
     /// here and not sent as events (unless `Config::ship_within_node_migrations`).
     WithinNodeMigrations = 7,
+    /// Pages of movable allocations by traced threads that failed (no page):
+    /// the kernel traces the attempt, e.g. a huge page tried before falling
+    /// back to small ones under memory pressure. Not first touches.
+    FailedAllocationPages = 8,
 }
 
 /// Number of `COUNTERS` slots.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 9;
 
 /// Synthetic first-touch events the load generator writes per system call
 /// of a traced thread (see `Config::load_generator_syscall`).

@@ -4,7 +4,7 @@
 //! is bounded by threads x regions x nodes, not by the event count.
 use std::collections::BTreeMap;
 
-use numatrace_common::{EventKind, LOSS_SLOTS, REGION_UNKNOWN};
+use numatrace_common::{EventKind, LOSS_SLOTS, NODE_UNKNOWN, REGION_UNKNOWN};
 
 use crate::{
     event::{Event, comm_str},
@@ -37,6 +37,9 @@ pub struct ThreadStats {
     pub first_touch_pages_by_cpu_node: NodeCounts,
     /// First touches that landed on a node other than the thread's.
     pub remote_first_touch_pages: u64,
+    /// First-touch pages whose node (of the page or of the CPU) is not known:
+    /// counted here, never under a node (see [`UnknownNodes`]).
+    pub first_touch_pages_unknown_node: u64,
     /// Run time per node, from schedstat samples split over its cross-node moves.
     pub runtime_ns_by_node: NodeCounts,
     pub hinting_faults_local: u64,
@@ -62,8 +65,9 @@ pub struct ThreadStats {
 }
 
 impl ThreadStats {
+    /// Every first-touch page, those of unknown node included.
     pub fn first_touch_total(&self) -> u64 {
-        self.first_touch_pages.values().sum()
+        self.first_touch_pages.values().sum::<u64>() + self.first_touch_pages_unknown_node
     }
 
     /// Its migrations during the capture from the kernel's per-thread count:
@@ -157,6 +161,36 @@ pub struct MigrationCount {
     pub last_ns: u64,
 }
 
+/// A sched_setaffinity(2) on a traced thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AffinityChange {
+    pub ts_ns: u64,
+    pub tid: u32,
+    /// The caller: its thread id and name.
+    pub by_pid: u32,
+    pub by_comm: String,
+}
+
+/// Observations whose node the kernel side could not name (it sends
+/// `NODE_UNKNOWN`), by reason. They are counted, never shown as a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UnknownNodes {
+    /// First-touch pages whose pfn lies outside the memory blocks read at
+    /// start (memory hot-added since, or a pfn the kernel could not give).
+    pub page_outside_known_memory: u64,
+    /// First-touch pages made on a CPU that has no node (brought online
+    /// after the start, or beyond the CPU table).
+    pub cpu_without_node: u64,
+    /// Hinting faults with either node unknown.
+    pub hinting_faults: u64,
+}
+
+impl UnknownNodes {
+    pub fn is_empty(&self) -> bool {
+        *self == UnknownNodes::default()
+    }
+}
+
 /// A balancer task placement decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
@@ -181,6 +215,10 @@ pub struct Aggregator {
     pub region_uses: RegionTable<RegionUses>,
     pub page_migrations: BTreeMap<String, MigrationCount>,
     pub placements: Vec<Placement>,
+    /// Affinity changes of traced threads (the first [`MAX_PLACEMENTS`]).
+    pub affinity_changes: Vec<AffinityChange>,
+    /// What was seen without a node to put it on.
+    pub unknown_nodes: UnknownNodes,
     pub events: u64,
     /// Ring records read, by event kind id (see [`Aggregator::ring_received`]).
     ring_records: [u64; LOSS_SLOTS as usize],
@@ -220,6 +258,8 @@ impl Aggregator {
             region_uses: RegionTable::default(),
             page_migrations: BTreeMap::new(),
             placements: Vec::new(),
+            affinity_changes: Vec::new(),
+            unknown_nodes: UnknownNodes::default(),
             events: 0,
             ring_records: [0; LOSS_SLOTS as usize],
             decode_errors: 0,
@@ -378,6 +418,15 @@ impl Aggregator {
             }
             Event::FirstTouch(e) => {
                 let (cpu_node, page_node) = (u32::from(e.cpu_node), u32::from(e.page_node));
+                if e.page_node == NODE_UNKNOWN || e.cpu_node == NODE_UNKNOWN {
+                    if e.page_node == NODE_UNKNOWN {
+                        self.unknown_nodes.page_outside_known_memory += e.pages;
+                    } else {
+                        self.unknown_nodes.cpu_without_node += e.pages;
+                    }
+                    self.thread(h.tid, h.tgid).first_touch_pages_unknown_node += e.pages;
+                    return;
+                }
                 let t = self.thread(h.tid, h.tgid);
                 t.first_touch_pages.add(page_node, e.pages);
                 t.first_touch_pages_by_cpu_node.add(cpu_node, e.pages);
@@ -403,6 +452,10 @@ impl Aggregator {
                 }
             }
             Event::HintingFault(e) => {
+                if e.cpu_node == NODE_UNKNOWN || e.mem_node == NODE_UNKNOWN {
+                    self.unknown_nodes.hinting_faults += u64::from(e.faults);
+                    return;
+                }
                 let t = self.thread(h.tid, h.tgid);
                 if e.local != 0 {
                     t.hinting_faults_local += u64::from(e.faults);
@@ -486,6 +539,12 @@ impl Aggregator {
                 let comm = comm_str(&e.comm);
                 if !comm.is_empty() {
                     t.comm = comm;
+                }
+            }
+            Event::AffinityChange(e) => {
+                self.thread(h.tid, h.tgid);
+                if self.affinity_changes.len() < MAX_PLACEMENTS {
+                    self.affinity_changes.push(AffinityChange { ts_ns: h.ts_ns, tid: h.tid, by_pid: e.by_pid, by_comm: comm_str(&e.by_comm) });
                 }
             }
             Event::MisplacedMigration(e) => {
@@ -607,6 +666,32 @@ mod tests {
         assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }].len(), 1);
         assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }][0].pages, 612);
         assert_eq!(a.regions[&RegionKey { tgid: 1, region: 2 }].len(), 2);
+    }
+
+    #[test]
+    fn first_touches_of_unknown_node_are_counted_apart_never_as_a_node() {
+        let mut a = agg();
+        let run = |cpu_node, page_node, pages| {
+            Event::FirstTouch(FirstTouchEvent {
+                header: hdr(EventKind::FirstTouch, 7, 10),
+                region: 1,
+                pages,
+                last_ts_ns: 20,
+                cpu_node,
+                page_node,
+                _pad: 0,
+            })
+        };
+        a.ingest(&run(0, 0, 100));
+        a.ingest(&run(0, NODE_UNKNOWN, 512));
+        a.ingest(&run(NODE_UNKNOWN, 1, 3));
+        let t = &a.threads[&7];
+        assert_eq!(t.first_touch_pages, BTreeMap::from([(0, 100)]));
+        assert_eq!(t.first_touch_total(), 615, "every page counted");
+        assert_eq!(t.remote_first_touch_pages, 0);
+        assert_eq!(a.unknown_nodes, UnknownNodes { page_outside_known_memory: 512, cpu_without_node: 3, hinting_faults: 0 });
+        let touches = &a.regions[&RegionKey { tgid: 1, region: 1 }];
+        assert!(touches.iter().all(|r| r.page_node != u32::from(NODE_UNKNOWN) && r.cpu_node != u32::from(NODE_UNKNOWN)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Decoding the kernel's events from ring-buffer bytes (and capture files),
 //! and encoding them back for capture files and tests.
 use numatrace_common::{
-    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, MisplacedMigrationEvent, NumaPlacementEvent,
+    AffinityChangeEvent, EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, MisplacedMigrationEvent, NumaPlacementEvent,
     MigrationCountEvent, PageMigrationEvent, RunTimeSampleEvent, TaskExitEvent, TaskMigrationEvent, TaskNewEvent,
 };
 use thiserror::Error;
@@ -22,6 +22,7 @@ pub enum Event {
     RunTimeSample(RunTimeSampleEvent),
     /// Read by userspace at the start and end, sent by the kernel at exit.
     MigrationCount(MigrationCountEvent),
+    AffinityChange(AffinityChangeEvent),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -70,6 +71,7 @@ impl Event {
             EventKind::MisplacedMigration => Event::MisplacedMigration(read(bytes, kind)?),
             EventKind::RunTimeSample => Event::RunTimeSample(read(bytes, kind)?),
             EventKind::MigrationCount => Event::MigrationCount(read(bytes, kind)?),
+            EventKind::AffinityChange => Event::AffinityChange(read(bytes, kind)?),
         })
     }
 
@@ -86,6 +88,7 @@ impl Event {
             Event::MisplacedMigration(e) => bytes_of(e),
             Event::RunTimeSample(e) => bytes_of(e),
             Event::MigrationCount(e) => bytes_of(e),
+            Event::AffinityChange(e) => bytes_of(e),
         }
     }
 
@@ -101,6 +104,7 @@ impl Event {
             Event::MisplacedMigration(e) => &e.header,
             Event::RunTimeSample(e) => &e.header,
             Event::MigrationCount(e) => &e.header,
+            Event::AffinityChange(e) => &e.header,
         }
     }
 

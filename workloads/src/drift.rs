@@ -34,8 +34,11 @@ fn node_of_cpu(cpu: u32) -> Option<u32> {
     placement::nodes().into_iter().find(|(_, cpus)| cpus.contains(&cpu)).map(|(n, _)| n)
 }
 
+/// A node and its CPUs.
+type NodeCpus = (u32, Vec<u32>);
+
 /// The first and the last node that have CPUs (the home and the far node).
-fn home_and_far() -> Result<((u32, Vec<u32>), (u32, Vec<u32>))> {
+fn home_and_far() -> Result<(NodeCpus, NodeCpus)> {
     let nodes = placement::nodes();
     ensure!(nodes.len() >= 2, "this scenario needs two NUMA nodes with CPUs, the machine has {}", nodes.len());
     let home = nodes.first().cloned().context("no node")?;
@@ -220,6 +223,71 @@ pub fn hold(mib: u64, seconds: f64, stop_file: Option<&Path>) -> Result<()> {
         "pages": region.pages(), "home_node": home, "far_node": far,
         "pages_by_node": placed, "pages_by_node_at_end": region.pages_by_node()?,
         "process_pages_by_node": process_before, "process_pages_by_node_at_end": numa::process_pages_by_node()?,
+    }));
+    Ok(())
+}
+
+/// Shared data: the main thread, on the first node, first-touches MIB; two
+/// workers, one on the first node and one on the last, then read and write
+/// all of it for SECONDS (a database buffer pool's shape). With NUMA
+/// balancing on, the balancer moves its pages back and forth between them.
+/// Prints where the pages sit at the end (move_pages query) and the
+/// balancer's vmstat deltas over the run.
+pub fn shared(mib: u64, seconds: f64) -> Result<()> {
+    let nodes = placement::nodes();
+    let (first, first_cpus) = nodes.first().cloned().context("no NUMA node with CPUs")?;
+    let (last, last_cpus) = nodes.last().cloned().context("no NUMA node with CPUs")?;
+    placement::pin(&first_cpus)?;
+    let vmstat_before = numa::vmstat(&[
+        "numa_pages_migrated",
+        "numa_hint_faults",
+        "numa_hint_faults_local",
+    ])?;
+    let region = std::sync::Arc::new(Region::new(mib * 256)?);
+    region.touch(0..region.pages());
+    let pages_at_start = region.pages_by_node()?;
+    let main_tid = placement::gettid();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = [(first, first_cpus), (last, last_cpus)]
+        .into_iter()
+        .map(|(node, cpus)| {
+            let region = region.clone();
+            std::thread::spawn(move || -> Result<(u32, u32, u64)> {
+                placement::pin(&cpus)?;
+                let mut sweeps = 0;
+                while Instant::now() < deadline {
+                    region.sweep();
+                    sweeps += 1;
+                }
+                Ok((placement::gettid(), node, sweeps))
+            })
+        })
+        .collect();
+    let mut per_worker = Vec::new();
+    for w in workers {
+        let (tid, node, sweeps) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        per_worker.push(json!({"tid": tid, "node": node, "sweeps": sweeps}));
+    }
+    let vmstat_after = numa::vmstat(&[
+        "numa_pages_migrated",
+        "numa_hint_faults",
+        "numa_hint_faults_local",
+    ])?;
+    let delta: BTreeMap<&String, u64> = vmstat_after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k,
+                v.saturating_sub(vmstat_before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    emit(json!({
+        "workload": "shared", "pid": std::process::id(), "pages": region.pages(),
+        "main": {"tid": main_tid, "node": first},
+        "workers": per_worker,
+        "pages_by_node": pages_at_start, "pages_by_node_at_end": region.pages_by_node()?,
+        "vmstat_delta": delta,
     }));
     Ok(())
 }

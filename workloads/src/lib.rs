@@ -127,6 +127,13 @@ pub enum Scenario {
         #[arg(long, default_value_t = 64)]
         mib: u64,
     },
+    /// Shared data: the main thread first-touches MIB on the first node; a worker on the first node and one on the last use all of it for SECONDS.
+    Shared {
+        #[arg(long, default_value_t = 32)]
+        mib: u64,
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+    },
     /// First-touch MIB (plus HEAP_KIB of heap, STACK_KIB of stack and HUGE_MIB of hugetlb pages) wherever the inherited policy puts it, print where, then sleep SECONDS without allocating (run under numactl; for numastat -p comparisons).
     Resident {
         #[arg(long, default_value_t = 16)]
@@ -169,6 +176,7 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
         Scenario::Balance { mib, seconds, go_file } => drift::balance(mib, seconds, go_file.as_deref()),
         Scenario::Explicit { mib } => drift::explicit(mib),
         Scenario::Hold { mib, seconds, stop_file } => drift::hold(mib, seconds, stop_file.as_deref()),
+        Scenario::Shared { mib, seconds } => drift::shared(mib, seconds),
         Scenario::Resident { mib, heap_kib, stack_kib, huge_mib, seconds } => resident::resident(mib, heap_kib, stack_kib, huge_mib, seconds),
     }
 }

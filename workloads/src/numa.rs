@@ -255,3 +255,17 @@ pub fn process_pages_by_node() -> Result<BTreeMap<String, u64>> {
     }
     Ok(out)
 }
+
+/// The named counters of /proc/vmstat (absent ones are 0).
+pub fn vmstat(names: &[&str]) -> Result<BTreeMap<String, u64>> {
+    let text = fs::read_to_string("/proc/vmstat").context("reading /proc/vmstat")?;
+    let mut out: BTreeMap<String, u64> = names.iter().map(|n| (n.to_string(), 0)).collect();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once(' ')
+            && let Some(slot) = out.get_mut(k)
+        {
+            *slot = v.trim().parse().unwrap_or(0);
+        }
+    }
+    Ok(out)
+}

@@ -15,9 +15,16 @@ use numatrace_common::{Counter, GFP_MOVABLE};
 use super::{field, field_u32};
 use crate::{config::layout, movers, runs, tracking};
 
+/// `pfn` is `None` for an allocation that failed: the tracepoint fires for
+/// the attempt too (a huge page tried first under memory pressure, then
+/// small pages that do land), and such pages exist nowhere.
 #[inline(always)]
-fn first_touch(tgid: u32, tid: u32, pfn: u64, order: u32) -> u32 {
+fn first_touch(tgid: u32, tid: u32, pfn: Option<u64>, order: u32) -> u32 {
     let pages = 1u64 << (order & 31);
+    let Some(pfn) = pfn else {
+        tracking::count(Counter::FailedAllocationPages, pages);
+        return 0;
+    };
     if movers::is_moving(tid) {
         tracking::count(Counter::MigrationTargetPages, pages);
         return 0;
@@ -45,8 +52,9 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> u32 {
     if ctx.arg::<u64>(2) & GFP_MOVABLE == 0 {
         return 0;
     }
-    // A failed allocation (NULL page) has no node, as in the classic record (pfn -1).
-    let pfn = tracking::page_pfn(ctx.arg::<u64>(0)).unwrap_or(u64::MAX);
+    // A failed allocation has a NULL page (the classic record says pfn -1).
+    let page = ctx.arg::<u64>(0);
+    let pfn = if page == 0 { None } else { Some(tracking::page_pfn(page).unwrap_or(u64::MAX)) };
     first_touch(tgid, tid, pfn, ctx.arg::<u64>(1) as u32)
 }
 
@@ -59,5 +67,5 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     }
     let Some(pfn) = field::<u64>(&ctx, layout!(page_alloc_pfn)) else { return 0 };
     let order = field_u32(&ctx, layout!(page_alloc_order)).unwrap_or(0);
-    first_touch(tgid, tid, pfn, order)
+    first_touch(tgid, tid, (pfn != u64::MAX).then_some(pfn), order)
 }

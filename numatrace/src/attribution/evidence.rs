@@ -44,6 +44,8 @@ pub struct Contribution {
     pub regions: BTreeSet<u64>,
     /// One line of evidence.
     pub evidence: String,
+    /// Of `pages`, those the NUMA balancer has since migrated to their user (a repair, not a cause).
+    pub repaired_pages: f64,
 }
 
 impl Contribution {
@@ -58,6 +60,7 @@ impl Contribution {
             thread_nodes: BTreeSet::new(),
             regions: BTreeSet::new(),
             evidence,
+            repaired_pages: 0.0,
         }
     }
 
@@ -89,15 +92,20 @@ fn runtime_off(t: &ThreadStats, node: u32) -> u64 {
     t.runtime_ns_by_node.iter().filter(|(n, _)| **n != node).map(|(_, ns)| *ns).sum()
 }
 
+/// A thread's local first touches on one node: pages, first and last time, regions.
+type LocalTouches = (u64, u64, u64, BTreeSet<u64>);
+
 /// All contributions found in the aggregator.
-pub fn collect(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
+/// `start_ns` is when the capture started: a thread there from the start
+/// worked from then on.
+pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Contribution> {
     let mut out = Vec::new();
     let has_hinting = agg.region_uses.values().flatten().any(|u| u.remote_faults + u.local_faults > 0);
 
     // Local first touches per (tgid, tid, node), for the runtime-based path.
-    let mut local: BTreeMap<(u32, u32, u32), (u64, u64, u64, BTreeSet<u64>)> = BTreeMap::new();
+    let mut local: BTreeMap<(u32, u32, u32), LocalTouches> = BTreeMap::new();
     for (key, touches) in &agg.regions {
-        let address = Aggregator::region_known(key).then(|| key.region << REGION_SHIFT);
+        let address = Aggregator::region_known(key).then_some(key.region << REGION_SHIFT);
         for t in touches {
             if t.page_node != t.cpu_node {
                 let c = match ctx.explains_remote(address, t.cpu_node, t.page_node) {
@@ -136,19 +144,17 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
     if has_hinting {
         out.extend(from_hinting_faults(agg, ctx));
     } else {
-        out.extend(from_run_time(agg, &local));
+        out.extend(from_run_time(agg, &local, start_ns));
     }
 
     for (reason, m) in &agg.page_migrations {
-        let kind = match reason.as_str() {
-            "numa_misplaced" => CauseKind::NumaBalancer,
-            "syscall_or_cpuset" | "mempolicy_mbind" => CauseKind::ExplicitMigration,
-            _ => continue,
-        };
-        if m.succeeded == 0 {
+        // The balancer's misplaced-page migrations bring memory to its users:
+        // repairs, shown with their cost (see `magnitude`), owned by the cause
+        // that made the memory remote.
+        if !matches!(reason.as_str(), "syscall_or_cpuset" | "mempolicy_mbind") || m.succeeded == 0 {
             continue;
         }
-        let how = if kind == CauseKind::NumaBalancer { "the NUMA balancer migrated" } else { "explicit calls migrated" };
+        let (kind, how) = (CauseKind::ExplicitMigration, "explicit calls migrated");
         let extra = if m.on_behalf > 0 { format!(" ({} by another process on its behalf)", m.on_behalf) } else { String::new() };
         out.push(
             Contribution::new(kind, m.succeeded as f64, format!("{how} {} pages (reason {reason}){extra}", m.succeeded))
@@ -171,82 +177,163 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
         out.push(c);
     }
 
-    out.extend(placed_before(agg, ctx));
+    // With hinting faults, memory placed before an attach shows in them.
+    if !has_hinting {
+        out.extend(placed_before(agg, ctx));
+    }
     out
 }
 
-/// Remote use seen through NUMA hinting faults.
+/// A region's users are on several nodes: each of two or more nodes
+/// brought at least this fraction of the region's hinting faults.
+const SHARED_MIN_FRACTION: f64 = 0.1;
+
+/// The nodes a region is used from, when it is shared: two or more nodes
+/// each bring a real part of its hinting faults, from two or more threads.
+/// (One thread that moved has uses on two nodes too: that is not sharing.)
+fn shared_by(uses: &crate::aggregate::RegionUses) -> Option<BTreeSet<u32>> {
+    let mut by_node: BTreeMap<u32, u64> = BTreeMap::new();
+    for u in uses.iter() {
+        *by_node.entry(u.cpu_node).or_default() += u.local_faults + u.remote_faults;
+    }
+    let total: u64 = by_node.values().sum();
+    let floor = ((total as f64 * SHARED_MIN_FRACTION) as u64).max(2);
+    let nodes: BTreeSet<u32> = by_node.iter().filter(|(_, f)| **f >= floor).map(|(n, _)| *n).collect();
+    let tids: BTreeSet<u32> = uses.iter().filter(|u| nodes.contains(&u.cpu_node)).map(|u| u.tid).collect();
+    (nodes.len() >= 2 && tids.len() >= 2).then_some(nodes)
+}
+
+/// Who moved a thread that had touched its memory (at or after `since`) to
+/// node `to`: its first such cross-node move, and the mover.
+fn thread_mover(agg: &Aggregator, tid: u32, since: u64, to: u32) -> Option<(u64, Mover)> {
+    let t = agg.threads.get(&tid)?;
+    let &(ts, ..) = t.cross_node_moves.iter().find(|(ts, _, dest)| *ts >= since && *dest == to)?;
+    Some((ts, mover_of(agg, tid, ts)))
+}
+
+/// A thread's move is counted as an affinity change's if it came this soon after it.
+const AFFINITY_MATCH_NS: u64 = 200_000_000;
+
+/// Who made a thread's cross-node move at `ts`.
+pub fn mover_of(agg: &Aggregator, tid: u32, ts: u64) -> Mover {
+    if let Some(a) = agg.affinity_changes.iter().find(|a| a.tid == tid && ts >= a.ts_ns && ts - a.ts_ns <= AFFINITY_MATCH_NS) {
+        return Mover::AffinityChange { by_pid: a.by_pid, by_comm: a.by_comm.clone() };
+    }
+    if balancer_move(agg, tid, ts) { Mover::NumaBalancer } else { Mover::LoadBalancer }
+}
+
+/// What moved a thread to another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mover {
+    /// The scheduler's load balancer (no balancer decision, no affinity change).
+    LoadBalancer,
+    /// The NUMA balancer's task move or swap.
+    NumaBalancer,
+    /// sched_setaffinity(2) on the thread (`taskset -p`), by this thread (pid) and its name.
+    AffinityChange { by_pid: u32, by_comm: String },
+}
+
+impl Mover {
+    fn describe(&self, tid: u32) -> String {
+        match self {
+            Mover::LoadBalancer => "the scheduler's load balancer moved it".into(),
+            Mover::NumaBalancer => "the NUMA balancer moved it".into(),
+            Mover::AffinityChange { by_pid, by_comm } if *by_pid == tid => format!("it changed its own CPU affinity ({by_comm})"),
+            Mover::AffinityChange { by_pid, by_comm } => format!("an affinity change by pid {by_pid} ({by_comm}) moved it"),
+        }
+    }
+}
+
+/// Remote use seen through NUMA hinting faults: each remote fault names the
+/// user (thread, node) and the region; the region's history says why its
+/// memory was on the other node. Pages the balancer migrated to their user
+/// while handling the fault were remote all the same: they count for the
+/// root cause, and as repaired.
 fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
+    let explicit_moves =
+        agg.page_migrations.iter().any(|(r, m)| matches!(r.as_str(), "syscall_or_cpuset" | "mempolicy_mbind") && m.succeeded > 0);
     let mut out = Vec::new();
     for (key, uses) in &agg.region_uses {
-        let owners = agg.regions.get(key);
+        let touches = agg.regions.get(key);
+        let shared = shared_by(uses);
         for u in uses.iter().filter(|u| u.remote_faults > 0) {
-            // A remote fault whose page the balancer migrated reports the page's new
-            // node and is remote no more: those pages count once, as numa_misplaced
-            // migrations (below), but the balancer's evidence says what it was repairing.
-            if u.migrated_pages > 0 {
-                let placed_by = owners.and_then(|ts| ts.iter().max_by_key(|t| t.pages));
-                let what = match placed_by {
-                    Some(o) if o.tid != u.tid => format!(
-                        "memory thread {} first touched on node {} (the init-thread pattern)",
-                        o.tid, o.page_node
-                    ),
-                    Some(o) => format!("memory it first touched on node {} before it moved", o.page_node),
-                    None => "memory placed before the capture".to_string(),
-                };
-                let mut c = Contribution::new(
-                    CauseKind::NumaBalancer,
-                    0.0,
-                    format!("the balancer moved {} pages of {what} to node {}, where thread {} runs", u.migrated_pages, u.cpu_node, u.tid),
-                )
-                .window(u.first_ns, u.last_ns)
-                .nodes(u.cpu_node, u.cpu_node);
-                c.tids.insert(u.tid);
-                out.push(c);
-            }
-            let still_remote = u.remote_pages.saturating_sub(u.migrated_pages);
-            if still_remote == 0 || u.mem_node == u.cpu_node {
-                continue;
-            }
-            let pages = still_remote.min(REGION_PAGES) as f64;
-            let owner = owners.and_then(|ts| ts.iter().filter(|t| t.page_node == u.mem_node).max_by_key(|t| t.pages));
-            let c = match owner {
-                // Remote from the first touch on: already counted exactly above.
-                Some(o) if o.page_node != o.cpu_node => continue,
-                Some(o) if o.tid != u.tid => Contribution::new(
-                    CauseKind::FirstTouchByOtherThread,
-                    pages,
+            // The fault gives the memory's node after a migration it caused;
+            // before it, the memory was where it was first touched.
+            let mem_node = if u.mem_node != u.cpu_node {
+                Some(u.mem_node)
+            } else {
+                touches.and_then(|ts| ts.iter().filter(|t| t.page_node != u.cpu_node).max_by_key(|t| t.pages)).map(|t| t.page_node)
+            };
+            let pages = u.remote_pages.min(REGION_PAGES) as f64;
+            let owner = mem_node.and_then(|m| touches.and_then(|ts| ts.iter().filter(|t| t.page_node == m).max_by_key(|t| t.pages)));
+            let on = |n: Option<u32>| n.map_or_else(|| "another node".to_string(), |n| format!("node {n}"));
+            let (kind, evidence) = match (&shared, owner) {
+                (Some(nodes), _) => (
+                    CauseKind::SharedAcrossNodes,
                     format!(
-                        "thread {} running on node {} uses memory thread {} first touched on node {}",
-                        u.tid, u.cpu_node, o.tid, o.page_node
+                        "threads on nodes {} all use the same memory; thread {} on node {} reaches it on {}",
+                        crate::cpulist::format(&nodes.iter().copied().collect::<Vec<_>>()),
+                        u.tid,
+                        u.cpu_node,
+                        on(mem_node)
                     ),
                 ),
-                Some(o) => {
-                    let by_balancer = agg.threads.get(&u.tid).is_some_and(|t| {
-                        t.cross_node_moves.iter().any(|(ts, _, to)| *ts >= o.first_ns && *to == u.cpu_node && balancer_move(agg, u.tid, *ts))
-                    });
-                    let kind = if by_balancer { CauseKind::NumaBalancer } else { CauseKind::ThreadMigrated };
-                    Contribution::new(
-                        kind,
-                        pages,
-                        format!(
-                            "thread {} first touched this memory on node {} and now runs on node {}",
-                            u.tid, o.page_node, u.cpu_node
-                        ),
-                    )
-                }
-                None if ctx.started_by_numatrace && Aggregator::region_known(key) => Contribution::new(
-                    CauseKind::PlacedBeforeCapture,
-                    pages,
-                    format!("thread {} on node {} uses memory on node {} that no traced thread allocated (shared or file pages)", u.tid, u.cpu_node, u.mem_node),
+                // Remote from its first touch on: counted exactly from the first touch.
+                (None, Some(o)) if o.page_node != o.cpu_node => continue,
+                (None, Some(o)) if o.tid != u.tid => (
+                    CauseKind::FirstTouchByOtherThread,
+                    format!("thread {} running on node {} uses memory thread {} first touched on node {}", u.tid, u.cpu_node, o.tid, o.page_node),
                 ),
-                None => Contribution::new(
+                (None, Some(o)) => match thread_mover(agg, u.tid, o.first_ns, u.cpu_node) {
+                    Some((_, mover)) => (
+                        if mover == Mover::NumaBalancer { CauseKind::NumaBalancer } else { CauseKind::ThreadMigrated },
+                        format!("thread {} first touched this memory on node {}, then {} to node {}", u.tid, o.page_node, mover.describe(u.tid), u.cpu_node),
+                    ),
+                    None => (
+                        CauseKind::ThreadMigrated,
+                        format!("thread {} first touched this memory on node {} and now runs on node {}", u.tid, o.page_node, u.cpu_node),
+                    ),
+                },
+                // First touched elsewhere, on mem_node since: moved there after its first touch.
+                (None, None) if touches.is_some_and(|ts| !ts.is_empty()) && mem_node.is_some() => {
+                    if explicit_moves {
+                        (
+                            CauseKind::ExplicitMigration,
+                            format!("thread {} on node {} uses memory moved to {} by an explicit migration", u.tid, u.cpu_node, on(mem_node)),
+                        )
+                    } else {
+                        (
+                            CauseKind::NumaBalancer,
+                            format!(
+                                "the NUMA balancer migrated this memory to {} after its first touch; thread {} uses it from node {}",
+                                on(mem_node),
+                                u.tid,
+                                u.cpu_node
+                            ),
+                        )
+                    }
+                }
+                // No traced thread allocated it. A command numatrace started was traced
+                // from its first instruction: another process placed these (file, shared
+                // or page-cache pages). An attached process may have placed them itself.
+                (None, _) if ctx.started_by_numatrace => (
+                    CauseKind::FirstTouchByOtherThread,
+                    format!(
+                        "thread {} on node {} uses memory on {} that another process allocated (file, shared or page-cache pages)",
+                        u.tid,
+                        u.cpu_node,
+                        on(mem_node)
+                    ),
+                ),
+                (None, _) => (
                     CauseKind::PlacedBeforeCapture,
-                    pages,
-                    format!("thread {} on node {} uses memory on node {} placed before the capture", u.tid, u.cpu_node, u.mem_node),
+                    format!("thread {} on node {} uses memory on {} placed before the capture", u.tid, u.cpu_node, on(mem_node)),
                 ),
             };
-            let mut c = c.window(u.first_ns, u.last_ns).nodes(u.mem_node, u.cpu_node);
+            let mut c = Contribution::new(kind, pages, evidence).window(u.first_ns, u.last_ns);
+            c.repaired_pages = u.migrated_pages.min(REGION_PAGES) as f64;
+            c.thread_nodes.insert(u.cpu_node);
+            c.memory_nodes.extend(mem_node);
             c.tids.insert(u.tid);
             if let Some(o) = owner {
                 c.tids.insert(o.tid);
@@ -260,8 +347,13 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
     out
 }
 
+/// Without hinting faults, threads that rely on another's memory share it
+/// across nodes when some of them spend this much of their run time on its
+/// node and some this much off it.
+const SHARED_MIN_RUN_SHARE: f64 = 0.2;
+
 /// Remote use estimated from where threads ran (no hinting faults).
-fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), (u64, u64, u64, BTreeSet<u64>)>) -> Vec<Contribution> {
+fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouches>, start_ns: u64) -> Vec<Contribution> {
     let mut out = Vec::new();
     let mut touched_by_tgid: BTreeMap<u32, u64> = BTreeMap::new();
     for ((tgid, _, _), (pages, ..)) in local {
@@ -277,15 +369,20 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), (u64, u64, 
 
         // The toucher moved to another node after touching.
         let moved: Vec<_> = toucher.cross_node_moves.iter().filter(|(ts, _, to)| *ts >= *first_ns && *to != node).collect();
-        let final_node = toucher.cross_node_moves.iter().filter(|(ts, ..)| *ts >= *first_ns).next_back().map(|m| m.2);
+        let final_node = toucher.cross_node_moves.iter().rfind(|(ts, ..)| *ts >= *first_ns).map(|m| m.2);
         if let (Some(&&(ts, _, to)), Some(final_node)) = (moved.first(), final_node)
             && final_node != node
         {
-            let kind = if balancer_move(agg, tid, ts) { CauseKind::NumaBalancer } else { CauseKind::ThreadMigrated };
+            let mover = mover_of(agg, tid, ts);
+            let kind = if mover == Mover::NumaBalancer { CauseKind::NumaBalancer } else { CauseKind::ThreadMigrated };
             let mut c = Contribution::new(
                 kind,
                 pages_f,
-                format!("thread {tid} ({}) first touched {pages} pages on node {node}, then moved to node {to}", toucher.comm),
+                format!(
+                    "thread {tid} ({}) first touched {pages} pages on node {node}, then {} to node {to}",
+                    toucher.comm,
+                    mover.describe(tid)
+                ),
             )
             .window(*first_ns, ts.max(*last_ns))
             .nodes(node, final_node);
@@ -308,24 +405,58 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), (u64, u64, 
         let others_own_pages: u64 = others_remote_users.iter().map(|t| t.first_touch_total()).sum();
         let others_rely_on_it = others_own_pages * 2 < *pages;
         if touch_share >= 0.5 && others_rely_on_it && others_runtime > 0 && others_off > 0 {
-            let remote_fraction = others_off as f64 / others_runtime as f64;
+            // The toucher uses its memory too, for the time it ran after its
+            // last touch (an init thread: hardly any; a thread that works on
+            // what it allocated: most of it). It ran at most from its birth,
+            // or the capture's start, to the last touch before that.
+            let since = toucher.born_ns.unwrap_or(start_ns).max(start_ns);
+            let toucher_use = total_runtime(toucher).saturating_sub(last_ns.saturating_sub(since));
+            let toucher_use_on = if toucher.main_node() == Some(node) { toucher_use } else { 0 };
+            let remote_fraction = others_off as f64 / (others_runtime + toucher_use_on) as f64;
             let users: Vec<&&ThreadStats> = others.iter().filter(|t| runtime_off(t, node) > 0).collect();
             let user_nodes: BTreeSet<u32> =
                 users.iter().flat_map(|t| t.runtime_ns_by_node.keys().copied().filter(|n| *n != node)).collect();
-            let mut c = Contribution::new(
-                CauseKind::FirstTouchByOtherThread,
-                pages_f * remote_fraction,
-                format!(
-                    "thread {tid} ({}) first touched {pages} pages ({:.0}% of the process's) on node {node} but ran {:.0}% of the time; {} other threads ran {:.0}% of their time on node(s) {}",
-                    toucher.comm,
-                    touch_share * 100.0,
-                    run_share * 100.0,
-                    users.len(),
-                    remote_fraction * 100.0,
-                    crate::cpulist::format(&user_nodes.iter().copied().collect::<Vec<_>>())
-                ),
-            )
-            .window(*first_ns, *last_ns);
+            // Users on the memory's node as well as off it (and not one thread
+            // that moved between them): the memory is shared across nodes, and
+            // no first-touch change would make it local to all of them.
+            let users_on: BTreeSet<u32> = others
+                .iter()
+                .filter(|t| t.runtime_ns_by_node.get(&node).is_some_and(|ns| *ns as f64 >= others_runtime as f64 * SHARED_MIN_RUN_SHARE))
+                .map(|t| t.tid)
+                .collect();
+            let users_off: BTreeSet<u32> = others
+                .iter()
+                .filter(|t| runtime_off(t, node) as f64 >= others_runtime as f64 * SHARED_MIN_RUN_SHARE)
+                .map(|t| t.tid)
+                .collect();
+            let shared = !users_on.is_empty() && !users_off.is_empty() && users_on.union(&users_off).count() >= 2;
+            let (kind, evidence) = if shared {
+                (
+                    CauseKind::SharedAcrossNodes,
+                    format!(
+                        "thread {tid} ({}) first touched {pages} pages on node {node}; {} threads use them from node {node} and {} from node(s) {} ({:.0}% of their run time)",
+                        toucher.comm,
+                        users_on.len(),
+                        users_off.len(),
+                        crate::cpulist::format(&user_nodes.iter().copied().collect::<Vec<_>>()),
+                        remote_fraction * 100.0
+                    ),
+                )
+            } else {
+                (
+                    CauseKind::FirstTouchByOtherThread,
+                    format!(
+                        "thread {tid} ({}) first touched {pages} pages ({:.0}% of the process's) on node {node} but ran {:.0}% of the time; {} other threads ran {:.0}% of their time on node(s) {}",
+                        toucher.comm,
+                        touch_share * 100.0,
+                        run_share * 100.0,
+                        users.len(),
+                        remote_fraction * 100.0,
+                        crate::cpulist::format(&user_nodes.iter().copied().collect::<Vec<_>>())
+                    ),
+                )
+            };
+            let mut c = Contribution::new(kind, pages_f * remote_fraction, evidence).window(*first_ns, *last_ns);
             c.memory_nodes.insert(node);
             c.thread_nodes.extend(user_nodes);
             c.tids.insert(tid);

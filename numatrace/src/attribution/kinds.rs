@@ -13,8 +13,13 @@ pub enum CauseKind {
     AllocationSpill,
     /// Remote placement imposed by the process's memory policy (bind, preferred, interleave) or its cpuset.
     MemoryPolicy,
-    /// The automatic NUMA balancer: task moves/swaps and numa_misplaced page migrations.
+    /// What the automatic NUMA balancer itself made remote: a task moved away
+    /// from its memory, pages migrated toward a thread that then left. Its
+    /// migrations that bring memory to its users are repairs, not a cause.
     NumaBalancer,
+    /// Memory used from several nodes by different threads (shared data, a
+    /// database buffer pool): no placement makes it local to all of them.
+    SharedAcrossNodes,
     /// Pages moved by migrate_pages(2), move_pages(2), mbind(2) or cpuset changes.
     ExplicitMigration,
     /// Memory that was already placed when numatrace attached to a running process.
@@ -22,12 +27,13 @@ pub enum CauseKind {
 }
 
 impl CauseKind {
-    pub const ALL: [CauseKind; 7] = [
+    pub const ALL: [CauseKind; 8] = [
         CauseKind::FirstTouchByOtherThread,
         CauseKind::ThreadMigrated,
         CauseKind::AllocationSpill,
         CauseKind::MemoryPolicy,
         CauseKind::NumaBalancer,
+        CauseKind::SharedAcrossNodes,
         CauseKind::ExplicitMigration,
         CauseKind::PlacedBeforeCapture,
     ];
@@ -40,6 +46,7 @@ impl CauseKind {
             CauseKind::AllocationSpill => "allocation_spill",
             CauseKind::MemoryPolicy => "memory_policy",
             CauseKind::NumaBalancer => "numa_balancer",
+            CauseKind::SharedAcrossNodes => "shared_across_nodes",
             CauseKind::ExplicitMigration => "explicit_migration",
             CauseKind::PlacedBeforeCapture => "placed_before_capture",
         }

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod evidence;
 pub mod kinds;
+pub mod magnitude;
 pub mod recommend;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use context::ProcessContext;
 pub use kinds::CauseKind;
+pub use magnitude::Magnitude;
 pub use recommend::FixEnv;
 
 use crate::{aggregate::Aggregator, cpulist, fixes::Fix};
@@ -45,9 +47,18 @@ pub struct Cause {
     pub destructive: bool,
     /// Every step, with exact commands, best first.
     pub fixes: Vec<Fix>,
+    /// Of `pages`, those the NUMA balancer migrated to their users during the
+    /// capture: a repair of this cause, not a cause of its own (for shared
+    /// memory, the back-and-forth it keeps paying for).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repaired_pages: u64,
     /// Why some fixes cannot apply as they stand (cpuset, missing nodes, no room).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,7 +69,7 @@ pub struct Window {
 
 /// Ranks the causes of remote memory in a finished capture.
 pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns: u64) -> Vec<Cause> {
-    let contributions = evidence::collect(agg, ctx);
+    let contributions = evidence::collect(agg, ctx, start_ns);
     let mut by_kind: BTreeMap<CauseKind, Vec<evidence::Contribution>> = BTreeMap::new();
     for c in contributions {
         by_kind.entry(c.kind).or_default().push(c);
@@ -77,6 +88,7 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
                 merged.regions.extend(&p.regions);
                 merged.first_ns = merged.first_ns.min(p.first_ns);
                 merged.last_ns = merged.last_ns.max(p.last_ns);
+                merged.repaired_pages += p.repaired_pages;
             }
             merged.pages = pages;
             let (fixes, blocked) = recommend::fixes_for(kind, &merged, env);
@@ -97,7 +109,8 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
                 regions: merged.regions.len() as u64,
                 address_span: span,
                 summary: summary(kind, &merged, agg, pages),
-                evidence: top_evidence(&parts),
+                evidence: repair_evidence(kind, &merged).into_iter().chain(top_evidence(&parts)).collect(),
+                repaired_pages: merged.repaired_pages.round() as u64,
                 recommendation: first
                     .map(|f| match f.commands.iter().find(|c| !c.starts_with('#')) {
                         Some(cmd) => format!("{}: {cmd}", f.title),
@@ -112,6 +125,23 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
         .collect();
     causes.sort_by(|a, b| b.share.total_cmp(&a.share).then(b.pages.cmp(&a.pages)).then(a.kind.cmp(&b.kind)));
     causes
+}
+
+/// What the balancer did about a cause's remote memory, as the first piece of evidence.
+fn repair_evidence(kind: CauseKind, c: &evidence::Contribution) -> Option<String> {
+    let repaired = c.repaired_pages.round() as u64;
+    if repaired == 0 {
+        return None;
+    }
+    Some(if kind == CauseKind::SharedAcrossNodes {
+        format!(
+            "the NUMA balancer migrated {repaired} of these pages toward one user or another: with users on several nodes it cannot settle them (ping-pong), and each move costs a copy"
+        )
+    } else {
+        format!(
+            "the NUMA balancer migrated {repaired} of these pages to the threads that use them: a repair of this cause, paid for in hinting faults and page copies, not a cause of its own"
+        )
+    })
 }
 
 /// The five strongest distinct pieces of evidence (one per region would repeat itself).
@@ -171,17 +201,17 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
         }
         CauseKind::NumaBalancer => {
             let moves = agg.placements.iter().filter(|p| p.kind != numatrace_common::EventKind::NumaTaskStick).count();
-            let misplaced = agg.page_migrations.get("numa_misplaced").map_or(0, |m| m.succeeded);
-            // Many task moves per page moved is churn; pages moved with few task moves is a fix at work.
-            if moves as u64 > 10 && moves as u64 * 512 > misplaced {
-                format!("The kernel's NUMA balancer moved or swapped {moves} tasks and {size} of pages between nodes: it keeps chasing a placement it cannot settle.")
+            if pages < 1.0 {
+                format!("The kernel's NUMA balancer moved or swapped {moves} tasks between nodes, without leaving memory remote.")
             } else {
                 format!(
-                    "The kernel's NUMA balancer migrated {} toward the threads that use it ({moves} task moves): a fix in progress, paid for in hinting faults and page copies.",
-                    mib(misplaced as f64)
+                    "The kernel's NUMA balancer made {size} remote: it moved threads away from their memory ({moves} task moves), or migrated pages toward a thread that then left."
                 )
             }
         }
+        CauseKind::SharedAcrossNodes => format!(
+            "{size} of memory on {mem} is used by threads on {run} at once (shared data): wherever it sits, some of them reach it remotely."
+        ),
         CauseKind::ExplicitMigration => format!("{size} of pages were moved between nodes by explicit migrate_pages/move_pages/mbind calls."),
         CauseKind::PlacedBeforeCapture => {
             format!("{size} of memory was already on {mem} before the capture, while the threads run on {run}.")
@@ -192,7 +222,7 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
 /// Causes of a finished capture, from its facts: the process context from
 /// the latest snapshot (policy, cpuset) and the one taken at start
 /// (memory placed before), fixes checked against the machine's nodes.
-pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> Vec<Cause> {
+pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<Cause>, Magnitude) {
     let start = &facts.start;
     let started_by_numatrace = start.target.command.is_some();
     let latest = facts.end.process_last.as_ref().or(start.process_before.as_ref());
@@ -223,7 +253,9 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> Vec<C
         is_jvm: ctx.is_jvm,
         resident_bytes: latest.map(|s| s.total_bytes()).unwrap_or(0),
     };
-    attribute(agg, &ctx, &env, start.start_ns)
+    let causes = attribute(agg, &ctx, &env, start.start_ns);
+    let magnitude = magnitude::measure(agg, &ctx, &causes, facts.end.duration_s);
+    (causes, magnitude)
 }
 
 /// What a restarted or re-pinned process may use: its cgroup's cpuset, not
@@ -246,25 +278,34 @@ fn restart_allowed(
     crate::sysinfo::Allowed { cpus, mems }
 }
 
-/// Remote memory below this many pages (1 MiB) is noise: the runtime's own
-/// stack and library pages, one page touched before a migration.
-pub const SIGNIFICANT_PAGES: u64 = 256;
+pub use magnitude::SIGNIFICANT_PAGES;
 
-/// The report's first line: the top significant cause, or why there is none.
-pub fn headline(causes: &[Cause], multi_node: bool) -> String {
+/// The report's first line: the top cause with the size of the problem, or
+/// why there is none worth acting on.
+pub fn headline(causes: &[Cause], magnitude: &Magnitude, multi_node: bool) -> String {
     if !multi_node {
         return "One NUMA node: threads and memory cannot drift apart here; pinning brings no NUMA benefit.".into();
     }
-    let remote: u64 = causes.iter().map(|c| c.pages).sum();
     match causes.first() {
-        Some(top) if top.pages >= SIGNIFICANT_PAGES => format!("{} ({:.0}% of remote memory)", top.summary, top.share * 100.0),
+        Some(top) if magnitude.of_consequence => {
+            format!("{} {}. ({:.0}% of remote memory)", top.summary, capitalized(&magnitude.sentence()), top.share * 100.0)
+        }
         Some(top) if top.pages == 0 && !top.evidence.is_empty() => top.summary.clone(),
-        _ if remote > 0 => format!(
-            "No significant remote memory: {remote} pages ({:.1} MiB) in all, below the {} MiB that would matter.",
-            remote as f64 * 4096.0 / (1u64 << 20) as f64,
-            SIGNIFICANT_PAGES * 4096 >> 20
+        _ if magnitude.remote_pages > 0 => format!(
+            "No NUMA drift of consequence: {}, below the {:.0}% floor (and {} MiB) that would matter; the findings below are details.",
+            magnitude.sentence(),
+            magnitude::FLOOR * 100.0,
+            (SIGNIFICANT_PAGES * 4096) >> 20
         ),
         _ => "No remote memory seen: every page landed on the node of the thread that touched it, and no thread moved away from its memory.".into(),
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 

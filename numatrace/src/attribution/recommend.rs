@@ -66,6 +66,16 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 }
             }
         }
+        // Users on several nodes: spread the memory evenly (interleave), or
+        // give each thread its own part (first touch), or put the users on
+        // one node when they and the memory fit there.
+        CauseKind::SharedAcrossNodes => {
+            fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+            fixes.push(Fix::first_touch_per_thread());
+            if !too_big_for_a_node && let Some(n) = memory_node {
+                fixes.push(Fix::bind_to_node(n, &env.workload));
+            }
+        }
         CauseKind::AllocationSpill => {
             fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
             if let Some(n) = thread_node {

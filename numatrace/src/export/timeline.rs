@@ -200,7 +200,7 @@ impl Timeline {
                         hint_remote[sec] += u64::from(e.faults);
                     }
                 }
-                Event::MisplacedMigration(_) | Event::RunTimeSample(_) | Event::MigrationCount(_) => {}
+                Event::MisplacedMigration(_) | Event::RunTimeSample(_) | Event::MigrationCount(_) | Event::AffinityChange(_) => {}
             }
         }
         for (tid, o) in std::mem::take(&mut open) {

@@ -71,5 +71,8 @@ pub fn read(tracefs: &Tracefs) -> Layouts {
     if let Some(f) = fmt("syscalls", "sys_enter_move_pages") {
         l.sys_move_pages_pid = off(&f, "pid");
     }
+    if let Some(f) = fmt("syscalls", "sys_enter_sched_setaffinity") {
+        l.sys_sched_setaffinity_pid = off(&f, "pid");
+    }
     l
 }

@@ -125,6 +125,11 @@ pub const SOURCES: &[Source] = &[
         ]],
     },
     Source {
+        name: "affinity changes",
+        tells: "sched_setaffinity calls on traced threads (taskset -p): who moved a thread",
+        variants: &[&[tp("sys_enter_sched_setaffinity", "syscalls", "sys_enter_sched_setaffinity")]],
+    },
+    Source {
         name: "hinting faults",
         tells: "NUMA hinting faults: on which node the memory a thread touches lives",
         variants: &[

@@ -19,7 +19,11 @@ pub struct Report {
     pub multi_node: bool,
     /// The top cause in one sentence (or why there is none).
     pub headline: String,
-    /// Causes of remote memory, largest share first.
+    /// How much of the process's memory and sampled accesses is remote, what
+    /// it cost, and whether it is of consequence (at or above the floor).
+    pub magnitude: crate::attribution::Magnitude,
+    /// Causes of remote memory, largest share first (details, below the
+    /// floor: see `magnitude.of_consequence`).
     pub causes: Vec<crate::attribution::Cause>,
     /// Host-wide settings that matter for any process here (zone_reclaim_mode,
     /// a one-node VM, sockets hidden behind fewer nodes, high numa_miss).
@@ -88,6 +92,9 @@ pub struct ThreadReport {
     pub cross_node_migrations: u64,
     /// Node id (string) -> pages first touched that landed there.
     pub first_touch_pages: BTreeMap<String, u64>,
+    /// First-touch pages whose node is not known (see `totals.unknown_nodes`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub first_touch_pages_unknown_node: u64,
     pub remote_first_touch_pages: u64,
     /// Node id (string) -> milliseconds the thread ran there.
     pub runtime_ms_by_node: BTreeMap<String, f64>,
@@ -110,9 +117,13 @@ pub struct Totals {
     /// instead of sending (all of them unless `--all-migrations`).
     pub migrations_within_node_counted: u64,
     pub cross_node_migrations: u64,
+    /// Every first-touch page, those of unknown node included.
     pub first_touch_pages: u64,
     /// Node id (string) -> first-touch pages that landed there.
     pub first_touch_pages_by_node: BTreeMap<String, u64>,
+    /// What the kernel saw without a node to name, by reason (absent when nothing).
+    #[serde(skip_serializing_if = "crate::aggregate::UnknownNodes::is_empty")]
+    pub unknown_nodes: crate::aggregate::UnknownNodes,
     pub remote_first_touch_pages: u64,
     pub numa_task_moves: u64,
     pub numa_task_swaps: u64,
@@ -123,6 +134,10 @@ pub struct Totals {
     pub hinting_faults_remote: u64,
     pub misplaced_migration_calls: u64,
     pub misplaced_migration_ms: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn by_node<'a, T: Copy + 'a>(map: impl IntoIterator<Item = (&'a u32, &'a T)>) -> BTreeMap<String, T> {
@@ -138,6 +153,7 @@ const COUNTER_NAMES: [&str; numatrace_common::COUNTER_SLOTS as usize] = [
     "migration_target_pages",
     "generated_events",
     "within_node_migrations",
+    "failed_allocation_pages",
 ];
 
 /// Sent, received and lost per kind, from the kernel's totals.
@@ -183,6 +199,7 @@ impl Report {
                 migrations: if facts.start.within_node_migrations_counted_only { t.counted_migrations() } else { Some(t.migrations) },
                 cross_node_migrations: t.cross_node_migrations,
                 first_touch_pages: by_node(&t.first_touch_pages),
+                first_touch_pages_unknown_node: t.first_touch_pages_unknown_node,
                 remote_first_touch_pages: t.remote_first_touch_pages,
                 runtime_ms_by_node: t.runtime_ns_by_node.iter().map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6)).collect(),
                 hinting_faults_local: t.hinting_faults_local,
@@ -194,6 +211,7 @@ impl Report {
                 exited_during_capture: t.exited_ns.is_some(),
             });
         }
+        totals.unknown_nodes = agg.unknown_nodes;
         totals.migrations_within_node_counted = agg.kernel.counter(numatrace_common::Counter::WithinNodeMigrations);
         totals.migrations += totals.migrations_within_node_counted;
         totals.page_migrations = agg.page_migrations.iter().map(|(r, m)| (r.clone(), m.succeeded)).collect();
@@ -205,8 +223,8 @@ impl Report {
             .enumerate()
             .filter_map(|(i, v)| COUNTER_NAMES.get(i).filter(|n| **n != "unused").map(|n| (n.to_string(), *v)))
             .collect();
-        let causes = crate::attribution::from_facts(agg, facts);
-        let headline = crate::attribution::headline(&causes, agg.topology.is_multi_node());
+        let (causes, magnitude) = crate::attribution::from_facts(agg, facts);
+        let headline = crate::attribution::headline(&causes, &magnitude, agg.topology.is_multi_node());
         const HOST_WIDE: [&str; 5] = ["zone_reclaim_on", "one_node_vm", "sockets_exceed_nodes", "high_numa_miss", "memoryless_node"];
         let host_findings = facts
             .start
@@ -226,6 +244,7 @@ impl Report {
             duration_s: facts.end.duration_s,
             multi_node: agg.topology.is_multi_node(),
             headline,
+            magnitude,
             causes,
             host_findings,
             topology: agg.topology.clone(),

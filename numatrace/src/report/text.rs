@@ -19,7 +19,19 @@ fn render_causes(o: &mut String, r: &Report) {
     if shown.is_empty() {
         return;
     }
-    let _ = writeln!(o, "\nCauses of remote memory, largest first");
+    let m = &r.magnitude;
+    if let Some(cost) = m.cost_line() {
+        let _ = writeln!(o, "Cost: {cost}");
+    }
+    let basis = match m.share_basis {
+        crate::attribution::magnitude::ShareBasis::RemoteHintingFaults => "shares of remote hinting faults",
+        crate::attribution::magnitude::ShareBasis::RemotePagesByRunTime => "shares of remote pages, weighed by where their users ran",
+    };
+    if m.of_consequence {
+        let _ = writeln!(o, "\nCauses of remote memory, largest first ({basis})");
+    } else {
+        let _ = writeln!(o, "\nSmall findings, below the floor of consequence ({basis})");
+    }
     for (i, c) in shown.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -138,6 +150,14 @@ pub fn render(r: &Report) -> String {
     }
     let by_node = tt.first_touch_pages_by_node.iter().map(|(n, p)| format!("node {n}: {p}")).collect::<Vec<_>>().join(", ");
     let _ = writeln!(o, "  first-touch pages       {} [{}]", pages(tt.first_touch_pages), by_node);
+    let u = &tt.unknown_nodes;
+    if u.page_outside_known_memory + u.cpu_without_node > 0 {
+        let _ = writeln!(
+            o,
+            "                          of them on no known node: {} outside the memory blocks read at start, {} from a CPU with no node",
+            u.page_outside_known_memory, u.cpu_without_node
+        );
+    }
     let _ = writeln!(o, "  remote first touches    {}", pages(tt.remote_first_touch_pages));
     let _ = writeln!(o, "  balancer task moves     {}  swaps {}  sticks {}", tt.numa_task_moves, tt.numa_task_swaps, tt.numa_task_sticks);
     let _ = writeln!(o, "  hinting faults          {} local, {} remote", tt.hinting_faults_local, tt.hinting_faults_remote);

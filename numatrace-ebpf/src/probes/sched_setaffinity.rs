@@ -1,0 +1,40 @@
+//! `sched_setaffinity(2)` on a traced thread, by the thread itself or by
+//! another process (`taskset -a -p`): the thread's next cross-node move is
+//! an affinity change, not the load balancer's or the NUMA balancer's.
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use numatrace_common::{AffinityChangeEvent, EventHeader, EventKind};
+
+use super::field;
+use crate::{config::layout, emit::emit, tracking};
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sched_setaffinity")]
+pub fn sys_enter_sched_setaffinity(ctx: TracePointContext) -> u32 {
+    let (by_tgid, by_pid) = tracking::current();
+    let pid = field::<u64>(&ctx, layout!(sys_sched_setaffinity_pid)).unwrap_or(0) as u32;
+    let (tgid, tid) = if pid == 0 {
+        if !tracking::is_traced_tgid(by_tgid) {
+            return 0;
+        }
+        (by_tgid, by_pid)
+    } else {
+        match tracking::traced_thread_tgid(pid) {
+            Some(tgid) => (tgid, pid),
+            None if tracking::is_traced_tgid(pid) => (pid, pid),
+            None => return 0,
+        }
+    };
+    let event = AffinityChangeEvent {
+        header: EventHeader {
+            kind: EventKind::AffinityChange as u32,
+            cpu: tracking::cpu(),
+            ts_ns: tracking::now_ns(),
+            tgid,
+            tid,
+        },
+        by_pid,
+        by_tgid,
+        by_comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    emit(EventKind::AffinityChange, &event, 1);
+    0
+}
