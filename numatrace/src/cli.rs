@@ -29,7 +29,19 @@ What it shows: per thread, migrations (and those across nodes), pages first
 touched per node and how many landed remote, run time per node, NUMA hinting
 faults local/remote; the balancer's task moves/swaps; page migrations by
 reason; lost events. It stops at --duration, on Ctrl-C or SIGTERM, or when the
-target exits, and always reports what it saw.";
+target exits, and always reports what it saw.
+
+Causes of remote memory (the closed set, `causes[].kind` in --json):
+  first_touch_by_other_thread  another thread (or process) placed it where its users are not
+  thread_migrated              its thread touched it locally, then was moved (the mover is named)
+  allocation_spill             the local node was full
+  memory_policy                a policy or cpuset put it there
+  numa_balancer                the NUMA balancer moved a task away from its memory (its repairs are a cost)
+  shared_across_nodes          threads on several nodes use the same memory
+  explicit_migration           migrate_pages/move_pages/mbind moved it
+  placed_before_capture        already placed when numatrace attached (--pid only)
+The headline says how much of the memory (and of the accesses the kernel
+sampled) is remote; below 2 % the causes are shown as small findings.";
 
 #[derive(Debug, Parser)]
 #[command(name = "numatrace", version, about = ABOUT, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]

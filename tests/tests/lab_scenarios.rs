@@ -85,6 +85,17 @@ fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
                 Balancing::Off,
             ),
             ("explicit", traced(&["numatrace", "workload", "explicit", "--mib", "32"]), Balancing::Off),
+            // Balancing on (the default of most multi-socket distributions): the
+            // balancer repairs what the init thread did, and must not take its blame.
+            (
+                "init-thread-balancing",
+                traced(&["numatrace", "workload", "init-thread", "--mib", "32", "--workers", "1", "--seconds", "4"]),
+                Balancing::Fast,
+            ),
+            // Two workers on two nodes use one buffer: shared data, with balancing off
+            // and on (on, the balancer moves its pages back and forth).
+            ("shared", traced(&["numatrace", "workload", "shared", "--mib", "16", "--seconds", "3"]), Balancing::Off),
+            ("shared-balancing", traced(&["numatrace", "workload", "shared", "--mib", "16", "--seconds", "4"]), Balancing::Fast),
             // The balancer's work alone: balancing is off while the workload puts its memory
             // on the far node and numatrace attaches by pid; then balancing goes on (with the
             // fast scan settings) and the workload lets go of its CPU.
@@ -239,6 +250,32 @@ fn assert_first_cause(report: &Value, kind: &str, pages: Option<u64>) -> Value {
     first.clone()
 }
 
+/// Every node the report names (node maps' keys, causes' nodes) is one of the
+/// guest's `nodes`: an unknown node is counted apart, never shown as a node.
+fn assert_only_real_nodes(report: &Value, nodes: u64) {
+    let mut named: Vec<(String, u64)> = Vec::new();
+    for t in report["threads"].as_array().into_iter().flatten() {
+        for map in ["first_touch_pages", "runtime_ms_by_node"] {
+            for k in t[map].as_object().into_iter().flatten().map(|(k, _)| k) {
+                named.push((format!("threads[].{map}"), k.parse().unwrap_or(u64::MAX)));
+            }
+        }
+    }
+    for k in report["totals"]["first_touch_pages_by_node"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        named.push(("totals.first_touch_pages_by_node".into(), k.parse().unwrap_or(u64::MAX)));
+    }
+    for c in report["causes"].as_array().into_iter().flatten() {
+        for key in ["memory_nodes", "thread_nodes"] {
+            for n in c[key].as_array().into_iter().flatten() {
+                named.push((format!("causes[].{key}"), n.as_u64().unwrap_or(u64::MAX)));
+            }
+        }
+    }
+    let bad: Vec<_> = named.iter().filter(|(_, n)| *n >= nodes).collect();
+    assert!(bad.is_empty(), "nodes outside 0..{nodes} in the report: {bad:?}");
+    assert!(!report["headline"].as_str().unwrap_or_default().contains("65535"), "{}", report["headline"]);
+}
+
 // ---- scenario 1: init-thread first touch ----
 
 fn init_thread_counts(nodes: u32) {
@@ -319,6 +356,11 @@ fn scenario_2_migrated_cause_2_nodes() {
     if !skip() {
         let o = outcome(2, "migrated");
         let cause = assert_first_cause(&o.report, "thread_migrated", Some(u(&o.truth, &["pages"])));
+        // The workload moves itself with sched_setaffinity: the mover is named.
+        let evidence = cause["evidence"].to_string();
+        assert!(evidence.contains("changed its own CPU affinity"), "the mover is not named: {evidence}");
+        let summary = cause["summary"].as_str().unwrap_or_default();
+        assert!(summary.contains("changed their own CPU affinity"), "the summary does not name the mover: {summary}");
         // "Pin CPU and memory together": a pin, or a CPU bind with a memory bind.
         let rec = cause["recommendation"].as_str().unwrap_or_default().to_lowercase();
         assert!(rec.contains("pin") || rec.contains("cpunodebind") && rec.contains("membind"), "recommendation: {rec}");
@@ -349,6 +391,7 @@ fn spill_counts(nodes: u32) {
 
 fn spill_cause(nodes: u32) {
     let o = outcome(nodes, "spill");
+    assert_only_real_nodes(&o.report, u64::from(nodes));
     assert_first_cause(&o.report, "allocation_spill", Some(u(&o.truth, &["remote_pages"])));
 }
 
@@ -426,10 +469,20 @@ fn scenario_5_balance_counts_2_nodes() {
 #[test]
 fn scenario_5_balance_cause_2_nodes() {
     if !skip() {
+        // The memory was on the far node before numatrace attached; the balancer's
+        // migrations bring it to the thread: repairs, with their cost, not a cause.
         let o = outcome(2, "balance");
-        let cause = assert_first_cause(&o.report, "numa_balancer", None);
+        let cause = assert_first_cause(&o.report, "placed_before_capture", None);
         let (start, end) = (cause["window"]["start_s"].as_f64(), cause["window"]["end_s"].as_f64());
-        assert!(matches!((start, end), (Some(s), Some(e)) if e >= s && s >= 0.0), "no time window in the balancer cause: {cause}");
+        assert!(matches!((start, end), (Some(s), Some(e)) if e >= s && s >= 0.0), "no time window in the cause: {cause}");
+        let cost = &o.report["magnitude"]["cost"];
+        assert!(
+            u(cost, &["balancer_pages_migrated"]) + u(cost, &["balancer_task_moves"]) > 0,
+            "the balancer's repair is not shown as a cost: {cost}"
+        );
+        let balancer_pages: u64 =
+            o.report["causes"].as_array().into_iter().flatten().filter(|c| c["kind"] == "numa_balancer").map(|c| u(c, &["pages"])).sum();
+        assert!(balancer_pages < PROCESS_SLACK_PAGES, "the balancer's repairs were blamed: {balancer_pages} pages");
     }
 }
 
@@ -480,5 +533,62 @@ fn scenario_6_explicit_cause_2_nodes() {
     if !skip() {
         let o = outcome(2, "explicit");
         assert_first_cause(&o.report, "explicit_migration", Some(u(&o.truth, &["moved_by_move_pages"]) + u(&o.truth, &["moved_by_mbind"])));
+    }
+}
+
+// ---- balancing on: the balancer repairs, the root cause keeps the blame ----
+
+#[test]
+fn scenario_7_init_thread_with_balancing_cause_2_nodes() {
+    if skip() {
+        return;
+    }
+    let o = outcome(2, "init-thread-balancing");
+    let pages = u(&o.truth, &["init", "first_touch_pages"]);
+    let cause = assert_first_cause(&o.report, "first_touch_by_other_thread", Some(pages));
+    assert!(
+        o.report["causes"].as_array().into_iter().flatten().all(|c| c["kind"] != "numa_balancer"),
+        "the balancer repaired the init thread's placement and is blamed for it: {}",
+        o.report["causes"]
+    );
+    let misplaced = u(&o.report, &["magnitude", "cost", "balancer_pages_migrated"]);
+    assert!(misplaced > 0, "the balancer migrated nothing in 4 s of fast scanning: {}", o.report["magnitude"]);
+    assert_eq!(u(&cause, &["repaired_pages"]) > 0, misplaced > 0, "repairs shown on the cause: {cause}");
+    assert!(o.report["magnitude"]["of_consequence"].as_bool() == Some(true), "{}", o.report["magnitude"]);
+    let headline = o.report["headline"].as_str().unwrap_or_default();
+    assert!(headline.contains("of its memory") && headline.contains("is remote"), "no magnitude in the headline: {headline}");
+    assert_only_real_nodes(&o.report, 2);
+}
+
+fn shared_cause(name: &str) {
+    let o = outcome(2, name);
+    let nodes: Vec<u64> = o.truth["workers"].as_array().into_iter().flatten().map(|w| u(w, &["node"])).collect();
+    assert_eq!(nodes, [0, 1], "the workers did not run on both nodes: {}", o.truth);
+    let cause = assert_first_cause(&o.report, "shared_across_nodes", None);
+    assert_eq!(cause["fixes"][0]["kind"], "interleave_all", "first fix: {}", cause["fixes"][0]);
+    // Nothing can predate a capture that started the command.
+    assert!(
+        o.report["causes"].as_array().into_iter().flatten().all(|c| c["kind"] != "placed_before_capture"),
+        "placed_before_capture for a command numatrace started: {}",
+        o.report["causes"]
+    );
+    assert_only_real_nodes(&o.report, 2);
+}
+
+#[test]
+fn scenario_8_shared_cause_2_nodes() {
+    if !skip() {
+        shared_cause("shared");
+    }
+}
+
+#[test]
+fn scenario_8_shared_with_balancing_cause_2_nodes() {
+    if !skip() {
+        shared_cause("shared-balancing");
+        let o = outcome(2, "shared-balancing");
+        let migrated = u(&o.truth, &["vmstat_delta", "numa_pages_migrated"]);
+        let seen = u(&o.report, &["magnitude", "cost", "balancer_pages_migrated"]);
+        assert_close("pages the balancer migrated (vmstat numa_pages_migrated)", seen, migrated, PROCESS_SLACK_PAGES);
     }
 }

@@ -46,6 +46,8 @@ pub struct Contribution {
     pub evidence: String,
     /// Of `pages`, those the NUMA balancer has since migrated to their user (a repair, not a cause).
     pub repaired_pages: f64,
+    /// What moved the thread away from this memory, when a move did.
+    pub mover: Option<Mover>,
 }
 
 impl Contribution {
@@ -61,6 +63,7 @@ impl Contribution {
             regions: BTreeSet::new(),
             evidence,
             repaired_pages: 0.0,
+            mover: None,
         }
     }
 
@@ -211,6 +214,17 @@ fn thread_mover(agg: &Aggregator, tid: u32, since: u64, to: u32) -> Option<(u64,
     Some((ts, mover_of(agg, tid, ts)))
 }
 
+/// Who moved a thread that was on `from` when the capture began to `to`
+/// during it, if it was moved.
+fn moved_away(agg: &Aggregator, tid: u32, from: u32, to: u32) -> Option<Mover> {
+    let t = agg.threads.get(&tid)?;
+    if t.first_node != Some(from) {
+        return None;
+    }
+    let &(ts, ..) = t.cross_node_moves.iter().find(|(_, f, dest)| *f == from && *dest == to)?;
+    Some(mover_of(agg, tid, ts))
+}
+
 /// A thread's move is counted as an affinity change's if it came this soon after it.
 const AFFINITY_MATCH_NS: u64 = 200_000_000;
 
@@ -325,13 +339,30 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
                         on(mem_node)
                     ),
                 ),
-                (None, _) => (
-                    CauseKind::PlacedBeforeCapture,
-                    format!("thread {} on node {} uses memory on {} placed before the capture", u.tid, u.cpu_node, on(mem_node)),
-                ),
+                (None, _) => match mem_node.and_then(|m| moved_away(agg, u.tid, m, u.cpu_node)) {
+                    Some(mover) => (
+                        CauseKind::ThreadMigrated,
+                        format!(
+                            "thread {} ran on {} with this memory when the capture began; then {} to node {}",
+                            u.tid,
+                            on(mem_node),
+                            mover.describe(u.tid),
+                            u.cpu_node
+                        ),
+                    ),
+                    None => (
+                        CauseKind::PlacedBeforeCapture,
+                        format!("thread {} on node {} uses memory on {} placed before the capture", u.tid, u.cpu_node, on(mem_node)),
+                    ),
+                },
             };
             let mut c = Contribution::new(kind, pages, evidence).window(u.first_ns, u.last_ns);
             c.repaired_pages = u.migrated_pages.min(REGION_PAGES) as f64;
+            if kind == CauseKind::ThreadMigrated {
+                c.mover = owner
+                    .and_then(|o| thread_mover(agg, u.tid, o.first_ns, u.cpu_node).map(|(_, m)| m))
+                    .or_else(|| mem_node.and_then(|m| moved_away(agg, u.tid, m, u.cpu_node)));
+            }
             c.thread_nodes.insert(u.cpu_node);
             c.memory_nodes.extend(mem_node);
             c.tids.insert(u.tid);
@@ -386,6 +417,7 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
             )
             .window(*first_ns, ts.max(*last_ns))
             .nodes(node, final_node);
+            c.mover = Some(mover);
             c.tids.insert(tid);
             c.regions.extend(regions.iter().copied());
             out.push(c);
@@ -459,6 +491,9 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
             let mut c = Contribution::new(kind, pages_f * remote_fraction, evidence).window(*first_ns, *last_ns);
             c.memory_nodes.insert(node);
             c.thread_nodes.extend(user_nodes);
+            if shared {
+                c.thread_nodes.insert(node);
+            }
             c.tids.insert(tid);
             c.tids.extend(users.iter().map(|t| t.tid));
             c.regions.extend(regions.iter().copied());
@@ -493,7 +528,24 @@ fn placed_before(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
         .sum();
     let mut out = Vec::new();
     for &(node, pages) in &ctx.pages_by_node_at_start {
-        let off = runtime.iter().filter(|(n, _)| **n != node).map(|(_, ns)| *ns).sum::<u64>() as f64 / total as f64;
+        // Off-node run time, split: threads that were on this node when the
+        // capture began and were moved off it during it (their memory stayed
+        // behind: thread_migrated, with the mover), and the rest.
+        let mut moved_off: u64 = 0;
+        let mut movers: Vec<(u32, Mover)> = Vec::new();
+        for t in agg.threads.values() {
+            let off = runtime_off(t, node);
+            let away = t.cross_node_moves.iter().find(|(_, from, to)| *from == node && *to != node);
+            match away {
+                Some(&(ts, ..)) if t.first_node == Some(node) && off > 0 => {
+                    moved_off += off;
+                    movers.push((t.tid, mover_of(agg, t.tid, ts)));
+                }
+                _ => {}
+            }
+        }
+        let off_ns = runtime.iter().filter(|(n, _)| **n != node).map(|(_, ns)| *ns).sum::<u64>();
+        let off = off_ns as f64 / total as f64;
         let remote = pages as f64 * off;
         let taken = moved.min(remote);
         moved -= taken;
@@ -501,14 +553,36 @@ fn placed_before(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
         if pages == 0 || still_remote < 1.0 {
             continue;
         }
+        let moved_share = if off_ns > 0 { moved_off.min(off_ns) as f64 / off_ns as f64 } else { 0.0 };
+        let thread_nodes: BTreeSet<u32> = runtime.keys().copied().filter(|n| *n != node).collect();
+        if moved_share > 0.0 {
+            let (tid, mover) = &movers[0];
+            let mut c = Contribution::new(
+                CauseKind::ThreadMigrated,
+                still_remote * moved_share,
+                format!(
+                    "{pages} pages were on node {node}, where thread {tid} ran when the capture began; then {} to node(s) {}, away from that memory",
+                    mover.describe(*tid),
+                    crate::cpulist::format(&thread_nodes.iter().copied().collect::<Vec<_>>())
+                ),
+            );
+            c.mover = Some(mover.clone());
+            c.tids.extend(movers.iter().map(|(t, _)| *t));
+            c.memory_nodes.insert(node);
+            c.thread_nodes.extend(thread_nodes.iter().copied());
+            out.push(c);
+        }
+        if moved_share >= 1.0 {
+            continue;
+        }
         let since = if taken >= 1.0 { format!(" ({taken:.0} of them migrated since)") } else { String::new() };
         let mut c = Contribution::new(
             CauseKind::PlacedBeforeCapture,
-            still_remote,
+            still_remote * (1.0 - moved_share),
             format!("{pages} pages were on node {node} before the capture{since}; the threads ran {:.0}% of their time on other nodes", off * 100.0),
         );
         c.memory_nodes.insert(node);
-        c.thread_nodes.extend(runtime.keys().copied().filter(|n| *n != node));
+        c.thread_nodes.extend(thread_nodes);
         out.push(c);
     }
     out

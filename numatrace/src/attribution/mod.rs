@@ -191,7 +191,18 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
             )
         }
         CauseKind::ThreadMigrated => {
-            format!("Threads first touched {size} of memory on {mem}, then the scheduler moved them to {run}; their memory stayed behind.")
+            let moved = match &c.mover {
+                Some(evidence::Mover::AffinityChange { by_pid, by_comm }) if c.tids.contains(by_pid) => {
+                    format!("then changed their own CPU affinity ({by_comm}) to {run}")
+                }
+                Some(evidence::Mover::AffinityChange { by_pid, by_comm }) => {
+                    format!("then an affinity change by pid {by_pid} ({by_comm}) moved them to {run}")
+                }
+                Some(evidence::Mover::NumaBalancer) => format!("then the NUMA balancer moved them to {run}"),
+                Some(evidence::Mover::LoadBalancer) => format!("then the scheduler's load balancer moved them to {run}"),
+                None => format!("then moved to {run}"),
+            };
+            format!("Threads first touched {size} of memory on {mem}, {moved}; their memory stayed behind.")
         }
         CauseKind::AllocationSpill => {
             format!("{mem} had to take {size} of allocations from threads running on {run}: their own node had no free memory.")

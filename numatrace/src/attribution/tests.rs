@@ -525,3 +525,24 @@ fn a_thread_moved_by_an_affinity_change_names_the_mover() {
         causes[0].evidence
     );
 }
+
+#[test]
+fn an_attached_process_moved_off_its_memory_by_taskset_is_thread_migrated() {
+    // Issue: `taskset -a -p -c 1 <redis pid>` after redis placed its data on node 0
+    // was "the scheduler moved them"; before the fix, placed_before_capture.
+    use numatrace_common::AffinityChangeEvent;
+    let mut a = agg();
+    a.add_thread(11, 10, "redis-server", Some(0));
+    let mut comm = [0u8; 16];
+    comm[..7].copy_from_slice(b"taskset");
+    a.ingest(&Event::AffinityChange(AffinityChangeEvent { header: hdr(EventKind::AffinityChange, 11, S), by_pid: 99, by_tgid: 99, by_comm: comm }));
+    migrate(&mut a, 11, 0, 2, S + 1000);
+    finish(&mut a, &[(11, 0, 1.0), (11, 1, 3.0)]);
+    let ctx = ProcessContext { pages_by_node_at_start: vec![(0, 10_000)], ..Default::default() };
+    let causes = run(&a, &ctx);
+    assert_eq!(causes[0].kind, CauseKind::ThreadMigrated, "{causes:#?}");
+    assert_eq!(causes[0].pages, 7500, "the threads ran 3 s of 4 off the memory's node");
+    assert!(causes[0].evidence.iter().any(|e| e.contains("affinity change by pid 99 (taskset)")), "{:#?}", causes[0].evidence);
+    assert!(causes.iter().all(|c| c.kind != CauseKind::PlacedBeforeCapture), "{causes:#?}");
+    assert!(causes[0].summary.contains("an affinity change by pid 99 (taskset) moved them to node 1"), "{}", causes[0].summary);
+}
