@@ -186,6 +186,22 @@ fn sees_at_least_every_forced_cpu_hop() {
     assert_eq!(report["totals"]["migrations_within_node_counted"], 0, "--all-migrations sends every one");
 }
 
+/// Each hop is a sched_setaffinity(2) of the thread on itself: every one
+/// reaches the ring as an affinity change (who moved a thread is named from these).
+#[test]
+fn sees_every_affinity_change_of_a_traced_thread() {
+    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let workload = workload.expect("ground truth");
+    let hops: u64 = workload["threads"].as_array().unwrap().iter().map(|w| w["hops"].as_u64().unwrap()).sum();
+    let source = report["sources"].as_array().unwrap().iter().find(|s| s["name"] == "affinity changes").expect("the source is listed");
+    assert_eq!(source["attached"], true, "{source}");
+    let account = &report["ring_events"]["affinity_change"];
+    let (sent, received) = (account["sent"].as_u64().unwrap_or(0), account["received"].as_u64().unwrap_or(0));
+    assert_eq!(sent, received, "{account}");
+    assert!(received >= hops, "{received} affinity changes seen for {hops} hops");
+}
+
 /// By default a move between two CPUs of one node is counted in the kernel,
 /// not sent: on a one-node machine no migration reaches the ring, and the
 /// totals still hold every hop; so do the threads, from the kernel's
