@@ -481,6 +481,13 @@ fn has_every_documented_key() {
         "/threads/0/migrations",
         "/threads/0/cross_node_migrations",
         "/threads/0/first_touch_pages",
+        "/magnitude/memory_pages",
+        "/magnitude/remote_pages",
+        "/magnitude/remote_memory_share",
+        "/magnitude/share_basis",
+        "/magnitude/of_consequence",
+        "/magnitude/cost/balancer_pages_migrated",
+        "/kernel_counters/failed_allocation_pages",
     ] {
         assert!(r.pointer(pointer).is_some(), "missing {pointer}");
     }

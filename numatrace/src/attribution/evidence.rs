@@ -95,6 +95,43 @@ fn runtime_off(t: &ThreadStats, node: u32) -> u64 {
     t.runtime_ns_by_node.iter().filter(|(n, _)| **n != node).map(|(_, ns)| *ns).sum()
 }
 
+/// Where a process's threads used memory, by run time: a thread's run time
+/// after its last first touch is use; before it, placement.
+struct Users<'a> {
+    agg: &'a Aggregator,
+    last_touch: &'a BTreeMap<u32, u64>,
+    start_ns: u64,
+}
+
+impl Users<'_> {
+    /// Run time of `t` that was use, not placement.
+    fn use_ns(&self, t: &ThreadStats) -> u64 {
+        let Some(&last) = self.last_touch.get(&t.tid) else { return total_runtime(t) };
+        let since = t.born_ns.unwrap_or(self.start_ns).max(self.start_ns);
+        total_runtime(t).saturating_sub(last.saturating_sub(since))
+    }
+
+    /// The share of the process's use that ran off `node`: how remote pages
+    /// on `node` are to their users. A thread alone (or users that never ran)
+    /// leaves the toucher as the user: 1.
+    fn share_off(&self, tgid: u32, toucher: u32, node: u32) -> f64 {
+        let (mut off, mut all) = (0.0, 0.0);
+        for t in self.agg.threads.values().filter(|t| t.tgid == tgid) {
+            let used = self.use_ns(t) as f64;
+            let total = total_runtime(t) as f64;
+            if used <= 0.0 || total <= 0.0 {
+                continue;
+            }
+            all += used;
+            off += used * runtime_off(t, node) as f64 / total;
+        }
+        if all <= 0.0 || self.agg.threads.values().filter(|t| t.tgid == tgid && t.tid != toucher).all(|t| total_runtime(t) == 0) {
+            return 1.0;
+        }
+        off / all
+    }
+}
+
 /// A thread's local first touches on one node: pages, first and last time, regions.
 type LocalTouches = (u64, u64, u64, BTreeSet<u64>);
 
@@ -105,23 +142,39 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
     let mut out = Vec::new();
     let has_hinting = agg.region_uses.values().flatten().any(|u| u.remote_faults + u.local_faults > 0);
 
+    // Each thread's last first touch: its run time after it is use, not placement.
+    let mut last_touch: BTreeMap<u32, u64> = BTreeMap::new();
+    for touches in agg.regions.values() {
+        for t in touches {
+            let e = last_touch.entry(t.tid).or_default();
+            *e = (*e).max(t.last_ns);
+        }
+    }
+    let users = Users { agg, last_touch: &last_touch, start_ns };
+
     // Local first touches per (tgid, tid, node), for the runtime-based path.
     let mut local: BTreeMap<(u32, u32, u32), LocalTouches> = BTreeMap::new();
     for (key, touches) in &agg.regions {
         let address = Aggregator::region_known(key).then_some(key.region << REGION_SHIFT);
         for t in touches {
-            if t.page_node != t.cpu_node {
+            // Remote to the thread that touched it, but is it remote to the
+            // threads that use it? An init thread's interleaved pages on the
+            // workers' node are local to them.
+            let weight = if t.page_node != t.cpu_node { users.share_off(key.tgid, t.tid, t.page_node) } else { 0.0 };
+            if t.page_node != t.cpu_node && weight > 0.0 {
+                let remote = t.pages as f64 * weight;
+                let users_note = if weight < 0.999 { format!("; its users ran {:.0}% of their time off that node", weight * 100.0) } else { String::new() };
                 let c = match ctx.explains_remote(address, t.cpu_node, t.page_node) {
                     Some(why) => Contribution::new(
                         CauseKind::MemoryPolicy,
-                        t.pages as f64,
-                        format!("{why}: pages first touched on node {} were placed on node {}", t.cpu_node, t.page_node),
+                        remote,
+                        format!("{why}: pages first touched on node {} were placed on node {}{users_note}", t.cpu_node, t.page_node),
                     ),
                     None => Contribution::new(
                         CauseKind::AllocationSpill,
-                        t.pages as f64,
+                        remote,
                         format!(
-                            "pages first touched from node {} were allocated on node {} with no policy asking for it",
+                            "pages first touched from node {} were allocated on node {} with no policy asking for it{users_note}",
                             t.cpu_node, t.page_node
                         ),
                     ),
@@ -132,7 +185,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
                     c.regions.insert(key.region);
                 }
                 out.push(c);
-            } else {
+            } else if t.page_node == t.cpu_node {
                 let e = local.entry((key.tgid, t.tid, t.page_node)).or_insert((0, u64::MAX, 0, BTreeSet::new()));
                 e.0 += t.pages;
                 e.1 = e.1.min(t.first_ns);

@@ -546,3 +546,19 @@ fn an_attached_process_moved_off_its_memory_by_taskset_is_thread_migrated() {
     assert!(causes.iter().all(|c| c.kind != CauseKind::PlacedBeforeCapture), "{causes:#?}");
     assert!(causes[0].summary.contains("an affinity change by pid 99 (taskset) moved them to node 1"), "{}", causes[0].summary);
 }
+
+#[test]
+fn interleaved_pages_on_the_users_node_are_not_remote() {
+    // `numactl --interleave=all` on the init-thread pattern: the init thread on node 0
+    // places half its pages on node 1, where the workers run: local to them.
+    let mut a = agg();
+    for r in 0..16 {
+        touch(&mut a, 10, r, 0, 0, 256, S / 10 + r * 60_000_000);
+        touch(&mut a, 10, r, 0, 1, 256, S / 10 + r * 60_000_000);
+    }
+    finish(&mut a, &[(10, 0, 1.0), (11, 1, 3.0), (12, 1, 3.0)]);
+    let ctx = ProcessContext { process_policy: Some((context::PolicyMode::Interleave, vec![0, 1])), started_by_numatrace: true, ..Default::default() };
+    let (causes, m) = measured(&a, &ctx);
+    assert!((m.remote_memory_share - 0.5).abs() < 0.05, "half the memory is remote to the workers: {m:?} {causes:#?}");
+    assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread, "{causes:#?}");
+}
