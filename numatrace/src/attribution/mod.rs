@@ -218,7 +218,7 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> Vec<C
             needed_bytes: 0,
         },
         nodes,
-        workload: crate::fixes::Workload { argv: start.argv.clone() },
+        workload: crate::fixes::Workload::from_facts(start, latest),
         started_by_numatrace,
         is_jvm: ctx.is_jvm,
         resident_bytes: latest.map(|s| s.total_bytes()).unwrap_or(0),
