@@ -18,6 +18,7 @@ Examples:
   sudo numatrace -- ./server --port 8080         trace a command from its first instruction
   sudo numatrace --json --pid 4242 -d 10s        the same facts as one JSON object
   sudo numatrace demo                            a built-in workload with a known pathology
+  numatrace example init-thread --mib 64         run that workload yourself (its threads: init, worker-N)
   sudo numatrace -o run.ntrace -- ./server       also save everything to a capture file
   numatrace report run.ntrace                    the same report later, from the file
   numatrace export run.ntrace --format html      a timeline to open in a browser (also perfetto, folded, svg)
@@ -95,9 +96,11 @@ pub enum Command {
     Export(crate::export::ExportArgs),
     /// Compare two captures (before and after a fix): remote share and memory placement per thread and node.
     Diff(crate::diff::DiffArgs),
-    /// Run a built-in workload (used by tests, the lab and the demo).
-    #[command(hide = true, disable_help_flag = true)]
-    Workload {
+    /// Run a built-in example workload with a known NUMA pattern, untraced
+    /// (`numatrace example init-thread` is what the demo traces; `numatrace
+    /// example --help` lists them all). Trace one with `numatrace -- numatrace example ...`.
+    #[command(alias = "workload", disable_help_flag = true)]
+    Example {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -116,8 +119,8 @@ pub struct DemoArgs {
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Some(Command::Workload { args }) => {
-            let argv = std::iter::once("numatrace-workload".into()).chain(args.into_iter().map(Into::into));
+        Some(Command::Example { args }) => {
+            let argv = std::iter::once("numatrace example".into()).chain(args.into_iter().map(Into::into));
             numatrace_workloads::main_from_args(argv)?;
             Ok(0)
         }
@@ -127,7 +130,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Diff(args)) => crate::diff::run(&args),
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-            let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
+            let command = vec![exe, "example".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
             trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, all_migrations: false, record: Default::default(), command })
         }
         None => trace(cli.trace),

@@ -34,8 +34,11 @@ fn node_of_cpu(cpu: u32) -> Option<u32> {
     placement::nodes().into_iter().find(|(_, cpus)| cpus.contains(&cpu)).map(|(n, _)| n)
 }
 
+/// A node and its CPUs.
+type NodeCpus = (u32, Vec<u32>);
+
 /// The first and the last node that have CPUs (the home and the far node).
-fn home_and_far() -> Result<((u32, Vec<u32>), (u32, Vec<u32>))> {
+fn home_and_far() -> Result<(NodeCpus, NodeCpus)> {
     let nodes = placement::nodes();
     ensure!(nodes.len() >= 2, "this scenario needs two NUMA nodes with CPUs, the machine has {}", nodes.len());
     let home = nodes.first().cloned().context("no node")?;
