@@ -77,6 +77,8 @@ pub struct TraceArgs {
     pub all_migrations: bool,
     #[command(flatten)]
     pub record: crate::capture::cli::RecordArgs,
+    #[command(flatten)]
+    pub text: report::text::TextArgs,
     /// The command to start and trace, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -131,7 +133,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
             let command = vec![exe, "example".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
-            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, all_migrations: false, record: Default::default(), command })
+            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, all_migrations: false, record: Default::default(), text: Default::default(), command })
         }
         None => trace(cli.trace),
     }
@@ -158,18 +160,18 @@ fn trace(args: TraceArgs) -> Result<i32> {
     };
     let mut sink = args.record.live_sink()?;
     let capture = session::run(opts, sink.as_mut().map(|s| s.as_mut() as &mut dyn crate::sink::EventSink))?;
-    print_report(&capture.report, args.json)?;
+    print_report(&capture.report, args.json, &args.text)?;
     Ok(0)
 }
 
 /// Prints a report as the live run does; `numatrace report` prints a replayed one the same way.
-pub fn print_report(report: &report::Report, json: bool) -> Result<()> {
+pub fn print_report(report: &report::Report, json: bool, text: &report::text::TextArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, report)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", report::text::render(report))?;
+        write!(out, "{}", report::text::render_with(report, text.threads))?;
     }
     Ok(())
 }
