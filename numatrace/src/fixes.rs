@@ -723,6 +723,36 @@ mod tests {
     }
 
     #[test]
+    fn the_process_identity_survives_a_capture_file() {
+        // An attached process's snapshot, as the capture stores it (JSON), without the
+        // identity (older captures) and with one.
+        let topology = crate::topology::Topology::synthetic(&[vec![0], vec![1]]);
+        let mut start = crate::capture::synthetic::start_facts(&topology, 0, 77, &[(77, "redis-server", 1)]);
+        start.argv = vec!["/usr/bin/redis-server *:6379".into()];
+        let snap_json = serde_json::json!({
+            "pid": 77, "taken_at_unix_ms": 0, "memory_by_node": {}, "threads": [], "threads_by_node": {}, "unreadable": [],
+            "status": {"name": "redis-server", "cpus_allowed": [1], "mems_allowed": [0, 1], "rss_bytes": 0},
+        });
+        let old: ProcessSnapshot = serde_json::from_value(snap_json.clone()).unwrap();
+        assert_eq!(old.identity, None);
+        assert_eq!(Workload::from_facts(&start, Some(&old)).argv, start.argv, "an old capture keeps its recorded argv");
+        let mut with = snap_json;
+        with["identity"] = serde_json::json!({"exe": "/usr/bin/redis-server", "cmdline": ["/usr/bin/redis-server *:6379"], "title_rewritten": true, "systemd_unit": "redis-server.service"});
+        let snap: ProcessSnapshot = serde_json::from_value(with).unwrap();
+        let back: ProcessSnapshot = serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+        let w = Workload::from_facts(&start, Some(&back));
+        assert!(w.title_rewritten);
+        assert_eq!(w.systemd_unit.as_deref(), Some("redis-server.service"));
+        assert_eq!(w.cpus_allowed, vec![1]);
+        assert_eq!(w.start_words(), vec!["/usr/bin/redis-server", "<original arguments>"]);
+        // A command numatrace started is its own words, whatever the snapshot says.
+        start.target.command = Some(vec!["numactl".into(), "-m0".into(), "redis-server".into()]);
+        start.argv = start.target.command.clone().unwrap_or_default();
+        let w = Workload::from_facts(&start, Some(&back));
+        assert_eq!((w.argv.len(), w.systemd_unit, w.title_rewritten), (3, None, false));
+    }
+
+    #[test]
     fn a_fix_the_cpuset_forbids_comes_with_the_cgroup_change() {
         let topo = two_nodes();
         let cpuset = Cpuset {

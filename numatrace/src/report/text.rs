@@ -49,6 +49,9 @@ fn render_causes(o: &mut String, r: &Report) {
             for note in &f.notes {
                 let _ = writeln!(o, "          note: {note}");
             }
+            if let (0, Some(cost)) = (i, &f.cost) {
+                let _ = writeln!(o, "          cost: {cost}");
+            }
             if i == 0 && !f.verify.is_empty() {
                 let _ = writeln!(o, "          verify: {}", f.verify);
             }

@@ -196,6 +196,27 @@ mod tests {
     }
 
     #[test]
+    fn a_live_process_with_a_title_for_argv_is_seen_as_one() {
+        // bash's `exec -a` sets argv[0] as redis does with its title.
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", "exec -a '/usr/bin/redis-server *:6379' sleep 30"])
+            .spawn()
+            .expect("bash runs");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut id = ProcessIdentity::read(pid);
+        while id.cmdline.first().is_none_or(|a| !a.contains("redis")) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            id = ProcessIdentity::read(pid);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(id.cmdline, vec!["/usr/bin/redis-server *:6379", "30"], "{id:?}");
+        assert!(id.title_rewritten, "{id:?}");
+        assert!(id.exe.as_deref().is_some_and(|e| e.ends_with("/sleep")), "{id:?}");
+    }
+
+    #[test]
     fn reads_this_process() {
         let me = ProcessIdentity::read(std::process::id());
         assert!(me.exe.as_deref().is_some_and(|e| Path::new(e).is_absolute()), "{me:?}");
