@@ -8,9 +8,9 @@
 //! is below `--fixed-below` (5 % by default, [`FIXED_BELOW`]; an interleave
 //! fix states its own level, (n-1)/n plus 5 %), "not fixed" otherwise.
 //! The remote share is, in order of preference: its resident memory per
-//! node (the capture's last snapshot) weighted by where its threads ran
-//! (the share of accesses that are remote if every thread used all memory
-//! alike); else the share of remote NUMA hinting faults (real accesses,
+//! node (the capture's last snapshot) weighted by where its threads were
+//! then (the share of accesses that are remote if every thread used all
+//! memory alike; by run time when the snapshot has no threads); else the share of remote NUMA hinting faults (real accesses,
 //! when the balancer runs); else the pages first touched during the
 //! capture per node, weighted by run time as the resident memory is.
 use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf};
@@ -56,16 +56,34 @@ pub struct RemoteShare {
     pub remote_pages: u64,
     /// Pages measured.
     pub pages: u64,
-    /// Which measure: `resident_by_run_time`, `hinting_faults` or `first_touch_by_run_time`.
+    /// Which measure: `resident_by_thread_placement`, `resident_by_run_time`, `hinting_faults` or `first_touch_by_run_time`.
     pub measure: &'static str,
 }
 
 /// Minimum pages or faults for a measure to count.
 const MIN_SAMPLES: u64 = 256;
 
+/// What a capture's last snapshot saw of its process: resident pages per
+/// node, and how many of its threads were on each node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resident {
+    pub pages_by_node: BTreeMap<u32, u64>,
+    pub threads_by_node: BTreeMap<u32, u32>,
+}
+
+/// Pages per node weighted by the share of `weights` (threads, or run time) off their node.
+fn weighted(pages: &BTreeMap<u32, u64>, weights: &BTreeMap<u32, f64>, measure: &'static str) -> Option<RemoteShare> {
+    let total: u64 = pages.values().sum();
+    let weight: f64 = weights.values().sum();
+    (total >= MIN_SAMPLES && weight > 0.0).then(|| {
+        let remote: f64 = pages.iter().map(|(n, p)| *p as f64 * (1.0 - weights.get(n).copied().unwrap_or(0.0) / weight)).sum();
+        RemoteShare { share: Some(remote / total as f64), remote_pages: remote.round() as u64, pages: total, measure }
+    })
+}
+
 impl RemoteShare {
-    /// `resident_pages`: the process's resident pages per node (a snapshot), if known.
-    pub fn of(r: &Report, resident_pages: Option<&BTreeMap<u32, u64>>) -> RemoteShare {
+    /// `resident`: what the capture's last snapshot saw, if it has one.
+    pub fn of(r: &Report, resident: Option<&Resident>) -> RemoteShare {
         let mut run_ms: BTreeMap<u32, f64> = BTreeMap::new();
         for t in &r.threads {
             for (node, ms) in &t.runtime_ms_by_node {
@@ -74,17 +92,15 @@ impl RemoteShare {
                 }
             }
         }
-        let run_total: f64 = run_ms.values().sum();
-        // Pages per node weighted by the share of run time spent off their node.
-        let weighted = |pages: &BTreeMap<u32, u64>, measure: &'static str| {
-            let total: u64 = pages.values().sum();
-            (total >= MIN_SAMPLES && run_total > 0.0).then(|| {
-                let remote: f64 = pages.iter().map(|(n, p)| *p as f64 * (1.0 - run_ms.get(n).copied().unwrap_or(0.0) / run_total)).sum();
-                RemoteShare { share: Some(remote / total as f64), remote_pages: remote.round() as u64, pages: total, measure }
-            })
-        };
-        if let Some(m) = resident_pages.and_then(|p| weighted(p, "resident_by_run_time")) {
-            return m;
+        if let Some(res) = resident {
+            // Where the threads are when the memory is measured: the run time
+            // of the whole capture also holds what ran before a fix took hold
+            // (a started command runs as numatrace's child until its exec).
+            let placed: BTreeMap<u32, f64> = res.threads_by_node.iter().map(|(n, c)| (*n, f64::from(*c))).collect();
+            let by_threads = weighted(&res.pages_by_node, &placed, "resident_by_thread_placement");
+            if let Some(m) = by_threads.or_else(|| weighted(&res.pages_by_node, &run_ms, "resident_by_run_time")) {
+                return m;
+            }
         }
         let t = &r.totals;
         let faults = t.hinting_faults_local + t.hinting_faults_remote;
@@ -92,17 +108,17 @@ impl RemoteShare {
             return RemoteShare { share: share(t.hinting_faults_remote, faults), remote_pages: t.hinting_faults_remote, pages: faults, measure: "hinting_faults" };
         }
         let touched: BTreeMap<u32, u64> = t.first_touch_pages_by_node.iter().filter_map(|(n, p)| Some((n.parse().ok()?, *p))).collect();
-        if let Some(m) = weighted(&touched, "first_touch_by_run_time") {
-            return m;
-        }
-        RemoteShare::default()
+        weighted(&touched, &run_ms, "first_touch_by_run_time").unwrap_or_default()
     }
 }
 
-/// Resident pages per node of a capture's process: its last snapshot, or the one at its start.
-pub fn resident_pages(start: &crate::facts::StartFacts, end: &crate::facts::EndFacts) -> Option<BTreeMap<u32, u64>> {
+/// What the capture's last snapshot (or the one at its start) saw of its process.
+pub fn resident(start: &crate::facts::StartFacts, end: &crate::facts::EndFacts) -> Option<Resident> {
     let snap = end.process_last.as_ref().or(start.process_before.as_ref())?;
-    Some(snap.memory_by_node.iter().map(|(n, c)| (*n, c.total / 4096)).collect())
+    Some(Resident {
+        pages_by_node: snap.memory_by_node.iter().map(|(n, c)| (*n, c.total / 4096)).collect(),
+        threads_by_node: snap.threads_by_node.clone(),
+    })
 }
 
 /// Remote shares of one thread (or of the whole process) in one capture.
@@ -227,7 +243,7 @@ pub fn compare(before: &Report, after: &Report) -> Diff {
 }
 
 /// Compares two reports with their processes' resident pages per node.
-pub fn compare_with(before: &Report, before_pages: Option<&BTreeMap<u32, u64>>, after: &Report, after_pages: Option<&BTreeMap<u32, u64>>, fixed_below: f64) -> Diff {
+pub fn compare_with(before: &Report, before_pages: Option<&Resident>, after: &Report, after_pages: Option<&Resident>, fixed_below: f64) -> Diff {
     let remote_before = RemoteShare::of(before, before_pages);
     let remote_after = RemoteShare::of(after, after_pages);
     let (fixed, outcome) = outcome(&remote_before, &remote_after, fixed_below);
@@ -319,7 +335,7 @@ pub fn render(d: &Diff) -> String {
 pub fn run(args: &DiffArgs) -> Result<i32> {
     let before = crate::capture::cli::open(&args.before)?;
     let after = crate::capture::cli::open(&args.after)?;
-    let (before_pages, after_pages) = (resident_pages(&before.start, &before.end), resident_pages(&after.start, &after.end));
+    let (before_pages, after_pages) = (resident(&before.start, &before.end), resident(&after.start, &after.end));
     let diff = compare_with(&before.report(), before_pages.as_ref(), &after.report(), after_pages.as_ref(), args.fixed_below / 100.0);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diff)?);
@@ -427,11 +443,16 @@ mod verdict_tests {
         let d = compare_with(&before, None, &after, None, goal);
         assert_eq!(d.fixed, Some(true), "{}", d.outcome);
         assert!(d.outcome.ends_with("below 55 %"), "{}", d.outcome);
-        // A snapshot of the resident memory outranks the first touches.
-        let resident = BTreeMap::from([(1u32, 20000u64)]);
-        let d = compare_with(&before, None, &before, Some(&resident), FIXED_BELOW);
+        // A snapshot of the resident memory outranks the first touches: by
+        // where the threads were then, else by run time.
+        let mut res = Resident { pages_by_node: BTreeMap::from([(1u32, 20000u64)]), threads_by_node: BTreeMap::new() };
+        let d = compare_with(&before, None, &before, Some(&res), FIXED_BELOW);
         assert_eq!(d.remote_after.measure, "resident_by_run_time");
         assert_eq!(d.fixed, Some(true));
+        res.threads_by_node = BTreeMap::from([(0, 1), (1, 3)]);
+        let d = compare_with(&before, None, &before, Some(&res), FIXED_BELOW);
+        assert_eq!(d.remote_after.measure, "resident_by_thread_placement");
+        assert_eq!((d.remote_after.share, d.remote_after.remote_pages, d.fixed), (Some(0.25), 5000, Some(false)));
     }
 
     #[test]
