@@ -18,6 +18,7 @@ Examples:
   sudo numatrace -- ./server --port 8080         trace a command from its first instruction
   sudo numatrace --json --pid 4242 -d 10s        the same facts as one JSON object
   sudo numatrace demo                            a built-in workload with a known pathology
+  numatrace example init-thread --mib 64         run that workload yourself (its threads: init, worker-N)
   sudo numatrace -o run.ntrace -- ./server       also save everything to a capture file
   numatrace report run.ntrace                    the same report later, from the file
   numatrace export run.ntrace --format html      a timeline to open in a browser (also perfetto, folded, svg)
@@ -88,6 +89,8 @@ pub struct TraceArgs {
     pub all_migrations: bool,
     #[command(flatten)]
     pub record: crate::capture::cli::RecordArgs,
+    #[command(flatten)]
+    pub text: report::text::TextArgs,
     /// The command to start and trace, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -107,9 +110,11 @@ pub enum Command {
     Export(crate::export::ExportArgs),
     /// Compare two captures (before and after a fix): remote share and memory placement per thread and node.
     Diff(crate::diff::DiffArgs),
-    /// Run a built-in workload (used by tests, the lab and the demo).
-    #[command(hide = true, disable_help_flag = true)]
-    Workload {
+    /// Run a built-in example workload with a known NUMA pattern, untraced
+    /// (`numatrace example init-thread` is what the demo traces; `numatrace
+    /// example --help` lists them all). Trace one with `numatrace -- numatrace example ...`.
+    #[command(alias = "workload", disable_help_flag = true)]
+    Example {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -128,8 +133,8 @@ pub struct DemoArgs {
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Some(Command::Workload { args }) => {
-            let argv = std::iter::once("numatrace-workload".into()).chain(args.into_iter().map(Into::into));
+        Some(Command::Example { args }) => {
+            let argv = std::iter::once("numatrace example".into()).chain(args.into_iter().map(Into::into));
             numatrace_workloads::main_from_args(argv)?;
             Ok(0)
         }
@@ -139,8 +144,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Diff(args)) => crate::diff::run(&args),
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-            let command = vec![exe, "workload".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
-            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, all_migrations: false, record: Default::default(), command })
+            let command = vec![exe, "example".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
+            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, all_migrations: false, record: Default::default(), text: Default::default(), command })
         }
         None => trace(cli.trace),
     }
@@ -167,18 +172,18 @@ fn trace(args: TraceArgs) -> Result<i32> {
     };
     let mut sink = args.record.live_sink()?;
     let capture = session::run(opts, sink.as_mut().map(|s| s.as_mut() as &mut dyn crate::sink::EventSink))?;
-    print_report(&capture.report, args.json)?;
+    print_report(&capture.report, args.json, &args.text)?;
     Ok(0)
 }
 
 /// Prints a report as the live run does; `numatrace report` prints a replayed one the same way.
-pub fn print_report(report: &report::Report, json: bool) -> Result<()> {
+pub fn print_report(report: &report::Report, json: bool, text: &report::text::TextArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, report)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", report::text::render(report))?;
+        write!(out, "{}", report::text::render_with(report, text.threads))?;
     }
     Ok(())
 }

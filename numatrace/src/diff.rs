@@ -3,13 +3,26 @@
 //! after, and whether the top cause is gone. Threads are matched by name
 //! (and order of creation among threads of the same name): tids differ
 //! between runs.
+//!
+//! The verdict is one line: "fixed" when the process's remote share after
+//! is below `--fixed-below` (5 % by default, [`FIXED_BELOW`]; an interleave
+//! fix states its own level, (n-1)/n plus 5 %), "not fixed" otherwise.
+//! The remote share is, in order of preference: its resident memory per
+//! node (the capture's last snapshot) weighted by where its threads were
+//! then (the share of accesses that are remote if every thread used all
+//! memory alike; by run time when the snapshot has no threads); else the share of remote NUMA hinting faults (real accesses,
+//! when the balancer runs); else the pages first touched during the
+//! capture per node, weighted by run time as the resident memory is.
 use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf};
 
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use crate::report::{Report, ThreadReport};
+use crate::{
+    fixes::FIXED_BELOW,
+    report::{Report, ThreadReport},
+};
 
 /// `numatrace diff` options.
 #[derive(Debug, Clone, Args)]
@@ -23,6 +36,89 @@ pub struct DiffArgs {
     /// Print the comparison as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Call it fixed when the remote share after falls below this percentage
+    /// (a fix states its own level: interleaving over n nodes leaves (n-1)/n remote).
+    #[arg(long, value_name = "PERCENT", default_value_t = FIXED_BELOW * 100.0, value_parser = percent)]
+    pub fixed_below: f64,
+}
+
+fn percent(text: &str) -> Result<f64, String> {
+    let v: f64 = text.trim_end_matches('%').parse().map_err(|_| format!("{text:?} is not a percentage (e.g. 5 or 55)"))?;
+    if (0.0..=100.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not between 0 and 100")) }
+}
+
+/// The one figure "fixed" is judged on, for one capture.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RemoteShare {
+    /// 0..1, or None when the capture has nothing to judge by.
+    pub share: Option<f64>,
+    /// Pages that are remote, by that measure.
+    pub remote_pages: u64,
+    /// Pages measured.
+    pub pages: u64,
+    /// Which measure: `resident_by_thread_placement`, `resident_by_run_time`, `hinting_faults` or `first_touch_by_run_time`.
+    pub measure: &'static str,
+}
+
+/// Minimum pages or faults for a measure to count.
+const MIN_SAMPLES: u64 = 256;
+
+/// What a capture's last snapshot saw of its process: resident pages per
+/// node, and how many of its threads were on each node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resident {
+    pub pages_by_node: BTreeMap<u32, u64>,
+    pub threads_by_node: BTreeMap<u32, u32>,
+}
+
+/// Pages per node weighted by the share of `weights` (threads, or run time) off their node.
+fn weighted(pages: &BTreeMap<u32, u64>, weights: &BTreeMap<u32, f64>, measure: &'static str) -> Option<RemoteShare> {
+    let total: u64 = pages.values().sum();
+    let weight: f64 = weights.values().sum();
+    (total >= MIN_SAMPLES && weight > 0.0).then(|| {
+        let remote: f64 = pages.iter().map(|(n, p)| *p as f64 * (1.0 - weights.get(n).copied().unwrap_or(0.0) / weight)).sum();
+        RemoteShare { share: Some(remote / total as f64), remote_pages: remote.round() as u64, pages: total, measure }
+    })
+}
+
+impl RemoteShare {
+    /// `resident`: what the capture's last snapshot saw, if it has one.
+    pub fn of(r: &Report, resident: Option<&Resident>) -> RemoteShare {
+        let mut run_ms: BTreeMap<u32, f64> = BTreeMap::new();
+        for t in &r.threads {
+            for (node, ms) in &t.runtime_ms_by_node {
+                if let Ok(node) = node.parse::<u32>() {
+                    *run_ms.entry(node).or_default() += ms;
+                }
+            }
+        }
+        if let Some(res) = resident {
+            // Where the threads are when the memory is measured: the run time
+            // of the whole capture also holds what ran before a fix took hold
+            // (a started command runs as numatrace's child until its exec).
+            let placed: BTreeMap<u32, f64> = res.threads_by_node.iter().map(|(n, c)| (*n, f64::from(*c))).collect();
+            let by_threads = weighted(&res.pages_by_node, &placed, "resident_by_thread_placement");
+            if let Some(m) = by_threads.or_else(|| weighted(&res.pages_by_node, &run_ms, "resident_by_run_time")) {
+                return m;
+            }
+        }
+        let t = &r.totals;
+        let faults = t.hinting_faults_local + t.hinting_faults_remote;
+        if faults >= MIN_SAMPLES {
+            return RemoteShare { share: share(t.hinting_faults_remote, faults), remote_pages: t.hinting_faults_remote, pages: faults, measure: "hinting_faults" };
+        }
+        let touched: BTreeMap<u32, u64> = t.first_touch_pages_by_node.iter().filter_map(|(n, p)| Some((n.parse().ok()?, *p))).collect();
+        weighted(&touched, &run_ms, "first_touch_by_run_time").unwrap_or_default()
+    }
+}
+
+/// What the capture's last snapshot (or the one at its start) saw of its process.
+pub fn resident(start: &crate::facts::StartFacts, end: &crate::facts::EndFacts) -> Option<Resident> {
+    let snap = end.process_last.as_ref().or(start.process_before.as_ref())?;
+    Some(Resident {
+        pages_by_node: snap.memory_by_node.iter().map(|(n, c)| (*n, c.total / 4096)).collect(),
+        threads_by_node: snap.threads_by_node.clone(),
+    })
 }
 
 /// Remote shares of one thread (or of the whole process) in one capture.
@@ -93,7 +189,16 @@ pub struct Diff {
     pub top_cause_gone: Option<bool>,
     pub nodes: Vec<NodeDiff>,
     pub threads: Vec<ThreadDiff>,
-    /// One sentence.
+    /// The remote share "fixed" is judged on, before and after.
+    pub remote_before: RemoteShare,
+    pub remote_after: RemoteShare,
+    /// The level below which it counts as fixed (0..1).
+    pub fixed_below: f64,
+    /// The remote share after is below `fixed_below` (None: nothing to judge by).
+    pub fixed: Option<bool>,
+    /// "fixed: …" or "not fixed: …", with the figures.
+    pub outcome: String,
+    /// One sentence about the causes.
     pub verdict: String,
 }
 
@@ -114,8 +219,34 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.0}%", v * 100.0))
 }
 
-/// Compares two reports.
+fn outcome(b: &RemoteShare, a: &RemoteShare, fixed_below: f64) -> (Option<bool>, String) {
+    let goal = format!("{:.0} %", fixed_below * 100.0);
+    let Some(after) = a.share else {
+        return (None, format!("cannot tell: the capture after has too few pages or faults to measure (under {MIN_SAMPLES}); capture for longer"));
+    };
+    let before = b.share.map_or("-".to_string(), |s| format!("{:.0} %", s * 100.0));
+    let figures = format!(
+        "remote share {before} -> {:.0} % ({} -> {} remote pages of {} -> {}, by {})",
+        after * 100.0,
+        b.remote_pages,
+        a.remote_pages,
+        b.pages,
+        a.pages,
+        a.measure.replace('_', " ")
+    );
+    if after < fixed_below { (Some(true), format!("fixed: {figures}, below {goal}")) } else { (Some(false), format!("not fixed: {figures}, goal below {goal}")) }
+}
+
+/// Compares two reports (no snapshots: the first-touch or hinting measure), fixed below 5 %.
 pub fn compare(before: &Report, after: &Report) -> Diff {
+    compare_with(before, None, after, None, FIXED_BELOW)
+}
+
+/// Compares two reports with their processes' resident pages per node.
+pub fn compare_with(before: &Report, before_pages: Option<&Resident>, after: &Report, after_pages: Option<&Resident>, fixed_below: f64) -> Diff {
+    let remote_before = RemoteShare::of(before, before_pages);
+    let remote_after = RemoteShare::of(after, after_pages);
+    let (fixed, outcome) = outcome(&remote_before, &remote_after, fixed_below);
     let (b, a) = (Locality::of_process(before), Locality::of_process(after));
     let top_before = before.causes.first().map(|c| c.kind);
     let top_cause_gone = top_before.map(|k| !after.causes.iter().any(|c| c.kind == k));
@@ -167,6 +298,11 @@ pub fn compare(before: &Report, after: &Report) -> Diff {
         top_cause_gone,
         nodes,
         threads,
+        remote_before,
+        remote_after,
+        fixed_below,
+        fixed,
+        outcome,
         verdict,
     }
 }
@@ -174,6 +310,7 @@ pub fn compare(before: &Report, after: &Report) -> Diff {
 /// The comparison as terminal text.
 pub fn render(d: &Diff) -> String {
     let mut o = String::new();
+    let _ = writeln!(o, "{}", d.outcome);
     let _ = writeln!(o, "{}\n", d.verdict);
     let _ = writeln!(o, "Top cause   before: {}   after: {}", d.top_cause_before.as_deref().unwrap_or("none"), d.top_cause_after.as_deref().unwrap_or("none"));
     let _ = writeln!(o, "\nMemory placement (first-touched pages)");
@@ -196,9 +333,10 @@ pub fn render(d: &Diff) -> String {
 
 /// Runs `numatrace diff`.
 pub fn run(args: &DiffArgs) -> Result<i32> {
-    let before = crate::capture::cli::open(&args.before)?.report();
-    let after = crate::capture::cli::open(&args.after)?.report();
-    let diff = compare(&before, &after);
+    let before = crate::capture::cli::open(&args.before)?;
+    let after = crate::capture::cli::open(&args.after)?;
+    let (before_pages, after_pages) = (resident(&before.start, &before.end), resident(&after.start, &after.end));
+    let diff = compare_with(&before.report(), before_pages.as_ref(), &after.report(), after_pages.as_ref(), args.fixed_below / 100.0);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diff)?);
     } else {
@@ -252,5 +390,80 @@ mod tests {
         assert_eq!(d.top_cause_gone, Some(false));
         assert!(d.verdict.contains("still there"), "{}", d.verdict);
         assert_eq!(d.before, d.after);
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+    use crate::capture::synthetic;
+
+    /// The synthetic capture's report with every thread's run time on `run_on` (node -> ms)
+    /// and first touches replaced by `touched` (node -> pages).
+    fn report(run_on: &[(u32, f64)], touched: &[(u32, u64)]) -> Report {
+        let (start, events, end) = synthetic::init_thread_capture();
+        let mut r = crate::facts::SessionFacts { start, end }.replay(&events).0;
+        for t in &mut r.threads {
+            t.runtime_ms_by_node = run_on.iter().map(|(n, ms)| (n.to_string(), *ms)).collect();
+        }
+        r.totals.hinting_faults_local = 0;
+        r.totals.hinting_faults_remote = 0;
+        r.totals.first_touch_pages_by_node = touched.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        r
+    }
+
+    #[test]
+    fn fixed_when_the_remote_share_falls_below_the_goal() {
+        // Before: 16384 pages on node 0, threads ran 90 % on node 1. After: memory and threads on node 1.
+        let before = report(&[(0, 100.0), (1, 900.0)], &[(0, 16384)]);
+        let after = report(&[(1, 1000.0)], &[(1, 16384)]);
+        let d = compare(&before, &after);
+        assert_eq!(d.fixed, Some(true), "{}", d.outcome);
+        assert_eq!(d.remote_before.measure, "first_touch_by_run_time");
+        assert!((d.remote_before.share.unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(d.remote_before.remote_pages, 14746);
+        assert_eq!(d.remote_after.share, Some(0.0));
+        assert_eq!(d.outcome, "fixed: remote share 90 % -> 0 % (14746 -> 0 remote pages of 16384 -> 16384, by first touch by run time), below 5 %");
+        assert!(render(&d).starts_with("fixed: "));
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["fixed"], serde_json::json!(true));
+        assert_eq!(json["fixed_below"], serde_json::json!(0.05));
+        // The same capture twice is not fixed.
+        let same = compare(&before, &before);
+        assert_eq!(same.fixed, Some(false));
+        assert!(same.outcome.starts_with("not fixed: remote share 90 % -> 90 %"), "{}", same.outcome);
+    }
+
+    #[test]
+    fn interleave_is_judged_at_its_own_level_and_snapshots_come_first() {
+        let before = report(&[(1, 1000.0)], &[(0, 10000)]);
+        let after = report(&[(1, 1000.0)], &[(0, 5000), (1, 5000)]);
+        assert_eq!(compare(&before, &after).fixed, Some(false), "50 % remote is no fix at the 5 % level");
+        let goal = crate::fixes::interleave_goal(2);
+        let d = compare_with(&before, None, &after, None, goal);
+        assert_eq!(d.fixed, Some(true), "{}", d.outcome);
+        assert!(d.outcome.ends_with("below 55 %"), "{}", d.outcome);
+        // A snapshot of the resident memory outranks the first touches: by
+        // where the threads were then, else by run time.
+        let mut res = Resident { pages_by_node: BTreeMap::from([(1u32, 20000u64)]), threads_by_node: BTreeMap::new() };
+        let d = compare_with(&before, None, &before, Some(&res), FIXED_BELOW);
+        assert_eq!(d.remote_after.measure, "resident_by_run_time");
+        assert_eq!(d.fixed, Some(true));
+        res.threads_by_node = BTreeMap::from([(0, 1), (1, 3)]);
+        let d = compare_with(&before, None, &before, Some(&res), FIXED_BELOW);
+        assert_eq!(d.remote_after.measure, "resident_by_thread_placement");
+        assert_eq!((d.remote_after.share, d.remote_after.remote_pages, d.fixed), (Some(0.25), 5000, Some(false)));
+    }
+
+    #[test]
+    fn too_little_to_measure_is_said_not_guessed() {
+        let before = report(&[(1, 1000.0)], &[(0, 10000)]);
+        let after = report(&[(1, 1000.0)], &[(0, 10)]);
+        let d = compare(&before, &after);
+        assert_eq!(d.fixed, None);
+        assert!(d.outcome.starts_with("cannot tell"), "{}", d.outcome);
+        assert_eq!(percent("55"), Ok(55.0));
+        assert_eq!(percent("5%"), Ok(5.0));
+        assert!(percent("x").is_err() && percent("120").is_err());
     }
 }

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod export;
 pub mod facts;
 pub mod kernel;
+pub mod launcher;
 pub mod migration_count;
 pub mod node_counts;
 pub mod prefetch;

@@ -115,3 +115,37 @@ fn bad_files_give_one_clear_error_line() {
         assert!(stderr.starts_with("numatrace: error: reading capture") && stderr.contains(want), "{stderr}");
     }
 }
+
+/// `numatrace diff` on two real captures: one line saying fixed or not with
+/// the figures, and the same as fields in --json. On a one-node host every
+/// page is local, so the verdict is "fixed" at 0 %, measured on the
+/// process's resident memory (the capture's snapshot).
+#[test]
+fn diff_of_two_captures_says_fixed_or_not_in_one_line() {
+    let (a, b) = (tmp("diff-a.ntrace"), tmp("diff-b.ntrace"));
+    for f in [&a, &b] {
+        let out = Command::new(NUMATRACE)
+            .args(["-o", f.to_str().unwrap(), "--", NUMATRACE, "workload", "init-thread", "--mib", "16", "--seconds", "1.5"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = Command::new(NUMATRACE).args(["diff", a.to_str().unwrap(), b.to_str().unwrap()]).output().unwrap();
+    assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
+    let text = String::from_utf8(text.stdout).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    let multi_node = std::fs::read_dir("/sys/devices/system/node").map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("node")).count()).unwrap_or(1) > 1;
+    if !multi_node {
+        assert!(first.starts_with("fixed: remote share 0 % -> 0 % ("), "{text}");
+        assert!(first.contains("by resident by thread placement"), "{text}");
+    }
+    assert!(first.starts_with("fixed: ") || first.starts_with("not fixed: "), "{text}");
+    let json = Command::new(NUMATRACE).args(["diff", "--json", "--fixed-below", "55", a.to_str().unwrap(), b.to_str().unwrap()]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(v["fixed"].is_boolean(), "{v}");
+    assert_eq!(v["fixed_below"], serde_json::json!(0.55));
+    assert!(v["remote_after"]["pages"].as_u64().unwrap() >= 4096, "16 MiB resident: {v}");
+    let bad = Command::new(NUMATRACE).args(["diff", "--fixed-below", "150", a.to_str().unwrap(), b.to_str().unwrap()]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not between 0 and 100"));
+}

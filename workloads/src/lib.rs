@@ -14,7 +14,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "numatrace-workload", about = "Workloads with known NUMA behaviour, for numatrace's tests, lab and demo")]
+#[command(
+    name = "numatrace-workload",
+    about = "Workloads with known NUMA behaviour, for numatrace's demo, tests and lab. Each prints one JSON line saying what it did (pages first-touched per thread, CPU hops, nodes).",
+    after_help = "Example: sudo numatrace -- numatrace example init-thread --mib 64 --workers 2 --seconds 2"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -74,8 +78,9 @@ pub enum Scenario {
         #[arg(long, default_value_t = 1)]
         threads: u32,
     },
-    /// Init-thread first touch: the main thread, on the first node, touches
-    /// MIB of memory; WORKERS threads pinned to the last node then use it.
+    /// Init-thread first touch: a thread named `init`, on the first node,
+    /// touches MIB of memory; WORKERS threads (`worker-1`, ...) pinned to the
+    /// last node then use it (what `numatrace demo` traces).
     InitThread {
         #[arg(long, default_value_t = 64)]
         mib: u64,

@@ -26,8 +26,8 @@ fn own_cpu_seconds() -> Option<f64> {
 pub fn touch(pages: u64, threads: u32, rounds: u32, hop_every: u64, stride: u64) -> Result<()> {
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            thread::spawn(move || -> Result<(u32, u64, u32)> {
+        .map(|k| {
+            named(&format!("toucher-{}", k + 1), move || -> Result<(u32, u64, u32)> {
                 let tid = placement::gettid();
                 let cpus = placement::allowed_cpus();
                 let mut hops = 0u32;
@@ -52,7 +52,7 @@ pub fn touch(pages: u64, threads: u32, rounds: u32, hop_every: u64, stride: u64)
                 Ok((tid, touched, hops))
             })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut per_thread = Vec::new();
     for h in handles {
         let (tid, pages, hops) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
@@ -70,7 +70,7 @@ pub fn hop(times: u32, threads: u32) -> Result<()> {
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let cpus = cpus.clone();
-            thread::spawn(move || -> Result<(u32, u32)> {
+            named(&format!("hopper-{}", i + 1), move || -> Result<(u32, u32)> {
                 let tid = placement::gettid();
                 // Counts only real CPU changes: the ground truth a tracer must see at least.
                 let mut done = 0;
@@ -89,7 +89,7 @@ pub fn hop(times: u32, threads: u32) -> Result<()> {
                 Ok((tid, done))
             })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut per_thread = Vec::new();
     for h in handles {
         let (tid, hops) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
@@ -129,25 +129,44 @@ pub fn spin(threads: u32, ms: u64) -> Result<()> {
     Ok(())
 }
 
-/// The init-thread pattern: main thread on the first node first-touches
-/// everything; workers pinned to the last node use it.
+/// The init-thread pattern: a thread `init` on the first node first-touches
+/// everything; workers (`worker-N`) pinned to the last node use it. Nodes
+/// are those of the CPUs the process may use.
 pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
-    let nodes = placement::nodes();
+    // Only the CPUs it may use, as the scheduler would: under `numactl
+    // --cpunodebind=1` or `taskset` everything runs where they say.
+    let allowed = placement::allowed_cpus();
+    let nodes: Vec<(u32, Vec<u32>)> = placement::nodes()
+        .into_iter()
+        .map(|(node, cpus)| (node, cpus.into_iter().filter(|c| allowed.contains(c)).collect::<Vec<u32>>()))
+        .filter(|(_, cpus)| !cpus.is_empty())
+        .collect();
     let (init_node, init_cpus) = nodes.first().cloned().context("no NUMA node with CPUs")?;
     let (work_node, work_cpus) = nodes.last().cloned().context("no NUMA node with CPUs")?;
-    placement::pin(&init_cpus)?;
     let pages = mib * 256;
-    let buf = std::sync::Arc::new(Buffer::new(pages)?);
-    for i in 0..pages {
-        buf.touch(i);
-    }
-    let init_tid = placement::gettid();
+    // Threads start on their node: a new thread inherits its creator's CPUs,
+    // so this thread moves before it starts each group (a thread that starts
+    // on one node and pins itself to another begins with a migration).
+    placement::pin(&init_cpus)?;
+    // The init thread, as a program would have one: it fills the data, then hands it over.
+    let (buf, init_tid) = named("init", move || -> Result<(Buffer, u32)> {
+        placement::pin(&init_cpus)?;
+        let buf = Buffer::new(pages)?;
+        for i in 0..pages {
+            buf.touch(i);
+        }
+        Ok((buf, placement::gettid()))
+    })?
+    .join()
+    .map_err(|_| anyhow::anyhow!("init thread panicked"))??;
+    let buf = std::sync::Arc::new(buf);
+    placement::pin(&work_cpus)?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let handles: Vec<_> = (0..workers)
-        .map(|_| {
+        .map(|k| {
             let buf = buf.clone();
             let cpus = work_cpus.clone();
-            thread::spawn(move || -> Result<(u32, u64)> {
+            named(&format!("worker-{}", k + 1), move || -> Result<(u32, u64)> {
                 placement::pin(&cpus)?;
                 let mut sweeps = 0;
                 while Instant::now() < deadline {
@@ -157,7 +176,7 @@ pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
                 Ok((placement::gettid(), sweeps))
             })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut per_worker = Vec::new();
     for h in handles {
         let (tid, sweeps) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
@@ -169,6 +188,12 @@ pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
         "workers": per_worker, "worker_node": work_node,
     }));
     Ok(())
+}
+
+/// Starts a thread with a name the kernel shows (its comm, set with
+/// PR_SET_NAME by the thread itself), as real programs name theirs.
+pub fn named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<thread::JoinHandle<T>> {
+    thread::Builder::new().name(name.to_string()).spawn(f).with_context(|| format!("starting thread {name}"))
 }
 
 /// How long a flood thread that is ahead of its pace sleeps.
@@ -187,8 +212,8 @@ pub fn flood(events_per_second: u64, seconds: f64, threads: u32, events_per_call
     let calls_per_second = events_per_second as f64 / events_per_call.max(1) as f64 / f64::from(threads);
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            thread::spawn(move || -> (u32, u64) {
+        .map(|k| {
+            named(&format!("flood-{}", k + 1), move || -> (u32, u64) {
                 let tid = placement::gettid();
                 let begun = Instant::now();
                 let mut calls = 0u64;
@@ -211,7 +236,7 @@ pub fn flood(events_per_second: u64, seconds: f64, threads: u32, events_per_call
                 (tid, calls)
             })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut per_thread = Vec::new();
     let mut calls = 0;
     for h in handles {

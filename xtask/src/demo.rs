@@ -2,6 +2,8 @@
 //! built-in workload whose init thread first-touches memory that threads on
 //! another node then use) and prints numatrace's report: directly on a host
 //! with several NUMA nodes, inside a 2-node lab guest on a one-node host.
+//! It installs what it needs first (`cargo xtask setup`, idempotent), so it
+//! works as the first command on a fresh machine.
 use std::{fs, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
@@ -34,6 +36,7 @@ fn host_nodes_with_cpus() -> usize {
 }
 
 pub fn run(args: &DemoArgs) -> Result<i32> {
+    crate::setup::run(&crate::setup::SetupArgs { check: false })?;
     let mut demo = vec!["numatrace".to_string(), "demo".to_string()];
     if args.json {
         demo.push("--json".into());

@@ -185,7 +185,7 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
     let size = mib(pages);
     match kind {
         CauseKind::FirstTouchByOtherThread => {
-            let placer = c.tids.iter().next().map(|t| thread_name(agg, *t)).unwrap_or_else(|| "one thread".into());
+            let placer = c.tids.iter().max_by_key(|t| (agg.threads.get(*t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t))).map(|t| thread_name(agg, *t)).unwrap_or_else(|| "one thread".into());
             format!(
                 "{size} of memory sits on {mem} because {placer} touched it first, but the threads that use it run on {run} (the init-thread pattern)."
             )
@@ -259,7 +259,7 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
             needed_bytes: 0,
         },
         nodes,
-        workload: crate::fixes::Workload { argv: start.argv.clone() },
+        workload: crate::fixes::Workload::from_facts(start, latest),
         started_by_numatrace,
         is_jvm: ctx.is_jvm,
         resident_bytes: latest.map(|s| s.total_bytes()).unwrap_or(0),

@@ -78,7 +78,7 @@ fn env() -> FixEnv {
 }
 
 fn run(a: &Aggregator, ctx: &ProcessContext) -> Vec<Cause> {
-    attribute(a, ctx, &env(), START)
+    attribute(a, ctx, &FixEnv { started_by_numatrace: ctx.started_by_numatrace, ..env() }, START)
 }
 
 /// The causes and their magnitude over a 3 s capture.

@@ -100,6 +100,8 @@ pub struct ReportArgs {
     /// Print the report as one JSON object (byte for byte what the live run printed with --json).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub text: crate::report::text::TextArgs,
 }
 
 /// Reads a capture and prints each warning about it on stderr.
@@ -114,6 +116,6 @@ pub fn open(path: &std::path::Path) -> Result<super::CaptureFile> {
 /// Runs `numatrace report`.
 pub fn run_report(args: &ReportArgs) -> Result<i32> {
     let capture = open(&args.capture)?;
-    crate::cli::print_report(&capture.report(), args.json)?;
+    crate::cli::print_report(&capture.report(), args.json, &args.text)?;
     Ok(0)
 }

@@ -170,7 +170,7 @@ fn machine_findings(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, Counte
 
 fn process_findings(topo: &MachineTopology, p: &ProcessSnapshot, out: &mut Vec<Finding>) {
     let total = p.total_bytes();
-    let workload = Workload::of_pid(p.pid);
+    let workload = Workload::of_snapshot(p);
     let allowed = p.allowed();
     let constraints = Constraints { allowed: allowed.clone(), nodes: topo.nodes.clone(), cpuset: p.cpuset.clone(), needed_bytes: total };
     let thread_nodes: Vec<u32> = p.threads_by_node.keys().copied().collect();
@@ -319,6 +319,7 @@ mod tests {
             threads,
             threads_by_node,
             cpuset: None,
+            identity: None,
             unreadable: Vec::new(),
         }
     }

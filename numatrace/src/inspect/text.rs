@@ -273,6 +273,7 @@ mod tests {
             threads: vec![ThreadPlacement { tid: 4242, name: "db".into(), cpu: 2, node: Some(1) }],
             threads_by_node: [(1, 1)].into_iter().collect(),
             cpuset: None,
+            identity: None,
             unreadable,
         }
     }

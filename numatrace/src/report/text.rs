@@ -1,7 +1,9 @@
 //! The terminal rendering of a [`Report`].
 use std::fmt::Write as _;
 
-use super::Report;
+use std::collections::BTreeMap;
+
+use super::{Report, ThreadReport};
 use crate::cpulist;
 
 fn mib(bytes: u64) -> String {
@@ -59,6 +61,9 @@ fn render_causes(o: &mut String, r: &Report) {
             for note in &f.notes {
                 let _ = writeln!(o, "          note: {note}");
             }
+            if let (0, Some(cost)) = (i, &f.cost) {
+                let _ = writeln!(o, "          cost: {cost}");
+            }
             if i == 0 && !f.verify.is_empty() {
                 let _ = writeln!(o, "          verify: {}", f.verify);
             }
@@ -70,8 +75,190 @@ fn render_causes(o: &mut String, r: &Report) {
     let _ = writeln!(o, "  verify any fix: capture again with -o after.ntrace and compare with `numatrace diff before.ntrace after.ntrace`");
 }
 
-/// Renders the human report.
+/// How many threads the text report lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThreadsShown {
+    /// Every thread when there are at most TOP_THREADS; else the threads
+    /// grouped by name pattern and lifetime, the top TOP_THREADS groups by
+    /// remote memory and one line for the rest.
+    #[default]
+    Top,
+    /// Every thread, one line each.
+    All,
+}
+
+/// The `--threads` option of the commands that print a report.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TextArgs {
+    /// Threads in the text report: `top` lists at most 20 lines (threads
+    /// grouped by name pattern, e.g. worker-%d, and lifetime when there are
+    /// more), `all` every thread. --json always has every thread.
+    #[arg(long, value_enum, value_name = "top|all", default_value_t = ThreadsShown::Top)]
+    pub threads: ThreadsShown,
+}
+
+/// Lines of the thread table before threads are grouped.
+pub const TOP_THREADS: usize = 20;
+
+/// A thread name with its numbers taken out: `worker-17` -> `worker-%d`.
+pub fn name_pattern(comm: &str) -> String {
+    let mut out = String::with_capacity(comm.len());
+    let mut in_digits = false;
+    for c in comm.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push_str("%d");
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+fn lifetime(t: &ThreadReport) -> &'static str {
+    match (t.born_during_capture, t.exited_during_capture) {
+        (false, false) => "whole capture",
+        (true, false) => "born",
+        (false, true) => "exited",
+        (true, true) => "born, exited",
+    }
+}
+
+/// Threads with one name pattern and lifetime, summed.
+#[derive(Default)]
+struct Group<'a> {
+    pattern: String,
+    lifetime: &'static str,
+    threads: Vec<&'a ThreadReport>,
+    migrations: Option<u64>,
+    cross_node_migrations: u64,
+    first_touch: BTreeMap<String, u64>,
+    remote_first_touch: u64,
+    runtime_ms: BTreeMap<String, f64>,
+    hinting_local: u64,
+    hinting_remote: u64,
+}
+
+impl Group<'_> {
+    /// Remote memory: pages first touched remote and remote hinting faults.
+    fn remote(&self) -> u64 {
+        self.remote_first_touch + self.hinting_remote
+    }
+}
+
+fn groups(r: &Report) -> Vec<Group<'_>> {
+    let mut by_key: BTreeMap<(String, &'static str), Group<'_>> = BTreeMap::new();
+    for t in &r.threads {
+        let key = (name_pattern(&t.comm), lifetime(t));
+        let g = by_key.entry(key.clone()).or_insert_with(|| Group { pattern: key.0, lifetime: key.1, migrations: Some(0), ..Default::default() });
+        g.threads.push(t);
+        g.migrations = g.migrations.zip(t.migrations).map(|(a, b)| a + b);
+        g.cross_node_migrations += t.cross_node_migrations;
+        for (n, p) in &t.first_touch_pages {
+            *g.first_touch.entry(n.clone()).or_default() += p;
+        }
+        g.remote_first_touch += t.remote_first_touch_pages;
+        for (n, ms) in &t.runtime_ms_by_node {
+            *g.runtime_ms.entry(n.clone()).or_default() += ms;
+        }
+        g.hinting_local += t.hinting_faults_local;
+        g.hinting_remote += t.hinting_faults_remote;
+    }
+    let mut out: Vec<Group<'_>> = by_key.into_values().collect();
+    let touched = |g: &Group<'_>| g.first_touch.values().sum::<u64>();
+    let ran = |g: &Group<'_>| g.runtime_ms.values().sum::<f64>();
+    out.sort_by(|a, b| b.remote().cmp(&a.remote()).then(touched(b).cmp(&touched(a))).then(ran(b).total_cmp(&ran(a))).then(a.pattern.cmp(&b.pattern)));
+    out
+}
+
+fn node_list<V: std::fmt::Display>(m: &BTreeMap<String, V>, fmt: impl Fn(&V) -> String) -> String {
+    let s = m.iter().map(|(n, v)| format!("{n}:{}", fmt(v))).collect::<Vec<_>>().join(" ");
+    if s.is_empty() { "-".into() } else { s }
+}
+
+/// The thread table: every thread, or the groups when there are too many.
+fn render_threads(o: &mut String, r: &Report, shown: ThreadsShown) {
+    let grouped = shown == ThreadsShown::Top && r.threads.len() > TOP_THREADS;
+    if !grouped {
+        let _ = writeln!(o, "\nThreads");
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
+            "tid", "comm", "migr", "x-node", "first touch by node", "remote", "ran on node (ms)", "hinting l/r"
+        );
+        for t in &r.threads {
+            let _ = writeln!(
+                o,
+                "  {:>8} {:<16} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
+                t.tid,
+                t.comm,
+                t.migrations.map_or("-".to_string(), |m| m.to_string()),
+                t.cross_node_migrations,
+                node_list(&t.first_touch_pages, |p| p.to_string()),
+                t.remote_first_touch_pages,
+                node_list(&t.runtime_ms_by_node, |ms| format!("{ms:.0}")),
+                format!("{}/{}", t.hinting_faults_local, t.hinting_faults_remote)
+            );
+        }
+        return;
+    }
+    let all = groups(r);
+    let _ = writeln!(
+        o,
+        "\nThreads: {} in {} groups by name and lifetime, the top {} by remote memory (--threads all lists each)",
+        r.threads.len(),
+        all.len(),
+        TOP_THREADS.min(all.len())
+    );
+    let _ = writeln!(
+        o,
+        "  {:>8} {:<16} {:<13} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
+        "threads", "name", "lifetime", "migr", "x-node", "first touch by node", "remote", "ran on node (ms)", "hinting l/r"
+    );
+    for g in all.iter().take(TOP_THREADS) {
+        // A group of one is that thread: its tid and its own name.
+        let (count, name) = match g.threads.as_slice() {
+            [one] => (format!("tid {}", one.tid), one.comm.clone()),
+            many => (many.len().to_string(), g.pattern.clone()),
+        };
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:<13} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
+            count,
+            name,
+            g.lifetime,
+            g.migrations.map_or("-".to_string(), |m| m.to_string()),
+            g.cross_node_migrations,
+            node_list(&g.first_touch, |p| p.to_string()),
+            g.remote_first_touch,
+            node_list(&g.runtime_ms, |ms| format!("{ms:.0}")),
+            format!("{}/{}", g.hinting_local, g.hinting_remote)
+        );
+    }
+    let rest = &all[TOP_THREADS.min(all.len())..];
+    if !rest.is_empty() {
+        let threads: usize = rest.iter().map(|g| g.threads.len()).sum();
+        let touched: u64 = rest.iter().flat_map(|g| g.first_touch.values()).sum();
+        let remote: u64 = rest.iter().map(|g| g.remote_first_touch).sum();
+        let hinting: u64 = rest.iter().map(|g| g.hinting_remote).sum();
+        let _ = writeln!(
+            o,
+            "  and {} more groups ({threads} threads): {touched} pages first touched, {remote} remote; {hinting} remote hinting faults",
+            rest.len()
+        );
+    }
+}
+
+/// Renders the human report, threads as `top` shows them.
 pub fn render(r: &Report) -> String {
+    render_with(r, ThreadsShown::Top)
+}
+
+/// Renders the human report.
+pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "numatrace {} on Linux {}", r.tool.version, r.tool.kernel);
     let what = match &r.target.command {
@@ -114,28 +301,7 @@ pub fn render(r: &Report) -> String {
         );
     }
 
-    let _ = writeln!(o, "\nThreads");
-    let _ = writeln!(
-        o,
-        "  {:>8} {:<16} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
-        "tid", "comm", "migr", "x-node", "first touch by node", "remote", "ran on node (ms)", "hinting l/r"
-    );
-    for t in &r.threads {
-        let ft = t.first_touch_pages.iter().map(|(n, p)| format!("{n}:{p}")).collect::<Vec<_>>().join(" ");
-        let rt = t.runtime_ms_by_node.iter().map(|(n, ms)| format!("{n}:{ms:.0}")).collect::<Vec<_>>().join(" ");
-        let _ = writeln!(
-            o,
-            "  {:>8} {:<16} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
-            t.tid,
-            t.comm,
-            t.migrations.map_or("-".to_string(), |m| m.to_string()),
-            t.cross_node_migrations,
-            if ft.is_empty() { "-".into() } else { ft },
-            t.remote_first_touch_pages,
-            if rt.is_empty() { "-".into() } else { rt },
-            format!("{}/{}", t.hinting_faults_local, t.hinting_faults_remote)
-        );
-    }
+    render_threads(&mut o, r, threads);
 
     let tt = &r.totals;
     let _ = writeln!(o, "\nTotals");
@@ -197,4 +363,68 @@ pub fn render(r: &Report) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{capture::synthetic, topology::Topology};
+
+    /// A process of 10 000 threads: 9 990 `worker-N` (a few touching remote
+    /// memory), 9 `io-N` and the main thread.
+    fn big() -> Report {
+        const S: u64 = 1_000_000_000;
+        let t0 = 1_000 * S;
+        let pid = 5000;
+        let topology = Topology::synthetic(&[vec![0, 1], vec![2, 3]]);
+        let start = synthetic::start_facts(&topology, t0, pid, &[(pid, "db", 0)]);
+        let mut events = Vec::new();
+        for k in 1..10_000u32 {
+            let name = if k < 10 { format!("io-{k}") } else { format!("worker-{k}") };
+            events.push(synthetic::thread_new(t0 + u64::from(k), pid, pid + k, pid, &name, k % 4));
+        }
+        // worker-42 touches 300 pages remote; every io thread 10 pages local.
+        events.push(synthetic::first_touch(t0 + S, pid, pid + 42, 7, 300, 1, 0));
+        for k in 1..10u32 {
+            events.push(synthetic::first_touch(t0 + S, pid, pid + k, 100 + u64::from(k), 10, 0, 0));
+        }
+        let end = crate::capture::end_facts(2.0, "duration".into());
+        crate::facts::SessionFacts { start, end }.replay(&events).0
+    }
+
+    #[test]
+    fn ten_thousand_threads_make_a_short_report_unless_all_are_asked_for() {
+        let r = big();
+        assert_eq!(r.threads.len(), 10_000);
+        let text = render(&r);
+        let lines = text.lines().count();
+        assert!(lines < 80, "{lines} lines:\n{text}");
+        let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Threads:")).take_while(|l| !l.is_empty()).collect();
+        assert!(table[0].starts_with("Threads: 10000 in 3 groups by name and lifetime"), "{}", table[0]);
+        // The group with remote memory comes first, with its count and pattern.
+        assert!(table[2].contains("9990 worker-%d") && table[2].contains("born") && table[2].contains("0:300"), "{}", table[2]);
+        assert!(table[3].contains("9 io-%d") && table[3].contains("0:90"), "{}", table[3]);
+        assert!(table[4].contains("tid 5000 db") && table[4].contains("whole capture"), "{}", table[4]);
+        let all = render_with(&r, ThreadsShown::All);
+        assert!(all.lines().count() > 10_000);
+        assert!(all.contains("worker-9999"));
+        // JSON keeps every thread whatever the text shows.
+        assert_eq!(serde_json::to_value(&r).unwrap()["threads"].as_array().map(Vec::len), Some(10_000));
+    }
+
+    #[test]
+    fn more_groups_than_the_top_end_in_one_line() {
+        let mut r = big();
+        // Give 30 threads names of their own: 30 groups of one, plus the rest.
+        for (k, t) in r.threads.iter_mut().skip(100).take(30).enumerate() {
+            t.comm = format!("own{}x", "y".repeat(k));
+        }
+        let text = render(&r);
+        let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Threads:")).take_while(|l| !l.is_empty()).collect();
+        assert_eq!(table.len(), 2 + TOP_THREADS + 1, "{}", table.join("\n"));
+        assert!(table.last().is_some_and(|l| l.starts_with("  and 13 more groups (")), "{}", table.join("\n"));
+        assert_eq!(name_pattern("worker-17"), "worker-%d");
+        assert_eq!(name_pattern("pool-3-thread-12"), "pool-%d-thread-%d");
+        assert_eq!(name_pattern("db"), "db");
+    }
 }

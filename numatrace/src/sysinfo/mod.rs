@@ -7,6 +7,7 @@
 //! Each module reads one source; anything that could not be read is listed in
 //! `unreadable` with the reason, never silently left as zero.
 pub mod cpuset;
+pub mod identity;
 pub mod node_counters;
 pub mod node_meminfo;
 pub mod nodes;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     cpuset::{CgroupVersion, Cpuset},
+    identity::{Container, ContainerRuntime, ProcessIdentity},
     node_counters::{CounterRates, NodeCounters},
     node_meminfo::NodeMeminfo,
     nodes::{HugePages, MachineTopology, NodeInfo},
@@ -215,6 +217,10 @@ pub struct ProcessSnapshot {
     pub threads_by_node: BTreeMap<u32, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset: Option<Cpuset>,
+    /// Its executable, command line, systemd unit and container (captures
+    /// written before these were recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<ProcessIdentity>,
     pub unreadable: Vec<Unreadable>,
 }
 
@@ -256,7 +262,8 @@ impl ProcessSnapshot {
             .map_err(|e| unreadable.push(Unreadable::new(format!("/proc/{pid}/cgroup"), &e)))
             .ok()
             .flatten();
-        Ok(ProcessSnapshot { pid, taken_at_unix_ms, status, numa_maps, memory_by_node, threads, threads_by_node, cpuset, unreadable })
+        let identity = Some(ProcessIdentity::read(pid));
+        Ok(ProcessSnapshot { pid, taken_at_unix_ms, status, numa_maps, memory_by_node, threads, threads_by_node, cpuset, identity, unreadable })
     }
 
     /// Resident bytes on all nodes (numastat -p's grand total).
