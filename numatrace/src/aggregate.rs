@@ -56,6 +56,10 @@ pub struct ThreadStats {
     pub first_node: Option<u32>,
     /// The last run-time sample: (when, cumulative run ns).
     pub last_run_sample: Option<(u64, u64)>,
+    /// Run-time samples over the capture, thinned to at most
+    /// [`RUN_SAMPLES_KEPT`] (every other one dropped when full), so that
+    /// attribution can ask how long a thread ran after a moment.
+    pub run_samples: Vec<(u64, u64)>,
     /// The kernel's migration count of the thread: the first reading and the
     /// last (when, count); see [`ThreadStats::counted_migrations`].
     pub migration_count_first: Option<u64>,
@@ -84,6 +88,29 @@ impl ThreadStats {
             return None;
         };
         Some(last.saturating_sub(base))
+    }
+
+    /// Run time after `ts`, from the samples (linear between two of them).
+    /// A thread born during the capture started at 0; a thread there from
+    /// the start counts from its first sample, as its per-node run time does.
+    /// None without samples (run time added directly, as in tests).
+    pub fn run_ns_after(&self, ts: u64) -> Option<u64> {
+        let &(_, last) = self.run_samples.last()?;
+        let mut prev: Option<(u64, u64)> = self.born_ns.map(|born| (born, 0));
+        for &(at, run) in &self.run_samples {
+            if at >= ts {
+                let at_ts = match prev {
+                    Some((p_at, p_run)) if p_at < ts => {
+                        p_run + (u128::from(run.saturating_sub(p_run)) * u128::from(ts - p_at) / u128::from(at - p_at)) as u64
+                    }
+                    Some((_, p_run)) => p_run,
+                    None => run,
+                };
+                return Some(last.saturating_sub(at_ts));
+            }
+            prev = Some((at, run));
+        }
+        Some(0)
     }
 
     /// The node it spent most run time on, if it ran at all.
@@ -235,6 +262,8 @@ const MAX_PLACEMENTS: usize = 100_000;
 /// How many events ahead [`Aggregator::ingest_batch`] prefetches: enough to
 /// cover a memory load with the folds in between, few enough to stay in cache.
 pub const PREFETCH_AHEAD: usize = 8;
+/// Run-time samples kept per thread (see [`ThreadStats::run_samples`]).
+const RUN_SAMPLES_KEPT: usize = 64;
 /// Cross-node moves kept per thread for attribution windows; beyond this only the count grows.
 const MAX_MOVES_PER_THREAD: usize = 10_000;
 
@@ -577,6 +606,15 @@ impl Aggregator {
                     None => t.born_ns.map(|born| (born, 0)),
                 };
                 t.last_run_sample = Some((h.ts_ns, e.run_ns));
+                if t.run_samples.len() >= RUN_SAMPLES_KEPT {
+                    // Keep the first, then every other one: the span stays, the resolution halves.
+                    let mut i = 0;
+                    t.run_samples.retain(|_| {
+                        i += 1;
+                        i % 2 == 1
+                    });
+                }
+                t.run_samples.push((h.ts_ns, e.run_ns));
                 if let Some((at, run_ns)) = since
                     && e.run_ns > run_ns
                     && h.ts_ns >= at

@@ -200,7 +200,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
     if has_hinting {
         out.extend(from_hinting_faults(agg, ctx));
     } else {
-        out.extend(from_run_time(agg, &local, start_ns));
+        out.extend(from_run_time(agg, &local, &users));
     }
 
     for (reason, m) in &agg.page_migrations {
@@ -437,7 +437,8 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
 const SHARED_MIN_RUN_SHARE: f64 = 0.2;
 
 /// Remote use estimated from where threads ran (no hinting faults).
-fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouches>, start_ns: u64) -> Vec<Contribution> {
+fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouches>, users_of: &Users) -> Vec<Contribution> {
+    let start_ns = users_of.start_ns;
     let mut out = Vec::new();
     let mut touched_by_tgid: BTreeMap<u32, u64> = BTreeMap::new();
     for ((tgid, _, _), (pages, ..)) in local {
@@ -504,11 +505,16 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
             // Users on the memory's node as well as off it (and not one thread
             // that moved between them): the memory is shared across nodes, and
             // no first-touch change would make it local to all of them.
-            let users_on: BTreeSet<u32> = others
-                .iter()
-                .filter(|t| t.runtime_ns_by_node.get(&node).is_some_and(|ns| *ns as f64 >= others_runtime as f64 * SHARED_MIN_RUN_SHARE))
-                .map(|t| t.tid)
-                .collect();
+            // On the node, only use after the memory was placed counts: a main
+            // thread that started the process there and then waited is not a user.
+            let use_on = |t: &ThreadStats| {
+                let total = total_runtime(t);
+                let on = t.runtime_ns_by_node.get(&node).copied().unwrap_or(0);
+                let after = t.run_ns_after(*last_ns).unwrap_or(total).min(users_of.use_ns(t)).min(total);
+                if total == 0 { 0.0 } else { after as f64 * on as f64 / total as f64 }
+            };
+            let users_on: BTreeSet<u32> =
+                others.iter().filter(|t| use_on(t) >= others_runtime as f64 * SHARED_MIN_RUN_SHARE).map(|t| t.tid).collect();
             let users_off: BTreeSet<u32> = others
                 .iter()
                 .filter(|t| runtime_off(t, node) as f64 >= others_runtime as f64 * SHARED_MIN_RUN_SHARE)

@@ -562,3 +562,26 @@ fn interleaved_pages_on_the_users_node_are_not_remote() {
     assert!((m.remote_memory_share - 0.5).abs() < 0.05, "half the memory is remote to the workers: {m:?} {causes:#?}");
     assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread, "{causes:#?}");
 }
+
+#[test]
+fn a_main_thread_that_started_the_process_and_waited_is_not_a_user() {
+    // The lab's init-thread workload: the main thread runs 0.8 s on node 0 while
+    // the process starts, an init thread fills the memory there, the workers use
+    // it from node 1; the main thread only waits. Not shared: the init pattern.
+    use numatrace_common::RunTimeSampleEvent;
+    let mut a = agg();
+    let sample = |a: &mut Aggregator, tid: u32, ts: u64, run_ns: u64| {
+        a.ingest(&Event::RunTimeSample(RunTimeSampleEvent { header: hdr(EventKind::RunTimeSample, tid, ts), run_ns }));
+    };
+    a.add_thread(12, 10, "main", Some(0));
+    sample(&mut a, 12, 0, 0);
+    sample(&mut a, 12, S, 800_000_000);
+    for r in 0..16 {
+        touch(&mut a, 10, r, 0, 0, 512, S + r * 30_000_000);
+    }
+    sample(&mut a, 12, 5 * S, 830_000_000);
+    finish(&mut a, &[(10, 0, 0.5), (11, 1, 1.4), (13, 1, 1.4)]);
+    let causes = run(&a, &command_ctx());
+    assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread, "{causes:#?}");
+    assert_eq!(a.threads[&12].run_ns_after(START + 2 * S), Some(22_500_000));
+}
