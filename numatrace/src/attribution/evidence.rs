@@ -498,7 +498,19 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
             let since = toucher.born_ns.unwrap_or(start_ns).max(start_ns);
             let toucher_use = total_runtime(toucher).saturating_sub(last_ns.saturating_sub(since));
             let toucher_use_on = if toucher.main_node() == Some(node) { toucher_use } else { 0 };
-            let remote_fraction = others_off as f64 / (others_runtime + toucher_use_on) as f64;
+            // Only run time after the memory was placed is use of it (a main
+            // thread that started the process, then waited, used none).
+            let (mut used, mut used_off) = (toucher_use_on as f64, 0.0);
+            for t in &others {
+                let total = total_runtime(t);
+                if total == 0 {
+                    continue;
+                }
+                let after = t.run_ns_after(*last_ns).unwrap_or(total).min(total) as f64;
+                used += after;
+                used_off += after * runtime_off(t, node) as f64 / total as f64;
+            }
+            let remote_fraction = if used > 0.0 { used_off / used } else { others_off as f64 / others_runtime as f64 };
             let users: Vec<&&ThreadStats> = others.iter().filter(|t| runtime_off(t, node) > 0).collect();
             let user_nodes: BTreeSet<u32> =
                 users.iter().flat_map(|t| t.runtime_ns_by_node.keys().copied().filter(|n| *n != node)).collect();
