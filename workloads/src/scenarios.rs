@@ -145,8 +145,9 @@ pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
     let (work_node, work_cpus) = nodes.last().cloned().context("no NUMA node with CPUs")?;
     let pages = mib * 256;
     // Threads start on their node: a new thread inherits its creator's CPUs,
-    // so this thread moves before it starts each group (a thread that starts
-    // on one node and pins itself to another begins with a migration).
+    // so this thread moves before it starts each group and back after (a
+    // thread that starts on one node and pins itself to another begins with
+    // a migration; the main thread keeps the CPUs the process was given).
     placement::pin(&init_cpus)?;
     // The init thread, as a program would have one: it fills the data, then hands it over.
     let (buf, init_tid) = named("init", move || -> Result<(Buffer, u32)> {
@@ -159,6 +160,7 @@ pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
     })?
     .join()
     .map_err(|_| anyhow::anyhow!("init thread panicked"))??;
+    placement::pin(&allowed)?;
     let buf = std::sync::Arc::new(buf);
     placement::pin(&work_cpus)?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -177,6 +179,7 @@ pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
+    placement::pin(&allowed)?;
     let mut per_worker = Vec::new();
     for h in handles {
         let (tid, sweeps) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
