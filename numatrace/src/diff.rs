@@ -65,7 +65,8 @@ pub struct RemoteShare {
 const MIN_SAMPLES: u64 = 256;
 
 /// What a capture's last snapshot saw of its process: its own resident
-/// pages per node, and the nodes of the CPUs it may run on then.
+/// pages per node, and the nodes it may run on then (its main thread's CPUs
+/// and where its threads were).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resident {
     pub pages_by_node: BTreeMap<u32, u64>,
@@ -130,8 +131,11 @@ pub fn resident(start: &crate::facts::StartFacts, end: &crate::facts::EndFacts) 
             *pages_by_node.entry(node).or_default() += bytes / 4096;
         }
     }
+    // The main thread's CPUs, and the nodes its threads were on (a thread
+    // may pin itself elsewhere than the main thread may run).
     let mut allowed_nodes: Vec<u32> =
         snap.status.iter().flat_map(|st| st.cpus_allowed.iter()).filter_map(|cpu| start.topology.node_of_cpu(*cpu)).collect();
+    allowed_nodes.extend(snap.threads_by_node.keys());
     allowed_nodes.sort_unstable();
     allowed_nodes.dedup();
     Some(Resident { pages_by_node, allowed_nodes })
