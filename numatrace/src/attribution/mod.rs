@@ -155,7 +155,7 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
     let size = mib(pages);
     match kind {
         CauseKind::FirstTouchByOtherThread => {
-            let placer = c.tids.iter().max_by_key(|t| (agg.threads.get(*t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t))).map(|t| thread_name(agg, *t)).unwrap_or_else(|| "one thread".into());
+            let placer = c.tids.iter().max_by_key(|t| (agg.threads.get(t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t))).map(|t| thread_name(agg, *t)).unwrap_or_else(|| "one thread".into());
             format!(
                 "{size} of memory sits on {mem} because {placer} touched it first, but the threads that use it run on {run} (the init-thread pattern)."
             )
