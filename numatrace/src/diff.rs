@@ -7,10 +7,11 @@
 //! The verdict is one line: "fixed" when the process's remote share after
 //! is below `--fixed-below` (5 % by default, [`FIXED_BELOW`]; an interleave
 //! fix states its own level, (n-1)/n plus 5 %), "not fixed" otherwise.
-//! The remote share is, in order of preference: its resident memory per
-//! node (the capture's last snapshot) weighted by where its threads were
-//! then (the share of accesses that are remote if every thread used all
-//! memory alike; by run time when the snapshot has no threads); else the share of remote NUMA hinting faults (real accesses,
+//! The remote share is, in order of preference: its own resident memory
+//! (not its files' page cache) per node (the capture's last snapshot, when it holds at least half the pages
+//! first touched during the capture) weighted by where its threads ran
+//! (the share of accesses that are remote if every thread used all memory
+//! alike), on the nodes it may still use then; else the share of remote NUMA hinting faults (real accesses,
 //! when the balancer runs); else the pages first touched during the
 //! capture per node, weighted by run time as the resident memory is.
 use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf};
@@ -56,19 +57,21 @@ pub struct RemoteShare {
     pub remote_pages: u64,
     /// Pages measured.
     pub pages: u64,
-    /// Which measure: `resident_by_thread_placement`, `resident_by_run_time`, `hinting_faults` or `first_touch_by_run_time`.
+    /// Which measure: `resident_by_run_time`, `hinting_faults` or `first_touch_by_run_time`.
     pub measure: &'static str,
 }
 
 /// Minimum pages or faults for a measure to count.
 const MIN_SAMPLES: u64 = 256;
 
-/// What a capture's last snapshot saw of its process: resident pages per
-/// node, and how many of its threads were on each node.
+/// What a capture's last snapshot saw of its process: its own resident
+/// pages per node, and the nodes it may run on then (its main thread's CPUs
+/// and where its threads were).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resident {
     pub pages_by_node: BTreeMap<u32, u64>,
-    pub threads_by_node: BTreeMap<u32, u32>,
+    /// Empty when unknown (then every node counts).
+    pub allowed_nodes: Vec<u32>,
 }
 
 /// Pages per node weighted by the share of `weights` (threads, or run time) off their node.
@@ -84,23 +87,26 @@ fn weighted(pages: &BTreeMap<u32, u64>, weights: &BTreeMap<u32, f64>, measure: &
 impl RemoteShare {
     /// `resident`: what the capture's last snapshot saw, if it has one.
     pub fn of(r: &Report, resident: Option<&Resident>) -> RemoteShare {
+        // Run time on nodes the process may no longer use (its CPUs at the
+        // last snapshot) is history from before a fix took hold: a command
+        // started under numactl runs as numatrace's child on another node
+        // until its exec.
+        let allowed = resident.map(|res| res.allowed_nodes.as_slice()).unwrap_or_default();
         let mut run_ms: BTreeMap<u32, f64> = BTreeMap::new();
         for t in &r.threads {
             for (node, ms) in &t.runtime_ms_by_node {
-                if let Ok(node) = node.parse::<u32>() {
+                if let Ok(node) = node.parse::<u32>()
+                    && (allowed.is_empty() || allowed.contains(&node))
+                {
                     *run_ms.entry(node).or_default() += ms;
                 }
             }
         }
-        if let Some(res) = resident {
-            // Where the threads are when the memory is measured: the run time
-            // of the whole capture also holds what ran before a fix took hold
-            // (a started command runs as numatrace's child until its exec).
-            let placed: BTreeMap<u32, f64> = res.threads_by_node.iter().map(|(n, c)| (*n, f64::from(*c))).collect();
-            let by_threads = weighted(&res.pages_by_node, &placed, "resident_by_thread_placement");
-            if let Some(m) = by_threads.or_else(|| weighted(&res.pages_by_node, &run_ms, "resident_by_run_time")) {
-                return m;
-            }
+        // A snapshot taken before most of the memory was touched (a short
+        // command exits between snapshots) does not stand for it.
+        let current = |res: &&Resident| res.pages_by_node.values().sum::<u64>() >= r.totals.first_touch_pages / 2;
+        if let Some(m) = resident.filter(current).and_then(|res| weighted(&res.pages_by_node, &run_ms, "resident_by_run_time")) {
+            return m;
         }
         let t = &r.totals;
         let faults = t.hinting_faults_local + t.hinting_faults_remote;
@@ -112,13 +118,27 @@ impl RemoteShare {
     }
 }
 
-/// What the capture's last snapshot (or the one at its start) saw of its process.
+/// What the capture's last snapshot (or the one at its start) saw of its
+/// process: its own memory (heap, stacks, anonymous and hugetlb mappings,
+/// in 4 KiB pages), not the page cache of its files, which a fix does not
+/// move (a binary's text sits where it was first read, shared by others).
 pub fn resident(start: &crate::facts::StartFacts, end: &crate::facts::EndFacts) -> Option<Resident> {
+    use crate::sysinfo::MappingKind;
     let snap = end.process_last.as_ref().or(start.process_before.as_ref())?;
-    Some(Resident {
-        pages_by_node: snap.memory_by_node.iter().map(|(n, c)| (*n, c.total / 4096)).collect(),
-        threads_by_node: snap.threads_by_node.clone(),
-    })
+    let mut pages_by_node: BTreeMap<u32, u64> = BTreeMap::new();
+    for m in snap.numa_maps.iter().flat_map(|maps| maps.mappings.iter()).filter(|m| m.kind != MappingKind::File) {
+        for (node, bytes) in m.bytes_by_node() {
+            *pages_by_node.entry(node).or_default() += bytes / 4096;
+        }
+    }
+    // The main thread's CPUs, and the nodes its threads were on (a thread
+    // may pin itself elsewhere than the main thread may run).
+    let mut allowed_nodes: Vec<u32> =
+        snap.status.iter().flat_map(|st| st.cpus_allowed.iter()).filter_map(|cpu| start.topology.node_of_cpu(*cpu)).collect();
+    allowed_nodes.extend(snap.threads_by_node.keys());
+    allowed_nodes.sort_unstable();
+    allowed_nodes.dedup();
+    Some(Resident { pages_by_node, allowed_nodes })
 }
 
 /// Remote shares of one thread (or of the whole process) in one capture.
@@ -225,15 +245,12 @@ fn outcome(b: &RemoteShare, a: &RemoteShare, fixed_below: f64) -> (Option<bool>,
         return (None, format!("cannot tell: the capture after has too few pages or faults to measure (under {MIN_SAMPLES}); capture for longer"));
     };
     let before = b.share.map_or("-".to_string(), |s| format!("{:.0} %", s * 100.0));
-    let figures = format!(
-        "remote share {before} -> {:.0} % ({} -> {} remote pages of {} -> {}, by {})",
-        after * 100.0,
-        b.remote_pages,
-        a.remote_pages,
-        b.pages,
-        a.pages,
-        a.measure.replace('_', " ")
-    );
+    let mut measure = a.measure.replace('_', " ");
+    if b.measure != a.measure && b.share.is_some() {
+        measure = format!("{measure}; before by {}", b.measure.replace('_', " "));
+    }
+    let figures =
+        format!("remote share {before} -> {:.0} % ({} -> {} remote pages of {} -> {}, by {measure})", after * 100.0, b.remote_pages, a.remote_pages, b.pages, a.pages);
     if after < fixed_below { (Some(true), format!("fixed: {figures}, below {goal}")) } else { (Some(false), format!("not fixed: {figures}, goal below {goal}")) }
 }
 
@@ -409,6 +426,7 @@ mod verdict_tests {
         r.totals.hinting_faults_local = 0;
         r.totals.hinting_faults_remote = 0;
         r.totals.first_touch_pages_by_node = touched.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        r.totals.first_touch_pages = touched.iter().map(|(_, p)| p).sum();
         r
     }
 
@@ -443,16 +461,20 @@ mod verdict_tests {
         let d = compare_with(&before, None, &after, None, goal);
         assert_eq!(d.fixed, Some(true), "{}", d.outcome);
         assert!(d.outcome.ends_with("below 55 %"), "{}", d.outcome);
-        // A snapshot of the resident memory outranks the first touches: by
-        // where the threads were then, else by run time.
-        let mut res = Resident { pages_by_node: BTreeMap::from([(1u32, 20000u64)]), threads_by_node: BTreeMap::new() };
-        let d = compare_with(&before, None, &before, Some(&res), FIXED_BELOW);
+        // A snapshot of the resident memory outranks the first touches, and
+        // run time on nodes the process may no longer use does not count.
+        let mut res = Resident { pages_by_node: BTreeMap::from([(1u32, 20000u64)]), allowed_nodes: Vec::new() };
+        let wandered = report(&[(0, 250.0), (1, 750.0)], &[(1, 10000)]);
+        let d = compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW);
         assert_eq!(d.remote_after.measure, "resident_by_run_time");
-        assert_eq!(d.fixed, Some(true));
-        res.threads_by_node = BTreeMap::from([(0, 1), (1, 3)]);
-        let d = compare_with(&before, None, &before, Some(&res), FIXED_BELOW);
-        assert_eq!(d.remote_after.measure, "resident_by_thread_placement");
         assert_eq!((d.remote_after.share, d.remote_after.remote_pages, d.fixed), (Some(0.25), 5000, Some(false)));
+        assert!(d.outcome.ends_with("by resident by run time; before by first touch by run time), goal below 5 %"), "{}", d.outcome);
+        res.allowed_nodes = vec![1];
+        let d = compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW);
+        assert_eq!((d.remote_after.share, d.fixed), (Some(0.0), Some(true)), "{}", d.outcome);
+        // A snapshot that holds less than half the pages touched since is stale.
+        res.pages_by_node = BTreeMap::from([(1u32, 4000u64)]);
+        assert_eq!(compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW).remote_after.measure, "first_touch_by_run_time");
     }
 
     #[test]

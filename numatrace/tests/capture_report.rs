@@ -137,7 +137,7 @@ fn diff_of_two_captures_says_fixed_or_not_in_one_line() {
     let multi_node = std::fs::read_dir("/sys/devices/system/node").map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("node")).count()).unwrap_or(1) > 1;
     if !multi_node {
         assert!(first.starts_with("fixed: remote share 0 % -> 0 % ("), "{text}");
-        assert!(first.contains("by resident by thread placement"), "{text}");
+        assert!(first.contains("by resident by run time"), "{text}");
     }
     assert!(first.starts_with("fixed: ") || first.starts_with("not fixed: "), "{text}");
     let json = Command::new(NUMATRACE).args(["diff", "--json", "--fixed-below", "55", a.to_str().unwrap(), b.to_str().unwrap()]).output().unwrap();

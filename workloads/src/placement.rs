@@ -74,3 +74,18 @@ pub fn nodes() -> Vec<(u32, Vec<u32>)> {
     }
     out
 }
+
+/// Names the calling thread (its comm, what ps and numatrace show), with
+/// PR_SET_NAME; the kernel keeps the first 15 bytes.
+pub fn set_thread_name(name: &str) -> Result<()> {
+    let mut buf = [0u8; 16];
+    for (slot, b) in buf.iter_mut().zip(name.bytes().take(15)) {
+        *slot = b;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from the pointer; buf is 16 bytes and ends in NUL.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        bail!("naming this thread {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

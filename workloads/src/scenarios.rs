@@ -129,12 +129,11 @@ pub fn spin(threads: u32, ms: u64) -> Result<()> {
     Ok(())
 }
 
-/// The init-thread pattern: a thread `init` on the first node first-touches
-/// everything; workers (`worker-N`) pinned to the last node use it. Nodes
-/// are those of the CPUs the process may use.
+/// The init-thread pattern: the main thread, named `init`, first-touches
+/// everything on the first node; workers (`worker-N`) pinned to the last
+/// node use it. Nodes are those of the CPUs the process may use, so that
+/// under `numactl --cpunodebind=1` or `taskset` everything runs where they say.
 pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
-    // Only the CPUs it may use, as the scheduler would: under `numactl
-    // --cpunodebind=1` or `taskset` everything runs where they say.
     let allowed = placement::allowed_cpus();
     let nodes: Vec<(u32, Vec<u32>)> = placement::nodes()
         .into_iter()
@@ -143,24 +142,14 @@ pub fn init_thread(mib: u64, workers: u32, seconds: f64) -> Result<()> {
         .collect();
     let (init_node, init_cpus) = nodes.first().cloned().context("no NUMA node with CPUs")?;
     let (work_node, work_cpus) = nodes.last().cloned().context("no NUMA node with CPUs")?;
-    let pages = mib * 256;
-    // Threads start on their node: a new thread inherits its creator's CPUs,
-    // so this thread moves before it starts each group (a thread that starts
-    // on one node and pins itself to another begins with a migration).
+    placement::set_thread_name("init")?;
     placement::pin(&init_cpus)?;
-    // The init thread, as a program would have one: it fills the data, then hands it over.
-    let (buf, init_tid) = named("init", move || -> Result<(Buffer, u32)> {
-        placement::pin(&init_cpus)?;
-        let buf = Buffer::new(pages)?;
-        for i in 0..pages {
-            buf.touch(i);
-        }
-        Ok((buf, placement::gettid()))
-    })?
-    .join()
-    .map_err(|_| anyhow::anyhow!("init thread panicked"))??;
-    let buf = std::sync::Arc::new(buf);
-    placement::pin(&work_cpus)?;
+    let pages = mib * 256;
+    let buf = std::sync::Arc::new(Buffer::new(pages)?);
+    for i in 0..pages {
+        buf.touch(i);
+    }
+    let init_tid = placement::gettid();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let handles: Vec<_> = (0..workers)
         .map(|k| {
