@@ -551,9 +551,11 @@ fn scenario_7_init_thread_with_balancing_cause_2_nodes() {
     let o = outcome(2, "init-thread-balancing");
     let pages = u(&o.truth, &["init", "first_touch_pages"]);
     let cause = assert_first_cause(&o.report, "first_touch_by_other_thread", Some(pages));
+    let balancer_pages: u64 =
+        o.report["causes"].as_array().into_iter().flatten().filter(|c| c["kind"] == "numa_balancer").map(|c| u(c, &["pages"])).sum();
     assert!(
-        o.report["causes"].as_array().into_iter().flatten().all(|c| c["kind"] != "numa_balancer"),
-        "the balancer repaired the init thread's placement and is blamed for it: {}",
+        balancer_pages < PROCESS_SLACK_PAGES,
+        "the balancer repaired the init thread's placement and is blamed for {balancer_pages} pages: {}",
         o.report["causes"]
     );
     let misplaced = u(&o.report, &["magnitude", "cost", "balancer_pages_migrated"]);

@@ -263,7 +263,8 @@ fn shared_by(uses: &crate::aggregate::RegionUses) -> Option<BTreeSet<u32>> {
 /// node `to`: its first such cross-node move, and the mover.
 fn thread_mover(agg: &Aggregator, tid: u32, since: u64, to: u32) -> Option<(u64, Mover)> {
     let t = agg.threads.get(&tid)?;
-    let &(ts, ..) = t.cross_node_moves.iter().find(|(ts, _, dest)| *ts >= since && *dest == to)?;
+    // The move that took it where it uses the memory from: the last one there.
+    let &(ts, ..) = t.cross_node_moves.iter().rev().find(|(ts, _, dest)| *ts >= since && *dest == to)?;
     Some((ts, mover_of(agg, tid, ts)))
 }
 
@@ -278,12 +279,19 @@ fn moved_away(agg: &Aggregator, tid: u32, from: u32, to: u32) -> Option<Mover> {
     Some(mover_of(agg, tid, ts))
 }
 
-/// A thread's move is counted as an affinity change's if it came this soon after it.
-const AFFINITY_MATCH_NS: u64 = 200_000_000;
+/// A thread's first cross-node move after an affinity change is that change's
+/// doing if it came within this time (a thread asleep longer moves later).
+const AFFINITY_MATCH_NS: u64 = 10_000_000_000;
 
-/// Who made a thread's cross-node move at `ts`.
+/// Who made a thread's cross-node move at `ts`: an affinity change when it
+/// is the thread's first cross-node move since the latest one (a sleeping
+/// thread moves only when it next wakes up, so no fixed delay fits).
 pub fn mover_of(agg: &Aggregator, tid: u32, ts: u64) -> Mover {
-    if let Some(a) = agg.affinity_changes.iter().find(|a| a.tid == tid && ts >= a.ts_ns && ts - a.ts_ns <= AFFINITY_MATCH_NS) {
+    let latest = agg.affinity_changes.iter().filter(|a| a.tid == tid && a.ts_ns <= ts).max_by_key(|a| a.ts_ns);
+    if let Some(a) = latest
+        && ts - a.ts_ns <= AFFINITY_MATCH_NS
+        && !agg.threads.get(&tid).is_some_and(|t| t.cross_node_moves.iter().any(|(at, ..)| *at >= a.ts_ns && *at < ts))
+    {
         return Mover::AffinityChange { by_pid: a.by_pid, by_comm: a.by_comm.clone() };
     }
     if balancer_move(agg, tid, ts) { Mover::NumaBalancer } else { Mover::LoadBalancer }
@@ -383,6 +391,9 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
                 // No traced thread allocated it. A command numatrace started was traced
                 // from its first instruction: another process placed these (file, shared
                 // or page-cache pages). An attached process may have placed them itself.
+                // Migrated to its user while handling the fault, with no first
+                // touch to say where it was: now local, origin unknown; nothing to blame.
+                (None, None) if ctx.started_by_numatrace && mem_node.is_none() => continue,
                 (None, _) if ctx.started_by_numatrace => (
                     CauseKind::FirstTouchByOtherThread,
                     format!(
@@ -455,7 +466,9 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
         // The toucher moved to another node after touching.
         let moved: Vec<_> = toucher.cross_node_moves.iter().filter(|(ts, _, to)| *ts >= *first_ns && *to != node).collect();
         let final_node = toucher.cross_node_moves.iter().rfind(|(ts, ..)| *ts >= *first_ns).map(|m| m.2);
-        if let (Some(&&(ts, _, to)), Some(final_node)) = (moved.first(), final_node)
+        // The move after which it stayed away (the last one leaving the node).
+        let leaving = moved.iter().rev().find(|(_, from, _)| *from == node).or(moved.first());
+        if let (Some(&&(ts, _, to)), Some(final_node)) = (leaving, final_node)
             && final_node != node
         {
             let mover = mover_of(agg, tid, ts);
