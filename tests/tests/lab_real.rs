@@ -18,6 +18,7 @@
 //! causal model). Set NUMATRACE_NO_LAB=1 to skip them all.
 use std::{
     collections::BTreeMap,
+    io::Write,
     sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
@@ -386,7 +387,9 @@ fn run_guest() -> Result<Outcomes, String> {
         other => other,
     }
     .map_err(|e| format!("the {NODES}-node guest failed: {e:#}"))?;
-    eprintln!(
+    // Straight to stderr, past libtest's capture: CI's log shows the lab's share of its time.
+    let _ = writeln!(
+        std::io::stderr(),
         "lab real: {} scenario runs: boot {:.1} s, guest total {:.1} s, with the image build {:.1} s (console log {})",
         commands.len(),
         run.boot_s,
