@@ -1,7 +1,8 @@
 //! Installs the build and test prerequisites on a Debian/Ubuntu machine:
 //! Debian's Rust with library source (for -Z build-std=core on the BPF
-//! target), bpf-linker built against Debian's LLVM 22, and the tools the
-//! tests, lab and bench use. Skips what is already there.
+//! target), bpf-linker built against Debian's LLVM 22, the tools the tests,
+//! lab and bench use, and the real programs of the lab suite (memhog,
+//! sysbench, stress-ng, redis). Skips what is already there.
 use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
@@ -27,6 +28,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("linux-perf", "/usr/bin/perf"),
     // rsvg-convert: the capture_export test renders the SVG timeline to PNG.
     ("librsvg2-bin", "/usr/bin/rsvg-convert"),
+    // Real software for the lab suite (tests/tests/lab_real.rs), carried into the guest:
+    // numactl's memhog (above), sysbench memory, stress-ng --vm/--numa, redis over loopback.
+    ("sysbench", "/usr/bin/sysbench"),
+    ("stress-ng", "/usr/bin/stress-ng"),
+    // /usr/bin/redis-server is a link into redis-tools' redis-check-rdb: it proves both.
+    // Where apt may start services, its postinst also starts a host daemon; the lab does not use it.
+    ("redis-server", "/usr/bin/redis-server"),
+    ("redis-tools", "/usr/bin/redis-benchmark"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,7 +1,20 @@
 //! The guest's initramfs: busybox, a static numatrace, every host program a
-//! command names (by path or by name on PATH, anywhere in its arguments) with
-//! the shared libraries and loader `ldd` lists, and an /init script that
-//! mounts the kernel filesystems, runs the commands and powers off.
+//! command names (by path or by name on PATH, anywhere in its arguments, and
+//! inside shell scripts given as arguments, `sh -c '...'`) with the shared
+//! libraries and loader `ldd` lists, the few /etc files programs look up at
+//! run time, and an /init script that mounts the kernel filesystems, brings
+//! up the loopback interface, runs the commands and powers off.
+//!
+//! Words of a script (an argument holding whitespace or shell punctuation)
+//! are split at shell punctuation; a bare word that is a busybox applet stays
+//! busybox's (`awk`, `taskset`, `pidof`, `sleep`: the guest has them, and
+//! copying the host's coreutils for every `echo` would only grow the image),
+//! any other bare word that names an executable on the host's PATH is copied,
+//! and so is an absolute path to a host file (outside /proc, /sys and /dev):
+//! write `/usr/bin/taskset` to get the host's own version of an applet.
+//! Programs a script reaches only through a variable are not seen: name them
+//! with `cargo xtask lab --with PROG` (or pass them as arguments after the
+//! script, `sh -c '"$1" ...' sh PROG`).
 //! Written as an uncompressed newc cpio archive (no compression: decompressing
 //! under emulation would cost more than reading the bytes).
 use std::{
@@ -64,8 +77,19 @@ impl Tree {
     }
 }
 
-/// Builds the image for `commands` at `path`.
-pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], stream: bool) -> Result<()> {
+/// Files programs read at run time that an initramfs lacks: users and groups
+/// (getpwuid, `id`), host names (`localhost` for a client of a local server),
+/// and the name service order.
+const ETC_FILES: &[(&str, &str)] = &[
+    ("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+    ("/etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    ("/etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"),
+    ("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n"),
+];
+
+/// Builds the image for `commands` at `path`; `extra` names more host
+/// programs to carry (names on PATH or paths), for programs no argument names.
+pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], extra: &[String], stream: bool) -> Result<()> {
     let mut tree = Tree::default();
     if !Path::new(BUSYBOX).is_file() {
         bail!("{BUSYBOX} is missing (install busybox-static: cargo xtask setup)");
@@ -79,16 +103,36 @@ pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], stream: b
             add_program(&mut tree, &lib, &mut seen)?;
         }
     }
-    for d in ["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/sbin", "/usr/sbin"] {
+    for d in ["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/sbin", "/usr/sbin", "/var/tmp", "/var/run", "/var/lib"] {
         tree.add_dir(d);
+    }
+    for (guest, text) in ETC_FILES {
+        tree.add(guest, 0o644, Source::Bytes(text.as_bytes().to_vec()));
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     tree.add_dir(&cwd.to_string_lossy());
+    let applets = busybox_applets();
     for command in commands {
         for (i, arg) in command.argv.iter().enumerate() {
             for host in host_files_named(arg, i == 0, &cwd) {
                 add_program(&mut tree, &host, &mut seen)?;
             }
+            if i > 0 && looks_like_script(arg) {
+                for word in script_words(arg) {
+                    for host in script_word_files(&word, &applets) {
+                        add_program(&mut tree, &host, &mut seen)?;
+                    }
+                }
+            }
+        }
+    }
+    for name in extra {
+        let found = host_files_named(name, true, &cwd);
+        if found.is_empty() {
+            bail!("--with {name}: no such program on PATH (or file)");
+        }
+        for host in found {
+            add_program(&mut tree, &host, &mut seen)?;
         }
     }
     tree.add("/init", 0o755, Source::Bytes(init_script(commands, &cwd, stream).into_bytes()));
@@ -117,6 +161,50 @@ fn host_files_named(arg: &str, first: bool, cwd: &Path) -> Vec<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
         .into_iter()
         .collect()
+}
+
+/// True for an argument that is a shell script rather than a single word:
+/// it holds whitespace or shell punctuation.
+fn looks_like_script(arg: &str) -> bool {
+    arg.chars().any(|c| c.is_whitespace() || matches!(c, ';' | '|' | '&' | '$' | '`' | '(' | ')' | '<' | '>'))
+}
+
+/// The words of a shell script, split at whitespace, quotes and shell
+/// punctuation (`a;b`, `$(pidof x)`, `"$p"`, `x>/dev/null` give their names).
+fn script_words(script: &str) -> Vec<String> {
+    script
+        .split(|c: char| c.is_whitespace() || matches!(c, ';' | '|' | '&' | '$' | '`' | '(' | ')' | '<' | '>' | '\'' | '"' | '{' | '}' | '!'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The host files a word of a script names: an absolute path to a host file
+/// outside the kernel's filesystems, or a bare name on PATH that is not a busybox applet.
+fn script_word_files(word: &str, applets: &BTreeSet<String>) -> Vec<PathBuf> {
+    if word.starts_with('-') || word.contains('=') || word.contains('*') {
+        return Vec::new();
+    }
+    if word.contains('/') {
+        let kernel_fs = ["/proc/", "/sys/", "/dev/"].iter().any(|p| word.starts_with(p));
+        if !word.starts_with('/') || kernel_fs {
+            return Vec::new();
+        }
+        return host_files_named(word, true, Path::new("/"));
+    }
+    if applets.contains(word) {
+        return Vec::new();
+    }
+    host_files_named(word, true, Path::new("/"))
+}
+
+/// The applets of the host's busybox (the guest's /bin), as `busybox --list` names them.
+fn busybox_applets() -> BTreeSet<String> {
+    Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// Adds a host file at its own path, and what it needs to run: the
@@ -184,7 +272,7 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
         .filter_map(|line| {
             let line = line.trim();
             let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.trim().split_whitespace().next()?,
+                Some((_, rest)) => rest.split_whitespace().next()?,
                 None => line.split_whitespace().next()?,
             };
             path.starts_with('/').then(|| PathBuf::from(path))
@@ -209,6 +297,11 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+# POSIX shared memory (shm_open, sem_open) lives on a tmpfs at /dev/shm.
+mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+# The loopback interface starts down: a local client and server (redis-cli and
+# redis-server) would get "Network is unreachable".
+ifconfig lo 127.0.0.1 up
 # The initramfs root is writable already; a tmpfs over /tmp would hide a host
 # working directory under /tmp that was copied in (a CI clone, say).
 mkdir -p /tmp && chmod 1777 /tmp
@@ -296,6 +389,34 @@ mod tests {
     #[test]
     fn quotes_words_for_sh() {
         assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn splits_scripts_into_words() {
+        assert!(looks_like_script("redis-cli ping"));
+        assert!(looks_like_script("a;b"));
+        assert!(!looks_like_script("--membind=0"));
+        assert!(!looks_like_script("redis-server"));
+        assert_eq!(
+            script_words("p=$(pidof redis-server); taskset -a -p -c 1 \"$p\" && redis-cli ping>/dev/null"),
+            ["p=", "pidof", "redis-server", "taskset", "-a", "-p", "-c", "1", "p", "redis-cli", "ping", "/dev/null"]
+        );
+    }
+
+    #[test]
+    fn carries_programs_a_script_names_but_not_applets_or_kernel_files() {
+        // The host's own programs stand in for packages: `ls` is an applet, `ldd` is not.
+        let applets: BTreeSet<String> = ["ls", "sh"].iter().map(|s| s.to_string()).collect();
+        assert!(script_word_files("ls", &applets).is_empty());
+        assert_eq!(script_word_files("ldd", &applets).len(), 1, "ldd is on PATH and not an applet");
+        assert!(script_word_files("/proc/self/status", &applets).is_empty());
+        assert!(script_word_files("/sys/kernel/mm/transparent_hugepage/enabled", &applets).is_empty());
+        assert!(script_word_files("--with=x", &applets).is_empty());
+        assert!(script_word_files("relative/path", &applets).is_empty());
+        assert!(script_word_files("no-such-program-here", &applets).is_empty());
+        // An absolute path to an applet's host version is carried (the way to get it).
+        let ls = host_files_named("ls", true, Path::new("/"));
+        assert_eq!(script_word_files(&ls[0].to_string_lossy(), &applets), ls);
     }
 
     #[test]

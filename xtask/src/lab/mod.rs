@@ -1,8 +1,10 @@
 //! `cargo xtask lab`: a multi-node NUMA machine inside this one. Boots
 //! Debian's cloud kernel under QEMU (TCG) with the requested topology, with an
 //! initramfs holding busybox, a static numatrace and every host program the
-//! command names (plus the libraries `ldd` lists), runs the command, and
-//! brings its stdout and exit status back.
+//! command names (also inside `sh -c` scripts; plus the libraries `ldd`
+//! lists, see `initramfs`), runs the command, and brings its stdout and exit
+//! status back. The guest's loopback interface is up (a local client and
+//! server work); it has no other network.
 //!
 //! Channels: the guest's ttyS0 is the console (kernel messages, lab markers,
 //! the command's stderr), read by the host line by line into a log; ttyS1 in
@@ -112,7 +114,7 @@ pub struct LabRun {
 
 /// `cargo xtask lab` arguments.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  cargo xtask lab --nodes 2 -- numatrace --json -- numatrace workload touch\n  cargo xtask lab --nodes 2 -- numactl --cpunodebind=1 --membind=0 numatrace workload place\n  cargo xtask lab --nodes 4 --cpus-per-node 1 -- numactl --hardware")]
+#[command(after_help = "Examples:\n  cargo xtask lab --nodes 2 -- numatrace --json -- numatrace workload touch\n  cargo xtask lab --nodes 2 -- sh -c 'redis-server --daemonize yes; sleep 1; redis-cli ping'\n  cargo xtask lab --nodes 2 -- numactl --cpunodebind=1 --membind=0 numatrace workload place\n  cargo xtask lab --nodes 4 --cpus-per-node 1 -- numactl --hardware")]
 pub struct LabArgs {
     /// NUMA nodes of the guest.
     #[arg(long, default_value_t = 2)]
@@ -132,6 +134,11 @@ pub struct LabArgs {
     /// Also show the guest console (kernel messages) on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Also carry this host program into the guest (a name on PATH or a path), with its
+    /// libraries; for programs the command reaches only indirectly. Repeatable.
+    /// Programs named in the command, also inside `sh -c` scripts, are carried anyway.
+    #[arg(long = "with", value_name = "PROG")]
+    pub with: Vec<String>,
     /// The command to run in the guest, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -158,7 +165,7 @@ pub fn run(args: &LabArgs) -> Result<i32> {
         stream_stdout: true,
         numatrace: GuestNumatrace::StaticRelease,
     };
-    let run = run_commands(&opts, &[GuestCommand { argv: args.command.clone(), balancing: args.numa_balancing }])?;
+    let run = run_commands_with(&opts, &[GuestCommand { argv: args.command.clone(), balancing: args.numa_balancing }], &args.with)?;
     let result = run.results.first().context("the guest reported no command result")?;
     eprintln!(
         "lab: {} nodes, boot {:.1} s, total {:.1} s, exit status {} (console log: {})",
@@ -175,6 +182,12 @@ pub fn run(args: &LabArgs) -> Result<i32> {
 /// boot). Fails when the guest cannot be built or booted, hangs past the
 /// timeout, or ends without reporting every command's exit status.
 pub fn run_commands(opts: &LabOptions, commands: &[GuestCommand]) -> Result<LabRun> {
+    run_commands_with(opts, commands, &[])
+}
+
+/// [`run_commands`], carrying the host programs `with` (names on PATH or
+/// paths) into the guest besides those the commands name.
+pub fn run_commands_with(opts: &LabOptions, commands: &[GuestCommand], with: &[String]) -> Result<LabRun> {
     opts.topology.validate()?;
     if commands.is_empty() {
         bail!("no command to run in the guest");
@@ -190,7 +203,7 @@ pub fn run_commands(opts: &LabOptions, commands: &[GuestCommand]) -> Result<LabR
     let kernel = kernel::guest_kernel(&dirs).context("getting the guest kernel")?;
     let numatrace = guest_numatrace(&dirs, opts.numatrace).context("building numatrace for the guest")?;
     let image = dirs.run.join("initramfs.cpio");
-    initramfs::build(&image, &numatrace, commands, opts.stream_stdout).context("packing the guest initramfs")?;
+    initramfs::build(&image, &numatrace, commands, with, opts.stream_stdout).context("packing the guest initramfs")?;
     qemu::boot(&qemu_bin, &kernel, &image, &dirs, opts, commands.len())
 }
 

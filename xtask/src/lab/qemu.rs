@@ -247,11 +247,12 @@ fn read_console(mut out: impl Read, mut log: fs::File, console: Arc<Mutex<Consol
         }
         // A line still being written (a progress line redrawn with \r): pass on what is
         // complete up to its last \r, unless it may be a marker or half of a \r\n.
-        if in_command && !pending.starts_with(b"@") {
-            if let Some(cr) = pending.iter().rposition(|&b| b == b'\r').filter(|&cr| cr + 1 < pending.len()) {
-                let shown: Vec<u8> = pending.drain(..=cr).collect();
-                let _ = stderr.write_all(&shown);
-            }
+        if in_command
+            && !pending.starts_with(b"@")
+            && let Some(cr) = pending.iter().rposition(|&b| b == b'\r').filter(|&cr| cr + 1 < pending.len())
+        {
+            let shown: Vec<u8> = pending.drain(..=cr).collect();
+            let _ = stderr.write_all(&shown);
         }
         let _ = stderr.flush();
     }
