@@ -187,7 +187,20 @@ impl ProcessContext {
             biggest.truncate(5);
             ctx.biggest_mappings_at_start = biggest;
         }
-        ctx.pages_by_node_at_start = snap.memory_by_node.iter().map(|(n, c)| (*n, c.total / 4096)).collect();
+        // The process's own memory (heap, stacks, anonymous and huge pages): the
+        // page cache of its files is shared, and placed by whoever read them first.
+        ctx.pages_by_node_at_start = match &snap.numa_maps {
+            Some(maps) => {
+                let mut own: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+                for m in maps.mappings.iter().filter(|m| m.kind != crate::sysinfo::numa_maps::MappingKind::File) {
+                    for (node, pages) in &m.pages_by_node {
+                        *own.entry(*node).or_default() += pages * m.page_size_bytes / 4096;
+                    }
+                }
+                own.into_iter().collect()
+            }
+            None => snap.memory_by_node.iter().map(|(n, c)| (*n, c.total / 4096)).collect(),
+        };
         ctx
     }
 }

@@ -247,9 +247,14 @@ const SHARED_MIN_FRACTION: f64 = 0.1;
 /// The nodes a region is used from, when it is shared: two or more nodes
 /// each bring a real part of its hinting faults, from two or more threads.
 /// (One thread that moved has uses on two nodes too: that is not sharing.)
-fn shared_by(uses: &crate::aggregate::RegionUses) -> Option<BTreeSet<u32>> {
+fn shared_by(uses: &crate::aggregate::RegionUses, touches: Option<&crate::aggregate::RegionTouches>) -> Option<BTreeSet<u32>> {
+    // A thread's faults that began while it was still first-touching the
+    // region are its placing it (the scanner marked pages under an init
+    // thread's memset), not use.
+    let placing = |u: &crate::aggregate::RegionUse| touches.is_some_and(|ts| ts.iter().any(|t| t.tid == u.tid && u.first_ns <= t.last_ns));
+    let uses: Vec<&crate::aggregate::RegionUse> = uses.iter().filter(|u| !placing(u)).collect();
     let mut by_node: BTreeMap<u32, u64> = BTreeMap::new();
-    for u in uses.iter() {
+    for u in &uses {
         *by_node.entry(u.cpu_node).or_default() += u.local_faults + u.remote_faults;
     }
     let total: u64 = by_node.values().sum();
@@ -330,7 +335,7 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
     let mut out = Vec::new();
     for (key, uses) in &agg.region_uses {
         let touches = agg.regions.get(key);
-        let shared = shared_by(uses);
+        let shared = shared_by(uses, touches);
         for u in uses.iter().filter(|u| u.remote_faults > 0) {
             // The fault gives the memory's node after a migration it caused;
             // before it, the memory was where it was first touched.
@@ -403,7 +408,9 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
                         on(mem_node)
                     ),
                 ),
-                (None, _) => match mem_node.and_then(|m| moved_away(agg, u.tid, m, u.cpu_node)) {
+                // Where the memory was is unknown (the balancer moved it to the thread
+                // while handling the fault): where the thread was when the capture began.
+                (None, _) => match mem_node.or_else(|| agg.threads.get(&u.tid).and_then(|t| t.first_node)).and_then(|m| moved_away(agg, u.tid, m, u.cpu_node)) {
                     Some(mover) => (
                         CauseKind::ThreadMigrated,
                         format!(
@@ -535,7 +542,7 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
             let use_on = |t: &ThreadStats| {
                 let total = total_runtime(t);
                 let on = t.runtime_ns_by_node.get(&node).copied().unwrap_or(0);
-                let after = t.run_ns_after(*last_ns).unwrap_or(total).min(users_of.use_ns(t)).min(total);
+                let after = t.run_ns_after(*last_ns).unwrap_or(total).min(total);
                 if total == 0 { 0.0 } else { after as f64 * on as f64 / total as f64 }
             };
             let users_on: BTreeSet<u32> =
