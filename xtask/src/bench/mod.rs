@@ -101,7 +101,7 @@ pub struct Plan {
 impl Plan {
     fn new(args: &BenchArgs, numatrace: &Path) -> Result<Plan> {
         let quick = args.quick;
-        let pages = args.pages.unwrap_or(if quick { 65_536 } else { 65_536 });
+        let pages = args.pages.unwrap_or(65_536);
         let threads = args.threads.unwrap_or(2);
         let workload_rounds = args.workload_rounds.unwrap_or(if quick { 4 } else { 8 });
         let hop_threads = args.hop_threads.unwrap_or(8);
