@@ -185,7 +185,9 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
                     c.regions.insert(key.region);
                 }
                 out.push(c);
-            } else if t.page_node == t.cpu_node {
+            } else if t.page_node == t.cpu_node && !(has_hinting && agg.region_uses.get(key).is_some()) {
+                // Regions the balancer sampled are measured by their hinting
+                // faults; the rest (a short run scans only part) by run time.
                 let e = local.entry((key.tgid, t.tid, t.page_node)).or_insert((0, u64::MAX, 0, BTreeSet::new()));
                 e.0 += t.pages;
                 e.1 = e.1.min(t.first_ns);
@@ -197,11 +199,13 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
         }
     }
 
+    let mut sampled_before = 0.0;
     if has_hinting {
-        out.extend(from_hinting_faults(agg, ctx));
-    } else {
-        out.extend(from_run_time(agg, &local, &users));
+        let (hinted, before) = from_hinting_faults(agg, ctx);
+        sampled_before = before;
+        out.extend(hinted);
     }
+    out.extend(from_run_time(agg, &local, &users));
 
     for (reason, m) in &agg.page_migrations {
         // The balancer's misplaced-page migrations bring memory to its users:
@@ -233,10 +237,8 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
         out.push(c);
     }
 
-    // With hinting faults, memory placed before an attach shows in them.
-    if !has_hinting {
-        out.extend(placed_before(agg, ctx));
-    }
+    // Memory placed before an attach: what the hinting faults did not measure, by run time.
+    out.extend(placed_before(agg, ctx, sampled_before));
     out
 }
 
@@ -253,14 +255,25 @@ fn shared_by(uses: &crate::aggregate::RegionUses, touches: Option<&crate::aggreg
     // thread's memset), not use.
     let placing = |u: &crate::aggregate::RegionUse| touches.is_some_and(|ts| ts.iter().any(|t| t.tid == u.tid && u.first_ns <= t.last_ns));
     let uses: Vec<&crate::aggregate::RegionUse> = uses.iter().filter(|u| !placing(u)).collect();
-    let mut by_node: BTreeMap<u32, u64> = BTreeMap::new();
+    // Each thread counts for the node it used the region from most: threads
+    // that moved together (started beside their creator, then pinned away)
+    // are not users on two nodes.
+    let mut by_thread: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
     for u in &uses {
-        *by_node.entry(u.cpu_node).or_default() += u.local_faults + u.remote_faults;
+        *by_thread.entry(u.tid).or_default().entry(u.cpu_node).or_default() += u.local_faults + u.remote_faults;
     }
-    let total: u64 = by_node.values().sum();
+    let mut by_node: BTreeMap<u32, (u64, BTreeSet<u32>)> = BTreeMap::new();
+    for (tid, nodes) in &by_thread {
+        if let Some((node, _)) = nodes.iter().max_by_key(|(_, f)| **f) {
+            let e = by_node.entry(*node).or_default();
+            e.0 += nodes.values().sum::<u64>();
+            e.1.insert(*tid);
+        }
+    }
+    let total: u64 = by_node.values().map(|(f, _)| f).sum();
     let floor = ((total as f64 * SHARED_MIN_FRACTION) as u64).max(2);
-    let nodes: BTreeSet<u32> = by_node.iter().filter(|(_, f)| **f >= floor).map(|(n, _)| *n).collect();
-    let tids: BTreeSet<u32> = uses.iter().filter(|u| nodes.contains(&u.cpu_node)).map(|u| u.tid).collect();
+    let nodes: BTreeSet<u32> = by_node.iter().filter(|(_, (f, _))| *f >= floor).map(|(n, _)| *n).collect();
+    let tids: BTreeSet<u32> = by_node.iter().filter(|(n, _)| nodes.contains(n)).flat_map(|(_, (_, t))| t.iter().copied()).collect();
     (nodes.len() >= 2 && tids.len() >= 2).then_some(nodes)
 }
 
@@ -328,8 +341,10 @@ impl Mover {
 /// user (thread, node) and the region; the region's history says why its
 /// memory was on the other node. Pages the balancer migrated to their user
 /// while handling the fault were remote all the same: they count for the
-/// root cause, and as repaired.
-fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
+/// root cause, and as repaired. Also returns the pages they measured of
+/// memory no traced thread first-touched (placed before an attach).
+fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribution>, f64) {
+    let mut placed_before_pages = 0.0;
     let explicit_moves =
         agg.page_migrations.iter().any(|(r, m)| matches!(r.as_str(), "syscall_or_cpuset" | "mempolicy_mbind") && m.succeeded > 0);
     let mut out = Vec::new();
@@ -427,6 +442,9 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
                     ),
                 },
             };
+            if !ctx.started_by_numatrace && touches.is_none_or(|ts| ts.is_empty()) {
+                placed_before_pages += pages;
+            }
             let mut c = Contribution::new(kind, pages, evidence).window(u.first_ns, u.last_ns);
             c.repaired_pages = u.migrated_pages.min(REGION_PAGES) as f64;
             if kind == CauseKind::ThreadMigrated {
@@ -446,7 +464,7 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contributi
             out.push(c);
         }
     }
-    out
+    (out, placed_before_pages)
 }
 
 /// Without hinting faults, threads that rely on another's memory share it
@@ -595,10 +613,12 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
 }
 
 /// Memory present at attach time, remote to where the threads then ran.
-fn placed_before(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
+fn placed_before(agg: &Aggregator, ctx: &ProcessContext, already_measured: f64) -> Vec<Contribution> {
     if ctx.started_by_numatrace || ctx.pages_by_node_at_start.is_empty() {
         return Vec::new();
     }
+    let resident: f64 = ctx.pages_by_node_at_start.iter().map(|(_, p)| *p as f64).sum();
+    let unmeasured = if resident > 0.0 { ((resident - already_measured) / resident).clamp(0.0, 1.0) } else { 0.0 };
     let mut runtime: BTreeMap<u32, u64> = BTreeMap::new();
     for t in agg.threads.values() {
         for (n, ns) in &t.runtime_ns_by_node {
@@ -618,7 +638,8 @@ fn placed_before(agg: &Aggregator, ctx: &ProcessContext) -> Vec<Contribution> {
         .map(|(_, m)| m.succeeded as f64)
         .sum();
     let mut out = Vec::new();
-    for &(node, pages) in &ctx.pages_by_node_at_start {
+    for &(node, resident_pages) in &ctx.pages_by_node_at_start {
+        let pages = (resident_pages as f64 * unmeasured).round() as u64;
         // Off-node run time, split: threads that were on this node when the
         // capture began and were moved off it during it (their memory stayed
         // behind: thread_migrated, with the mover), and the rest.
