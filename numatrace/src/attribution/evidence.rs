@@ -199,7 +199,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
         }
     }
 
-    let mut sampled_before = 0.0;
+    let mut sampled_before: BTreeMap<Option<u32>, f64> = BTreeMap::new();
     if has_hinting {
         let (hinted, before) = from_hinting_faults(agg, ctx);
         sampled_before = before;
@@ -238,7 +238,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
     }
 
     // Memory placed before an attach: what the hinting faults did not measure, by run time.
-    out.extend(placed_before(agg, ctx, sampled_before));
+    out.extend(placed_before(agg, ctx, &sampled_before));
     out
 }
 
@@ -342,9 +342,10 @@ impl Mover {
 /// memory was on the other node. Pages the balancer migrated to their user
 /// while handling the fault were remote all the same: they count for the
 /// root cause, and as repaired. Also returns the pages they measured of
-/// memory no traced thread first-touched (placed before an attach).
-fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribution>, f64) {
-    let mut placed_before_pages = 0.0;
+/// memory no traced thread first-touched (placed before an attach), by node.
+fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribution>, BTreeMap<Option<u32>, f64>) {
+    // By the node the memory was on (None: not known).
+    let mut placed_before_pages: BTreeMap<Option<u32>, f64> = BTreeMap::new();
     let explicit_moves =
         agg.page_migrations.iter().any(|(r, m)| matches!(r.as_str(), "syscall_or_cpuset" | "mempolicy_mbind") && m.succeeded > 0);
     let mut out = Vec::new();
@@ -443,7 +444,12 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
                 },
             };
             if !ctx.started_by_numatrace && touches.is_none_or(|ts| ts.is_empty()) {
-                placed_before_pages += pages;
+                // Remote when it faulted: on a node other than the thread's; where
+                // the thread was at the start, else the other node holding most.
+                let was_on = mem_node
+                    .or_else(|| agg.threads.get(&u.tid).and_then(|t| t.first_node).filter(|n| *n != u.cpu_node))
+                    .or_else(|| ctx.pages_by_node_at_start.iter().filter(|(n, _)| *n != u.cpu_node).max_by_key(|(_, p)| *p).map(|(n, _)| *n));
+                *placed_before_pages.entry(was_on).or_default() += pages;
             }
             let mut c = Contribution::new(kind, pages, evidence).window(u.first_ns, u.last_ns);
             c.repaired_pages = u.migrated_pages.min(REGION_PAGES) as f64;
@@ -613,12 +619,15 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
 }
 
 /// Memory present at attach time, remote to where the threads then ran.
-fn placed_before(agg: &Aggregator, ctx: &ProcessContext, already_measured: f64) -> Vec<Contribution> {
+fn placed_before(agg: &Aggregator, ctx: &ProcessContext, already_measured: &BTreeMap<Option<u32>, f64>) -> Vec<Contribution> {
     if ctx.started_by_numatrace || ctx.pages_by_node_at_start.is_empty() {
         return Vec::new();
     }
     let resident: f64 = ctx.pages_by_node_at_start.iter().map(|(_, p)| *p as f64).sum();
-    let unmeasured = if resident > 0.0 { ((resident - already_measured) / resident).clamp(0.0, 1.0) } else { 0.0 };
+    // Measured pages of an unknown node are taken from every node alike.
+    let unknown = already_measured.get(&None).copied().unwrap_or(0.0);
+    let unknown_share = if resident > 0.0 { (unknown / resident).clamp(0.0, 1.0) } else { 0.0 };
+    let any_measured = already_measured.values().any(|p| *p > 0.0);
     let mut runtime: BTreeMap<u32, u64> = BTreeMap::new();
     for t in agg.threads.values() {
         for (n, ns) in &t.runtime_ns_by_node {
@@ -629,17 +638,23 @@ fn placed_before(agg: &Aggregator, ctx: &ProcessContext, already_measured: f64) 
     if total == 0 {
         return Vec::new();
     }
-    // Pages moved since (by the balancer or explicitly) are no longer where they were;
-    // they are counted under those causes.
+    // Pages moved since are no longer where they were: explicit moves count
+    // under explicit_migration; the balancer's, where hinting faults saw
+    // them, are in `already_measured` (as repairs of their cause).
     let mut moved: f64 = agg
         .page_migrations
         .iter()
-        .filter(|(r, _)| matches!(r.as_str(), "numa_misplaced" | "syscall_or_cpuset" | "mempolicy_mbind"))
+        .filter(|(r, _)| match r.as_str() {
+            "syscall_or_cpuset" | "mempolicy_mbind" => true,
+            "numa_misplaced" => !any_measured,
+            _ => false,
+        })
         .map(|(_, m)| m.succeeded as f64)
         .sum();
     let mut out = Vec::new();
     for &(node, resident_pages) in &ctx.pages_by_node_at_start {
-        let pages = (resident_pages as f64 * unmeasured).round() as u64;
+        let measured = already_measured.get(&Some(node)).copied().unwrap_or(0.0);
+        let pages = ((resident_pages as f64 * (1.0 - unknown_share)) - measured).max(0.0).round() as u64;
         // Off-node run time, split: threads that were on this node when the
         // capture began and were moved off it during it (their memory stayed
         // behind: thread_migrated, with the mover), and the rest.
