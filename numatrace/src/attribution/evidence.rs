@@ -287,14 +287,22 @@ fn thread_mover(agg: &Aggregator, tid: u32, since: u64, to: u32) -> Option<(u64,
 }
 
 /// Who moved a thread that was on `from` when the capture began to `to`
-/// during it, if it was moved.
+/// during it, if it was moved. Without the move's own event (the hinting
+/// fault from `to` shows it ran there), its latest affinity change, if any.
 fn moved_away(agg: &Aggregator, tid: u32, from: u32, to: u32) -> Option<Mover> {
     let t = agg.threads.get(&tid)?;
-    if t.first_node != Some(from) {
+    if t.first_node != Some(from) || from == to {
         return None;
     }
-    let &(ts, ..) = t.cross_node_moves.iter().find(|(_, f, dest)| *f == from && *dest == to)?;
-    Some(mover_of(agg, tid, ts))
+    match t.cross_node_moves.iter().find(|(_, f, dest)| *f == from && *dest == to) {
+        Some(&(ts, ..)) => Some(mover_of(agg, tid, ts)),
+        None => agg
+            .affinity_changes
+            .iter()
+            .filter(|a| a.tid == tid)
+            .max_by_key(|a| a.ts_ns)
+            .map(|a| Mover::AffinityChange { by_pid: a.by_pid, by_comm: a.by_comm.clone() }),
+    }
 }
 
 /// A thread's first cross-node move after an affinity change is that change's
