@@ -104,11 +104,19 @@ struct Users<'a> {
 }
 
 impl Users<'_> {
-    /// Run time of `t` that was use, not placement.
+    /// Run time of `t` that was use, not placement (after its last first touch).
     fn use_ns(&self, t: &ThreadStats) -> u64 {
-        let Some(&last) = self.last_touch.get(&t.tid) else { return total_runtime(t) };
+        match self.last_touch.get(&t.tid) {
+            Some(&last) => self.run_after_placing(t, last),
+            None => total_runtime(t),
+        }
+    }
+
+    /// Run time of `t` after it placed memory until `placed_until`: it ran at
+    /// most from its birth, or the capture's start, to then.
+    fn run_after_placing(&self, t: &ThreadStats, placed_until: u64) -> u64 {
         let since = t.born_ns.unwrap_or(self.start_ns).max(self.start_ns);
-        total_runtime(t).saturating_sub(last.saturating_sub(since))
+        total_runtime(t).saturating_sub(placed_until.saturating_sub(since))
     }
 
     /// The share of the process's use that ran off `node`: how remote pages
@@ -488,7 +496,6 @@ const SHARED_MIN_RUN_SHARE: f64 = 0.2;
 
 /// Remote use estimated from where threads ran (no hinting faults).
 fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouches>, users_of: &Users) -> Vec<Contribution> {
-    let start_ns = users_of.start_ns;
     let mut out = Vec::new();
     let mut touched_by_tgid: BTreeMap<u32, u64> = BTreeMap::new();
     for ((tgid, _, _), (pages, ..)) in local {
@@ -545,10 +552,8 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
         if touch_share >= 0.5 && others_rely_on_it && others_runtime > 0 && others_off > 0 {
             // The toucher uses its memory too, for the time it ran after its
             // last touch (an init thread: hardly any; a thread that works on
-            // what it allocated: most of it). It ran at most from its birth,
-            // or the capture's start, to the last touch before that.
-            let since = toucher.born_ns.unwrap_or(start_ns).max(start_ns);
-            let toucher_use = total_runtime(toucher).saturating_sub(last_ns.saturating_sub(since));
+            // what it allocated: most of it).
+            let toucher_use = users_of.run_after_placing(toucher, *last_ns);
             let toucher_use_on = if toucher.main_node() == Some(node) { toucher_use } else { 0 };
             // Only run time after the memory was placed is use of it (a main
             // thread that started the process, then waited, used none).

@@ -57,7 +57,8 @@ pub struct Cause {
     pub blocked: Vec<String>,
 }
 
-fn is_zero(n: &u64) -> bool {
+/// For `skip_serializing_if` on counts (here and in the report).
+pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 

@@ -93,7 +93,7 @@ pub struct ThreadReport {
     /// Node id (string) -> pages first touched that landed there.
     pub first_touch_pages: BTreeMap<String, u64>,
     /// First-touch pages whose node is not known (see `totals.unknown_nodes`).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::attribution::is_zero")]
     pub first_touch_pages_unknown_node: u64,
     pub remote_first_touch_pages: u64,
     /// Node id (string) -> milliseconds the thread ran there.
@@ -134,10 +134,6 @@ pub struct Totals {
     pub hinting_faults_remote: u64,
     pub misplaced_migration_calls: u64,
     pub misplaced_migration_ms: f64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 fn by_node<'a, T: Copy + 'a>(map: impl IntoIterator<Item = (&'a u32, &'a T)>) -> BTreeMap<String, T> {
