@@ -32,7 +32,9 @@ fn main() {
     }
 
     let Some(linker) = find_on_path("bpf-linker") else {
-        fail("bpf-linker is not installed (it links the kernel programs). Run `cargo xtask setup`, or: RUSTFLAGS=\"-C link-arg=-lLLVM-22\" cargo install bpf-linker@0.13.0 --no-default-features --features llvm-22,no-llvm-linking");
+        fail(
+            "bpf-linker is not installed (it links the kernel programs). Run `cargo xtask setup`, or: RUSTFLAGS=\"-C link-arg=-lLLVM-22\" cargo install bpf-linker@0.13.0 --no-default-features --features llvm-22,no-llvm-linking",
+        );
     };
     let target_dir = workspace.join("target").join("bpf");
     let mut cmd = match choose_toolchain() {
@@ -106,10 +108,7 @@ fn choose_toolchain() -> Option<Command> {
     }
     let debian_cargo = Path::new("/usr/bin/cargo");
     let debian_rustc = Path::new("/usr/bin/rustc");
-    if debian_cargo.exists()
-        && debian_rustc.exists()
-        && Path::new("/usr/lib/rustlib/src/rust/library/core").is_dir()
-    {
+    if debian_cargo.exists() && debian_rustc.exists() && Path::new("/usr/lib/rustlib/src/rust/library/core").is_dir() {
         let mut cmd = Command::new(debian_cargo);
         cmd.env("RUSTC", debian_rustc).env("RUSTC_BOOTSTRAP", "1").env_remove("RUSTUP_TOOLCHAIN");
         return Some(cmd);

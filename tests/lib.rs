@@ -37,14 +37,15 @@ pub fn parse_numastat(text: &str) -> Table {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_a_two_node_table() {
-        let t = parse_numastat("                          Node 0          Node 1           Total\n                 --------------- --------------- ---------------\nMemTotal                  344.92          376.45          721.37\n");
+        let t = parse_numastat(
+            "                          Node 0          Node 1           Total\n                 --------------- --------------- ---------------\nMemTotal                  344.92          376.45          721.37\n",
+        );
         assert_eq!(t["MemTotal"]["Node 1"], 376.45);
         assert_eq!(t["MemTotal"]["Total"], 721.37);
     }

@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    Loss, PageMap, PageMapCalibration, PendingRun, COUNTER_SLOTS, LOSS_SLOTS, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS,
-    MAX_TRACKED_TIDS,
+    COUNTER_SLOTS, LOSS_SLOTS, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS, MAX_TRACKED_TIDS, PageMap,
+    PageMapCalibration, PendingRun,
 };
 
 /// Userspace resizes it at load time (`--ring-size`).

@@ -46,7 +46,11 @@ fn records() -> Vec<Vec<u8>> {
             let r = rng.next();
             let region_index = (r >> 16) % REGIONS;
             let region = 0x7f00_0000 + region_index;
-            let tid = if r.is_multiple_of(8) { ((r >> 3) % u64::from(THREADS)) as u32 } else { (region_index % u64::from(THREADS)) as u32 };
+            let tid = if r.is_multiple_of(8) {
+                ((r >> 3) % u64::from(THREADS)) as u32
+            } else {
+                (region_index % u64::from(THREADS)) as u32
+            };
             let cpu = ((r >> 8) % 4) as u32;
             let cpu_node = (cpu / 2) as u16;
             let ts = i * 1000;

@@ -101,7 +101,9 @@ impl ThreadStats {
             if at >= ts {
                 let at_ts = match prev {
                     Some((p_at, p_run)) if p_at < ts => {
-                        p_run + (u128::from(run.saturating_sub(p_run)) * u128::from(ts - p_at) / u128::from(at - p_at)) as u64
+                        p_run
+                            + (u128::from(run.saturating_sub(p_run)) * u128::from(ts - p_at) / u128::from(at - p_at))
+                                as u64
                     }
                     Some((_, p_run)) => p_run,
                     None => run,
@@ -414,8 +416,12 @@ impl Aggregator {
     #[inline]
     fn prefetch_region(&self, event: &Event, step: PrefetchStep) {
         match event {
-            Event::FirstTouch(e) => self.regions.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step),
-            Event::HintingFault(e) => self.region_uses.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step),
+            Event::FirstTouch(e) => {
+                self.regions.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step)
+            }
+            Event::HintingFault(e) => {
+                self.region_uses.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step)
+            }
             _ => {}
         }
     }
@@ -470,14 +476,16 @@ impl Aggregator {
                         r.first_ns = r.first_ns.min(h.ts_ns);
                         r.last_ns = r.last_ns.max(e.last_ts_ns);
                     }
-                    None => _ = touches.push(RegionTouch {
-                        tid: h.tid,
-                        cpu_node,
-                        page_node,
-                        pages: e.pages,
-                        first_ns: h.ts_ns,
-                        last_ns: e.last_ts_ns,
-                    }),
+                    None => {
+                        _ = touches.push(RegionTouch {
+                            tid: h.tid,
+                            cpu_node,
+                            page_node,
+                            pages: e.pages,
+                            first_ns: h.ts_ns,
+                            last_ns: e.last_ts_ns,
+                        })
+                    }
                 }
             }
             Event::HintingFault(e) => {
@@ -573,7 +581,12 @@ impl Aggregator {
             Event::AffinityChange(e) => {
                 self.thread(h.tid, h.tgid);
                 if self.affinity_changes.len() < MAX_PLACEMENTS {
-                    self.affinity_changes.push(AffinityChange { ts_ns: h.ts_ns, tid: h.tid, by_pid: e.by_pid, by_comm: comm_str(&e.by_comm) });
+                    self.affinity_changes.push(AffinityChange {
+                        ts_ns: h.ts_ns,
+                        tid: h.tid,
+                        by_pid: e.by_pid,
+                        by_comm: comm_str(&e.by_comm),
+                    });
                 }
             }
             Event::MisplacedMigration(e) => {
@@ -661,7 +674,10 @@ mod tests {
     use super::*;
 
     fn agg() -> Aggregator {
-        Aggregator::new(Topology::synthetic(&[vec![0, 1], vec![2, 3]]), BTreeMap::from([(5, "numa_misplaced".to_string())]))
+        Aggregator::new(
+            Topology::synthetic(&[vec![0, 1], vec![2, 3]]),
+            BTreeMap::from([(5, "numa_misplaced".to_string())]),
+        )
     }
 
     fn hdr(kind: EventKind, tid: u32, ts: u64) -> EventHeader {
@@ -672,7 +688,11 @@ mod tests {
     fn counts_cross_node_migrations_only_across_nodes() {
         let mut a = agg();
         for (from, to) in [(0, 1), (1, 2), (2, 3), (3, 0)] {
-            a.ingest(&Event::TaskMigration(TaskMigrationEvent { header: hdr(EventKind::TaskMigration, 7, 1), orig_cpu: from, dest_cpu: to }));
+            a.ingest(&Event::TaskMigration(TaskMigrationEvent {
+                header: hdr(EventKind::TaskMigration, 7, 1),
+                orig_cpu: from,
+                dest_cpu: to,
+            }));
         }
         let t = &a.threads[&7];
         assert_eq!(t.migrations, 4);
@@ -727,9 +747,14 @@ mod tests {
         assert_eq!(t.first_touch_pages, BTreeMap::from([(0, 100)]));
         assert_eq!(t.first_touch_total(), 615, "every page counted");
         assert_eq!(t.remote_first_touch_pages, 0);
-        assert_eq!(a.unknown_nodes, UnknownNodes { page_outside_known_memory: 512, cpu_without_node: 3, hinting_faults: 0 });
+        assert_eq!(
+            a.unknown_nodes,
+            UnknownNodes { page_outside_known_memory: 512, cpu_without_node: 3, hinting_faults: 0 }
+        );
         let touches = &a.regions[&RegionKey { tgid: 1, region: 1 }];
-        assert!(touches.iter().all(|r| r.page_node != u32::from(NODE_UNKNOWN) && r.cpu_node != u32::from(NODE_UNKNOWN)));
+        assert!(
+            touches.iter().all(|r| r.page_node != u32::from(NODE_UNKNOWN) && r.cpu_node != u32::from(NODE_UNKNOWN))
+        );
     }
 
     #[test]
@@ -754,7 +779,17 @@ mod tests {
         a.ingest(&run(12, 2, 300));
         let touches = &a.regions[&RegionKey { tgid: 1, region: 1 }];
         let got: Vec<_> = touches.iter().map(|t| (t.tid, t.pages, t.first_ns, t.last_ns)).collect();
-        assert_eq!(got, [(10, 1, 110, 111), (11, 1, 111, 112), (12, 3, 112, 301), (13, 1, 113, 114), (14, 1, 114, 115), (15, 6, 50, 116)]);
+        assert_eq!(
+            got,
+            [
+                (10, 1, 110, 111),
+                (11, 1, 111, 112),
+                (12, 3, 112, 301),
+                (13, 1, 113, 114),
+                (14, 1, 114, 115),
+                (15, 6, 50, 116)
+            ]
+        );
     }
 
     #[test]

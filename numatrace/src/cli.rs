@@ -144,8 +144,28 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Diff(args)) => crate::diff::run(&args),
         Some(Command::Demo(demo)) => {
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-            let command = vec![exe, "example".into(), "init-thread".into(), "--mib".into(), demo.mib.to_string(), "--seconds".into(), "2".into()];
-            trace(TraceArgs { pid: None, duration: None, json: demo.json, follow_children: true, ring_size: 8 << 20, classic_tracepoints: false, load_generator: false, all_migrations: false, record: Default::default(), text: Default::default(), command })
+            let command = vec![
+                exe,
+                "example".into(),
+                "init-thread".into(),
+                "--mib".into(),
+                demo.mib.to_string(),
+                "--seconds".into(),
+                "2".into(),
+            ];
+            trace(TraceArgs {
+                pid: None,
+                duration: None,
+                json: demo.json,
+                follow_children: true,
+                ring_size: 8 << 20,
+                classic_tracepoints: false,
+                load_generator: false,
+                all_migrations: false,
+                record: Default::default(),
+                text: Default::default(),
+                command,
+            })
         }
         None => trace(cli.trace),
     }

@@ -44,7 +44,8 @@ pub struct DiffArgs {
 }
 
 fn percent(text: &str) -> Result<f64, String> {
-    let v: f64 = text.trim_end_matches('%').parse().map_err(|_| format!("{text:?} is not a percentage (e.g. 5 or 55)"))?;
+    let v: f64 =
+        text.trim_end_matches('%').parse().map_err(|_| format!("{text:?} is not a percentage (e.g. 5 or 55)"))?;
     if (0.0..=100.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not between 0 and 100")) }
 }
 
@@ -79,7 +80,8 @@ fn weighted(pages: &BTreeMap<u32, u64>, weights: &BTreeMap<u32, f64>, measure: &
     let total: u64 = pages.values().sum();
     let weight: f64 = weights.values().sum();
     (total >= MIN_SAMPLES && weight > 0.0).then(|| {
-        let remote: f64 = pages.iter().map(|(n, p)| *p as f64 * (1.0 - weights.get(n).copied().unwrap_or(0.0) / weight)).sum();
+        let remote: f64 =
+            pages.iter().map(|(n, p)| *p as f64 * (1.0 - weights.get(n).copied().unwrap_or(0.0) / weight)).sum();
         RemoteShare { share: Some(remote / total as f64), remote_pages: remote.round() as u64, pages: total, measure }
     })
 }
@@ -105,15 +107,23 @@ impl RemoteShare {
         // A snapshot taken before most of the memory was touched (a short
         // command exits between snapshots) does not stand for it.
         let current = |res: &&Resident| res.pages_by_node.values().sum::<u64>() >= r.totals.first_touch_pages / 2;
-        if let Some(m) = resident.filter(current).and_then(|res| weighted(&res.pages_by_node, &run_ms, "resident_by_run_time")) {
+        if let Some(m) =
+            resident.filter(current).and_then(|res| weighted(&res.pages_by_node, &run_ms, "resident_by_run_time"))
+        {
             return m;
         }
         let t = &r.totals;
         let faults = t.hinting_faults_local + t.hinting_faults_remote;
         if faults >= MIN_SAMPLES {
-            return RemoteShare { share: share(t.hinting_faults_remote, faults), remote_pages: t.hinting_faults_remote, pages: faults, measure: "hinting_faults" };
+            return RemoteShare {
+                share: share(t.hinting_faults_remote, faults),
+                remote_pages: t.hinting_faults_remote,
+                pages: faults,
+                measure: "hinting_faults",
+            };
         }
-        let touched: BTreeMap<u32, u64> = t.first_touch_pages_by_node.iter().filter_map(|(n, p)| Some((n.parse().ok()?, *p))).collect();
+        let touched: BTreeMap<u32, u64> =
+            t.first_touch_pages_by_node.iter().filter_map(|(n, p)| Some((n.parse().ok()?, *p))).collect();
         weighted(&touched, &run_ms, "first_touch_by_run_time").unwrap_or_default()
     }
 }
@@ -133,8 +143,12 @@ pub fn resident(start: &crate::facts::StartFacts, end: &crate::facts::EndFacts) 
     }
     // The main thread's CPUs, and the nodes its threads were on (a thread
     // may pin itself elsewhere than the main thread may run).
-    let mut allowed_nodes: Vec<u32> =
-        snap.status.iter().flat_map(|st| st.cpus_allowed.iter()).filter_map(|cpu| start.topology.node_of_cpu(*cpu)).collect();
+    let mut allowed_nodes: Vec<u32> = snap
+        .status
+        .iter()
+        .flat_map(|st| st.cpus_allowed.iter())
+        .filter_map(|cpu| start.topology.node_of_cpu(*cpu))
+        .collect();
     allowed_nodes.extend(snap.threads_by_node.keys());
     allowed_nodes.sort_unstable();
     allowed_nodes.dedup();
@@ -242,16 +256,31 @@ fn pct(v: Option<f64>) -> String {
 fn outcome(b: &RemoteShare, a: &RemoteShare, fixed_below: f64) -> (Option<bool>, String) {
     let goal = format!("{:.0} %", fixed_below * 100.0);
     let Some(after) = a.share else {
-        return (None, format!("cannot tell: the capture after has too few pages or faults to measure (under {MIN_SAMPLES}); capture for longer"));
+        return (
+            None,
+            format!(
+                "cannot tell: the capture after has too few pages or faults to measure (under {MIN_SAMPLES}); capture for longer"
+            ),
+        );
     };
     let before = b.share.map_or("-".to_string(), |s| format!("{:.0} %", s * 100.0));
     let mut measure = a.measure.replace('_', " ");
     if b.measure != a.measure && b.share.is_some() {
         measure = format!("{measure}; before by {}", b.measure.replace('_', " "));
     }
-    let figures =
-        format!("remote share {before} -> {:.0} % ({} -> {} remote pages of {} -> {}, by {measure})", after * 100.0, b.remote_pages, a.remote_pages, b.pages, a.pages);
-    if after < fixed_below { (Some(true), format!("fixed: {figures}, below {goal}")) } else { (Some(false), format!("not fixed: {figures}, goal below {goal}")) }
+    let figures = format!(
+        "remote share {before} -> {:.0} % ({} -> {} remote pages of {} -> {}, by {measure})",
+        after * 100.0,
+        b.remote_pages,
+        a.remote_pages,
+        b.pages,
+        a.pages
+    );
+    if after < fixed_below {
+        (Some(true), format!("fixed: {figures}, below {goal}"))
+    } else {
+        (Some(false), format!("not fixed: {figures}, goal below {goal}"))
+    }
 }
 
 /// Compares two reports (no snapshots: the first-touch or hinting measure), fixed below 5 %.
@@ -260,14 +289,21 @@ pub fn compare(before: &Report, after: &Report) -> Diff {
 }
 
 /// Compares two reports with their processes' resident pages per node.
-pub fn compare_with(before: &Report, before_pages: Option<&Resident>, after: &Report, after_pages: Option<&Resident>, fixed_below: f64) -> Diff {
+pub fn compare_with(
+    before: &Report,
+    before_pages: Option<&Resident>,
+    after: &Report,
+    after_pages: Option<&Resident>,
+    fixed_below: f64,
+) -> Diff {
     let remote_before = RemoteShare::of(before, before_pages);
     let remote_after = RemoteShare::of(after, after_pages);
     let (fixed, outcome) = outcome(&remote_before, &remote_after, fixed_below);
     let (b, a) = (Locality::of_process(before), Locality::of_process(after));
     let top_before = before.causes.first().map(|c| c.kind);
     let top_cause_gone = top_before.map(|k| !after.causes.iter().any(|c| c.kind == k));
-    let mut nodes: Vec<String> = b.first_touch_pages_by_node.keys().chain(a.first_touch_pages_by_node.keys()).cloned().collect();
+    let mut nodes: Vec<String> =
+        b.first_touch_pages_by_node.keys().chain(a.first_touch_pages_by_node.keys()).cloned().collect();
     nodes.sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
     nodes.dedup();
     let total_b: u64 = b.first_touch_pages_by_node.values().sum();
@@ -277,7 +313,13 @@ pub fn compare_with(before: &Report, before_pages: Option<&Resident>, after: &Re
         .map(|node| {
             let pages_before = b.first_touch_pages_by_node.get(&node).copied().unwrap_or(0);
             let pages_after = a.first_touch_pages_by_node.get(&node).copied().unwrap_or(0);
-            NodeDiff { share_before: share(pages_before, total_b), share_after: share(pages_after, total_a), node, pages_before, pages_after }
+            NodeDiff {
+                share_before: share(pages_before, total_b),
+                share_after: share(pages_after, total_a),
+                node,
+                pages_before,
+                pages_after,
+            }
         })
         .collect();
     let (tb, ta) = (by_name(before), by_name(after));
@@ -303,7 +345,12 @@ pub fn compare_with(before: &Report, before_pages: Option<&Resident>, after: &Re
         (Some(k), Some(true)) => format!("The top cause before, {}, is gone; {shares}.", k.name()),
         (Some(k), _) => {
             let share_of = |r: &Report| r.causes.iter().find(|c| c.kind == k).map(|c| c.share);
-            format!("The top cause before, {}, is still there ({} → {} of remote memory); {shares}.", k.name(), pct(share_of(before)), pct(share_of(after)))
+            format!(
+                "The top cause before, {}, is still there ({} → {} of remote memory); {shares}.",
+                k.name(),
+                pct(share_of(before)),
+                pct(share_of(after))
+            )
         }
         (None, _) => format!("No cause was attributed before; {shares}."),
     };
@@ -329,19 +376,43 @@ pub fn render(d: &Diff) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{}", d.outcome);
     let _ = writeln!(o, "{}\n", d.verdict);
-    let _ = writeln!(o, "Top cause   before: {}   after: {}", d.top_cause_before.as_deref().unwrap_or("none"), d.top_cause_after.as_deref().unwrap_or("none"));
+    let _ = writeln!(
+        o,
+        "Top cause   before: {}   after: {}",
+        d.top_cause_before.as_deref().unwrap_or("none"),
+        d.top_cause_after.as_deref().unwrap_or("none")
+    );
     let _ = writeln!(o, "\nMemory placement (first-touched pages)");
     let _ = writeln!(o, "  {:<8} {:>12} {:>7}   {:>12} {:>7}", "node", "before", "share", "after", "share");
     for n in &d.nodes {
-        let _ = writeln!(o, "  {:<8} {:>12} {:>7}   {:>12} {:>7}", n.node, n.pages_before, pct(n.share_before), n.pages_after, pct(n.share_after));
+        let _ = writeln!(
+            o,
+            "  {:<8} {:>12} {:>7}   {:>12} {:>7}",
+            n.node,
+            n.pages_before,
+            pct(n.share_before),
+            n.pages_after,
+            pct(n.share_after)
+        );
     }
     let _ = writeln!(o, "\nRemote share per thread (hinting faults | first touches | cross-node migrations)");
     let _ = writeln!(o, "  {:<20} {:>26}   {:>26}", "thread", "before", "after");
     let cell = |l: &Option<Locality>| match l {
-        Some(l) => format!("{:>4} | {:>4} | {:>5}", pct(l.remote_hinting_share), pct(l.remote_first_touch_share), l.cross_node_migrations),
+        Some(l) => format!(
+            "{:>4} | {:>4} | {:>5}",
+            pct(l.remote_hinting_share),
+            pct(l.remote_first_touch_share),
+            l.cross_node_migrations
+        ),
         None => "(absent)".to_string(),
     };
-    let _ = writeln!(o, "  {:<20} {:>26}   {:>26}", "(process)", cell(&Some(d.before.clone())), cell(&Some(d.after.clone())));
+    let _ = writeln!(
+        o,
+        "  {:<20} {:>26}   {:>26}",
+        "(process)",
+        cell(&Some(d.before.clone())),
+        cell(&Some(d.after.clone()))
+    );
     for t in &d.threads {
         let _ = writeln!(o, "  {:<20} {:>26}   {:>26}", t.name, cell(&t.before), cell(&t.after));
     }
@@ -353,7 +424,13 @@ pub fn run(args: &DiffArgs) -> Result<i32> {
     let before = crate::capture::cli::open(&args.before)?;
     let after = crate::capture::cli::open(&args.after)?;
     let (before_pages, after_pages) = (resident(&before.start, &before.end), resident(&after.start, &after.end));
-    let diff = compare_with(&before.report(), before_pages.as_ref(), &after.report(), after_pages.as_ref(), args.fixed_below / 100.0);
+    let diff = compare_with(
+        &before.report(),
+        before_pages.as_ref(),
+        &after.report(),
+        after_pages.as_ref(),
+        args.fixed_below / 100.0,
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diff)?);
     } else {
@@ -441,7 +518,10 @@ mod verdict_tests {
         assert!((d.remote_before.share.unwrap() - 0.9).abs() < 1e-9);
         assert_eq!(d.remote_before.remote_pages, 14746);
         assert_eq!(d.remote_after.share, Some(0.0));
-        assert_eq!(d.outcome, "fixed: remote share 90 % -> 0 % (14746 -> 0 remote pages of 16384 -> 16384, by first touch by run time), below 5 %");
+        assert_eq!(
+            d.outcome,
+            "fixed: remote share 90 % -> 0 % (14746 -> 0 remote pages of 16384 -> 16384, by first touch by run time), below 5 %"
+        );
         assert!(render(&d).starts_with("fixed: "));
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["fixed"], serde_json::json!(true));
@@ -468,13 +548,20 @@ mod verdict_tests {
         let d = compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW);
         assert_eq!(d.remote_after.measure, "resident_by_run_time");
         assert_eq!((d.remote_after.share, d.remote_after.remote_pages, d.fixed), (Some(0.25), 5000, Some(false)));
-        assert!(d.outcome.ends_with("by resident by run time; before by first touch by run time), goal below 5 %"), "{}", d.outcome);
+        assert!(
+            d.outcome.ends_with("by resident by run time; before by first touch by run time), goal below 5 %"),
+            "{}",
+            d.outcome
+        );
         res.allowed_nodes = vec![1];
         let d = compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW);
         assert_eq!((d.remote_after.share, d.fixed), (Some(0.0), Some(true)), "{}", d.outcome);
         // A snapshot that holds less than half the pages touched since is stale.
         res.pages_by_node = BTreeMap::from([(1u32, 4000u64)]);
-        assert_eq!(compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW).remote_after.measure, "first_touch_by_run_time");
+        assert_eq!(
+            compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW).remote_after.measure,
+            "first_touch_by_run_time"
+        );
     }
 
     #[test]

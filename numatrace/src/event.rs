@@ -1,8 +1,9 @@
 //! Decoding the kernel's events from ring-buffer bytes (and capture files),
 //! and encoding them back for capture files and tests.
 use numatrace_common::{
-    AffinityChangeEvent, EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, MisplacedMigrationEvent, NumaPlacementEvent,
-    MigrationCountEvent, PageMigrationEvent, RunTimeSampleEvent, TaskExitEvent, TaskMigrationEvent, TaskNewEvent,
+    AffinityChangeEvent, EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, MigrationCountEvent,
+    MisplacedMigrationEvent, NumaPlacementEvent, PageMigrationEvent, RunTimeSampleEvent, TaskExitEvent,
+    TaskMigrationEvent, TaskNewEvent,
 };
 use thiserror::Error;
 
@@ -142,7 +143,11 @@ mod tests {
     #[test]
     fn every_kind_round_trips() {
         let events = [
-            Event::TaskMigration(TaskMigrationEvent { header: header(EventKind::TaskMigration), orig_cpu: 1, dest_cpu: 2 }),
+            Event::TaskMigration(TaskMigrationEvent {
+                header: header(EventKind::TaskMigration),
+                orig_cpu: 1,
+                dest_cpu: 2,
+            }),
             Event::FirstTouch(FirstTouchEvent {
                 header: header(EventKind::FirstTouch),
                 region: 7,
@@ -152,12 +157,35 @@ mod tests {
                 page_node: 1,
                 _pad: 0,
             }),
-            Event::HintingFault(HintingFaultEvent { header: header(EventKind::HintingFault), faults: 3, pages: 3, ..Default::default() }),
-            Event::NumaPlacement(NumaPlacementEvent { header: header(EventKind::NumaTaskSwap), src_tid: 1, dst_tid: 2, ..Default::default() }),
-            Event::PageMigration(PageMigrationEvent { header: header(EventKind::PageMigration), succeeded: 5, reason: 5, ..Default::default() }),
-            Event::TaskNew(TaskNewEvent { header: header(EventKind::TaskNew), parent_tid: 100, is_thread: 1, comm: *b"worker\0\0\0\0\0\0\0\0\0\0" }),
+            Event::HintingFault(HintingFaultEvent {
+                header: header(EventKind::HintingFault),
+                faults: 3,
+                pages: 3,
+                ..Default::default()
+            }),
+            Event::NumaPlacement(NumaPlacementEvent {
+                header: header(EventKind::NumaTaskSwap),
+                src_tid: 1,
+                dst_tid: 2,
+                ..Default::default()
+            }),
+            Event::PageMigration(PageMigrationEvent {
+                header: header(EventKind::PageMigration),
+                succeeded: 5,
+                reason: 5,
+                ..Default::default()
+            }),
+            Event::TaskNew(TaskNewEvent {
+                header: header(EventKind::TaskNew),
+                parent_tid: 100,
+                is_thread: 1,
+                comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            }),
             Event::TaskExit(TaskExitEvent { header: header(EventKind::TaskExit), group_dead: 1, ..Default::default() }),
-            Event::MisplacedMigration(MisplacedMigrationEvent { header: header(EventKind::MisplacedMigration), duration_ns: 5000 }),
+            Event::MisplacedMigration(MisplacedMigrationEvent {
+                header: header(EventKind::MisplacedMigration),
+                duration_ns: 5000,
+            }),
             Event::RunTimeSample(RunTimeSampleEvent { header: header(EventKind::RunTimeSample), run_ns: 123_456_789 }),
             Event::MigrationCount(MigrationCountEvent { header: header(EventKind::MigrationCount), migrations: 4_321 }),
         ];

@@ -165,7 +165,10 @@ impl Workload {
         if let Some(script) = CommandLine::parse(&self.argv).opaque_script
             && (script.contains("numactl") || script.contains("taskset"))
         {
-            notes.push("Its shell script runs numactl or taskset itself, which would undo this: remove them from the script.".into());
+            notes.push(
+                "Its shell script runs numactl or taskset itself, which would undo this: remove them from the script."
+                    .into(),
+            );
         }
         notes
     }
@@ -200,8 +203,12 @@ fn verify_by_diff(pid: Option<u32>, goal: f64) -> String {
         Some(pid) => format!("sudo numatrace -o after.ntrace --pid {pid} -d 30s"),
         None => "sudo numatrace -o after.ntrace -- <the command above>".into(),
     };
-    let option = if (goal - FIXED_BELOW).abs() < 1e-9 { String::new() } else { format!(" --fixed-below {:.0}", goal * 100.0) };
-    format!("{capture}; numatrace diff before.ntrace after.ntrace{option} (before.ntrace: this capture, saved with -o) says \"fixed\" when the remote share is below {:.0} %", goal * 100.0)
+    let option =
+        if (goal - FIXED_BELOW).abs() < 1e-9 { String::new() } else { format!(" --fixed-below {:.0}", goal * 100.0) };
+    format!(
+        "{capture}; numatrace diff before.ntrace after.ntrace{option} (before.ntrace: this capture, saved with -o) says \"fixed\" when the remote share is below {:.0} %",
+        goal * 100.0
+    )
 }
 
 /// The stall to expect when copying `pages` 4 KiB pages between nodes.
@@ -218,8 +225,24 @@ fn copy_cost(pages: u64) -> String {
 const RESTART_COST: &str = "a restart of the process (it is down while it restarts); nothing is copied";
 
 impl Fix {
-    fn new(kind: FixKind, title: impl Into<String>, commands: Vec<String>, destructive: bool, verify: impl Into<String>) -> Fix {
-        Fix { kind, title: title.into(), commands, destructive, verify: verify.into(), notes: Vec::new(), placement: None, cost: None, goal_remote_share: None }
+    fn new(
+        kind: FixKind,
+        title: impl Into<String>,
+        commands: Vec<String>,
+        destructive: bool,
+        verify: impl Into<String>,
+    ) -> Fix {
+        Fix {
+            kind,
+            title: title.into(),
+            commands,
+            destructive,
+            verify: verify.into(),
+            notes: Vec::new(),
+            placement: None,
+            cost: None,
+            goal_remote_share: None,
+        }
     }
 
     fn with_placement(mut self, cpus: &[u32], mems: &[u32], strict: bool) -> Fix {
@@ -245,10 +268,18 @@ impl Fix {
 
     /// Start the workload with its threads and memory on one node.
     pub fn bind_to_node(node: &NodeInfo, workload: &Workload) -> Fix {
-        let binding = Binding { cpu: Some(CpuBinding::Nodes(node.id.to_string())), mem: Some(MemPolicy::Bind(node.id.to_string())) };
+        let binding = Binding {
+            cpu: Some(CpuBinding::Nodes(node.id.to_string())),
+            mem: Some(MemPolicy::Bind(node.id.to_string())),
+        };
         Fix::new(
             FixKind::BindToNode,
-            format!("Run it on node {} only (CPUs {}), memory from node {}", node.id, cpulist::format(&node.cpus), node.id),
+            format!(
+                "Run it on node {} only (CPUs {}), memory from node {}",
+                node.id,
+                cpulist::format(&node.cpus),
+                node.id
+            ),
             vec![workload.command_with(&binding)],
             false,
             verify_by_diff(None, FIXED_BELOW),
@@ -276,7 +307,10 @@ impl Fix {
 
     /// Prefer one node for memory but fall back to others when it is full.
     pub fn preferred(node: &NodeInfo, workload: &Workload) -> Fix {
-        let binding = Binding { cpu: Some(CpuBinding::Nodes(node.id.to_string())), mem: Some(MemPolicy::Preferred(node.id.to_string())) };
+        let binding = Binding {
+            cpu: Some(CpuBinding::Nodes(node.id.to_string())),
+            mem: Some(MemPolicy::Preferred(node.id.to_string())),
+        };
         Fix::new(
             FixKind::Preferred,
             format!("Run on node {0}, prefer node {0}'s memory (falls back to other nodes when full)", node.id),
@@ -325,7 +359,13 @@ impl Fix {
 
     /// Move a live process's memory to its threads' node, pinning the threads
     /// there first unless they may only run there already. DESTRUCTIVE.
-    pub fn repin_live(pid: u32, node: &NodeInfo, from_nodes: &[u32], pages_to_copy: u64, threads_already_there: bool) -> Fix {
+    pub fn repin_live(
+        pid: u32,
+        node: &NodeInfo,
+        from_nodes: &[u32],
+        pages_to_copy: u64,
+        threads_already_there: bool,
+    ) -> Fix {
         let from: Vec<u32> = from_nodes.iter().copied().filter(|&n| n != node.id).collect();
         let mut commands = Vec::new();
         if !threads_already_there {
@@ -349,7 +389,11 @@ impl Fix {
     pub fn migratepages(pid: u32, from: &[u32], to: &[u32]) -> Fix {
         Fix::new(
             FixKind::MigratePages,
-            format!("Move PID {pid}'s memory from node(s) {} to node(s) {}", cpulist::format(from), cpulist::format(to)),
+            format!(
+                "Move PID {pid}'s memory from node(s) {} to node(s) {}",
+                cpulist::format(from),
+                cpulist::format(to)
+            ),
             vec![format!("migratepages {pid} {} {}", cpulist::format(from), cpulist::format(to))],
             true,
             verify_by_diff(Some(pid), FIXED_BELOW),
@@ -363,7 +407,11 @@ impl Fix {
         let parent = dir.rsplit_once('/').map(|(p, _)| p).unwrap_or(dir);
         Fix::new(
             FixKind::CgroupV2Cpuset,
-            format!("Give the cgroup CPUs {} and memory nodes {} (cgroup v2)", cpulist::format(cpus), cpulist::format(mems)),
+            format!(
+                "Give the cgroup CPUs {} and memory nodes {} (cgroup v2)",
+                cpulist::format(cpus),
+                cpulist::format(mems)
+            ),
             vec![
                 format!("echo +cpuset > {parent}/cgroup.subtree_control"),
                 format!("echo {} > {dir}/cpuset.cpus", cpulist::format(cpus)),
@@ -378,13 +426,20 @@ impl Fix {
     /// Set a cgroup's cpuset (v1). DESTRUCTIVE when it has live tasks and memory_migrate is on.
     pub fn cgroup_v1_cpuset(cgroup_dir: &str, cpus: &[u32], mems: &[u32], live: bool) -> Fix {
         let dir = cgroup_dir.trim_end_matches('/');
-        let mut commands = vec![format!("echo {} > {dir}/cpuset.cpus", cpulist::format(cpus)), format!("echo {} > {dir}/cpuset.mems", cpulist::format(mems))];
+        let mut commands = vec![
+            format!("echo {} > {dir}/cpuset.cpus", cpulist::format(cpus)),
+            format!("echo {} > {dir}/cpuset.mems", cpulist::format(mems)),
+        ];
         if live {
             commands.insert(0, format!("echo 1 > {dir}/cpuset.memory_migrate"));
         }
         Fix::new(
             FixKind::CgroupV1Cpuset,
-            format!("Give the cgroup CPUs {} and memory nodes {} (cgroup v1)", cpulist::format(cpus), cpulist::format(mems)),
+            format!(
+                "Give the cgroup CPUs {} and memory nodes {} (cgroup v1)",
+                cpulist::format(cpus),
+                cpulist::format(mems)
+            ),
             commands,
             live,
             format!("cat {dir}/cpuset.effective_cpus {dir}/cpuset.effective_mems"),
@@ -406,7 +461,11 @@ impl Fix {
         let dropin = format!("/etc/systemd/system/{unit}.d/numa.conf");
         Fix::new(
             FixKind::SystemdUnit,
-            format!("Start {unit} on CPUs {} with memory bound to node(s) {}", cpulist::format(cpus), cpulist::format(mems)),
+            format!(
+                "Start {unit} on CPUs {} with memory bound to node(s) {}",
+                cpulist::format(cpus),
+                cpulist::format(mems)
+            ),
             vec![
                 format!("mkdir -p /etc/systemd/system/{unit}.d"),
                 format!(
@@ -420,7 +479,10 @@ impl Fix {
             false,
             format!(
                 "systemctl show {unit} -p CPUAffinity -p NUMAPolicy -p NUMAMask; {}",
-                verify_by_diff(None, FIXED_BELOW).replace("-- <the command above>", &format!("--pid $(systemctl show -p MainPID --value {unit}) -d 30s"))
+                verify_by_diff(None, FIXED_BELOW).replace(
+                    "-- <the command above>",
+                    &format!("--pid $(systemctl show -p MainPID --value {unit}) -d 30s")
+                )
             ),
         )
         .with_placement(cpus, mems, true)
@@ -432,8 +494,16 @@ impl Fix {
     pub fn docker_run(cpus: &[u32], mems: &[u32], image: &str) -> Fix {
         Fix::new(
             FixKind::Docker,
-            format!("Start the container on CPUs {} with memory from node(s) {}", cpulist::format(cpus), cpulist::format(mems)),
-            vec![format!("docker run --cpuset-cpus={} --cpuset-mems={} {image}", cpulist::format(cpus), cpulist::format(mems))],
+            format!(
+                "Start the container on CPUs {} with memory from node(s) {}",
+                cpulist::format(cpus),
+                cpulist::format(mems)
+            ),
+            vec![format!(
+                "docker run --cpuset-cpus={} --cpuset-mems={} {image}",
+                cpulist::format(cpus),
+                cpulist::format(mems)
+            )],
             false,
             "docker inspect -f '{{.HostConfig.CpusetCpus}} {{.HostConfig.CpusetMems}}' <container>".to_string(),
         )
@@ -537,7 +607,10 @@ impl Fix {
         Fix::new(
             FixKind::DisableNumaBalancing,
             "Turn automatic NUMA balancing off (host-wide)",
-            vec!["sysctl -w kernel.numa_balancing=0".into(), "echo kernel.numa_balancing=0 > /etc/sysctl.d/90-numa.conf".into()],
+            vec![
+                "sysctl -w kernel.numa_balancing=0".into(),
+                "echo kernel.numa_balancing=0 > /etc/sysctl.d/90-numa.conf".into(),
+            ],
             true,
             "grep numa_pages_migrated /proc/vmstat stops climbing",
         )
@@ -575,7 +648,13 @@ impl Fix {
 
     /// Nothing to gain: one node.
     pub fn no_benefit_from_pinning(reason: impl Into<String>) -> Fix {
-        Fix::new(FixKind::NoBenefitFromPinning, format!("No benefit from pinning: {}", reason.into()), Vec::new(), false, "numactl --hardware shows one node")
+        Fix::new(
+            FixKind::NoBenefitFromPinning,
+            format!("No benefit from pinning: {}", reason.into()),
+            Vec::new(),
+            false,
+            "numactl --hardware shows one node",
+        )
     }
 }
 
@@ -619,19 +698,39 @@ impl Fix {
                     hard = true;
                 }
                 Some(n) if p.strict && p.mems.len() == 1 && n.mem_free_bytes < c.needed_bytes => {
-                    problems.push(format!("node {id} has {} MiB free, the process needs {} MiB", n.mem_free_bytes >> 20, c.needed_bytes >> 20));
+                    problems.push(format!(
+                        "node {id} has {} MiB free, the process needs {} MiB",
+                        n.mem_free_bytes >> 20,
+                        c.needed_bytes >> 20
+                    ));
                     hard = true;
                 }
                 _ => {}
             }
         }
-        let forbidden_cpus: Vec<u32> = if c.allowed.cpus.is_empty() { Vec::new() } else { p.cpus.iter().copied().filter(|x| !c.allowed.cpus.contains(x)).collect() };
-        let forbidden_mems: Vec<u32> = if c.allowed.mems.is_empty() { Vec::new() } else { p.mems.iter().copied().filter(|x| !c.allowed.mems.contains(x)).collect() };
+        let forbidden_cpus: Vec<u32> = if c.allowed.cpus.is_empty() {
+            Vec::new()
+        } else {
+            p.cpus.iter().copied().filter(|x| !c.allowed.cpus.contains(x)).collect()
+        };
+        let forbidden_mems: Vec<u32> = if c.allowed.mems.is_empty() {
+            Vec::new()
+        } else {
+            p.mems.iter().copied().filter(|x| !c.allowed.mems.contains(x)).collect()
+        };
         if !forbidden_cpus.is_empty() {
-            problems.push(format!("its cpuset forbids CPUs {} (allowed: {})", cpulist::format(&forbidden_cpus), cpulist::format(&c.allowed.cpus)));
+            problems.push(format!(
+                "its cpuset forbids CPUs {} (allowed: {})",
+                cpulist::format(&forbidden_cpus),
+                cpulist::format(&c.allowed.cpus)
+            ));
         }
         if !forbidden_mems.is_empty() {
-            problems.push(format!("its cpuset forbids node(s) {} (allowed: {})", cpulist::format(&forbidden_mems), cpulist::format(&c.allowed.mems)));
+            problems.push(format!(
+                "its cpuset forbids node(s) {} (allowed: {})",
+                cpulist::format(&forbidden_mems),
+                cpulist::format(&c.allowed.mems)
+            ));
         }
         if problems.is_empty() {
             return Checked { applicable: true, problems, steps: vec![self.clone()] };
@@ -640,7 +739,10 @@ impl Fix {
         if !hard && let Some(cs) = &c.cpuset {
             let cpus = if p.cpus.is_empty() { cs.effective_cpus.clone() } else { p.cpus.clone() };
             let mems = if p.mems.is_empty() { cs.effective_mems.clone() } else { p.mems.clone() };
-            steps.push(Fix::cgroup_cpuset(cs, &cpus, &mems, true).with_note("Its cpuset forbids the fix below: change the cgroup first (or ask whoever owns it)."));
+            steps.push(
+                Fix::cgroup_cpuset(cs, &cpus, &mems, true)
+                    .with_note("Its cpuset forbids the fix below: change the cgroup first (or ask whoever owns it)."),
+            );
             steps.push(self.clone());
         }
         Checked { applicable: false, problems, steps }
@@ -674,9 +776,19 @@ mod tests {
         assert!(!cheap.destructive);
         assert_eq!(cheap.commands, vec!["taskset -a -p -c 0-3 42"]);
         assert!(cheap.verify.contains("numatrace diff before.ntrace after.ntrace"), "{}", cheap.verify);
-        assert!(Fix::zone_reclaim_off().destructive && Fix::disable_numa_balancing().destructive && Fix::migratepages(1, &[0], &[1]).destructive);
-        assert_eq!(Fix::docker_run(&[4, 5, 6, 7], &[1], "img").commands, vec!["docker run --cpuset-cpus=4-7 --cpuset-mems=1 img"]);
-        assert!(Fix::systemd_unit("db.service", &[0, 1, 2, 3], &[0]).commands[1].contains("CPUAffinity=0-3\\nNUMAPolicy=bind\\nNUMAMask=0"));
+        assert!(
+            Fix::zone_reclaim_off().destructive
+                && Fix::disable_numa_balancing().destructive
+                && Fix::migratepages(1, &[0], &[1]).destructive
+        );
+        assert_eq!(
+            Fix::docker_run(&[4, 5, 6, 7], &[1], "img").commands,
+            vec!["docker run --cpuset-cpus=4-7 --cpuset-mems=1 img"]
+        );
+        assert!(
+            Fix::systemd_unit("db.service", &[0, 1, 2, 3], &[0]).commands[1]
+                .contains("CPUAffinity=0-3\\nNUMAPolicy=bind\\nNUMAMask=0")
+        );
     }
 
     #[test]
@@ -684,17 +796,26 @@ mod tests {
         let topo = two_nodes();
         let argv = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
         let w = Workload::command_line(argv("numactl --cpunodebind=1 --membind=0 /usr/bin/sysbench memory run"));
-        assert_eq!(Fix::bind_to_node(&topo.nodes[1], &w).commands, vec!["numactl --cpunodebind=1 --membind=1 /usr/bin/sysbench memory run"]);
+        assert_eq!(
+            Fix::bind_to_node(&topo.nodes[1], &w).commands,
+            vec!["numactl --cpunodebind=1 --membind=1 /usr/bin/sysbench memory run"]
+        );
         let w = Workload::command_line(argv("numactl --cpunodebind=0 memhog 64m"));
         let f = Fix::interleave_all(&w, &topo.nodes);
         assert_eq!(f.commands, vec!["numactl --cpunodebind=0 --interleave=all memhog 64m"]);
         assert_eq!(f.goal_remote_share, Some(0.55));
         assert!(f.verify.contains("--fixed-below 55"), "{}", f.verify);
         let w = Workload::command_line(argv("taskset -c 0 redis-server"));
-        assert_eq!(Fix::preferred(&topo.nodes[1], &w).commands, vec!["numactl --cpunodebind=1 --preferred=1 redis-server"]);
+        assert_eq!(
+            Fix::preferred(&topo.nodes[1], &w).commands,
+            vec!["numactl --cpunodebind=1 --preferred=1 redis-server"]
+        );
         assert_eq!(Fix::taskset(&[4, 5], &w).commands, vec!["taskset -c 4-5 redis-server"]);
         let w = Workload::command_line(argv("env JAVA_HOME=/j numactl -m 0 /j/bin/java -Xmx8g -jar app.jar"));
-        assert_eq!(Fix::jvm_use_numa(&w).commands, vec!["env JAVA_HOME=/j numactl -m 0 /j/bin/java -XX:+UseNUMA -Xmx8g -jar app.jar"]);
+        assert_eq!(
+            Fix::jvm_use_numa(&w).commands,
+            vec!["env JAVA_HOME=/j numactl -m 0 /j/bin/java -XX:+UseNUMA -Xmx8g -jar app.jar"]
+        );
     }
 
     #[test]
@@ -766,7 +887,12 @@ mod tests {
             cpus_set_by: Some("/db".into()),
             mems_set_by: Some("/db".into()),
         };
-        let c = Constraints { allowed: Allowed { cpus: vec![0, 1, 2, 3], mems: vec![0] }, nodes: topo.nodes.clone(), cpuset: Some(cpuset), needed_bytes: 1 << 30 };
+        let c = Constraints {
+            allowed: Allowed { cpus: vec![0, 1, 2, 3], mems: vec![0] },
+            nodes: topo.nodes.clone(),
+            cpuset: Some(cpuset),
+            needed_bytes: 1 << 30,
+        };
         let ok = Fix::bind_to_node(&topo.nodes[0], &Workload::default()).check(&c);
         assert!(ok.applicable, "{:?}", ok.problems);
         let bad = Fix::bind_to_node(&topo.nodes[1], &Workload::default()).check(&c);

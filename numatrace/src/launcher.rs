@@ -81,14 +81,26 @@ const NUMACTL_OPTS: &[(&str, char, bool, NumactlKind)] = &[
 /// A launcher in front of the program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Launcher {
-    Numactl { name: String, opts: Vec<NumactlOpt> },
+    Numactl {
+        name: String,
+        opts: Vec<NumactlOpt>,
+    },
     /// `taskset [-a] [-c] <mask|list>`: `flags` are the words before the mask.
-    Taskset { name: String, all: bool, list: bool, mask: String },
+    Taskset {
+        name: String,
+        all: bool,
+        list: bool,
+        mask: String,
+    },
     /// A launcher that neither pins nor sets a memory policy (`env`, `nice`,
     /// `sudo`, `systemd-run`, …), kept word for word.
     Kept(Vec<String>),
     /// `sh -c '<script>' [args…]`: what follows it is the script's one command.
-    Shell { words: Vec<String>, exec: bool, trailing: Vec<String> },
+    Shell {
+        words: Vec<String>,
+        exec: bool,
+        trailing: Vec<String>,
+    },
 }
 
 impl Launcher {
@@ -145,7 +157,12 @@ fn scan(argv: &[String], start: usize, spec: &[(&str, char, bool)], stop_at_assi
             let idx = match exact {
                 Some(idx) => idx,
                 None => {
-                    let matches: Vec<usize> = spec.iter().enumerate().filter(|(_, s)| !s.0.is_empty() && s.0.starts_with(name)).map(|(k, _)| k).collect();
+                    let matches: Vec<usize> = spec
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| !s.0.is_empty() && s.0.starts_with(name))
+                        .map(|(k, _)| k)
+                        .collect();
                     if matches.len() != 1 {
                         return None;
                     }
@@ -201,7 +218,11 @@ fn scan(argv: &[String], start: usize, spec: &[(&str, char, bool)], stop_at_assi
 
 fn is_assignment(w: &str) -> bool {
     match w.split_once('=') {
-        Some((name, _)) => !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with(|c: char| c.is_ascii_digit()),
+        Some((name, _)) => {
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+        }
         None => false,
     }
 }
@@ -466,7 +487,9 @@ pub fn split_simple_script(script: &str) -> Option<Vec<String>> {
                 in_word = true;
                 cur.push(chars.next()?);
             }
-            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '\n' | '*' | '?' | '[' | '~' | '#' | '{' | '}' => return None,
+            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '\n' | '*' | '?' | '[' | '~' | '#' | '{' | '}' => {
+                return None;
+            }
             ch => {
                 in_word = true;
                 cur.push(ch);
@@ -560,10 +583,17 @@ impl CommandLine {
         // or a shell boundary sit after a position? Then the position is not
         // the program's: put the binding just before the program instead.
         let innermost = out.len();
-        let inner_ok = |at: usize| !out[at..].iter().any(|l| matches!(l, Launcher::Shell { .. }) || matches!(l, Launcher::Kept(w) if w.first().is_some_and(|w| basename(w) == "systemd-run")));
+        let inner_ok = |at: usize| {
+            !out[at..].iter().any(|l| {
+                matches!(l, Launcher::Shell { .. })
+                    || matches!(l, Launcher::Kept(w) if w.first().is_some_and(|w| basename(w) == "systemd-run"))
+            })
+        };
         let mut numactl_opts = kept_numactl_opts;
         match &b.cpu {
-            Some(CpuBinding::Nodes(n)) => numactl_opts.push(NumactlOpt { kind: NumactlKind::Cpu, words: vec![format!("--cpunodebind={n}")] }),
+            Some(CpuBinding::Nodes(n)) => {
+                numactl_opts.push(NumactlOpt { kind: NumactlKind::Cpu, words: vec![format!("--cpunodebind={n}")] })
+            }
             Some(CpuBinding::Cpus(c)) => {
                 let (name, all) = match self.launchers.iter().rev().find(|l| matches!(l, Launcher::Taskset { .. })) {
                     Some(Launcher::Taskset { name, all, .. }) => (name.clone(), *all),
@@ -574,9 +604,15 @@ impl CommandLine {
             None => {}
         }
         match &b.mem {
-            Some(MemPolicy::Bind(n)) => numactl_opts.push(NumactlOpt { kind: NumactlKind::Mem, words: vec![format!("--membind={n}")] }),
-            Some(MemPolicy::Interleave(n)) => numactl_opts.push(NumactlOpt { kind: NumactlKind::Mem, words: vec![format!("--interleave={n}")] }),
-            Some(MemPolicy::Preferred(n)) => numactl_opts.push(NumactlOpt { kind: NumactlKind::Mem, words: vec![format!("--preferred={n}")] }),
+            Some(MemPolicy::Bind(n)) => {
+                numactl_opts.push(NumactlOpt { kind: NumactlKind::Mem, words: vec![format!("--membind={n}")] })
+            }
+            Some(MemPolicy::Interleave(n)) => {
+                numactl_opts.push(NumactlOpt { kind: NumactlKind::Mem, words: vec![format!("--interleave={n}")] })
+            }
+            Some(MemPolicy::Preferred(n)) => {
+                numactl_opts.push(NumactlOpt { kind: NumactlKind::Mem, words: vec![format!("--preferred={n}")] })
+            }
             None => {}
         }
         let mut inserts: Vec<(usize, Launcher)> = Vec::new();
@@ -586,7 +622,10 @@ impl CommandLine {
         }
         if !numactl_opts.is_empty() {
             let at = numactl_at.filter(|&a| inner_ok(a)).unwrap_or(innermost);
-            inserts.push((at, Launcher::Numactl { name: numactl_name.unwrap_or_else(|| "numactl".into()), opts: numactl_opts }));
+            inserts.push((
+                at,
+                Launcher::Numactl { name: numactl_name.unwrap_or_else(|| "numactl".into()), opts: numactl_opts },
+            ));
         }
         // Insert from the back so that earlier positions stay valid; at one
         // position the taskset goes first (it was listed first).
@@ -706,11 +745,26 @@ mod tests {
 
     #[test]
     fn the_issues_command_lines_are_rewritten_not_wrapped() {
-        assert_eq!(rewrite("numactl --cpunodebind=1 --membind=0 sysbench memory run", &bind(1)), "numactl --cpunodebind=1 --membind=1 sysbench memory run");
-        assert_eq!(rewrite("/usr/bin/numactl --interleave=all /usr/bin/memhog 64m", &bind(0)), "/usr/bin/numactl --cpunodebind=0 --membind=0 /usr/bin/memhog 64m");
-        assert_eq!(rewrite("numactl --cpunodebind=0 memhog 64m", &interleave()), "numactl --cpunodebind=0 --interleave=all memhog 64m");
-        assert_eq!(rewrite("taskset -c 0 redis-server /etc/redis.conf", &bind(1)), "numactl --cpunodebind=1 --membind=1 redis-server /etc/redis.conf");
-        assert_eq!(rewrite("redis-server --port 6380", &bind(1)), "numactl --cpunodebind=1 --membind=1 redis-server --port 6380");
+        assert_eq!(
+            rewrite("numactl --cpunodebind=1 --membind=0 sysbench memory run", &bind(1)),
+            "numactl --cpunodebind=1 --membind=1 sysbench memory run"
+        );
+        assert_eq!(
+            rewrite("/usr/bin/numactl --interleave=all /usr/bin/memhog 64m", &bind(0)),
+            "/usr/bin/numactl --cpunodebind=0 --membind=0 /usr/bin/memhog 64m"
+        );
+        assert_eq!(
+            rewrite("numactl --cpunodebind=0 memhog 64m", &interleave()),
+            "numactl --cpunodebind=0 --interleave=all memhog 64m"
+        );
+        assert_eq!(
+            rewrite("taskset -c 0 redis-server /etc/redis.conf", &bind(1)),
+            "numactl --cpunodebind=1 --membind=1 redis-server /etc/redis.conf"
+        );
+        assert_eq!(
+            rewrite("redis-server --port 6380", &bind(1)),
+            "numactl --cpunodebind=1 --membind=1 redis-server --port 6380"
+        );
     }
 
     #[test]
@@ -735,7 +789,21 @@ mod tests {
             assert!(out.contains("--cpunodebind=1 --membind=1 prog a"), "{cmd} -> {out}");
             let kept_all = cmd.contains("-la");
             assert_eq!(out.contains("-a"), kept_all, "{cmd} -> {out}: --all is kept, nothing else");
-            for gone in [" -m", " -N", "-p ", "-C ", "-i ", " -l", "--preferred", "--localalloc", "--phys", "-P ", "--weighted", " -b", " -c "] {
+            for gone in [
+                " -m",
+                " -N",
+                "-p ",
+                "-C ",
+                "-i ",
+                " -l",
+                "--preferred",
+                "--localalloc",
+                "--phys",
+                "-P ",
+                "--weighted",
+                " -b",
+                " -c ",
+            ] {
                 assert!(!out.contains(gone), "{cmd} -> {out}: {gone} survived");
             }
         }
@@ -747,10 +815,19 @@ mod tests {
             rewrite("env -u LANG FOO=1 nice -n 5 ionice -c2 -n7 chrt -b 0 stdbuf -oL numactl -m 0 prog x y", &bind(1)),
             "env -u LANG FOO=1 nice -n 5 ionice -c2 -n7 chrt -b 0 stdbuf -oL numactl --cpunodebind=1 --membind=1 prog x y"
         );
-        assert_eq!(rewrite("sudo -u redis HOME=/x taskset -a -c 0-3 redis-server", &bind(1)), "sudo -u redis HOME=/x numactl --cpunodebind=1 --membind=1 redis-server");
+        assert_eq!(
+            rewrite("sudo -u redis HOME=/x taskset -a -c 0-3 redis-server", &bind(1)),
+            "sudo -u redis HOME=/x numactl --cpunodebind=1 --membind=1 redis-server"
+        );
         assert_eq!(rewrite("nice -10 numactl -N 0 prog", &interleave()), "nice -10 numactl -N 0 --interleave=all prog");
-        assert_eq!(rewrite("setpriv --reuid=1000 --regid 1000 --clear-groups prog", &bind(0)), "setpriv --reuid=1000 --regid 1000 --clear-groups numactl --cpunodebind=0 --membind=0 prog");
-        assert_eq!(rewrite("runuser -u pg -- postgres -D /d", &bind(0)), "runuser -u pg -- numactl --cpunodebind=0 --membind=0 postgres -D /d");
+        assert_eq!(
+            rewrite("setpriv --reuid=1000 --regid 1000 --clear-groups prog", &bind(0)),
+            "setpriv --reuid=1000 --regid 1000 --clear-groups numactl --cpunodebind=0 --membind=0 prog"
+        );
+        assert_eq!(
+            rewrite("runuser -u pg -- postgres -D /d", &bind(0)),
+            "runuser -u pg -- numactl --cpunodebind=0 --membind=0 postgres -D /d"
+        );
     }
 
     #[test]
@@ -764,17 +841,30 @@ mod tests {
 
     #[test]
     fn a_shell_that_execs_one_command_is_rewritten_inside() {
-        let argv = vec!["sh".to_string(), "-c".into(), "exec numactl --membind=0 /usr/bin/redis-server '/etc/my redis.conf'".into()];
+        let argv = vec![
+            "sh".to_string(),
+            "-c".into(),
+            "exec numactl --membind=0 /usr/bin/redis-server '/etc/my redis.conf'".into(),
+        ];
         let out = CommandLine::parse(&argv).with_binding(&bind(1));
-        assert_eq!(out.argv(), vec!["sh", "-c", "exec numactl --cpunodebind=1 --membind=1 /usr/bin/redis-server '/etc/my redis.conf'"]);
+        assert_eq!(
+            out.argv(),
+            vec!["sh", "-c", "exec numactl --cpunodebind=1 --membind=1 /usr/bin/redis-server '/etc/my redis.conf'"]
+        );
         assert_eq!(out.program, vec!["/usr/bin/redis-server", "/etc/my redis.conf"]);
         let plain = vec!["bash".to_string(), "-c".into(), "taskset -c 1 prog --x".into()];
-        assert_eq!(CommandLine::parse(&plain).with_binding(&bind(0)).argv(), vec!["bash", "-c", "numactl --cpunodebind=0 --membind=0 prog --x"]);
+        assert_eq!(
+            CommandLine::parse(&plain).with_binding(&bind(0)).argv(),
+            vec!["bash", "-c", "numactl --cpunodebind=0 --membind=0 prog --x"]
+        );
         // A script the shell must interpret is kept; the binding wraps the shell.
         let complex = vec!["sh".to_string(), "-c".into(), "prog $ARGS | tee log".into()];
         let c = CommandLine::parse(&complex);
         assert_eq!(c.opaque_script.as_deref(), Some("prog $ARGS | tee log"));
-        assert_eq!(c.with_binding(&bind(0)).shell(), "numactl --cpunodebind=0 --membind=0 sh -c 'prog $ARGS | tee log'");
+        assert_eq!(
+            c.with_binding(&bind(0)).shell(),
+            "numactl --cpunodebind=0 --membind=0 sh -c 'prog $ARGS | tee log'"
+        );
     }
 
     #[test]
@@ -795,7 +885,10 @@ mod tests {
             assert_eq!(c.program, words(cmd));
         }
         // A program whose name starts with '-' gets the end of numactl's options.
-        assert_eq!(CommandLine::parse(&words("-weird")).with_binding(&bind(0)).shell(), "numactl --cpunodebind=0 --membind=0 -- -weird");
+        assert_eq!(
+            CommandLine::parse(&words("-weird")).with_binding(&bind(0)).shell(),
+            "numactl --cpunodebind=0 --membind=0 -- -weird"
+        );
     }
 
     /// Property: whatever launchers a command line has, the rewritten one has
@@ -818,38 +911,65 @@ mod tests {
             &["sudo", "-E", "-u", "db"],
             &["systemd-run", "--user", "--scope"],
         ];
-        let programs: &[&[&str]] = &[&["prog"], &["/opt/db/bin/db", "--numa", "-m", "0", "taskset"], &["memhog", "-r2", "1g"]];
-        let bindings =
-            [bind(1), interleave(), Binding { cpu: Some(CpuBinding::Cpus("2,3".into())), mem: None }, Binding { cpu: Some(CpuBinding::Nodes("0".into())), mem: Some(MemPolicy::Preferred("0".into())) }];
+        let programs: &[&[&str]] =
+            &[&["prog"], &["/opt/db/bin/db", "--numa", "-m", "0", "taskset"], &["memhog", "-r2", "1g"]];
+        let bindings = [
+            bind(1),
+            interleave(),
+            Binding { cpu: Some(CpuBinding::Cpus("2,3".into())), mem: None },
+            Binding { cpu: Some(CpuBinding::Nodes("0".into())), mem: Some(MemPolicy::Preferred("0".into())) },
+        ];
         let mut checked = 0;
         for a in prefixes {
             for b in prefixes {
                 for c in prefixes {
                     for p in programs {
-                        let argv: Vec<String> = a.iter().chain(b.iter()).chain(c.iter()).chain(p.iter()).map(|s| s.to_string()).collect();
+                        let argv: Vec<String> =
+                            a.iter().chain(b.iter()).chain(c.iter()).chain(p.iter()).map(|s| s.to_string()).collect();
                         let parsed = CommandLine::parse(&argv);
                         assert_eq!(parsed.program, p.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{argv:?}");
                         for binding in &bindings {
                             let out = parsed.with_binding(binding);
-                            let launcher_words: Vec<&str> = out.launchers.iter().map(|l| match l {
-                                Launcher::Numactl { .. } => "numactl",
-                                Launcher::Taskset { .. } => "taskset",
-                                Launcher::Kept(w) | Launcher::Shell { words: w, .. } => basename(&w[0]),
-                            }).collect();
-                            assert!(launcher_words.iter().filter(|w| **w == "numactl").count() <= 1, "{argv:?} -> {}", out.shell());
-                            assert!(launcher_words.iter().filter(|w| **w == "taskset").count() <= 1, "{argv:?} -> {}", out.shell());
-                            let others: Vec<&str> = launcher_words.iter().copied().filter(|w| *w != "numactl" && *w != "taskset").collect();
-                            let before: Vec<&str> = parsed.launchers.iter().filter_map(|l| match l {
-                                Launcher::Kept(w) => Some(basename(&w[0])),
-                                _ => None,
-                            }).collect();
+                            let launcher_words: Vec<&str> = out
+                                .launchers
+                                .iter()
+                                .map(|l| match l {
+                                    Launcher::Numactl { .. } => "numactl",
+                                    Launcher::Taskset { .. } => "taskset",
+                                    Launcher::Kept(w) | Launcher::Shell { words: w, .. } => basename(&w[0]),
+                                })
+                                .collect();
+                            assert!(
+                                launcher_words.iter().filter(|w| **w == "numactl").count() <= 1,
+                                "{argv:?} -> {}",
+                                out.shell()
+                            );
+                            assert!(
+                                launcher_words.iter().filter(|w| **w == "taskset").count() <= 1,
+                                "{argv:?} -> {}",
+                                out.shell()
+                            );
+                            let others: Vec<&str> =
+                                launcher_words.iter().copied().filter(|w| *w != "numactl" && *w != "taskset").collect();
+                            let before: Vec<&str> = parsed
+                                .launchers
+                                .iter()
+                                .filter_map(|l| match l {
+                                    Launcher::Kept(w) => Some(basename(&w[0])),
+                                    _ => None,
+                                })
+                                .collect();
                             assert_eq!(others, before, "{argv:?} -> {}", out.shell());
                             assert_eq!(out.program, parsed.program);
                             // The rendered words parse back to the same program and one binding.
                             let again = CommandLine::parse(&out.argv());
                             assert_eq!(again.program, parsed.program, "{}", out.shell());
                             if binding.cpu.is_some() && matches!(binding.cpu, Some(CpuBinding::Nodes(_))) {
-                                assert!(!again.launchers.iter().any(|l| matches!(l, Launcher::Taskset { .. })), "{}", out.shell());
+                                assert!(
+                                    !again.launchers.iter().any(|l| matches!(l, Launcher::Taskset { .. })),
+                                    "{}",
+                                    out.shell()
+                                );
                             }
                             checked += 1;
                         }

@@ -220,7 +220,8 @@ impl<V> RegionTable<V> {
 }
 
 /// Iterator over a [`RegionTable`]'s (key, record) pairs.
-pub type Iter<'a, V> = std::iter::Map<std::slice::Iter<'a, (RegionKey, V)>, fn(&'a (RegionKey, V)) -> (&'a RegionKey, &'a V)>;
+pub type Iter<'a, V> =
+    std::iter::Map<std::slice::Iter<'a, (RegionKey, V)>, fn(&'a (RegionKey, V)) -> (&'a RegionKey, &'a V)>;
 
 impl<V> Index<&RegionKey> for RegionTable<V> {
     type Output = V;

@@ -48,7 +48,13 @@ pub fn sample(agg: &Aggregator, now_ns: u64) -> Vec<Event> {
         .filter_map(|t| {
             let run_ns = read_run_ns(t.tgid, t.tid)?;
             Some(Event::RunTimeSample(RunTimeSampleEvent {
-                header: EventHeader { kind: EventKind::RunTimeSample as u32, cpu: 0, ts_ns: now_ns, tgid: t.tgid, tid: t.tid },
+                header: EventHeader {
+                    kind: EventKind::RunTimeSample as u32,
+                    cpu: 0,
+                    ts_ns: now_ns,
+                    tgid: t.tgid,
+                    tid: t.tid,
+                },
                 run_ns,
             }))
         })

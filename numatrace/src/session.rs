@@ -110,7 +110,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
         .collect();
     probes.track_threads(&late.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
-    migration_counts_at_start.extend(crate::migration_count::sample_threads(late.iter().map(|t| (t.tgid, t.tid)), monotonic_ns()));
+    migration_counts_at_start
+        .extend(crate::migration_count::sample_threads(late.iter().map(|t| (t.tgid, t.tid)), monotonic_ns()));
     initial_threads.extend(late);
 
     let comm = target.comm();
@@ -130,7 +131,10 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
             pid: target.pid,
             // A started command is still numatrace's fork here: name it as the kernel will after exec.
             comm: match &target.command {
-                Some(argv) => argv.first().map(|a| a.rsplit('/').next().unwrap_or(a).chars().take(15).collect()).unwrap_or_default(),
+                Some(argv) => argv
+                    .first()
+                    .map(|a| a.rsplit('/').next().unwrap_or(a).chars().take(15).collect())
+                    .unwrap_or_default(),
                 None => comm,
             },
             command: target.command.clone(),
@@ -170,7 +174,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
 
     let ring = probes.take_ring()?;
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     let mut snapshots = Snapshots::new(start.machine.clone());
     let (stopped_by, ring) =
         runtime.block_on(event_loop(&opts, &target, &probes, ring, &mut agg, &mut sink, &mut snapshots, started))?;

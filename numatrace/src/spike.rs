@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
 use crate::{
     capture,
     event::{Event, comm_str},
@@ -24,6 +23,7 @@ use crate::{
     sink::EventSink,
     topology::Topology,
 };
+use anyhow::{Context, Result};
 
 /// Memory the ring may hold by default, whatever the window.
 pub const DEFAULT_MAX_BYTES: usize = 128 << 20;
@@ -43,7 +43,8 @@ pub enum Rate {
 
 impl Rate {
     /// Every rate, in the order of [`Rate::name`] lists.
-    pub const ALL: [Rate; 4] = [Rate::CrossNodeMigrations, Rate::RemoteFirstTouch, Rate::HintingFaultsRemote, Rate::PageMigrations];
+    pub const ALL: [Rate; 4] =
+        [Rate::CrossNodeMigrations, Rate::RemoteFirstTouch, Rate::HintingFaultsRemote, Rate::PageMigrations];
 
     /// The rate's name in `--trigger` rules.
     pub fn name(self) -> &'static str {
@@ -83,14 +84,17 @@ impl FromStr for TriggerRule {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let names = Rate::ALL.map(Rate::name).join(", ");
-        let (name, limit) = s.split_once('>').ok_or_else(|| format!("expected RATE>NUMBER/s, e.g. cross_node_migrations>100/s (rates: {names})"))?;
+        let (name, limit) = s
+            .split_once('>')
+            .ok_or_else(|| format!("expected RATE>NUMBER/s, e.g. cross_node_migrations>100/s (rates: {names})"))?;
         let rate = Rate::ALL
             .into_iter()
             .find(|r| r.name() == name.trim())
             .ok_or_else(|| format!("unknown rate '{}' (rates: {names})", name.trim()))?;
         let limit = limit.trim();
         let number = limit.strip_suffix("/s").unwrap_or(limit).trim();
-        let per_second: f64 = number.parse().map_err(|_| format!("'{limit}' is not a rate: expected a number per second, e.g. 100/s"))?;
+        let per_second: f64 =
+            number.parse().map_err(|_| format!("'{limit}' is not a rate: expected a number per second, e.g. 100/s"))?;
         if !per_second.is_finite() || per_second < 0.0 {
             return Err(format!("'{limit}' is not a rate: expected a number >= 0"));
         }
@@ -206,7 +210,8 @@ impl SpikeRing {
     /// A ring with these options; listens for SIGUSR1 and starts the probe command.
     pub fn new(opts: SpikeOptions) -> Result<SpikeRing> {
         let usr1 = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1)).context("listening for SIGUSR1")?;
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
+            .context("listening for SIGUSR1")?;
         let command_failed = Arc::new(AtomicBool::new(false));
         if let Some(command) = opts.command.clone() {
             let failed = Arc::clone(&command_failed);
@@ -243,7 +248,11 @@ impl SpikeRing {
             return;
         }
         let since = self.start.as_ref().map_or(0, |s| now_ns.saturating_sub(s.start_ns));
-        eprintln!("numatrace: trigger at +{:.1} s: {reason}; saving in {:.1} s", since as f64 / 1e9, self.opts.after.as_secs_f64());
+        eprintln!(
+            "numatrace: trigger at +{:.1} s: {reason}; saving in {:.1} s",
+            since as f64 / 1e9,
+            self.opts.after.as_secs_f64()
+        );
         self.pending = Some(Pending { at_ns: now_ns, reason });
         self.quiet_until_ns = now_ns.saturating_add(self.opts.cooldown.as_nanos() as u64);
     }
@@ -300,7 +309,12 @@ impl SpikeRing {
                 run.lost.events += 1;
                 run.lost.units += units;
             }
-            None => self.capped.push_back(CappedRun { interval_ns, first_ts_ns: ts, kind, lost: LostCount { events: 1, units } }),
+            None => self.capped.push_back(CappedRun {
+                interval_ns,
+                first_ts_ns: ts,
+                kind,
+                lost: LostCount { events: 1, units },
+            }),
         }
     }
 
@@ -314,7 +328,9 @@ impl SpikeRing {
         let base = self.readings.iter().rev().find(|(at, _)| *at <= from_ns);
         let last = self.readings.iter().rev().find(|(at, _)| *at <= now_ns);
         match (base, last) {
-            (Some((from, base)), Some((to, last))) if to > from => Span { from_ns: *from, to_ns: *to, kernel: last.since(base) },
+            (Some((from, base)), Some((to, last))) if to > from => {
+                Span { from_ns: *from, to_ns: *to, kernel: last.since(base) }
+            }
             _ => Span { from_ns: wanted_from_ns, to_ns: now_ns.saturating_add(1), kernel: KernelTotals::default() },
         }
     }
@@ -349,8 +365,12 @@ impl SpikeRing {
                 d.units += run.lost.units;
             }
         }
-        let facts = StartFacts { start_ns: span.from_ns, initial_threads: threads.into_values().collect(), ..start.clone() };
-        let mut end = capture::end_facts(span.to_ns.saturating_sub(span.from_ns) as f64 / 1e9, format!("trigger: {}", pending.reason));
+        let facts =
+            StartFacts { start_ns: span.from_ns, initial_threads: threads.into_values().collect(), ..start.clone() };
+        let mut end = capture::end_facts(
+            span.to_ns.saturating_sub(span.from_ns) as f64 / 1e9,
+            format!("trigger: {}", pending.reason),
+        );
         end.kernel = span.kernel;
         end.dropped_by_memory_cap = dropped;
         let n = self.written.len() + 1;
@@ -402,7 +422,8 @@ fn apply_to_threads(threads: &mut BTreeMap<u32, InitialThread>, event: &Event) {
     let h = event.header();
     match event {
         Event::TaskNew(e) => {
-            threads.insert(h.tid, InitialThread { tid: h.tid, tgid: h.tgid, comm: comm_str(&e.comm), cpu: Some(h.cpu) });
+            threads
+                .insert(h.tid, InitialThread { tid: h.tid, tgid: h.tgid, comm: comm_str(&e.comm), cpu: Some(h.cpu) });
         }
         Event::TaskExit(_) => {
             threads.remove(&h.tid);

@@ -85,8 +85,11 @@ impl Target {
         let Some(first) = argv.first() else { bail!("no command given after --") };
         let program = resolve_program(first).with_context(|| format!("command not found: {first}"))?;
         let c_program = CString::new(program.as_os_str().as_encoded_bytes()).context("command contains a NUL byte")?;
-        let c_args: Vec<CString> =
-            argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().context("argument contains a NUL byte")?;
+        let c_args: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .context("argument contains a NUL byte")?;
         let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
         c_argv.push(std::ptr::null());
         let (gate_read, gate_write) = pipe()?;

@@ -55,7 +55,9 @@ impl Topology {
         for id in online {
             let dir = node_dir.join(format!("node{id}"));
             let cpus = match fs::read_to_string(dir.join("cpulist")) {
-                Ok(text) => cpulist::parse(&text).with_context(|| format!("reading {}", dir.join("cpulist").display()))?,
+                Ok(text) => {
+                    cpulist::parse(&text).with_context(|| format!("reading {}", dir.join("cpulist").display()))?
+                }
                 Err(_) => online_cpus(system)?,
             };
             let (mem_total_bytes, mem_free_bytes) = node_memory(&dir.join("meminfo")).unwrap_or((0, 0));
@@ -67,7 +69,9 @@ impl Topology {
             if let Ok(entries) = fs::read_dir(&dir) {
                 for entry in entries.flatten() {
                     let name = entry.file_name();
-                    if let Some(block) = name.to_str().and_then(|n| n.strip_prefix("memory")).and_then(|n| n.parse::<u64>().ok()) {
+                    if let Some(block) =
+                        name.to_str().and_then(|n| n.strip_prefix("memory")).and_then(|n| n.parse::<u64>().ok())
+                    {
                         memory_blocks.insert(block, id);
                     }
                 }
@@ -88,7 +92,12 @@ impl Topology {
             nodes: cpus_per_node
                 .iter()
                 .enumerate()
-                .map(|(id, cpus)| Node { id: id as u32, cpus: cpus.clone(), mem_total_bytes: 1 << 30, mem_free_bytes: 1 << 29 })
+                .map(|(id, cpus)| Node {
+                    id: id as u32,
+                    cpus: cpus.clone(),
+                    mem_total_bytes: 1 << 30,
+                    mem_free_bytes: 1 << 29,
+                })
                 .collect(),
             distances: (0..n).map(|i| (0..n).map(|j| if i == j { 10 } else { 20 }).collect()).collect(),
             memory_block_bytes: 128 << 20,

@@ -11,7 +11,9 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum TracefsError {
-    #[error("tracefs is not mounted and could not be mounted at /sys/kernel/tracing ({0}); mount it with: mount -t tracefs nodev /sys/kernel/tracing")]
+    #[error(
+        "tracefs is not mounted and could not be mounted at /sys/kernel/tracing ({0}); mount it with: mount -t tracefs nodev /sys/kernel/tracing"
+    )]
     NotMounted(String),
     #[error("this kernel has no tracepoint {0}")]
     NoTracepoint(String),

@@ -24,7 +24,10 @@ fn tmpdir() -> std::path::PathBuf {
 }
 
 fn export(capture: &std::path::Path, format: &str, out: &std::path::Path) {
-    let o = Command::new(NUMATRACE).args(["export", capture.to_str().unwrap(), "--format", format, "-o", out.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(NUMATRACE)
+        .args(["export", capture.to_str().unwrap(), "--format", format, "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -61,7 +64,10 @@ fn every_format_writes_and_stdout_works() {
         export(&capture, format, &out);
         assert!(std::fs::metadata(&out).unwrap().len() > 100, "{format}");
     }
-    let o = Command::new(NUMATRACE).args(["export", capture.to_str().unwrap(), "--format", "perfetto", "-o", "-"]).output().unwrap();
+    let o = Command::new(NUMATRACE)
+        .args(["export", capture.to_str().unwrap(), "--format", "perfetto", "-o", "-"])
+        .output()
+        .unwrap();
     let trace: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(trace["traceEvents"].as_array().unwrap().len() > 50);
     let bad = Command::new(NUMATRACE).args(["export", capture.to_str().unwrap(), "--format", "png"]).output().unwrap();

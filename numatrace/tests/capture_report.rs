@@ -42,7 +42,11 @@ fn check_report_matches_live(name: &str, json: bool, workload: &[&str]) {
     }
     let replay = Command::new(NUMATRACE).args(&report_args).output().unwrap();
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    assert!(replay.stderr.is_empty(), "a complete capture reads without warnings: {}", String::from_utf8_lossy(&replay.stderr));
+    assert!(
+        replay.stderr.is_empty(),
+        "a complete capture reads without warnings: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     let live_out = String::from_utf8(live.stdout).unwrap();
     let replay_out = String::from_utf8(replay.stdout).unwrap();
     assert_eq!(report_part(&live_out, json), replay_out);
@@ -67,7 +71,18 @@ fn report_of_a_capture_is_the_live_text() {
 fn a_killed_capture_still_reports_what_it_saw() {
     let file = tmp("killed.ntrace");
     let mut live = Command::new(NUMATRACE)
-        .args(["-o", file.to_str().unwrap(), "--", NUMATRACE, "workload", "init-thread", "--mib", "32", "--seconds", "6"])
+        .args([
+            "-o",
+            file.to_str().unwrap(),
+            "--",
+            NUMATRACE,
+            "workload",
+            "init-thread",
+            "--mib",
+            "32",
+            "--seconds",
+            "6",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -77,7 +92,9 @@ fn a_killed_capture_still_reports_what_it_saw() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let pages: u64 = numatrace::capture::read_path(&file)
-            .map(|c| c.events.iter().map(|e| if let numatrace::event::Event::FirstTouch(f) = e { f.pages } else { 0 }).sum())
+            .map(|c| {
+                c.events.iter().map(|e| if let numatrace::event::Event::FirstTouch(f) = e { f.pages } else { 0 }).sum()
+            })
             .unwrap_or(0);
         if pages >= 8192 {
             break;
@@ -107,7 +124,9 @@ fn a_killed_capture_still_reports_what_it_saw() {
 fn bad_files_give_one_clear_error_line() {
     let not_capture = tmp("not.ntrace");
     std::fs::write(&not_capture, "hello").unwrap();
-    for (path, want) in [(not_capture.to_str().unwrap(), "not a numatrace capture"), ("/nonexistent/x.ntrace", "No such file")] {
+    for (path, want) in
+        [(not_capture.to_str().unwrap(), "not a numatrace capture"), ("/nonexistent/x.ntrace", "No such file")]
+    {
         let out = Command::new(NUMATRACE).args(["report", path]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -125,7 +144,18 @@ fn diff_of_two_captures_says_fixed_or_not_in_one_line() {
     let (a, b) = (tmp("diff-a.ntrace"), tmp("diff-b.ntrace"));
     for f in [&a, &b] {
         let out = Command::new(NUMATRACE)
-            .args(["-o", f.to_str().unwrap(), "--", NUMATRACE, "workload", "init-thread", "--mib", "16", "--seconds", "1.5"])
+            .args([
+                "-o",
+                f.to_str().unwrap(),
+                "--",
+                NUMATRACE,
+                "workload",
+                "init-thread",
+                "--mib",
+                "16",
+                "--seconds",
+                "1.5",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -134,18 +164,27 @@ fn diff_of_two_captures_says_fixed_or_not_in_one_line() {
     assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
     let text = String::from_utf8(text.stdout).unwrap();
     let first = text.lines().next().unwrap_or_default();
-    let multi_node = std::fs::read_dir("/sys/devices/system/node").map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("node")).count()).unwrap_or(1) > 1;
+    let multi_node = std::fs::read_dir("/sys/devices/system/node")
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("node")).count())
+        .unwrap_or(1)
+        > 1;
     if !multi_node {
         assert!(first.starts_with("fixed: remote share 0 % -> 0 % ("), "{text}");
         assert!(first.contains("by resident by run time"), "{text}");
     }
     assert!(first.starts_with("fixed: ") || first.starts_with("not fixed: "), "{text}");
-    let json = Command::new(NUMATRACE).args(["diff", "--json", "--fixed-below", "55", a.to_str().unwrap(), b.to_str().unwrap()]).output().unwrap();
+    let json = Command::new(NUMATRACE)
+        .args(["diff", "--json", "--fixed-below", "55", a.to_str().unwrap(), b.to_str().unwrap()])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(v["fixed"].is_boolean(), "{v}");
     assert_eq!(v["fixed_below"], serde_json::json!(0.55));
     assert!(v["remote_after"]["pages"].as_u64().unwrap() >= 4096, "16 MiB resident: {v}");
-    let bad = Command::new(NUMATRACE).args(["diff", "--fixed-below", "150", a.to_str().unwrap(), b.to_str().unwrap()]).output().unwrap();
+    let bad = Command::new(NUMATRACE)
+        .args(["diff", "--fixed-below", "150", a.to_str().unwrap(), b.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not between 0 and 100"));
 }

@@ -22,7 +22,12 @@ fn scratch(name: &str) -> PathBuf {
 /// SIGUSR1 before its handler is in place would end it); the handle gives all
 /// of its stderr once it has ended.
 fn start_tracing(args: &[&str]) -> (Child, JoinHandle<String>) {
-    let mut child = Command::new(NUMATRACE).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("numatrace starts");
+    let mut child = Command::new(NUMATRACE)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("numatrace starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
     let mut stderr = String::new();
     for line in lines.by_ref().map_while(Result::ok) {
@@ -63,7 +68,21 @@ fn sigusr1_saves_the_last_window() {
     let prefix = dir.join("incident");
     let prefix = prefix.to_str().expect("temp path is UTF-8");
     let (live, stderr) = start_tracing(&[
-        "--json", "--ring", "20s", "--after", "500ms", "-o", prefix, "--", NUMATRACE, "workload", "init-thread", "--mib", "16", "--seconds", "4",
+        "--json",
+        "--ring",
+        "20s",
+        "--after",
+        "500ms",
+        "-o",
+        prefix,
+        "--",
+        NUMATRACE,
+        "workload",
+        "init-thread",
+        "--mib",
+        "16",
+        "--seconds",
+        "4",
     ]);
     std::thread::sleep(Duration::from_millis(2500));
     signal(&live, libc::SIGUSR1);
@@ -72,7 +91,8 @@ fn sigusr1_saves_the_last_window() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("trigger at") && stderr.contains("SIGUSR1"), "{stderr}");
     let saved = dir.join("incident-1.ntrace");
-    let capture = numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
+    let capture =
+        numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
     assert!(capture.complete);
     assert_eq!(capture.end.stopped_by, "trigger: SIGUSR1");
     let report = capture.report();
@@ -91,7 +111,19 @@ fn a_window_carries_the_kernels_counts_over_just_that_window() {
     let prefix = dir.join("incident");
     let prefix = prefix.to_str().expect("temp path is UTF-8");
     let (live, stderr) = start_tracing(&[
-        "--json", "--ring", "1s", "--after", "500ms", "-o", prefix, "--", NUMATRACE, "workload", "hop", "--times", "1000000000",
+        "--json",
+        "--ring",
+        "1s",
+        "--after",
+        "500ms",
+        "-o",
+        prefix,
+        "--",
+        NUMATRACE,
+        "workload",
+        "hop",
+        "--times",
+        "1000000000",
     ]);
     std::thread::sleep(Duration::from_millis(1500));
     signal(&live, libc::SIGUSR1);
@@ -102,10 +134,12 @@ fn a_window_carries_the_kernels_counts_over_just_that_window() {
     let out = live.wait_with_output().expect("numatrace ends");
     let stderr = stderr.join().unwrap_or_default();
     assert!(out.status.success(), "{stderr}");
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("report is JSON ({e})\n{stderr}"));
+    let run: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("report is JSON ({e})\n{stderr}"));
     let run_migrations = run["totals"]["migrations"].as_u64().expect("run totals");
 
-    let capture = numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
+    let capture =
+        numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
     let report = capture.report();
     // 1 s before the trigger and 0.5 s after, each end moved to a counter
     // reading (taken about every 100 ms).
@@ -117,6 +151,9 @@ fn a_window_carries_the_kernels_counts_over_just_that_window() {
     // count of every migration over the same window. The two counters are
     // read one after the other while the workload hops: a few apart at most.
     let counted_by_kernel = report.kernel_counters["task_migrations"];
-    assert!(window.abs_diff(counted_by_kernel) <= 2 + counted_by_kernel / 100, "{window} vs the kernel's {counted_by_kernel}");
+    assert!(
+        window.abs_diff(counted_by_kernel) <= 2 + counted_by_kernel / 100,
+        "{window} vs the kernel's {counted_by_kernel}"
+    );
     assert_eq!(report.unread_events, 0);
 }

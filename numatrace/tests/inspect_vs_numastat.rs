@@ -16,7 +16,11 @@ const ROUNDING_MIB: f64 = 0.005 + 1e-9;
 const MIB: f64 = (1u64 << 20) as f64;
 
 fn numastat(args: &[&str]) -> BTreeMap<String, BTreeMap<String, f64>> {
-    let out = Command::new("numastat").args(args).env("NUMASTAT_WIDTH", "10000").output().expect("numastat runs (apt-get install numactl)");
+    let out = Command::new("numastat")
+        .args(args)
+        .env("NUMASTAT_WIDTH", "10000")
+        .output()
+        .expect("numastat runs (apt-get install numactl)");
     assert!(out.status.success(), "numastat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     let table = parse_numastat(&String::from_utf8_lossy(&out.stdout));
     assert!(!table.is_empty(), "numastat {args:?} printed no table");
@@ -24,7 +28,12 @@ fn numastat(args: &[&str]) -> BTreeMap<String, BTreeMap<String, f64>> {
 }
 
 fn inspect(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_numatrace")).arg("inspect").arg("--json").args(args).output().expect("numatrace runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_numatrace"))
+        .arg("inspect")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("numatrace runs");
     assert!(out.status.success(), "numatrace inspect failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
     assert_eq!(v["schema"], "numatrace.inspect/1");
@@ -64,14 +73,20 @@ fn meminfo_per_node_equals_numastat_m() {
                 let (a, b) = (a as f64, b as f64);
                 let (lo, hi) = (a.min(b) / MIB - ROUNDING_MIB, a.max(b) / MIB + ROUNDING_MIB);
                 if theirs < lo || theirs > hi {
-                    mismatch.push(format!("{field} node {node}: numastat {theirs} MiB, numatrace {:.3}..{:.3} MiB", a / MIB, b / MIB));
+                    mismatch.push(format!(
+                        "{field} node {node}: numastat {theirs} MiB, numatrace {:.3}..{:.3} MiB",
+                        a / MIB,
+                        b / MIB
+                    ));
                 }
             }
             // numastat's Total column is the sum of its node columns; ours too.
             let sum: f64 = nodes.iter().filter_map(|n| before.meminfo[n].get(field)).map(|v| v as f64).sum();
             let sum_after: f64 = nodes.iter().filter_map(|n| after.meminfo[n].get(field)).map(|v| v as f64).sum();
             let t = cols["Total"];
-            if t < sum.min(sum_after) / MIB - ROUNDING_MIB * nodes.len() as f64 || t > sum.max(sum_after) / MIB + ROUNDING_MIB * nodes.len() as f64 {
+            if t < sum.min(sum_after) / MIB - ROUNDING_MIB * nodes.len() as f64
+                || t > sum.max(sum_after) / MIB + ROUNDING_MIB * nodes.len() as f64
+            {
                 mismatch.push(format!("{field} total: numastat {t} MiB, numatrace {:.3} MiB", sum / MIB));
             }
         }
@@ -133,7 +148,9 @@ fn process_memory_equals_numastat_p() {
         let p = &ours["process"];
         let nodes: Vec<String> = p["memory_by_node"].as_object().expect("memory_by_node").keys().cloned().collect();
         let mut mismatch = Vec::new();
-        for (row, key) in [("Huge", "huge"), ("Heap", "heap"), ("Stack", "stack"), ("Private", "private"), ("Total", "total")] {
+        for (row, key) in
+            [("Huge", "huge"), ("Heap", "heap"), ("Stack", "stack"), ("Private", "private"), ("Total", "total")]
+        {
             let mut sum = 0.0;
             for node in &nodes {
                 let b = p["memory_by_node"][node.as_str()][key].as_f64().unwrap_or(-1.0);
@@ -144,14 +161,19 @@ fn process_memory_equals_numastat_p() {
                 }
             }
             if !close(sum, theirs[row]["Total"]) {
-                mismatch.push(format!("{row} total: numastat {} MiB, numatrace {:.4} MiB", theirs[row]["Total"], sum / MIB));
+                mismatch.push(format!(
+                    "{row} total: numastat {} MiB, numatrace {:.4} MiB",
+                    theirs[row]["Total"],
+                    sum / MIB
+                ));
             }
         }
         let total_mib = theirs["Total"]["Total"];
         if total_mib < 64.0 {
             mismatch.push(format!("numastat sees only {total_mib} MiB in the child"));
         }
-        let threads: u64 = p["threads_by_node"].as_object().map(|o| o.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        let threads: u64 =
+            p["threads_by_node"].as_object().map(|o| o.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
         if threads == 0 {
             mismatch.push("no threads placed".into());
         }
@@ -170,7 +192,10 @@ fn process_memory_equals_numastat_p() {
 
 #[test]
 fn a_missing_process_is_one_error_line_and_nonzero_exit() {
-    let out = Command::new(env!("CARGO_BIN_EXE_numatrace")).args(["inspect", "--pid", "4294967"]).output().expect("numatrace runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_numatrace"))
+        .args(["inspect", "--pid", "4294967"])
+        .output()
+        .expect("numatrace runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

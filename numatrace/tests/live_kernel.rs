@@ -21,7 +21,11 @@ fn trace(args: &[&str]) -> (Option<Value>, Value, String, i32) {
 /// go, and numatrace goes on after `stopped_for`. While it is stopped nothing
 /// drains the ring, so a small ring overflows whatever the scheduler does
 /// (sharing one CPU was not enough: the woken reader kept up on some runs).
-fn trace_with_reader_stopped(args: &[&str], go: &std::path::Path, stopped_for: Duration) -> (Option<Value>, Value, String, i32) {
+fn trace_with_reader_stopped(
+    args: &[&str],
+    go: &std::path::Path,
+    stopped_for: Duration,
+) -> (Option<Value>, Value, String, i32) {
     let _ = std::fs::remove_file(go);
     let (tracer, stderr) = start_tracing(Command::new(NUMATRACE).args(args));
     let pid = tracer.id() as libc::pid_t;
@@ -82,12 +86,18 @@ fn parse_output(stdout: &[u8], stderr: String, code: i32) -> (Option<Value>, Val
         Some(i) => (serde_json::from_str(stdout[..i].trim()).ok(), &stdout[i + 1..]),
         None => (None, stdout.as_str()),
     };
-    let report: Value = serde_json::from_str(report).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\nstderr: {stderr}"));
+    let report: Value =
+        serde_json::from_str(report).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\nstderr: {stderr}"));
     (workload, report, stderr, code)
 }
 
 fn thread(report: &Value, tid: u64) -> &Value {
-    report["threads"].as_array().unwrap().iter().find(|t| t["tid"] == tid).unwrap_or_else(|| panic!("thread {tid} in report"))
+    report["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tid"] == tid)
+        .unwrap_or_else(|| panic!("thread {tid} in report"))
 }
 
 fn first_touch_total(thread: &Value) -> u64 {
@@ -127,10 +137,15 @@ fn cheaper_hooks_see_what_classic_tracepoints_see() {
     let touch = ["--", NUMATRACE, "workload", "touch", "--pages", "4000", "--threads", "2"];
     let (cheap_truth, cheap, stderr, code) = trace(&[&["--json"][..], &touch[..]].concat());
     assert_eq!(code, 0, "{stderr}");
-    let (classic_truth, classic, stderr, code) = trace(&[&["--json", "--classic-tracepoints"][..], &touch[..]].concat());
+    let (classic_truth, classic, stderr, code) =
+        trace(&[&["--json", "--classic-tracepoints"][..], &touch[..]].concat());
     assert_eq!(code, 0, "{stderr}");
     for source in ["first touches", "fault addresses", "thread migrations"] {
-        assert!(hooks_of(&classic, source).iter().all(|h| h.starts_with("tracepoint:")), "{source}: {:?}", hooks_of(&classic, source));
+        assert!(
+            hooks_of(&classic, source).iter().all(|h| h.starts_with("tracepoint:")),
+            "{source}: {:?}",
+            hooks_of(&classic, source)
+        );
     }
     let cheap_hooks = [hooks_of(&cheap, "first touches"), hooks_of(&cheap, "fault addresses")].concat();
     if cheap_hooks.iter().any(|h| h.starts_with("tracepoint:")) {
@@ -151,17 +166,25 @@ fn cheaper_hooks_see_what_classic_tracepoints_see() {
         assert_eq!(report["totals"]["first_touch_pages"], report["kernel_counters"]["first_touch_pages"]);
         assert_eq!(report["lost_events"], 0);
     }
-    assert_eq!(cheap["totals"]["first_touch_pages_by_node"].as_object().map(|m| m.keys().collect::<Vec<_>>()),
-        classic["totals"]["first_touch_pages_by_node"].as_object().map(|m| m.keys().collect::<Vec<_>>()));
+    assert_eq!(
+        cheap["totals"]["first_touch_pages_by_node"].as_object().map(|m| m.keys().collect::<Vec<_>>()),
+        classic["totals"]["first_touch_pages_by_node"].as_object().map(|m| m.keys().collect::<Vec<_>>())
+    );
 
     if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) >= 2 {
         let hop = ["--", NUMATRACE, "workload", "hop", "--times", "30", "--threads", "2"];
-        for flags in [&["--json", "--all-migrations"][..], &["--json", "--all-migrations", "--classic-tracepoints"][..]] {
+        for flags in [&["--json", "--all-migrations"][..], &["--json", "--all-migrations", "--classic-tracepoints"][..]]
+        {
             let (truth, report, stderr, code) = trace(&[flags, &hop[..]].concat());
             assert_eq!(code, 0, "{stderr}");
             for w in truth.expect("ground truth")["threads"].as_array().unwrap() {
                 let seen = thread(&report, w["tid"].as_u64().unwrap())["migrations"].as_u64().unwrap();
-                assert!(seen >= w["hops"].as_u64().unwrap(), "{flags:?} thread {}: {seen} migrations seen, {} hops", w["tid"], w["hops"]);
+                assert!(
+                    seen >= w["hops"].as_u64().unwrap(),
+                    "{flags:?} thread {}: {seen} migrations seen, {} hops",
+                    w["tid"],
+                    w["hops"]
+                );
             }
         }
     }
@@ -173,7 +196,8 @@ fn sees_at_least_every_forced_cpu_hop() {
         eprintln!("skipped: needs two CPUs");
         return;
     }
-    let (workload, report, stderr, code) = trace(&["--json", "--all-migrations", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
+    let (workload, report, stderr, code) =
+        trace(&["--json", "--all-migrations", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
     assert_eq!(code, 0, "{stderr}");
     let workload = workload.expect("ground truth");
     for w in workload["threads"].as_array().unwrap() {
@@ -190,11 +214,17 @@ fn sees_at_least_every_forced_cpu_hop() {
 /// reaches the ring as an affinity change (who moved a thread is named from these).
 #[test]
 fn sees_every_affinity_change_of_a_traced_thread() {
-    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
+    let (workload, report, stderr, code) =
+        trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
     assert_eq!(code, 0, "{stderr}");
     let workload = workload.expect("ground truth");
     let hops: u64 = workload["threads"].as_array().unwrap().iter().map(|w| w["hops"].as_u64().unwrap()).sum();
-    let source = report["sources"].as_array().unwrap().iter().find(|s| s["name"] == "affinity changes").expect("the source is listed");
+    let source = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "affinity changes")
+        .expect("the source is listed");
     assert_eq!(source["attached"], true, "{source}");
     let account = &report["ring_events"]["affinity_change"];
     let (sent, received) = (account["sent"].as_u64().unwrap_or(0), account["received"].as_u64().unwrap_or(0));
@@ -212,7 +242,8 @@ fn counts_migrations_within_a_node_without_sending_them() {
         eprintln!("skipped: needs two CPUs");
         return;
     }
-    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
+    let (workload, report, stderr, code) =
+        trace(&["--json", "--", NUMATRACE, "workload", "hop", "--times", "50", "--threads", "2"]);
     assert_eq!(code, 0, "{stderr}");
     let workload = workload.expect("ground truth");
     let hops: u64 = workload["threads"].as_array().unwrap().iter().map(|w| w["hops"].as_u64().unwrap()).sum();
@@ -231,12 +262,18 @@ fn counts_migrations_within_a_node_without_sending_them() {
     for w in workload["threads"].as_array().unwrap() {
         let t = thread(&report, w["tid"].as_u64().unwrap());
         let migrations = t["migrations"].as_u64().unwrap_or_else(|| panic!("a per-thread count: {t}"));
-        assert!(migrations >= w["hops"].as_u64().unwrap(), "thread {}: {migrations} migrations for {} hops", w["tid"], w["hops"]);
+        assert!(
+            migrations >= w["hops"].as_u64().unwrap(),
+            "thread {}: {migrations} migrations for {} hops",
+            w["tid"],
+            w["hops"]
+        );
     }
     // Every thread's count from the kernel's per-task counter, against the
     // kernel's count of the process's migrations while tracing: the same
     // migrations, read at slightly different moments (a few apart at most).
-    let per_thread: u64 = report["threads"].as_array().unwrap().iter().map(|t| t["migrations"].as_u64().unwrap_or(0)).sum();
+    let per_thread: u64 =
+        report["threads"].as_array().unwrap().iter().map(|t| t["migrations"].as_u64().unwrap_or(0)).sum();
     let total = totals["migrations"].as_u64().unwrap();
     assert!(per_thread.abs_diff(total) <= 3, "threads {per_thread}, totals {total}");
 }
@@ -291,15 +328,29 @@ fn assert_every_event_accounted_for(report: &Value) {
     let counted = |k: &str| report["kernel_counters"][k].as_u64().unwrap_or(0);
     let lost_pages = report["lost"]["first_touch"]["units"].as_u64().unwrap_or(0);
     let reported = report["totals"]["first_touch_pages"].as_u64().unwrap();
-    assert_eq!(reported + lost_pages, counted("first_touch_pages") + counted("generated_events"), "reported + lost = produced");
+    assert_eq!(
+        reported + lost_pages,
+        counted("first_touch_pages") + counted("generated_events"),
+        "reported + lost = produced"
+    );
 }
 
 #[test]
 fn the_load_generator_is_read_event_for_event() {
     // 500 k events/s for 1 s: the kernel writes 64 events per getppid call
     // of the workload, and numatrace reads every one of them.
-    let (workload, report, stderr, code) =
-        trace(&["--json", "--load-generator", "--", NUMATRACE, "workload", "flood", "--events-per-second", "500000", "--seconds", "1"]);
+    let (workload, report, stderr, code) = trace(&[
+        "--json",
+        "--load-generator",
+        "--",
+        NUMATRACE,
+        "workload",
+        "flood",
+        "--events-per-second",
+        "500000",
+        "--seconds",
+        "1",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let workload = workload.expect("ground truth");
     let calls = workload["calls"].as_u64().unwrap();
@@ -350,7 +401,8 @@ fn the_load_generator_overflowing_a_small_ring_is_counted_exactly() {
 /// only the run time the kernel sends as each exits accounts for them.
 #[test]
 fn short_lived_threads_get_their_whole_run_time() {
-    let (workload, report, stderr, code) = trace(&["--json", "--", NUMATRACE, "workload", "spin", "--threads", "4", "--ms", "30"]);
+    let (workload, report, stderr, code) =
+        trace(&["--json", "--", NUMATRACE, "workload", "spin", "--threads", "4", "--ms", "30"]);
     assert_eq!(code, 0, "{stderr}");
     let workload = workload.expect("ground truth");
     for w in workload["threads"].as_array().unwrap() {
@@ -360,7 +412,11 @@ fn short_lived_threads_get_their_whole_run_time() {
         // least that (reading the clock brings it up to date) and at most a
         // scheduler tick later.
         let cpu_ms = w["cpu_ns"].as_u64().unwrap() as f64 / 1e6;
-        assert!(ran_ms >= cpu_ms - 0.01 && ran_ms <= cpu_ms + 10.0, "thread {}: ran {ran_ms} ms, its clock says {cpu_ms} ms", w["tid"]);
+        assert!(
+            ran_ms >= cpu_ms - 0.01 && ran_ms <= cpu_ms + 10.0,
+            "thread {}: ran {ran_ms} ms, its clock says {cpu_ms} ms",
+            w["tid"]
+        );
         assert_eq!(t["exited_during_capture"], true);
     }
     assert!(report["ring_events"]["run_time_sample"]["sent"].as_u64().unwrap_or(0) >= 4, "{}", report["ring_events"]);
@@ -389,7 +445,8 @@ fn per_thread_migrations_of_a_running_process_match_the_total() {
     let _ = hopper.wait();
     assert_eq!(code, 0, "{stderr}");
     let total = report["totals"]["migrations"].as_u64().unwrap();
-    let per_thread: u64 = report["threads"].as_array().unwrap().iter().map(|t| t["migrations"].as_u64().unwrap_or(0)).sum();
+    let per_thread: u64 =
+        report["threads"].as_array().unwrap().iter().map(|t| t["migrations"].as_u64().unwrap_or(0)).sum();
     assert!(total > 1000, "the threads hop all the time: {}", report["totals"]);
     eprintln!("per-thread migrations {per_thread}, totals {total}");
     assert!(per_thread.abs_diff(total) <= total / 10, "threads {per_thread}, totals {total}");
@@ -415,7 +472,8 @@ fn attaches_to_a_running_pid_and_stops_when_it_exits() {
     let _ = std::fs::remove_file(&go);
     let code = traced.status.code().unwrap_or(-1);
     let stdout = String::from_utf8_lossy(&traced.stdout);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\nstderr: {stderr}"));
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\nstderr: {stderr}"));
     let out = child.wait_with_output().expect("workload ends");
     let truth: Value = serde_json::from_slice(&out.stdout).expect("ground truth");
     assert_eq!(code, 0, "{stderr}");
@@ -441,8 +499,16 @@ fn stops_at_the_duration_and_reports() {
 #[test]
 fn sigint_flushes_what_was_captured() {
     // Interrupt only once it says it is tracing.
-    let (child, _stderr) =
-        start_tracing(Command::new(NUMATRACE).args(["--json", "--all-migrations", "--", NUMATRACE, "workload", "hop", "--times", "100000000"]));
+    let (child, _stderr) = start_tracing(Command::new(NUMATRACE).args([
+        "--json",
+        "--all-migrations",
+        "--",
+        NUMATRACE,
+        "workload",
+        "hop",
+        "--times",
+        "100000000",
+    ]));
     std::thread::sleep(Duration::from_millis(1000));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

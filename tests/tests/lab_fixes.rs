@@ -52,7 +52,8 @@ fn run() -> &'static Result<Vec<(String, Case)>, String> {
         };
         // Words after the script name the host programs the guest needs.
         let argv = ["sh", "-c", SCRIPT, "lab-fixes", "numactl"].iter().map(|s| s.to_string()).collect();
-        let run = lab::run_commands(&opts, &[GuestCommand { argv, balancing: Balancing::Off }]).map_err(|e| format!("the guest failed: {e:#}"))?;
+        let run = lab::run_commands(&opts, &[GuestCommand { argv, balancing: Balancing::Off }])
+            .map_err(|e| format!("the guest failed: {e:#}"))?;
         let r = run.results.first().ok_or("no result")?;
         let out = String::from_utf8_lossy(&r.stdout).into_owned();
         eprintln!("lab fixes: boot {:.1} s, total {:.1} s\n{out}", run.boot_s, run.total_s);
@@ -63,8 +64,19 @@ fn run() -> &'static Result<Vec<(String, Case)>, String> {
         let mut lines = out.lines();
         while let Some(line) = lines.next() {
             let Some(name) = line.strip_prefix("CASE ") else { continue };
-            let mut field = |prefix: &str| lines.next().and_then(|l| l.strip_prefix(prefix)).map(str::to_string).ok_or(format!("{name}: no {prefix}line in\n{out}"));
-            let case = Case { printed: field("PRINTED ")?, diff5: field("DIFF5 ")?, diff55: field("DIFF55 ")?, same: field("SAME ")? };
+            let mut field = |prefix: &str| {
+                lines
+                    .next()
+                    .and_then(|l| l.strip_prefix(prefix))
+                    .map(str::to_string)
+                    .ok_or(format!("{name}: no {prefix}line in\n{out}"))
+            };
+            let case = Case {
+                printed: field("PRINTED ")?,
+                diff5: field("DIFF5 ")?,
+                diff55: field("DIFF55 ")?,
+                same: field("SAME ")?,
+            };
             cases.push((name.to_string(), case));
         }
         Ok(cases)
@@ -73,7 +85,11 @@ fn run() -> &'static Result<Vec<(String, Case)>, String> {
 
 fn case(name: &str) -> &'static Case {
     match run() {
-        Ok(cases) => cases.iter().find(|(n, _)| n == name).map(|(_, c)| c).unwrap_or_else(|| panic!("no case {name} in {cases:?}")),
+        Ok(cases) => cases
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .unwrap_or_else(|| panic!("no case {name} in {cases:?}")),
         Err(e) => panic!("{e}"),
     }
 }

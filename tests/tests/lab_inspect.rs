@@ -83,7 +83,9 @@ fn mapped_slack_mib() -> f64 {
             .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
         target.join("debug/numatrace")
     });
-    let size = std::fs::metadata(&exe).map(|m| m.len() as f64 / MIB).unwrap_or_else(|e| panic!("the guest's numatrace {}: {e}", exe.display()));
+    let size = std::fs::metadata(&exe)
+        .map(|m| m.len() as f64 / MIB)
+        .unwrap_or_else(|e| panic!("the guest's numatrace {}: {e}", exe.display()));
     size + 4.0
 }
 
@@ -115,7 +117,11 @@ fn parse_hardware(text: &str) -> Result<Hardware, String> {
             ["node", "distances:"] => in_distances = true,
             ["node", id, "cpus:", cpus @ ..] => {
                 let id: u32 = id.parse().map_err(|e| format!("node id in {line:?}: {e}"))?;
-                let cpus = cpus.iter().map(|c| c.parse::<u32>()).collect::<Result<Vec<u32>, _>>().map_err(|e| format!("{line:?}: {e}"))?;
+                let cpus = cpus
+                    .iter()
+                    .map(|c| c.parse::<u32>())
+                    .collect::<Result<Vec<u32>, _>>()
+                    .map_err(|e| format!("{line:?}: {e}"))?;
                 hw.cpus.insert(id, cpus);
             }
             ["node", id, "size:", size, "MB"] => {
@@ -123,7 +129,12 @@ fn parse_hardware(text: &str) -> Result<Hardware, String> {
                 hw.size_mib.insert(id, size.parse().map_err(|e| format!("{line:?}: {e}"))?);
             }
             [row, rest @ ..] if in_distances && row.ends_with(':') => {
-                hw.distances.push(rest.iter().map(|d| d.parse::<u32>()).collect::<Result<Vec<u32>, _>>().map_err(|e| format!("{line:?}: {e}"))?);
+                hw.distances.push(
+                    rest.iter()
+                        .map(|d| d.parse::<u32>())
+                        .collect::<Result<Vec<u32>, _>>()
+                        .map_err(|e| format!("{line:?}: {e}"))?,
+                );
             }
             _ => {}
         }
@@ -278,7 +289,11 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
     for (c, r) in commands.iter().zip(&run.results) {
         let text = String::from_utf8_lossy(&r.stdout).into_owned();
         if r.exit_code != 0 {
-            return Err(format!("`{}` exited with {} in the {nodes}-node guest; stdout:\n{text}", c.argv.join(" "), r.exit_code));
+            return Err(format!(
+                "`{}` exited with {} in the {nodes}-node guest; stdout:\n{text}",
+                c.argv.join(" "),
+                r.exit_code
+            ));
         }
         outputs.push(text);
     }
@@ -295,14 +310,17 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
 
     let frozen = sections(&next()?);
     let (frozen_numastat, frozen_inspect) = match frozen.as_slice() {
-        [(a, m), (b, i)] if a == "numastat" && b == "inspect" => (numastat_table(m, "numastat -m (frozen)")?, inspect_json(i)?),
+        [(a, m), (b, i)] if a == "numastat" && b == "inspect" => {
+            (numastat_table(m, "numastat -m (frozen)")?, inspect_json(i)?)
+        }
         _ => return Err(format!("the frozen-sysfs script printed {frozen:?}")),
     };
 
     let process = sections(&next()?);
     let mut process = process.into_iter();
     let truth = match process.next() {
-        Some((name, text)) if name == "truth" => serde_json::from_str::<Value>(text.trim()).map_err(|e| format!("the workload's line is not JSON ({e}): {text}"))?,
+        Some((name, text)) if name == "truth" => serde_json::from_str::<Value>(text.trim())
+            .map_err(|e| format!("the workload's line is not JSON ({e}): {text}"))?,
         other => return Err(format!("expected the workload's line first, got {other:?}")),
     };
     let mut process_rounds = Vec::new();
@@ -313,7 +331,10 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
         process_rounds.push((numastat.clone(), numastat_table(&numastat, "numastat -p")?, inspect_json(&inspect)?));
     }
     if process_rounds.len() != PROCESS_ROUNDS {
-        return Err(format!("{} numastat -p / inspect --pid rounds came back, expected {PROCESS_ROUNDS}", process_rounds.len()));
+        return Err(format!(
+            "{} numastat -p / inspect --pid rounds came back, expected {PROCESS_ROUNDS}",
+            process_rounds.len()
+        ));
     }
     Ok(Guest { hardware, live_inspect, live_numastat, frozen_numastat, frozen_inspect, target, truth, process_rounds })
 }
@@ -351,16 +372,24 @@ fn topology(nodes: u32) {
         for (i, n) in listed.iter().enumerate() {
             let id = n["id"].as_u64().unwrap_or(u64::MAX) as u32;
             assert_eq!(id, i as u32, "node ids in order");
-            let cpus: Vec<u32> = n["cpus"].as_array().into_iter().flatten().filter_map(Value::as_u64).map(|c| c as u32).collect();
+            let cpus: Vec<u32> =
+                n["cpus"].as_array().into_iter().flatten().filter_map(Value::as_u64).map(|c| c as u32).collect();
             // The lab gives node i CPU i (one CPU per node); numactl agrees.
             assert_eq!(cpus, vec![id], "CPUs of node {id}");
             assert_eq!(Some(&cpus), hw.cpus.get(&id), "CPUs of node {id}: inspect vs numactl --hardware");
             let total_mib = n["mem_total_bytes"].as_u64().unwrap_or(0) >> 20;
-            assert_eq!(Some(&total_mib), hw.size_mib.get(&id), "size of node {id} in MiB: inspect vs numactl --hardware");
-            assert!(total_mib > MEM_PER_NODE_MIB / 2 && total_mib <= MEM_PER_NODE_MIB, "node {id} holds {total_mib} MiB of the {MEM_PER_NODE_MIB} MiB given");
+            assert_eq!(
+                Some(&total_mib),
+                hw.size_mib.get(&id),
+                "size of node {id} in MiB: inspect vs numactl --hardware"
+            );
+            assert!(
+                total_mib > MEM_PER_NODE_MIB / 2 && total_mib <= MEM_PER_NODE_MIB,
+                "node {id} holds {total_mib} MiB of the {MEM_PER_NODE_MIB} MiB given"
+            );
         }
-        let distances: Vec<Vec<u32>> =
-            serde_json::from_value(t["distances"].clone()).unwrap_or_else(|e| panic!("topology.distances is not a matrix ({e}): {}", t["distances"]));
+        let distances: Vec<Vec<u32>> = serde_json::from_value(t["distances"].clone())
+            .unwrap_or_else(|e| panic!("topology.distances is not a matrix ({e}): {}", t["distances"]));
         assert_eq!(distances, hw.distances, "distances: inspect vs numactl --hardware");
         for (i, row) in distances.iter().enumerate() {
             assert_eq!(row.len(), nodes as usize);
@@ -371,7 +400,10 @@ fn topology(nodes: u32) {
         let online: Vec<u64> = t["online_cpus"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
         assert_eq!(online, (0..u64::from(nodes)).collect::<Vec<_>>(), "online CPUs");
     }
-    eprintln!("lab inspect, {nodes} nodes: topology as numactl --hardware: cpus {:?}, sizes {:?} MiB, distances {:?}", hw.cpus, hw.size_mib, hw.distances);
+    eprintln!(
+        "lab inspect, {nodes} nodes: topology as numactl --hardware: cpus {:?}, sizes {:?} MiB, distances {:?}",
+        hw.cpus, hw.size_mib, hw.distances
+    );
 }
 
 #[test]
@@ -420,14 +452,26 @@ fn meminfo_frozen(nodes: u32) {
             mismatch.push(format!("{field} total: numastat {total:.2} MiB, numatrace {:.4} MiB", sum / MIB));
         }
     }
-    assert!(compared >= 30 * nodes as usize, "compared only {compared} figures: numastat rows {:?}", theirs.keys().collect::<Vec<_>>());
+    assert!(
+        compared >= 30 * nodes as usize,
+        "compared only {compared} figures: numastat rows {:?}",
+        theirs.keys().collect::<Vec<_>>()
+    );
     // The reserved huge pages, in MiB (pages times the 2 MiB default size), so the conversion is checked too.
     for node in 0..nodes {
         let t = theirs.get("HugePages_Total").and_then(|c| c.get(&node_col(node))).copied();
-        assert_eq!(t, Some((HUGE_PAGES_PER_NODE * 2) as f64), "numastat's HugePages_Total on node {node}: the guest did not reserve {HUGE_PAGES_PER_NODE} huge pages there");
+        assert_eq!(
+            t,
+            Some((HUGE_PAGES_PER_NODE * 2) as f64),
+            "numastat's HugePages_Total on node {node}: the guest did not reserve {HUGE_PAGES_PER_NODE} huge pages there"
+        );
     }
-    assert!(mismatch.is_empty(), "{nodes} nodes, frozen sysfs: numatrace inspect differs from numastat -m: {mismatch:#?}");
-    let row = |f: &str| (0..nodes).map(|n| theirs[f].get(&node_col(n)).copied().unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    assert!(
+        mismatch.is_empty(),
+        "{nodes} nodes, frozen sysfs: numatrace inspect differs from numastat -m: {mismatch:#?}"
+    );
+    let row =
+        |f: &str| (0..nodes).map(|n| theirs[f].get(&node_col(n)).copied().unwrap_or(f64::NAN)).collect::<Vec<_>>();
     eprintln!(
         "lab inspect, {nodes} nodes, frozen sysfs: {compared} figures equal to numastat -m's rounding; MemTotal {:?}, MemFree {:?}, FilePages {:?}, Slab {:?} MiB",
         row("MemTotal"),
@@ -441,7 +485,13 @@ fn meminfo_frozen(nodes: u32) {
 fn meminfo_live(nodes: u32) {
     let g = guest(nodes);
     let mapped_slack = mapped_slack_mib();
-    let slack = |field: &str| if field == "Mapped" { Some(mapped_slack) } else { READER_FIELDS.iter().find(|(f, _)| *f == field).map(|(_, s)| *s) };
+    let slack = |field: &str| {
+        if field == "Mapped" {
+            Some(mapped_slack)
+        } else {
+            READER_FIELDS.iter().find(|(f, _)| *f == field).map(|(_, s)| *s)
+        }
+    };
     let mut clean_rounds = 0;
     let mut per_round = Vec::new();
     let mut hard = Vec::new();
@@ -457,10 +507,19 @@ fn meminfo_live(nodes: u32) {
                     continue;
                 };
                 let (lo, hi) = (a.min(b) / MIB, a.max(b) / MIB);
-                let gap = if t < lo { lo - t } else if t > hi { t - hi } else { 0.0 };
+                let gap = if t < lo {
+                    lo - t
+                } else if t > hi {
+                    t - hi
+                } else {
+                    0.0
+                };
                 if FIXED_FIELDS.contains(&field.as_str()) {
                     if a != b || gap > ROUNDING_MIB {
-                        hard.push(format!("round {k}: {field} node {node}: numastat {t:.2} MiB, numatrace {:.4}..{:.4} MiB", lo, hi));
+                        hard.push(format!(
+                            "round {k}: {field} node {node}: numastat {t:.2} MiB, numatrace {:.4}..{:.4} MiB",
+                            lo, hi
+                        ));
                     }
                 } else if let Some(s) = slack(field) {
                     let worst = reader_gaps.entry(field).or_insert(0.0);
@@ -479,7 +538,10 @@ fn meminfo_live(nodes: u32) {
         per_round.push(outside);
     }
     assert!(hard.is_empty(), "{nodes} nodes, live: {hard:#?}");
-    assert!(clean_rounds >= 1, "{nodes} nodes, live: in none of {LIVE_ROUNDS} rounds did numastat -m lie between the inspect readings around it: {per_round:#?}");
+    assert!(
+        clean_rounds >= 1,
+        "{nodes} nodes, live: in none of {LIVE_ROUNDS} rounds did numastat -m lie between the inspect readings around it: {per_round:#?}"
+    );
     eprintln!(
         "lab inspect, {nodes} nodes, live: {clean_rounds}/{LIVE_ROUNDS} rounds with every other figure bracketed; readers' own fields at most this far apart (MiB): {reader_gaps:?}; rounds not bracketed: {:?}",
         per_round.iter().filter(|r| !r.is_empty()).collect::<Vec<_>>()
@@ -523,7 +585,12 @@ fn process(nodes: u32) {
     // Ground truth: the kernel put the whole region on the chosen node.
     let pages = RESIDENT_MIB * 256;
     assert_eq!(g.truth["pages"].as_u64(), Some(pages), "{}", g.truth);
-    assert_eq!(g.truth["pages_by_node"][target.to_string()].as_u64(), Some(pages), "region not all on node {target}: {}", g.truth);
+    assert_eq!(
+        g.truth["pages_by_node"][target.to_string()].as_u64(),
+        Some(pages),
+        "region not all on node {target}: {}",
+        g.truth
+    );
     assert_eq!(g.truth["policy_nodes"], serde_json::json!([target]), "{}", g.truth);
     assert_eq!(g.truth["huge_bytes"].as_u64(), Some(RESIDENT_HUGE_MIB << 20), "{}", g.truth);
     for (k, (raw, theirs, ours)) in g.process_rounds.iter().enumerate() {
@@ -532,7 +599,9 @@ fn process(nodes: u32) {
         assert_eq!(p["pid"].as_u64(), Some(pid), "round {k}: inspect --pid is about another process");
         let mut mismatch = Vec::new();
         let mut figures = Vec::new();
-        for (row, key) in [("Huge", "huge"), ("Heap", "heap"), ("Stack", "stack"), ("Private", "private"), ("Total", "total")] {
+        for (row, key) in
+            [("Huge", "huge"), ("Heap", "heap"), ("Stack", "stack"), ("Private", "private"), ("Total", "total")]
+        {
             let mut sum = 0.0;
             let mut line = Vec::new();
             for node in 0..nodes {
@@ -554,20 +623,38 @@ fn process(nodes: u32) {
             }
             figures.push(format!("{row} {}", line.join(" ")));
         }
-        assert!(mismatch.is_empty(), "{nodes} nodes, round {k}: numatrace inspect --pid differs from numastat -p: {mismatch:#?}\nnumastat -p:\n{raw}");
+        assert!(
+            mismatch.is_empty(),
+            "{nodes} nodes, round {k}: numatrace inspect --pid differs from numastat -p: {mismatch:#?}\nnumastat -p:\n{raw}"
+        );
         let on_target = &p["memory_by_node"][target.to_string()];
         let at_least = |key: &str, bytes: u64| {
             let got = on_target[key].as_u64().unwrap_or(0);
-            assert!(got >= bytes, "round {k}: {key} on node {target} is {got} bytes, the workload put at least {bytes} there");
+            assert!(
+                got >= bytes,
+                "round {k}: {key} on node {target} is {got} bytes, the workload put at least {bytes} there"
+            );
         };
         at_least("private", RESIDENT_MIB << 20);
         at_least("heap", RESIDENT_HEAP_KIB << 10);
         at_least("stack", RESIDENT_STACK_KIB << 10);
         at_least("huge", RESIDENT_HUGE_MIB << 20);
-        assert_eq!(p["total_bytes"].as_u64(), Some(p["memory_by_node"].as_object().map(|o| o.values().filter_map(|c| c["total"].as_u64()).sum()).unwrap_or(0)));
-        let threads: u64 = p["threads_by_node"].as_object().map(|o| o.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        assert_eq!(
+            p["total_bytes"].as_u64(),
+            Some(
+                p["memory_by_node"]
+                    .as_object()
+                    .map(|o| o.values().filter_map(|c| c["total"].as_u64()).sum())
+                    .unwrap_or(0)
+            )
+        );
+        let threads: u64 =
+            p["threads_by_node"].as_object().map(|o| o.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
         assert_eq!(threads, 1, "the workload has one thread: {}", p["threads_by_node"]);
-        eprintln!("lab inspect, {nodes} nodes, PID {pid} bound to node {target}, round {k}, numastat/numatrace MiB per node: {}", figures.join("; "));
+        eprintln!(
+            "lab inspect, {nodes} nodes, PID {pid} bound to node {target}, round {k}, numastat/numatrace MiB per node: {}",
+            figures.join("; ")
+        );
     }
 }
 

@@ -348,26 +348,17 @@ type Outcomes = BTreeMap<String, Result<Outcome, String>>;
 static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn run_guest() -> Result<Outcomes, String> {
-    let _turn = ONE_GUEST_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut names = Vec::new();
     let mut commands = Vec::new();
     for s in SCENARIOS {
         for (balancing, suffix) in BALANCING {
             names.push(format!("{}-{suffix}", s.name));
-            commands.push(GuestCommand {
-                argv: vec!["sh".into(), "-c".into(), format!("{LIB}{}", s.body)],
-                balancing,
-            });
+            commands.push(GuestCommand { argv: vec!["sh".into(), "-c".into(), format!("{LIB}{}", s.body)], balancing });
         }
     }
     let opts = LabOptions {
-        topology: Topology {
-            nodes: NODES,
-            cpus_per_node: 1,
-            mem_per_node_mib: MEM_PER_NODE_MIB,
-        },
+        topology: Topology { nodes: NODES, cpus_per_node: 1, mem_per_node_mib: MEM_PER_NODE_MIB },
         // A hang guard: about 6 minutes on a quiet 2-core host, twice that when other
         // guests share it.
         timeout: Duration::from_secs(1800),
@@ -402,16 +393,10 @@ fn run_guest() -> Result<Outcomes, String> {
         .zip(run.results)
         .map(|(name, result)| {
             let text = String::from_utf8_lossy(&result.stdout).into_owned();
-            let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("lab-real-{name}.out"));
+            let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-real-{name}.out"));
             let _ = std::fs::write(&saved, &text);
             let outcome = parse_outcome(&text, result.exit_code)
-                .map(|(truth, report)| Outcome {
-                    name: name.clone(),
-                    truth,
-                    report,
-                    saved: saved.clone(),
-                })
+                .map(|(truth, report)| Outcome { name: name.clone(), truth, report, saved: saved.clone() })
                 .map_err(|e| format!("scenario {name}: {e} (output saved in {})", saved.display()));
             (name, outcome)
         })
@@ -423,22 +408,15 @@ fn parse_outcome(text: &str, exit_code: i32) -> Result<(Value, Value), String> {
     if exit_code != 0 {
         return Err(format!("exit status {exit_code}; stdout: {text}"));
     }
-    let (line, rest) = text
-        .split_once('\n')
-        .ok_or_else(|| format!("no ground truth line in stdout: {text:?}"))?;
-    let truth: Value = serde_json::from_str(line)
-        .map_err(|e| format!("ground truth is not JSON ({e}): {line}"))?;
-    let report: Value =
-        serde_json::from_str(rest).map_err(|e| format!("the report is not JSON ({e}): {rest}"))?;
+    let (line, rest) = text.split_once('\n').ok_or_else(|| format!("no ground truth line in stdout: {text:?}"))?;
+    let truth: Value = serde_json::from_str(line).map_err(|e| format!("ground truth is not JSON ({e}): {line}"))?;
+    let report: Value = serde_json::from_str(rest).map_err(|e| format!("the report is not JSON ({e}): {rest}"))?;
     Ok((truth, report))
 }
 
 fn outcome(scenario: &str, balancing: &str) -> &'static Outcome {
     static GUEST: OnceLock<Result<Outcomes, String>> = OnceLock::new();
-    let outcomes = GUEST
-        .get_or_init(run_guest)
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let outcomes = GUEST.get_or_init(run_guest).as_ref().unwrap_or_else(|e| panic!("{e}"));
     let name = format!("{scenario}-{balancing}");
     match outcomes.get(&name) {
         Some(Ok(o)) => o,
@@ -465,13 +443,11 @@ fn at_node(map: &Value, node: u64) -> u64 {
 /// The change of numastat counter `counter` on `node` between the snapshots `before` and `after`.
 fn numastat_delta(o: &Outcome, node: u64, counter: &str) -> u64 {
     let n = node.to_string();
-    u(&o.truth, &["after", "node", &n, counter])
-        .saturating_sub(u(&o.truth, &["before", "node", &n, counter]))
+    u(&o.truth, &["after", "node", &n, counter]).saturating_sub(u(&o.truth, &["before", "node", &n, counter]))
 }
 
 fn vmstat_delta(o: &Outcome, counter: &str) -> u64 {
-    u(&o.truth, &["after", "vmstat", counter])
-        .saturating_sub(u(&o.truth, &["before", "vmstat", counter]))
+    u(&o.truth, &["after", "vmstat", counter]).saturating_sub(u(&o.truth, &["before", "vmstat", counter]))
 }
 
 /// Pages numatrace saw first-touched on `node`, all traced threads together.
@@ -480,23 +456,14 @@ fn first_touch_on(o: &Outcome, node: u64) -> u64 {
 }
 
 fn threads_of(report: &Value) -> &[Value] {
-    report["threads"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    report["threads"].as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 fn report_thread(o: &Outcome, tid: u64) -> &Value {
     threads_of(&o.report)
         .iter()
         .find(|t| t["tid"].as_u64() == Some(tid))
-        .unwrap_or_else(|| {
-            panic!(
-                "{}: thread {tid} is not in the report (output: {})",
-                o.name,
-                o.saved.display()
-            )
-        })
+        .unwrap_or_else(|| panic!("{}: thread {tid} is not in the report (output: {})", o.name, o.saved.display()))
 }
 
 /// The ground truth's threads (from a `sample`), as (tid, comm, node).
@@ -531,22 +498,11 @@ fn assert_close(o: &Outcome, what: &str, actual: u64, expected: u64, percent: u6
 fn nodes_named_in(text: &str) -> Vec<u64> {
     let mut out = Vec::new();
     let lower = text.to_lowercase();
-    for marker in [
-        "node ",
-        "nodes ",
-        "node(s) ",
-        "--membind=",
-        "--cpunodebind=",
-        "--interleave=",
-        "--preferred=",
-    ] {
+    for marker in ["node ", "nodes ", "node(s) ", "--membind=", "--cpunodebind=", "--interleave=", "--preferred="] {
         let mut rest = lower.as_str();
         while let Some(at) = rest.find(marker) {
             rest = &rest[at + marker.len()..];
-            let list: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '-')
-                .collect();
+            let list: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '-').collect();
             out.extend(list.split([',', '-']).filter_map(|n| n.parse::<u64>().ok()));
         }
     }
@@ -560,9 +516,8 @@ fn assert_known_nodes(o: &Outcome) {
     fn walk(v: &Value, path: &str, bad: &mut Vec<String>) {
         match v {
             Value::Object(map) => {
-                let keyed_by_node = path.ends_with("by_node")
-                    || path.ends_with("first_touch_pages")
-                    || path.ends_with("nodes_pages");
+                let keyed_by_node =
+                    path.ends_with("by_node") || path.ends_with("first_touch_pages") || path.ends_with("nodes_pages");
                 for (k, child) in map {
                     if keyed_by_node && k.parse::<u64>().is_ok_and(|n| n >= u64::from(NODES)) {
                         bad.push(format!("{path}.{k}"));
@@ -584,9 +539,7 @@ fn assert_known_nodes(o: &Outcome) {
                     walk(child, &format!("{path}.{k}"), bad);
                 }
             }
-            Value::Array(items) => items
-                .iter()
-                .for_each(|i| walk(i, &format!("{path}[]"), bad)),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, &format!("{path}[]"), bad)),
             Value::String(s) if nodes_named_in(s).iter().any(|&n| n >= u64::from(NODES)) => {
                 bad.push(format!("{path}: {s:?}"));
             }
@@ -606,13 +559,9 @@ fn assert_known_nodes(o: &Outcome) {
 
 /// The report names `kind` as the first (largest) cause; shares in 0..1, largest first.
 fn assert_first_cause<'a>(o: &'a Outcome, kind: &str) -> &'a Value {
-    let causes = o.report["causes"].as_array().unwrap_or_else(|| {
-        panic!(
-            "{}: the report has no causes[] (output: {})",
-            o.name,
-            o.saved.display()
-        )
-    });
+    let causes = o.report["causes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: the report has no causes[] (output: {})", o.name, o.saved.display()));
     let summary: Vec<String> = causes
         .iter()
         .map(|c| {
@@ -624,13 +573,9 @@ fn assert_first_cause<'a>(o: &'a Outcome, kind: &str) -> &'a Value {
             )
         })
         .collect();
-    let first = causes.first().unwrap_or_else(|| {
-        panic!(
-            "{}: causes[] is empty, expected {kind} (output: {})",
-            o.name,
-            o.saved.display()
-        )
-    });
+    let first = causes
+        .first()
+        .unwrap_or_else(|| panic!("{}: causes[] is empty, expected {kind} (output: {})", o.name, o.saved.display()));
     assert_eq!(
         first["kind"].as_str(),
         Some(kind),
@@ -640,20 +585,9 @@ fn assert_first_cause<'a>(o: &'a Outcome, kind: &str) -> &'a Value {
         o.report["headline"],
         o.saved.display()
     );
-    let shares: Vec<f64> = causes
-        .iter()
-        .map(|c| c["share"].as_f64().unwrap_or(-1.0))
-        .collect();
-    assert!(
-        shares.iter().all(|s| (0.0..=1.0).contains(s)),
-        "{}: shares outside 0..1: {shares:?}",
-        o.name
-    );
-    assert!(
-        shares.windows(2).all(|w| w[0] >= w[1]),
-        "{}: causes not sorted by share: {shares:?}",
-        o.name
-    );
+    let shares: Vec<f64> = causes.iter().map(|c| c["share"].as_f64().unwrap_or(-1.0)).collect();
+    assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "{}: shares outside 0..1: {shares:?}", o.name);
+    assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{}: causes not sorted by share: {shares:?}", o.name);
     first
 }
 
@@ -674,9 +608,7 @@ fn cause_text(cause: &Value) -> String {
 fn assert_threads_ran_where_the_kernel_says(o: &Outcome, sample: &str) {
     for (tid, comm, node) in truth_threads(&o.truth[sample]) {
         let t = report_thread(o, tid);
-        let ran = t["runtime_ms_by_node"][node.to_string()]
-            .as_f64()
-            .unwrap_or(0.0);
+        let ran = t["runtime_ms_by_node"][node.to_string()].as_f64().unwrap_or(0.0);
         assert!(
             ran > 0.0,
             "{}: thread {tid} ({comm}) last ran on node {node} by /proc, the report shows no run time there: {} (output: {})",
@@ -712,11 +644,7 @@ fn memhog_spill_counts(o: &Outcome) {
         "{}: numa_maps shows fewer pages than memhog's {memhog_pages} after its first pass: {touched}",
         o.name
     );
-    assert!(
-        spilled > 16384,
-        "{}: memhog did not spill (numa_maps: {spilled} pages on node 1): {touched}",
-        o.name
-    );
+    assert!(spilled > 16384, "{}: memhog did not spill (numa_maps: {spilled} pages on node 1): {touched}", o.name);
     assert!(
         numastat_delta(o, 0, "numa_foreign") > 0,
         "{}: the kernel counted no numa_foreign on node 0: {}",
@@ -837,10 +765,7 @@ fn sysbench_first_touch_counts(o: &Outcome) {
         "{}: numa_maps shows {on_node0} anonymous pages on node 0 after sysbench's init, fewer than its {buffer} buffer pages: {at_start}",
         o.name
     );
-    let pid: u64 = at_start["pids"]
-        .as_str()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
+    let pid: u64 = at_start["pids"].as_str().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
     let main = report_thread(o, pid);
     assert_close(
         o,
@@ -863,18 +788,14 @@ fn sysbench_first_touch_counts(o: &Outcome) {
             continue;
         }
         let t = report_thread(o, tid);
-        let touched: u64 = t["first_touch_pages"]
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
+        let touched: u64 =
+            t["first_touch_pages"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
         assert!(
             touched < buffer / 20,
             "{}: worker {tid} first-touched {touched} pages, the main thread cleared the buffers: {t}",
             o.name
         );
-        let ran = t["runtime_ms_by_node"][node.to_string()]
-            .as_f64()
-            .unwrap_or(0.0);
+        let ran = t["runtime_ms_by_node"][node.to_string()].as_f64().unwrap_or(0.0);
         assert!(
             ran > 100.0,
             "{}: worker {tid} ran on node {node} for ~3 s by /proc, the report says {ran} ms: {t}",
@@ -885,15 +806,9 @@ fn sysbench_first_touch_counts(o: &Outcome) {
 }
 
 fn sysbench_workers_on(o: &Outcome, nodes: &[u64]) {
-    let pid: u64 = o.truth["at_start"]["pids"]
-        .as_str()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
-    let mut worker_nodes: Vec<u64> = truth_threads(&o.truth["during"])
-        .into_iter()
-        .filter(|(tid, _, _)| *tid != pid)
-        .map(|(_, _, n)| n)
-        .collect();
+    let pid: u64 = o.truth["at_start"]["pids"].as_str().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+    let mut worker_nodes: Vec<u64> =
+        truth_threads(&o.truth["during"]).into_iter().filter(|(tid, _, _)| *tid != pid).map(|(_, _, n)| n).collect();
     worker_nodes.sort();
     assert_eq!(
         worker_nodes, nodes,
@@ -929,7 +844,14 @@ fn sysbench_init_cause(o: &Outcome) {
     // time): a lower bound, checked off only.
     if o.name.ends_with("-off") {
         let expected = (u(&o.truth, &["buffer_pages"]) as f64 * on_1 / all).round() as u64;
-        assert_close(o, "pages of first_touch_by_other_thread vs the buffers, by the workers' time on node 1", cause["pages"].as_u64().unwrap_or(0), expected, 5, SLACK_PAGES);
+        assert_close(
+            o,
+            "pages of first_touch_by_other_thread vs the buffers, by the workers' time on node 1",
+            cause["pages"].as_u64().unwrap_or(0),
+            expected,
+            5,
+            SLACK_PAGES,
+        );
     }
 }
 
@@ -940,12 +862,7 @@ fn sysbench_shared_counts(o: &Outcome) {
 
 fn sysbench_shared_cause(o: &Outcome) {
     let cause = assert_first_cause(o, "shared_across_nodes");
-    let nodes: Vec<u64> = cause["thread_nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect();
+    let nodes: Vec<u64> = cause["thread_nodes"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
     assert!(
         nodes.contains(&0) && nodes.contains(&1),
         "{}: the shared buffer's users ran on nodes 0 and 1, the cause names {nodes:?}",
@@ -1013,11 +930,7 @@ fn policy_counts(o: &Outcome, least: u64, churn: Churn) {
         "{}: numa_maps shows {on_node0} anonymous pages on node 0, expected at least {least}: {during}",
         o.name
     );
-    assert!(
-        at_node(&during["pages"]["anon"], 1) < least / 20,
-        "{}: --membind=0 did not hold: {during}",
-        o.name
-    );
+    assert!(at_node(&during["pages"]["anon"], 1) < least / 20, "{}: --membind=0 did not hold: {during}", o.name);
     let (node0, node1) = (first_touch_on(o, 0), first_touch_on(o, 1));
     assert!(
         node1 < node0 / 20,
@@ -1096,14 +1009,8 @@ fn explicit_migrations(o: &Outcome) -> u64 {
 fn stress_numa_counts(o: &Outcome) {
     assert_known_nodes(o);
     // The kernel's migrations less the balancer's (numa_pages_migrated).
-    let truth =
-        vmstat_delta(o, "pgmigrate_success").saturating_sub(vmstat_delta(o, "numa_pages_migrated"));
-    assert!(
-        truth > 1000,
-        "{}: stress-ng --numa migrated only {truth} pages: {}",
-        o.name,
-        o.truth
-    );
+    let truth = vmstat_delta(o, "pgmigrate_success").saturating_sub(vmstat_delta(o, "numa_pages_migrated"));
+    assert!(truth > 1000, "{}: stress-ng --numa migrated only {truth} pages: {}", o.name, o.truth);
     assert_close(
         o,
         "pages migrated by mbind/migrate_pages/move_pages vs pgmigrate_success - numa_pages_migrated",
@@ -1137,10 +1044,7 @@ fn redis_truth_holds(o: &Outcome, before: &str, after: &str) -> u64 {
         o.name,
         o.truth[before]
     );
-    let pid: u64 = o.truth[after]["pids"]
-        .as_str()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
+    let pid: u64 = o.truth[after]["pids"].as_str().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
     for t in o.truth[after]["threads"].as_array().into_iter().flatten() {
         assert_eq!(
             t["allowed"].as_str(),
@@ -1163,10 +1067,7 @@ fn redis_truth_holds(o: &Outcome, before: &str, after: &str) -> u64 {
 /// redis's main thread (which serves the clients) ran on node 1 while traced:
 /// two DEBUG DIGEST passes over the data and 10 000 GETs after the move.
 fn assert_main_thread_served_from_node_1(o: &Outcome, sample: &str) {
-    let pid: u64 = o.truth[sample]["pids"]
-        .as_str()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
+    let pid: u64 = o.truth[sample]["pids"].as_str().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
     let main = report_thread(o, pid);
     let ran = main["runtime_ms_by_node"]["1"].as_f64().unwrap_or(0.0);
     assert!(
@@ -1182,10 +1083,7 @@ fn assert_main_thread_served_from_node_1(o: &Outcome, sample: &str) {
 fn redis_migrated_counts(o: &Outcome) {
     assert_known_nodes(o);
     let data = redis_truth_holds(o, "before_move", "after_move");
-    let pid: u64 = o.truth["before_move"]["pids"]
-        .as_str()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
+    let pid: u64 = o.truth["before_move"]["pids"].as_str().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
     // Traced from its first instruction: every page redis holds was first-touched under numatrace's eyes.
     assert_close(
         o,
@@ -1207,10 +1105,7 @@ fn redis_migrated_counts(o: &Outcome) {
 fn redis_attach_counts(o: &Outcome) {
     assert_known_nodes(o);
     redis_truth_holds(o, "before_move", "after_move");
-    let pid: u64 = o.truth["before_move"]["pids"]
-        .as_str()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
+    let pid: u64 = o.truth["before_move"]["pids"].as_str().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
     let main = report_thread(o, pid);
     // Known gap, intermittent (1 run in 5 with balancing on): the main
     // thread's move after `taskset -a -p` is sometimes not seen by
@@ -1221,7 +1116,11 @@ fn redis_attach_counts(o: &Outcome) {
         eprintln!("{}: WARNING: redis's main thread moved to node 1, no cross-node migration seen: {main}", o.name);
     }
     assert!(
-        moved || (o.name.ends_with("-on") && main["hinting_faults_local"].as_u64().unwrap_or(0) + main["hinting_faults_remote"].as_u64().unwrap_or(0) > 0),
+        moved
+            || (o.name.ends_with("-on")
+                && main["hinting_faults_local"].as_u64().unwrap_or(0)
+                    + main["hinting_faults_remote"].as_u64().unwrap_or(0)
+                    > 0),
         "{}: redis's main thread moved to node 1 while traced, the report shows no cross-node migration: {main}",
         o.name
     );
@@ -1285,14 +1184,8 @@ lab_tests! {
 
 #[test]
 fn reads_node_numbers_named_in_texts() {
-    assert_eq!(
-        nodes_named_in("nodes 1,65535 had to take 457 MiB"),
-        [1, 65535]
-    );
-    assert_eq!(
-        nodes_named_in("numactl --cpunodebind=1 --membind=0-1 -- x"),
-        [0, 1, 1]
-    );
+    assert_eq!(nodes_named_in("nodes 1,65535 had to take 457 MiB"), [1, 65535]);
+    assert_eq!(nodes_named_in("numactl --cpunodebind=1 --membind=0-1 -- x"), [0, 1, 1]);
     assert_eq!(nodes_named_in("Node 0 is full"), [0]);
     assert!(nodes_named_in("16370 pages").is_empty());
 }

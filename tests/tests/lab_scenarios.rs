@@ -73,7 +73,11 @@ fn traced_by_pid(name: &str, workload: &str, tracer_prefix: &str, action: &str, 
 fn scenarios(nodes: u32) -> Vec<(&'static str, Vec<String>, Balancing)> {
     let last = (nodes - 1).to_string();
     let mut list = vec![
-        ("init-thread", traced(&["numatrace", "workload", "init-thread", "--mib", "32", "--workers", "2", "--seconds", "3"]), Balancing::Off),
+        (
+            "init-thread",
+            traced(&["numatrace", "workload", "init-thread", "--mib", "32", "--workers", "2", "--seconds", "3"]),
+            Balancing::Off,
+        ),
         ("spill", traced(&["numatrace", "workload", "spill", "--extra-mib", "48"]), Balancing::Off),
     ];
     if nodes == 2 {
@@ -141,7 +145,8 @@ static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn run_guest(nodes: u32) -> Result<Outcomes, String> {
     let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let list = scenarios(nodes);
-    let commands: Vec<GuestCommand> = list.iter().map(|(_, argv, balancing)| GuestCommand { argv: argv.clone(), balancing: *balancing }).collect();
+    let commands: Vec<GuestCommand> =
+        list.iter().map(|(_, argv, balancing)| GuestCommand { argv: argv.clone(), balancing: *balancing }).collect();
     let opts = LabOptions {
         topology: Topology { nodes, cpus_per_node: 1, mem_per_node_mib: 384 },
         timeout: Duration::from_secs(600),
@@ -176,7 +181,11 @@ fn run_guest(nodes: u32) -> Result<Outcomes, String> {
             // Kept for whoever reads a failure: the ground truth line and the full report.
             let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-{nodes}-nodes-{name}.out"));
             let _ = std::fs::write(&saved, &text);
-            (*name, parse_outcome(&text, result.exit_code).map_err(|e| format!("scenario {name} ({}): {e}", argv.join(" "))))
+            (
+                *name,
+                parse_outcome(&text, result.exit_code)
+                    .map_err(|e| format!("scenario {name} ({}): {e}", argv.join(" "))),
+            )
         })
         .collect())
 }
@@ -238,14 +247,26 @@ fn assert_close(what: &str, actual: u64, expected: u64, slack: u64) {
 
 /// The report names `kind` as the first (largest) cause, with shares in 0..1 sorted largest first.
 fn assert_first_cause(report: &Value, kind: &str, pages: Option<u64>) -> Value {
-    let causes = report["causes"].as_array().unwrap_or_else(|| panic!("the report has no causes[]; its keys: {:?}", report.as_object().map(|o| o.keys().collect::<Vec<_>>())));
+    let causes = report["causes"].as_array().unwrap_or_else(|| {
+        panic!("the report has no causes[]; its keys: {:?}", report.as_object().map(|o| o.keys().collect::<Vec<_>>()))
+    });
     let first = causes.first().unwrap_or_else(|| panic!("causes[] is empty, expected {kind}"));
-    assert_eq!(first["kind"].as_str(), Some(kind), "first cause; all causes: {}", serde_json::to_string_pretty(causes).unwrap_or_default());
+    assert_eq!(
+        first["kind"].as_str(),
+        Some(kind),
+        "first cause; all causes: {}",
+        serde_json::to_string_pretty(causes).unwrap_or_default()
+    );
     let shares: Vec<f64> = causes.iter().map(|c| c["share"].as_f64().unwrap_or(-1.0)).collect();
     assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "shares outside 0..1: {shares:?}");
     assert!(shares.windows(2).all(|w| w[0] >= w[1]), "causes not sorted by share: {shares:?}");
     if let Some(pages) = pages {
-        assert_close(&format!("pages of cause {kind}"), first["pages"].as_u64().unwrap_or(0), pages, PROCESS_SLACK_PAGES);
+        assert_close(
+            &format!("pages of cause {kind}"),
+            first["pages"].as_u64().unwrap_or(0),
+            pages,
+            PROCESS_SLACK_PAGES,
+        );
     }
     first.clone()
 }
@@ -285,11 +306,21 @@ fn init_thread_counts(nodes: u32) {
     let worker_node = u(&o.truth, &["worker_node"]);
     assert_ne!(init_node, worker_node, "the workload did not put init and workers on different nodes: {}", o.truth);
     let init = thread(&o.report, u(&o.truth, &["init", "tid"]));
-    assert_close("pages the init thread first-touched on its node", node_pages(&init["first_touch_pages"], init_node), pages, PROCESS_SLACK_PAGES);
+    assert_close(
+        "pages the init thread first-touched on its node",
+        node_pages(&init["first_touch_pages"], init_node),
+        pages,
+        PROCESS_SLACK_PAGES,
+    );
     for w in o.truth["workers"].as_array().into_iter().flatten() {
         let t = thread(&o.report, w["tid"].as_u64().unwrap_or(0));
-        let touched: u64 = t["first_touch_pages"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
-        assert!(touched < pages / 20, "worker {} first-touched {touched} pages, expected almost none of {pages}", w["tid"]);
+        let touched: u64 =
+            t["first_touch_pages"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        assert!(
+            touched < pages / 20,
+            "worker {} first-touched {touched} pages, expected almost none of {pages}",
+            w["tid"]
+        );
         let ran: f64 = t["runtime_ms_by_node"][worker_node.to_string()].as_f64().unwrap_or(0.0);
         assert!(ran > 0.0, "worker {} never ran on node {worker_node}: {}", w["tid"], t["runtime_ms_by_node"]);
     }
@@ -302,12 +333,16 @@ fn init_thread_counts(nodes: u32) {
 
 fn init_thread_cause(nodes: u32) {
     let o = outcome(nodes, "init-thread");
-    let cause = assert_first_cause(&o.report, "first_touch_by_other_thread", Some(u(&o.truth, &["init", "first_touch_pages"])));
+    let cause =
+        assert_first_cause(&o.report, "first_touch_by_other_thread", Some(u(&o.truth, &["init", "first_touch_pages"])));
     let rec = cause["recommendation"].as_str().unwrap_or_default().to_lowercase();
     // The users all run on one node: the whole process there (a bind), or the
     // workers' own first touch, or an interleave.
     assert!(
-        rec.contains("--membind") || rec.contains("first touch") || rec.contains("first-touch") || rec.contains("interleave"),
+        rec.contains("--membind")
+            || rec.contains("first touch")
+            || rec.contains("first-touch")
+            || rec.contains("interleave"),
         "recommendation: {rec}"
     );
 }
@@ -346,11 +381,25 @@ fn scenario_2_migrated_counts_2_nodes() {
     }
     let o = outcome(2, "migrated");
     let (pages, home, far) = (u(&o.truth, &["pages"]), u(&o.truth, &["home_node"]), u(&o.truth, &["far_node"]));
-    assert_eq!(node_pages(&o.truth["pages_by_node"], home), pages, "the kernel did not place the region on the home node: {}", o.truth);
+    assert_eq!(
+        node_pages(&o.truth["pages_by_node"], home),
+        pages,
+        "the kernel did not place the region on the home node: {}",
+        o.truth
+    );
     assert_eq!(o.truth["node_after_move"].as_u64(), Some(far), "the thread did not move to the far node: {}", o.truth);
     let t = thread(&o.report, u(&o.truth, &["tid"]));
-    assert_close("pages first-touched on the home node", node_pages(&t["first_touch_pages"], home), pages, PROCESS_SLACK_PAGES);
-    assert!(t["cross_node_migrations"].as_u64().unwrap_or(0) >= 1, "no cross-node migration of thread {}: {t}", t["tid"]);
+    assert_close(
+        "pages first-touched on the home node",
+        node_pages(&t["first_touch_pages"], home),
+        pages,
+        PROCESS_SLACK_PAGES,
+    );
+    assert!(
+        t["cross_node_migrations"].as_u64().unwrap_or(0) >= 1,
+        "no cross-node migration of thread {}: {t}",
+        t["tid"]
+    );
     assert!(t["remote_first_touch_pages"].as_u64().unwrap_or(u64::MAX) < pages / 20, "first touches were local: {t}");
     let ran_far = t["runtime_ms_by_node"][far.to_string()].as_f64().unwrap_or(0.0);
     assert!(ran_far > 100.0, "the thread used its memory from node {far} for about 1 s, report says {ran_far} ms");
@@ -383,13 +432,29 @@ fn spill_counts(nodes: u32) {
     for (node, truth_pages) in o.truth["pages_by_node"].as_object().into_iter().flatten() {
         let Ok(n) = node.parse::<u64>() else { continue };
         let truth_pages = truth_pages.as_u64().unwrap_or(0);
-        assert_close(&format!("pages first-touched on node {n}"), node_pages(&t["first_touch_pages"], n), truth_pages, PROCESS_SLACK_PAGES);
+        assert_close(
+            &format!("pages first-touched on node {n}"),
+            node_pages(&t["first_touch_pages"], n),
+            truth_pages,
+            PROCESS_SLACK_PAGES,
+        );
     }
-    assert_close("remote first-touch pages", t["remote_first_touch_pages"].as_u64().unwrap_or(0), remote, PROCESS_SLACK_PAGES);
+    assert_close(
+        "remote first-touch pages",
+        t["remote_first_touch_pages"].as_u64().unwrap_or(0),
+        remote,
+        PROCESS_SLACK_PAGES,
+    );
     // numastat: pages the home node could not give show as numa_foreign there and numa_miss where they landed.
     let delta = &o.truth["numastat_delta"];
     let foreign = u(delta, &[&home.to_string(), "numa_foreign"]);
-    let miss: u64 = delta.as_object().into_iter().flatten().filter(|(n, _)| **n != home.to_string()).map(|(_, c)| c["numa_miss"].as_u64().unwrap_or(0)).sum();
+    let miss: u64 = delta
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(n, _)| **n != home.to_string())
+        .map(|(_, c)| c["numa_miss"].as_u64().unwrap_or(0))
+        .sum();
     assert_close("numa_foreign of the home node vs remote first touches", foreign, remote, PROCESS_SLACK_PAGES);
     assert_close("numa_miss of the other nodes vs remote first touches", miss, remote, PROCESS_SLACK_PAGES);
 }
@@ -436,10 +501,20 @@ fn scenario_4_policy_counts_2_nodes() {
     let pages = u(&o.truth, &["pages"]);
     assert_eq!(o.truth["policy"].as_str(), Some("bind"), "numactl --membind did not set a bind policy: {}", o.truth);
     assert_eq!(o.truth["cpu_node"].as_u64(), Some(1), "numactl --cpunodebind=1 did not hold: {}", o.truth);
-    assert_eq!(node_pages(&o.truth["pages_by_node"], 0), pages, "the kernel did not bind the pages to node 0: {}", o.truth);
+    assert_eq!(
+        node_pages(&o.truth["pages_by_node"], 0),
+        pages,
+        "the kernel did not bind the pages to node 0: {}",
+        o.truth
+    );
     let t = thread(&o.report, u(&o.truth, &["tid"]));
     assert_close("pages first-touched on node 0", node_pages(&t["first_touch_pages"], 0), pages, PROCESS_SLACK_PAGES);
-    assert_close("remote first-touch pages", t["remote_first_touch_pages"].as_u64().unwrap_or(0), pages, PROCESS_SLACK_PAGES);
+    assert_close(
+        "remote first-touch pages",
+        t["remote_first_touch_pages"].as_u64().unwrap_or(0),
+        pages,
+        PROCESS_SLACK_PAGES,
+    );
 }
 
 #[test]
@@ -459,16 +534,28 @@ fn scenario_5_balance_counts_2_nodes() {
     }
     let o = outcome(2, "balance");
     let (pages, far) = (u(&o.truth, &["pages"]), u(&o.truth, &["far_node"]));
-    assert_eq!(node_pages(&o.truth["pages_by_node"], far), pages, "the region was not placed on the far node: {}", o.truth);
+    assert_eq!(
+        node_pages(&o.truth["pages_by_node"], far),
+        pages,
+        "the region was not placed on the far node: {}",
+        o.truth
+    );
     let t = thread(&o.report, u(&o.truth, &["tid"]));
     let hinting = t["hinting_faults_local"].as_u64().unwrap_or(0) + t["hinting_faults_remote"].as_u64().unwrap_or(0);
     assert!(hinting > 0, "no NUMA hinting faults in 8 s of balancing: {t}");
     let moves = t["numa_task_moves"].as_u64().unwrap_or(0) + t["numa_task_swaps"].as_u64().unwrap_or(0);
     let misplaced = u(&o.report, &["totals", "page_migrations", "numa_misplaced"]);
     let moved_home = u(&o.truth, &["pages_moved_to_home"]);
-    assert!(moves > 0 || misplaced > 0, "the balancer neither moved the thread nor migrated pages: thread {t}, truth {}", o.truth);
+    assert!(
+        moves > 0 || misplaced > 0,
+        "the balancer neither moved the thread nor migrated pages: thread {t}, truth {}",
+        o.truth
+    );
     // Pages can move back and forth; every net move is at least one numa_misplaced migration.
-    assert!(misplaced + moved_home / 20 >= moved_home, "{moved_home} pages moved home but numatrace saw {misplaced} numa_misplaced migrations");
+    assert!(
+        misplaced + moved_home / 20 >= moved_home,
+        "{moved_home} pages moved home but numatrace saw {misplaced} numa_misplaced migrations"
+    );
 }
 
 #[test]
@@ -479,14 +566,22 @@ fn scenario_5_balance_cause_2_nodes() {
         let o = outcome(2, "balance");
         let cause = assert_first_cause(&o.report, "placed_before_capture", None);
         let (start, end) = (cause["window"]["start_s"].as_f64(), cause["window"]["end_s"].as_f64());
-        assert!(matches!((start, end), (Some(s), Some(e)) if e >= s && s >= 0.0), "no time window in the cause: {cause}");
+        assert!(
+            matches!((start, end), (Some(s), Some(e)) if e >= s && s >= 0.0),
+            "no time window in the cause: {cause}"
+        );
         let cost = &o.report["magnitude"]["cost"];
         assert!(
             u(cost, &["balancer_pages_migrated"]) + u(cost, &["balancer_task_moves"]) > 0,
             "the balancer's repair is not shown as a cost: {cost}"
         );
-        let balancer_pages: u64 =
-            o.report["causes"].as_array().into_iter().flatten().filter(|c| c["kind"] == "numa_balancer").map(|c| u(c, &["pages"])).sum();
+        let balancer_pages: u64 = o.report["causes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["kind"] == "numa_balancer")
+            .map(|c| u(c, &["pages"]))
+            .sum();
         assert!(balancer_pages < PROCESS_SLACK_PAGES, "the balancer's repairs were blamed: {balancer_pages} pages");
     }
 }
@@ -502,8 +597,18 @@ fn scenario_6_explicit_counts_2_nodes() {
     let (by_move_pages, by_mbind) = (u(&o.truth, &["moved_by_move_pages"]), u(&o.truth, &["moved_by_mbind"]));
     assert!(by_move_pages > 0 && by_mbind > 0, "the kernel moved nothing: {}", o.truth);
     let migrations = &o.report["totals"]["page_migrations"];
-    assert_close("pages migrated with reason syscall_or_cpuset (move_pages)", migrations["syscall_or_cpuset"].as_u64().unwrap_or(0), by_move_pages, 0);
-    assert_close("pages migrated with reason mempolicy_mbind (mbind)", migrations["mempolicy_mbind"].as_u64().unwrap_or(0), by_mbind, 0);
+    assert_close(
+        "pages migrated with reason syscall_or_cpuset (move_pages)",
+        migrations["syscall_or_cpuset"].as_u64().unwrap_or(0),
+        by_move_pages,
+        0,
+    );
+    assert_close(
+        "pages migrated with reason mempolicy_mbind (mbind)",
+        migrations["mempolicy_mbind"].as_u64().unwrap_or(0),
+        by_mbind,
+        0,
+    );
 }
 
 #[test]
@@ -514,13 +619,23 @@ fn scenario_6_migratepages_counts_2_nodes() {
     let o = outcome(2, "migratepages");
     let (home, far) = (u(&o.truth, &["home_node"]), u(&o.truth, &["far_node"]));
     let moved = node_pages(&o.truth["pages_by_node_at_end"], far);
-    assert_eq!(node_pages(&o.truth["pages_by_node"], home), u(&o.truth, &["pages"]), "the region did not start on node {home}: {}", o.truth);
+    assert_eq!(
+        node_pages(&o.truth["pages_by_node"], home),
+        u(&o.truth, &["pages"]),
+        "the region did not start on node {home}: {}",
+        o.truth
+    );
     assert!(moved > 0, "migratepages moved nothing: {}", o.truth);
     // migrate_pages(2) moves every page only this process maps (stack, heap, its
     // binary's private pages too): the ground truth is the growth of the process's
     // pages on the far node in /proc/PID/numa_maps.
-    let process_moved = node_pages(&o.truth["process_pages_by_node_at_end"], far).saturating_sub(node_pages(&o.truth["process_pages_by_node"], far));
-    assert!(process_moved >= moved, "numa_maps says {process_moved} process pages moved, fewer than the region's {moved}: {}", o.truth);
+    let process_moved = node_pages(&o.truth["process_pages_by_node_at_end"], far)
+        .saturating_sub(node_pages(&o.truth["process_pages_by_node"], far));
+    assert!(
+        process_moved >= moved,
+        "numa_maps says {process_moved} process pages moved, fewer than the region's {moved}: {}",
+        o.truth
+    );
     let migrated = u(&o.report, &["totals", "page_migrations", "syscall_or_cpuset"]);
     assert_close("pages migrated with reason syscall_or_cpuset (migratepages)", migrated, process_moved, 0);
 }
@@ -537,7 +652,11 @@ fn scenario_6_migratepages_cause_2_nodes() {
 fn scenario_6_explicit_cause_2_nodes() {
     if !skip() {
         let o = outcome(2, "explicit");
-        assert_first_cause(&o.report, "explicit_migration", Some(u(&o.truth, &["moved_by_move_pages"]) + u(&o.truth, &["moved_by_mbind"])));
+        assert_first_cause(
+            &o.report,
+            "explicit_migration",
+            Some(u(&o.truth, &["moved_by_move_pages"]) + u(&o.truth, &["moved_by_mbind"])),
+        );
     }
 }
 
@@ -551,8 +670,13 @@ fn scenario_7_init_thread_with_balancing_cause_2_nodes() {
     let o = outcome(2, "init-thread-balancing");
     let pages = u(&o.truth, &["init", "first_touch_pages"]);
     let cause = assert_first_cause(&o.report, "first_touch_by_other_thread", Some(pages));
-    let balancer_pages: u64 =
-        o.report["causes"].as_array().into_iter().flatten().filter(|c| c["kind"] == "numa_balancer").map(|c| u(c, &["pages"])).sum();
+    let balancer_pages: u64 = o.report["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["kind"] == "numa_balancer")
+        .map(|c| u(c, &["pages"]))
+        .sum();
     assert!(
         balancer_pages < PROCESS_SLACK_PAGES,
         "the balancer repaired the init thread's placement and is blamed for {balancer_pages} pages: {}",
@@ -563,7 +687,10 @@ fn scenario_7_init_thread_with_balancing_cause_2_nodes() {
     assert_eq!(u(&cause, &["repaired_pages"]) > 0, misplaced > 0, "repairs shown on the cause: {cause}");
     assert!(o.report["magnitude"]["of_consequence"].as_bool() == Some(true), "{}", o.report["magnitude"]);
     let headline = o.report["headline"].as_str().unwrap_or_default();
-    assert!(headline.contains("of its memory") && headline.contains("is remote"), "no magnitude in the headline: {headline}");
+    assert!(
+        headline.contains("of its memory") && headline.contains("is remote"),
+        "no magnitude in the headline: {headline}"
+    );
     assert_only_real_nodes(&o.report, 2);
 }
 
@@ -649,7 +776,12 @@ fn fix_runs() -> &'static Result<FixRuns, String> {
                 // and numatrace traces exactly that command. The trailing names are
                 // host programs the lab copies into the guest.
                 let argv = ["sh", "-c", &format!("exec numatrace --json -- {cmd}"), "sh", "numactl", "taskset"];
-                planned.push((name, kind, cmd, GuestCommand { argv: argv.iter().map(|s| s.to_string()).collect(), balancing }));
+                planned.push((
+                    name,
+                    kind,
+                    cmd,
+                    GuestCommand { argv: argv.iter().map(|s| s.to_string()).collect(), balancing },
+                ));
             }
         }
         let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -667,14 +799,17 @@ fn fix_runs() -> &'static Result<FixRuns, String> {
             .zip(run.results)
             .map(|((name, kind, cmd, _), result)| {
                 let text = String::from_utf8_lossy(&result.stdout).into_owned();
-                let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-2-nodes-{name}-fixed.out"));
+                let saved =
+                    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-2-nodes-{name}-fixed.out"));
                 let _ = std::fs::write(&saved, &text);
                 // The workload's ground-truth line comes first, then the report.
                 let report = text
                     .find("\n{\n")
                     .map(|at| &text[at + 1..])
                     .ok_or_else(|| format!("no report after `{cmd}` (exit {}): {text}", result.exit_code))
-                    .and_then(|json| serde_json::from_str::<Value>(json).map_err(|e| format!("report of `{cmd}` is not JSON ({e})")));
+                    .and_then(|json| {
+                        serde_json::from_str::<Value>(json).map_err(|e| format!("report of `{cmd}` is not JSON ({e})"))
+                    });
                 (name, report.map(|r| (kind, cmd, r)))
             })
             .collect())
@@ -695,7 +830,14 @@ fn fix_works(name: &str) {
     eprintln!("{name}: fix {kind} `{cmd}`: remote share {:.1}% -> {:.1}%", was * 100.0, now * 100.0);
     let nodes = after["topology"]["nodes"].as_array().map_or(2, Vec::len) as f64;
     let promised = if kind == "interleave_all" { (nodes - 1.0) / nodes + 0.1 } else { 0.05 };
-    assert!(now <= promised, "{name}: `{cmd}` ({kind}) left {:.1}% of the memory remote (promised at most {:.0}%); was {:.1}%; report: {}", now * 100.0, promised * 100.0, was * 100.0, after["headline"]);
+    assert!(
+        now <= promised,
+        "{name}: `{cmd}` ({kind}) left {:.1}% of the memory remote (promised at most {:.0}%); was {:.1}%; report: {}",
+        now * 100.0,
+        promised * 100.0,
+        was * 100.0,
+        after["headline"]
+    );
     // An interleave promises an even spread, not less remote memory: for
     // shared data it trades one node's remote users for every node's.
     if kind != "interleave_all" {

@@ -96,7 +96,8 @@ pub fn spill(extra_mib: u64) -> Result<()> {
     let ((home, home_cpus), _) = home_and_far()?;
     placement::pin(&home_cpus)?;
     let free = numa::node_free_bytes(home)?;
-    let others_free: u64 = numa::online_nodes().into_iter().filter(|&n| n != home).filter_map(|n| numa::node_free_bytes(n).ok()).sum();
+    let others_free: u64 =
+        numa::online_nodes().into_iter().filter(|&n| n != home).filter_map(|n| numa::node_free_bytes(n).ok()).sum();
     let extra = extra_mib << 20;
     ensure!(
         others_free > extra + (64 << 20),
@@ -213,7 +214,8 @@ pub fn hold(mib: u64, seconds: f64, stop_file: Option<&Path>) -> Result<()> {
     let region = Region::first_touch_on(mib, home)?;
     let placed = region.pages_by_node()?;
     let process_before = numa::process_pages_by_node()?;
-    let deadline = Instant::now() + if stop_file.is_some() { Duration::from_secs(60) } else { Duration::from_secs_f64(seconds) };
+    let deadline =
+        Instant::now() + if stop_file.is_some() { Duration::from_secs(60) } else { Duration::from_secs_f64(seconds) };
     while Instant::now() < deadline && !stop_file.is_some_and(Path::exists) {
         region.sweep();
         std::thread::sleep(Duration::from_millis(50));
@@ -238,11 +240,7 @@ pub fn shared(mib: u64, seconds: f64) -> Result<()> {
     let (first, first_cpus) = nodes.first().cloned().context("no NUMA node with CPUs")?;
     let (last, last_cpus) = nodes.last().cloned().context("no NUMA node with CPUs")?;
     placement::pin(&first_cpus)?;
-    let vmstat_before = numa::vmstat(&[
-        "numa_pages_migrated",
-        "numa_hint_faults",
-        "numa_hint_faults_local",
-    ])?;
+    let vmstat_before = numa::vmstat(&["numa_pages_migrated", "numa_hint_faults", "numa_hint_faults_local"])?;
     let region = std::sync::Arc::new(Region::new(mib * 256)?);
     region.touch(0..region.pages());
     let pages_at_start = region.pages_by_node()?;
@@ -268,20 +266,9 @@ pub fn shared(mib: u64, seconds: f64) -> Result<()> {
         let (tid, node, sweeps) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
         per_worker.push(json!({"tid": tid, "node": node, "sweeps": sweeps}));
     }
-    let vmstat_after = numa::vmstat(&[
-        "numa_pages_migrated",
-        "numa_hint_faults",
-        "numa_hint_faults_local",
-    ])?;
-    let delta: BTreeMap<&String, u64> = vmstat_after
-        .iter()
-        .map(|(k, v)| {
-            (
-                k,
-                v.saturating_sub(vmstat_before.get(k).copied().unwrap_or(0)),
-            )
-        })
-        .collect();
+    let vmstat_after = numa::vmstat(&["numa_pages_migrated", "numa_hint_faults", "numa_hint_faults_local"])?;
+    let delta: BTreeMap<&String, u64> =
+        vmstat_after.iter().map(|(k, v)| (k, v.saturating_sub(vmstat_before.get(k).copied().unwrap_or(0)))).collect();
     emit(json!({
         "workload": "shared", "pid": std::process::id(), "pages": region.pages(),
         "main": {"tid": main_tid, "node": first},

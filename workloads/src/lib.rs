@@ -172,7 +172,12 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             if let Some(go) = go_file {
                 drift::wait_for_file(&go, std::time::Duration::from_secs(60))?;
             }
-            scenarios::flood(events_per_second, seconds, threads, u64::from(numatrace_common::LOAD_GENERATOR_EVENTS_PER_CALL))
+            scenarios::flood(
+                events_per_second,
+                seconds,
+                threads,
+                u64::from(numatrace_common::LOAD_GENERATOR_EVENTS_PER_CALL),
+            )
         }
         Scenario::InitThread { mib, workers, seconds } => scenarios::init_thread(mib, workers, seconds),
         Scenario::Migrated { mib, seconds } => drift::migrated(mib, seconds),
@@ -182,6 +187,8 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
         Scenario::Explicit { mib } => drift::explicit(mib),
         Scenario::Hold { mib, seconds, stop_file } => drift::hold(mib, seconds, stop_file.as_deref()),
         Scenario::Shared { mib, seconds } => drift::shared(mib, seconds),
-        Scenario::Resident { mib, heap_kib, stack_kib, huge_mib, seconds } => resident::resident(mib, heap_kib, stack_kib, huge_mib, seconds),
+        Scenario::Resident { mib, heap_kib, stack_kib, huge_mib, seconds } => {
+            resident::resident(mib, heap_kib, stack_kib, huge_mib, seconds)
+        }
     }
 }

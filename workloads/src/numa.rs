@@ -33,7 +33,14 @@ impl Region {
         let len = pages as usize * PAGE;
         // SAFETY: a new anonymous mapping, checked for MAP_FAILED.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         if ptr == libc::MAP_FAILED {
             bail!("mmap of {len} bytes: {}", std::io::Error::last_os_error());
@@ -88,7 +95,15 @@ impl Region {
             let mut status = vec![0i32; n as usize];
             // SAFETY: ptrs and status have n entries; a null nodes array only queries.
             let rc = unsafe {
-                libc::syscall(libc::SYS_move_pages, 0, n as libc::c_ulong, ptrs.as_ptr(), std::ptr::null::<i32>(), status.as_mut_ptr(), 0)
+                libc::syscall(
+                    libc::SYS_move_pages,
+                    0,
+                    n as libc::c_ulong,
+                    ptrs.as_ptr(),
+                    std::ptr::null::<i32>(),
+                    status.as_mut_ptr(),
+                    0,
+                )
             };
             if rc < 0 {
                 bail!("move_pages (query): {}", std::io::Error::last_os_error());
@@ -131,7 +146,15 @@ impl Region {
         let len = (range.end - range.start) as usize * PAGE;
         // SAFETY: the range lies within the mapping; the mask is one u64.
         let rc = unsafe {
-            libc::syscall(libc::SYS_mbind, self.page_ptr(range.start), len, MPOL_BIND, &mask as *const u64, MAX_NODE, MPOL_MF_MOVE)
+            libc::syscall(
+                libc::SYS_mbind,
+                self.page_ptr(range.start),
+                len,
+                MPOL_BIND,
+                &mask as *const u64,
+                MAX_NODE,
+                MPOL_MF_MOVE,
+            )
         };
         if rc < 0 {
             bail!("mbind to node {node} with MPOL_MF_MOVE: {}", std::io::Error::last_os_error());
@@ -150,7 +173,8 @@ impl Drop for Region {
 /// Sets the calling thread's memory policy (MPOL_DEFAULT ignores `nodes`).
 pub fn set_thread_policy(mode: i32, nodes: &[u32]) -> Result<()> {
     let mask: u64 = nodes.iter().fold(0, |m, n| m | 1 << n);
-    let (mask_ptr, maxnode) = if mode == MPOL_DEFAULT { (std::ptr::null(), 0) } else { (&mask as *const u64, MAX_NODE) };
+    let (mask_ptr, maxnode) =
+        if mode == MPOL_DEFAULT { (std::ptr::null(), 0) } else { (&mask as *const u64, MAX_NODE) };
     // SAFETY: the mask is one u64 or null.
     let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, mode, mask_ptr, maxnode) };
     if rc < 0 {
@@ -164,7 +188,9 @@ pub fn thread_policy() -> Result<(String, Vec<u32>)> {
     let mut mode: i32 = 0;
     let mut mask: u64 = 0;
     // SAFETY: mode and a one-u64 mask are valid out-pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_get_mempolicy, &mut mode as *mut i32, &mut mask as *mut u64, MAX_NODE, 0usize, 0usize) };
+    let rc = unsafe {
+        libc::syscall(libc::SYS_get_mempolicy, &mut mode as *mut i32, &mut mask as *mut u64, MAX_NODE, 0usize, 0usize)
+    };
     if rc < 0 {
         bail!("get_mempolicy: {}", std::io::Error::last_os_error());
     }

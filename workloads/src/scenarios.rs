@@ -1,5 +1,8 @@
 //! The workloads themselves.
-use std::{thread, time::{Duration, Instant}};
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -59,7 +62,9 @@ pub fn touch(pages: u64, threads: u32, rounds: u32, hop_every: u64, stride: u64)
         per_thread.push(json!({"tid": tid, "first_touch_pages": pages, "hops": hops}));
     }
     let seconds = started.elapsed().as_secs_f64();
-    emit(json!({"workload": "touch", "pid": std::process::id(), "threads": per_thread, "seconds": seconds, "cpu_seconds": own_cpu_seconds()}));
+    emit(
+        json!({"workload": "touch", "pid": std::process::id(), "threads": per_thread, "seconds": seconds, "cpu_seconds": own_cpu_seconds()}),
+    );
     Ok(())
 }
 

@@ -55,7 +55,10 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
             bail!("cargo build -p numatrace failed ({status})");
         }
         let target = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| workspace.join("target"));
-        let status = Command::new(target.join("release/numatrace")).args(&demo[1..]).status().context("running numatrace demo")?;
+        let status = Command::new(target.join("release/numatrace"))
+            .args(&demo[1..])
+            .status()
+            .context("running numatrace demo")?;
         return Ok(status.code().unwrap_or(1));
     }
     eprintln!(

@@ -60,7 +60,8 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         if !Path::new("/usr/bin/apt-get").exists() {
             bail!("no apt-get here; install the equivalents of: {}", missing.join(" "));
         }
-        let status = Command::new("apt-get").arg("update").arg("-q").env("DEBIAN_FRONTEND", "noninteractive").status()?;
+        let status =
+            Command::new("apt-get").arg("update").arg("-q").env("DEBIAN_FRONTEND", "noninteractive").status()?;
         if !status.success() {
             bail!("apt-get update failed");
         }
@@ -78,7 +79,14 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     if !linker {
         eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM 22 (about a minute)");
         let status = Command::new("cargo")
-            .args(["install", "--locked", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features", "--features", "llvm-22,no-llvm-linking"])
+            .args([
+                "install",
+                "--locked",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--no-default-features",
+                "--features",
+                "llvm-22,no-llvm-linking",
+            ])
             .env("RUSTFLAGS", "-C link-arg=-lLLVM-22")
             .status()
             .context("running cargo install bpf-linker")?;

@@ -53,7 +53,11 @@ pub fn run(args: &TestArgs) -> Result<i32> {
     cmd.arg("test");
     eprintln!(
         "test: unit tests, kernel integration tests (real programs, this kernel), captures, inspect vs numastat{}",
-        if args.no_lab { "" } else { ", and the QEMU lab (2- and 4-node guests, fixes run as printed, real software: about 10 minutes)" }
+        if args.no_lab {
+            ""
+        } else {
+            ", and the QEMU lab (2- and 4-node guests, fixes run as printed, real software: about 10 minutes)"
+        }
     );
     if args.no_lab {
         cmd.env("NUMATRACE_NO_LAB", "1");

@@ -9,11 +9,7 @@ use aya_ebpf::{
 };
 use numatrace_common::{EventHeader, EventKind, MisplacedMigrationEvent};
 
-use crate::{
-    emit::emit,
-    maps::PageMover,
-    movers, tracking,
-};
+use crate::{emit::emit, maps::PageMover, movers, tracking};
 
 #[inline(always)]
 fn enter() -> u32 {

@@ -2,7 +2,7 @@
 //! balancer's task placement decisions. They carry tgids, so no map lookup is
 //! needed to filter.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use numatrace_common::{EventHeader, EventKind, NumaPlacementEvent, PlacementFields, FIELD_ABSENT};
+use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, NumaPlacementEvent, PlacementFields};
 
 use super::field_u32;
 use crate::{emit::emit, tracking};

@@ -16,7 +16,8 @@ use crate::{config::layout, emit::emit, maps::TRACKED_TIDS, tracking};
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = tracking::traced_current() else { return 0 };
     let _ = TRACKED_TIDS.remove(&tid);
-    let header = |kind: EventKind| EventHeader { kind: kind as u32, cpu: tracking::cpu(), ts_ns: tracking::now_ns(), tgid, tid };
+    let header =
+        |kind: EventKind| EventHeader { kind: kind as u32, cpu: tracking::cpu(), ts_ns: tracking::now_ns(), tgid, tid };
     // Offsets from BTF (absent without it). `se.sum_exec_runtime` is as of
     // the scheduler's last update, at most a tick old.
     let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -30,7 +31,11 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if migrations_at != FIELD_ABSENT as usize
         && let Ok(migrations) = unsafe { bpf_probe_read_kernel(task.wrapping_add(migrations_at).cast::<u64>()) }
     {
-        emit(EventKind::MigrationCount, &MigrationCountEvent { header: header(EventKind::MigrationCount), migrations }, 1);
+        emit(
+            EventKind::MigrationCount,
+            &MigrationCountEvent { header: header(EventKind::MigrationCount), migrations },
+            1,
+        );
     }
     // `group_dead` exists only on newer kernels (not on 6.1).
     let offset = layout!(process_exit_group_dead);

@@ -6,11 +6,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use super::field;
-use crate::{
-    config::layout,
-    maps::PageMover,
-    movers, tracking,
-};
+use crate::{config::layout, maps::PageMover, movers, tracking};
 
 /// Marks the caller as moving pages of `pid`'s process (0 = itself) if that is traced.
 #[inline(always)]

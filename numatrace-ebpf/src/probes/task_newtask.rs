@@ -1,7 +1,7 @@
 //! `task:task_newtask`: a traced task created a thread (followed always) or a
 //! process (followed when `follow_children` is on). Runs in the parent.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use numatrace_common::{EventHeader, EventKind, TaskNewEvent, CLONE_THREAD, COMM_LEN};
+use numatrace_common::{CLONE_THREAD, COMM_LEN, EventHeader, EventKind, TaskNewEvent};
 
 use super::{field, field_u32};
 use crate::{

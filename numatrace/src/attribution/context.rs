@@ -109,7 +109,13 @@ mod tests {
     fn a_mapping_policy_overrides_the_process_policy() {
         let ctx = ProcessContext {
             process_policy: Some((PolicyMode::Bind, vec![0])),
-            policy_ranges: vec![PolicyRange { start: 0x1000, end: 0x2000, mode: PolicyMode::Interleave, nodes: vec![0, 1], what: "heap".into() }],
+            policy_ranges: vec![PolicyRange {
+                start: 0x1000,
+                end: 0x2000,
+                mode: PolicyMode::Interleave,
+                nodes: vec![0, 1],
+                what: "heap".into(),
+            }],
             ..Default::default()
         };
         assert_eq!(ctx.policy_at(0x1800).map(|p| p.0), Some(PolicyMode::Interleave));
@@ -156,10 +162,15 @@ impl ProcessContext {
         if let Some(maps) = &snap.numa_maps {
             let mut mappings: Vec<_> = maps.mappings.iter().collect();
             mappings.sort_by_key(|m| m.start);
-            let policies: Vec<Option<(PolicyMode, Vec<u32>)>> = mappings.iter().map(|m| parse_policy(&m.policy)).collect();
+            let policies: Vec<Option<(PolicyMode, Vec<u32>)>> =
+                mappings.iter().map(|m| parse_policy(&m.policy)).collect();
             // The task policy shows on every mapping without its own: one shared non-default policy is the process's.
-            let non_default: Vec<&(PolicyMode, Vec<u32>)> = policies.iter().flatten().filter(|p| p.0 != PolicyMode::Default).collect();
-            if !mappings.is_empty() && non_default.len() == mappings.len() && non_default.windows(2).all(|w| w[0] == w[1]) {
+            let non_default: Vec<&(PolicyMode, Vec<u32>)> =
+                policies.iter().flatten().filter(|p| p.0 != PolicyMode::Default).collect();
+            if !mappings.is_empty()
+                && non_default.len() == mappings.len()
+                && non_default.windows(2).all(|w| w[0] == w[1])
+            {
                 ctx.process_policy = non_default.first().map(|p| (*p).clone());
             } else {
                 for (i, (m, p)) in mappings.iter().zip(&policies).enumerate() {
@@ -168,7 +179,13 @@ impl ProcessContext {
                     {
                         let end = mappings.get(i + 1).map(|n| n.start).unwrap_or(u64::MAX);
                         let what = m.file.clone().unwrap_or_else(|| format!("{:?}", m.kind).to_lowercase());
-                        ctx.policy_ranges.push(PolicyRange { start: m.start, end, mode: *mode, nodes: nodes.clone(), what });
+                        ctx.policy_ranges.push(PolicyRange {
+                            start: m.start,
+                            end,
+                            mode: *mode,
+                            nodes: nodes.clone(),
+                            what,
+                        });
                     }
                 }
             }

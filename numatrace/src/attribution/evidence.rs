@@ -83,7 +83,9 @@ impl Contribution {
 /// Whether a thread's cross-node move at `ts` was the NUMA balancer's decision.
 fn balancer_move(agg: &Aggregator, tid: u32, ts: u64) -> bool {
     agg.placements.iter().any(|p| {
-        p.tid == tid && matches!(p.kind, EventKind::NumaTaskMove | EventKind::NumaTaskSwap) && p.ts_ns.abs_diff(ts) <= BALANCER_MATCH_NS
+        p.tid == tid
+            && matches!(p.kind, EventKind::NumaTaskMove | EventKind::NumaTaskSwap)
+            && p.ts_ns.abs_diff(ts) <= BALANCER_MATCH_NS
     })
 }
 
@@ -133,7 +135,9 @@ impl Users<'_> {
             all += used;
             off += used * runtime_off(t, node) as f64 / total;
         }
-        if all <= 0.0 || self.agg.threads.values().filter(|t| t.tgid == tgid && t.tid != toucher).all(|t| total_runtime(t) == 0) {
+        if all <= 0.0
+            || self.agg.threads.values().filter(|t| t.tgid == tgid && t.tid != toucher).all(|t| total_runtime(t) == 0)
+        {
             return 1.0;
         }
         off / all
@@ -171,12 +175,19 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
             let weight = if t.page_node != t.cpu_node { users.share_off(key.tgid, t.tid, t.page_node) } else { 0.0 };
             if t.page_node != t.cpu_node && weight > 0.0 {
                 let remote = t.pages as f64 * weight;
-                let users_note = if weight < 0.999 { format!("; its users ran {:.0}% of their time off that node", weight * 100.0) } else { String::new() };
+                let users_note = if weight < 0.999 {
+                    format!("; its users ran {:.0}% of their time off that node", weight * 100.0)
+                } else {
+                    String::new()
+                };
                 let c = match ctx.explains_remote(address, t.cpu_node, t.page_node) {
                     Some(why) => Contribution::new(
                         CauseKind::MemoryPolicy,
                         remote,
-                        format!("{why}: pages first touched on node {} were placed on node {}{users_note}", t.cpu_node, t.page_node),
+                        format!(
+                            "{why}: pages first touched on node {} were placed on node {}{users_note}",
+                            t.cpu_node, t.page_node
+                        ),
                     ),
                     None => Contribution::new(
                         CauseKind::AllocationSpill,
@@ -223,10 +234,18 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
             continue;
         }
         let (kind, how) = (CauseKind::ExplicitMigration, "explicit calls migrated");
-        let extra = if m.on_behalf > 0 { format!(" ({} by another process on its behalf)", m.on_behalf) } else { String::new() };
+        let extra = if m.on_behalf > 0 {
+            format!(" ({} by another process on its behalf)", m.on_behalf)
+        } else {
+            String::new()
+        };
         out.push(
-            Contribution::new(kind, m.succeeded as f64, format!("{how} {} pages (reason {reason}){extra}", m.succeeded))
-                .window(m.first_ns, m.last_ns),
+            Contribution::new(
+                kind,
+                m.succeeded as f64,
+                format!("{how} {} pages (reason {reason}){extra}", m.succeeded),
+            )
+            .window(m.first_ns, m.last_ns),
         );
     }
 
@@ -257,11 +276,16 @@ const SHARED_MIN_FRACTION: f64 = 0.1;
 /// The nodes a region is used from, when it is shared: two or more nodes
 /// each bring a real part of its hinting faults, from two or more threads.
 /// (One thread that moved has uses on two nodes too: that is not sharing.)
-fn shared_by(uses: &crate::aggregate::RegionUses, touches: Option<&crate::aggregate::RegionTouches>) -> Option<BTreeSet<u32>> {
+fn shared_by(
+    uses: &crate::aggregate::RegionUses,
+    touches: Option<&crate::aggregate::RegionTouches>,
+) -> Option<BTreeSet<u32>> {
     // A thread's faults that began while it was still first-touching the
     // region are its placing it (the scanner marked pages under an init
     // thread's memset), not use.
-    let placing = |u: &crate::aggregate::RegionUse| touches.is_some_and(|ts| ts.iter().any(|t| t.tid == u.tid && u.first_ns <= t.last_ns));
+    let placing = |u: &crate::aggregate::RegionUse| {
+        touches.is_some_and(|ts| ts.iter().any(|t| t.tid == u.tid && u.first_ns <= t.last_ns))
+    };
     let uses: Vec<&crate::aggregate::RegionUse> = uses.iter().filter(|u| !placing(u)).collect();
     // Each thread counts for the node it used the region from most: threads
     // that moved together (started beside their creator, then pinned away)
@@ -281,7 +305,8 @@ fn shared_by(uses: &crate::aggregate::RegionUses, touches: Option<&crate::aggreg
     let total: u64 = by_node.values().map(|(f, _)| f).sum();
     let floor = ((total as f64 * SHARED_MIN_FRACTION) as u64).max(2);
     let nodes: BTreeSet<u32> = by_node.iter().filter(|(_, (f, _))| *f >= floor).map(|(n, _)| *n).collect();
-    let tids: BTreeSet<u32> = by_node.iter().filter(|(n, _)| nodes.contains(n)).flat_map(|(_, (_, t))| t.iter().copied()).collect();
+    let tids: BTreeSet<u32> =
+        by_node.iter().filter(|(n, _)| nodes.contains(n)).flat_map(|(_, (_, t))| t.iter().copied()).collect();
     (nodes.len() >= 2 && tids.len() >= 2).then_some(nodes)
 }
 
@@ -347,8 +372,12 @@ impl Mover {
         match self {
             Mover::LoadBalancer => "the scheduler's load balancer moved it".into(),
             Mover::NumaBalancer => "the NUMA balancer moved it".into(),
-            Mover::AffinityChange { by_pid, by_comm } if *by_pid == tid => format!("it changed its own CPU affinity ({by_comm})"),
-            Mover::AffinityChange { by_pid, by_comm } => format!("an affinity change by pid {by_pid} ({by_comm}) moved it"),
+            Mover::AffinityChange { by_pid, by_comm } if *by_pid == tid => {
+                format!("it changed its own CPU affinity ({by_comm})")
+            }
+            Mover::AffinityChange { by_pid, by_comm } => {
+                format!("an affinity change by pid {by_pid} ({by_comm}) moved it")
+            }
         }
     }
 }
@@ -362,8 +391,10 @@ impl Mover {
 fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribution>, BTreeMap<Option<u32>, f64>) {
     // By the node the memory was on (None: not known).
     let mut placed_before_pages: BTreeMap<Option<u32>, f64> = BTreeMap::new();
-    let explicit_moves =
-        agg.page_migrations.iter().any(|(r, m)| matches!(r.as_str(), "syscall_or_cpuset" | "mempolicy_mbind") && m.succeeded > 0);
+    let explicit_moves = agg
+        .page_migrations
+        .iter()
+        .any(|(r, m)| matches!(r.as_str(), "syscall_or_cpuset" | "mempolicy_mbind") && m.succeeded > 0);
     let mut out = Vec::new();
     for (key, uses) in &agg.region_uses {
         let touches = agg.regions.get(key);
@@ -374,10 +405,13 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
             let mem_node = if u.mem_node != u.cpu_node {
                 Some(u.mem_node)
             } else {
-                touches.and_then(|ts| ts.iter().filter(|t| t.page_node != u.cpu_node).max_by_key(|t| t.pages)).map(|t| t.page_node)
+                touches
+                    .and_then(|ts| ts.iter().filter(|t| t.page_node != u.cpu_node).max_by_key(|t| t.pages))
+                    .map(|t| t.page_node)
             };
             let pages = u.remote_pages.min(REGION_PAGES) as f64;
-            let owner = mem_node.and_then(|m| touches.and_then(|ts| ts.iter().filter(|t| t.page_node == m).max_by_key(|t| t.pages)));
+            let owner = mem_node
+                .and_then(|m| touches.and_then(|ts| ts.iter().filter(|t| t.page_node == m).max_by_key(|t| t.pages)));
             let on = |n: Option<u32>| n.map_or_else(|| "another node".to_string(), |n| format!("node {n}"));
             let (kind, evidence) = match (&shared, owner) {
                 (Some(nodes), _) => (
@@ -394,16 +428,28 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
                 (None, Some(o)) if o.page_node != o.cpu_node => continue,
                 (None, Some(o)) if o.tid != u.tid => (
                     CauseKind::FirstTouchByOtherThread,
-                    format!("thread {} running on node {} uses memory thread {} first touched on node {}", u.tid, u.cpu_node, o.tid, o.page_node),
+                    format!(
+                        "thread {} running on node {} uses memory thread {} first touched on node {}",
+                        u.tid, u.cpu_node, o.tid, o.page_node
+                    ),
                 ),
                 (None, Some(o)) => match thread_mover(agg, u.tid, o.first_ns, u.cpu_node) {
                     Some((_, mover)) => (
                         if mover == Mover::NumaBalancer { CauseKind::NumaBalancer } else { CauseKind::ThreadMigrated },
-                        format!("thread {} first touched this memory on node {}, then {} to node {}", u.tid, o.page_node, mover.describe(u.tid), u.cpu_node),
+                        format!(
+                            "thread {} first touched this memory on node {}, then {} to node {}",
+                            u.tid,
+                            o.page_node,
+                            mover.describe(u.tid),
+                            u.cpu_node
+                        ),
                     ),
                     None => (
                         CauseKind::ThreadMigrated,
-                        format!("thread {} first touched this memory on node {} and now runs on node {}", u.tid, o.page_node, u.cpu_node),
+                        format!(
+                            "thread {} first touched this memory on node {} and now runs on node {}",
+                            u.tid, o.page_node, u.cpu_node
+                        ),
                     ),
                 },
                 // First touched elsewhere, on mem_node since: moved there after its first touch.
@@ -411,7 +457,12 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
                     if explicit_moves {
                         (
                             CauseKind::ExplicitMigration,
-                            format!("thread {} on node {} uses memory moved to {} by an explicit migration", u.tid, u.cpu_node, on(mem_node)),
+                            format!(
+                                "thread {} on node {} uses memory moved to {} by an explicit migration",
+                                u.tid,
+                                u.cpu_node,
+                                on(mem_node)
+                            ),
                         )
                     } else {
                         (
@@ -442,7 +493,10 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
                 ),
                 // Where the memory was is unknown (the balancer moved it to the thread
                 // while handling the fault): where the thread was when the capture began.
-                (None, _) => match mem_node.or_else(|| agg.threads.get(&u.tid).and_then(|t| t.first_node)).and_then(|m| moved_away(agg, u.tid, m, u.cpu_node)) {
+                (None, _) => match mem_node
+                    .or_else(|| agg.threads.get(&u.tid).and_then(|t| t.first_node))
+                    .and_then(|m| moved_away(agg, u.tid, m, u.cpu_node))
+                {
                     Some(mover) => (
                         CauseKind::ThreadMigrated,
                         format!(
@@ -455,7 +509,12 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
                     ),
                     None => (
                         CauseKind::PlacedBeforeCapture,
-                        format!("thread {} on node {} uses memory on {} placed before the capture", u.tid, u.cpu_node, on(mem_node)),
+                        format!(
+                            "thread {} on node {} uses memory on {} placed before the capture",
+                            u.tid,
+                            u.cpu_node,
+                            on(mem_node)
+                        ),
                     ),
                 },
             };
@@ -464,7 +523,13 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
                 // the thread was at the start, else the other node holding most.
                 let was_on = mem_node
                     .or_else(|| agg.threads.get(&u.tid).and_then(|t| t.first_node).filter(|n| *n != u.cpu_node))
-                    .or_else(|| ctx.pages_by_node_at_start.iter().filter(|(n, _)| *n != u.cpu_node).max_by_key(|(_, p)| *p).map(|(n, _)| *n));
+                    .or_else(|| {
+                        ctx.pages_by_node_at_start
+                            .iter()
+                            .filter(|(n, _)| *n != u.cpu_node)
+                            .max_by_key(|(_, p)| *p)
+                            .map(|(n, _)| *n)
+                    });
                 *placed_before_pages.entry(was_on).or_default() += pages;
             }
             let mut c = Contribution::new(kind, pages, evidence).window(u.first_ns, u.last_ns);
@@ -495,7 +560,11 @@ fn from_hinting_faults(agg: &Aggregator, ctx: &ProcessContext) -> (Vec<Contribut
 const SHARED_MIN_RUN_SHARE: f64 = 0.2;
 
 /// Remote use estimated from where threads ran (no hinting faults).
-fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouches>, users_of: &Users) -> Vec<Contribution> {
+fn from_run_time(
+    agg: &Aggregator,
+    local: &BTreeMap<(u32, u32, u32), LocalTouches>,
+    users_of: &Users,
+) -> Vec<Contribution> {
     let mut out = Vec::new();
     let mut touched_by_tgid: BTreeMap<u32, u64> = BTreeMap::new();
     for ((tgid, _, _), (pages, ..)) in local {
@@ -510,7 +579,8 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
         let pages_f = *pages as f64;
 
         // The toucher moved to another node after touching.
-        let moved: Vec<_> = toucher.cross_node_moves.iter().filter(|(ts, _, to)| *ts >= *first_ns && *to != node).collect();
+        let moved: Vec<_> =
+            toucher.cross_node_moves.iter().filter(|(ts, _, to)| *ts >= *first_ns && *to != node).collect();
         let final_node = toucher.cross_node_moves.iter().rfind(|(ts, ..)| *ts >= *first_ns).map(|m| m.2);
         // The move after which it stayed away (the last one leaving the node).
         let leaving = moved.iter().rev().find(|(_, from, _)| *from == node).or(moved.first());
@@ -582,8 +652,11 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
                 let after = t.run_ns_after(*last_ns).unwrap_or(total).min(total);
                 if total == 0 { 0.0 } else { after as f64 * on as f64 / total as f64 }
             };
-            let users_on: BTreeSet<u32> =
-                others.iter().filter(|t| use_on(t) >= others_runtime as f64 * SHARED_MIN_RUN_SHARE).map(|t| t.tid).collect();
+            let users_on: BTreeSet<u32> = others
+                .iter()
+                .filter(|t| use_on(t) >= others_runtime as f64 * SHARED_MIN_RUN_SHARE)
+                .map(|t| t.tid)
+                .collect();
             let users_off: BTreeSet<u32> = others
                 .iter()
                 .filter(|t| runtime_off(t, node) as f64 >= others_runtime as f64 * SHARED_MIN_RUN_SHARE)
@@ -632,7 +705,11 @@ fn from_run_time(agg: &Aggregator, local: &BTreeMap<(u32, u32, u32), LocalTouche
 }
 
 /// Memory present at attach time, remote to where the threads then ran.
-fn placed_before(agg: &Aggregator, ctx: &ProcessContext, already_measured: &BTreeMap<Option<u32>, f64>) -> Vec<Contribution> {
+fn placed_before(
+    agg: &Aggregator,
+    ctx: &ProcessContext,
+    already_measured: &BTreeMap<Option<u32>, f64>,
+) -> Vec<Contribution> {
     if ctx.started_by_numatrace || ctx.pages_by_node_at_start.is_empty() {
         return Vec::new();
     }
@@ -719,7 +796,10 @@ fn placed_before(agg: &Aggregator, ctx: &ProcessContext, already_measured: &BTre
         let mut c = Contribution::new(
             CauseKind::PlacedBeforeCapture,
             still_remote * (1.0 - moved_share),
-            format!("{pages} pages were on node {node} before the capture{since}; the threads ran {:.0}% of their time on other nodes", off * 100.0),
+            format!(
+                "{pages} pages were on node {node} before the capture{since}; the threads ran {:.0}% of their time on other nodes",
+                off * 100.0
+            ),
         );
         c.memory_nodes.insert(node);
         c.thread_nodes.extend(thread_nodes);

@@ -62,62 +62,28 @@ pub struct Magnitude {
 }
 
 /// Measures a finished capture's remote memory against the process's.
-pub fn measure(
-    agg: &Aggregator,
-    ctx: &ProcessContext,
-    causes: &[Cause],
-    duration_s: f64,
-) -> Magnitude {
+pub fn measure(agg: &Aggregator, ctx: &ProcessContext, causes: &[Cause], duration_s: f64) -> Magnitude {
     let touched: u64 = agg.threads.values().map(|t| t.first_touch_total()).sum();
-    let resident_before: u64 = if ctx.started_by_numatrace {
-        0
-    } else {
-        ctx.pages_by_node_at_start.iter().map(|(_, p)| p).sum()
-    };
+    let resident_before: u64 =
+        if ctx.started_by_numatrace { 0 } else { ctx.pages_by_node_at_start.iter().map(|(_, p)| p).sum() };
     let memory_pages = touched + resident_before;
-    let remote_pages = causes
-        .iter()
-        .map(|c| c.pages)
-        .sum::<u64>()
-        .min(memory_pages.max(1));
-    let (local, remote) = agg.threads.values().fold((0, 0), |(l, r), t| {
-        (l + t.hinting_faults_local, r + t.hinting_faults_remote)
-    });
+    let remote_pages = causes.iter().map(|c| c.pages).sum::<u64>().min(memory_pages.max(1));
+    let (local, remote) =
+        agg.threads.values().fold((0, 0), |(l, r), t| (l + t.hinting_faults_local, r + t.hinting_faults_remote));
     let hinting_faults = local + remote;
     let remote_access_share = (hinting_faults > 0).then(|| remote as f64 / hinting_faults as f64);
-    let remote_memory_share = if memory_pages > 0 {
-        remote_pages as f64 / memory_pages as f64
-    } else {
-        0.0
-    };
+    let remote_memory_share = if memory_pages > 0 { remote_pages as f64 / memory_pages as f64 } else { 0.0 };
     let of_consequence = remote_pages >= SIGNIFICANT_PAGES
         && (remote_memory_share >= FLOOR || remote_access_share.is_some_and(|s| s >= FLOOR));
     let migrated = |reasons: &[&str]| -> u64 {
-        agg.page_migrations
-            .iter()
-            .filter(|(r, _)| reasons.contains(&r.as_str()))
-            .map(|(_, m)| m.succeeded)
-            .sum()
+        agg.page_migrations.iter().filter(|(r, _)| reasons.contains(&r.as_str())).map(|(_, m)| m.succeeded).sum()
     };
     let cost = Cost {
-        remote_hinting_faults_per_s: if duration_s > 0.0 {
-            remote as f64 / duration_s
-        } else {
-            0.0
-        },
+        remote_hinting_faults_per_s: if duration_s > 0.0 { remote as f64 / duration_s } else { 0.0 },
         balancer_pages_migrated: migrated(&["numa_misplaced"]),
         explicit_pages_migrated: migrated(&["syscall_or_cpuset", "mempolicy_mbind"]),
-        misplaced_migration_ms: agg
-            .threads
-            .values()
-            .map(|t| t.misplaced_migration_ns)
-            .sum::<u64>() as f64
-            / 1e6,
-        balancer_task_moves: agg
-            .threads
-            .values()
-            .map(|t| t.numa_task_moves + t.numa_task_swaps)
-            .sum(),
+        misplaced_migration_ms: agg.threads.values().map(|t| t.misplaced_migration_ns).sum::<u64>() as f64 / 1e6,
+        balancer_task_moves: agg.threads.values().map(|t| t.numa_task_moves + t.numa_task_swaps).sum(),
     };
     Magnitude {
         memory_pages,
@@ -138,11 +104,7 @@ pub fn measure(
 
 fn mib(pages: u64) -> String {
     let mib = pages as f64 * 4096.0 / (1u64 << 20) as f64;
-    if mib < 10.0 {
-        format!("{mib:.1} MiB")
-    } else {
-        format!("{mib:.0} MiB")
-    }
+    if mib < 10.0 { format!("{mib:.1} MiB") } else { format!("{mib:.0} MiB") }
 }
 
 impl Magnitude {
@@ -156,10 +118,7 @@ impl Magnitude {
             mib(self.memory_pages)
         );
         if let Some(a) = self.remote_access_share {
-            s.push_str(&format!(
-                ", and {:.0}% of the accesses the kernel sampled (hinting faults)",
-                a * 100.0
-            ));
+            s.push_str(&format!(", and {:.0}% of the accesses the kernel sampled (hinting faults)", a * 100.0));
         }
         s
     }
@@ -169,28 +128,16 @@ impl Magnitude {
         let c = &self.cost;
         let mut parts = Vec::new();
         if self.remote_hinting_faults > 0 {
-            parts.push(format!(
-                "{:.0} remote hinting faults/s",
-                c.remote_hinting_faults_per_s
-            ));
+            parts.push(format!("{:.0} remote hinting faults/s", c.remote_hinting_faults_per_s));
         }
         if c.balancer_pages_migrated > 0 {
-            parts.push(format!(
-                "{} migrated by the balancer",
-                mib(c.balancer_pages_migrated)
-            ));
+            parts.push(format!("{} migrated by the balancer", mib(c.balancer_pages_migrated)));
         }
         if c.misplaced_migration_ms > 0.0 {
-            parts.push(format!(
-                "{:.0} ms of kernel time migrating",
-                c.misplaced_migration_ms
-            ));
+            parts.push(format!("{:.0} ms of kernel time migrating", c.misplaced_migration_ms));
         }
         if c.explicit_pages_migrated > 0 {
-            parts.push(format!(
-                "{} moved by explicit calls",
-                mib(c.explicit_pages_migrated)
-            ));
+            parts.push(format!("{} moved by explicit calls", mib(c.explicit_pages_migrated)));
         }
         if c.balancer_task_moves > 0 {
             parts.push(format!("{} balancer task moves", c.balancer_task_moves));

@@ -186,7 +186,12 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
     let size = mib(pages);
     match kind {
         CauseKind::FirstTouchByOtherThread => {
-            let placer = c.tids.iter().max_by_key(|t| (agg.threads.get(t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t))).map(|t| thread_name(agg, *t)).unwrap_or_else(|| "one thread".into());
+            let placer = c
+                .tids
+                .iter()
+                .max_by_key(|t| (agg.threads.get(t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t)))
+                .map(|t| thread_name(agg, *t))
+                .unwrap_or_else(|| "one thread".into());
             format!(
                 "{size} of memory sits on {mem} because {placer} touched it first, but the threads that use it run on {run} (the init-thread pattern)."
             )
@@ -200,13 +205,17 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
                     format!("then an affinity change by pid {by_pid} ({by_comm}) moved them to {run}")
                 }
                 Some(evidence::Mover::NumaBalancer) => format!("then the NUMA balancer moved them to {run}"),
-                Some(evidence::Mover::LoadBalancer) => format!("then the scheduler's load balancer moved them to {run}"),
+                Some(evidence::Mover::LoadBalancer) => {
+                    format!("then the scheduler's load balancer moved them to {run}")
+                }
                 None => format!("then moved to {run}"),
             };
             format!("Threads first touched {size} of memory on {mem}, {moved}; their memory stayed behind.")
         }
         CauseKind::AllocationSpill => {
-            format!("{mem} had to take {size} of allocations from threads running on {run}: their own node had no free memory.")
+            format!(
+                "{mem} had to take {size} of allocations from threads running on {run}: their own node had no free memory."
+            )
         }
         CauseKind::MemoryPolicy => {
             format!("The memory policy or cpuset put {size} on {mem} while the threads run on {run}.")
@@ -214,7 +223,9 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
         CauseKind::NumaBalancer => {
             let moves = agg.placements.iter().filter(|p| p.kind != numatrace_common::EventKind::NumaTaskStick).count();
             if pages < 1.0 {
-                format!("The kernel's NUMA balancer moved or swapped {moves} tasks between nodes, without leaving memory remote.")
+                format!(
+                    "The kernel's NUMA balancer moved or swapped {moves} tasks between nodes, without leaving memory remote."
+                )
             } else {
                 format!(
                     "The kernel's NUMA balancer made {size} remote: it moved threads away from their memory ({moves} task moves), or migrated pages toward a thread that then left."
@@ -224,7 +235,9 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
         CauseKind::SharedAcrossNodes => format!(
             "{size} of memory on {mem} is used by threads on {run} at once (shared data): wherever it sits, some of them reach it remotely."
         ),
-        CauseKind::ExplicitMigration => format!("{size} of pages were moved between nodes by explicit migrate_pages/move_pages/mbind calls."),
+        CauseKind::ExplicitMigration => {
+            format!("{size} of pages were moved between nodes by explicit migrate_pages/move_pages/mbind calls.")
+        }
         CauseKind::PlacedBeforeCapture => {
             format!("{size} of memory was already on {mem} before the capture, while the threads run on {run}.")
         }
@@ -238,10 +251,9 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
     let start = &facts.start;
     let started_by_numatrace = start.target.command.is_some();
     let latest = facts.end.process_last.as_ref().or(start.process_before.as_ref());
-    let mut ctx = latest.map(|s| ProcessContext::from_snapshot(s, started_by_numatrace)).unwrap_or_else(|| ProcessContext {
-        started_by_numatrace,
-        ..Default::default()
-    });
+    let mut ctx = latest
+        .map(|s| ProcessContext::from_snapshot(s, started_by_numatrace))
+        .unwrap_or_else(|| ProcessContext { started_by_numatrace, ..Default::default() });
     if let Some(before) = &start.process_before {
         let at_start = ProcessContext::from_snapshot(before, started_by_numatrace);
         ctx.pages_by_node_at_start = at_start.pages_by_node_at_start;

@@ -75,7 +75,11 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
     // The cheapest safe step for a live process, where the cause allows it.
     let cheap_kinds = matches!(
         kind,
-        CauseKind::PlacedBeforeCapture | CauseKind::ThreadMigrated | CauseKind::MemoryPolicy | CauseKind::ExplicitMigration | CauseKind::FirstTouchByOtherThread
+        CauseKind::PlacedBeforeCapture
+            | CauseKind::ThreadMigrated
+            | CauseKind::MemoryPolicy
+            | CauseKind::ExplicitMigration
+            | CauseKind::FirstTouchByOtherThread
     );
     let cheap = if cheap_kinds && !too_big_for_a_node { node_to_move_threads_to(c, env) } else { None };
     if let Some(n) = cheap {
@@ -118,20 +122,31 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             }
             fixes.push(Fix::first_touch_per_thread());
             fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
-            if users_node.is_none() && !too_big_for_a_node && let Some(n) = thread_node {
+            if users_node.is_none()
+                && !too_big_for_a_node
+                && let Some(n) = thread_node
+            {
                 lasting(&mut fixes, n);
                 fixes.push(Fix::bind_to_node(n, &env.workload));
             }
         }
         CauseKind::ThreadMigrated | CauseKind::MemoryPolicy | CauseKind::ExplicitMigration => {
-            let target = if kind == CauseKind::ThreadMigrated { memory_node.or(thread_node) } else { thread_node.or(memory_node) };
+            let target = if kind == CauseKind::ThreadMigrated {
+                memory_node.or(thread_node)
+            } else {
+                thread_node.or(memory_node)
+            };
             if too_big_for_a_node {
                 fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
             } else if let Some(n) = target {
                 lasting(&mut fixes, n);
                 fixes.push(Fix::bind_to_node(n, &env.workload));
                 if !live {
-                    fixes.push(Fix::systemd_unit(&format!("{}.service", program_name(&env.workload)), &n.cpus, &[n.id]));
+                    fixes.push(Fix::systemd_unit(
+                        &format!("{}.service", program_name(&env.workload)),
+                        &n.cpus,
+                        &[n.id],
+                    ));
                     fixes.push(Fix::docker_run(&n.cpus, &[n.id], "<image>"));
                     fixes.push(Fix::kubernetes_single_numa_node());
                 }
@@ -247,7 +262,10 @@ mod tests {
         assert_eq!(kinds, vec![FixKind::MoveThreadsLive, FixKind::BindToNode, FixKind::RepinLive], "{fixes:#?}");
         assert!(!fixes[0].destructive);
         assert_eq!(fixes[0].commands, vec!["taskset -a -p -c 0 300"]);
-        assert_eq!(fixes[1].commands, vec!["numactl --cpunodebind=0 --membind=0 /usr/bin/redis-server <original arguments>"]);
+        assert_eq!(
+            fixes[1].commands,
+            vec!["numactl --cpunodebind=0 --membind=0 /usr/bin/redis-server <original arguments>"]
+        );
         // The threads may only run on node 1 already: the memory move has no re-pin in front.
         let last = &fixes[2];
         assert!(last.destructive);
@@ -282,10 +300,15 @@ mod tests {
         env.workload.systemd_unit = Some("redis-server.service".into());
         let (fixes, _) = fixes_for(CauseKind::PlacedBeforeCapture, &c, &env);
         assert_eq!(fixes[1].kind, FixKind::SystemdUnit, "{fixes:#?}");
-        assert!(fixes[1].commands.iter().any(|c| c.contains("CPUAffinity=0\\nNUMAPolicy=bind\\nNUMAMask=0")), "{:?}", fixes[1].commands);
+        assert!(
+            fixes[1].commands.iter().any(|c| c.contains("CPUAffinity=0\\nNUMAPolicy=bind\\nNUMAMask=0")),
+            "{:?}",
+            fixes[1].commands
+        );
         assert!(fixes[1].commands.contains(&"systemctl restart redis-server.service".to_string()));
         let (c, mut env) = redis(vec![1]);
-        env.workload.container = Some(Container { runtime: ContainerRuntime::Docker, id: "0123456789abcdef".into(), kubernetes: false });
+        env.workload.container =
+            Some(Container { runtime: ContainerRuntime::Docker, id: "0123456789abcdef".into(), kubernetes: false });
         let (fixes, _) = fixes_for(CauseKind::PlacedBeforeCapture, &c, &env);
         assert_eq!(fixes[0].commands[0], "docker update --cpuset-cpus=0 --cpuset-mems=0 0123456789ab", "{fixes:#?}");
         assert!(!fixes[0].destructive);

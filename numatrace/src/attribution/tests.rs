@@ -3,23 +3,22 @@
 use std::collections::BTreeMap;
 
 use numatrace_common::{
-    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, NumaPlacementEvent, PageMigrationEvent, TaskMigrationEvent,
+    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, NumaPlacementEvent, PageMigrationEvent,
+    TaskMigrationEvent,
 };
 
 use super::*;
-use crate::{
-    aggregate::Aggregator,
-    event::Event,
-    kernel::KernelTotals,
-    sysinfo::MachineTopology,
-    topology::Topology,
-};
+use crate::{aggregate::Aggregator, event::Event, kernel::KernelTotals, sysinfo::MachineTopology, topology::Topology};
 
 const S: u64 = 1_000_000_000;
 const START: u64 = 100 * S;
 
 fn agg() -> Aggregator {
-    let reasons = BTreeMap::from([(3, "syscall_or_cpuset".to_string()), (4, "mempolicy_mbind".into()), (5, "numa_misplaced".into())]);
+    let reasons = BTreeMap::from([
+        (3, "syscall_or_cpuset".to_string()),
+        (4, "mempolicy_mbind".into()),
+        (5, "numa_misplaced".into()),
+    ]);
     let mut a = Aggregator::new(Topology::synthetic(&[vec![0, 1], vec![2, 3]]), reasons);
     for tid in [10, 11, 12] {
         a.add_thread(tid, 10, "app", None);
@@ -44,12 +43,26 @@ fn touch(a: &mut Aggregator, tid: u32, region: u64, cpu_node: u16, page_node: u1
 }
 
 fn migrate(a: &mut Aggregator, tid: u32, from: i32, to: i32, ts: u64) {
-    a.ingest(&Event::TaskMigration(TaskMigrationEvent { header: hdr(EventKind::TaskMigration, tid, ts), orig_cpu: from, dest_cpu: to }));
+    a.ingest(&Event::TaskMigration(TaskMigrationEvent {
+        header: hdr(EventKind::TaskMigration, tid, ts),
+        orig_cpu: from,
+        dest_cpu: to,
+    }));
 }
 
 /// A hinting-fault run of `pages` faults of `tid` in `region`.
 #[allow(clippy::too_many_arguments)]
-fn hint(a: &mut Aggregator, tid: u32, region: u64, cpu_node: u16, mem_node: u16, pages: u32, migrated: u32, local: u32, ts: u64) {
+fn hint(
+    a: &mut Aggregator,
+    tid: u32,
+    region: u64,
+    cpu_node: u16,
+    mem_node: u16,
+    pages: u32,
+    migrated: u32,
+    local: u32,
+    ts: u64,
+) {
     a.ingest(&Event::HintingFault(HintingFaultEvent {
         header: hdr(EventKind::HintingFault, tid, ts),
         region,
@@ -145,7 +158,12 @@ fn thread_migrated_off_its_memory() {
     assert_eq!(causes[0].memory_nodes, vec![0]);
     assert_eq!(causes[0].thread_nodes, vec![1]);
     assert!(causes[0].window.start_s >= 0.9 && causes[0].window.end_s >= 2.0, "{:?}", causes[0].window);
-    assert!(causes[0].recommendation.contains("numactl --cpunodebind=0 --membind=0"), "{}\n{:#?}", causes[0].recommendation, causes[0].fixes);
+    assert!(
+        causes[0].recommendation.contains("numactl --cpunodebind=0 --membind=0"),
+        "{}\n{:#?}",
+        causes[0].recommendation,
+        causes[0].fixes
+    );
 }
 
 #[test]
@@ -274,7 +292,10 @@ fn ranks_by_share_and_shares_sum_to_one() {
     }));
     finish(&mut a, &[(11, 0, 1.0)]);
     let causes = run(&a, &command_ctx());
-    assert_eq!(causes.iter().map(|c| c.kind).collect::<Vec<_>>(), vec![CauseKind::AllocationSpill, CauseKind::ExplicitMigration]);
+    assert_eq!(
+        causes.iter().map(|c| c.kind).collect::<Vec<_>>(),
+        vec![CauseKind::AllocationSpill, CauseKind::ExplicitMigration]
+    );
     assert!((causes[0].share - 0.75).abs() < 1e-9);
     assert!((causes.iter().map(|c| c.share).sum::<f64>() - 1.0).abs() < 1e-9);
 }
@@ -381,22 +402,12 @@ fn pages_the_balancer_moved_home_belong_to_why_they_were_away() {
     }
     misplaced(&mut a, 11, 8192, 2 * S);
     finish(&mut a, &[(11, 0, 3.0)]);
-    let ctx = ProcessContext {
-        pages_by_node_at_start: vec![(1, 8192), (0, 100)],
-        ..Default::default()
-    };
+    let ctx = ProcessContext { pages_by_node_at_start: vec![(1, 8192), (0, 100)], ..Default::default() };
     let causes = run(&a, &ctx);
-    assert_eq!(
-        causes[0].kind,
-        CauseKind::PlacedBeforeCapture,
-        "{causes:#?}"
-    );
+    assert_eq!(causes[0].kind, CauseKind::PlacedBeforeCapture, "{causes:#?}");
     assert_eq!(causes[0].pages, 8192);
     assert_eq!(causes[0].repaired_pages, 8192);
-    assert!(
-        causes.iter().all(|c| c.kind != CauseKind::NumaBalancer),
-        "{causes:#?}"
-    );
+    assert!(causes.iter().all(|c| c.kind != CauseKind::NumaBalancer), "{causes:#?}");
 }
 
 #[test]
@@ -415,15 +426,8 @@ fn with_balancing_on_the_init_thread_keeps_the_blame_and_the_balancer_repairs() 
     assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread);
     assert_eq!(causes[0].pages, 16_384);
     assert_eq!(causes[0].repaired_pages, 16_384);
-    assert!(
-        causes[0].evidence[0].contains("a repair of this cause"),
-        "{:#?}",
-        causes[0].evidence
-    );
-    assert!(
-        !causes[0].destructive,
-        "no destructive first step for the init-thread pattern"
-    );
+    assert!(causes[0].evidence[0].contains("a repair of this cause"), "{:#?}", causes[0].evidence);
+    assert!(!causes[0].destructive, "no destructive first step for the init-thread pattern");
     assert_eq!(m.cost.balancer_pages_migrated, 16_384);
 }
 
@@ -442,21 +446,11 @@ fn memory_used_from_two_nodes_is_shared_and_its_ping_pong_a_symptom() {
     let causes = run(&a, &command_ctx());
     assert_eq!(causes[0].kind, CauseKind::SharedAcrossNodes, "{causes:#?}");
     assert!(
-        causes.iter().all(|c| !matches!(
-            c.kind,
-            CauseKind::PlacedBeforeCapture | CauseKind::NumaBalancer
-        )),
+        causes.iter().all(|c| !matches!(c.kind, CauseKind::PlacedBeforeCapture | CauseKind::NumaBalancer)),
         "{causes:#?}"
     );
-    assert!(
-        causes[0].evidence[0].contains("ping-pong"),
-        "{:#?}",
-        causes[0].evidence
-    );
-    assert_eq!(
-        causes[0].fixes[0].kind,
-        crate::fixes::FixKind::InterleaveAll
-    );
+    assert!(causes[0].evidence[0].contains("ping-pong"), "{:#?}", causes[0].evidence);
+    assert_eq!(causes[0].fixes[0].kind, crate::fixes::FixKind::InterleaveAll);
 }
 
 #[test]
@@ -468,11 +462,7 @@ fn shared_without_hinting_faults_from_where_the_users_ran() {
     finish(&mut a, &[(10, 0, 0.1), (11, 0, 3.0), (12, 1, 3.0)]);
     let causes = run(&a, &command_ctx());
     assert_eq!(causes[0].kind, CauseKind::SharedAcrossNodes, "{causes:#?}");
-    assert!(
-        (causes[0].pages as f64 - 4096.0).abs() < 50.0,
-        "half the users' time is remote: {}",
-        causes[0].pages
-    );
+    assert!((causes[0].pages as f64 - 4096.0).abs() < 50.0, "half the users' time is remote: {}", causes[0].pages);
 }
 
 #[test]
@@ -482,19 +472,8 @@ fn a_command_numatrace_started_has_nothing_placed_before_the_capture() {
     hint(&mut a, 11, 5, 1, 0, 512, 0, 0, 2 * S);
     finish(&mut a, &[(11, 1, 3.0)]);
     let causes = run(&a, &command_ctx());
-    assert_eq!(
-        causes[0].kind,
-        CauseKind::FirstTouchByOtherThread,
-        "{causes:#?}"
-    );
-    assert!(
-        causes[0]
-            .evidence
-            .iter()
-            .any(|e| e.contains("another process")),
-        "{:#?}",
-        causes[0].evidence
-    );
+    assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread, "{causes:#?}");
+    assert!(causes[0].evidence.iter().any(|e| e.contains("another process")), "{:#?}", causes[0].evidence);
 }
 
 #[test]
@@ -517,10 +496,7 @@ fn a_thread_moved_by_an_affinity_change_names_the_mover() {
     let causes = run(&a, &ProcessContext::default());
     assert_eq!(causes[0].kind, CauseKind::ThreadMigrated, "{causes:#?}");
     assert!(
-        causes[0]
-            .evidence
-            .iter()
-            .any(|e| e.contains("affinity change by pid 99 (taskset)")),
+        causes[0].evidence.iter().any(|e| e.contains("affinity change by pid 99 (taskset)")),
         "{:#?}",
         causes[0].evidence
     );
@@ -535,16 +511,29 @@ fn an_attached_process_moved_off_its_memory_by_taskset_is_thread_migrated() {
     a.add_thread(11, 10, "redis-server", Some(0));
     let mut comm = [0u8; 16];
     comm[..7].copy_from_slice(b"taskset");
-    a.ingest(&Event::AffinityChange(AffinityChangeEvent { header: hdr(EventKind::AffinityChange, 11, S), by_pid: 99, by_tgid: 99, by_comm: comm }));
+    a.ingest(&Event::AffinityChange(AffinityChangeEvent {
+        header: hdr(EventKind::AffinityChange, 11, S),
+        by_pid: 99,
+        by_tgid: 99,
+        by_comm: comm,
+    }));
     migrate(&mut a, 11, 0, 2, S + 1000);
     finish(&mut a, &[(11, 0, 1.0), (11, 1, 3.0)]);
     let ctx = ProcessContext { pages_by_node_at_start: vec![(0, 10_000)], ..Default::default() };
     let causes = run(&a, &ctx);
     assert_eq!(causes[0].kind, CauseKind::ThreadMigrated, "{causes:#?}");
     assert_eq!(causes[0].pages, 7500, "the threads ran 3 s of 4 off the memory's node");
-    assert!(causes[0].evidence.iter().any(|e| e.contains("affinity change by pid 99 (taskset)")), "{:#?}", causes[0].evidence);
+    assert!(
+        causes[0].evidence.iter().any(|e| e.contains("affinity change by pid 99 (taskset)")),
+        "{:#?}",
+        causes[0].evidence
+    );
     assert!(causes.iter().all(|c| c.kind != CauseKind::PlacedBeforeCapture), "{causes:#?}");
-    assert!(causes[0].summary.contains("an affinity change by pid 99 (taskset) moved them to node 1"), "{}", causes[0].summary);
+    assert!(
+        causes[0].summary.contains("an affinity change by pid 99 (taskset) moved them to node 1"),
+        "{}",
+        causes[0].summary
+    );
 }
 
 #[test]
@@ -557,7 +546,11 @@ fn interleaved_pages_on_the_users_node_are_not_remote() {
         touch(&mut a, 10, r, 0, 1, 256, S / 10 + r * 60_000_000);
     }
     finish(&mut a, &[(10, 0, 1.0), (11, 1, 3.0), (12, 1, 3.0)]);
-    let ctx = ProcessContext { process_policy: Some((context::PolicyMode::Interleave, vec![0, 1])), started_by_numatrace: true, ..Default::default() };
+    let ctx = ProcessContext {
+        process_policy: Some((context::PolicyMode::Interleave, vec![0, 1])),
+        started_by_numatrace: true,
+        ..Default::default()
+    };
     let (causes, m) = measured(&a, &ctx);
     assert!((m.remote_memory_share - 0.5).abs() < 0.05, "half the memory is remote to the workers: {m:?} {causes:#?}");
     assert_eq!(causes[0].kind, CauseKind::FirstTouchByOtherThread, "{causes:#?}");

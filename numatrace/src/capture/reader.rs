@@ -6,7 +6,9 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use super::format::{FLAG_ZSTD, HEADER_LEN, MAGIC, MAJOR, MAX_PAYLOAD, RECORD_HEADER_LEN, RecordHeader, RecordType, get_varint};
+use super::format::{
+    FLAG_ZSTD, HEADER_LEN, MAGIC, MAJOR, MAX_PAYLOAD, RECORD_HEADER_LEN, RecordHeader, RecordType, get_varint,
+};
 use crate::{
     aggregate::Aggregator,
     event::Event,
@@ -82,7 +84,10 @@ fn payload(header: &RecordHeader, stored: &[u8]) -> Result<Vec<u8>, String> {
     if header.flags & FLAG_ZSTD == 0 {
         return Ok(stored.to_vec());
     }
-    let raw_len = stored.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("compressed record too short")?;
+    let raw_len = stored
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("compressed record too short")?;
     if raw_len > MAX_PAYLOAD {
         return Err(format!("compressed record claims {raw_len} bytes"));
     }
@@ -115,7 +120,9 @@ pub fn read_bytes(bytes: &[u8]) -> Result<CaptureFile, CaptureError> {
     let mut unknown_records = 0u64;
     let mut pos = HEADER_LEN;
     while pos < bytes.len() {
-        let Some(head) = bytes.get(pos..pos + RECORD_HEADER_LEN).and_then(|h| <&[u8; RECORD_HEADER_LEN]>::try_from(h).ok()) else {
+        let Some(head) =
+            bytes.get(pos..pos + RECORD_HEADER_LEN).and_then(|h| <&[u8; RECORD_HEADER_LEN]>::try_from(h).ok())
+        else {
             warnings.push(format!("the file ends inside a record header at byte {pos} (capture cut short)"));
             break;
         };
@@ -188,7 +195,9 @@ pub fn read_bytes(bytes: &[u8]) -> Result<CaptureFile, CaptureError> {
     }
     let start = start.ok_or(CaptureError::NoStart(start_problem))?;
     if unknown_records > 0 {
-        warnings.push(format!("{unknown_records} records of types this version does not know were skipped (written by a newer numatrace)"));
+        warnings.push(format!(
+            "{unknown_records} records of types this version does not know were skipped (written by a newer numatrace)"
+        ));
     }
     if undecodable > 0 {
         warnings.push(format!("{undecodable} events did not decode; they count as lost"));
@@ -293,7 +302,12 @@ mod tests {
         let bytes = sample();
         let mut with_unknown = bytes[..HEADER_LEN].to_vec();
         let payload = b"from the future";
-        let header = RecordHeader { kind: RecordType::Unknown(200), flags: 0, len: payload.len() as u32, crc: crc32fast::hash(payload) };
+        let header = RecordHeader {
+            kind: RecordType::Unknown(200),
+            flags: 0,
+            len: payload.len() as u32,
+            crc: crc32fast::hash(payload),
+        };
         with_unknown.extend_from_slice(&header.encode());
         with_unknown.extend_from_slice(payload);
         with_unknown.extend_from_slice(&bytes[HEADER_LEN..]);

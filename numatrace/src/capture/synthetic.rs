@@ -2,8 +2,8 @@
 //! the reader, the exporters and the spike ring on any machine, and the
 //! example timeline in docs/.
 use numatrace_common::{
-    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, NumaPlacementEvent, PageMigrationEvent, TaskMigrationEvent,
-    TaskNewEvent,
+    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, NumaPlacementEvent, PageMigrationEvent,
+    TaskMigrationEvent, TaskNewEvent,
 };
 
 use crate::{
@@ -37,7 +37,11 @@ fn header(kind: EventKind, ts_ns: u64, tgid: u32, tid: u32, cpu: u32) -> EventHe
 
 /// A thread moved from `from` to `to` (CPUs).
 pub fn migration(ts_ns: u64, tgid: u32, tid: u32, from: i32, to: i32) -> Event {
-    Event::TaskMigration(TaskMigrationEvent { header: header(EventKind::TaskMigration, ts_ns, tgid, tid, to as u32), orig_cpu: from, dest_cpu: to })
+    Event::TaskMigration(TaskMigrationEvent {
+        header: header(EventKind::TaskMigration, ts_ns, tgid, tid, to as u32),
+        orig_cpu: from,
+        dest_cpu: to,
+    })
 }
 
 /// A run of `pages` first touched by `tid` running on `cpu_node`, landing on `page_node`.
@@ -70,7 +74,15 @@ pub fn hinting(ts_ns: u64, tgid: u32, tid: u32, region: u64, faults: u32, cpu_no
 }
 
 /// A balancer move (`dst_tid` 0) or swap of `tid` from `src_node` to `dst_node`.
-pub fn placement(kind: EventKind, ts_ns: u64, tgid: u32, tid: u32, dst_tid: u32, src_node: i32, dst_node: i32) -> Event {
+pub fn placement(
+    kind: EventKind,
+    ts_ns: u64,
+    tgid: u32,
+    tid: u32,
+    dst_tid: u32,
+    src_node: i32,
+    dst_node: i32,
+) -> Event {
     Event::NumaPlacement(NumaPlacementEvent {
         header: header(kind, ts_ns, tgid, tid, 0),
         src_tid: tid,
@@ -102,7 +114,12 @@ pub fn thread_new(ts_ns: u64, tgid: u32, tid: u32, parent: u32, comm: &str, cpu:
     for (slot, b) in name.iter_mut().zip(comm.bytes().take(15)) {
         *slot = b;
     }
-    Event::TaskNew(TaskNewEvent { header: header(EventKind::TaskNew, ts_ns, tgid, tid, cpu), parent_tid: parent, is_thread: 1, comm: name })
+    Event::TaskNew(TaskNewEvent {
+        header: header(EventKind::TaskNew, ts_ns, tgid, tid, cpu),
+        parent_tid: parent,
+        is_thread: 1,
+        comm: name,
+    })
 }
 
 /// A 10 s capture of the init-thread pathology on two nodes (CPUs 0-3 and
@@ -144,7 +161,15 @@ pub fn init_thread_capture() -> (StartFacts, Vec<Event>, EndFacts) {
         cpu = to;
     }
     for i in 0..20u64 {
-        ev.push(first_touch(t0 + 3 * S + i * 200_000_000, pid, pid + 3, 3000 + i, 64, if i % 2 == 0 { 1 } else { 0 }, 0));
+        ev.push(first_touch(
+            t0 + 3 * S + i * 200_000_000,
+            pid,
+            pid + 3,
+            3000 + i,
+            64,
+            if i % 2 == 0 { 1 } else { 0 },
+            0,
+        ));
     }
     ev.sort_by_key(|e| e.header().ts_ns);
     let end = super::end_facts(10.0, "duration".into());

@@ -71,7 +71,10 @@ impl<W: Write> CaptureWriter<W> {
             }
         }
         let header = RecordHeader { kind, flags, len: stored.len() as u32, crc: crc32fast::hash(&stored) };
-        self.out.write_all(&header.encode()).and_then(|()| self.out.write_all(&stored)).with_context(|| format!("writing {}", self.name))?;
+        self.out
+            .write_all(&header.encode())
+            .and_then(|()| self.out.write_all(&stored))
+            .with_context(|| format!("writing {}", self.name))?;
         self.bytes += (header.encode().len() + stored.len()) as u64;
         Ok(())
     }
@@ -135,7 +138,12 @@ impl<W: Write> EventSink for CaptureWriter<W> {
 }
 
 /// Writes a whole capture (start facts, events, end facts) to `path` at once.
-pub fn write_path<'a>(path: &Path, start: &StartFacts, events: impl IntoIterator<Item = &'a [u8]>, end: &EndFacts) -> Result<PathBuf> {
+pub fn write_path<'a>(
+    path: &Path,
+    start: &StartFacts,
+    events: impl IntoIterator<Item = &'a [u8]>,
+    end: &EndFacts,
+) -> Result<PathBuf> {
     let mut writer = CaptureWriter::create(path)?;
     writer.start(start)?;
     for raw in events {

@@ -61,7 +61,11 @@ mod tests {
         }
         // The synthetic capture has no kernel run time: lane time is used, and
         // the hopper's 13 stretches add up to its 8.5 s.
-        let hopper: u64 = text.lines().filter(|l| l.contains(";hopper 4245;")).map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum();
+        let hopper: u64 = text
+            .lines()
+            .filter(|l| l.contains(";hopper 4245;"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum();
         assert!((8499..=8501).contains(&hopper), "{text}");
         assert!(text.lines().any(|l| l.contains(";hopper 4245;node 1;")));
         assert!(total > 30_000, "{text}");

@@ -59,7 +59,8 @@ pub fn render(t: &Timeline, report: &Report) -> String {
             th.hinting_faults_remote
         );
     }
-    let _ = writeln!(o, "</table>\n<p style=\"color:#777\">numatrace {}</p></body></html>", escape(&report.tool.version));
+    let _ =
+        writeln!(o, "</table>\n<p style=\"color:#777\">numatrace {}</p></body></html>", escape(&report.tool.version));
     o
 }
 

@@ -14,10 +14,14 @@ fn us(ns: u64) -> f64 {
 /// The trace as JSON text.
 pub fn render(t: &Timeline) -> Result<String> {
     let pid = t.pid;
-    let mut events: Vec<Value> = vec![json!({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": format!("{} ({pid})", t.process)}})];
+    let mut events: Vec<Value> = vec![
+        json!({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": format!("{} ({pid})", t.process)}}),
+    ];
     for (i, lane) in t.lanes.iter().enumerate() {
         events.push(json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": lane.tid, "args": {"name": format!("{} {}", lane.comm, lane.tid)}}));
-        events.push(json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": lane.tid, "args": {"sort_index": i}}));
+        events.push(
+            json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": lane.tid, "args": {"sort_index": i}}),
+        );
         for s in &lane.segments {
             let name = s.node.map_or("node ?".to_string(), |n| format!("node {n}"));
             events.push(json!({
@@ -36,14 +40,17 @@ pub fn render(t: &Timeline) -> Result<String> {
         let args = match &m.kind {
             MarkKind::CrossNodeMigration { from, to } => json!({"from_node": from, "to_node": to}),
             MarkKind::BalancerMove { from, to } => json!({"from_node": from, "to_node": to}),
-            MarkKind::BalancerSwap { from, to, with } => json!({"from_node": from, "to_node": to, "swapped_with": with}),
+            MarkKind::BalancerSwap { from, to, with } => {
+                json!({"from_node": from, "to_node": to, "swapped_with": with})
+            }
             MarkKind::PageMigrationBatch { pages, reason } => json!({"pages": pages, "reason": reason}),
         };
         events.push(json!({"ph": "i", "s": "t", "cat": cat, "name": m.kind.label(), "pid": pid, "tid": m.tid, "ts": us(m.at_ns), "args": args}));
     }
     for rate in &t.rates {
         for (sec, v) in rate.per_second.iter().enumerate() {
-            events.push(json!({"ph": "C", "name": rate.name, "pid": pid, "ts": sec as f64 * 1e6, "args": {"value": v}}));
+            events
+                .push(json!({"ph": "C", "name": rate.name, "pid": pid, "ts": sec as f64 * 1e6, "args": {"value": v}}));
         }
     }
     let trace = json!({
@@ -68,7 +75,8 @@ mod tests {
         let v: Value = serde_json::from_str(&render(&t).unwrap()).unwrap();
         let events = v["traceEvents"].as_array().unwrap();
         let with = |ph: &'static str| events.iter().filter(move |e| e["ph"] == ph);
-        let named: BTreeSet<u64> = with("M").filter(|e| e["name"] == "thread_name").map(|e| e["tid"].as_u64().unwrap()).collect();
+        let named: BTreeSet<u64> =
+            with("M").filter(|e| e["name"] == "thread_name").map(|e| e["tid"].as_u64().unwrap()).collect();
         let sliced: BTreeSet<u64> = with("X").map(|e| e["tid"].as_u64().unwrap()).collect();
         let threads: BTreeSet<u64> = report.threads.iter().map(|t| u64::from(t.tid)).collect();
         assert_eq!(named, threads);
@@ -77,11 +85,17 @@ mod tests {
         assert_eq!(crossings, report.totals.cross_node_migrations);
         assert_eq!(with("i").filter(|e| e["cat"] == "balancer").count(), 2);
         assert_eq!(with("i").filter(|e| e["cat"] == "page_migration").count(), 6);
-        let remote: u64 = with("C").filter(|e| e["name"] == "remote hinting faults/s").map(|e| e["args"]["value"].as_u64().unwrap()).sum();
+        let remote: u64 = with("C")
+            .filter(|e| e["name"] == "remote hinting faults/s")
+            .map(|e| e["args"]["value"].as_u64().unwrap())
+            .sum();
         assert_eq!(remote, report.totals.hinting_faults_remote);
         // Slices of one thread never overlap (Perfetto would nest them).
         for tid in threads {
-            let mut spans: Vec<(f64, f64)> = with("X").filter(|e| e["tid"] == tid).map(|e| (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap())).collect();
+            let mut spans: Vec<(f64, f64)> = with("X")
+                .filter(|e| e["tid"] == tid)
+                .map(|e| (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap()))
+                .collect();
             spans.sort_by(|a, b| a.0.total_cmp(&b.0));
             for w in spans.windows(2) {
                 assert!(w[0].0 + w[0].1 <= w[1].0 + 1e-6, "thread {tid}: {w:?}");

@@ -10,7 +10,8 @@ use super::{
 };
 
 /// Colour of each node id (cycled), chosen to stay apart for colour-blind readers.
-pub const NODE_COLOURS: [&str; 8] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
+pub const NODE_COLOURS: [&str; 8] =
+    ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
 /// Colour of time where the capture does not say where a thread was.
 pub const UNKNOWN_COLOUR: &str = "#d0d0d0";
 /// Most lanes drawn; the rest are counted under the last one.
@@ -65,10 +66,19 @@ pub fn render(t: &Timeline) -> String {
     // Legend: nodes, then marks.
     let mut lx = 12.0;
     for n in &t.nodes {
-        let _ = writeln!(o, r#"<rect x="{lx}" y="56" width="14" height="12" fill="{}"/><text x="{}" y="66">node {n}</text>"#, node_colour(Some(*n)), lx + 18.0);
+        let _ = writeln!(
+            o,
+            r#"<rect x="{lx}" y="56" width="14" height="12" fill="{}"/><text x="{}" y="66">node {n}</text>"#,
+            node_colour(Some(*n)),
+            lx + 18.0
+        );
         lx += 70.0;
     }
-    let _ = writeln!(o, r#"<rect x="{lx}" y="56" width="14" height="12" fill="{UNKNOWN_COLOUR}"/><text x="{}" y="66">not known</text>"#, lx + 18.0);
+    let _ = writeln!(
+        o,
+        r#"<rect x="{lx}" y="56" width="14" height="12" fill="{UNKNOWN_COLOUR}"/><text x="{}" y="66">not known</text>"#,
+        lx + 18.0
+    );
     lx += 100.0;
     let legend = [
         (r##"<path d="M{x},56 l4,6 l-4,6 l-4,-6 z" fill="#111"/>"##, "cross-node migration"),
@@ -76,7 +86,12 @@ pub fn render(t: &Timeline) -> String {
         (r##"<circle cx="{x}" cy="62" r="4" fill="#9467bd"/>"##, "page migration batch"),
     ];
     for (glyph, label) in legend {
-        let _ = writeln!(o, "{}<text x=\"{}\" y=\"66\">{label}</text>", glyph.replace("{x}", &format!("{}", lx + 5.0)), lx + 14.0);
+        let _ = writeln!(
+            o,
+            "{}<text x=\"{}\" y=\"66\">{label}</text>",
+            glyph.replace("{x}", &format!("{}", lx + 5.0)),
+            lx + 14.0
+        );
         lx += 170.0;
     }
     // Time axis.
@@ -131,7 +146,12 @@ pub fn render(t: &Timeline) -> String {
         }
     }
     if t.lanes.len() > lanes.len() {
-        let _ = writeln!(o, r##"<text x="{LEFT}" y="{}" fill="#555">{} more threads not drawn</text>"##, lanes_top + lanes_h + 12.0, t.lanes.len() - lanes.len());
+        let _ = writeln!(
+            o,
+            r##"<text x="{LEFT}" y="{}" fill="#555">{} more threads not drawn</text>"##,
+            lanes_top + lanes_h + 12.0,
+            t.lanes.len() - lanes.len()
+        );
     }
     // Page-migration dots first, so migration and balancer marks stay on top.
     let mut marks: Vec<_> = t.marks.iter().collect();
@@ -155,7 +175,11 @@ pub fn render(t: &Timeline) -> String {
                 y + LANE / 2.0 - 7.0
             ),
             MarkKind::PageMigrationBatch { .. } => {
-                writeln!(o, r##"<circle cx="{mx:.2}" cy="{}" r="4" fill="#9467bd" stroke="white">{title}</circle>"##, y + LANE / 2.0)
+                writeln!(
+                    o,
+                    r##"<circle cx="{mx:.2}" cy="{}" r="4" fill="#9467bd" stroke="white">{title}</circle>"##,
+                    y + LANE / 2.0
+                )
             }
         };
     }
@@ -163,9 +187,26 @@ pub fn render(t: &Timeline) -> String {
     for (k, rate) in t.rates.iter().enumerate() {
         let top = charts_top + k as f64 * (CHART + 22.0);
         let max = rate.per_second.iter().copied().max().unwrap_or(0);
-        let _ = writeln!(o, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LEFT - 8.0, top + CHART / 2.0, escape(rate.name));
-        let _ = writeln!(o, r##"<text x="{}" y="{}" text-anchor="end" fill="#777" font-size="10">max {max}</text>"##, LEFT - 8.0, top + CHART / 2.0 + 14.0);
-        let _ = writeln!(o, r##"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="#888"/>"##, top + CHART, LEFT + plot, top + CHART);
+        let _ = writeln!(
+            o,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            LEFT - 8.0,
+            top + CHART / 2.0,
+            escape(rate.name)
+        );
+        let _ = writeln!(
+            o,
+            r##"<text x="{}" y="{}" text-anchor="end" fill="#777" font-size="10">max {max}</text>"##,
+            LEFT - 8.0,
+            top + CHART / 2.0 + 14.0
+        );
+        let _ = writeln!(
+            o,
+            r##"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="#888"/>"##,
+            top + CHART,
+            LEFT + plot,
+            top + CHART
+        );
         if max == 0 {
             continue;
         }
@@ -188,7 +229,13 @@ pub fn render(t: &Timeline) -> String {
 }
 
 fn format_secs(tick: f64, step: f64) -> String {
-    if step >= 1.0 { format!("{tick:.0}") } else if step >= 0.1 { format!("{tick:.1}") } else { format!("{tick:.3}") }
+    if step >= 1.0 {
+        format!("{tick:.0}")
+    } else if step >= 0.1 {
+        format!("{tick:.1}")
+    } else {
+        format!("{tick:.3}")
+    }
 }
 
 #[cfg(test)]

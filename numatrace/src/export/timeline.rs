@@ -108,7 +108,13 @@ impl Timeline {
         let mut lanes: BTreeMap<u32, Lane> = BTreeMap::new();
         let mut open: BTreeMap<u32, Open> = BTreeMap::new();
         let lane = |lanes: &mut BTreeMap<u32, Lane>, tid: u32, tgid: u32| {
-            lanes.entry(tid).or_insert_with(|| Lane { tid, tgid, comm: String::new(), segments: Vec::new(), cause: None });
+            lanes.entry(tid).or_insert_with(|| Lane {
+                tid,
+                tgid,
+                comm: String::new(),
+                segments: Vec::new(),
+                cause: None,
+            });
         };
         for t in &capture.start.initial_threads {
             lane(&mut lanes, t.tid, t.tgid);
@@ -124,7 +130,12 @@ impl Timeline {
             if let Some(l) = lanes.get_mut(&tid)
                 && at > o.since
             {
-                l.segments.push(Segment { from_ns: o.since, to_ns: at, cpu: o.cpu.filter(|_| cpu_known), node: node(o.cpu) });
+                l.segments.push(Segment {
+                    from_ns: o.since,
+                    to_ns: at,
+                    cpu: o.cpu.filter(|_| cpu_known),
+                    node: node(o.cpu),
+                });
             }
         };
         let mut marks = Vec::new();
@@ -150,13 +161,20 @@ impl Timeline {
                     lane(&mut lanes, h.tid, h.tgid);
                     let from = u32::try_from(e.orig_cpu).ok();
                     let to = u32::try_from(e.dest_cpu).ok();
-                    let before = open.remove(&h.tid).map(|o| Open { cpu: o.cpu.or(from), ..o }).unwrap_or(Open { since: 0, cpu: from });
+                    let before = open
+                        .remove(&h.tid)
+                        .map(|o| Open { cpu: o.cpu.or(from), ..o })
+                        .unwrap_or(Open { since: 0, cpu: from });
                     close(&mut lanes, h.tid, before, at);
                     open.insert(h.tid, Open { since: at, cpu: to });
                     if let (Some(a), Some(b)) = (node(from), node(to))
                         && a != b
                     {
-                        marks.push(Mark { at_ns: at, tid: h.tid, kind: MarkKind::CrossNodeMigration { from: a, to: b } });
+                        marks.push(Mark {
+                            at_ns: at,
+                            tid: h.tid,
+                            kind: MarkKind::CrossNodeMigration { from: a, to: b },
+                        });
                     }
                 }
                 Event::TaskExit(e) => {
@@ -173,7 +191,9 @@ impl Timeline {
                 }
                 Event::NumaPlacement(e) => {
                     let kind = match EventKind::from_id(h.kind) {
-                        Some(EventKind::NumaTaskSwap) => MarkKind::BalancerSwap { from: e.src_node, to: e.dst_node, with: e.dst_tid },
+                        Some(EventKind::NumaTaskSwap) => {
+                            MarkKind::BalancerSwap { from: e.src_node, to: e.dst_node, with: e.dst_tid }
+                        }
                         Some(EventKind::NumaTaskMove) => MarkKind::BalancerMove { from: e.src_node, to: e.dst_node },
                         _ => continue,
                     };
@@ -183,8 +203,17 @@ impl Timeline {
                 }
                 Event::PageMigration(e) => {
                     lane(&mut lanes, h.tid, h.tgid);
-                    let reason = capture.start.reason_names.get(&i64::from(e.reason)).cloned().unwrap_or_else(|| format!("reason_{}", e.reason));
-                    marks.push(Mark { at_ns: at, tid: h.tid, kind: MarkKind::PageMigrationBatch { pages: e.succeeded, reason } });
+                    let reason = capture
+                        .start
+                        .reason_names
+                        .get(&i64::from(e.reason))
+                        .cloned()
+                        .unwrap_or_else(|| format!("reason_{}", e.reason));
+                    marks.push(Mark {
+                        at_ns: at,
+                        tid: h.tid,
+                        kind: MarkKind::PageMigrationBatch { pages: e.succeeded, reason },
+                    });
                 }
                 Event::FirstTouch(e) => {
                     lane(&mut lanes, h.tid, h.tgid);
@@ -200,7 +229,10 @@ impl Timeline {
                         hint_remote[sec] += u64::from(e.faults);
                     }
                 }
-                Event::MisplacedMigration(_) | Event::RunTimeSample(_) | Event::MigrationCount(_) | Event::AffinityChange(_) => {}
+                Event::MisplacedMigration(_)
+                | Event::RunTimeSample(_)
+                | Event::MigrationCount(_)
+                | Event::AffinityChange(_) => {}
             }
         }
         for (tid, o) in std::mem::take(&mut open) {

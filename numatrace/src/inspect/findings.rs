@@ -29,7 +29,14 @@ fn pct(x: f64) -> String {
 }
 
 /// Builds a finding from fixes checked against the process's constraints.
-fn finding(kind: &str, severity: Severity, evidence: String, recommendation: impl Into<String>, fixes: Vec<Fix>, constraints: Option<&Constraints>) -> Finding {
+fn finding(
+    kind: &str,
+    severity: Severity,
+    evidence: String,
+    recommendation: impl Into<String>,
+    fixes: Vec<Fix>,
+    constraints: Option<&Constraints>,
+) -> Finding {
     let mut steps = Vec::new();
     let mut blocked_by = Vec::new();
     for fix in fixes {
@@ -54,7 +61,11 @@ fn finding(kind: &str, severity: Severity, evidence: String, recommendation: imp
 }
 
 /// All findings for the machine and, when given, the process.
-pub fn judge(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, CounterRates>>, process: Option<&ProcessSnapshot>) -> Vec<Finding> {
+pub fn judge(
+    system: &SystemSnapshot,
+    rates: Option<&BTreeMap<u32, CounterRates>>,
+    process: Option<&ProcessSnapshot>,
+) -> Vec<Finding> {
     let topo = &system.topology;
     let mut out = Vec::new();
     machine_findings(system, rates, &mut out);
@@ -85,7 +96,11 @@ fn machine_findings(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, Counte
             out.push(finding(
                 "one_node_machine",
                 Severity::Info,
-                format!("one NUMA node holds all {} CPUs and {}", topo.online_cpus.len(), mib(topo.largest_node_bytes())),
+                format!(
+                    "one NUMA node holds all {} CPUs and {}",
+                    topo.online_cpus.len(),
+                    mib(topo.largest_node_bytes())
+                ),
                 "Every access is local here; NUMA placement cannot make anything slower or faster.",
                 vec![Fix::no_benefit_from_pinning("the machine has one node")],
                 None,
@@ -107,7 +122,11 @@ fn machine_findings(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, Counte
             out.push(finding(
                 "memoryless_node",
                 Severity::Warning,
-                format!("node {} has CPUs {} but no memory: everything they allocate is remote", n.id, cpulist::format(&n.cpus)),
+                format!(
+                    "node {} has CPUs {} but no memory: everything they allocate is remote",
+                    n.id,
+                    cpulist::format(&n.cpus)
+                ),
                 "Keep memory-hungry threads off these CPUs, or fix the DIMM population / firmware.",
                 Vec::new(),
                 None,
@@ -117,7 +136,11 @@ fn machine_findings(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, Counte
             out.push(finding(
                 "cpuless_node",
                 Severity::Info,
-                format!("node {} has {} of memory and no CPU (CXL, HBM or PMEM exposed as a node)", n.id, mib(n.mem_total_bytes)),
+                format!(
+                    "node {} has {} of memory and no CPU (CXL, HBM or PMEM exposed as a node)",
+                    n.id,
+                    mib(n.mem_total_bytes)
+                ),
                 "Its memory is remote to every CPU; bind to it only what tolerates higher latency (memory tiering).",
                 Vec::new(),
                 None,
@@ -141,11 +164,18 @@ fn machine_findings(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, Counte
         for (id, c) in &system.counters {
             let (miss, foreign, over) = match rates.and_then(|r| r.get(id)) {
                 Some(r) => {
-                    let miss = if r.numa_hit + r.numa_miss > 0.0 { r.numa_miss / (r.numa_hit + r.numa_miss) } else { 0.0 };
-                    let foreign = if r.numa_hit + r.numa_foreign > 0.0 { r.numa_foreign / (r.numa_hit + r.numa_foreign) } else { 0.0 };
+                    let miss =
+                        if r.numa_hit + r.numa_miss > 0.0 { r.numa_miss / (r.numa_hit + r.numa_miss) } else { 0.0 };
+                    let foreign = if r.numa_hit + r.numa_foreign > 0.0 {
+                        r.numa_foreign / (r.numa_hit + r.numa_foreign)
+                    } else {
+                        0.0
+                    };
                     (miss, foreign, "over the interval")
                 }
-                None if c.numa_miss.max(c.numa_foreign) >= MIN_MISSED_PAGES => (c.miss_ratio(), c.foreign_ratio(), "since boot"),
+                None if c.numa_miss.max(c.numa_foreign) >= MIN_MISSED_PAGES => {
+                    (c.miss_ratio(), c.foreign_ratio(), "since boot")
+                }
                 None => continue,
             };
             if miss.max(foreign) < HIGH_MISS_RATIO {
@@ -172,7 +202,12 @@ fn process_findings(topo: &MachineTopology, p: &ProcessSnapshot, out: &mut Vec<F
     let total = p.total_bytes();
     let workload = Workload::of_snapshot(p);
     let allowed = p.allowed();
-    let constraints = Constraints { allowed: allowed.clone(), nodes: topo.nodes.clone(), cpuset: p.cpuset.clone(), needed_bytes: total };
+    let constraints = Constraints {
+        allowed: allowed.clone(),
+        nodes: topo.nodes.clone(),
+        cpuset: p.cpuset.clone(),
+        needed_bytes: total,
+    };
     let thread_nodes: Vec<u32> = p.threads_by_node.keys().copied().collect();
     // The node holding most of the memory.
     let top = p.memory_by_node.iter().max_by_key(|(_, c)| c.total).map(|(n, c)| (*n, c.total));
@@ -271,7 +306,13 @@ fn process_findings(topo: &MachineTopology, p: &ProcessSnapshot, out: &mut Vec<F
         out.push(finding(
             "interleave_fits_one_node",
             Severity::Warning,
-            format!("{} of its {} is interleaved across nodes, yet it all fits in node {}'s {} free", mib(interleaved), mib(total), h.id, mib(h.mem_free_bytes)),
+            format!(
+                "{} of its {} is interleaved across nodes, yet it all fits in node {}'s {} free",
+                mib(interleaved),
+                mib(total),
+                h.id,
+                mib(h.mem_free_bytes)
+            ),
             "Interleaving makes most accesses remote; a workload that fits one node runs faster bound to it.",
             vec![Fix::bind_to_node(h, &workload)],
             Some(&constraints),
@@ -285,7 +326,8 @@ mod tests {
 
     use super::*;
     use crate::sysinfo::{
-        CategoryBytes, CgroupVersion, Cpuset, Mapping, NumaMaps, ProcessStatus, Sysctls, ThreadPlacement, Virtualization,
+        CategoryBytes, CgroupVersion, Cpuset, Mapping, NumaMaps, ProcessStatus, Sysctls, ThreadPlacement,
+        Virtualization,
     };
 
     fn system(topo: MachineTopology) -> SystemSnapshot {
@@ -305,7 +347,11 @@ mod tests {
         };
         let maps = NumaMaps { mappings: vec![mapping], skipped_lines: 0 };
         let memory_by_node: BTreeMap<u32, CategoryBytes> = maps.memory_by_node();
-        let threads: Vec<ThreadPlacement> = threads_on.iter().enumerate().map(|(i, &n)| ThreadPlacement { tid: 100 + i as u32, name: "w".into(), cpu: n * 4, node: Some(n) }).collect();
+        let threads: Vec<ThreadPlacement> = threads_on
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| ThreadPlacement { tid: 100 + i as u32, name: "w".into(), cpu: n * 4, node: Some(n) })
+            .collect();
         let mut threads_by_node = BTreeMap::new();
         for t in &threads {
             *threads_by_node.entry(t.node.unwrap_or(0)).or_insert(0) += 1;
@@ -313,7 +359,12 @@ mod tests {
         ProcessSnapshot {
             pid: u32::MAX - 7,
             taken_at_unix_ms: 0,
-            status: Some(ProcessStatus { name: "db".into(), cpus_allowed: (0..8).collect(), mems_allowed: vec![0, 1], rss_bytes: 0 }),
+            status: Some(ProcessStatus {
+                name: "db".into(),
+                cpus_allowed: (0..8).collect(),
+                mems_allowed: vec![0, 1],
+                rss_bytes: 0,
+            }),
             numa_maps: Some(maps),
             memory_by_node,
             threads,
@@ -338,7 +389,9 @@ mod tests {
         let p = process(&[(0, 60_000), (1, 100)], "default", &[0, 0, 1, 1]);
         let f = judge(&sys, None, Some(&p));
         assert_eq!(kinds(&f), vec!["init_thread_pattern"]);
-        assert!(f[0].fixes.iter().any(|x| x.commands.iter().any(|c| c.starts_with("numactl --cpunodebind=0 --membind=0"))));
+        assert!(
+            f[0].fixes.iter().any(|x| x.commands.iter().any(|c| c.starts_with("numactl --cpunodebind=0 --membind=0")))
+        );
         assert!(!f[0].destructive);
         // Threads all on the memory's node: no finding.
         let p = process(&[(0, 60_000)], "default", &[0, 0]);
@@ -373,7 +426,8 @@ mod tests {
         let mut sys = system(two_nodes());
         sys.sysctl.zone_reclaim_mode = Some(1);
         sys.topology.sockets = 4;
-        sys.counters.insert(1, crate::sysinfo::NodeCounters { numa_hit: 100_000, numa_miss: 50_000, ..Default::default() });
+        sys.counters
+            .insert(1, crate::sysinfo::NodeCounters { numa_hit: 100_000, numa_miss: 50_000, ..Default::default() });
         let f = judge(&sys, None, None);
         assert_eq!(kinds(&f), vec!["zone_reclaim_on", "sockets_exceed_nodes", "high_numa_miss"]);
         assert!(f[0].destructive);

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     fixes::Fix,
     sysinfo::{
-        CategoryBytes, CounterRates, Cpuset, MachineTopology, Mapping, MappingKind, NodeCounters, NodeMeminfo, ProcessSnapshot, Sysctls,
-        SystemSnapshot, ThreadPlacement, TransparentHugePages, Unreadable, Virtualization,
+        CategoryBytes, CounterRates, Cpuset, MachineTopology, Mapping, MappingKind, NodeCounters, NodeMeminfo,
+        ProcessSnapshot, Sysctls, SystemSnapshot, ThreadPlacement, TransparentHugePages, Unreadable, Virtualization,
     },
 };
 
@@ -118,9 +118,14 @@ impl Locality {
             return Locality::default();
         }
         let on = |node: u32| snapshot.memory_by_node.get(&node).map(|c| c.total).unwrap_or(0);
-        let remote_share = threads.iter().map(|&n| 1.0 - on(n) as f64 / total as f64).sum::<f64>() / threads.len() as f64;
-        let outside: u64 = snapshot.memory_by_node.iter().filter(|(n, _)| !threads.contains(n)).map(|(_, c)| c.total).sum();
-        Locality { remote_share: Some(remote_share), memory_outside_thread_nodes_share: Some(outside as f64 / total as f64) }
+        let remote_share =
+            threads.iter().map(|&n| 1.0 - on(n) as f64 / total as f64).sum::<f64>() / threads.len() as f64;
+        let outside: u64 =
+            snapshot.memory_by_node.iter().filter(|(n, _)| !threads.contains(n)).map(|(_, c)| c.total).sum();
+        Locality {
+            remote_share: Some(remote_share),
+            memory_outside_thread_nodes_share: Some(outside as f64 / total as f64),
+        }
     }
 }
 
@@ -155,14 +160,20 @@ pub struct Finding {
 
 impl InspectReport {
     /// Assembles the report from snapshots (`earlier`: the start of an `--interval`).
-    pub fn build(system: &SystemSnapshot, earlier: Option<&SystemSnapshot>, process: Option<&ProcessSnapshot>, top_mappings: usize) -> InspectReport {
+    pub fn build(
+        system: &SystemSnapshot,
+        earlier: Option<&SystemSnapshot>,
+        process: Option<&ProcessSnapshot>,
+        top_mappings: usize,
+    ) -> InspectReport {
         let machine = system.topology.clone();
         let topology = TopologyView {
             cpuless_nodes: machine.nodes.iter().filter(|n| n.is_cpuless()).map(|n| n.id).collect(),
             memoryless_nodes: machine.nodes.iter().filter(|n| n.is_memoryless()).map(|n| n.id).collect(),
             machine,
         };
-        let rates = earlier.map(|e| (system.seconds_since(e), system.counter_rates_since(e), system.vmstat_rates_since(e)));
+        let rates =
+            earlier.map(|e| (system.seconds_since(e), system.counter_rates_since(e), system.vmstat_rates_since(e)));
         let process_view = process.map(|p| {
             let mut mappings: Vec<&Mapping> = p.numa_maps.iter().flat_map(|m| m.mappings.iter()).collect();
             mappings.sort_by_key(|m| std::cmp::Reverse(m.resident_bytes()));

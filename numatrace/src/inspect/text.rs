@@ -26,16 +26,42 @@ pub fn render(r: &InspectReport) -> String {
         (true, None) => "virtual machine".into(),
         (false, _) => "bare metal".into(),
     };
-    let _ = writeln!(s, "{} node(s), {} socket(s), {} CPUs, {}{}", t.nodes.len(), t.sockets, t.online_cpus.len(), vm, t.cpu_model.as_ref().map(|m| format!(", {m}")).unwrap_or_default());
+    let _ = writeln!(
+        s,
+        "{} node(s), {} socket(s), {} CPUs, {}{}",
+        t.nodes.len(),
+        t.sockets,
+        t.online_cpus.len(),
+        vm,
+        t.cpu_model.as_ref().map(|m| format!(", {m}")).unwrap_or_default()
+    );
     let _ = writeln!(s, "\nNodes");
-    let _ = writeln!(s, "  {:<5} {:<16} {:>10} {:>10} {:>10}  hugepages (total/free per size)", "node", "cpus", "total", "free", "used");
+    let _ = writeln!(
+        s,
+        "  {:<5} {:<16} {:>10} {:>10} {:>10}  hugepages (total/free per size)",
+        "node", "cpus", "total", "free", "used"
+    );
     for n in &t.nodes {
-        let huge: Vec<String> = n.hugepages.iter().filter(|h| h.total > 0).map(|h| format!("{}kB:{}/{}", h.page_size_bytes / 1024, h.total, h.free)).collect();
+        let huge: Vec<String> = n
+            .hugepages
+            .iter()
+            .filter(|h| h.total > 0)
+            .map(|h| format!("{}kB:{}/{}", h.page_size_bytes / 1024, h.total, h.free))
+            .collect();
         let mut cpus = cpulist::format(&n.cpus);
         if cpus.is_empty() {
             cpus = "(none)".into();
         }
-        let _ = writeln!(s, "  {:<5} {:<16} {:>10} {:>10} {:>10}  {}", n.id, cpus, gib(n.mem_total_bytes), gib(n.mem_free_bytes), gib(n.mem_used_bytes), if huge.is_empty() { "-".into() } else { huge.join(" ") });
+        let _ = writeln!(
+            s,
+            "  {:<5} {:<16} {:>10} {:>10} {:>10}  {}",
+            n.id,
+            cpus,
+            gib(n.mem_total_bytes),
+            gib(n.mem_free_bytes),
+            gib(n.mem_used_bytes),
+            if huge.is_empty() { "-".into() } else { huge.join(" ") }
+        );
     }
     if !r.topology.cpuless_nodes.is_empty() {
         let _ = writeln!(s, "  CPU-less nodes: {}", cpulist::format(&r.topology.cpuless_nodes));
@@ -80,21 +106,49 @@ pub fn render(r: &InspectReport) -> String {
     match (&r.counter_rates, r.interval_seconds) {
         (Some(rates), Some(secs)) => {
             let _ = writeln!(s, "\nAllocation counters per node, pages/s over {secs:.1}s");
-            let _ = writeln!(s, "  {:<5} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12}", "node", "numa_hit", "numa_miss", "numa_foreign", "interleave_hit", "local_node", "other_node");
+            let _ = writeln!(
+                s,
+                "  {:<5} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12}",
+                "node", "numa_hit", "numa_miss", "numa_foreign", "interleave_hit", "local_node", "other_node"
+            );
             for (id, c) in rates {
-                let _ = writeln!(s, "  {:<5} {:>12.1} {:>12.1} {:>12.1} {:>14.1} {:>12.1} {:>12.1}", id, c.numa_hit, c.numa_miss, c.numa_foreign, c.interleave_hit, c.local_node, c.other_node);
+                let _ = writeln!(
+                    s,
+                    "  {:<5} {:>12.1} {:>12.1} {:>12.1} {:>14.1} {:>12.1} {:>12.1}",
+                    id, c.numa_hit, c.numa_miss, c.numa_foreign, c.interleave_hit, c.local_node, c.other_node
+                );
             }
         }
         _ => {
             let _ = writeln!(s, "\nAllocation counters per node, pages since boot (--interval 5s for rates)");
-            let _ = writeln!(s, "  {:<5} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12}", "node", "numa_hit", "numa_miss", "numa_foreign", "interleave_hit", "local_node", "other_node");
+            let _ = writeln!(
+                s,
+                "  {:<5} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12}",
+                "node", "numa_hit", "numa_miss", "numa_foreign", "interleave_hit", "local_node", "other_node"
+            );
             for (id, c) in &r.counters {
-                let _ = writeln!(s, "  {:<5} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12}", id, c.numa_hit, c.numa_miss, c.numa_foreign, c.interleave_hit, c.local_node, c.other_node);
+                let _ = writeln!(
+                    s,
+                    "  {:<5} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12}",
+                    id, c.numa_hit, c.numa_miss, c.numa_foreign, c.interleave_hit, c.local_node, c.other_node
+                );
             }
         }
     }
-    let balancer_keys = ["numa_pte_updates", "numa_huge_pte_updates", "numa_hint_faults", "numa_hint_faults_local", "numa_pages_migrated", "pgmigrate_success", "pgmigrate_fail"];
-    let _ = write!(s, "\nBalancer (/proc/vmstat{})\n ", if r.balancer_rates.is_some() { ", per second" } else { ", since boot" });
+    let balancer_keys = [
+        "numa_pte_updates",
+        "numa_huge_pte_updates",
+        "numa_hint_faults",
+        "numa_hint_faults_local",
+        "numa_pages_migrated",
+        "pgmigrate_success",
+        "pgmigrate_fail",
+    ];
+    let _ = write!(
+        s,
+        "\nBalancer (/proc/vmstat{})\n ",
+        if r.balancer_rates.is_some() { ", per second" } else { ", since boot" }
+    );
     for k in balancer_keys {
         match &r.balancer_rates {
             Some(rates) => {
@@ -134,7 +188,12 @@ pub fn render(r: &InspectReport) -> String {
         }
         let threads: Vec<String> = p.threads_by_node.iter().map(|(n, c)| format!("node {n}: {c}")).collect();
         let _ = writeln!(s, "  Threads now: {} ({})", p.threads.len(), threads.join(", "));
-        let _ = writeln!(s, "  Cpus_allowed {}  Mems_allowed {}", cpulist::format(&p.cpus_allowed), cpulist::format(&p.mems_allowed));
+        let _ = writeln!(
+            s,
+            "  Cpus_allowed {}  Mems_allowed {}",
+            cpulist::format(&p.cpus_allowed),
+            cpulist::format(&p.mems_allowed)
+        );
         if let Some(cs) = &p.cpuset {
             let _ = writeln!(
                 s,
@@ -149,7 +208,12 @@ pub fn render(r: &InspectReport) -> String {
         }
         match (p.locality.remote_share, p.locality.memory_outside_thread_nodes_share) {
             (Some(remote), Some(outside)) => {
-                let _ = writeln!(s, "  Locality: {:.0}% of its memory is remote to the average thread; {:.0}% is on nodes where none of its threads runs", remote * 100.0, outside * 100.0);
+                let _ = writeln!(
+                    s,
+                    "  Locality: {:.0}% of its memory is remote to the average thread; {:.0}% is on nodes where none of its threads runs",
+                    remote * 100.0,
+                    outside * 100.0
+                );
             }
             _ if maps_unreadable.is_some() => {
                 let _ = writeln!(s, "  Locality: unknown (its memory per node is unreadable, above)");
@@ -163,7 +227,16 @@ pub fn render(r: &InspectReport) -> String {
         }
         for m in &p.biggest_mappings {
             let split: Vec<String> = m.bytes_by_node.iter().map(|(n, b)| format!("N{n}={}", mib(*b))).collect();
-            let _ = writeln!(s, "    {:>14} {:>10} MiB  {:<7} {:<18} {}  {}", m.start, mib(m.bytes), format!("{:?}", m.kind).to_lowercase(), m.policy, split.join(" "), m.file.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                s,
+                "    {:>14} {:>10} MiB  {:<7} {:<18} {}  {}",
+                m.start,
+                mib(m.bytes),
+                format!("{:?}", m.kind).to_lowercase(),
+                m.policy,
+                split.join(" "),
+                m.file.as_deref().unwrap_or("")
+            );
         }
         if p.numa_maps_skipped_lines > 0 {
             let _ = writeln!(s, "  ({} numa_maps lines did not parse and were left out)", p.numa_maps_skipped_lines);
@@ -195,7 +268,13 @@ fn render_process_memory(s: &mut String, p: &ProcessView) {
     }
     let _ = writeln!(s, "{:>13}", "Total");
     type Row = (&'static str, fn(&crate::sysinfo::CategoryBytes) -> u64);
-    let rows: [Row; 5] = [("Huge", |c| c.huge), ("Heap", |c| c.heap), ("Stack", |c| c.stack), ("Private", |c| c.private), ("Total", |c| c.total)];
+    let rows: [Row; 5] = [
+        ("Huge", |c| c.huge),
+        ("Heap", |c| c.heap),
+        ("Stack", |c| c.stack),
+        ("Private", |c| c.private),
+        ("Total", |c| c.total),
+    ];
     for (label, get) in rows {
         let _ = write!(s, "  {label:<16}");
         let mut total = 0;
@@ -236,7 +315,8 @@ fn render_finding(s: &mut String, f: &Finding) {
 mod tests {
     use super::*;
     use crate::sysinfo::{
-        MachineTopology, Mapping, MappingKind, NumaMaps, ProcessSnapshot, ProcessStatus, Sysctls, SystemSnapshot, ThreadPlacement, Unreadable,
+        MachineTopology, Mapping, MappingKind, NumaMaps, ProcessSnapshot, ProcessStatus, Sysctls, SystemSnapshot,
+        ThreadPlacement, Unreadable,
     };
 
     fn system() -> SystemSnapshot {
@@ -262,12 +342,20 @@ mod tests {
         let unreadable = if numa_maps_readable {
             Vec::new()
         } else {
-            vec![Unreadable { path: "/proc/4242/numa_maps".into(), reason: "permission denied: run as root, or as the user that owns the process".into() }]
+            vec![Unreadable {
+                path: "/proc/4242/numa_maps".into(),
+                reason: "permission denied: run as root, or as the user that owns the process".into(),
+            }]
         };
         ProcessSnapshot {
             pid: 4242,
             taken_at_unix_ms: 0,
-            status: Some(ProcessStatus { name: "db".into(), cpus_allowed: vec![0, 1, 2, 3], mems_allowed: vec![0, 1], rss_bytes: 8 << 20 }),
+            status: Some(ProcessStatus {
+                name: "db".into(),
+                cpus_allowed: vec![0, 1, 2, 3],
+                mems_allowed: vec![0, 1],
+                rss_bytes: 8 << 20,
+            }),
             memory_by_node: maps.as_ref().map(NumaMaps::memory_by_node).unwrap_or_default(),
             numa_maps: maps,
             threads: vec![ThreadPlacement { tid: 4242, name: "db".into(), cpu: 2, node: Some(1) }],

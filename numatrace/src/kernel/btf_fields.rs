@@ -30,7 +30,9 @@ pub fn read(btf_path: &Path) -> KernelStructs {
     };
     // Mmap, not the cached parse: two lookups do not pay for parsing ~100k
     // types into memory (15 MiB more peak RSS and 0.2 s of CPU).
-    let Ok(btf) = Btf::from_file_with_backend(btf_path, Backend::Mmap) else { return KernelStructs { task: absent, page_size: None } };
+    let Ok(btf) = Btf::from_file_with_backend(btf_path, Backend::Mmap) else {
+        return KernelStructs { task: absent, page_size: None };
+    };
     KernelStructs {
         task: task_fields(&btf).unwrap_or(absent),
         page_size: find_struct(&btf, "page").map(|s| s.size() as u64).filter(|size| *size > 0),
@@ -105,7 +107,9 @@ fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> O
         }
         return match (&ty, rest.is_empty()) {
             (Type::Struct(inner) | Type::Union(inner), false) => walk(btf, inner, rest, size, bits),
-            (Type::Int(int), true) if int.size() == size && member.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8) => {
+            (Type::Int(int), true)
+                if int.size() == size && member.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8) =>
+            {
                 Some(bits)
             }
             _ => None,
@@ -145,7 +149,10 @@ mod tests {
         let f = structs.task;
         assert!(!f.complete());
         assert_eq!(structs.page_size, None);
-        assert_eq!((f.pid, f.tgid, f.cpu, f.sum_exec_runtime), (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT));
+        assert_eq!(
+            (f.pid, f.tgid, f.cpu, f.sum_exec_runtime),
+            (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT)
+        );
         assert_eq!(f.nr_migrations, FIELD_ABSENT);
     }
 }

@@ -13,9 +13,9 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, Counter, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
-    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS,
-    NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, SENT_MAP, TRACKED_TIDS_MAP,
+    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, Counter, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP,
+    HINTING_RUN_MAP, LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP,
+    PendingRun, SENT_MAP, TRACKED_TIDS_MAP,
 };
 
 use serde::{Deserialize, Serialize};
@@ -78,13 +78,21 @@ impl KernelTotals {
     /// losses of a window of the run. `sent` and `received` stay empty: the
     /// records in flight at the window's edges would show as unread.
     pub fn since(&self, earlier: &KernelTotals) -> KernelTotals {
-        let counters = self.counters.iter().enumerate().map(|(i, n)| n.saturating_sub(earlier.counters.get(i).copied().unwrap_or(0))).collect();
+        let counters = self
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(earlier.counters.get(i).copied().unwrap_or(0)))
+            .collect();
         let loss = self
             .loss
             .iter()
             .filter_map(|(kind, now)| {
                 let before = earlier.loss.get(kind).copied().unwrap_or_default();
-                let lost = LostCount { events: now.events.saturating_sub(before.events), units: now.units.saturating_sub(before.units) };
+                let lost = LostCount {
+                    events: now.events.saturating_sub(before.events),
+                    units: now.units.saturating_sub(before.units),
+                };
                 (lost.events > 0).then(|| (kind.clone(), lost))
             })
             .collect();
@@ -120,7 +128,13 @@ impl Probes {
             target_tgid: opts.target_tgid,
             follow_children: u32::from(opts.follow_children),
             pfn_block_shift: topology.pfn_block_shift(),
-            pfn_blocks: topology.memory_blocks.keys().next_back().map(|b| *b as u32 + 1).unwrap_or(0).min(MAX_PFN_BLOCKS),
+            pfn_blocks: topology
+                .memory_blocks
+                .keys()
+                .next_back()
+                .map(|b| *b as u32 + 1)
+                .unwrap_or(0)
+                .min(MAX_PFN_BLOCKS),
             wakeup_threshold_bytes: u64::from(opts.ring_bytes / 4),
             load_generator_syscall: libc::SYS_getppid as u64,
             ship_within_node_migrations: u32::from(opts.all_migrations),
@@ -166,7 +180,10 @@ impl Probes {
             }
         } else {
             if !self.structs.task.complete() {
-                unmet.insert("sched_migrate_task_btf", "task_struct's pid/tgid/cpu are not in the kernel's BTF".to_string());
+                unmet.insert(
+                    "sched_migrate_task_btf",
+                    "task_struct's pid/tgid/cpu are not in the kernel's BTF".to_string(),
+                );
             }
             if let Err(why) = page_map::calibrate(&mut self.ebpf, tracefs, self.structs.page_size) {
                 unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
@@ -215,15 +232,19 @@ impl Probes {
     /// Loss and counters, read after [`Probes::detach`].
     pub fn totals(&self) -> Result<KernelTotals> {
         let mut totals = KernelTotals::default();
-        let loss: PerCpuArray<&MapData, Loss> = PerCpuArray::try_from(self.ebpf.map(LOSS_MAP).context("map LOSS missing")?)?;
+        let loss: PerCpuArray<&MapData, Loss> =
+            PerCpuArray::try_from(self.ebpf.map(LOSS_MAP).context("map LOSS missing")?)?;
         for kind in EventKind::ALL {
             let per_cpu = loss.get(&(kind as u32), 0)?;
-            let sum = per_cpu.iter().fold(Loss::default(), |a, l| Loss { events: a.events + l.events, units: a.units + l.units });
+            let sum = per_cpu
+                .iter()
+                .fold(Loss::default(), |a, l| Loss { events: a.events + l.events, units: a.units + l.units });
             if sum.events > 0 {
                 totals.loss.insert(kind.name().to_string(), LostCount { events: sum.events, units: sum.units });
             }
         }
-        let sent: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.ebpf.map(SENT_MAP).context("map SENT missing")?)?;
+        let sent: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(SENT_MAP).context("map SENT missing")?)?;
         for kind in EventKind::ALL {
             let n: u64 = sent.get(&(kind as u32), 0)?.iter().sum();
             if n > 0 {
@@ -242,7 +263,8 @@ impl Probes {
 /// Writes the cpu -> node table (`cpu_nodes`, at most `MAX_CPUS` long) and
 /// the memory block -> node table.
 fn fill_tables(ebpf: &mut Ebpf, cpu_nodes: &[u32], topology: &Topology) -> Result<()> {
-    let mut cpu_node: Array<&mut MapData, u32> = Array::try_from(ebpf.map_mut(CPU_NODE_MAP).context("map CPU_NODE missing")?)?;
+    let mut cpu_node: Array<&mut MapData, u32> =
+        Array::try_from(ebpf.map_mut(CPU_NODE_MAP).context("map CPU_NODE missing")?)?;
     for (cpu, node) in cpu_nodes.iter().enumerate() {
         cpu_node.set(cpu as u32, node, 0)?;
     }

@@ -215,9 +215,7 @@ fn every_attach() -> impl Iterator<Item = &'static Attach> {
 
 /// The programs attached through raw or BTF-typed tracepoints.
 pub fn cheaper_tracepoint_programs() -> impl Iterator<Item = &'static str> {
-    every_attach()
-        .filter(|a| matches!(a.hook, Hook::RawTracepoint(..) | Hook::BtfTracepoint(..)))
-        .map(|a| a.program)
+    every_attach().filter(|a| matches!(a.hook, Hook::RawTracepoint(..) | Hook::BtfTracepoint(..))).map(|a| a.program)
 }
 
 /// What the attach decisions depend on besides the object.
@@ -251,7 +249,13 @@ pub fn attach(ebpf: &mut Ebpf, env: &AttachEnv, source: &Source) -> SourceStatus
         match failure {
             None => {
                 let fallback_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
-                return SourceStatus { name: source.name.to_string(), attached: true, hooks, reason: None, fallback_reason };
+                return SourceStatus {
+                    name: source.name.to_string(),
+                    attached: true,
+                    hooks,
+                    reason: None,
+                    fallback_reason,
+                };
             }
             Some(reason) => {
                 unload_variant(ebpf, variant);

@@ -192,12 +192,20 @@ impl Report {
                 tid: t.tid,
                 tgid: t.tgid,
                 comm: t.comm.clone(),
-                migrations: if facts.start.within_node_migrations_counted_only { t.counted_migrations() } else { Some(t.migrations) },
+                migrations: if facts.start.within_node_migrations_counted_only {
+                    t.counted_migrations()
+                } else {
+                    Some(t.migrations)
+                },
                 cross_node_migrations: t.cross_node_migrations,
                 first_touch_pages: by_node(&t.first_touch_pages),
                 first_touch_pages_unknown_node: t.first_touch_pages_unknown_node,
                 remote_first_touch_pages: t.remote_first_touch_pages,
-                runtime_ms_by_node: t.runtime_ns_by_node.iter().map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6)).collect(),
+                runtime_ms_by_node: t
+                    .runtime_ns_by_node
+                    .iter()
+                    .map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6))
+                    .collect(),
                 hinting_faults_local: t.hinting_faults_local,
                 hinting_faults_remote: t.hinting_faults_remote,
                 numa_task_moves: t.numa_task_moves,
@@ -221,7 +229,8 @@ impl Report {
             .collect();
         let (causes, magnitude) = crate::attribution::from_facts(agg, facts);
         let headline = crate::attribution::headline(&causes, &magnitude, agg.topology.is_multi_node());
-        const HOST_WIDE: [&str; 5] = ["zone_reclaim_on", "one_node_vm", "sockets_exceed_nodes", "high_numa_miss", "memoryless_node"];
+        const HOST_WIDE: [&str; 5] =
+            ["zone_reclaim_on", "one_node_vm", "sockets_exceed_nodes", "high_numa_miss", "memoryless_node"];
         let host_findings = facts
             .start
             .system_before
@@ -235,7 +244,11 @@ impl Report {
         target.exit_code = facts.end.exit_code;
         Report {
             schema: SCHEMA,
-            tool: Tool { name: "numatrace", version: facts.start.tool_version.clone(), kernel: facts.start.kernel_release.clone() },
+            tool: Tool {
+                name: "numatrace",
+                version: facts.start.tool_version.clone(),
+                kernel: facts.start.kernel_release.clone(),
+            },
             target,
             duration_s: facts.end.duration_s,
             multi_node: agg.topology.is_multi_node(),

@@ -16,7 +16,9 @@ fn pages(n: u64) -> String {
 
 /// The ranked causes with their evidence and fixes.
 fn render_causes(o: &mut String, r: &Report) {
-    let significant = |c: &&crate::attribution::Cause| c.pages >= crate::attribution::SIGNIFICANT_PAGES || (c.pages == 0 && !c.evidence.is_empty());
+    let significant = |c: &&crate::attribution::Cause| {
+        c.pages >= crate::attribution::SIGNIFICANT_PAGES || (c.pages == 0 && !c.evidence.is_empty())
+    };
     let shown: Vec<_> = r.causes.iter().filter(significant).collect();
     if shown.is_empty() {
         return;
@@ -27,7 +29,9 @@ fn render_causes(o: &mut String, r: &Report) {
     }
     let basis = match m.share_basis {
         crate::attribution::magnitude::ShareBasis::RemoteHintingFaults => "shares of remote hinting faults",
-        crate::attribution::magnitude::ShareBasis::RemotePagesByRunTime => "shares of remote pages, weighed by where their users ran",
+        crate::attribution::magnitude::ShareBasis::RemotePagesByRunTime => {
+            "shares of remote pages, weighed by where their users ran"
+        }
     };
     if m.of_consequence {
         let _ = writeln!(o, "\nCauses of remote memory, largest first ({basis})");
@@ -72,7 +76,10 @@ fn render_causes(o: &mut String, r: &Report) {
             let _ = writeln!(o, "     cannot apply as is: {b}");
         }
     }
-    let _ = writeln!(o, "  verify any fix: capture again with -o after.ntrace and compare with `numatrace diff before.ntrace after.ntrace`");
+    let _ = writeln!(
+        o,
+        "  verify any fix: capture again with -o after.ntrace and compare with `numatrace diff before.ntrace after.ntrace`"
+    );
 }
 
 /// How many threads the text report lists.
@@ -153,7 +160,12 @@ fn groups(r: &Report) -> Vec<Group<'_>> {
     let mut by_key: BTreeMap<(String, &'static str), Group<'_>> = BTreeMap::new();
     for t in &r.threads {
         let key = (name_pattern(&t.comm), lifetime(t));
-        let g = by_key.entry(key.clone()).or_insert_with(|| Group { pattern: key.0, lifetime: key.1, migrations: Some(0), ..Default::default() });
+        let g = by_key.entry(key.clone()).or_insert_with(|| Group {
+            pattern: key.0,
+            lifetime: key.1,
+            migrations: Some(0),
+            ..Default::default()
+        });
         g.threads.push(t);
         g.migrations = g.migrations.zip(t.migrations).map(|(a, b)| a + b);
         g.cross_node_migrations += t.cross_node_migrations;
@@ -170,7 +182,13 @@ fn groups(r: &Report) -> Vec<Group<'_>> {
     let mut out: Vec<Group<'_>> = by_key.into_values().collect();
     let touched = |g: &Group<'_>| g.first_touch.values().sum::<u64>();
     let ran = |g: &Group<'_>| g.runtime_ms.values().sum::<f64>();
-    out.sort_by(|a, b| b.remote().cmp(&a.remote()).then(touched(b).cmp(&touched(a))).then(ran(b).total_cmp(&ran(a))).then(a.pattern.cmp(&b.pattern)));
+    out.sort_by(|a, b| {
+        b.remote()
+            .cmp(&a.remote())
+            .then(touched(b).cmp(&touched(a)))
+            .then(ran(b).total_cmp(&ran(a)))
+            .then(a.pattern.cmp(&b.pattern))
+    });
     out
 }
 
@@ -216,7 +234,15 @@ fn render_threads(o: &mut String, r: &Report, shown: ThreadsShown) {
     let _ = writeln!(
         o,
         "  {:>8} {:<16} {:<13} {:>6} {:>6} {:>24} {:>8} {:>16} {:>13}",
-        "threads", "name", "lifetime", "migr", "x-node", "first touch by node", "remote", "ran on node (ms)", "hinting l/r"
+        "threads",
+        "name",
+        "lifetime",
+        "migr",
+        "x-node",
+        "first touch by node",
+        "remote",
+        "ran on node (ms)",
+        "hinting l/r"
     );
     for g in all.iter().take(TOP_THREADS) {
         // A group of one is that thread: its tid and its own name.
@@ -314,7 +340,8 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
             tt.migrations_within_node_counted
         );
     }
-    let by_node = tt.first_touch_pages_by_node.iter().map(|(n, p)| format!("node {n}: {p}")).collect::<Vec<_>>().join(", ");
+    let by_node =
+        tt.first_touch_pages_by_node.iter().map(|(n, p)| format!("node {n}: {p}")).collect::<Vec<_>>().join(", ");
     let _ = writeln!(o, "  first-touch pages       {} [{}]", pages(tt.first_touch_pages), by_node);
     let u = &tt.unknown_nodes;
     if u.page_outside_known_memory + u.cpu_without_node > 0 {
@@ -325,8 +352,13 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         );
     }
     let _ = writeln!(o, "  remote first touches    {}", pages(tt.remote_first_touch_pages));
-    let _ = writeln!(o, "  balancer task moves     {}  swaps {}  sticks {}", tt.numa_task_moves, tt.numa_task_swaps, tt.numa_task_sticks);
-    let _ = writeln!(o, "  hinting faults          {} local, {} remote", tt.hinting_faults_local, tt.hinting_faults_remote);
+    let _ = writeln!(
+        o,
+        "  balancer task moves     {}  swaps {}  sticks {}",
+        tt.numa_task_moves, tt.numa_task_swaps, tt.numa_task_sticks
+    );
+    let _ =
+        writeln!(o, "  hinting faults          {} local, {} remote", tt.hinting_faults_local, tt.hinting_faults_remote);
     if tt.page_migrations.is_empty() {
         let _ = writeln!(o, "  page migrations         none");
     } else {
@@ -342,7 +374,11 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
     }
     let _ = writeln!(o, "  lost events             {}", r.lost_events);
     for (kind, l) in &r.lost {
-        let _ = writeln!(o, "    {kind}: {} events ({} pages/faults) did not fit the ring; raise --ring-size", l.events, l.units);
+        let _ = writeln!(
+            o,
+            "    {kind}: {} events ({} pages/faults) did not fit the ring; raise --ring-size",
+            l.events, l.units
+        );
     }
     for (kind, l) in &r.dropped_by_memory_cap {
         let _ = writeln!(
@@ -352,7 +388,11 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         );
     }
     if r.unread_events > 0 {
-        let _ = writeln!(o, "  unread events           {} sent by the kernel but never read (a numatrace bug: please report it)", r.unread_events);
+        let _ = writeln!(
+            o,
+            "  unread events           {} sent by the kernel but never read (a numatrace bug: please report it)",
+            r.unread_events
+        );
     }
 
     let skipped: Vec<_> = r.sources.iter().filter(|s| !s.attached).collect();
@@ -399,10 +439,15 @@ mod tests {
         let text = render(&r);
         let lines = text.lines().count();
         assert!(lines < 80, "{lines} lines:\n{text}");
-        let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Threads:")).take_while(|l| !l.is_empty()).collect();
+        let table: Vec<&str> =
+            text.lines().skip_while(|l| !l.starts_with("Threads:")).take_while(|l| !l.is_empty()).collect();
         assert!(table[0].starts_with("Threads: 10000 in 3 groups by name and lifetime"), "{}", table[0]);
         // The group with remote memory comes first, with its count and pattern.
-        assert!(table[2].contains("9990 worker-%d") && table[2].contains("born") && table[2].contains("0:300"), "{}", table[2]);
+        assert!(
+            table[2].contains("9990 worker-%d") && table[2].contains("born") && table[2].contains("0:300"),
+            "{}",
+            table[2]
+        );
         assert!(table[3].contains("9 io-%d") && table[3].contains("0:90"), "{}", table[3]);
         assert!(table[4].contains("tid 5000 db") && table[4].contains("whole capture"), "{}", table[4]);
         let all = render_with(&r, ThreadsShown::All);
@@ -420,7 +465,8 @@ mod tests {
             t.comm = format!("own{}x", "y".repeat(k));
         }
         let text = render(&r);
-        let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Threads:")).take_while(|l| !l.is_empty()).collect();
+        let table: Vec<&str> =
+            text.lines().skip_while(|l| !l.starts_with("Threads:")).take_while(|l| !l.is_empty()).collect();
         assert_eq!(table.len(), 2 + TOP_THREADS + 1, "{}", table.join("\n"));
         assert!(table.last().is_some_and(|l| l.starts_with("  and 13 more groups (")), "{}", table.join("\n"));
         assert_eq!(name_pattern("worker-17"), "worker-%d");

@@ -48,9 +48,8 @@ impl Cpuset {
     pub fn read(pid: u32) -> Result<Option<Cpuset>> {
         let process = procfs::process::Process::new(pid as i32).with_context(|| format!("opening /proc/{pid}"))?;
         let groups = process.cgroups().with_context(|| format!("reading /proc/{pid}/cgroup"))?;
-        let mounts = procfs::process::Process::myself()
-            .and_then(|p| p.mountinfo())
-            .context("reading /proc/self/mountinfo")?;
+        let mounts =
+            procfs::process::Process::myself().and_then(|p| p.mountinfo()).context("reading /proc/self/mountinfo")?;
         // v1 first: on a hybrid host the cpuset controller sits in v1 and v2 has none.
         if let Some(group) = groups.0.iter().find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == "cpuset"))
             && let Some(mount) = mounts.iter().find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("cpuset"))
@@ -79,7 +78,9 @@ impl Cpuset {
             CgroupVersion::V2 => ("cpuset.cpus", "cpuset.mems", "cpuset.cpus.effective", "cpuset.mems.effective"),
             CgroupVersion::V1 => ("cpuset.cpus", "cpuset.mems", "cpuset.effective_cpus", "cpuset.effective_mems"),
         };
-        let list = |d: &Path, f: &str| -> Option<Vec<u32>> { fs::read_to_string(d.join(f)).ok().and_then(|t| cpulist::parse(&t).ok()) };
+        let list = |d: &Path, f: &str| -> Option<Vec<u32>> {
+            fs::read_to_string(d.join(f)).ok().and_then(|t| cpulist::parse(&t).ok())
+        };
         // The nearest folder from `dir` up to the mount point where a file is readable (and, for `nonempty`, not empty).
         let nearest = |file: &str, nonempty: bool| -> Option<(PathBuf, Vec<u32>)> {
             let mut d = dir.clone();
@@ -99,8 +100,10 @@ impl Cpuset {
             let rel = d.strip_prefix(mount_point).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
             format!("/{rel}")
         };
-        let effective_cpus = nearest(eff_cpus_file, false).map(|(_, v)| v).or_else(|| list(&dir, cpus_file)).unwrap_or_default();
-        let effective_mems = nearest(eff_mems_file, false).map(|(_, v)| v).or_else(|| list(&dir, mems_file)).unwrap_or_default();
+        let effective_cpus =
+            nearest(eff_cpus_file, false).map(|(_, v)| v).or_else(|| list(&dir, cpus_file)).unwrap_or_default();
+        let effective_mems =
+            nearest(eff_mems_file, false).map(|(_, v)| v).or_else(|| list(&dir, mems_file)).unwrap_or_default();
         let cpus_set = nearest(cpus_file, true);
         let mems_set = nearest(mems_file, true);
         // On v1 the root always lists everything: that is not a restriction.

@@ -113,7 +113,9 @@ pub fn from_cgroup(text: &str) -> (Option<String>, Option<Container>) {
     let kubernetes = parts.iter().any(|p| p.starts_with("kubepods"));
     let mut container = None;
     for (k, p) in parts.iter().enumerate() {
-        let scoped = |prefix: &str| p.strip_prefix(prefix).map(|r| r.trim_end_matches(".scope").to_string()).filter(|id| is_container_id(id));
+        let scoped = |prefix: &str| {
+            p.strip_prefix(prefix).map(|r| r.trim_end_matches(".scope").to_string()).filter(|id| is_container_id(id))
+        };
         let found = if p.contains("-conmon-") {
             None
         } else if let Some(id) = scoped("docker-") {
@@ -161,12 +163,25 @@ mod tests {
     fn a_rewritten_title_is_told_from_a_command() {
         let no_file = |_: &str| false;
         assert!(title_rewritten(&words(&["/usr/bin/redis-server *:6379"]), Some("/usr/bin/redis-server"), no_file));
-        assert!(title_rewritten(&words(&["nginx: master process /usr/sbin/nginx -g daemon on;"]), Some("/usr/sbin/nginx"), no_file));
-        assert!(title_rewritten(&words(&["postgres:", "checkpointer"]), Some("/usr/lib/postgresql/15/bin/postgres"), no_file));
-        assert!(!title_rewritten(&words(&["/usr/bin/redis-server", "/etc/redis/redis.conf"]), Some("/usr/bin/redis-server"), no_file));
+        assert!(title_rewritten(
+            &words(&["nginx: master process /usr/sbin/nginx -g daemon on;"]),
+            Some("/usr/sbin/nginx"),
+            no_file
+        ));
+        assert!(title_rewritten(
+            &words(&["postgres:", "checkpointer"]),
+            Some("/usr/lib/postgresql/15/bin/postgres"),
+            no_file
+        ));
+        assert!(!title_rewritten(
+            &words(&["/usr/bin/redis-server", "/etc/redis/redis.conf"]),
+            Some("/usr/bin/redis-server"),
+            no_file
+        ));
         assert!(!title_rewritten(&words(&["python3", "app.py"]), Some("/usr/bin/python3.11"), no_file));
         // A program really installed under a name with a space is a command.
-        assert!(!title_rewritten(&words(&["/opt/My App/bin/app"]), Some("/opt/My App/bin/app"), |p| p == "/opt/My App/bin/app"));
+        assert!(!title_rewritten(&words(&["/opt/My App/bin/app"]), Some("/opt/My App/bin/app"), |p| p
+            == "/opt/My App/bin/app"));
         // No command line at all (a kernel-visible exe only).
         assert!(title_rewritten(&[], Some("/usr/bin/x"), no_file));
         assert!(!title_rewritten(&[], None, no_file));
@@ -176,20 +191,36 @@ mod tests {
     fn units_and_containers_come_from_the_cgroup_path() {
         assert_eq!(from_cgroup("0::/system.slice/redis-server.service\n"), (Some("redis-server.service".into()), None));
         assert_eq!(from_cgroup("12:cpuset:/\n1:name=systemd:/system.slice/postgresql@15-main.service\n0::/\n").0, None);
-        assert_eq!(from_cgroup("1:name=systemd:/system.slice/postgresql@15-main.service\n").0, Some("postgresql@15-main.service".into()));
+        assert_eq!(
+            from_cgroup("1:name=systemd:/system.slice/postgresql@15-main.service\n").0,
+            Some("postgresql@15-main.service".into())
+        );
         assert_eq!(from_cgroup("0::/user.slice/user-1000.slice/user@1000.service/app.slice/x.service\n"), (None, None));
         assert_eq!(from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n"), (None, None));
         let id = "4f1c0a6e1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d";
         let (unit, c) = from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n"));
         assert_eq!(unit, None);
         let c = c.unwrap();
-        assert_eq!((c.runtime, c.id.as_str(), c.kubernetes, c.short_id()), (ContainerRuntime::Docker, id, false, "4f1c0a6e1a2b"));
+        assert_eq!(
+            (c.runtime, c.id.as_str(), c.kubernetes, c.short_id()),
+            (ContainerRuntime::Docker, id, false, "4f1c0a6e1a2b")
+        );
         assert_eq!(from_cgroup(&format!("11:cpuset:/docker/{id}\n")).1.unwrap().runtime, ContainerRuntime::Docker);
-        assert_eq!(from_cgroup(&format!("0::/machine.slice/libpod-{id}.scope/container\n")).1.unwrap().runtime, ContainerRuntime::Podman);
+        assert_eq!(
+            from_cgroup(&format!("0::/machine.slice/libpod-{id}.scope/container\n")).1.unwrap().runtime,
+            ContainerRuntime::Podman
+        );
         assert_eq!(from_cgroup(&format!("0::/machine.slice/libpod-conmon-{id}.scope\n")).1, None);
-        let k8s = from_cgroup(&format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope\n")).1.unwrap();
+        let k8s = from_cgroup(&format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope\n"
+        ))
+        .1
+        .unwrap();
         assert!(k8s.kubernetes && k8s.runtime == ContainerRuntime::Containerd);
-        assert_eq!(from_cgroup(&format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{id}.scope\n")).1.unwrap().runtime, ContainerRuntime::CriO);
+        assert_eq!(
+            from_cgroup(&format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{id}.scope\n")).1.unwrap().runtime,
+            ContainerRuntime::CriO
+        );
         assert!(from_cgroup(&format!("7:cpuset:/kubepods/burstable/pod0a-1b/{id}\n")).1.unwrap().kubernetes);
         assert_eq!(from_cgroup(""), (None, None));
         assert_eq!(from_cgroup("garbage"), (None, None));

@@ -133,7 +133,10 @@ impl SystemSnapshot {
         });
         let sysctl = Sysctls::read();
         if sysctl.zone_reclaim_mode.is_none() {
-            unreadable.push(Unreadable { path: "/proc/sys/vm/zone_reclaim_mode".into(), reason: "missing (kernel without CONFIG_NUMA?)".into() });
+            unreadable.push(Unreadable {
+                path: "/proc/sys/vm/zone_reclaim_mode".into(),
+                reason: "missing (kernel without CONFIG_NUMA?)".into(),
+            });
         }
         Ok(SystemSnapshot {
             taken_at_unix_ms,
@@ -239,7 +242,9 @@ impl ProcessSnapshot {
         }
         let taken_at_unix_ms = now_unix_ms();
         let mut unreadable = Vec::new();
-        let status = ProcessStatus::read(pid).map_err(|e| unreadable.push(Unreadable::new(format!("/proc/{pid}/status"), &e))).ok();
+        let status = ProcessStatus::read(pid)
+            .map_err(|e| unreadable.push(Unreadable::new(format!("/proc/{pid}/status"), &e)))
+            .ok();
         let path = format!("/proc/{pid}/numa_maps");
         let numa_maps = match fs::read_to_string(&path).with_context(|| format!("reading {path}")) {
             Ok(text) => Some(numa_maps::parse(&text, page_sizes())),
@@ -263,7 +268,18 @@ impl ProcessSnapshot {
             .ok()
             .flatten();
         let identity = Some(ProcessIdentity::read(pid));
-        Ok(ProcessSnapshot { pid, taken_at_unix_ms, status, numa_maps, memory_by_node, threads, threads_by_node, cpuset, identity, unreadable })
+        Ok(ProcessSnapshot {
+            pid,
+            taken_at_unix_ms,
+            status,
+            numa_maps,
+            memory_by_node,
+            threads,
+            threads_by_node,
+            cpuset,
+            identity,
+            unreadable,
+        })
     }
 
     /// Resident bytes on all nodes (numastat -p's grand total).
@@ -277,10 +293,19 @@ impl ProcessSnapshot {
             Some(b) if !b.is_empty() => a.into_iter().filter(|x| b.contains(x)).collect(),
             _ => a,
         };
-        let (cpus, mems) = self.status.as_ref().map(|s| (s.cpus_allowed.clone(), s.mems_allowed.clone())).unwrap_or_default();
+        let (cpus, mems) =
+            self.status.as_ref().map(|s| (s.cpus_allowed.clone(), s.mems_allowed.clone())).unwrap_or_default();
         let cs = self.cpuset.as_ref();
-        let cpus = if cpus.is_empty() { cs.map(|c| c.effective_cpus.clone()).unwrap_or_default() } else { intersect(cpus, cs.map(|c| &c.effective_cpus)) };
-        let mems = if mems.is_empty() { cs.map(|c| c.effective_mems.clone()).unwrap_or_default() } else { intersect(mems, cs.map(|c| &c.effective_mems)) };
+        let cpus = if cpus.is_empty() {
+            cs.map(|c| c.effective_cpus.clone()).unwrap_or_default()
+        } else {
+            intersect(cpus, cs.map(|c| &c.effective_cpus))
+        };
+        let mems = if mems.is_empty() {
+            cs.map(|c| c.effective_mems.clone()).unwrap_or_default()
+        } else {
+            intersect(mems, cs.map(|c| &c.effective_mems))
+        };
         Allowed { cpus, mems }
     }
 

@@ -86,8 +86,20 @@ mod tests {
 
     #[test]
     fn parses_the_kernel_format() {
-        let (c, skipped) = NodeCounters::parse("numa_hit 10\nnuma_miss 5\nnuma_foreign 1\ninterleave_hit 2\nlocal_node 9\nother_node 6\nbad\n");
-        assert_eq!(c, NodeCounters { numa_hit: 10, numa_miss: 5, numa_foreign: 1, interleave_hit: 2, local_node: 9, other_node: 6 });
+        let (c, skipped) = NodeCounters::parse(
+            "numa_hit 10\nnuma_miss 5\nnuma_foreign 1\ninterleave_hit 2\nlocal_node 9\nother_node 6\nbad\n",
+        );
+        assert_eq!(
+            c,
+            NodeCounters {
+                numa_hit: 10,
+                numa_miss: 5,
+                numa_foreign: 1,
+                interleave_hit: 2,
+                local_node: 9,
+                other_node: 6
+            }
+        );
         assert_eq!(skipped, 1);
         assert!((c.miss_ratio() - 5.0 / 15.0).abs() < 1e-9);
         let later = NodeCounters { numa_hit: 20, ..c };

@@ -14,11 +14,42 @@ pub struct NodeMeminfo(pub BTreeMap<String, u64>);
 
 /// numastat -m's row order; fields it does not know come after, by name.
 pub const NUMASTAT_ORDER: [&str; 36] = [
-    "MemTotal", "MemFree", "MemUsed", "HighTotal", "HighFree", "LowTotal", "LowFree", "Active", "Inactive",
-    "Active(anon)", "Inactive(anon)", "Active(file)", "Inactive(file)", "Unevictable", "Mlocked", "Dirty",
-    "Writeback", "FilePages", "Mapped", "AnonPages", "Shmem", "KernelStack", "PageTables", "NFS_Unstable",
-    "Bounce", "WritebackTmp", "Slab", "SReclaimable", "SUnreclaim", "AnonHugePages", "ShmemHugePages",
-    "ShmemPmdMapped", "HugePages_Total", "HugePages_Free", "HugePages_Surp", "KReclaimable",
+    "MemTotal",
+    "MemFree",
+    "MemUsed",
+    "HighTotal",
+    "HighFree",
+    "LowTotal",
+    "LowFree",
+    "Active",
+    "Inactive",
+    "Active(anon)",
+    "Inactive(anon)",
+    "Active(file)",
+    "Inactive(file)",
+    "Unevictable",
+    "Mlocked",
+    "Dirty",
+    "Writeback",
+    "FilePages",
+    "Mapped",
+    "AnonPages",
+    "Shmem",
+    "KernelStack",
+    "PageTables",
+    "NFS_Unstable",
+    "Bounce",
+    "WritebackTmp",
+    "Slab",
+    "SReclaimable",
+    "SUnreclaim",
+    "AnonHugePages",
+    "ShmemHugePages",
+    "ShmemPmdMapped",
+    "HugePages_Total",
+    "HugePages_Free",
+    "HugePages_Surp",
+    "KReclaimable",
 ];
 
 impl NodeMeminfo {
@@ -73,7 +104,8 @@ mod tests {
 
     #[test]
     fn parses_kb_and_hugepage_counts() {
-        let text = "Node 0 MemTotal:        6645972 kB\nNode 0 MemFree:  1 kB\nNode 0 HugePages_Total:     3\nNode 0 bogus\n";
+        let text =
+            "Node 0 MemTotal:        6645972 kB\nNode 0 MemFree:  1 kB\nNode 0 HugePages_Total:     3\nNode 0 bogus\n";
         let (m, skipped) = NodeMeminfo::parse(text, 2 << 20);
         assert_eq!(m.get("MemTotal"), Some(6645972 * 1024));
         assert_eq!(m.get("HugePages_Total"), Some(3 * (2 << 20)));

@@ -82,8 +82,15 @@ impl MachineTopology {
             .filter_map(|c| fs::read_to_string(system.join(format!("cpu/cpu{c}/topology/physical_package_id"))).ok())
             .map(|t| t.trim().to_string())
             .collect();
-        let cpu_model = <procfs::CpuInfo as procfs::Current>::current().ok().and_then(|c| c.model_name(0).map(str::to_string));
-        Ok(MachineTopology { nodes, distances: topo.distances, sockets: packages.len().max(1) as u32, online_cpus, cpu_model })
+        let cpu_model =
+            <procfs::CpuInfo as procfs::Current>::current().ok().and_then(|c| c.model_name(0).map(str::to_string));
+        Ok(MachineTopology {
+            nodes,
+            distances: topo.distances,
+            sockets: packages.len().max(1) as u32,
+            online_cpus,
+            cpu_model,
+        })
     }
 
     pub fn node(&self, id: u32) -> Option<&NodeInfo> {
@@ -136,14 +143,20 @@ impl MachineTopology {
 
 fn read_hugepages(dir: &Path) -> Vec<HugePages> {
     let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    let read = |p: &Path, f: &str| fs::read_to_string(p.join(f)).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+    let read =
+        |p: &Path, f: &str| fs::read_to_string(p.join(f)).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
     let mut out: Vec<HugePages> = entries
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
             let p = e.path();
-            Some(HugePages { page_size_bytes: kb * 1024, total: read(&p, "nr_hugepages"), free: read(&p, "free_hugepages"), surplus: read(&p, "surplus_hugepages") })
+            Some(HugePages {
+                page_size_bytes: kb * 1024,
+                total: read(&p, "nr_hugepages"),
+                free: read(&p, "free_hugepages"),
+                surplus: read(&p, "surplus_hugepages"),
+            })
         })
         .collect();
     out.sort_by_key(|h| h.page_size_bytes);

@@ -40,7 +40,9 @@ impl TransparentHugePages {
         TransparentHugePages {
             enabled: selected("enabled"),
             defrag: selected("defrag"),
-            khugepaged_defrag: fs::read_to_string(dir.join("khugepaged/defrag")).ok().and_then(|t| t.trim().parse().ok()),
+            khugepaged_defrag: fs::read_to_string(dir.join("khugepaged/defrag"))
+                .ok()
+                .and_then(|t| t.trim().parse().ok()),
         }
     }
 }

@@ -26,10 +26,11 @@ impl Virtualization {
             .and_then(|c| c.flags(0).map(|f| f.contains(&"hypervisor")))
             .unwrap_or(false);
         let read = |p: &str| fs::read_to_string(p).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-        let dmi: Vec<String> = ["/sys/class/dmi/id/sys_vendor", "/sys/class/dmi/id/product_name", "/sys/class/dmi/id/bios_vendor"]
-            .iter()
-            .filter_map(|p| read(p))
-            .collect();
+        let dmi: Vec<String> =
+            ["/sys/class/dmi/id/sys_vendor", "/sys/class/dmi/id/product_name", "/sys/class/dmi/id/bios_vendor"]
+                .iter()
+                .filter_map(|p| read(p))
+                .collect();
         let dmi = (!dmi.is_empty()).then(|| dmi.join(" / "));
         let xen = read("/sys/hypervisor/type");
         Virtualization::judge(flag, dmi, xen)

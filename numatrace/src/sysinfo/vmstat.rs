@@ -8,9 +8,7 @@ use anyhow::{Context, Result};
 /// and the system-wide hit/miss sums), `pgmigrate_*`, `thp_migration_*`,
 /// `pgpromote_*`/`pgdemote_*` (memory tiering).
 pub fn is_numa_counter(name: &str) -> bool {
-    ["numa_", "pgmigrate_", "thp_migration_", "pgpromote_", "pgdemote_", "compact_"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    ["numa_", "pgmigrate_", "thp_migration_", "pgpromote_", "pgdemote_", "compact_"].iter().any(|p| name.starts_with(p))
 }
 
 /// Reads the NUMA-related /proc/vmstat counters.

@@ -34,7 +34,8 @@ pub struct StatsSampler {
 
 impl StatsSampler {
     pub fn start() -> Result<StatsSampler> {
-        let stats_on = aya::sys::enable_stats(Stats::RunTime).context("turning on BPF run-time stats (BPF_ENABLE_STATS)")?;
+        let stats_on =
+            aya::sys::enable_stats(Stats::RunTime).context("turning on BPF run-time stats (BPF_ENABLE_STATS)")?;
         let before = loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect();
         Ok(StatsSampler { _stats_on: stats_on, before, latest: BTreeMap::new() })
     }

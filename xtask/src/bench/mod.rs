@@ -107,7 +107,14 @@ impl Plan {
         let hop_threads = args.hop_threads.unwrap_or(8);
         let hops = args.hops.unwrap_or(if quick { 5_000 } else { 20_000 });
         let rounds = args.rounds.unwrap_or(if quick { 3 } else { 7 });
-        for (name, v) in [("--pages", pages), ("--threads", threads.into()), ("--workload-rounds", workload_rounds.into()), ("--hop-threads", hop_threads.into()), ("--hops", hops), ("--rounds", rounds.into())] {
+        for (name, v) in [
+            ("--pages", pages),
+            ("--threads", threads.into()),
+            ("--workload-rounds", workload_rounds.into()),
+            ("--hop-threads", hop_threads.into()),
+            ("--hops", hops),
+            ("--rounds", rounds.into()),
+        ] {
             if v == 0 {
                 bail!("{name} must be at least 1");
             }
@@ -119,18 +126,44 @@ impl Plan {
         let flood_seconds = if quick { "3" } else { "10" };
         let flood = |label: &str, rate: u64, threads: u32, ring_size: Option<u32>| LoadRun {
             label: label.to_string(),
-            args: s(&["flood", "--events-per-second", &rate.to_string(), "--seconds", flood_seconds, "--threads", &threads.to_string()]),
+            args: s(&[
+                "flood",
+                "--events-per-second",
+                &rate.to_string(),
+                "--seconds",
+                flood_seconds,
+                "--threads",
+                &threads.to_string(),
+            ]),
             ring_size,
             load_generator: true,
         };
         Ok(Plan {
             rounds,
-            fault_args: s(&["touch", "--pages", &pages.to_string(), "--threads", &threads.to_string(), "--rounds", &workload_rounds.to_string()]),
+            fault_args: s(&[
+                "touch",
+                "--pages",
+                &pages.to_string(),
+                "--threads",
+                &threads.to_string(),
+                "--rounds",
+                &workload_rounds.to_string(),
+            ]),
             migration_args: vec![xtask, "bench".into(), "--hop-workload".into(), format!("{hop_threads},{hops}")],
             load: vec![
                 LoadRun {
                     label: "real page faults, one event each (8 MiB ring)".into(),
-                    args: s(&["touch", "--pages", "100000", "--threads", "2", "--stride", "513", "--rounds", load_rounds]),
+                    args: s(&[
+                        "touch",
+                        "--pages",
+                        "100000",
+                        "--threads",
+                        "2",
+                        "--stride",
+                        "513",
+                        "--rounds",
+                        load_rounds,
+                    ]),
                     ring_size: None,
                     load_generator: false,
                 },
@@ -144,7 +177,11 @@ impl Plan {
             ],
             footprint: vec![
                 ("startup".into(), "1 page (start-up cost)".into(), s(&["touch", "--pages", "1"])),
-                ("1gib".into(), "1 GiB touched (2 threads x 512 MiB)".into(), s(&["touch", "--pages", "131072", "--threads", "2"])),
+                (
+                    "1gib".into(),
+                    "1 GiB touched (2 threads x 512 MiB)".into(),
+                    s(&["touch", "--pages", "131072", "--threads", "2"]),
+                ),
                 (
                     "16gib_sparse".into(),
                     "16 GiB address span, every 16th page touched (1 GiB resident, the 8192 regions of 16 GiB)".into(),
@@ -257,7 +294,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if want(Part::Load) {
         for run in &plan.load {
             eprintln!("bench: sustained load, {}: {}", run.label, run.args.join(" "));
-            let opts = NumatraceOptions { ring_size: run.ring_size, load_generator: run.load_generator, ..Default::default() };
+            let opts =
+                NumatraceOptions { ring_size: run.ring_size, load_generator: run.load_generator, ..Default::default() };
             results.load.push(single(&tools, "load", &run.label, &run.args, &opts)?);
         }
     }
@@ -290,8 +328,9 @@ fn compare(tools: &Tools, args: &[String], rounds: u32) -> Result<Comparison> {
             record(&mut cmp, variant, &r);
         }
         for variant in [Variant::Numatrace, Variant::NumatraceAllMigrations, Variant::Bpftrace] {
-            let r = variants::run(tools, variant, args, &NumatraceOptions { sample_programs: true, ..Default::default() })
-                .with_context(|| format!("round {}, {} with BPF stats", round + 1, variant.label()))?;
+            let r =
+                variants::run(tools, variant, args, &NumatraceOptions { sample_programs: true, ..Default::default() })
+                    .with_context(|| format!("round {}, {} with BPF stats", round + 1, variant.label()))?;
             if variant == Variant::Numatrace {
                 note_numatrace(&mut cmp, &r);
             }
@@ -351,7 +390,8 @@ fn single(tools: &Tools, name: &str, label: &str, args: &[String], opts: &Numatr
     let usage = r.tracer.unwrap_or_default();
     // What the kernel produced (written or lost) and what numatrace read, over all kinds.
     let ring = report.get("ring_events").and_then(Value::as_object);
-    let sum = |field: &str| ring.map_or(0, |m| m.values().filter_map(|a| a.get(field).and_then(Value::as_u64)).sum::<u64>());
+    let sum =
+        |field: &str| ring.map_or(0, |m| m.values().filter_map(|a| a.get(field).and_then(Value::as_u64)).sum::<u64>());
     Ok(Single {
         name: name.to_string(),
         label: label.to_string(),
@@ -379,8 +419,11 @@ fn aggregator_alone(root: &Path) -> Result<Vec<Value>> {
         bail!("the aggregator bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> =
-        text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("bench").is_some()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("bench").is_some())
+        .collect();
     if lines.is_empty() {
         bail!("the aggregator bench printed no JSON result");
     }
@@ -400,7 +443,12 @@ fn workspace_root() -> PathBuf {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The migration-heavy workload: THREADS threads each move themselves to

@@ -89,7 +89,8 @@ fn program_rows(out: &mut String, title: &str, cmp: &Comparison) {
     progs.sort_by_key(|(name, _)| std::cmp::Reverse(cmp.program_runs.get(*name).copied().unwrap_or(0)));
     for (name, ns) in progs {
         let runs = cmp.program_runs.get(name).copied().unwrap_or(0);
-        let _ = writeln!(out, "| {title} | {name} | {runs} | {} |", median(ns).map_or("-".into(), |n| format!("{n:.0}")));
+        let _ =
+            writeln!(out, "| {title} | {name} | {runs} | {} |", median(ns).map_or("-".into(), |n| format!("{n:.0}")));
     }
 }
 
@@ -145,8 +146,16 @@ fn counter(v: &Value, key: &str) -> u64 {
 /// Every table, with the command that produced them.
 pub fn markdown(r: &Results, plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Produced by `{}` on kernel {}, {} CPUs (load average before {}, after {}).", r.command, r.kernel, r.cpus, r.load_before, r.load_after);
-    let _ = writeln!(out, "Medians of {} rounds; the variants alternate within each round. Slowdowns are per round against that round's untraced run.\n", plan.rounds);
+    let _ = writeln!(
+        out,
+        "Produced by `{}` on kernel {}, {} CPUs (load average before {}, after {}).",
+        r.command, r.kernel, r.cpus, r.load_before, r.load_after
+    );
+    let _ = writeln!(
+        out,
+        "Medians of {} rounds; the variants alternate within each round. Slowdowns are per round against that round's untraced run.\n",
+        plan.rounds
+    );
     if r.faults.is_some() || r.migrations.is_some() {
         let _ = writeln!(out, "#### Workload time (the workload's own clock) and slowdown\n");
         comparison_header(&mut out);
@@ -173,7 +182,10 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
         if let Some(c) = &r.migrations {
             tracer_rows(&mut out, "migration-heavy", c);
         }
-        let _ = writeln!(out, "\n#### numatrace's kernel programs: run time per run (kernel accounting, `BPF_ENABLE_STATS`; separate untimed runs, median over rounds)\n");
+        let _ = writeln!(
+            out,
+            "\n#### numatrace's kernel programs: run time per run (kernel accounting, `BPF_ENABLE_STATS`; separate untimed runs, median over rounds)\n"
+        );
         let _ = writeln!(out, "| workload | program | runs (all rounds) | ns per run |");
         let _ = writeln!(out, "|---|---|---|---|");
         if let Some(c) = &r.faults {
@@ -200,7 +212,10 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
         }
     }
     if !r.aggregator.is_empty() {
-        let _ = writeln!(out, "\n#### The aggregator alone (1 M pre-encoded records: 16 threads x 8192 regions, one core)\n");
+        let _ = writeln!(
+            out,
+            "\n#### The aggregator alone (1 M pre-encoded records: 16 threads x 8192 regions, one core)\n"
+        );
         let _ = writeln!(out, "| path | events | seconds | events/s | ns per event | core per 1 M events/s |");
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for a in &r.aggregator {
@@ -212,13 +227,21 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
             let secs = a.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
             if events > 0.0 && secs > 0.0 {
                 let ns = secs * 1e9 / events;
-                let _ = writeln!(out, "| {path} | {events:.0} | {secs:.3} | {:.1} M | {ns:.0} | {:.3} |", events / secs / 1e6, ns * 1e6 / 1e9);
+                let _ = writeln!(
+                    out,
+                    "| {path} | {events:.0} | {secs:.3} | {:.1} M | {ns:.0} | {:.3} |",
+                    events / secs / 1e6,
+                    ns * 1e6 / 1e9
+                );
             }
         }
     }
     if !r.load.is_empty() {
         let _ = writeln!(out, "\n#### Sustained load: the kernel's event count against what numatrace read\n");
-        let _ = writeln!(out, "| load | workload s | events produced (kernel) | events/s | read by numatrace | lost (counted) | unread | numatrace CPU | core per 1 M events/s | peak RSS |");
+        let _ = writeln!(
+            out,
+            "| load | workload s | events produced (kernel) | events/s | read by numatrace | lost (counted) | unread | numatrace CPU | core per 1 M events/s | peak RSS |"
+        );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for s in &r.load {
             load_row(&mut out, s);
@@ -237,7 +260,10 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
     }
     if !r.footprint.is_empty() {
         let _ = writeln!(out, "\n#### numatrace's own CPU time and peak memory by process size\n");
-        let _ = writeln!(out, "| target | workload | workload s | first-touch pages | numatrace CPU | numatrace peak RSS | lost |");
+        let _ = writeln!(
+            out,
+            "| target | workload | workload s | first-touch pages | numatrace CPU | numatrace peak RSS | lost |"
+        );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         for s in &r.footprint {
             let _ = writeln!(

@@ -102,7 +102,6 @@ pub struct Tools {
     pub scratch: PathBuf,
 }
 
-
 /// Options of one numatrace run beyond the defaults.
 #[derive(Clone, Debug, Default)]
 pub struct NumatraceOptions {
@@ -162,14 +161,19 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
         let _ = fs::remove_file(tools.scratch.join("perf.data"));
     }
     let workload_line = workload_line(&out.stdout).with_context(|| {
-        format!("{} printed no workload line (exit {}); its stderr ends: {}", variant.label(), out.exit, tail(&out.stderr))
+        format!(
+            "{} printed no workload line (exit {}); its stderr ends: {}",
+            variant.label(),
+            out.exit,
+            tail(&out.stderr)
+        )
     })?;
-    let seconds = workload_line
-        .get("seconds")
-        .and_then(Value::as_f64)
-        .context("the workload line has no `seconds`")?;
+    let seconds = workload_line.get("seconds").and_then(Value::as_f64).context("the workload line has no `seconds`")?;
     let report = if variant.is_numatrace() {
-        Some(numatrace_report(&out.stdout).with_context(|| format!("numatrace printed no JSON report; stderr: {}", tail(&out.stderr)))?)
+        Some(
+            numatrace_report(&out.stdout)
+                .with_context(|| format!("numatrace printed no JSON report; stderr: {}", tail(&out.stderr)))?,
+        )
     } else {
         None
     };
@@ -210,7 +214,13 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Runs a program with output to files, sampling its peak memory while it
 /// runs, and reads its own CPU time once it has exited but before it is
 /// reaped (a reaped process's rusage would include the workload it waited for).
-fn run_measured(program: &str, args: &[String], scratch: &Path, measure: bool, mut sampler: Option<StatsSampler>) -> Result<Output> {
+fn run_measured(
+    program: &str,
+    args: &[String],
+    scratch: &Path,
+    measure: bool,
+    mut sampler: Option<StatsSampler>,
+) -> Result<Output> {
     let out_path = scratch.join("stdout");
     let err_path = scratch.join("stderr");
     let stdout = fs::File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
@@ -264,7 +274,9 @@ fn exited_unreaped(pid: i32) -> Result<bool> {
     // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer; the pid is our own child.
-    let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG) };
+    let rc = unsafe {
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG)
+    };
     if rc != 0 {
         bail!("waitid on {pid}: {}", std::io::Error::last_os_error());
     }

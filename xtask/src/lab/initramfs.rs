@@ -103,7 +103,20 @@ pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], extra: &[
             add_program(&mut tree, &lib, &mut seen)?;
         }
     }
-    for d in ["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/sbin", "/usr/sbin", "/var/tmp", "/var/run", "/var/lib"] {
+    for d in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/run",
+        "/root",
+        "/etc",
+        "/sbin",
+        "/usr/sbin",
+        "/var/tmp",
+        "/var/run",
+        "/var/lib",
+    ] {
         tree.add_dir(d);
     }
     for (guest, text) in ETC_FILES {
@@ -173,7 +186,10 @@ fn looks_like_script(arg: &str) -> bool {
 /// punctuation (`a;b`, `$(pidof x)`, `"$p"`, `x>/dev/null` give their names).
 fn script_words(script: &str) -> Vec<String> {
     script
-        .split(|c: char| c.is_whitespace() || matches!(c, ';' | '|' | '&' | '$' | '`' | '(' | ')' | '<' | '>' | '\'' | '"' | '{' | '}' | '!'))
+        .split(|c: char| {
+            c.is_whitespace()
+                || matches!(c, ';' | '|' | '&' | '$' | '`' | '(' | ')' | '<' | '>' | '\'' | '"' | '{' | '}' | '!')
+        })
         .filter(|w| !w.is_empty())
         .map(str::to_string)
         .collect()
@@ -203,7 +219,14 @@ fn busybox_applets() -> BTreeSet<String> {
     Command::new(BUSYBOX)
         .arg("--list")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -347,7 +370,16 @@ fn write_newc(path: &Path, tree: &Tree) -> Result<()> {
         write!(
             out,
             "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{name_z:08x}{:08x}",
-            0, 0, 1, 0, data.len(), 0, 0, 0, 0, 0
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            0
         )?;
         out.write_all(name.as_bytes())?;
         out.write_all(&[0])?;
@@ -382,7 +414,10 @@ mod tests {
     #[test]
     fn lists_libraries_and_loader_from_ldd() {
         let text = "\tlinux-vdso.so.1 (0x00007f55613f7000)\n\tlibnuma.so.1 => /lib/x86_64-linux-gnu/libnuma.so.1 (0x1)\n\t/lib64/ld-linux-x86-64.so.2 (0x2)\n";
-        assert_eq!(parse_ldd(text), vec![PathBuf::from("/lib/x86_64-linux-gnu/libnuma.so.1"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]);
+        assert_eq!(
+            parse_ldd(text),
+            vec![PathBuf::from("/lib/x86_64-linux-gnu/libnuma.so.1"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]
+        );
         assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
     }
 

@@ -17,7 +17,10 @@ pub const METAPACKAGE: &str = "linux-image-cloud-amd64";
 
 /// The kernel package the metapackage depends on now (e.g. `linux-image-6.1.0-56-cloud-amd64`).
 pub fn resolve_package() -> Result<String> {
-    let out = Command::new("apt-cache").args(["depends", METAPACKAGE]).output().context("running apt-cache (is this Debian?)")?;
+    let out = Command::new("apt-cache")
+        .args(["depends", METAPACKAGE])
+        .output()
+        .context("running apt-cache (is this Debian?)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_depends(&text).with_context(|| {
         format!(

@@ -40,7 +40,10 @@ impl Topology {
             bail!("--cpus-per-node must be between 1 and 8, not {}", self.cpus_per_node);
         }
         if self.mem_per_node_mib < 128 {
-            bail!("--mem-per-node must be at least 128M (the kernel and the initramfs live in it), not {}M", self.mem_per_node_mib);
+            bail!(
+                "--mem-per-node must be at least 128M (the kernel and the initramfs live in it), not {}M",
+                self.mem_per_node_mib
+            );
         }
         if self.mem_per_node_mib * u64::from(self.nodes) > 16 * 1024 {
             bail!("the guest would need {} MiB; keep it under 16 GiB", self.mem_per_node_mib * u64::from(self.nodes));
@@ -114,7 +117,9 @@ pub struct LabRun {
 
 /// `cargo xtask lab` arguments.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  cargo xtask lab --nodes 2 -- numatrace --json -- numatrace workload touch\n  cargo xtask lab --nodes 2 -- sh -c 'redis-server --daemonize yes; sleep 1; redis-cli ping'\n  cargo xtask lab --nodes 2 -- numactl --cpunodebind=1 --membind=0 numatrace workload place\n  cargo xtask lab --nodes 4 --cpus-per-node 1 -- numactl --hardware")]
+#[command(
+    after_help = "Examples:\n  cargo xtask lab --nodes 2 -- numatrace --json -- numatrace workload touch\n  cargo xtask lab --nodes 2 -- sh -c 'redis-server --daemonize yes; sleep 1; redis-cli ping'\n  cargo xtask lab --nodes 2 -- numactl --cpunodebind=1 --membind=0 numatrace workload place\n  cargo xtask lab --nodes 4 --cpus-per-node 1 -- numactl --hardware"
+)]
 pub struct LabArgs {
     /// NUMA nodes of the guest.
     #[arg(long, default_value_t = 2)]
@@ -157,7 +162,8 @@ pub fn parse_mib(text: &str) -> Result<u64, String> {
 
 /// Runs `cargo xtask lab`; returns the command's exit status.
 pub fn run(args: &LabArgs) -> Result<i32> {
-    let topology = Topology { nodes: args.nodes, cpus_per_node: args.cpus_per_node, mem_per_node_mib: args.mem_per_node };
+    let topology =
+        Topology { nodes: args.nodes, cpus_per_node: args.cpus_per_node, mem_per_node_mib: args.mem_per_node };
     let opts = LabOptions {
         topology,
         timeout: Duration::from_secs(args.timeout),
@@ -165,7 +171,11 @@ pub fn run(args: &LabArgs) -> Result<i32> {
         stream_stdout: true,
         numatrace: GuestNumatrace::StaticRelease,
     };
-    let run = run_commands_with(&opts, &[GuestCommand { argv: args.command.clone(), balancing: args.numa_balancing }], &args.with)?;
+    let run = run_commands_with(
+        &opts,
+        &[GuestCommand { argv: args.command.clone(), balancing: args.numa_balancing }],
+        &args.with,
+    )?;
     let result = run.results.first().context("the guest reported no command result")?;
     eprintln!(
         "lab: {} nodes, boot {:.1} s, total {:.1} s, exit status {} (console log: {})",
@@ -222,8 +232,10 @@ pub struct LabDirs {
 
 impl LabDirs {
     fn new() -> Result<LabDirs> {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let workspace =
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
         let lab = target.join("lab");
         // One directory per guest, also when one process runs several guests at once.
         static GUESTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -239,7 +251,12 @@ impl LabDirs {
 fn prune_old_runs(lab: &Path) {
     let Ok(entries) = std::fs::read_dir(lab) else { return };
     for entry in entries.filter_map(|e| e.ok()) {
-        let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > Duration::from_secs(86_400));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(86_400));
         if old && entry.file_name().to_string_lossy().starts_with("run-") {
             let _ = std::fs::remove_dir_all(entry.path());
         }

@@ -75,7 +75,14 @@ struct Console {
 }
 
 /// Boots the guest and waits for it to power off (or kills it at the timeout).
-pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &LabOptions, commands: usize) -> Result<LabRun> {
+pub fn boot(
+    qemu: &Path,
+    kernel: &Path,
+    image: &Path,
+    dirs: &LabDirs,
+    opts: &LabOptions,
+    commands: usize,
+) -> Result<LabRun> {
     let stdout_path = dirs.run.join("stdout");
     let console_log = dirs.run.join("console.log");
     fs::write(&stdout_path, b"").with_context(|| format!("creating {}", stdout_path.display()))?;
@@ -150,7 +157,11 @@ pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &Lab
     let Some(status) = status else {
         print_tail(&console.tail);
         if console.soft_lockup {
-            bail!("{SOFT_LOCKUP} and did not finish within {} s (console log: {})", opts.timeout.as_secs(), console_log.display());
+            bail!(
+                "{SOFT_LOCKUP} and did not finish within {} s (console log: {})",
+                opts.timeout.as_secs(),
+                console_log.display()
+            );
         }
         bail!(
             "the guest did not finish within {} s and was killed (console log: {})",
@@ -183,7 +194,12 @@ pub fn boot(qemu: &Path, kernel: &Path, image: &Path, dirs: &LabDirs, opts: &Lab
     }
     let raw = fs::read(&stdout_path).with_context(|| format!("reading {}", stdout_path.display()))?;
     let outputs = if opts.stream_stdout { vec![raw] } else { split_outputs(&raw, commands)? };
-    let results = console.exits.iter().zip(outputs).map(|(&(_, exit_code), stdout)| CommandResult { stdout, exit_code }).collect();
+    let results = console
+        .exits
+        .iter()
+        .zip(outputs)
+        .map(|(&(_, exit_code), stdout)| CommandResult { stdout, exit_code })
+        .collect();
     // The run directory only matters when something failed; keep the last good console log.
     let kept = dirs.lab.join("last-console.log");
     let console_log = if fs::copy(&console_log, &kept).is_ok() { kept } else { console_log };
@@ -285,7 +301,8 @@ fn split_outputs(raw: &[u8], commands: usize) -> Result<Vec<Vec<u8>>> {
     let mut rest = raw;
     for i in 0..commands {
         let marker = format!("{MARK_STDOUT_END}{i}\n");
-        let at = find(rest, marker.as_bytes()).with_context(|| format!("the end marker of command {i} is missing from the guest's stdout"))?;
+        let at = find(rest, marker.as_bytes())
+            .with_context(|| format!("the end marker of command {i} is missing from the guest's stdout"))?;
         out.push(rest[..at].to_vec());
         rest = &rest[at + marker.len()..];
     }
