@@ -276,6 +276,9 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
         started_by_numatrace,
         is_jvm: ctx.is_jvm,
         resident_bytes: latest.map(|s| s.total_bytes()).unwrap_or(0),
+        resident_by_node: latest
+            .map(|s| s.memory_by_node.iter().map(|(n, c)| (*n, c.total)).collect())
+            .unwrap_or_default(),
     };
     let causes = attribute(agg, &ctx, &env, start.start_ns);
     let magnitude = magnitude::measure(agg, &ctx, &causes, facts.end.duration_s);

@@ -1,5 +1,7 @@
 //! The fix for each cause, as exact commands from the shared vocabulary
 //! (`crate::fixes`), checked against what the process is allowed.
+use std::collections::BTreeMap;
+
 use super::{evidence::Contribution, kinds::CauseKind};
 use crate::{
     fixes::{Constraints, Fix, MIN_ROOM_BYTES, Workload},
@@ -17,6 +19,8 @@ pub struct FixEnv {
     pub is_jvm: bool,
     /// Resident memory of the process, bytes.
     pub resident_bytes: u64,
+    /// Its memory by node, bytes, as its last snapshot saw it (empty: not read).
+    pub resident_by_node: BTreeMap<u32, u64>,
     pub constraints: Constraints,
 }
 
@@ -40,9 +44,21 @@ fn node_to_move_threads_to<'a>(c: &Contribution, env: &'a FixEnv) -> Option<&'a 
         return None;
     }
     let n = c.memory_nodes.iter().next().and_then(|id| env.node(*id))?;
+    // Most of it has moved since (the balancer repairs toward the threads):
+    // moving the threads back would make that remote.
+    if node_holding_most(env).is_some_and(|m| m != n.id) {
+        return None;
+    }
     let room = (env.resident_bytes / 4).max(MIN_ROOM_BYTES);
     let already_there = c.thread_nodes.len() == 1 && c.thread_nodes.contains(&n.id);
     (!n.cpus.is_empty() && n.mem_free_bytes >= room && !already_there).then_some(n)
+}
+
+/// The node that holds more than half of the process's memory now (its last
+/// snapshot), if one does.
+fn node_holding_most(env: &FixEnv) -> Option<u32> {
+    let total: u64 = env.resident_by_node.values().sum();
+    env.resident_by_node.iter().find(|(_, bytes)| **bytes > total / 2).map(|(n, _)| *n)
 }
 
 /// The node with CPUs that had room for all `needed` bytes when the capture
@@ -141,8 +157,11 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             }
         }
         CauseKind::ThreadMigrated | CauseKind::MemoryPolicy | CauseKind::ExplicitMigration => {
+            // A live process whose memory has mostly moved to its threads
+            // since (the balancer's repair) stays there: the rest follows.
+            let now = live.then(|| node_holding_most(env).and_then(|m| env.node(m))).flatten();
             let target = if kind == CauseKind::ThreadMigrated {
-                memory_node.or(thread_node)
+                now.or(memory_node).or(thread_node)
             } else {
                 thread_node.or(memory_node)
             };
@@ -318,6 +337,29 @@ mod tests {
         let (c, env) = redis(vec![0, 1]);
         let (fixes, _) = fixes_for(CauseKind::PlacedBeforeCapture, &c, &env);
         assert_eq!(fixes.last().map(|f| f.commands.len()), Some(2));
+    }
+
+    #[test]
+    fn no_thread_move_back_when_most_memory_has_moved_to_the_threads() {
+        // Balancing on: by the end of the capture the balancer had moved 72 %
+        // of redis's memory to node 1, where its threads run. Moving the
+        // threads to node 0 would make that remote (the lab: 11 % -> 15 %).
+        let (c, mut env) = redis(vec![1]);
+        env.resident_by_node = BTreeMap::from([(0, 21 << 20), (1, 52 << 20)]);
+        let (fixes, _) = fixes_for(CauseKind::PlacedBeforeCapture, &c, &env);
+        let kinds: Vec<FixKind> = fixes.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, vec![FixKind::BindToNode, FixKind::RepinLive], "{fixes:#?}");
+        assert_eq!(fixes[1].commands, vec!["migratepages 300 0 1"]);
+        let (mut c, mut env) = redis(vec![1]);
+        c.kind = CauseKind::ThreadMigrated;
+        env.resident_by_node = BTreeMap::from([(0, 21 << 20), (1, 52 << 20)]);
+        let (fixes, _) = fixes_for(CauseKind::ThreadMigrated, &c, &env);
+        assert!(fixes.iter().all(|f| f.kind != FixKind::MoveThreadsLive), "{fixes:#?}");
+        assert_eq!(fixes.last().map(|f| f.commands.clone()), Some(vec!["migratepages 300 0 1".to_string()]));
+        // Most of it still where it was placed: the threads go to it.
+        env.resident_by_node = BTreeMap::from([(0, 70 << 20), (1, 3 << 20)]);
+        let (fixes, _) = fixes_for(CauseKind::ThreadMigrated, &c, &env);
+        assert_eq!(fixes[0].kind, FixKind::MoveThreadsLive, "{fixes:#?}");
     }
 
     #[test]
