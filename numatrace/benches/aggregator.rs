@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use numatrace::{aggregate::Aggregator, event::Event, topology::Topology};
 use numatrace_common::{EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, TaskMigrationEvent};
+use numatrace_core::{aggregate::Aggregator, event::Event, machine::topology::Topology};
 
 const THREADS: u32 = 16;
 const REGIONS: u64 = 8192;

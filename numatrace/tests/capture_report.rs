@@ -91,9 +91,12 @@ fn a_killed_capture_still_reports_what_it_saw() {
     // 32 MiB of first touches are in it (flushed within half a second).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let pages: u64 = numatrace::capture::read_path(&file)
+        let pages: u64 = numatrace_core::capture::read_path(&file)
             .map(|c| {
-                c.events.iter().map(|e| if let numatrace::event::Event::FirstTouch(f) = e { f.pages } else { 0 }).sum()
+                c.events
+                    .iter()
+                    .map(|e| if let numatrace_core::event::Event::FirstTouch(f) = e { f.pages } else { 0 })
+                    .sum()
             })
             .unwrap_or(0);
         if pages >= 8192 {

@@ -92,7 +92,7 @@ fn sigusr1_saves_the_last_window() {
     assert!(stderr.contains("trigger at") && stderr.contains("SIGUSR1"), "{stderr}");
     let saved = dir.join("incident-1.ntrace");
     let capture =
-        numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
+        numatrace_core::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
     assert!(capture.complete);
     assert_eq!(capture.end.stopped_by, "trigger: SIGUSR1");
     let report = capture.report();
@@ -139,7 +139,7 @@ fn a_window_carries_the_kernels_counts_over_just_that_window() {
     let run_migrations = run["totals"]["migrations"].as_u64().expect("run totals");
 
     let capture =
-        numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
+        numatrace_core::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
     let report = capture.report();
     // 1 s before the trigger and 0.5 s after, each end moved to a counter
     // reading (taken about every 100 ms).

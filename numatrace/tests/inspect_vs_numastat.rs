@@ -51,7 +51,7 @@ fn close(ours_bytes: f64, theirs_mib: f64) -> bool {
 /// readings, to its rounding. Up to ten tries on a busy machine.
 #[test]
 fn meminfo_per_node_equals_numastat_m() {
-    use numatrace::sysinfo::SystemSnapshot;
+    use numatrace_core::machine::SystemSnapshot;
     let json = inspect(&[]);
     let mut last_mismatch = Vec::new();
     for _ in 0..10 {

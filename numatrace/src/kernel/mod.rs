@@ -4,6 +4,7 @@ pub mod btf_fields;
 pub mod layouts;
 pub mod page_map;
 pub mod sources;
+pub mod tracefs;
 
 use std::collections::BTreeMap;
 
@@ -13,15 +14,18 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, Counter, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP,
-    HINTING_RUN_MAP, LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP,
-    PendingRun, SENT_MAP, TRACKED_TIDS_MAP,
+    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, SENT_MAP,
+    TRACKED_TIDS_MAP,
 };
 
-use serde::{Deserialize, Serialize};
+use numatrace_core::{
+    event::Event,
+    kernel_status::{KernelTotals, LostCount, SourceStatus},
+    machine::topology::Topology,
+};
 
-use crate::{event::Event, topology::Topology, tracefs::Tracefs};
-pub use sources::SourceStatus;
+use self::tracefs::Tracefs;
 
 /// The compiled kernel programs, embedded at build time (see build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/numatrace.bpf.o"));
@@ -52,71 +56,11 @@ pub struct Probes {
     pub sources: Vec<SourceStatus>,
 }
 
-/// What the kernel side counted besides the events, read at the end.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct KernelTotals {
-    /// Lost events per kind name (`first_touch`, ...).
-    pub loss: BTreeMap<String, LostCount>,
-    /// Raw per-program hit counters ([`numatrace_common::Counter`] order), summed over CPUs.
-    pub counters: Vec<u64>,
-    /// Events written to the ring per kind name, as the kernel counted them.
-    #[serde(default)]
-    pub sent: BTreeMap<String, u64>,
-    /// Ring records userspace read per kind name (set by the session): equal
-    /// to `sent` unless something between the ring and the aggregator failed.
-    #[serde(default)]
-    pub received: BTreeMap<String, u64>,
-}
-
-impl KernelTotals {
-    /// One hit counter, summed over CPUs (0 where a capture predates it).
-    pub fn counter(&self, counter: Counter) -> u64 {
-        self.counters.get(counter as usize).copied().unwrap_or(0)
-    }
-
-    /// What the kernel counted after `earlier` was read: the counters and
-    /// losses of a window of the run. `sent` and `received` stay empty: the
-    /// records in flight at the window's edges would show as unread.
-    pub fn since(&self, earlier: &KernelTotals) -> KernelTotals {
-        let counters = self
-            .counters
-            .iter()
-            .enumerate()
-            .map(|(i, n)| n.saturating_sub(earlier.counters.get(i).copied().unwrap_or(0)))
-            .collect();
-        let loss = self
-            .loss
-            .iter()
-            .filter_map(|(kind, now)| {
-                let before = earlier.loss.get(kind).copied().unwrap_or_default();
-                let lost = LostCount {
-                    events: now.events.saturating_sub(before.events),
-                    units: now.units.saturating_sub(before.units),
-                };
-                (lost.events > 0).then(|| (kind.clone(), lost))
-            })
-            .collect();
-        KernelTotals { loss, counters, sent: BTreeMap::new(), received: BTreeMap::new() }
-    }
-
-    /// Events the kernel sent that userspace did not read, over all kinds.
-    pub fn unread(&self) -> u64 {
-        self.sent.iter().map(|(kind, sent)| sent.saturating_sub(self.received.get(kind).copied().unwrap_or(0))).sum()
-    }
-}
-
-/// Events the ring had no room for, and the pages or faults they carried.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LostCount {
-    pub events: u64,
-    pub units: u64,
-}
-
 impl Probes {
     /// Checks privileges, loads the object with this kernel's layouts and
     /// this machine's topology, and attaches every source it can.
     pub fn load(opts: &LoadOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
-        crate::privileges::require_bpf()?;
+        crate::live::privileges::require_bpf()?;
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
         let mut layouts = layouts::read(tracefs);
         layouts.task = structs.task;

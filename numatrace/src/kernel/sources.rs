@@ -6,9 +6,9 @@ use aya::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use numatrace_core::kernel_status::SourceStatus;
 
-use crate::tracefs::Tracefs;
+use super::tracefs::Tracefs;
 
 /// How one attach point is reached.
 #[derive(Clone, Copy, Debug)]
@@ -170,21 +170,6 @@ pub const LOAD_GENERATOR: Source = Source {
     tells: "synthetic first touches on the target's getppid calls, to load the ring and the aggregator",
     variants: &[&[raw_tp("load_generator", "raw_syscalls", "sys_enter")]],
 };
-
-/// What became of one source on this kernel.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SourceStatus {
-    pub name: String,
-    pub attached: bool,
-    /// The kernel hooks used (e.g. `kprobe:migrate_misplaced_folio`).
-    pub hooks: Vec<String>,
-    /// Why it is not attached, when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Attached, but not the cheapest way: why the preferred hooks were not used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_reason: Option<String>,
-}
 
 /// The kernel functions that kprobe/fentry hooks of [`SOURCES`] name and
 /// that this kernel has (listed in kallsyms as text). One pass over
