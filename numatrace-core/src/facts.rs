@@ -7,10 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     aggregate::Aggregator,
-    event::Event,
     kernel_status::{KernelTotals, LostCount, SourceStatus},
     machine::topology::Topology,
-    report::{Report, Target},
 };
 
 /// A thread that existed when the capture started.
@@ -58,7 +56,7 @@ pub struct StartFacts {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndFacts {
     pub duration_s: f64,
-    pub stopped_by: String,
+    pub stopped_by: StopReason,
     pub exit_code: Option<i32>,
     pub kernel: KernelTotals,
     /// The target's latest NUMA state seen while it ran (policy, cpuset, placement).
@@ -93,20 +91,106 @@ impl SessionFacts {
     pub fn new_aggregator(&self) -> Aggregator {
         self.start.new_aggregator()
     }
+}
 
-    /// The report, from an aggregator that has seen every event.
-    pub fn report(&self, agg: &mut Aggregator) -> Report {
-        agg.finish(self.end.kernel.clone());
-        Report::build(agg, self)
-    }
+/// What was traced: the process and, when numatrace started it, its command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub pid: u32,
+    pub comm: String,
+    /// The command line, when numatrace started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Its exit code, when it exited during the capture and numatrace started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
 
-    /// Folds `events` and builds the report: what `numatrace report <capture>` does.
-    pub fn replay<'a>(&self, events: impl IntoIterator<Item = &'a Event>) -> (Report, Aggregator) {
-        let mut agg = self.new_aggregator();
-        for event in events {
-            agg.ingest(event);
+/// Why a capture ended. Written as the words the report prints
+/// ("target exit", "trigger: SIGUSR1"), as captures always stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum StopReason {
+    /// The traced process exited.
+    TargetExit,
+    /// `--duration` ran out.
+    Duration,
+    CtrlC,
+    Sigterm,
+    /// A capture file that ends without its end record (a killed run).
+    CaptureCutShort,
+    /// A spike trigger closed the window; the rule that fired.
+    Trigger(String),
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::TargetExit => f.write_str("target exit"),
+            StopReason::Duration => f.write_str("duration"),
+            StopReason::CtrlC => f.write_str("Ctrl-C"),
+            StopReason::Sigterm => f.write_str("SIGTERM"),
+            StopReason::CaptureCutShort => f.write_str("capture cut short"),
+            StopReason::Trigger(rule) => write!(f, "trigger: {rule}"),
         }
-        let report = self.report(&mut agg);
-        (report, agg)
+    }
+}
+
+impl From<StopReason> for String {
+    fn from(reason: StopReason) -> String {
+        reason.to_string()
+    }
+}
+
+impl TryFrom<String> for StopReason {
+    type Error = String;
+    fn try_from(text: String) -> Result<StopReason, String> {
+        Ok(match text.as_str() {
+            "target exit" => StopReason::TargetExit,
+            "duration" => StopReason::Duration,
+            "Ctrl-C" => StopReason::CtrlC,
+            "SIGTERM" => StopReason::Sigterm,
+            "capture cut short" => StopReason::CaptureCutShort,
+            _ => match text.strip_prefix("trigger: ") {
+                Some(rule) => StopReason::Trigger(rule.to_string()),
+                None => return Err(format!("unknown stop reason {text:?}")),
+            },
+        })
+    }
+}
+
+impl EndFacts {
+    /// The end of a capture that has no end record of its own (a killed
+    /// run, a spike window): nothing the kernel counted is known.
+    pub fn cut_short(duration_s: f64, stopped_by: StopReason) -> EndFacts {
+        EndFacts {
+            duration_s,
+            stopped_by,
+            exit_code: None,
+            kernel: KernelTotals::default(),
+            process_last: None,
+            dropped_by_memory_cap: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopReason;
+
+    #[test]
+    fn stop_reasons_read_back_as_written() {
+        for reason in [
+            StopReason::TargetExit,
+            StopReason::Duration,
+            StopReason::CtrlC,
+            StopReason::Sigterm,
+            StopReason::CaptureCutShort,
+            StopReason::Trigger("cross_node_migrations>3/s".into()),
+        ] {
+            let json = serde_json::to_string(&reason).unwrap_or_default();
+            assert_eq!(serde_json::from_str::<StopReason>(&json).ok(), Some(reason));
+        }
+        assert!(serde_json::from_str::<StopReason>("\"bored\"").is_err());
     }
 }

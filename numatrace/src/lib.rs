@@ -4,10 +4,11 @@
 //! This crate is the live side; the logic from a decoded event to a fix and
 //! a report is in `numatrace-core`. The data flows:
 //! - `kernel`: loads the eBPF programs (built by build.rs), attaches them
-//!   source by source with fallbacks, reads their maps and tracefs.
+//!   source by source with fallbacks (checking privileges first), reads their
+//!   maps and tracefs.
 //! - `live`: a live capture: the target (a pid or a command started
 //!   stopped), the session's event loop feeding the core's aggregator,
-//!   spike rings, privileges.
+//!   spike rings.
 //! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
 pub mod kernel;

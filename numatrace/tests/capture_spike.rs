@@ -94,7 +94,7 @@ fn sigusr1_saves_the_last_window() {
     let capture =
         numatrace_core::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
     assert!(capture.complete);
-    assert_eq!(capture.end.stopped_by, "trigger: SIGUSR1");
+    assert_eq!(capture.end.stopped_by.to_string(), "trigger: SIGUSR1");
     let report = capture.report();
     // The 16 MiB the init thread touched at the start are inside the 20 s window.
     assert!(report.totals.first_touch_pages >= 4096, "{:?}", report.totals);

@@ -206,7 +206,7 @@ pub fn read_bytes(bytes: &[u8]) -> Result<CaptureFile, CaptureError> {
     let end = end.unwrap_or_else(|| {
         warnings.push("the capture has no end record (killed or still running): duration taken from the last event, kernel totals (run time, lost events) unknown".into());
         let last = events.iter().map(|e| e.header().ts_ns).max().unwrap_or(start.start_ns);
-super::end_facts(last.saturating_sub(start.start_ns) as f64 / 1e9, "capture cut short".into())
+crate::facts::EndFacts::cut_short(last.saturating_sub(start.start_ns) as f64 / 1e9, crate::facts::StopReason::CaptureCutShort)
     });
     Ok(CaptureFile { version: (major, minor), start, end, complete, events, undecodable, warnings })
 }
@@ -277,7 +277,7 @@ mod tests {
         let c = read_bytes(&write(&start, &events, None)).unwrap();
         assert!(!c.complete);
         assert_eq!(c.events.len(), events.len());
-        assert_eq!(c.end.stopped_by, "capture cut short");
+        assert_eq!(c.end.stopped_by, crate::facts::StopReason::CaptureCutShort);
         let last = events.iter().map(|e| e.header().ts_ns).max().unwrap();
         assert_eq!(c.end.duration_s, (last - start.start_ns) as f64 / 1e9);
         assert!(c.warnings.iter().any(|w| w.contains("no end record")), "{:?}", c.warnings);

@@ -172,6 +172,6 @@ pub fn init_thread_capture() -> (StartFacts, Vec<Event>, EndFacts) {
         ));
     }
     ev.sort_by_key(|e| e.header().ts_ns);
-    let end = super::end_facts(10.0, "duration".into());
+    let end = crate::facts::EndFacts::cut_short(10.0, crate::facts::StopReason::Duration);
     (start, ev, end)
 }

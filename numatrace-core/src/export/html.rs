@@ -22,7 +22,7 @@ pub fn render(t: &Timeline, report: &Report) -> String {
         escape(&report.tool.kernel),
         report.threads.len(),
         t.nodes.len(),
-        escape(&report.stopped_by)
+        escape(&report.stopped_by.to_string())
     );
     o.push_str(&svg::render(t));
     let _ = writeln!(o, "<h2>Causes</h2>");

@@ -2,12 +2,42 @@
 //! and its fixes, checked against what the process is allowed.
 use std::collections::BTreeMap;
 
-use super::model::{Finding, Severity};
+use serde::{Deserialize, Serialize};
+
 use crate::{
     fixes::{Constraints, Fix, Workload},
     machine::cpulist,
     machine::{CounterRates, MachineTopology, MappingKind, NodeInfo, ProcessSnapshot, SystemSnapshot},
 };
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Problem,
+}
+
+/// A known pathology, with its evidence and what to do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Finding {
+    /// `init_thread_pattern`, `cpuset_cpus_without_mems`, `heap_larger_than_node`,
+    /// `interleave_fits_one_node`, `zone_reclaim_on`, `high_numa_miss`, `one_node_vm`,
+    /// `one_node_machine`, `sockets_exceed_nodes`, `memoryless_node`, `cpuless_node`.
+    pub kind: String,
+    pub severity: Severity,
+    /// The figures that show it.
+    pub evidence: String,
+    /// What to do, in one sentence; the exact steps are in `fixes`.
+    pub recommendation: String,
+    /// At least one step moves live memory or changes a host-wide setting.
+    pub destructive: bool,
+    pub fixes: Vec<Fix>,
+    /// Why a fix cannot be applied as it stands (from the cpuset check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<String>,
+}
 
 const MIB: u64 = 1 << 20;
 

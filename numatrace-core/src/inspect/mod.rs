@@ -7,7 +7,10 @@ pub mod text;
 
 use anyhow::{Context, Result};
 
-pub use self::model::{Finding, InspectReport, Severity};
+pub use self::{
+    findings::{Finding, Severity},
+    model::InspectReport,
+};
 use crate::machine::{ProcessSnapshot, SystemSnapshot};
 
 /// Takes the snapshots and assembles the report.

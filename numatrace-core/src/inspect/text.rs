@@ -2,7 +2,10 @@
 //! (numactl --hardware, numastat -m, numastat -p).
 use std::fmt::Write;
 
-use super::model::{Finding, InspectReport, ProcessView, Severity};
+use super::{
+    findings::{Finding, Severity},
+    model::{InspectReport, ProcessView},
+};
 use crate::machine::cpulist;
 
 fn mib(bytes: u64) -> String {

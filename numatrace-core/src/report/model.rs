@@ -2,9 +2,14 @@
 //! (schema `numatrace.report/1`).
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{aggregate::Aggregator, facts::SessionFacts, kernel_status::SourceStatus, machine::topology::Topology};
+use crate::{
+    aggregate::Aggregator,
+    facts::{SessionFacts, StopReason, Target},
+    kernel_status::SourceStatus,
+    machine::topology::Topology,
+};
 
 pub const SCHEMA: &str = "numatrace.report/1";
 
@@ -49,7 +54,7 @@ pub struct Report {
     /// Raw hit counters of the kernel programs.
     pub kernel_counters: BTreeMap<String, u64>,
     /// Why the capture ended.
-    pub stopped_by: String,
+    pub stopped_by: StopReason,
 }
 
 /// What became of one kind of event on its way from the kernel.
@@ -65,18 +70,6 @@ pub struct Tool {
     pub name: &'static str,
     pub version: String,
     pub kernel: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Target {
-    pub pid: u32,
-    pub comm: String,
-    /// The command line, when numatrace started it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// Its exit code, when it exited during the capture and numatrace started it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -418,7 +418,7 @@ mod tests {
         for k in 1..10u32 {
             events.push(synthetic::first_touch(t0 + S, pid, pid + k, 100 + u64::from(k), 10, 0, 0));
         }
-        let end = crate::capture::end_facts(2.0, "duration".into());
+        let end = crate::facts::EndFacts::cut_short(2.0, crate::facts::StopReason::Duration);
         crate::facts::SessionFacts { start, end }.replay(&events).0
     }
 

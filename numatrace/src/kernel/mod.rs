@@ -3,6 +3,7 @@
 pub mod btf_fields;
 pub mod layouts;
 pub mod page_map;
+pub mod privileges;
 pub mod sources;
 pub mod tracefs;
 
@@ -60,7 +61,7 @@ impl Probes {
     /// Checks privileges, loads the object with this kernel's layouts and
     /// this machine's topology, and attaches every source it can.
     pub fn load(opts: &LoadOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
-        crate::live::privileges::require_bpf()?;
+        crate::kernel::privileges::require_bpf()?;
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
         let mut layouts = layouts::read(tracefs);
         layouts.task = structs.task;

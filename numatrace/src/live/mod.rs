@@ -1,6 +1,5 @@
 //! A live capture: the target, the session that drains the kernel's ring
-//! into the aggregator, spike rings, and the privileges it needs.
-pub mod privileges;
+//! into the aggregator, and spike rings.
 pub mod session;
 pub mod spike;
 pub mod target;

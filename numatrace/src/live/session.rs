@@ -19,9 +19,9 @@ use numatrace_core::{
     aggregate::Aggregator,
     capture::sink::EventSink,
     event::Event,
-    facts::{EndFacts, InitialThread, SessionFacts, StartFacts},
+    facts::{EndFacts, InitialThread, SessionFacts, StartFacts, StopReason, Target as TargetReport},
     machine::topology::Topology,
-    report::{Report, Target as TargetReport, kernel_release},
+    report::{Report, kernel_release},
 };
 
 use super::target::{Target, TargetSpec};
@@ -63,7 +63,7 @@ pub fn monotonic_ns() -> u64 {
 /// Runs a capture to its end.
 pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result<Capture> {
     // Privileges first: without them nothing else (mounting tracefs, loading) can work.
-    crate::live::privileges::require_bpf()?;
+    crate::kernel::privileges::require_bpf()?;
     let topology = Topology::read().context("reading the NUMA topology")?;
     let tracefs = Tracefs::open()?;
     let mut target = match &opts.target {
@@ -202,13 +202,13 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     kernel.received = agg.ring_received();
     let duration_s = started.elapsed().as_secs_f64();
     // A command numatrace started does not outlive the capture.
-    if stopped_by != "target exit" {
+    if stopped_by != StopReason::TargetExit {
         target.terminate();
     }
     let exit_code = wait_exit(&target, true);
     let end = EndFacts {
         duration_s,
-        stopped_by: stopped_by.to_string(),
+        stopped_by,
         exit_code,
         kernel,
         process_last: snapshots.latest,
@@ -340,7 +340,7 @@ async fn event_loop(
     sink: &mut Option<&mut dyn EventSink>,
     snapshots: &mut Snapshots,
     started: Instant,
-) -> Result<(&'static str, RingBuf<MapData>)> {
+) -> Result<(StopReason, RingBuf<MapData>)> {
     // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
     // `target`, which outlives this loop.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -389,10 +389,10 @@ async fn event_loop(
                     progress_line(opts, target, agg, started, lost);
                 }
             }
-            _ = exited.readable() => break "target exit",
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break "duration",
-            _ = sigint.recv() => break "Ctrl-C",
-            _ = sigterm.recv() => break "SIGTERM",
+            _ = exited.readable() => break StopReason::TargetExit,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break StopReason::Duration,
+            _ = sigint.recv() => break StopReason::CtrlC,
+            _ = sigterm.recv() => break StopReason::Sigterm,
         }
     };
     if show_progress {

@@ -17,7 +17,7 @@ use std::{
 use numatrace_core::{
     capture::{self, sink::EventSink},
     event::{Event, comm_str},
-    facts::{EndFacts, InitialThread, StartFacts},
+    facts::{EndFacts, InitialThread, StartFacts, StopReason},
     kernel_status::{KernelTotals, LostCount},
     machine::topology::Topology,
 };
@@ -367,9 +367,9 @@ impl SpikeRing {
         }
         let facts =
             StartFacts { start_ns: span.from_ns, initial_threads: threads.into_values().collect(), ..start.clone() };
-        let mut end = capture::end_facts(
+        let mut end = EndFacts::cut_short(
             span.to_ns.saturating_sub(span.from_ns) as f64 / 1e9,
-            format!("trigger: {}", pending.reason),
+            StopReason::Trigger(pending.reason.to_string()),
         );
         end.kernel = span.kernel;
         end.dropped_by_memory_cap = dropped;
@@ -597,7 +597,7 @@ mod tests {
         assert_eq!(c.events.iter().filter(|e| matches!(e, Event::TaskMigration(_))).count(), 7);
         // One a 100 ms where `quiet` ran: 17.0-19.9, 21.0-21.9 and 23.0-24.0 s.
         assert_eq!(c.events.iter().filter(|e| matches!(e, Event::FirstTouch(_))).count(), 30 + 10 + 11);
-        assert!(c.end.stopped_by.contains("cross_node_migrations>3/s"), "{}", c.end.stopped_by);
+        assert!(c.end.stopped_by.to_string().contains("cross_node_migrations>3/s"), "{}", c.end.stopped_by);
         // The worker was born before the window: it is an initial thread of the saved capture.
         assert!(c.start.initial_threads.iter().any(|t| t.tid == 8 && t.comm == "worker"));
         let report = c.report();
@@ -645,7 +645,7 @@ mod tests {
         quiet(&mut r, 31, 35);
         assert_eq!(r.written.len(), 2);
         let c = read_path(&r.written[1]).unwrap();
-        assert_eq!(c.end.stopped_by, "trigger: SIGUSR1");
+        assert_eq!(c.end.stopped_by, StopReason::Trigger("SIGUSR1".into()));
         // Fired at 31.0 s: from the last counter reading at or before 26.0 s
         // (24.9 s, as nothing ran from 25 to 31 s) to the one at 33.0 s.
         assert_eq!(c.start.start_ns, T0 + 249 * S / 10);
