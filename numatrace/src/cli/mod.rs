@@ -12,9 +12,12 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use self::output::{TextArgs, print_report};
-use crate::live::{
-    session::{self, SessionOptions},
-    target::TargetSpec,
+use crate::{
+    kernel::ProbeOptions,
+    live::{
+        session::{self, SessionOptions},
+        target::TargetSpec,
+    },
 };
 
 const ABOUT: &str = "Finds out why a process runs slower than it should because its threads and its memory sit on different NUMA nodes, and says what to do about it.";
@@ -150,29 +153,23 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Diff(args)) => diff::run(&args),
         Some(Command::Demo(demo)) => {
+            // The demo is `numatrace [--json] -- numatrace example init-thread ...`,
+            // parsed by the same definitions as any trace.
             let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-            let command = vec![
+            let mut argv = vec!["numatrace".to_string()];
+            if demo.json {
+                argv.push("--json".into());
+            }
+            argv.extend([
+                "--".into(),
                 exe,
                 "example".into(),
                 "init-thread".into(),
                 "--mib".into(),
                 demo.mib.to_string(),
-                "--seconds".into(),
-                "2".into(),
-            ];
-            trace(TraceArgs {
-                pid: None,
-                duration: None,
-                json: demo.json,
-                follow_children: true,
-                ring_size: 8 << 20,
-                classic_tracepoints: false,
-                load_generator: false,
-                all_migrations: false,
-                record: Default::default(),
-                text: Default::default(),
-                command,
-            })
+            ]);
+            argv.extend(["--seconds".into(), "2".into()]);
+            trace(Cli::try_parse_from(argv)?.trace)
         }
         None => trace(cli.trace),
     }
@@ -189,11 +186,13 @@ fn trace(args: TraceArgs) -> Result<i32> {
     let opts = SessionOptions {
         target,
         duration: args.duration,
-        follow_children,
-        ring_bytes: args.ring_size,
-        classic_tracepoints: args.classic_tracepoints,
-        load_generator: args.load_generator,
-        all_migrations: args.all_migrations,
+        probes: ProbeOptions {
+            follow_children,
+            ring_bytes: args.ring_size,
+            classic_tracepoints: args.classic_tracepoints,
+            load_generator: args.load_generator,
+            all_migrations: args.all_migrations,
+        },
         progress: !args.json,
         drain_interval: Duration::from_millis(100),
     };

@@ -31,11 +31,13 @@ use self::tracefs::Tracefs;
 /// The compiled kernel programs, embedded at build time (see build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/numatrace.bpf.o"));
 
-/// What to load.
+/// How to load the programs for one capture (the target is apart: the
+/// same options serve any target).
 #[derive(Clone, Debug)]
-pub struct LoadOptions {
-    pub target_tgid: u32,
+pub struct ProbeOptions {
+    /// Also trace processes the target creates.
     pub follow_children: bool,
+    /// Bytes of the kernel-to-user event ring (rounded up to a power of two).
     pub ring_bytes: u32,
     /// Never use raw or BTF-typed tracepoints (their classic forms instead).
     pub classic_tracepoints: bool,
@@ -60,7 +62,7 @@ pub struct Probes {
 impl Probes {
     /// Checks privileges, loads the object with this kernel's layouts and
     /// this machine's topology, and attaches every source it can.
-    pub fn load(opts: &LoadOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
+    pub fn load(target_tgid: u32, opts: &ProbeOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
         crate::kernel::privileges::require_bpf()?;
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
         let mut layouts = layouts::read(tracefs);
@@ -70,7 +72,7 @@ impl Probes {
             bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", cpu_nodes.len());
         }
         let config = Config {
-            target_tgid: opts.target_tgid,
+            target_tgid,
             follow_children: u32::from(opts.follow_children),
             pfn_block_shift: topology.pfn_block_shift(),
             pfn_blocks: topology

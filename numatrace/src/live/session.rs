@@ -25,20 +25,13 @@ use numatrace_core::{
 };
 
 use super::target::{Target, TargetSpec};
-use crate::kernel::{LoadOptions, Probes, tracefs::Tracefs};
+use crate::kernel::{ProbeOptions, Probes, tracefs::Tracefs};
 
 /// How to run a capture.
 pub struct SessionOptions {
     pub target: TargetSpec,
     pub duration: Option<Duration>,
-    pub follow_children: bool,
-    pub ring_bytes: u32,
-    /// Never use raw or BTF-typed tracepoints.
-    pub classic_tracepoints: bool,
-    /// Attach the benchmark load generator too (`--load-generator`).
-    pub load_generator: bool,
-    /// Send within-node migrations as events too (`--all-migrations`).
-    pub all_migrations: bool,
+    pub probes: ProbeOptions,
     /// Show a progress line (only when stderr is a terminal).
     pub progress: bool,
     /// How often the ring is drained when nobody wakes the reader.
@@ -71,18 +64,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         TargetSpec::Command(argv) => Target::spawn(argv)?,
     };
     let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
-    let mut probes = Probes::load(
-        &LoadOptions {
-            target_tgid: target.pid,
-            follow_children: opts.follow_children,
-            ring_bytes: opts.ring_bytes,
-            classic_tracepoints: opts.classic_tracepoints,
-            load_generator: opts.load_generator,
-            all_migrations: opts.all_migrations,
-        },
-        &topology,
-        &tracefs,
-    )?;
+    let mut probes = Probes::load(target.pid, &opts.probes, &topology, &tracefs)?;
     let mut initial_threads: Vec<InitialThread> = target
         .threads()
         .into_iter()
@@ -99,7 +81,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     for status in &probes.sources {
         if !status.attached {
             eprintln!("numatrace: skipping {}: {}", status.name, status.reason.as_deref().unwrap_or("unavailable"));
-        } else if let (Some(why), false) = (&status.fallback_reason, opts.classic_tracepoints) {
+        } else if let (Some(why), false) = (&status.fallback_reason, opts.probes.classic_tracepoints) {
             // Still traced, at a higher cost per event: worth one line.
             eprintln!("numatrace: {} through {} (costlier per event): {why}", status.name, status.hooks.join(", "));
         }
@@ -146,7 +128,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         },
         sources: probes.sources.clone(),
         initial_threads,
-        within_node_migrations_counted_only: !opts.all_migrations,
+        within_node_migrations_counted_only: !opts.probes.all_migrations,
         start_ns: monotonic_ns(),
         argv,
         machine,
