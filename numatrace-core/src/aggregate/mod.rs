@@ -187,9 +187,10 @@ pub type RegionTouches = InlineVec<RegionTouch, 4>;
 /// A region's hinting-fault users, in the order first seen (four inline, as above).
 pub type RegionUses = InlineVec<RegionUse, 4>;
 
-/// Pages migrated for one reason.
+/// Pages migrated for one reason (a thread's own migration count is the
+/// `MigrationCount` event; this is pages).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MigrationCount {
+pub struct PageMigrations {
     pub succeeded: u64,
     pub failed: u64,
     pub on_behalf: u64,
@@ -228,9 +229,10 @@ impl UnknownNodes {
     }
 }
 
-/// A balancer task placement decision.
+/// A NUMA balancer decision to move, swap or keep a task (a fix's
+/// `fixes::Placement` is where a fix puts the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Placement {
+pub struct BalancerTaskMove {
     pub kind: EventKind,
     pub ts_ns: u64,
     pub tid: u32,
@@ -250,9 +252,9 @@ pub struct Aggregator {
     pub regions: RegionTable<RegionTouches>,
     /// Hinting faults per region: who used the region from where.
     pub region_uses: RegionTable<RegionUses>,
-    pub page_migrations: BTreeMap<String, MigrationCount>,
-    pub placements: Vec<Placement>,
-    /// Affinity changes of traced threads (the first [`MAX_PLACEMENTS`]).
+    pub page_migrations: BTreeMap<String, PageMigrations>,
+    pub balancer_task_moves: Vec<BalancerTaskMove>,
+    /// Affinity changes of traced threads (the first [`MAX_BALANCER_TASK_MOVES`]).
     pub affinity_changes: Vec<AffinityChange>,
     /// What was seen without a node to put it on.
     pub unknown_nodes: UnknownNodes,
@@ -267,8 +269,8 @@ pub struct Aggregator {
     cpu_nodes: Vec<u32>,
 }
 
-/// Placement decisions kept for time windows; beyond this only counts grow.
-const MAX_PLACEMENTS: usize = 100_000;
+/// Balancer task moves kept for time windows; beyond this only counts grow.
+const MAX_BALANCER_TASK_MOVES: usize = 100_000;
 /// How many events ahead [`Aggregator::ingest_batch`] prefetches: enough to
 /// cover a memory load with the folds in between, few enough to stay in cache.
 pub const PREFETCH_AHEAD: usize = 8;
@@ -296,7 +298,7 @@ impl Aggregator {
             regions: RegionTable::default(),
             region_uses: RegionTable::default(),
             page_migrations: BTreeMap::new(),
-            placements: Vec::new(),
+            balancer_task_moves: Vec::new(),
             affinity_changes: Vec::new(),
             unknown_nodes: UnknownNodes::default(),
             events: 0,
@@ -548,8 +550,8 @@ impl Aggregator {
                         _ => t.numa_task_sticks += 1,
                     }
                 }
-                if self.placements.len() < MAX_PLACEMENTS {
-                    self.placements.push(Placement {
+                if self.balancer_task_moves.len() < MAX_BALANCER_TASK_MOVES {
+                    self.balancer_task_moves.push(BalancerTaskMove {
                         kind,
                         ts_ns: h.ts_ns,
                         tid: h.tid,
@@ -588,7 +590,7 @@ impl Aggregator {
             }
             Event::AffinityChange(e) => {
                 self.thread(h.tid, h.tgid);
-                if self.affinity_changes.len() < MAX_PLACEMENTS {
+                if self.affinity_changes.len() < MAX_BALANCER_TASK_MOVES {
                     self.affinity_changes.push(AffinityChange {
                         ts_ns: h.ts_ns,
                         tid: h.tid,

@@ -82,7 +82,7 @@ impl Contribution {
 
 /// Whether a thread's cross-node move at `ts` was the NUMA balancer's decision.
 fn balancer_move(agg: &Aggregator, tid: u32, ts: u64) -> bool {
-    agg.placements.iter().any(|p| {
+    agg.balancer_task_moves.iter().any(|p| {
         p.tid == tid
             && matches!(p.kind, EventKind::NumaTaskMove | EventKind::NumaTaskSwap)
             && p.ts_ns.abs_diff(ts) <= BALANCER_MATCH_NS
@@ -249,7 +249,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
         );
     }
 
-    let moves: Vec<_> = agg.placements.iter().filter(|p| p.kind != EventKind::NumaTaskStick).collect();
+    let moves: Vec<_> = agg.balancer_task_moves.iter().filter(|p| p.kind != EventKind::NumaTaskStick).collect();
     if !moves.is_empty() && !out.iter().any(|c| c.kind == CauseKind::NumaBalancer) {
         // Task moves without page migrations still churn; they carry no pages of their own.
         let mut c = Contribution::new(
