@@ -221,7 +221,8 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
             format!("The memory policy or cpuset put {size} on {mem} while the threads run on {run}.")
         }
         CauseKind::NumaBalancer => {
-            let moves = agg.balancer_task_moves.iter().filter(|p| p.kind != numatrace_common::EventKind::NumaTaskStick).count();
+            let moves =
+                agg.balancer_task_moves.iter().filter(|p| p.kind != numatrace_common::EventKind::NumaTaskStick).count();
             if pages < 1.0 {
                 format!(
                     "The kernel's NUMA balancer moved or swapped {moves} tasks between nodes, without leaving memory remote."

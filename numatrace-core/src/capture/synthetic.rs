@@ -8,26 +8,38 @@ use numatrace_common::{
 
 use crate::{
     event::Event,
-    facts::{EndFacts, StartFacts},
+    facts::{EndFacts, InitialThread, StartFacts, StopReason, Target},
     machine::topology::Topology,
 };
 
-/// Start facts for `topology`; built through serde so that fields added to
-/// `StartFacts` later take their serde defaults. `threads`: (tid, comm, cpu).
+/// Start facts for `topology`. `threads`: (tid, comm, cpu); the first is
+/// the target.
 pub fn start_facts(topology: &Topology, start_ns: u64, tgid: u32, threads: &[(u32, &str, u32)]) -> StartFacts {
-    let value = serde_json::json!({
-        "tool_version": env!("CARGO_PKG_VERSION"),
-        "kernel_release": "synthetic",
-        "topology": topology,
-        "reason_names": { "5": "numa_misplaced", "0": "compaction", "4": "syscall_or_cpuset" },
-        "target": { "pid": tgid, "comm": threads.first().map_or("app", |t| t.1) },
-        "sources": [],
-        "initial_threads": threads.iter().map(|(tid, comm, cpu)| serde_json::json!({"tid": tid, "tgid": tgid, "comm": comm, "cpu": cpu})).collect::<Vec<_>>(),
-        "start_ns": start_ns,
-    });
-    match serde_json::from_value(value) {
-        Ok(facts) => facts,
-        Err(e) => unreachable!("StartFacts gained a field without a serde default: {e}"),
+    StartFacts {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: "synthetic".to_string(),
+        topology: topology.clone(),
+        reason_names: [(5, "numa_misplaced"), (0, "compaction"), (4, "syscall_or_cpuset")]
+            .into_iter()
+            .map(|(value, name)| (value, name.to_string()))
+            .collect(),
+        target: Target {
+            pid: tgid,
+            comm: threads.first().map_or("app", |t| t.1).to_string(),
+            command: None,
+            exit_code: None,
+        },
+        sources: Vec::new(),
+        initial_threads: threads
+            .iter()
+            .map(|&(tid, comm, cpu)| InitialThread { tid, tgid, comm: comm.to_string(), cpu: Some(cpu) })
+            .collect(),
+        start_ns,
+        argv: Vec::new(),
+        machine: None,
+        process_before: None,
+        system_before: None,
+        within_node_migrations_counted_only: false,
     }
 }
 
@@ -172,6 +184,6 @@ pub fn init_thread_capture() -> (StartFacts, Vec<Event>, EndFacts) {
         ));
     }
     ev.sort_by_key(|e| e.header().ts_ns);
-    let end = crate::facts::EndFacts::cut_short(10.0, crate::facts::StopReason::Duration);
+    let end = EndFacts::cut_short(10.0, StopReason::Duration);
     (start, ev, end)
 }
