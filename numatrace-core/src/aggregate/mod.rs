@@ -4,241 +4,25 @@
 //! is bounded by threads x regions x nodes, not by the event count.
 use std::collections::BTreeMap;
 
+mod fold;
 pub mod inline_vec;
 pub mod migration_count;
+pub mod model;
 pub mod node_counts;
 pub mod prefetch;
 pub mod regions;
 pub mod run_time;
 pub mod threads;
 
-use numatrace_common::{EventKind, LOSS_SLOTS, NODE_UNKNOWN, REGION_UNKNOWN};
+pub use self::model::*;
 
-use crate::{
-    aggregate::inline_vec::{InlineVec, Keyed},
-    aggregate::node_counts::NodeCounts,
-    aggregate::regions::{PrefetchStep, RegionTable},
-    aggregate::threads::ThreadTable,
-    event::{Event, comm_str},
-    kernel_status::KernelTotals,
-    machine::topology::Topology,
+use numatrace_common::{EventKind, LOSS_SLOTS, REGION_UNKNOWN};
+
+use self::{
+    regions::{PrefetchStep, RegionTable},
+    threads::ThreadTable,
 };
-
-/// Everything known about one thread.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ThreadStats {
-    pub tid: u32,
-    pub tgid: u32,
-    pub comm: String,
-    /// When it was created, if during the capture (ns, monotonic).
-    pub born_ns: Option<u64>,
-    pub exited_ns: Option<u64>,
-    /// Last CPU it was seen on (from migrations).
-    pub last_cpu: Option<u32>,
-    pub migrations: u64,
-    pub cross_node_migrations: u64,
-    /// Time of each cross-node migration and its (from, to) nodes.
-    pub cross_node_moves: Vec<(u64, u32, u32)>,
-    /// First-touch pages by the node they landed on.
-    pub first_touch_pages: NodeCounts,
-    /// First-touch pages by the node the thread ran on when touching.
-    pub first_touch_pages_by_cpu_node: NodeCounts,
-    /// First touches that landed on a node other than the thread's.
-    pub remote_first_touch_pages: u64,
-    /// First-touch pages whose node (of the page or of the CPU) is not known:
-    /// counted here, never under a node (see [`UnknownNodes`]).
-    pub first_touch_pages_unknown_node: u64,
-    /// Run time per node, from schedstat samples split over its cross-node moves.
-    pub runtime_ns_by_node: NodeCounts,
-    pub hinting_faults_local: u64,
-    pub hinting_faults_remote: u64,
-    /// Hinting-fault pages by the node the memory was on.
-    pub hinting_pages_by_mem_node: NodeCounts,
-    pub hinting_pages_migrated: u64,
-    pub numa_task_moves: u64,
-    pub numa_task_swaps: u64,
-    pub numa_task_sticks: u64,
-    pub misplaced_migrations: u64,
-    pub misplaced_migration_ns: u64,
-    /// The node it was on when first seen (before any move).
-    pub first_node: Option<u32>,
-    /// The last run-time sample: (when, cumulative run ns).
-    pub last_run_sample: Option<(u64, u64)>,
-    /// Run-time samples over the capture, thinned to at most
-    /// [`RUN_SAMPLES_KEPT`] (every other one dropped when full), so that
-    /// attribution can ask how long a thread ran after a moment.
-    pub run_samples: Vec<(u64, u64)>,
-    /// The kernel's migration count of the thread: the first reading and the
-    /// last (when, count); see [`ThreadStats::counted_migrations`].
-    pub migration_count_first: Option<u64>,
-    pub migration_count_last: Option<(u64, u64)>,
-    /// Readings of the count (a thread that was there at the start needs two).
-    pub migration_count_readings: u32,
-}
-
-impl ThreadStats {
-    /// Every first-touch page, those of unknown node included.
-    pub fn first_touch_total(&self) -> u64 {
-        self.first_touch_pages.values().sum::<u64>() + self.first_touch_pages_unknown_node
-    }
-
-    /// Its migrations during the capture from the kernel's per-thread count:
-    /// the last reading less the first (less 0 for a thread born during the
-    /// capture). Unknown with too few readings (no /proc/<pid>/task/<tid>/sched,
-    /// no BTF for the count at exit, or a spike capture's window).
-    pub fn counted_migrations(&self) -> Option<u64> {
-        let (_, last) = self.migration_count_last?;
-        let base = if self.born_ns.is_some() {
-            0
-        } else if self.migration_count_readings >= 2 {
-            self.migration_count_first?
-        } else {
-            return None;
-        };
-        Some(last.saturating_sub(base))
-    }
-
-    /// Run time after `ts`, from the samples (linear between two of them).
-    /// A thread born during the capture started at 0; a thread there from
-    /// the start counts from its first sample, as its per-node run time does.
-    /// None without samples (run time added directly, as in tests).
-    pub fn run_ns_after(&self, ts: u64) -> Option<u64> {
-        let &(_, last) = self.run_samples.last()?;
-        let mut prev: Option<(u64, u64)> = self.born_ns.map(|born| (born, 0));
-        for &(at, run) in &self.run_samples {
-            if at >= ts {
-                let at_ts = match prev {
-                    Some((p_at, p_run)) if p_at < ts => {
-                        p_run
-                            + (u128::from(run.saturating_sub(p_run)) * u128::from(ts - p_at) / u128::from(at - p_at))
-                                as u64
-                    }
-                    Some((_, p_run)) => p_run,
-                    None => run,
-                };
-                return Some(last.saturating_sub(at_ts));
-            }
-            prev = Some((at, run));
-        }
-        Some(0)
-    }
-
-    /// The node it spent most run time on, if it ran at all.
-    pub fn main_node(&self) -> Option<u32> {
-        self.runtime_ns_by_node.iter().max_by_key(|(_, ns)| **ns).map(|(n, _)| *n)
-    }
-}
-
-/// Key of one region's first-touch record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegionKey {
-    pub tgid: u32,
-    /// Address >> 21, or [`REGION_UNKNOWN`].
-    pub region: u64,
-}
-
-/// Who first touched (part of) a region, from where, and where it landed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RegionTouch {
-    pub tid: u32,
-    pub cpu_node: u32,
-    pub page_node: u32,
-    pub pages: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
-}
-
-/// A thread's NUMA hinting faults in one region: where it ran and where the memory was.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RegionUse {
-    pub tid: u32,
-    pub cpu_node: u32,
-    pub mem_node: u32,
-    pub local_faults: u64,
-    pub remote_faults: u64,
-    /// Pages covered by the remote faults (a huge page counts 512).
-    pub remote_pages: u64,
-    pub migrated_pages: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
-}
-
-/// Packs who touched from where onto where into one key (nodes come from the kernel's u16 fields).
-fn touch_key(tid: u32, cpu_node: u32, page_node: u32) -> u64 {
-    (u64::from(tid) << 32) | (u64::from(cpu_node & 0xffff) << 16) | u64::from(page_node & 0xffff)
-}
-
-impl Keyed for RegionTouch {
-    fn key(&self) -> u64 {
-        touch_key(self.tid, self.cpu_node, self.page_node)
-    }
-}
-
-impl Keyed for RegionUse {
-    fn key(&self) -> u64 {
-        touch_key(self.tid, self.cpu_node, self.mem_node)
-    }
-}
-
-/// A region's first touches, in the order first seen. Four inline: a thread's
-/// (CPU node, page node) pairs on two nodes, so the common fold misses the cache once.
-pub type RegionTouches = InlineVec<RegionTouch, 4>;
-
-/// A region's hinting-fault users, in the order first seen (four inline, as above).
-pub type RegionUses = InlineVec<RegionUse, 4>;
-
-/// Pages migrated for one reason (a thread's own migration count is the
-/// `MigrationCount` event; this is pages).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PageMigrations {
-    pub succeeded: u64,
-    pub failed: u64,
-    pub on_behalf: u64,
-    pub batches: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
-}
-
-/// A sched_setaffinity(2) on a traced thread.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AffinityChange {
-    pub ts_ns: u64,
-    pub tid: u32,
-    /// The caller: its thread id and name.
-    pub by_pid: u32,
-    pub by_comm: String,
-}
-
-/// Observations whose node the kernel side could not name (it sends
-/// `NODE_UNKNOWN`), by reason. They are counted, never shown as a node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct UnknownNodes {
-    /// First-touch pages whose pfn lies outside the memory blocks read at
-    /// start (memory hot-added since, or a pfn the kernel could not give).
-    pub page_outside_known_memory: u64,
-    /// First-touch pages made on a CPU that has no node (brought online
-    /// after the start, or beyond the CPU table).
-    pub cpu_without_node: u64,
-    /// Hinting faults with either node unknown.
-    pub hinting_faults: u64,
-}
-
-impl UnknownNodes {
-    pub fn is_empty(&self) -> bool {
-        *self == UnknownNodes::default()
-    }
-}
-
-/// A NUMA balancer decision to move, swap or keep a task (a fix's
-/// `fixes::Placement` is where a fix puts the process).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BalancerTaskMove {
-    pub kind: EventKind,
-    pub ts_ns: u64,
-    pub tid: u32,
-    pub src_node: i32,
-    pub dst_node: i32,
-}
+use crate::{event::Event, kernel_status::KernelTotals, machine::topology::Topology};
 
 /// The aggregator's whole state.
 #[derive(Clone, Debug)]
@@ -443,208 +227,17 @@ impl Aggregator {
         self.first_event_ns = Some(self.first_event_ns.map_or(h.ts_ns, |t| t.min(h.ts_ns)));
         self.last_event_ns = Some(self.last_event_ns.map_or(h.ts_ns, |t| t.max(h.ts_ns)));
         match event {
-            Event::TaskMigration(e) => {
-                let from = self.node_of_cpu(e.orig_cpu);
-                let to = self.node_of_cpu(e.dest_cpu);
-                let t = self.thread(h.tid, h.tgid);
-                if t.first_node.is_none() {
-                    t.first_node = from;
-                }
-                t.migrations += 1;
-                t.last_cpu = u32::try_from(e.dest_cpu).ok();
-                if let (Some(from), Some(to)) = (from, to)
-                    && from != to
-                {
-                    t.cross_node_migrations += 1;
-                    if t.cross_node_moves.len() < MAX_MOVES_PER_THREAD {
-                        t.cross_node_moves.push((h.ts_ns, from, to));
-                    }
-                }
-            }
-            Event::FirstTouch(e) => {
-                let (cpu_node, page_node) = (u32::from(e.cpu_node), u32::from(e.page_node));
-                if e.page_node == NODE_UNKNOWN || e.cpu_node == NODE_UNKNOWN {
-                    if e.page_node == NODE_UNKNOWN {
-                        self.unknown_nodes.page_outside_known_memory += e.pages;
-                    } else {
-                        self.unknown_nodes.cpu_without_node += e.pages;
-                    }
-                    self.thread(h.tid, h.tgid).first_touch_pages_unknown_node += e.pages;
-                    return;
-                }
-                let t = self.thread(h.tid, h.tgid);
-                t.first_touch_pages.add(page_node, e.pages);
-                t.first_touch_pages_by_cpu_node.add(cpu_node, e.pages);
-                if cpu_node != page_node {
-                    t.remote_first_touch_pages += e.pages;
-                }
-                let key = RegionKey { tgid: h.tgid, region: e.region };
-                let touches = self.regions.entry_or_default(key);
-                match touches.find_mut(touch_key(h.tid, cpu_node, page_node)) {
-                    Some(r) => {
-                        r.pages += e.pages;
-                        r.first_ns = r.first_ns.min(h.ts_ns);
-                        r.last_ns = r.last_ns.max(e.last_ts_ns);
-                    }
-                    None => {
-                        _ = touches.push(RegionTouch {
-                            tid: h.tid,
-                            cpu_node,
-                            page_node,
-                            pages: e.pages,
-                            first_ns: h.ts_ns,
-                            last_ns: e.last_ts_ns,
-                        })
-                    }
-                }
-            }
-            Event::HintingFault(e) => {
-                if e.cpu_node == NODE_UNKNOWN || e.mem_node == NODE_UNKNOWN {
-                    self.unknown_nodes.hinting_faults += u64::from(e.faults);
-                    return;
-                }
-                let t = self.thread(h.tid, h.tgid);
-                if e.local != 0 {
-                    t.hinting_faults_local += u64::from(e.faults);
-                } else {
-                    t.hinting_faults_remote += u64::from(e.faults);
-                }
-                t.hinting_pages_by_mem_node.add(u32::from(e.mem_node), u64::from(e.pages));
-                t.hinting_pages_migrated += u64::from(e.migrated_pages);
-                let (cpu_node, mem_node) = (u32::from(e.cpu_node), u32::from(e.mem_node));
-                let uses = self.region_uses.entry_or_default(RegionKey { tgid: h.tgid, region: e.region });
-                let u = match uses.find_mut(touch_key(h.tid, cpu_node, mem_node)) {
-                    Some(u) => u,
-                    None => uses.push(RegionUse {
-                        tid: h.tid,
-                        cpu_node,
-                        mem_node,
-                        local_faults: 0,
-                        remote_faults: 0,
-                        remote_pages: 0,
-                        migrated_pages: 0,
-                        first_ns: h.ts_ns,
-                        last_ns: e.last_ts_ns,
-                    }),
-                };
-                if e.local != 0 {
-                    u.local_faults += u64::from(e.faults);
-                } else {
-                    u.remote_faults += u64::from(e.faults);
-                    u.remote_pages += u64::from(e.pages);
-                }
-                u.migrated_pages += u64::from(e.migrated_pages);
-                u.first_ns = u.first_ns.min(h.ts_ns);
-                u.last_ns = u.last_ns.max(e.last_ts_ns);
-            }
-            Event::NumaPlacement(e) => {
-                let kind = EventKind::from_id(h.kind).unwrap_or(EventKind::NumaTaskMove);
-                for (tid, tgid) in [(e.src_tid, e.src_tgid), (e.dst_tid, e.dst_tgid)] {
-                    if tid == 0 || (tgid != h.tgid && tid != h.tid) {
-                        continue;
-                    }
-                    let t = self.thread(tid, tgid);
-                    match kind {
-                        EventKind::NumaTaskMove => t.numa_task_moves += 1,
-                        EventKind::NumaTaskSwap => t.numa_task_swaps += 1,
-                        _ => t.numa_task_sticks += 1,
-                    }
-                }
-                if self.balancer_task_moves.len() < MAX_BALANCER_TASK_MOVES {
-                    self.balancer_task_moves.push(BalancerTaskMove {
-                        kind,
-                        ts_ns: h.ts_ns,
-                        tid: h.tid,
-                        src_node: e.src_node,
-                        dst_node: e.dst_node,
-                    });
-                }
-            }
-            Event::PageMigration(e) => {
-                let name = self.reason_name(e.reason);
-                let m = self.page_migrations.entry(name).or_default();
-                m.succeeded += e.succeeded;
-                m.failed += e.failed;
-                m.batches += 1;
-                if e.on_behalf != 0 {
-                    m.on_behalf += e.succeeded;
-                }
-                m.first_ns = if m.first_ns == 0 { h.ts_ns } else { m.first_ns.min(h.ts_ns) };
-                m.last_ns = m.last_ns.max(h.ts_ns);
-            }
-            Event::TaskNew(e) => {
-                let node = self.node_of_cpu(h.cpu as i32);
-                let t = self.thread(h.tid, h.tgid);
-                t.comm = comm_str(&e.comm);
-                t.born_ns = Some(h.ts_ns);
-                t.last_cpu = Some(h.cpu);
-                t.first_node = t.first_node.or(node);
-            }
-            Event::TaskExit(e) => {
-                let t = self.thread(h.tid, h.tgid);
-                t.exited_ns = Some(h.ts_ns);
-                let comm = comm_str(&e.comm);
-                if !comm.is_empty() {
-                    t.comm = comm;
-                }
-            }
-            Event::AffinityChange(e) => {
-                self.thread(h.tid, h.tgid);
-                if self.affinity_changes.len() < MAX_BALANCER_TASK_MOVES {
-                    self.affinity_changes.push(AffinityChange {
-                        ts_ns: h.ts_ns,
-                        tid: h.tid,
-                        by_pid: e.by_pid,
-                        by_comm: comm_str(&e.by_comm),
-                    });
-                }
-            }
-            Event::MisplacedMigration(e) => {
-                let t = self.thread(h.tid, h.tgid);
-                t.misplaced_migrations += 1;
-                t.misplaced_migration_ns += e.duration_ns;
-            }
-            Event::MigrationCount(e) => {
-                let t = self.thread(h.tid, h.tgid);
-                // Readings come from /proc and from the kernel at exit: an
-                // older one arriving late changes nothing.
-                if t.migration_count_last.is_some_and(|(at, _)| h.ts_ns < at) {
-                    return;
-                }
-                t.migration_count_first = t.migration_count_first.or(Some(e.migrations));
-                t.migration_count_last = Some((h.ts_ns, e.migrations));
-                t.migration_count_readings += 1;
-            }
-            Event::RunTimeSample(e) => {
-                let t = self.thread(h.tid, h.tgid);
-                // Samples come from two places (userspace while the thread
-                // runs, the kernel as it exits) and may arrive out of order:
-                // an older one than the last adds nothing.
-                if t.last_run_sample.is_some_and(|(at, _)| h.ts_ns < at) {
-                    return;
-                }
-                // A thread's first sample is a baseline, unless it was born during the capture.
-                let since = match t.last_run_sample {
-                    Some(prev) => Some(prev),
-                    None => t.born_ns.map(|born| (born, 0)),
-                };
-                t.last_run_sample = Some((h.ts_ns, e.run_ns));
-                if t.run_samples.len() >= RUN_SAMPLES_KEPT {
-                    // Keep the first, then every other one: the span stays, the resolution halves.
-                    let mut i = 0;
-                    t.run_samples.retain(|_| {
-                        i += 1;
-                        i % 2 == 1
-                    });
-                }
-                t.run_samples.push((h.ts_ns, e.run_ns));
-                if let Some((at, run_ns)) = since
-                    && e.run_ns > run_ns
-                    && h.ts_ns >= at
-                {
-                    self.spread_run_time(h.tid, at, h.ts_ns, e.run_ns - run_ns);
-                }
-            }
+            Event::TaskMigration(e) => self.fold_task_migration(&h, e),
+            Event::FirstTouch(e) => self.fold_first_touch(&h, e),
+            Event::HintingFault(e) => self.fold_hinting_fault(&h, e),
+            Event::NumaPlacement(e) => self.fold_numa_placement(&h, e),
+            Event::PageMigration(e) => self.fold_page_migration(&h, e),
+            Event::TaskNew(e) => self.fold_task_new(&h, e),
+            Event::TaskExit(e) => self.fold_task_exit(&h, e),
+            Event::AffinityChange(e) => self.fold_affinity_change(&h, e),
+            Event::MisplacedMigration(e) => self.fold_misplaced_migration(&h, e),
+            Event::MigrationCount(e) => self.fold_migration_count(&h, e),
+            Event::RunTimeSample(e) => self.fold_run_time_sample(&h, e),
         }
     }
 
@@ -679,7 +272,7 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use numatrace_common::{EventHeader, FirstTouchEvent, TaskMigrationEvent};
+    use numatrace_common::{EventHeader, FirstTouchEvent, NODE_UNKNOWN, TaskMigrationEvent};
 
     use super::*;
 

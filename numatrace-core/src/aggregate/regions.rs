@@ -10,7 +10,7 @@
 //! load it; a fold then touches that record's cache lines and nothing else.
 use std::ops::Index;
 
-use crate::{aggregate::RegionKey, aggregate::prefetch::prefetch_read};
+use super::{model::RegionKey, prefetch::prefetch_read};
 
 /// Records of type `V` per region, in first-seen order.
 #[derive(Clone, Debug)]

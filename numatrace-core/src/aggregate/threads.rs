@@ -11,7 +11,7 @@ use std::{
 
 use rustc_hash::FxBuildHasher;
 
-use crate::aggregate::ThreadStats;
+use super::model::ThreadStats;
 
 /// Every thread seen, by tid.
 #[derive(Clone, Debug, Default)]
