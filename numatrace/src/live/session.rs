@@ -3,7 +3,6 @@
 //! target exits, or Ctrl-C / SIGTERM, then collect what the kernel still
 //! holds and build the report.
 use std::{
-    io::{IsTerminal, Write},
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
@@ -24,7 +23,10 @@ use numatrace_core::{
     report::{Report, kernel_release},
 };
 
-use super::target::{Target, TargetSpec};
+use super::{
+    progress::Progress,
+    target::{Target, TargetSpec},
+};
 use crate::kernel::{ProbeOptions, Probes, tracefs::Tracefs};
 
 /// How to run a capture.
@@ -165,8 +167,9 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     let mut snapshots = Snapshots::new(start.machine.clone());
-    let (stopped_by, ring) =
-        runtime.block_on(event_loop(&opts, &target, &probes, ring, &mut agg, &mut sink, &mut snapshots, started))?;
+    let ctx = LoopContext { opts: &opts, target: &target, probes: &probes, started };
+    let state = LoopState { agg: &mut agg, sink: &mut sink, snapshots: &mut snapshots };
+    let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
 
     let detach_ns = monotonic_ns();
     let migration_counts_at_end = numatrace_core::aggregate::migration_count::sample(&agg, detach_ns);
@@ -313,16 +316,30 @@ impl Snapshots {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn event_loop(
-    opts: &SessionOptions,
-    target: &Target,
-    probes: &Probes,
-    ring: RingBuf<MapData>,
-    agg: &mut Aggregator,
-    sink: &mut Option<&mut dyn EventSink>,
-    snapshots: &mut Snapshots,
+/// What the event loop reads.
+struct LoopContext<'a> {
+    opts: &'a SessionOptions,
+    target: &'a Target,
+    probes: &'a Probes,
     started: Instant,
+}
+
+/// What the event loop folds events into.
+struct LoopState<'a, 's> {
+    agg: &'a mut Aggregator,
+    sink: &'a mut Option<&'s mut dyn EventSink>,
+    snapshots: &'a mut Snapshots,
+}
+
+/// Drains the ring as it becomes readable (and on each tick), until the
+/// target exits, the duration ends, or a signal stops the capture.
+async fn event_loop(
+    ctx: &LoopContext<'_>,
+    ring: RingBuf<MapData>,
+    state: LoopState<'_, '_>,
 ) -> Result<(StopReason, RingBuf<MapData>)> {
+    let LoopContext { opts, target, probes, started } = *ctx;
+    let LoopState { agg, sink, snapshots } = state;
     // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
     // `target`, which outlives this loop.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -334,9 +351,8 @@ async fn event_loop(
     let mut tick = tokio::time::interval(opts.drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::from_std(started + d));
-    let show_progress = opts.progress && std::io::stderr().is_terminal();
+    let mut progress = Progress::new(opts.progress, target.pid, started, opts.duration);
     let mut run_time = numatrace_core::aggregate::run_time::Sampler::new();
-    let mut last_progress = Instant::now();
     let stopped_by = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -350,7 +366,7 @@ async fn event_loop(
                 for event in run_time.maybe_sample(agg, monotonic_ns()) {
                     record(agg, sink, &event)?;
                 }
-                let progress_due = show_progress && last_progress.elapsed() >= Duration::from_millis(250);
+                let progress_due = progress.due();
                 // Read after the drain: events up to now are in, or still in
                 // flight by at most a few records.
                 let at_ns = monotonic_ns();
@@ -366,9 +382,8 @@ async fn event_loop(
                     sink.tick()?;
                 }
                 if progress_due {
-                    last_progress = Instant::now();
                     let lost = kernel.map_or(0, |k| k.loss.values().map(|l| l.events).sum::<u64>());
-                    progress_line(opts, target, agg, started, lost);
+                    progress.draw(agg, lost);
                 }
             }
             _ = exited.readable() => break StopReason::TargetExit,
@@ -377,24 +392,6 @@ async fn event_loop(
             _ = sigterm.recv() => break StopReason::Sigterm,
         }
     };
-    if show_progress {
-        eprint!("\r\x1b[2K");
-    }
+    progress.clear();
     Ok((stopped_by, ring.into_inner()))
-}
-
-/// The live status line (on a terminal): time, events, threads, and events
-/// lost so far (the kernel's count, so that loss shows while it happens).
-fn progress_line(opts: &SessionOptions, target: &Target, agg: &Aggregator, started: Instant, lost: u64) {
-    let elapsed = started.elapsed().as_secs_f64();
-    let of = opts.duration.map(|d| format!(" / {:.0} s", d.as_secs_f64())).unwrap_or_default();
-    let lost = if lost > 0 { format!(", {lost} lost (raise --ring-size)") } else { String::new() };
-    eprint!(
-        "\r\x1b[2Knumatrace: pid {} {:.1} s{of}, {} events{lost}, {} threads (Ctrl-C stops and reports)",
-        target.pid,
-        elapsed,
-        agg.events,
-        agg.threads.len()
-    );
-    let _ = std::io::stderr().flush();
 }
