@@ -412,7 +412,7 @@ fn single(tools: &Tools, name: &str, label: &str, args: &[String], opts: &Numatr
 fn aggregator_alone(root: &Path) -> Result<Vec<Value>> {
     let out = Command::new("cargo")
         .current_dir(root)
-        .args(["bench", "-q", "-p", "numatrace", "--bench", "aggregator"])
+        .args(["bench", "-q", "-p", "numatrace-core", "--bench", "aggregator"])
         .output()
         .context("running cargo bench --bench aggregator")?;
     if !out.status.success() {

@@ -3,7 +3,7 @@
 //! hinting-fault runs over 16 threads x 8192 regions, task migrations): each
 //! region has an owner thread that makes 7 of 8 of its events (threads
 //! mostly touch their own memory), the rest come from any thread.
-//! Run by `cargo xtask bench` (or `cargo bench -p numatrace --bench aggregator`);
+//! Run by `cargo xtask bench` (or `cargo bench -p numatrace-core --bench aggregator`);
 //! prints one JSON line per variant: record by record through `ingest_bytes`,
 //! then in batches through `ingest_batch` as the live drain does. It reports
 //! rates and asserts nothing.
