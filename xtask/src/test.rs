@@ -78,11 +78,41 @@ impl Totals {
     }
 }
 
-/// One `cargo test` run: which packages, and whether their ignored tests run.
-struct Run {
-    what: &'static str,
-    packages: &'static [&'static str],
-    include_ignored: bool,
+/// The `cargo test` runs, each with what it covers: the workspace's default
+/// members but the lab's with every ignored test, then the lab's crate, with
+/// its QEMU tests unless `--no-lab`.
+fn cargo_runs(args: &TestArgs) -> Vec<(&'static str, Command)> {
+    let lab = if args.no_lab {
+        "the lab's own unit tests (--no-lab: its QEMU scenarios are listed as ignored)"
+    } else {
+        "the QEMU lab (2- and 4-node guests, fixes run as printed, real software: about 10 minutes)"
+    };
+    let runs: [(&str, &[&str], bool); 2] = [
+        (
+            "unit tests, kernel integration tests (real programs, this kernel), captures, inspect vs numastat",
+            // Every crate but numatrace-ebpf, which only builds for the BPF
+            // target (numatrace/build.rs builds and embeds it), and the lab's.
+            &["--workspace", "--exclude", "numatrace-ebpf", "--exclude", "numatrace-tests"],
+            true,
+        ),
+        (lab, &["-p", "numatrace-tests"], !args.no_lab),
+    ];
+    // The caller's arguments: cargo's (a filter), then after `--` libtest's.
+    let (cargo_args, libtest_args) = match args.cargo_args.iter().position(|a| a == "--") {
+        Some(i) => (&args.cargo_args[..i], &args.cargo_args[i + 1..]),
+        None => (&args.cargo_args[..], &[][..]),
+    };
+    runs.into_iter()
+        .map(|(what, packages, include_ignored)| {
+            let mut cmd = Command::new("cargo");
+            cmd.arg("test").args(packages).args(cargo_args).arg("--");
+            if include_ignored {
+                cmd.arg("--include-ignored");
+            }
+            cmd.args(libtest_args);
+            (what, cmd)
+        })
+        .collect()
 }
 
 pub fn run(args: &TestArgs) -> Result<i32> {
@@ -95,40 +125,11 @@ pub fn run(args: &TestArgs) -> Result<i32> {
              neither root nor QEMU (tests/README.md)"
         );
     }
-    let runs = [
-        Run {
-            what: "unit tests, kernel integration tests (real programs, this kernel), captures, inspect vs numastat",
-            // The workspace's default members but the lab's: every crate but
-            // numatrace-ebpf, which only builds for the BPF target
-            // (numatrace/build.rs builds and embeds it).
-            packages: &["--workspace", "--exclude", "numatrace-ebpf", "--exclude", "numatrace-tests"],
-            include_ignored: true,
-        },
-        Run {
-            what: if args.no_lab {
-                "the lab's own unit tests (--no-lab: its QEMU scenarios are listed as ignored)"
-            } else {
-                "the QEMU lab (2- and 4-node guests, fixes run as printed, real software: about 10 minutes)"
-            },
-            packages: &["-p", "numatrace-tests"],
-            include_ignored: !args.no_lab,
-        },
-    ];
-    // The caller's arguments: cargo's (a filter), then after `--` libtest's.
-    let (cargo_args, libtest_args) = match args.cargo_args.iter().position(|a| a == "--") {
-        Some(i) => (&args.cargo_args[..i], &args.cargo_args[i + 1..]),
-        None => (&args.cargo_args[..], &[][..]),
-    };
     let mut totals = Totals::default();
     let mut code = 0;
-    for run in &runs {
-        eprintln!("test: {}", run.what);
-        let mut cmd = Command::new("cargo");
-        cmd.arg("test").args(run.packages).args(cargo_args).arg("--");
-        if run.include_ignored {
-            cmd.arg("--include-ignored");
-        }
-        cmd.args(libtest_args).stdout(Stdio::piped());
+    for (what, mut cmd) in cargo_runs(args) {
+        eprintln!("test: {what}");
+        cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().context("running cargo test")?;
         let stdout = child.stdout.take().context("cargo test's output")?;
         let mut out = std::io::stdout().lock();
@@ -174,5 +175,41 @@ mod tests {
         }
         assert_eq!(t.summary(), "tests: 1 passed, 0 failed, 3 ignored (1 without a reason, 2 boots QEMU)");
         assert_eq!(Totals::default().summary(), "tests: 0 passed, 0 failed, 0 ignored");
+    }
+
+    fn args_of(cmd: &Command) -> Vec<String> {
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn runs_ignored_tests_and_the_lab_unless_told_not_to() {
+        let all = cargo_runs(&TestArgs { no_lab: false, cargo_args: vec![] });
+        let all: Vec<Vec<String>> = all.iter().map(|(_, c)| args_of(c)).collect();
+        assert_eq!(
+            all[0],
+            [
+                "test",
+                "--workspace",
+                "--exclude",
+                "numatrace-ebpf",
+                "--exclude",
+                "numatrace-tests",
+                "--",
+                "--include-ignored"
+            ]
+        );
+        assert_eq!(all[1], ["test", "-p", "numatrace-tests", "--", "--include-ignored"]);
+        let no_lab = cargo_runs(&TestArgs { no_lab: true, cargo_args: vec![] });
+        assert!(args_of(&no_lab[0].1).contains(&"--include-ignored".to_string()), "root tests still run");
+        assert_eq!(args_of(&no_lab[1].1), ["test", "-p", "numatrace-tests", "--"]);
+    }
+
+    #[test]
+    fn passes_a_filter_to_cargo_and_the_rest_to_libtest() {
+        let runs = cargo_runs(&TestArgs {
+            no_lab: true,
+            cargo_args: vec!["fix_as_printed".into(), "--".into(), "--nocapture".into()],
+        });
+        assert_eq!(args_of(&runs[1].1), ["test", "-p", "numatrace-tests", "fix_as_printed", "--", "--nocapture"]);
     }
 }
