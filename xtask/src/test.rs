@@ -105,7 +105,8 @@ fn cargo_runs(args: &TestArgs) -> Vec<(&'static str, Command)> {
     runs.into_iter()
         .map(|(what, packages, include_ignored)| {
             let mut cmd = Command::new("cargo");
-            cmd.arg("test").args(packages).args(cargo_args).arg("--");
+            // Every test binary runs, also after one fails: the closing line covers them all.
+            cmd.arg("test").arg("--no-fail-fast").args(packages).args(cargo_args).arg("--");
             if include_ignored {
                 cmd.arg("--include-ignored");
             }
@@ -189,6 +190,7 @@ mod tests {
             all[0],
             [
                 "test",
+                "--no-fail-fast",
                 "--workspace",
                 "--exclude",
                 "numatrace-ebpf",
@@ -198,10 +200,10 @@ mod tests {
                 "--include-ignored"
             ]
         );
-        assert_eq!(all[1], ["test", "-p", "numatrace-tests", "--", "--include-ignored"]);
+        assert_eq!(all[1], ["test", "--no-fail-fast", "-p", "numatrace-tests", "--", "--include-ignored"]);
         let no_lab = cargo_runs(&TestArgs { no_lab: true, cargo_args: vec![] });
         assert!(args_of(&no_lab[0].1).contains(&"--include-ignored".to_string()), "root tests still run");
-        assert_eq!(args_of(&no_lab[1].1), ["test", "-p", "numatrace-tests", "--"]);
+        assert_eq!(args_of(&no_lab[1].1), ["test", "--no-fail-fast", "-p", "numatrace-tests", "--"]);
     }
 
     #[test]
@@ -210,6 +212,9 @@ mod tests {
             no_lab: true,
             cargo_args: vec!["fix_as_printed".into(), "--".into(), "--nocapture".into()],
         });
-        assert_eq!(args_of(&runs[1].1), ["test", "-p", "numatrace-tests", "fix_as_printed", "--", "--nocapture"]);
+        assert_eq!(
+            args_of(&runs[1].1),
+            ["test", "--no-fail-fast", "-p", "numatrace-tests", "fix_as_printed", "--", "--nocapture"]
+        );
     }
 }
