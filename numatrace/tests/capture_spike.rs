@@ -63,6 +63,7 @@ fn wait_for(path: &Path) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sigusr1_saves_the_last_window() {
     let dir = scratch("window");
     let prefix = dir.join("incident");
@@ -106,6 +107,7 @@ fn sigusr1_saves_the_last_window() {
 /// window's migrations are the kernel's count over the window, a part of the
 /// run's, not 0 (as they were when a window carried events only).
 #[test]
+#[ignore = "needs root"]
 fn a_window_carries_the_kernels_counts_over_just_that_window() {
     let dir = scratch("counts");
     let prefix = dir.join("incident");

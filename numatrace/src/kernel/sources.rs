@@ -388,3 +388,64 @@ fn verifier_error(program: &str, err: &aya::programs::ProgramError) -> String {
         other => format!("loading program {program}: {other}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use aya_obj::{Object, ProgramSection};
+
+    use super::*;
+
+    /// The embedded object's programs by name, with their kinds: parsed, not
+    /// loaded, so no root is needed.
+    fn object_programs() -> BTreeMap<String, ProgramSection> {
+        let object = Object::parse(crate::kernel::OBJECT).expect("the embedded eBPF object parses");
+        object.programs.into_iter().map(|(name, program)| (name, program.section)).collect()
+    }
+
+    /// Whether a program of this kind can be attached the way `hook` says.
+    fn fits(hook: &Hook, section: &ProgramSection) -> bool {
+        matches!(
+            (hook, section),
+            (Hook::Tracepoint(..), ProgramSection::TracePoint)
+                | (Hook::RawTracepoint(..), ProgramSection::RawTracePoint)
+                | (Hook::BtfTracepoint(..), ProgramSection::BtfTracePoint)
+                | (Hook::Kprobe(_), ProgramSection::KProbe)
+                | (Hook::Kretprobe(_), ProgramSection::KRetProbe)
+                | (Hook::Fentry(_), ProgramSection::FEntry { .. })
+                | (Hook::Fexit(_), ProgramSection::FExit { .. })
+        )
+    }
+
+    /// Every attach of the sources, the load generator and the page map calibration.
+    fn all_attaches() -> Vec<&'static Attach> {
+        every_attach()
+            .chain(LOAD_GENERATOR.variants.iter().flat_map(|v| v.iter()))
+            .chain(super::super::page_map::PAIR.iter())
+            .collect()
+    }
+
+    #[test]
+    fn every_program_the_attach_table_names_is_in_the_object_with_its_kind() {
+        let programs = object_programs();
+        let mut wrong = Vec::new();
+        for attach in all_attaches() {
+            match programs.get(attach.program) {
+                None => wrong.push(format!("{} is not in the object", attach.program)),
+                Some(section) if !fits(&attach.hook, section) => {
+                    wrong.push(format!("{} is a {section:?} program, attached as {:?}", attach.program, attach.hook))
+                }
+                Some(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}\nthe object has: {:?}", programs.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_program_in_the_object_is_attached_by_something() {
+        let named: BTreeSet<&str> = all_attaches().iter().map(|a| a.program).collect();
+        let unused: Vec<String> = object_programs().into_keys().filter(|p| !named.contains(p.as_str())).collect();
+        assert!(unused.is_empty(), "programs no source attaches: {unused:?}");
+    }
+}

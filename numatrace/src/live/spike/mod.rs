@@ -266,7 +266,7 @@ impl SpikeRing {
             StartFacts { start_ns: span.from_ns, initial_threads: threads.into_values().collect(), ..start.clone() };
         let mut end = EndFacts::cut_short(
             span.to_ns.saturating_sub(span.from_ns) as f64 / 1e9,
-            StopReason::Trigger(pending.reason.to_string()),
+            StopReason::Trigger(pending.reason.clone()),
         );
         end.kernel = span.kernel;
         end.dropped_by_memory_cap = dropped;
