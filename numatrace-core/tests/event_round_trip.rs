@@ -3,12 +3,12 @@
 //! numatrace-common, as is) decode into that struct with the same values, and
 //! encode back to the same bytes. A kind added to `EventKind` without a case
 //! here does not compile (the match below has no catch-all arm).
-use numatrace_core::event::{DecodeError, Event};
 use numatrace_common::{
     AffinityChangeEvent, EventHeader, EventKind, EventRecord, FirstTouchEvent, HintingFaultEvent, MigrationCountEvent,
     MisplacedMigrationEvent, NumaPlacementEvent, PageMigrationEvent, RunTimeSampleEvent, TaskExitEvent,
     TaskMigrationEvent, TaskNewEvent,
 };
+use numatrace_core::event::{DecodeError, Event};
 
 /// The bytes of a struct, as the kernel's `bpf_ringbuf_reserve` + write leaves them.
 fn kernel_bytes<T: Copy>(value: &T) -> Vec<u8> {

@@ -131,6 +131,7 @@ fn counts_every_first_touch_of_every_thread() {
     assert_eq!(report["totals"]["first_touch_pages"], report["kernel_counters"]["first_touch_pages"]);
 }
 
+#[cfg(feature = "bench-hooks")]
 fn hooks_of<'a>(report: &'a Value, source: &str) -> Vec<&'a str> {
     let status = report["sources"].as_array().unwrap().iter().find(|s| s["name"] == source).expect("source listed");
     status["hooks"].as_array().unwrap().iter().filter_map(Value::as_str).collect()
@@ -140,6 +141,8 @@ fn hooks_of<'a>(report: &'a Value, source: &str) -> Vec<&'a str> {
 /// and the classic ones see the same thing: every first touch on the node
 /// the kernel put it (pfns from the calibrated page array vs the classic
 /// record's pfn), and every forced CPU hop.
+// --classic-tracepoints and --load-generator exist with the bench-hooks feature (cargo xtask test).
+#[cfg(feature = "bench-hooks")]
 #[test]
 #[ignore = "needs root"]
 fn cheaper_hooks_see_what_classic_tracepoints_see() {
@@ -342,6 +345,8 @@ fn assert_every_event_accounted_for(report: &Value) {
     );
 }
 
+// --classic-tracepoints and --load-generator exist with the bench-hooks feature (cargo xtask test).
+#[cfg(feature = "bench-hooks")]
 #[test]
 #[ignore = "needs root"]
 fn the_load_generator_is_read_event_for_event() {
@@ -370,6 +375,8 @@ fn the_load_generator_is_read_event_for_event() {
     assert_every_event_accounted_for(&report);
 }
 
+// --classic-tracepoints and --load-generator exist with the bench-hooks feature (cargo xtask test).
+#[cfg(feature = "bench-hooks")]
 #[test]
 #[ignore = "needs root"]
 fn the_load_generator_overflowing_a_small_ring_is_counted_exactly() {

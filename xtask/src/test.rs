@@ -92,7 +92,16 @@ fn cargo_runs(args: &TestArgs) -> Vec<(&'static str, Command)> {
             "unit tests, kernel integration tests (real programs, this kernel), captures, inspect vs numastat",
             // Every crate but numatrace-ebpf, which only builds for the BPF
             // target (numatrace/build.rs builds and embeds it), and the lab's.
-            &["--workspace", "--exclude", "numatrace-ebpf", "--exclude", "numatrace-tests"],
+            // bench-hooks: the load generator and --classic-tracepoints, which some tests drive.
+            &[
+                "--workspace",
+                "--exclude",
+                "numatrace-ebpf",
+                "--exclude",
+                "numatrace-tests",
+                "--features",
+                "numatrace/bench-hooks",
+            ],
             true,
         ),
         (lab, &["-p", "numatrace-tests"], !args.no_lab),
@@ -196,6 +205,8 @@ mod tests {
                 "numatrace-ebpf",
                 "--exclude",
                 "numatrace-tests",
+                "--features",
+                "numatrace/bench-hooks",
                 "--",
                 "--include-ignored"
             ]

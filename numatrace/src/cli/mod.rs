@@ -83,13 +83,15 @@ pub struct TraceArgs {
     pub ring_size: u32,
     /// Attach through classic tracepoints only, never raw or BTF-typed ones
     /// (for comparing the two; the cheaper ones are the default).
-    #[arg(long, hide = true)]
+    #[cfg(feature = "bench-hooks")]
+    #[arg(long)]
     pub classic_tracepoints: bool,
     /// Benchmarks only: on every getppid(2) call of the target, the kernel
     /// writes 64 synthetic first-touch events into the ring (`numatrace
     /// workload flood` calls it at a set rate), to load the event path at
     /// rates no real source reaches on a small machine.
-    #[arg(long, hide = true)]
+    #[cfg(feature = "bench-hooks")]
+    #[arg(long)]
     pub load_generator: bool,
     /// Send every thread migration to numatrace, also those between two CPUs
     /// of one node. By default the kernel only counts those (they cannot
@@ -189,7 +191,11 @@ fn trace(args: TraceArgs) -> Result<i32> {
         probes: ProbeOptions {
             follow_children,
             ring_bytes: args.ring_size,
+            #[cfg(feature = "bench-hooks")]
             classic_tracepoints: args.classic_tracepoints,
+            #[cfg(not(feature = "bench-hooks"))]
+            classic_tracepoints: false,
+            #[cfg(feature = "bench-hooks")]
             load_generator: args.load_generator,
             all_migrations: args.all_migrations,
         },

@@ -43,6 +43,7 @@ pub struct ProbeOptions {
     pub classic_tracepoints: bool,
     /// Also attach the benchmark load generator (synthetic events on the
     /// target's `getppid` calls; see numatrace-ebpf's load_generator.rs).
+    #[cfg(feature = "bench-hooks")]
     pub load_generator: bool,
     /// Send every thread migration as an event, also those within a node
     /// (by default the kernel only counts those).
@@ -55,6 +56,7 @@ pub struct Probes {
     /// What the kernel's BTF says about `task_struct` and `struct page`.
     structs: btf_fields::KernelStructs,
     classic_tracepoints: bool,
+    #[cfg(feature = "bench-hooks")]
     load_generator: bool,
     pub sources: Vec<SourceStatus>,
 }
@@ -99,6 +101,7 @@ impl Probes {
             ebpf,
             structs,
             classic_tracepoints: opts.classic_tracepoints,
+            #[cfg(feature = "bench-hooks")]
             load_generator: opts.load_generator,
             sources: Vec::new(),
         })
@@ -138,6 +141,7 @@ impl Probes {
         }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s)).collect();
+        #[cfg(feature = "bench-hooks")]
         if self.load_generator {
             self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::LOAD_GENERATOR));
         }

@@ -165,6 +165,7 @@ pub const SOURCES: &[Source] = &[
 
 /// The benchmark load generator (`--load-generator`): not a source of
 /// facts, so not in [`SOURCES`]; attached only when asked for.
+#[cfg(feature = "bench-hooks")]
 pub const LOAD_GENERATOR: Source = Source {
     name: "load generator (benchmark)",
     tells: "synthetic first touches on the target's getppid calls, to load the ring and the aggregator",
@@ -420,10 +421,10 @@ mod tests {
 
     /// Every attach of the sources, the load generator and the page map calibration.
     fn all_attaches() -> Vec<&'static Attach> {
-        every_attach()
-            .chain(LOAD_GENERATOR.variants.iter().flat_map(|v| v.iter()))
-            .chain(super::super::page_map::PAIR.iter())
-            .collect()
+        let attaches = every_attach().chain(super::super::page_map::PAIR.iter());
+        #[cfg(feature = "bench-hooks")]
+        let attaches = attaches.chain(LOAD_GENERATOR.variants.iter().flat_map(|v| v.iter()));
+        attaches.collect()
     }
 
     #[test]

@@ -255,7 +255,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let root = workspace_root();
     if !args.no_build {
         eprintln!("bench: building numatrace (release)");
-        cargo(&root, &["build", "--release", "-p", "numatrace"])?;
+        cargo(&root, &["build", "--release", "-p", "numatrace", "--features", "bench-hooks"])?;
     }
     let numatrace = root.join("target/release/numatrace");
     if !numatrace.is_file() {
