@@ -14,7 +14,7 @@ use std::{
 };
 
 use numatrace_common::{EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, TaskMigrationEvent};
-use numatrace_core::{aggregate::Aggregator, event::Event, machine::topology::Topology};
+use numatrace_core::{aggregate::Aggregator, event::Event, machine::Topology};
 
 const THREADS: u32 = 16;
 const REGIONS: u64 = 8192;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     aggregate::Aggregator,
     kernel_status::{KernelTotals, LostCount, SourceStatus},
-    machine::topology::Topology,
+    machine::Topology,
 };
 
 /// A thread that existed when the capture started.
@@ -25,6 +25,8 @@ pub struct InitialThread {
 pub struct StartFacts {
     pub tool_version: String,
     pub kernel_release: String,
+    /// Nodes with their CPUs, memory and free memory at the start (fixes are
+    /// checked against them).
     pub topology: Topology,
     /// `enum migrate_reason` value -> name on the traced kernel.
     pub reason_names: BTreeMap<i64, String>,
@@ -36,9 +38,6 @@ pub struct StartFacts {
     /// The target's command line (for fix commands).
     #[serde(default)]
     pub argv: Vec<String>,
-    /// Nodes with their memory and free memory at the start (fixes are checked against them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub machine: Option<crate::machine::MachineTopology>,
     /// The target's NUMA state when the capture started (attach to a running pid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_before: Option<crate::machine::ProcessSnapshot>,

@@ -10,7 +10,7 @@ use numatrace_core::{
     capture::synthetic,
     event::Event,
     facts::{EndFacts, SessionFacts, StartFacts, StopReason},
-    machine::{MachineTopology, topology::Topology},
+    machine::Topology,
     report::{Report, text::render},
 };
 
@@ -37,8 +37,6 @@ fn golden(name: &str, actual: &str) {
 /// The report, with the machine's nodes known (1 GiB each, the CPUs of the
 /// capture's topology) so that the fixes are the ones a real run prints.
 fn report_of(mut start: StartFacts, events: &[Event], end: EndFacts) -> Report {
-    let cpus: Vec<Vec<u32>> = start.topology.nodes.iter().map(|n| n.cpus.clone()).collect();
-    start.machine = Some(MachineTopology::synthetic(&cpus, 1 << 30));
     start.argv = vec!["/usr/bin/app".into(), "--serve".into()];
     SessionFacts { start, end }.replay(events).0
 }

@@ -48,7 +48,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::machine::topology::Topology;
+    use crate::machine::Topology;
 
     #[test]
     fn parses_the_sched_file() {

@@ -22,7 +22,7 @@ use self::{
     regions::{PrefetchStep, RegionTable},
     threads::ThreadTable,
 };
-use crate::{event::Event, kernel_status::KernelTotals, machine::topology::Topology};
+use crate::{event::Event, kernel_status::KernelTotals, machine::Topology};
 
 /// The aggregator's whole state.
 #[derive(Clone, Debug)]

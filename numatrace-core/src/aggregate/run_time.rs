@@ -78,7 +78,7 @@ mod tests {
     use numatrace_common::TaskMigrationEvent;
 
     use super::*;
-    use crate::machine::topology::Topology;
+    use crate::machine::Topology;
 
     #[test]
     fn parses_schedstat() {

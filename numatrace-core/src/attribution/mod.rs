@@ -263,11 +263,11 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
     if started_by_numatrace {
         ctx.pages_by_node_at_start.clear();
     }
-    let nodes = start.machine.as_ref().map(|m| m.nodes.clone()).unwrap_or_default();
+    let nodes = start.topology.nodes.clone();
     let env = FixEnv {
         pid: start.target.pid,
         constraints: crate::fixes::Constraints {
-            allowed: restart_allowed(latest, start.machine.as_ref()),
+            allowed: restart_allowed(latest, Some(&start.topology)),
             nodes: nodes.clone(),
             cpuset: latest.and_then(|s| s.cpuset.clone()),
             needed_bytes: 0,
@@ -288,7 +288,7 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
 /// threads does not forbid a different pinning from outside).
 fn restart_allowed(
     snap: Option<&crate::machine::ProcessSnapshot>,
-    machine: Option<&crate::machine::MachineTopology>,
+    machine: Option<&crate::machine::Topology>,
 ) -> crate::machine::Allowed {
     let all_cpus = machine.map(|m| m.online_cpus.clone()).unwrap_or_default();
     let cs = snap.and_then(|s| s.cpuset.as_ref());

@@ -3,14 +3,14 @@
 use super::{evidence::Contribution, kinds::CauseKind};
 use crate::{
     fixes::{Constraints, Fix, MIN_ROOM_BYTES, Workload},
-    machine::NodeInfo,
+    machine::Node,
 };
 
 /// What the fixes are built from.
 #[derive(Clone, Debug, Default)]
 pub struct FixEnv {
     pub pid: u32,
-    pub nodes: Vec<NodeInfo>,
+    pub nodes: Vec<Node>,
     pub workload: Workload,
     /// The process was started by numatrace (a restart under numactl is natural).
     pub started_by_numatrace: bool,
@@ -21,7 +21,7 @@ pub struct FixEnv {
 }
 
 impl FixEnv {
-    fn node(&self, id: u32) -> Option<&NodeInfo> {
+    fn node(&self, id: u32) -> Option<&Node> {
         self.nodes.iter().find(|n| n.id == id)
     }
 
@@ -35,7 +35,7 @@ impl FixEnv {
 /// CPUs, room for what the process allocates next (a quarter of its
 /// resident size, at least [`MIN_ROOM_BYTES`]), and is not already where
 /// the threads run.
-fn node_to_move_threads_to<'a>(c: &Contribution, env: &'a FixEnv) -> Option<&'a NodeInfo> {
+fn node_to_move_threads_to<'a>(c: &Contribution, env: &'a FixEnv) -> Option<&'a Node> {
     if env.started_by_numatrace || env.pid == 0 || c.memory_nodes.len() != 1 {
         return None;
     }
@@ -46,7 +46,7 @@ fn node_to_move_threads_to<'a>(c: &Contribution, env: &'a FixEnv) -> Option<&'a 
 }
 
 /// The threads already run only on `node`, and may run nowhere else: pinning them there changes nothing.
-fn threads_only_on(c: &Contribution, env: &FixEnv, node: &NodeInfo) -> bool {
+fn threads_only_on(c: &Contribution, env: &FixEnv, node: &Node) -> bool {
     let ran_there = c.thread_nodes.len() == 1 && c.thread_nodes.contains(&node.id);
     let allowed = &env.workload.cpus_allowed;
     ran_there && (allowed.is_empty() || allowed.iter().all(|cpu| node.cpus.contains(cpu)))
@@ -89,7 +89,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         fixes.push(Fix::move_threads_to_memory(env.pid, n));
     }
     // What lasts across restarts, for a process numatrace did not start.
-    let lasting = |fixes: &mut Vec<Fix>, n: &NodeInfo| {
+    let lasting = |fixes: &mut Vec<Fix>, n: &Node| {
         if !live {
             return;
         }
@@ -104,7 +104,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             fixes.push(Fix::systemd_unit(unit, &n.cpus, &[n.id]));
         }
     };
-    let repin = |fixes: &mut Vec<Fix>, n: &NodeInfo, from: &[u32]| {
+    let repin = |fixes: &mut Vec<Fix>, n: &Node, from: &[u32]| {
         if live {
             fixes.push(Fix::repin_live(env.pid, n, from, pages_to_copy, threads_only_on(c, env, n)));
         }
@@ -222,13 +222,13 @@ mod tests {
     use super::*;
     use crate::{
         fixes::FixKind,
-        machine::{Container, ContainerRuntime, MachineTopology},
+        machine::{Container, ContainerRuntime, Topology},
     };
 
     /// The redis case of the issue: attached to a running server whose 73 MiB
     /// sit on node 0 while its threads run on node 1.
     fn redis(cpus_allowed: Vec<u32>) -> (Contribution, FixEnv) {
-        let machine = MachineTopology::synthetic(&[vec![0], vec![1]], 512 << 20);
+        let machine = Topology::synthetic_with_memory(&[vec![0], vec![1]], 512 << 20);
         let c = Contribution {
             kind: CauseKind::PlacedBeforeCapture,
             pages: 18688.0,

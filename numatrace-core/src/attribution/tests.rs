@@ -8,10 +8,7 @@ use numatrace_common::{
 };
 
 use super::*;
-use crate::{
-    aggregate::Aggregator, event::Event, kernel_status::KernelTotals, machine::MachineTopology,
-    machine::topology::Topology,
-};
+use crate::{aggregate::Aggregator, event::Event, kernel_status::KernelTotals, machine::Topology};
 
 const S: u64 = 1_000_000_000;
 const START: u64 = 100 * S;
@@ -89,7 +86,7 @@ fn finish(a: &mut Aggregator, runtime: &[(u32, u32, f64)]) {
 }
 
 fn env() -> FixEnv {
-    let machine = MachineTopology::synthetic(&[vec![0, 1], vec![2, 3]], 8 << 30);
+    let machine = Topology::synthetic_with_memory(&[vec![0, 1], vec![2, 3]], 8 << 30);
     FixEnv { pid: 10, nodes: machine.nodes, resident_bytes: 64 << 20, ..Default::default() }
 }
 
@@ -308,7 +305,7 @@ fn one_node_machines_get_no_pinning_advice() {
     let mut a = Aggregator::new(Topology::synthetic(&[vec![0, 1]]), BTreeMap::new());
     touch(&mut a, 11, 1, 0, 0, 100, S);
     finish(&mut a, &[(11, 0, 1.0)]);
-    let machine = MachineTopology::synthetic(&[vec![0, 1]], 8 << 30);
+    let machine = Topology::synthetic_with_memory(&[vec![0, 1]], 8 << 30);
     let env = FixEnv { nodes: machine.nodes, ..Default::default() };
     assert!(attribute(&a, &command_ctx(), &env, START).is_empty());
     let m = magnitude::measure(&a, &command_ctx(), &[], 1.0);

@@ -9,7 +9,7 @@ use numatrace_common::{
 use crate::{
     event::Event,
     facts::{EndFacts, InitialThread, StartFacts, StopReason, Target},
-    machine::topology::Topology,
+    machine::Topology,
 };
 
 /// Start facts for `topology`. `threads`: (tid, comm, cpu); the first is
@@ -36,7 +36,6 @@ pub fn start_facts(topology: &Topology, start_ns: u64, tgid: u32, threads: &[(u3
             .collect(),
         start_ns,
         argv: Vec::new(),
-        machine: None,
         process_before: None,
         system_before: None,
         within_node_migrations_counted_only: false,

@@ -13,7 +13,7 @@ pub mod launcher;
 use crate::{
     fixes::launcher::{Binding, CommandLine, CpuBinding, MemPolicy, shell_words},
     machine::cpulist,
-    machine::{Allowed, CgroupVersion, Container, ContainerRuntime, Cpuset, NodeInfo, ProcessSnapshot},
+    machine::{Allowed, CgroupVersion, Container, ContainerRuntime, Cpuset, Node, ProcessSnapshot},
 };
 
 /// Which remedy a fix is.
@@ -269,7 +269,7 @@ impl Fix {
     }
 
     /// Start the workload with its threads and memory on one node.
-    pub fn bind_to_node(node: &NodeInfo, workload: &Workload) -> Fix {
+    pub fn bind_to_node(node: &Node, workload: &Workload) -> Fix {
         let binding = Binding {
             cpu: Some(CpuBinding::Nodes(node.id.to_string())),
             mem: Some(MemPolicy::Bind(node.id.to_string())),
@@ -292,7 +292,7 @@ impl Fix {
     }
 
     /// Spread the workload's memory over all nodes, for one that needs more than a node holds.
-    pub fn interleave_all(workload: &Workload, nodes: &[NodeInfo]) -> Fix {
+    pub fn interleave_all(workload: &Workload, nodes: &[Node]) -> Fix {
         let mems: Vec<u32> = nodes.iter().filter(|n| !n.is_memoryless()).map(|n| n.id).collect();
         let goal = interleave_goal(mems.len());
         Fix::new(
@@ -308,7 +308,7 @@ impl Fix {
     }
 
     /// Prefer one node for memory but fall back to others when it is full.
-    pub fn preferred(node: &NodeInfo, workload: &Workload) -> Fix {
+    pub fn preferred(node: &Node, workload: &Workload) -> Fix {
         let binding = Binding {
             cpu: Some(CpuBinding::Nodes(node.id.to_string())),
             mem: Some(MemPolicy::Preferred(node.id.to_string())),
@@ -342,7 +342,7 @@ impl Fix {
 
     /// Move a live process's threads to the node its memory is on: nothing
     /// is copied, and what it allocates next lands there too (first touch).
-    pub fn move_threads_to_memory(pid: u32, node: &NodeInfo) -> Fix {
+    pub fn move_threads_to_memory(pid: u32, node: &Node) -> Fix {
         Fix::new(
             FixKind::MoveThreadsLive,
             format!("Move live PID {pid}'s threads to node {}, where its memory is (CPUs {}); no memory moves", node.id, cpulist::format(&node.cpus)),
@@ -363,7 +363,7 @@ impl Fix {
     /// there first unless they may only run there already. DESTRUCTIVE.
     pub fn repin_live(
         pid: u32,
-        node: &NodeInfo,
+        node: &Node,
         from_nodes: &[u32],
         pages_to_copy: u64,
         threads_already_there: bool,
@@ -664,7 +664,7 @@ impl Fix {
 #[derive(Clone, Debug, Default)]
 pub struct Constraints {
     pub allowed: Allowed,
-    pub nodes: Vec<NodeInfo>,
+    pub nodes: Vec<Node>,
     pub cpuset: Option<Cpuset>,
     /// Memory the process needs on the target nodes (its resident size).
     pub needed_bytes: u64,
@@ -754,10 +754,10 @@ impl Fix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::MachineTopology;
+    use crate::machine::Topology;
 
-    fn two_nodes() -> MachineTopology {
-        MachineTopology::synthetic(&[vec![0, 1, 2, 3], vec![4, 5, 6, 7]], 8 << 30)
+    fn two_nodes() -> Topology {
+        Topology::synthetic_with_memory(&[vec![0, 1, 2, 3], vec![4, 5, 6, 7]], 8 << 30)
     }
 
     #[test]
@@ -849,7 +849,7 @@ mod tests {
     fn the_process_identity_survives_a_capture_file() {
         // An attached process's snapshot, as the capture stores it (JSON), without the
         // identity (older captures) and with one.
-        let topology = crate::machine::topology::Topology::synthetic(&[vec![0], vec![1]]);
+        let topology = crate::machine::Topology::synthetic(&[vec![0], vec![1]]);
         let mut start = crate::capture::synthetic::start_facts(&topology, 0, 77, &[(77, "redis-server", 1)]);
         start.argv = vec!["/usr/bin/redis-server *:6379".into()];
         let snap_json = serde_json::json!({

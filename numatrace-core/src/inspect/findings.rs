@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     fixes::{Constraints, Fix, Workload},
     machine::cpulist,
-    machine::{CounterRates, MachineTopology, MappingKind, NodeInfo, ProcessSnapshot, SystemSnapshot},
+    machine::{CounterRates, MappingKind, Node, ProcessSnapshot, SystemSnapshot, Topology},
 };
 
 /// How bad a finding is.
@@ -228,7 +228,7 @@ fn machine_findings(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, Counte
     }
 }
 
-fn process_findings(topo: &MachineTopology, p: &ProcessSnapshot, out: &mut Vec<Finding>) {
+fn process_findings(topo: &Topology, p: &ProcessSnapshot, out: &mut Vec<Finding>) {
     let total = p.total_bytes();
     let workload = Workload::of_snapshot(p);
     let allowed = p.allowed();
@@ -242,7 +242,7 @@ fn process_findings(topo: &MachineTopology, p: &ProcessSnapshot, out: &mut Vec<F
     // The node holding most of the memory.
     let top = p.memory_by_node.iter().max_by_key(|(_, c)| c.total).map(|(n, c)| (*n, c.total));
     // The allowed node with the most free memory that can hold the whole process.
-    let home: Option<&NodeInfo> = topo
+    let home: Option<&Node> = topo
         .nodes
         .iter()
         .filter(|n| !n.is_cpuless() && !n.is_memoryless() && (allowed.mems.is_empty() || allowed.mems.contains(&n.id)))
@@ -360,7 +360,7 @@ mod tests {
         Virtualization,
     };
 
-    fn system(topo: MachineTopology) -> SystemSnapshot {
+    fn system(topo: Topology) -> SystemSnapshot {
         SystemSnapshot::synthetic(topo, Sysctls { numa_balancing: Some(1), zone_reclaim_mode: Some(0) })
     }
 
@@ -409,8 +409,8 @@ mod tests {
         f.iter().map(|f| f.kind.as_str()).collect()
     }
 
-    fn two_nodes() -> MachineTopology {
-        MachineTopology::synthetic(&[vec![0, 1, 2, 3], vec![4, 5, 6, 7]], 8 << 30)
+    fn two_nodes() -> Topology {
+        Topology::synthetic_with_memory(&[vec![0, 1, 2, 3], vec![4, 5, 6, 7]], 8 << 30)
     }
 
     #[test]
@@ -461,7 +461,7 @@ mod tests {
         let f = judge(&sys, None, None);
         assert_eq!(kinds(&f), vec!["zone_reclaim_on", "sockets_exceed_nodes", "high_numa_miss"]);
         assert!(f[0].destructive);
-        let mut one = system(MachineTopology::synthetic(&[vec![0, 1]], 8 << 30));
+        let mut one = system(Topology::synthetic_with_memory(&[vec![0, 1]], 8 << 30));
         one.virtualization = Virtualization { is_vm: true, hypervisor: Some("KVM".into()), dmi: None };
         let f = judge(&one, None, None);
         assert_eq!(kinds(&f), vec!["one_node_vm"]);
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_heap_bigger_than_a_node_gets_interleave() {
-        let sys = system(MachineTopology::synthetic(&[vec![0, 1], vec![2, 3]], 1 << 30));
+        let sys = system(Topology::synthetic_with_memory(&[vec![0, 1], vec![2, 3]], 1 << 30));
         let p = process(&[(0, 200_000), (1, 200_000)], "default", &[0, 1]);
         let f = judge(&sys, None, Some(&p));
         let h = f.iter().find(|f| f.kind == "heap_larger_than_node").expect("heap finding");

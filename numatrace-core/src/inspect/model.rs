@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::findings::Finding;
 use crate::machine::{
-    CategoryBytes, CounterRates, Cpuset, MachineTopology, Mapping, MappingKind, NodeCounters, NodeMeminfo,
-    ProcessSnapshot, Sysctls, SystemSnapshot, ThreadPlacement, TransparentHugePages, Unreadable, Virtualization,
+    CategoryBytes, CounterRates, Cpuset, Mapping, MappingKind, NodeCounters, NodeMeminfo, ProcessSnapshot, Sysctls,
+    SystemSnapshot, ThreadPlacement, Topology, TransparentHugePages, Unreadable, Virtualization,
 };
 
 pub const SCHEMA: &str = "numatrace.inspect/1";
@@ -45,7 +45,7 @@ pub struct InspectReport {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TopologyView {
     #[serde(flatten)]
-    pub machine: MachineTopology,
+    pub machine: Topology,
     pub cpuless_nodes: Vec<u32>,
     pub memoryless_nodes: Vec<u32>,
 }

@@ -318,12 +318,12 @@ fn render_finding(s: &mut String, f: &Finding) {
 mod tests {
     use super::*;
     use crate::machine::{
-        MachineTopology, Mapping, MappingKind, NumaMaps, ProcessSnapshot, ProcessStatus, Sysctls, SystemSnapshot,
-        ThreadPlacement, Unreadable,
+        Mapping, MappingKind, NumaMaps, ProcessSnapshot, ProcessStatus, Sysctls, SystemSnapshot, ThreadPlacement,
+        Topology, Unreadable,
     };
 
     fn system() -> SystemSnapshot {
-        let topology = MachineTopology::synthetic(&[vec![0, 1], vec![2, 3]], 4 << 30);
+        let topology = Topology::synthetic_with_memory(&[vec![0, 1], vec![2, 3]], 4 << 30);
         SystemSnapshot::synthetic(topology, Sysctls { numa_balancing: Some(0), zone_reclaim_mode: Some(0) })
     }
 

@@ -11,7 +11,6 @@ pub mod cpuset;
 pub mod identity;
 pub mod node_counters;
 pub mod node_meminfo;
-pub mod nodes;
 pub mod numa_maps;
 pub mod proc_status;
 pub mod topology;
@@ -33,9 +32,9 @@ pub use self::{
     identity::{Container, ContainerRuntime, ProcessIdentity},
     node_counters::{CounterRates, NodeCounters},
     node_meminfo::NodeMeminfo,
-    nodes::{HugePages, MachineTopology, NodeInfo},
     numa_maps::{CategoryBytes, Mapping, MappingKind, NumaMaps, PageSizes},
     proc_status::{ProcessStatus, ThreadPlacement},
+    topology::{HugePages, Node, Topology},
     tunables::{Sysctls, TransparentHugePages},
     virt::Virtualization,
 };
@@ -83,7 +82,7 @@ pub fn page_sizes() -> PageSizes {
 pub struct SystemSnapshot {
     /// When it was taken, in milliseconds since the Unix epoch.
     pub taken_at_unix_ms: u64,
-    pub topology: MachineTopology,
+    pub topology: Topology,
     /// Per-node meminfo in bytes, as `numastat -m` shows it (node id -> field -> bytes).
     pub meminfo: BTreeMap<u32, NodeMeminfo>,
     /// Per-node allocation counters in pages since boot (node id -> counters).
@@ -104,7 +103,7 @@ impl SystemSnapshot {
     /// Reads everything. Fails only when the node topology itself cannot be read.
     pub fn read() -> Result<SystemSnapshot> {
         let taken_at_unix_ms = now_unix_ms();
-        let topology = MachineTopology::read()?;
+        let topology = Topology::read()?;
         let sizes = page_sizes();
         let mut unreadable = Vec::new();
         let mut meminfo = BTreeMap::new();
@@ -159,7 +158,7 @@ impl SystemSnapshot {
     /// A snapshot built in code (tests): this topology and these sysctls,
     /// no counters, 4 KiB base and 2 MiB huge pages.
     #[cfg(test)]
-    pub(crate) fn synthetic(topology: MachineTopology, sysctl: Sysctls) -> SystemSnapshot {
+    pub(crate) fn synthetic(topology: Topology, sysctl: Sysctls) -> SystemSnapshot {
         SystemSnapshot {
             taken_at_unix_ms: 0,
             topology,
@@ -232,13 +231,13 @@ pub struct ProcessSnapshot {
 impl ProcessSnapshot {
     /// Reads a process, taking the node of each CPU from this machine's topology.
     pub fn read(pid: u32) -> Result<ProcessSnapshot> {
-        let topology = MachineTopology::read()?;
+        let topology = Topology::read()?;
         ProcessSnapshot::read_with(pid, &topology)
     }
 
     /// Reads a process against an already-read topology. Fails only when the
     /// process does not exist; anything else unreadable is listed in `unreadable`.
-    pub fn read_with(pid: u32, topology: &MachineTopology) -> Result<ProcessSnapshot> {
+    pub fn read_with(pid: u32, topology: &Topology) -> Result<ProcessSnapshot> {
         if !std::path::Path::new(&format!("/proc/{pid}")).is_dir() {
             bail!("no process with PID {pid}");
         }

@@ -2,7 +2,7 @@
 //! distance table, and the maps the kernel programs need (cpu -> node and
 //! physical memory block -> node).
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
 };
@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::cpulist;
 
+/// Huge pages of one size on one node (`hugepages/hugepages-<size>kB`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugePages {
+    pub page_size_bytes: u64,
+    pub total: u64,
+    pub free: u64,
+    pub surplus: u64,
+}
+
 /// One NUMA node.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Node {
@@ -19,14 +28,39 @@ pub struct Node {
     pub cpus: Vec<u32>,
     pub mem_total_bytes: u64,
     pub mem_free_bytes: u64,
+    #[serde(default)]
+    pub mem_used_bytes: u64,
+    #[serde(default)]
+    pub hugepages: Vec<HugePages>,
 }
 
-/// The NUMA layout of the machine.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+impl Node {
+    /// A node with memory but no CPU (CXL, HBM, PMEM exposed as a node).
+    pub fn is_cpuless(&self) -> bool {
+        self.cpus.is_empty()
+    }
+
+    /// A node with CPUs but no memory: its CPUs always allocate remotely.
+    pub fn is_memoryless(&self) -> bool {
+        self.mem_total_bytes == 0
+    }
+}
+
+/// The machine's NUMA layout, as `numactl --hardware` and `lscpu` show it:
+/// nodes with their CPUs, memory and huge pages, the distance table, sockets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Topology {
     pub nodes: Vec<Node>,
     /// `distances[i][j]`: distance from `nodes[i]` to `nodes[j]` (10 = local).
     pub distances: Vec<Vec<u32>>,
+    /// Physical CPU packages (sockets), from `physical_package_id`.
+    #[serde(default)]
+    pub sockets: u32,
+    #[serde(default)]
+    pub online_cpus: Vec<u32>,
+    /// CPU model name, when /proc/cpuinfo gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
     /// Physical memory is described in blocks of this many bytes.
     #[serde(skip, default = "default_block_bytes")]
     pub memory_block_bytes: u64,
@@ -35,10 +69,28 @@ pub struct Topology {
     pub memory_blocks: BTreeMap<u64, u32>,
 }
 
+/// Equal when what is stored is equal: the memory block table is the
+/// loader's working data, read from /sys and never written to a capture.
+impl PartialEq for Topology {
+    fn eq(&self, other: &Topology) -> bool {
+        self.nodes == other.nodes
+            && self.distances == other.distances
+            && self.sockets == other.sockets
+            && self.online_cpus == other.online_cpus
+            && self.cpu_model == other.cpu_model
+    }
+}
+
+impl Eq for Topology {}
+
 impl Topology {
-    /// Reads the topology of this machine from /sys.
+    /// Reads the topology of this machine from /sys, and its CPU model from /proc/cpuinfo.
     pub fn read() -> Result<Topology> {
-        Topology::read_from(Path::new("/sys/devices/system"))
+        let mut topology = Topology::read_from(Path::new("/sys/devices/system"))
+            .context("reading the NUMA topology from /sys/devices/system/node")?;
+        topology.cpu_model =
+            <procfs::CpuInfo as procfs::Current>::current().ok().and_then(|c| c.model_name(0).map(str::to_string));
+        Ok(topology)
     }
 
     /// Reads the topology below a sysfs `devices/system` folder (tests use a copy).
@@ -76,17 +128,52 @@ impl Topology {
                     }
                 }
             }
-            nodes.push(Node { id, cpus, mem_total_bytes, mem_free_bytes });
+            nodes.push(Node {
+                id,
+                cpus,
+                mem_total_bytes,
+                mem_free_bytes,
+                mem_used_bytes: mem_total_bytes.saturating_sub(mem_free_bytes),
+                hugepages: read_hugepages(&dir.join("hugepages")),
+            });
         }
         let memory_block_bytes = fs::read_to_string(system.join("memory/block_size_bytes"))
             .ok()
             .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
             .unwrap_or(128 << 20);
-        Ok(Topology { nodes, distances, memory_block_bytes, memory_blocks })
+        let online_cpus = fs::read_to_string(system.join("cpu/online"))
+            .ok()
+            .and_then(|t| cpulist::parse(&t).ok())
+            .unwrap_or_default();
+        let packages: BTreeSet<String> = online_cpus
+            .iter()
+            .filter_map(|c| fs::read_to_string(system.join(format!("cpu/cpu{c}/topology/physical_package_id"))).ok())
+            .map(|t| t.trim().to_string())
+            .collect();
+        Ok(Topology {
+            nodes,
+            distances,
+            sockets: packages.len().max(1) as u32,
+            online_cpus,
+            cpu_model: None,
+            memory_block_bytes,
+            memory_blocks,
+        })
     }
 
-    /// A topology built in code (tests, synthetic streams).
+    /// A topology built in code (tests, synthetic streams): 1 GiB per node, half free.
     pub fn synthetic(cpus_per_node: &[Vec<u32>]) -> Topology {
+        let mut topology = Topology::synthetic_with_memory(cpus_per_node, 1 << 30);
+        for (i, row) in topology.distances.iter_mut().enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = if i == j { 10 } else { 20 };
+            }
+        }
+        topology
+    }
+
+    /// A topology built in code with `mem_per_node` bytes per node, half free.
+    pub fn synthetic_with_memory(cpus_per_node: &[Vec<u32>], mem_per_node: u64) -> Topology {
         let n = cpus_per_node.len();
         Topology {
             nodes: cpus_per_node
@@ -95,14 +182,30 @@ impl Topology {
                 .map(|(id, cpus)| Node {
                     id: id as u32,
                     cpus: cpus.clone(),
-                    mem_total_bytes: 1 << 30,
-                    mem_free_bytes: 1 << 29,
+                    mem_total_bytes: mem_per_node,
+                    mem_free_bytes: mem_per_node / 2,
+                    mem_used_bytes: mem_per_node / 2,
+                    hugepages: Vec::new(),
                 })
                 .collect(),
-            distances: (0..n).map(|i| (0..n).map(|j| if i == j { 10 } else { 20 }).collect()).collect(),
+            distances: (0..n).map(|i| (0..n).map(|j| if i == j { 10 } else { 21 }).collect()).collect(),
+            sockets: n as u32,
+            online_cpus: cpus_per_node.iter().flatten().copied().collect(),
+            cpu_model: None,
             memory_block_bytes: 128 << 20,
             memory_blocks: BTreeMap::new(),
         }
+    }
+
+    /// The nodes that hold at least one of these CPUs.
+    pub fn nodes_of_cpus(&self, cpus: &[u32]) -> Vec<u32> {
+        let set: BTreeSet<u32> = cpus.iter().filter_map(|&c| self.node_of_cpu(c)).collect();
+        set.into_iter().collect()
+    }
+
+    /// Memory the biggest node holds.
+    pub fn largest_node_bytes(&self) -> u64 {
+        self.nodes.iter().map(|n| n.mem_total_bytes).max().unwrap_or(0)
     }
 
     pub fn node_ids(&self) -> Vec<u32> {
@@ -173,6 +276,28 @@ fn node_memory(path: &Path) -> Option<(u64, u64)> {
         }
     }
     Some((total?, free?))
+}
+
+fn read_hugepages(dir: &Path) -> Vec<HugePages> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let read =
+        |p: &Path, f: &str| fs::read_to_string(p.join(f)).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+    let mut out: Vec<HugePages> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+            let p = e.path();
+            Some(HugePages {
+                page_size_bytes: kb * 1024,
+                total: read(&p, "nr_hugepages"),
+                free: read(&p, "free_hugepages"),
+                surplus: read(&p, "surplus_hugepages"),
+            })
+        })
+        .collect();
+    out.sort_by_key(|h| h.page_size_bytes);
+    out
 }
 
 #[cfg(test)]

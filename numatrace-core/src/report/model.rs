@@ -8,7 +8,7 @@ use crate::{
     aggregate::Aggregator,
     facts::{SessionFacts, StopReason, Target},
     kernel_status::SourceStatus,
-    machine::topology::Topology,
+    machine::Topology,
 };
 
 pub const SCHEMA: &str = "numatrace.report/1";

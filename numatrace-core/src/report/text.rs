@@ -398,7 +398,7 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{capture::synthetic, machine::topology::Topology};
+    use crate::{capture::synthetic, machine::Topology};
 
     /// A process of 10 000 threads: 9 990 `worker-N` (a few touching remote
     /// memory), 9 `io-N` and the main thread.

@@ -23,7 +23,7 @@ use numatrace_common::{
 use numatrace_core::{
     event::Event,
     kernel_status::{KernelTotals, LostCount, SourceStatus},
-    machine::topology::Topology,
+    machine::Topology,
 };
 
 use self::tracefs::Tracefs;

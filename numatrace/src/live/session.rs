@@ -19,7 +19,7 @@ use numatrace_core::{
     capture::sink::EventSink,
     event::Event,
     facts::{EndFacts, InitialThread, SessionFacts, StartFacts, StopReason, Target as TargetReport},
-    machine::topology::Topology,
+    machine::Topology,
     report::{Report, kernel_release},
 };
 
@@ -103,11 +103,10 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     initial_threads.extend(late);
 
     let comm = target.comm();
-    let machine = numatrace_core::machine::MachineTopology::read().ok();
     // Attached to a running process: its memory placement now is "before the capture".
-    let process_before = match (&opts.target, &machine) {
-        (TargetSpec::Pid(_), Some(m)) => numatrace_core::machine::ProcessSnapshot::read_with(target.pid, m).ok(),
-        _ => None,
+    let process_before = match &opts.target {
+        TargetSpec::Pid(_) => numatrace_core::machine::ProcessSnapshot::read_with(target.pid, &topology).ok(),
+        TargetSpec::Command(_) => None,
     };
     let argv = target.command.clone().unwrap_or_else(|| numatrace_core::fixes::Workload::of_pid(target.pid).argv);
     let start = StartFacts {
@@ -133,7 +132,6 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         within_node_migrations_counted_only: !opts.probes.all_migrations,
         start_ns: monotonic_ns(),
         argv,
-        machine,
         process_before,
         system_before: numatrace_core::machine::SystemSnapshot::read().ok(),
     };
@@ -166,7 +164,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let started = Instant::now();
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
-    let mut snapshots = Snapshots::new(start.machine.clone());
+    let mut snapshots = Snapshots::new(start.topology.clone());
     let ctx = LoopContext { opts: &opts, target: &target, probes: &probes, started };
     let state = LoopState { agg: &mut agg, sink: &mut sink, snapshots: &mut snapshots };
     let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
@@ -288,24 +286,23 @@ impl AsRawFd for PidFd {
 /// runs: a policy set by e.g. `numactl` exists only after its exec, and a
 /// process that exits takes its numa_maps with it.
 struct Snapshots {
-    machine: Option<numatrace_core::machine::MachineTopology>,
+    topology: Topology,
     latest: Option<numatrace_core::machine::ProcessSnapshot>,
     next: Instant,
     taken: u32,
 }
 
 impl Snapshots {
-    fn new(machine: Option<numatrace_core::machine::MachineTopology>) -> Snapshots {
-        Snapshots { machine, latest: None, next: Instant::now() + Duration::from_millis(100), taken: 0 }
+    fn new(topology: Topology) -> Snapshots {
+        Snapshots { topology, latest: None, next: Instant::now() + Duration::from_millis(100), taken: 0 }
     }
 
     /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s.
     fn maybe_take(&mut self, pid: u32) {
-        let Some(machine) = &self.machine else { return };
         if Instant::now() < self.next {
             return;
         }
-        if let Ok(snap) = numatrace_core::machine::ProcessSnapshot::read_with(pid, machine)
+        if let Ok(snap) = numatrace_core::machine::ProcessSnapshot::read_with(pid, &self.topology)
             && snap.numa_maps.is_some()
         {
             self.latest = Some(snap);

@@ -404,7 +404,7 @@ mod tests {
     use super::*;
     use numatrace_core::{
         capture::{read_path, synthetic},
-        machine::topology::Topology,
+        machine::Topology,
     };
 
     const S: u64 = 1_000_000_000;

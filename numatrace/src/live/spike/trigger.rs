@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use numatrace_core::{event::Event, machine::topology::Topology};
+use numatrace_core::{event::Event, machine::Topology};
 
 /// A per-second rate a trigger watches, counted from the events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
