@@ -1,17 +1,14 @@
-//! The command-line side of capture files: the recording options of a live
-//! run (`-o`, `--ring` and its triggers) and `numatrace report <file>`.
-use std::{fs::File, path::PathBuf, time::Duration};
+//! The recording options of a live run: `-o`, `--ring` and its triggers.
+use std::{path::PathBuf, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
+use numatrace_core::capture::sink::EventSink;
 
-use numatrace_core::{
-    capture::{CaptureFile, CaptureWriter, read_path, sink::EventSink},
-    event::Event,
-    facts::{EndFacts, StartFacts},
+use crate::live::{
+    record::FileSink,
+    spike::{SpikeOptions, SpikeRing, TriggerRule},
 };
-
-use crate::live::spike::{SpikeOptions, SpikeRing, TriggerRule};
 
 /// Where a live run saves its events besides the report.
 #[derive(Debug, Clone, Default, Args)]
@@ -53,69 +50,8 @@ impl RecordArgs {
             return Ok(Some(Box::new(SpikeRing::new(opts)?)));
         }
         match &self.output {
-            Some(path) => Ok(Some(Box::new(FileSink { writer: CaptureWriter::create(path)?, path: path.clone() }))),
+            Some(path) => Ok(Some(Box::new(FileSink::create(path)?))),
             None => Ok(None),
         }
     }
-}
-
-/// A capture file of a whole live run, announced on stderr when done.
-struct FileSink {
-    writer: CaptureWriter<File>,
-    path: PathBuf,
-}
-
-impl EventSink for FileSink {
-    fn start(&mut self, facts: &StartFacts) -> Result<()> {
-        self.writer.start(facts)
-    }
-    fn record(&mut self, event: &Event) -> Result<()> {
-        self.writer.record(event)
-    }
-    fn undecodable(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer.undecodable(bytes)
-    }
-    fn tick(&mut self) -> Result<()> {
-        self.writer.tick()
-    }
-    fn end(&mut self, facts: &EndFacts) -> Result<()> {
-        self.writer.end(facts)?;
-        eprintln!(
-            "numatrace: saved {} events to {} ({} bytes); `numatrace report {}` shows this report again",
-            self.writer.events,
-            self.path.display(),
-            self.writer.bytes,
-            self.path.display()
-        );
-        Ok(())
-    }
-}
-
-/// `numatrace report`: the report of a saved capture.
-#[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
-    /// A capture file written with -o or --ring.
-    #[arg(value_name = "CAPTURE")]
-    pub capture: PathBuf,
-    /// Print the report as one JSON object (byte for byte what the live run printed with --json).
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub text: super::output::TextArgs,
-}
-
-/// Reads a capture and prints each warning about it on stderr.
-pub fn open(path: &std::path::Path) -> Result<CaptureFile> {
-    let capture = read_path(path).with_context(|| format!("reading capture {}", path.display()))?;
-    for warning in &capture.warnings {
-        eprintln!("numatrace: warning: {}: {warning}", path.display());
-    }
-    Ok(capture)
-}
-
-/// Runs `numatrace report`.
-pub fn run_report(args: &ReportArgs) -> Result<i32> {
-    let capture = open(&args.capture)?;
-    super::output::print_report(&capture.report(), args.json, &args.text)?;
-    Ok(0)
 }

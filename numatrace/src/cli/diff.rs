@@ -34,8 +34,8 @@ fn percent(text: &str) -> Result<f64, String> {
 
 /// Runs `numatrace diff`.
 pub fn run(args: &DiffArgs) -> Result<i32> {
-    let before = super::capture::open(&args.before)?;
-    let after = super::capture::open(&args.after)?;
+    let before = super::report::open(&args.before)?;
+    let after = super::report::open(&args.after)?;
     let (before_pages, after_pages) = (resident(&before.start, &before.end), resident(&after.start, &after.end));
     let diff = compare_with(
         &before.report(),

@@ -38,7 +38,7 @@ pub struct ExportArgs {
 
 /// Runs `numatrace export`.
 pub fn run(args: &ExportArgs) -> Result<i32> {
-    let capture = super::capture::open(&args.capture)?;
+    let capture = super::report::open(&args.capture)?;
     let text = render(&capture, args.format)?;
     let path = args.output.clone().unwrap_or_else(|| args.capture.with_extension(args.format.extension()));
     if path.as_os_str() == "-" {

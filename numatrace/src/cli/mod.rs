@@ -4,6 +4,7 @@ pub mod diff;
 pub mod export;
 pub mod inspect;
 pub mod output;
+pub mod report;
 pub mod values;
 
 use std::time::Duration;
@@ -116,7 +117,7 @@ pub enum Command {
     #[command(after_help = inspect::AFTER_HELP)]
     Inspect(inspect::InspectArgs),
     /// Print the report of a capture file (-o), exactly as the live run did.
-    Report(capture::ReportArgs),
+    Report(report::ReportArgs),
     /// Write a capture as a timeline for Perfetto / chrome://tracing, flame graphs, or a self-contained SVG/HTML.
     #[command(after_help = export::AFTER_HELP)]
     Export(export::ExportArgs),
@@ -151,7 +152,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Some(Command::Inspect(args)) => inspect::run(&args),
-        Some(Command::Report(args)) => capture::run_report(&args),
+        Some(Command::Report(args)) => report::run_report(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Diff(args)) => diff::run(&args),
         Some(Command::Demo(demo)) => {
