@@ -362,6 +362,31 @@ fn scenario_1_init_thread_cause_4_nodes() {
     init_thread_cause(4);
 }
 
+/// The guest's kernel (Debian 12's 6.1) has the BTF for the cheap hooks;
+/// it refuses to mmap /sys/kernel/btf/vmlinux, so numatrace must read the
+/// file instead or fall back to classic tracepoints for all three
+/// machine-wide sources.
+fn cheap_hooks_attach(nodes: u32) {
+    let o = outcome(nodes, "init-thread");
+    let sources = o.report["sources"].as_array().cloned().unwrap_or_default();
+    for (source, hook) in [
+        ("first touches", "raw_tracepoint:mm_page_alloc"),
+        ("fault addresses", "raw_tracepoint:page_fault_user"),
+        ("thread migrations", "tp_btf:sched_migrate_task"),
+    ] {
+        let status = sources.iter().find(|s| s["name"] == source).unwrap_or_else(|| panic!("{source} not listed"));
+        let hooks: Vec<&str> =
+            status["hooks"].as_array().map(|h| h.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        assert_eq!(hooks, [hook], "{source} on the guest kernel: {status}");
+    }
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn cheap_hooks_attach_on_the_guest_kernel_2_nodes() {
+    cheap_hooks_attach(2);
+}
+
 // ---- scenario 2: thread migrated away from its memory ----
 
 #[test]
