@@ -43,7 +43,8 @@ const SLACK_PAGES: u64 = 400;
 const LIB: &str = r#"
 set -u
 # One guest runs every scenario: nothing of the one before may be read as this one's.
-rm -f /tmp/w.out /tmp/nt.json /tmp/nt.err
+rm -f /tmp/w.out /tmp/nt.json /tmp/nt.err /tmp/before.* /tmp/after.* /tmp/fix
+fix= level=
 : >/tmp/truth
 t0=$(date +%s)
 # Appends "key":value to the ground truth.
@@ -106,22 +107,93 @@ pidof1() { pidof "$1" | awk '{ print $1 }'; }
 traced() { waitfor "grep -q '^numatrace: tracing' /tmp/nt.err" 600 || { echo "numatrace never started tracing" >&2; cat /tmp/nt.err >&2; }; }
 # Waits for memhog's first pass (it ends its line of dots; it was started with
 # -r1000, it would go on touching the same pages), stops it, samples its pages
-# as "touched", ends it and waits for numatrace (pid $1): rc is its status.
+# under key $2, ends it and waits for numatrace (pid $1): rc is its status.
 memhog_pass() {
   waitfor '[ $(wc -l </tmp/w.out) -ge 1 ]' 1800 || echo "memhog never finished its first pass" >&2
   m=$(pidof1 memhog)
   if [ -n "$m" ]; then
-    kill -STOP $m; sample touched $m; kill -KILL $m
+    kill -STOP $m; sample $2 $m; kill -KILL $m
   else
     echo "memhog is not running: $(cat /tmp/w.out)" >&2; kill -INT $1
   fi
   wait $1; rc=$?
 }
+# memhog's home: the node with less free memory ($home, its MemFree in KiB
+# $free), the other one has more ($other, $other_free): a spill from home can be
+# fixed by running there, when it fits. The truth gets all four.
+home_and_free() {
+  f0=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo)
+  f1=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node1/meminfo)
+  if [ $f0 -le $f1 ]; then home=0 free=$f0 other=1 other_free=$f1; else home=1 free=$f1 other=0 other_free=$f0; fi
+  kv home $home; kv free_kib_home $free; kv other $other; kv free_kib_other $other_free
+}
+# memhog as "$2"... traced from its start, capture /tmp/$1.ntrace, one pass,
+# sampled as $1. numatrace runs on the other node's CPU (its own allocations do
+# not spill), on the home node's for a fix (memhog runs on the other node then:
+# a CPU each, as before).
+hog() {
+  c=$1; shift; cpu=$other; [ $c = fixed ] && cpu=$home
+  taskset -c $cpu numatrace -o /tmp/$c.ntrace -- "$@" >/tmp/w.out 2>/tmp/nt.err & n=$!; memhog_pass $n $c
+}
+# Stops numatrace (pid $1) as Ctrl-C does and waits for it: rc is its status.
+# SIGINT goes again every 2 s until it has stopped: a background job ignores
+# SIGINT until numatrace installs its handler, which it does just after saying
+# it traces (one sent in between would be lost, and the capture never end).
+stop() {
+  i=0
+  while [ $i -lt 600 ] && awk '/^State:/ { exit $2 == "Z" }' /proc/$1/status 2>/dev/null; do
+    [ $((i % 10)) = 0 ] && kill -INT $1
+    sleep 0.2; i=$((i+1))
+  done
+  wait $1; rc=$?
+}
+# Waits until numatrace, started at $ts (date +%s), has taken its snapshot of
+# the process at 6 s (it takes them at 0.1 s, 1 s, then every 5 s; numatrace
+# diff weighs the process's pages by the last one): after threads were moved,
+# an earlier one still shows them where they were.
+settle() { until [ $(($(date +%s) - ts)) -ge 8 ]; do sleep 0.2; done; }
+# numatrace on the command "$2"..., in the background ($n: its pid), saving its
+# capture as /tmp/$1.ntrace (before: the scenario, after: its fix). The
+# command's stdout goes to /tmp/w.out (numatrace's text report follows it
+# there), its stderr and numatrace's to /tmp/nt.err.
+trace() { c=$1; shift; ts=$(date +%s); numatrace -o /tmp/$c.ntrace -- "$@" >/tmp/w.out 2>/tmp/nt.err & n=$!; }
+# $1 as a JSON string.
+jstr() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+# Sets $fix to the first fix of the top cause in /tmp/before.ntrace's text
+# report that runs as printed (its first command starts with numactl or
+# taskset, or migratepages, and has no <placeholder>), and $level to the
+# remote share (%) its verify line says it brings the process below (5 unless
+# it says --fixed-below). Fails when there is none, or when fixes are not run
+# in this scenario ($fixes is not 1). Both go into the truth.
+firstfix() {
+  [ "$fixes" = 1 ] || return 1
+  numatrace report /tmp/before.ntrace >/tmp/before.txt 2>>/tmp/nt.err
+  awk '
+    /^  1\. / { top = 1; next }
+    /^  [0-9]+\. / || /^  verify any fix/ { top = 0 }
+    !top { next }
+    /^     fix: / { k++; line = 0; next }
+    /^          / {
+      w = substr($0, 11)
+      if (w ~ /^(note|cost): /) next
+      if (w ~ /^verify: /) { if (k == at && match(w, /--fixed-below [0-9]+/)) level = substr(w, RSTART + 14, RLENGTH - 14); next }
+      line++
+      if (!at && line == 1 && w ~ /^(numactl|taskset|migratepages) / && w !~ /</) { at = k; cmd = w }
+    }
+    END { print (level ? level : 5); print cmd }' /tmp/before.txt >/tmp/fix
+  level=$(sed -n 1p /tmp/fix); fix=$(sed -n 2p /tmp/fix)
+  kv fix "$(jstr "$fix")"; kv fix_level "$level"
+  [ -n "$fix" ]
+}
+# The first line of numatrace diff between the captures before and after the
+# fix, at the fix's own level, into the truth.
+fixdiff() { kv fix_diff "$(jstr "$(numatrace diff --fixed-below $level /tmp/before.ntrace /tmp/after.ntrace 2>&1 | head -n 1)")"; }
 # Prints the ground truth line and the report. A scenario that ends its program
 # itself once the truth is read (kill) fails only when numatrace wrote no report:
 # numatrace's own status ($1) is in the truth.
 finish() {
   cat /tmp/nt.err >&2
+  numatrace report --json /tmp/before.ntrace >/tmp/nt.json
   printf '{%s"numatrace_status":%s,"wall_s":%s,"thp":"%s"}\n' "$(cat /tmp/truth)" "$1" $(($(date +%s) - t0)) "$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
   cat /tmp/nt.json
   [ -s /tmp/nt.json ]
@@ -131,85 +203,123 @@ finish() {
 /// A scenario: its name (without the balancing suffix) and its script body.
 struct Scenario {
     name: &'static str,
+    /// Run with balancing off only.
+    off_only: bool,
     body: &'static str,
 }
 
-/// `numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh PROGRAM ARGS`
-/// keeps a program's own stdout out of the report; the shell execs the
-/// program in place (same pid).
+/// `numatrace -o /tmp/before.ntrace -- PROGRAM ARGS` traces the program as a
+/// user would start it; `numatrace report --json` of that capture is the
+/// report. Where the scenario's top cause has a fix that runs as printed
+/// (`firstfix`), the scenario runs again with that command in place of its
+/// own (a restart fix), or applies it to the live process (a re-pin), under
+/// the same load, captures /tmp/after.ntrace and compares the two with
+/// `numatrace diff` at the fix's own level (`fixdiff`).
 const SCENARIOS: &[Scenario] = &[
-    // numactl's memhog on node 0's CPU, asked for 160 MiB more than node 0 has free (as
-    // the issue's `memhog -r1 640m` on 2 x 512 MiB): the kernel spills the rest to node 1 with
-    // no policy asking for it (allocation_spill). Transparent huge pages stay on, as on
+    // numactl's memhog on its home node's CPU (the node with less free memory: where the
+    // guest's initramfs landed varies by boot), asked for 128 MiB more than that node has
+    // free (as the issue's `memhog -r1 640m` on 2 x 512 MiB): the kernel spills the rest
+    // to the other node with no policy asking for it (allocation_spill). The other node
+    // has room for all of it: its fix runs it there. Transparent huge pages stay on, as on
     // the user's machine: numastat counts a huge page as one allocation, so the truth is
     // memhog's pages by node from numa_maps, read while memhog is stopped after its
     // first pass (later passes touch the same pages again, allocating nothing; it is
-    // killed then). numatrace runs on node 1 so that its own allocations do not spill.
+    // killed then). numatrace runs on the other node so that its own allocations do not spill.
     Scenario {
         name: "memhog-spill",
+        off_only: false,
         body: r#"
-free=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo)
-mib=$((free / 1024 + 160))
-kv free_kib_node0 "$free"; kv mib "$mib"
+home_and_free
+mib=$((free / 1024 + 128))
+kv mib "$mib"
 snap before
-taskset -c 1 numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh numactl --cpunodebind=0 memhog -r1000 ${mib}m >/tmp/nt.json 2>/tmp/nt.err & n=$!
-memhog_pass $n
+hog touched numactl --cpunodebind=$home memhog -r1000 ${mib}m
+mv /tmp/touched.ntrace /tmp/before.ntrace
 snap after
-finish $rc
+rc0=$rc
+if firstfix; then eval "hog fixed $fix"; mv /tmp/fixed.ntrace /tmp/after.ntrace; fixdiff; fi
+finish $rc0
+"#,
+    },
+    // memhog asking for more than any node has free (its home node's free memory and
+    // half the other's): no placement keeps it local, and the report says so instead
+    // of printing a fix (balancing off only).
+    Scenario {
+        name: "memhog-too-big",
+        off_only: true,
+        body: r#"
+home_and_free
+mib=$(((free + other_free / 2) / 1024))
+kv mib "$mib"
+snap before
+hog touched numactl --cpunodebind=$home memhog -r1000 ${mib}m
+mv /tmp/touched.ntrace /tmp/before.ntrace
+snap after
+rc0=$rc
+if firstfix; then eval "hog fixed $fix"; mv /tmp/fixed.ntrace /tmp/after.ntrace; fixdiff; fi
+finish $rc0
 "#,
     },
     // memhog under numactl --interleave=all on node 1's CPU: half the pages are remote by policy.
     Scenario {
         name: "memhog-interleave",
+        off_only: false,
         body: r#"
 kv mib 64
+home=0 other=1
 snap before
-taskset -c 1 numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh numactl --interleave=all memhog -r1000 64m >/tmp/nt.json 2>/tmp/nt.err & n=$!
-memhog_pass $n
+hog touched numactl --interleave=all memhog -r1000 64m
+mv /tmp/touched.ntrace /tmp/before.ntrace
 snap after
-finish $rc
+rc0=$rc
+if firstfix; then eval "hog fixed $fix"; mv /tmp/fixed.ntrace /tmp/after.ntrace; fixdiff; fi
+finish $rc0
 "#,
     },
     // sysbench memory, local scope: its main thread allocates and clears every worker's
     // 16 MiB buffer before the workers start (memory_init); everything starts on CPU 0,
     // then the two workers are moved to CPU 1 (node 1), the main thread stays: the
-    // init-thread pattern of a real program (first_touch_by_other_thread).
+    // init-thread pattern of a real program (first_touch_by_other_thread). The fix runs
+    // as printed for as long, its threads where it puts them.
     Scenario {
         name: "sysbench-init",
+        off_only: false,
         body: r#"
 kv buffer_pages 8192
+sb() { trace "$@"; waitfor '[ $(ls /proc/$(pidof1 sysbench)/task | wc -l) -ge 3 ]' 900; p=$(pidof1 sysbench); }
 snap before
-numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh taskset -c 0 sysbench memory --threads=2 --memory-scope=local --memory-block-size=16M --memory-total-size=1000G --time=120 run >/tmp/nt.json 2>/tmp/nt.err & n=$!
-waitfor '[ $(ls /proc/$(pidof1 sysbench)/task | wc -l) -ge 3 ]' 900
-p=$(pidof1 sysbench)
+sb before taskset -c 0 sysbench memory --threads=2 --memory-scope=local --memory-block-size=16M --memory-total-size=1000G --time=120 run
 sample at_start $p
 for t in $(ls /proc/$p/task); do [ $t = $p ] || taskset -p -c 1 $t >/dev/null; done
 sleep 2
 sample during $p
+settle
 kill $p; wait $n; rc=$?
 snap after
+if firstfix; then eval "sb after $fix"; sleep 2; sample fixed $p; kill $p; wait $n; fixdiff; fi
 finish $rc
 "#,
     },
     // sysbench memory, global scope: one 32 MiB buffer the main thread clears, written
     // by both workers, one moved to node 1, one left on node 0: data shared by threads
-    // on two nodes (shared_across_nodes).
+    // on two nodes (shared_across_nodes). The fix runs with its users on both nodes again.
     Scenario {
         name: "sysbench-shared",
+        off_only: false,
         body: r#"
 kv buffer_pages 8192
+sb() { trace "$@"; waitfor '[ $(ls /proc/$(pidof1 sysbench)/task | wc -l) -ge 3 ]' 900; p=$(pidof1 sysbench); last=$(ls /proc/$p/task | sort -n | tail -n 1); }
 snap before
-numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh taskset -c 0 sysbench memory --threads=2 --memory-scope=global --memory-block-size=32M --memory-total-size=1000G --time=120 run >/tmp/nt.json 2>/tmp/nt.err & n=$!
-waitfor '[ $(ls /proc/$(pidof1 sysbench)/task | wc -l) -ge 3 ]' 900
-p=$(pidof1 sysbench)
+sb before taskset -c 0 sysbench memory --threads=2 --memory-scope=global --memory-block-size=32M --memory-total-size=1000G --time=120 run
 sample at_start $p
-last=$(ls /proc/$p/task | sort -n | tail -n 1)
 taskset -p -c 1 $last >/dev/null
 kv moved "$last"
 sleep 2
 sample during $p
+settle
 kill $p; wait $n; rc=$?
 snap after
+if firstfix; then eval "sb after $fix"; taskset -p -c 1 $last >/dev/null; sleep 2; sample fixed $p; settle; kill $p; wait $n; fixdiff; fi
 finish $rc
 "#,
     },
@@ -217,16 +327,17 @@ finish $rc
     // page bound to node 0 (memory_policy).
     Scenario {
         name: "sysbench-policy",
+        off_only: false,
         body: r#"
 kv buffer_pages 8192
+sb() { trace "$@"; waitfor '[ $(ls /proc/$(pidof1 sysbench)/task | wc -l) -ge 3 ]' 900; p=$(pidof1 sysbench); }
 snap before
-numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh numactl --cpunodebind=1 --membind=0 sysbench memory --threads=2 --memory-scope=local --memory-block-size=16M --memory-total-size=1000G --time=120 run >/tmp/nt.json 2>/tmp/nt.err & n=$!
-waitfor '[ $(ls /proc/$(pidof1 sysbench)/task | wc -l) -ge 3 ]' 900
-p=$(pidof1 sysbench)
+sb before numactl --cpunodebind=1 --membind=0 sysbench memory --threads=2 --memory-scope=local --memory-block-size=16M --memory-total-size=1000G --time=120 run
 sleep 2
 sample during $p
 kill $p; wait $n; rc=$?
 snap after
+if firstfix; then eval "sb after $fix"; sleep 2; sample fixed $p; kill $p; wait $n; fixdiff; fi
 finish $rc
 "#,
     },
@@ -234,16 +345,16 @@ finish $rc
     // numactl --cpunodebind=1 --membind=0 (memory_policy, in child processes).
     Scenario {
         name: "stress-vm",
+        off_only: false,
         body: r#"
 kv vm_pages 4096
+vm() { trace "$@"; waitfor '[ $(pidof stress-ng | wc -w) -ge 5 ]' 900; sleep 2; pids=$(pidof stress-ng); }
 snap before
-numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh numactl --cpunodebind=1 --membind=0 stress-ng --vm 2 --vm-bytes 16m --vm-keep --timeout 120s >/tmp/nt.json 2>/tmp/nt.err & n=$!
-waitfor '[ $(pidof stress-ng | wc -w) -ge 5 ]' 900
-sleep 2
-pids=$(pidof stress-ng)
+vm before numactl --cpunodebind=1 --membind=0 stress-ng --vm 2 --vm-bytes 16m --vm-keep --timeout 120s
 sample during $pids
 kill -INT $(pidof stress-ng); wait $n; rc=$?
 snap after
+if firstfix; then eval "vm after $fix"; sample fixed $pids; kill -INT $(pidof stress-ng); wait $n; fixdiff; fi
 finish $rc
 "#,
     },
@@ -251,75 +362,84 @@ finish $rc
     // buffer, over and over (explicit_migration).
     Scenario {
         name: "stress-numa",
+        off_only: false,
         body: r#"
 snap before
-numatrace --json -- sh -c 'exec "$@" >/tmp/w.out 2>&1' sh stress-ng --numa 1 --timeout 2s >/tmp/nt.json 2>/tmp/nt.err; rc=$?
+trace before stress-ng --numa 1 --timeout 2s; wait $n; rc=$?
 snap after
 finish $rc
 "#,
     },
     // redis-server traced from its start on CPU 0: data populated there (node 0), then
     // every thread moved to CPU 1 with taskset -a -p while redis keeps serving reads of
-    // that data (thread_migrated; the mover: an affinity change).
+    // that data (thread_migrated; the mover: an affinity change). The fix (a restart)
+    // serves the same data and load, and nobody moves it.
     Scenario {
         name: "redis-migrated",
+        off_only: false,
         body: r#"
-numatrace --json -- taskset -c 0 redis-server --save '' --appendonly no --enable-debug-command yes --logfile /tmp/redis.log >/tmp/nt.json 2>/tmp/nt.err & n=$!
-waitfor 'redis-cli ping | grep -q PONG' 900
-redis-cli debug populate 60000 key 128 >/dev/null
-p=$(pidof1 redis-server)
+rs() { trace "$@"; waitfor 'redis-cli ping | grep -q PONG' 900; redis-cli debug populate 60000 key 128 >/dev/null; p=$(pidof1 redis-server); }
+load() { for i in 1 2; do redis-cli debug digest >/dev/null; done; redis-benchmark -q -n 10000 -P 16 -r 60000 -t get >/dev/null; }
+rs before taskset -c 0 redis-server --save '' --appendonly no --enable-debug-command yes --logfile /tmp/redis.log
 sample before_move $p
 taskset -a -p -c 1 $p >/dev/null
-for i in 1 2; do redis-cli debug digest >/dev/null; done
-redis-benchmark -q -n 10000 -P 16 -r 60000 -t get >/dev/null
+load
 sample after_move $p
 redis-cli shutdown nosave >/dev/null 2>&1
 wait $n; rc=$?
 snap after
+if firstfix; then eval "rs after $fix"; load; sample fixed $p; redis-cli shutdown nosave >/dev/null 2>&1; wait $n; fixdiff; fi
 finish $rc
 "#,
     },
     // The same redis story, numatrace attached by pid after the data is populated and
-    // before the move: the move happens under its eyes (thread_migrated).
+    // before the move: the move happens under its eyes (thread_migrated). The capture
+    // ends with numatrace stopped (SIGINT), redis keeps running: its fix is applied to
+    // the live server as printed (the re-pin: taskset -a -p), and a second capture by
+    // pid under the same load must show the remote share fallen.
     Scenario {
         name: "redis-attach",
+        off_only: false,
         body: r#"
+load() { for i in 1 2; do redis-cli debug digest >/dev/null; done; redis-benchmark -q -n 10000 -P 16 -r 60000 -t get >/dev/null; }
+attach() { numatrace -o /tmp/$1.ntrace --pid $p >/tmp/w.out 2>/tmp/nt.err & n=$!; traced $n; }
 taskset -c 0 redis-server --save '' --appendonly no --enable-debug-command yes --logfile /tmp/redis.log --daemonize yes
 waitfor 'redis-cli ping | grep -q PONG' 900
 redis-cli debug populate 60000 key 128 >/dev/null
 p=$(pidof1 redis-server)
 sample before_move $p
-numatrace --json --pid $p >/tmp/nt.json 2>/tmp/nt.err & n=$!
-traced $n
+attach before
 taskset -a -p -c 1 $p >/dev/null
-for i in 1 2; do redis-cli debug digest >/dev/null; done
-redis-benchmark -q -n 10000 -P 16 -r 60000 -t get >/dev/null
+load
 sample after_move $p
+stop $n; rc0=$rc
+if firstfix; then eval "$fix" >/dev/null; attach after; load; sample fixed $p; stop $n; fixdiff; fi
 redis-cli shutdown nosave >/dev/null 2>&1
-wait $n; rc=$?
-finish $rc
+finish $rc0
 "#,
     },
     // Attached by pid only after the data was populated on node 0 and the threads moved
     // to node 1: numatrace saw neither, the memory was placed before the capture
-    // (placed_before_capture).
+    // (placed_before_capture). Its fix is applied live as for redis-attach.
     Scenario {
         name: "redis-attach-late",
+        off_only: false,
         body: r#"
+load() { for i in 1 2; do redis-cli debug digest >/dev/null; done; redis-benchmark -q -n 10000 -P 16 -r 60000 -t get >/dev/null; }
+attach() { numatrace -o /tmp/$1.ntrace --pid $p >/tmp/w.out 2>/tmp/nt.err & n=$!; traced $n; }
 taskset -c 0 redis-server --save '' --appendonly no --enable-debug-command yes --logfile /tmp/redis.log --daemonize yes
 waitfor 'redis-cli ping | grep -q PONG' 900
 redis-cli debug populate 60000 key 128 >/dev/null
 p=$(pidof1 redis-server)
 taskset -a -p -c 1 $p >/dev/null
 sample before_attach $p
-numatrace --json --pid $p >/tmp/nt.json 2>/tmp/nt.err & n=$!
-traced $n
-for i in 1 2; do redis-cli debug digest >/dev/null; done
-redis-benchmark -q -n 10000 -P 16 -r 60000 -t get >/dev/null
+attach before
+load
 sample after_load $p
+stop $n; rc0=$rc
+if firstfix; then eval "$fix" >/dev/null; attach after; load; sample fixed $p; stop $n; fixdiff; fi
 redis-cli shutdown nosave >/dev/null 2>&1
-wait $n; rc=$?
-finish $rc
+finish $rc0
 "#,
     },
 ];
@@ -346,9 +466,15 @@ fn run_guest() -> Result<Outcomes, String> {
     let mut names = Vec::new();
     let mut commands = Vec::new();
     for s in SCENARIOS {
-        for (balancing, suffix) in BALANCING {
+        for (balancing, suffix) in BALANCING.into_iter().filter(|(b, _)| !s.off_only || *b == Balancing::Off) {
             names.push(format!("{}-{suffix}", s.name));
-            commands.push(GuestCommand { argv: vec!["sh".into(), "-c".into(), format!("{LIB}{}", s.body)], balancing });
+            // Fixes run as printed with balancing off; with it on, only the live
+            // re-pins of an attached process (a restart costs as long again).
+            let fixes = u8::from(balancing == Balancing::Off || s.name.starts_with("redis-attach"));
+            commands.push(GuestCommand {
+                argv: vec!["sh".into(), "-c".into(), format!("fixes={fixes}\n{LIB}{}", s.body)],
+                balancing,
+            });
         }
     }
     let opts = LabOptions {
@@ -382,7 +508,7 @@ fn run_guest() -> Result<Outcomes, String> {
         started.elapsed().as_secs_f64(),
         run.console_log.display()
     );
-    Ok(names
+    let outcomes: Outcomes = names
         .into_iter()
         .zip(run.results)
         .map(|(name, result)| {
@@ -394,7 +520,14 @@ fn run_guest() -> Result<Outcomes, String> {
                 .map_err(|e| format!("scenario {name}: {e} (output saved in {})", saved.display()));
             (name, outcome)
         })
-        .collect())
+        .collect();
+    // Every fix run as printed, before and after, in one table on stderr.
+    for o in outcomes.values().flatten() {
+        if let Some(run) = fix_run(o) {
+            let _ = writeln!(std::io::stderr(), "lab real: {}: fix `{}`: {}", o.name, run.command, run.diff);
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Splits a scenario's stdout into the ground truth line and numatrace's JSON report.
@@ -631,16 +764,21 @@ fn memhog_spill_counts(o: &Outcome) {
     assert_known_nodes(o);
     let memhog_pages = u(&o.truth, &["mib"]) * 256;
     let touched = &o.truth["touched"]["pages"];
-    let spilled = at_node(&touched["anon"], 1);
+    let (home, other) = (u(&o.truth, &["home"]), u(&o.truth, &["other"]));
+    let spilled = at_node(&touched["anon"], other);
     assert!(
         u(touched, &["anon_total"]) >= memhog_pages,
         "{}: numa_maps shows fewer pages than memhog's {memhog_pages} after its first pass: {touched}",
         o.name
     );
-    assert!(spilled > 16384, "{}: memhog did not spill (numa_maps: {spilled} pages on node 1): {touched}", o.name);
     assert!(
-        numastat_delta(o, 0, "numa_foreign") > 0,
-        "{}: the kernel counted no numa_foreign on node 0: {}",
+        spilled > 16384,
+        "{}: memhog did not spill (numa_maps: {spilled} pages on node {other}): {touched}",
+        o.name
+    );
+    assert!(
+        numastat_delta(o, home, "numa_foreign") > 0,
+        "{}: the kernel counted no numa_foreign on node {home}: {}",
         o.name,
         o.truth
     );
@@ -665,7 +803,7 @@ fn memhog_spill_counts(o: &Outcome) {
     );
     assert_close(
         o,
-        "remote first-touch pages vs memhog's pages on node 1",
+        "remote first-touch pages vs memhog's pages on its other node",
         u(&o.report, &["totals", "remote_first_touch_pages"]),
         spilled,
         1,
@@ -677,9 +815,9 @@ fn memhog_spill_cause(o: &Outcome) {
     let cause = assert_first_cause(o, "allocation_spill");
     assert_close(
         o,
-        "pages of allocation_spill vs memhog's pages on node 1",
+        "pages of allocation_spill vs memhog's pages on its other node",
         cause["pages"].as_u64().unwrap_or(0),
-        at_node(&o.truth["touched"]["pages"]["anon"], 1),
+        at_node(&o.truth["touched"]["pages"]["anon"], u(&o.truth, &["other"])),
         5,
         0,
     );
@@ -690,6 +828,8 @@ lab_tests! {
     memhog_spill_counts_on: memhog_spill_counts("memhog-spill", "on");
     memhog_spill_cause_off: memhog_spill_cause("memhog-spill", "off");
     memhog_spill_cause_on: memhog_spill_cause("memhog-spill", "on");
+    memhog_too_big_counts_off: memhog_spill_counts("memhog-too-big", "off");
+    memhog_too_big_cause_off: memhog_spill_cause("memhog-too-big", "off");
 }
 
 // ---- memhog: interleave ----
@@ -1181,4 +1321,207 @@ fn reads_node_numbers_named_in_texts() {
     assert_eq!(nodes_named_in("numactl --cpunodebind=1 --membind=0-1 -- x"), [0, 1, 1]);
     assert_eq!(nodes_named_in("Node 0 is full"), [0]);
     assert!(nodes_named_in("16370 pages").is_empty());
+}
+
+// ---- fixes run as printed ----
+
+/// What the guest did with a scenario's first fix that runs as printed.
+struct FixRun {
+    command: String,
+    /// The remote share (%) the fix says it brings the process below.
+    level: f64,
+    /// The first line of `numatrace diff --fixed-below LEVEL before after`.
+    diff: String,
+}
+
+fn fix_run(o: &Outcome) -> Option<FixRun> {
+    let command = o.truth["fix"].as_str().filter(|c| !c.is_empty())?.to_string();
+    Some(FixRun {
+        command,
+        level: o.truth["fix_level"].as_f64().unwrap_or(f64::NAN),
+        diff: o.truth["fix_diff"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
+/// The remote shares (%) before and after in a diff line: `... remote share A % -> B % (...`.
+fn diff_shares(line: &str) -> Option<(f64, f64)> {
+    let (before, after) = line.split_once("remote share ")?.1.split_once(" -> ")?;
+    let before = before.trim_end_matches('%').trim().parse().ok()?;
+    let after = after.split(" %").next()?.trim().parse().ok()?;
+    Some((before, after))
+}
+
+#[test]
+fn reads_the_shares_of_a_diff_line() {
+    let line = "fixed: remote share 47 % -> 0 % (49026 -> 12 remote pages of 104033 -> 104100, by resident pages by run time), below 5 %";
+    assert_eq!(diff_shares(line), Some((47.0, 0.0)));
+    assert_eq!(diff_shares("cannot tell: the capture after has too few pages"), None);
+}
+
+/// The top cause's fix whose first command is `command`.
+fn printed_fix<'a>(o: &'a Outcome, command: &str) -> &'a Value {
+    o.report["causes"][0]["fixes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["commands"][0].as_str() == Some(command))
+        .unwrap_or_else(|| {
+            panic!("{}: `{command}` is not a fix of the top cause: {}", o.name, o.report["causes"][0]["fixes"])
+        })
+}
+
+/// The scenario's first fix that runs as printed was run in the guest, and
+/// `numatrace diff` says it brought the remote share below the level the fix
+/// itself states (5 % for a binding or a re-pin, (n-1)/n + 5 % for an
+/// interleave), down from where it was unless it is an interleave. Returns the fix.
+fn assert_fixed_as_printed(o: &Outcome) -> &Value {
+    let run = fix_run(o).unwrap_or_else(|| {
+        panic!(
+            "{}: no fix of the top cause ran as printed (a numactl, taskset or migratepages command without placeholders): {} (output: {})",
+            o.name,
+            o.report["causes"][0]["fixes"],
+            o.saved.display()
+        )
+    });
+    let fix = printed_fix(o, &run.command);
+    let kind = fix["kind"].as_str().unwrap_or_default();
+    let goal = fix["goal_remote_share"].as_f64().unwrap_or(f64::NAN) * 100.0;
+    assert!(
+        (goal - run.level).abs() < 0.5,
+        "{}: the guest compared at {} %, the fix states {goal} %",
+        o.name,
+        run.level
+    );
+    let shares = diff_shares(&run.diff);
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}: {kind} `{}`: remote share {} -> {} (its level: below {} %)",
+        o.name,
+        run.command,
+        shares.map_or("?".into(), |s| format!("{:.0} %", s.0)),
+        shares.map_or("?".into(), |s| format!("{:.0} %", s.1)),
+        run.level
+    );
+    assert!(
+        run.diff.starts_with("fixed: "),
+        "{}: `{}` ({kind}) run as printed: {} (output: {})",
+        o.name,
+        run.command,
+        run.diff,
+        o.saved.display()
+    );
+    let (was, now) = shares.unwrap_or_else(|| panic!("{}: no shares in {:?}", o.name, run.diff));
+    assert!(now < run.level, "{}: {}", o.name, run.diff);
+    if kind != "interleave_all" {
+        assert!(now < was, "{}: `{}` did not lower the remote share: {}", o.name, run.command, run.diff);
+    }
+    fix
+}
+
+/// The first fix is the plain statement that no command fixes a spill (the
+/// process needs more than any node has free), nothing runs as printed before
+/// it, and no interleave that would raise the remote share is offered.
+fn assert_no_node_had_room(o: &Outcome) {
+    let fixes = o.report["causes"][0]["fixes"].as_array().cloned().unwrap_or_default();
+    let first = &fixes[0];
+    assert!(first["title"].as_str().is_some_and(|t| t.starts_with("No command fixes this")), "{}: {first}", o.name);
+    let needed_kib = u(&o.truth, &["mib"]) * 1024;
+    for node in ["free_kib_home", "free_kib_other"] {
+        let free = u(&o.truth, &[node]);
+        assert!(
+            free < needed_kib * 21 / 20,
+            "{}: {node} = {free} KiB had room for memhog's {needed_kib} KiB: {first}",
+            o.name
+        );
+    }
+    assert!(fix_run(o).is_none(), "{}: a command ran as the fix of a spill no node has room for", o.name);
+    let _ = writeln!(std::io::stderr(), "{}: no fix runs as printed: {}", o.name, first["title"]);
+}
+
+fn memhog_spill_fix(o: &Outcome) {
+    let fixes = o.report["causes"][0]["fixes"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = fixes.iter().filter_map(|f| f["kind"].as_str()).collect();
+    // 47 % of memhog's pages spilled: an interleave over 2 nodes leaves 50 % remote.
+    assert!(
+        !kinds.contains(&"interleave_all"),
+        "{}: an interleave raises the remote share of this spill: {kinds:?}",
+        o.name
+    );
+    if kinds.first() == Some(&"no_node_has_room") {
+        assert_no_node_had_room(o);
+        return;
+    }
+    let fix = assert_fixed_as_printed(o);
+    assert_eq!(fix["kind"], "preferred", "{}: the spill's fix is a node with room: {fix}", o.name);
+    // memhog ran where the fix put it (the node with room), and its pages are there (numa_maps).
+    let node = fix["placement"]["mems"][0].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(node, u(&o.truth, &["other"]), "{}: {fix}", o.name);
+    let pages = &o.truth["fixed"]["pages"]["anon"];
+    let there = at_node(pages, node);
+    let all: u64 = pages.as_object().into_iter().flatten().filter_map(|(_, p)| p.as_u64()).sum();
+    assert!(
+        there * 100 >= all * 95,
+        "{}: after `{}` numa_maps shows {pages}, not 95 % on node {node}",
+        o.name,
+        fix["commands"][0]
+    );
+}
+
+/// memhog needs more than any node has free: the report says no command fixes it.
+fn memhog_too_big_fix(o: &Outcome) {
+    let kinds: Vec<&str> =
+        o.report["causes"][0]["fixes"].as_array().into_iter().flatten().filter_map(|f| f["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"no_node_has_room"), "{}: {}", o.name, o.report["causes"][0]["fixes"]);
+    assert_no_node_had_room(o);
+}
+
+/// The fixes of every restart scenario, with balancing off.
+fn restart_fix(o: &Outcome) {
+    assert_fixed_as_printed(o);
+}
+
+/// memhog under --interleave=all: its memory_policy fix binds it to node 1, where it runs.
+fn memhog_interleave_fix(o: &Outcome) {
+    let fix = assert_fixed_as_printed(o);
+    assert_eq!(fix["kind"], "bind_to_node", "{}: {fix}", o.name);
+}
+
+/// Attached to a running redis: the first fix is the non-destructive re-pin
+/// of its threads to its memory's node, with its real pid, applied to the
+/// live server as printed; a second capture by pid shows the share fallen.
+fn redis_attach_fix(o: &Outcome) {
+    let pid = o.truth["before_move"]["pids"].as_str().unwrap_or_default().trim().to_string();
+    let first = &o.report["causes"][0]["fixes"][0];
+    assert_eq!(first["kind"], "move_threads_live", "{}: the live re-pin first: {first}", o.name);
+    assert_eq!(first["destructive"], false, "{}: {first}", o.name);
+    assert_eq!(
+        first["commands"][0].as_str(),
+        Some(format!("taskset -a -p -c 0 {pid}").as_str()),
+        "{}: {first}",
+        o.name
+    );
+    assert_fixed_as_printed(o);
+    let after = truth_threads(&o.truth["fixed"]);
+    assert!(after.iter().all(|(_, _, node)| *node == 0), "{}: redis's threads after the re-pin: {after:?}", o.name);
+}
+
+/// Attached only after the move: the first fix that runs as printed (a
+/// re-pin, or the memory's move) brings the share down, applied live.
+fn redis_attach_late_fix(o: &Outcome) {
+    assert_fixed_as_printed(o);
+}
+
+lab_tests! {
+    fix_as_printed_memhog_spill_off: memhog_spill_fix("memhog-spill", "off");
+    fix_as_printed_memhog_too_big_off: memhog_too_big_fix("memhog-too-big", "off");
+    fix_as_printed_memhog_interleave_off: memhog_interleave_fix("memhog-interleave", "off");
+    fix_as_printed_sysbench_init_off: restart_fix("sysbench-init", "off");
+    fix_as_printed_sysbench_shared_off: restart_fix("sysbench-shared", "off");
+    fix_as_printed_sysbench_policy_off: restart_fix("sysbench-policy", "off");
+    fix_as_printed_stress_vm_off: restart_fix("stress-vm", "off");
+    fix_as_printed_redis_migrated_off: restart_fix("redis-migrated", "off");
+    fix_as_printed_redis_attach_off: redis_attach_fix("redis-attach", "off");
+    fix_as_printed_redis_attach_on: redis_attach_fix("redis-attach", "on");
+    fix_as_printed_redis_attach_late_off: redis_attach_late_fix("redis-attach-late", "off");
+    fix_as_printed_redis_attach_late_on: redis_attach_late_fix("redis-attach-late", "on");
 }

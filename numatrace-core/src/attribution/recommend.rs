@@ -45,6 +45,16 @@ fn node_to_move_threads_to<'a>(c: &Contribution, env: &'a FixEnv) -> Option<&'a 
     (!n.cpus.is_empty() && n.mem_free_bytes >= room && !already_there).then_some(n)
 }
 
+/// The node with CPUs that had room for all `needed` bytes when the capture
+/// started, the threads' own node first, else the one with the most free
+/// memory.
+fn node_with_room<'a>(c: &Contribution, env: &'a FixEnv, needed: u64) -> Option<&'a Node> {
+    env.nodes
+        .iter()
+        .filter(|n| !n.cpus.is_empty() && !n.is_memoryless() && n.mem_free_bytes >= needed)
+        .max_by_key(|n| (c.thread_nodes.contains(&n.id), n.mem_free_bytes))
+}
+
 /// The threads already run only on `node`, and may run nowhere else: pinning them there changes nothing.
 fn threads_only_on(c: &Contribution, env: &FixEnv, node: &Node) -> bool {
     let ran_there = c.thread_nodes.len() == 1 && c.thread_nodes.contains(&node.id);
@@ -164,10 +174,37 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 fixes.push(Fix::bind_to_node(n, &env.workload));
             }
         }
+        // The threads' node was full. The fix is a node with room for all of
+        // it (preferred, not bound: a node that fills up spills instead of
+        // killing it); where none has room, no placement keeps it local, and
+        // the report says so. No interleave: the full node takes no more of
+        // it than it has now, so at least as much stays remote, usually more
+        // (the lab, run as printed: 19 % -> 50 %, 59 % -> 66 %). Preferring
+        // the full node is the default policy already: no fix either.
         CauseKind::AllocationSpill => {
-            fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
-            if let Some(n) = thread_node {
-                fixes.push(Fix::preferred(n, &env.workload));
+            // What it holds: its resident size, and at least what its threads'
+            // node had free when the capture started plus what spilled (the
+            // node was full; the last snapshot may predate its allocations).
+            let home_free =
+                (c.thread_nodes.len() == 1).then_some(thread_node).flatten().map_or(0, |n| n.mem_free_bytes);
+            let needed = env.resident_bytes.max(pages_to_copy * 4096 + home_free);
+            match node_with_room(c, env, needed) {
+                Some(n) => {
+                    lasting(&mut fixes, n);
+                    fixes.push(Fix::preferred(n, &env.workload).with_note(format!(
+                        "Node {} had {} MiB free when the capture started; the process holds about {} MiB.",
+                        n.id,
+                        n.mem_free_bytes >> 20,
+                        needed >> 20
+                    )));
+                }
+                None => fixes.push(Fix::no_node_has_room(needed, &env.nodes, thread_node)),
+            }
+            if let Some(last) = fixes.pop() {
+                fixes.push(last.with_note(format!(
+                    "No interleave: {:.0} % of its pages are remote now, the most its own node could not take; an interleave leaves at least as much remote, usually more.",
+                    pages_to_copy as f64 * 4096.0 / needed.max(1) as f64 * 100.0
+                )));
             }
             fixes.push(Fix::zone_reclaim_off());
         }
@@ -180,7 +217,13 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         }
         CauseKind::PlacedBeforeCapture => {
             if let (Some(n), false) = (thread_node, too_big_for_a_node) {
-                let from: Vec<u32> = c.memory_nodes.iter().copied().collect();
+                // Where the memory is may be unknown (hinting faults saw it
+                // remote, the balancer moved it): then from every other node,
+                // never a move with no command.
+                let mut from: Vec<u32> = c.memory_nodes.iter().copied().collect();
+                if from.is_empty() {
+                    from = env.nodes.iter().map(|n| n.id).collect();
+                }
                 let target = cheap.unwrap_or(n);
                 lasting(&mut fixes, target);
                 fixes.push(Fix::bind_to_node(target, &env.workload));
@@ -292,6 +335,67 @@ mod tests {
         env.started_by_numatrace = true;
         let (fixes, _) = fixes_for(CauseKind::ThreadMigrated, &c, &env);
         assert!(fixes.iter().all(|f| f.kind != FixKind::MoveThreadsLive && f.kind != FixKind::RepinLive), "{fixes:#?}");
+    }
+
+    /// A command that spilled `spilled` of its `resident` MiB from node 0 to
+    /// node 1, on two nodes with `free` MiB free each.
+    fn spill(spilled: u64, resident: u64, free: [u64; 2]) -> Vec<Fix> {
+        let mut machine = Topology::synthetic_with_memory(&[vec![0], vec![1]], 512 << 20);
+        for (n, f) in machine.nodes.iter_mut().zip(free) {
+            n.mem_free_bytes = f << 20;
+        }
+        let c = Contribution {
+            kind: CauseKind::AllocationSpill,
+            pages: (spilled * 256) as f64,
+            tids: BTreeSet::from([300]),
+            first_ns: 0,
+            last_ns: 0,
+            memory_nodes: BTreeSet::from([1]),
+            thread_nodes: BTreeSet::from([0]),
+            regions: BTreeSet::new(),
+            evidence: String::new(),
+            repaired_pages: 0.0,
+            mover: None,
+        };
+        let workload =
+            Workload::command_line(vec!["numactl".into(), "--cpunodebind=0".into(), "memhog".into(), "406m".into()]);
+        let env = FixEnv {
+            pid: 300,
+            nodes: machine.nodes,
+            workload,
+            started_by_numatrace: true,
+            resident_bytes: resident << 20,
+            ..Default::default()
+        };
+        let (fixes, problems) = fixes_for(CauseKind::AllocationSpill, &c, &env);
+        assert!(problems.is_empty(), "{problems:?}");
+        fixes
+    }
+
+    #[test]
+    fn a_spill_goes_to_a_node_with_room_never_first_to_an_interleave() {
+        // The lab's memhog: 406 MiB, 191 MiB of it spilled; node 1 had 452 MiB free.
+        let fixes = spill(191, 406, [246, 452]);
+        assert_eq!(fixes[0].kind, FixKind::Preferred, "{fixes:#?}");
+        // The last snapshot predates most of its allocations: what its node had
+        // free and what spilled say how much it holds (595 MiB: no node has room).
+        let fixes = spill(188, 100, [446, 247]);
+        assert_eq!(fixes[0].kind, FixKind::NoNodeHasRoom, "{fixes:#?}");
+        let fixes = spill(191, 100, [246, 452]);
+        assert_eq!(fixes[0].kind, FixKind::Preferred, "{fixes:#?}");
+        assert_eq!(fixes[0].commands, vec!["numactl --cpunodebind=1 --preferred=1 memhog 406m"]);
+        assert_eq!(fixes[0].goal_remote_share, Some(crate::fixes::FIXED_BELOW));
+        assert!(fixes.iter().all(|f| f.kind != FixKind::InterleaveAll), "47 % remote -> 50 %: {fixes:#?}");
+        // No node has room: no command is printed as a fix, and no interleave that raises the share.
+        let fixes = spill(71, 370, [299, 237]);
+        assert_eq!(fixes[0].kind, FixKind::NoNodeHasRoom, "{fixes:#?}");
+        assert!(fixes[0].title.starts_with("No command fixes this: it needs about 370 MiB"), "{}", fixes[0].title);
+        assert!(fixes[0].commands.iter().all(|c| c.starts_with('#')), "{:?}", fixes[0].commands);
+        assert!(fixes.iter().all(|f| f.kind != FixKind::InterleaveAll && f.kind != FixKind::Preferred), "{fixes:#?}");
+        // More than half spilled: still no interleave (the full node takes no more of it).
+        let fixes = spill(300, 400, [100, 100]);
+        assert_eq!(fixes[0].kind, FixKind::NoNodeHasRoom);
+        assert!(fixes.iter().all(|f| f.kind != FixKind::InterleaveAll), "{fixes:#?}");
     }
 
     #[test]

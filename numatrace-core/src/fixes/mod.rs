@@ -39,6 +39,7 @@ pub enum FixKind {
     FirmwareNodes,
     VmTopology,
     NoBenefitFromPinning,
+    NoNodeHasRoom,
 }
 
 /// Where a fix puts the process: the CPUs it runs on and the nodes its memory comes from.
@@ -645,6 +646,32 @@ impl Fix {
             ],
             false,
             "inside the guest: numactl --hardware; on the host: numastat -p <qemu pid>",
+        )
+    }
+
+    /// A process that needs more memory than any node has free: no
+    /// placement keeps it local. Says so, with what can be done instead
+    /// (nothing here runs as printed).
+    pub fn no_node_has_room(needed_bytes: u64, nodes: &[Node], home: Option<&Node>) -> Fix {
+        let most = nodes.iter().filter(|n| !n.is_memoryless()).max_by_key(|n| n.mem_free_bytes);
+        let (most_id, most_free) = most.map(|n| (n.id.to_string(), n.mem_free_bytes >> 20)).unwrap_or(("?".into(), 0));
+        let home = home.map(|n| n.id.to_string()).unwrap_or_else(|| most_id.clone());
+        Fix::new(
+            FixKind::NoNodeHasRoom,
+            format!(
+                "No command fixes this: it needs about {} MiB, more than any node has free (the most: {most_free} MiB on node {most_id}), so part of it stays remote wherever it runs",
+                needed_bytes >> 20
+            ),
+            vec![
+                format!(
+                    "# make room on node {home}: stop or move what else holds memory there (numastat -m; numastat -p <pid> per process), or drop its clean page cache (sync; echo 1 > /proc/sys/vm/drop_caches)"
+                ),
+                "# or shrink its footprint below a node's free memory, or run it on a machine with larger nodes".into(),
+            ],
+            false,
+            format!(
+                "numastat -m: node {home}'s MemFree exceeds its size before it starts; then the restart under numactl --cpunodebind={home} --preferred={home} keeps it local"
+            ),
         )
     }
 
