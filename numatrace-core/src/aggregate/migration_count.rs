@@ -6,7 +6,7 @@
 //! readings travel as events (`MigrationCount`), so a capture replays exactly.
 use numatrace_common::{EventHeader, EventKind, MigrationCountEvent};
 
-use crate::{aggregate::Aggregator, event::Event};
+use crate::{aggregate::Aggregator, event::Event, machine::per_thread};
 
 /// One reading for every traced thread that has not exited.
 pub fn sample(agg: &Aggregator, now_ns: u64) -> Vec<Event> {
@@ -18,16 +18,17 @@ pub fn sample(agg: &Aggregator, now_ns: u64) -> Vec<Event> {
 /// attach and the detach, so that the threads' counts and the kernel's
 /// count of the capture's migrations cover about the same time.
 pub fn sample_threads(threads: impl IntoIterator<Item = (u32, u32)>, now_ns: u64) -> Vec<Event> {
-    threads
-        .into_iter()
-        .filter_map(|(tgid, tid)| {
-            let migrations = read_migrations(tgid, tid)?;
-            Some(Event::MigrationCount(MigrationCountEvent {
-                header: EventHeader { kind: EventKind::MigrationCount as u32, cpu: 0, ts_ns: now_ns, tgid, tid },
-                migrations,
-            }))
-        })
-        .collect()
+    let threads: Vec<(u32, u32)> = threads.into_iter().collect();
+    per_thread::map(&threads, |&(tgid, tid)| {
+        let migrations = read_migrations(tgid, tid)?;
+        Some(Event::MigrationCount(MigrationCountEvent {
+            header: EventHeader { kind: EventKind::MigrationCount as u32, cpu: 0, ts_ns: now_ns, tgid, tid },
+            migrations,
+        }))
+    })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn read_migrations(tgid: u32, tid: u32) -> Option<u64> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use numatrace_common::{EventHeader, EventKind, RunTimeSampleEvent};
 
-use crate::{aggregate::Aggregator, event::Event};
+use crate::{aggregate::Aggregator, event::Event, machine::per_thread};
 
 /// When to sample: often for a few threads, less often for many (each is a file read).
 pub struct Sampler {
@@ -42,23 +42,18 @@ impl Sampler {
 
 /// One sample of every traced thread that has not exited (threads that are gone are skipped).
 pub fn sample(agg: &Aggregator, now_ns: u64) -> Vec<Event> {
-    agg.threads
-        .values()
-        .filter(|t| t.exited_ns.is_none())
-        .filter_map(|t| {
-            let run_ns = read_run_ns(t.tgid, t.tid)?;
-            Some(Event::RunTimeSample(RunTimeSampleEvent {
-                header: EventHeader {
-                    kind: EventKind::RunTimeSample as u32,
-                    cpu: 0,
-                    ts_ns: now_ns,
-                    tgid: t.tgid,
-                    tid: t.tid,
-                },
-                run_ns,
-            }))
-        })
-        .collect()
+    let threads: Vec<(u32, u32)> =
+        agg.threads.values().filter(|t| t.exited_ns.is_none()).map(|t| (t.tgid, t.tid)).collect();
+    per_thread::map(&threads, |&(tgid, tid)| {
+        let run_ns = read_run_ns(tgid, tid)?;
+        Some(Event::RunTimeSample(RunTimeSampleEvent {
+            header: EventHeader { kind: EventKind::RunTimeSample as u32, cpu: 0, ts_ns: now_ns, tgid, tid },
+            run_ns,
+        }))
+    })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The first field of schedstat: nanoseconds the thread has run.

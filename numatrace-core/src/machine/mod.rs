@@ -12,6 +12,7 @@ pub mod identity;
 pub mod node_counters;
 pub mod node_meminfo;
 pub mod numa_maps;
+pub mod per_thread;
 pub mod proc_status;
 pub mod topology;
 pub mod tunables;

@@ -67,8 +67,9 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     };
     let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
     let mut probes = Probes::load(target.pid, &opts.probes, &topology, &tracefs)?;
+    let tids = target.thread_ids();
     let mut initial_threads: Vec<InitialThread> = target
-        .threads()
+        .threads(&tids)
         .into_iter()
         .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
         .collect();
@@ -89,10 +90,10 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         }
     }
     // Threads created between the /proc walk and the attach of task_newtask.
+    let born: Vec<u32> = target.thread_ids().into_iter().filter(|tid| tids.binary_search(tid).is_err()).collect();
     let late: Vec<InitialThread> = target
-        .threads()
+        .threads(&born)
         .into_iter()
-        .filter(|t| !initial_threads.iter().any(|i| i.tid == t.tid))
         .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
         .collect();
     probes.track_threads(&late.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use numatrace_core::machine::per_thread;
 
 /// What to trace.
 #[derive(Clone, Debug)]
@@ -148,20 +149,25 @@ impl Target {
         Ok(())
     }
 
-    /// The process's threads now.
-    pub fn threads(&self) -> Vec<ThreadInfo> {
+    /// The ids of the process's threads now, in order.
+    pub fn thread_ids(&self) -> Vec<u32> {
         let Ok(entries) = fs::read_dir(format!("/proc/{}/task", self.pid)) else { return Vec::new() };
-        let mut out: Vec<ThreadInfo> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-            .map(|tid: u32| {
-                let dir = format!("/proc/{}/task/{tid}", self.pid);
-                let comm = fs::read_to_string(format!("{dir}/comm")).map(|s| s.trim().to_string()).unwrap_or_default();
-                ThreadInfo { tid, comm, cpu: stat_processor(&format!("{dir}/stat")) }
-            })
-            .collect();
-        out.sort_by_key(|t| t.tid);
-        out
+        let mut tids: Vec<u32> =
+            entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect();
+        tids.sort_unstable();
+        tids
+    }
+
+    /// Name and CPU of these threads (one stat file each, read in parallel);
+    /// a thread gone meanwhile keeps its tid with no name or CPU.
+    pub fn threads(&self, tids: &[u32]) -> Vec<ThreadInfo> {
+        per_thread::map(tids, |&tid| {
+            let (comm, cpu) = fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid))
+                .ok()
+                .and_then(|text| parse_stat(&text))
+                .map_or((String::new(), None), |(comm, cpu)| (comm, Some(cpu)));
+            ThreadInfo { tid, comm, cpu }
+        })
     }
 
     pub fn comm(&self) -> String {
@@ -195,10 +201,25 @@ impl Target {
     }
 }
 
-/// Field 39 of /proc/<pid>/task/<tid>/stat: the CPU the thread last ran on.
-fn stat_processor(path: &str) -> Option<u32> {
-    let text = fs::read_to_string(path).ok()?;
-    // The comm field may hold spaces and parentheses; fields restart after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(36)?.parse().ok()
+/// A thread's name (field 2) and the CPU it last ran on (field 39) from its
+/// /proc/<pid>/task/<tid>/stat: one read instead of comm and stat.
+fn parse_stat(text: &str) -> Option<(String, u32)> {
+    // The name may hold spaces and parentheses; the fields restart after the last ')'.
+    let (open, close) = (text.find('(')?, text.rfind(')')?);
+    let comm = text.get(open + 1..close)?.to_string();
+    let cpu = text[close + 1..].split_whitespace().nth(36)?.parse().ok()?;
+    Some((comm, cpu))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_stat;
+
+    #[test]
+    fn reads_name_and_cpu_from_a_stat_line_whose_name_has_spaces_and_parentheses() {
+        let line = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 12345 \
+                    1000000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0";
+        assert_eq!(parse_stat(line), Some(("my (odd) name".to_string(), 3)));
+        assert_eq!(parse_stat("4242 (cut"), None);
+    }
 }
