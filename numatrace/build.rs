@@ -73,6 +73,10 @@ fn main() {
         "--target-dir",
     ]);
     cmd.arg(&target_dir);
+    // The load generator's program only where numatrace's bench-hooks feature asks for it.
+    if env::var_os("CARGO_FEATURE_BENCH_HOOKS").is_some() {
+        cmd.args(["--features", "load-generator"]);
+    }
     let output = match cmd.output() {
         Ok(output) => output,
         Err(err) => fail(&format!("cannot run {cmd:?}: {err}")),

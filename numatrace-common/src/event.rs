@@ -87,6 +87,37 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// Bytes of one record of this kind: the size of the struct it is sent as.
+    pub const fn record_size(self) -> usize {
+        match self {
+            EventKind::TaskMigration => size_of::<TaskMigrationEvent>(),
+            EventKind::FirstTouch => size_of::<FirstTouchEvent>(),
+            EventKind::HintingFault => size_of::<HintingFaultEvent>(),
+            EventKind::NumaTaskMove | EventKind::NumaTaskSwap | EventKind::NumaTaskStick => {
+                size_of::<NumaPlacementEvent>()
+            }
+            EventKind::PageMigration => size_of::<PageMigrationEvent>(),
+            EventKind::TaskNew => size_of::<TaskNewEvent>(),
+            EventKind::TaskExit => size_of::<TaskExitEvent>(),
+            EventKind::MisplacedMigration => size_of::<MisplacedMigrationEvent>(),
+            EventKind::RunTimeSample => size_of::<RunTimeSampleEvent>(),
+            EventKind::MigrationCount => size_of::<MigrationCountEvent>(),
+            EventKind::AffinityChange => size_of::<AffinityChangeEvent>(),
+        }
+    }
+}
+
+/// A struct sent as the ring records of one [`EventKind`]. `KIND` pairs the
+/// struct with its id in one place: the kernel programs write it into
+/// `header.kind` and count sent and lost events under it, and userspace
+/// decodes that id back into this struct. ([`NumaPlacementEvent`] is sent
+/// as three kinds, [`NumaPlacementEvent::KINDS`], and has no single one.)
+pub trait EventRecord: Copy + 'static {
+    /// The kind this struct is sent as.
+    const KIND: EventKind;
+}
+
 /// Number of slots in the loss table: one per kind id (slot 0 unused).
 pub const LOSS_SLOTS: u32 = EventKind::ALL.len() as u32 + 1;
 
@@ -258,3 +289,72 @@ pub struct AffinityChangeEvent {
     pub by_tgid: u32,
     pub by_comm: [u8; COMM_LEN],
 }
+
+impl EventRecord for TaskMigrationEvent {
+    const KIND: EventKind = EventKind::TaskMigration;
+}
+impl EventRecord for FirstTouchEvent {
+    const KIND: EventKind = EventKind::FirstTouch;
+}
+impl EventRecord for HintingFaultEvent {
+    const KIND: EventKind = EventKind::HintingFault;
+}
+impl NumaPlacementEvent {
+    /// The kinds this struct is sent as: the balancer's move, swap and stick.
+    pub const KINDS: [EventKind; 3] = [EventKind::NumaTaskMove, EventKind::NumaTaskSwap, EventKind::NumaTaskStick];
+}
+impl EventRecord for PageMigrationEvent {
+    const KIND: EventKind = EventKind::PageMigration;
+}
+impl EventRecord for TaskNewEvent {
+    const KIND: EventKind = EventKind::TaskNew;
+}
+impl EventRecord for TaskExitEvent {
+    const KIND: EventKind = EventKind::TaskExit;
+}
+impl EventRecord for MisplacedMigrationEvent {
+    const KIND: EventKind = EventKind::MisplacedMigration;
+}
+impl EventRecord for RunTimeSampleEvent {
+    const KIND: EventKind = EventKind::RunTimeSample;
+}
+impl EventRecord for MigrationCountEvent {
+    const KIND: EventKind = EventKind::MigrationCount;
+}
+impl EventRecord for AffinityChangeEvent {
+    const KIND: EventKind = EventKind::AffinityChange;
+}
+
+// Record sizes are part of the contract: the kernel programs and userspace
+// both compile these lines, so a layout change fails the build on both sides,
+// and capture files keep their records' lengths. Change a size only together
+// with the capture format.
+const _: () = assert!(size_of::<EventHeader>() == 24);
+const _: () = assert!(size_of::<TaskMigrationEvent>() == 32);
+const _: () = assert!(size_of::<FirstTouchEvent>() == 56);
+const _: () = assert!(size_of::<HintingFaultEvent>() == 64);
+const _: () = assert!(size_of::<NumaPlacementEvent>() == 56);
+const _: () = assert!(size_of::<PageMigrationEvent>() == 56);
+const _: () = assert!(size_of::<TaskNewEvent>() == 48);
+const _: () = assert!(size_of::<TaskExitEvent>() == 48);
+const _: () = assert!(size_of::<MisplacedMigrationEvent>() == 32);
+const _: () = assert!(size_of::<RunTimeSampleEvent>() == 32);
+const _: () = assert!(size_of::<MigrationCountEvent>() == 32);
+const _: () = assert!(size_of::<AffinityChangeEvent>() == 48);
+// The ring hands out 8-byte aligned records: every record is a whole number of words.
+const _: () = {
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        assert!(EventKind::ALL[i].record_size().is_multiple_of(8));
+        i += 1;
+    }
+};
+// Ids are stable and dense: `ALL[i]` has id `i + 1`, and the loss and sent
+// tables are indexed by id.
+const _: () = {
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        assert!(EventKind::ALL[i] as u32 == i as u32 + 1);
+        i += 1;
+    }
+};

@@ -135,6 +135,13 @@ pub const TNF_MIGRATED: u32 = 0x01;
 /// `TNF_FAULT_LOCAL` flag of `task_numa_fault`.
 pub const TNF_FAULT_LOCAL: u32 = 0x08;
 
+// The globals userspace writes before load: sizes fixed, so that a layout
+// change fails the build on both sides rather than misreading offsets.
+const _: () = assert!(size_of::<Layouts>() == 196);
+const _: () = assert!(size_of::<TaskFields>() == 24);
+const _: () = assert!(size_of::<PlacementFields>() == 32);
+const _: () = assert!(size_of::<Config>() == 40);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] structs of integers without padding holes that matter.

@@ -1,4 +1,5 @@
 //! Names and value types of the maps shared by both sides.
+use crate::EventRecord;
 
 /// Ring buffer of events to userspace.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -142,7 +143,7 @@ impl PendingRun {
     #[inline(always)]
     pub fn first_touch_event(&self, cpu: u32) -> crate::FirstTouchEvent {
         crate::FirstTouchEvent {
-            header: self.header(crate::EventKind::FirstTouch, cpu),
+            header: self.header(crate::FirstTouchEvent::KIND, cpu),
             region: self.region,
             pages: self.pages,
             last_ts_ns: self.last_ts_ns,
@@ -156,7 +157,7 @@ impl PendingRun {
     #[inline(always)]
     pub fn hinting_fault_event(&self, cpu: u32) -> crate::HintingFaultEvent {
         crate::HintingFaultEvent {
-            header: self.header(crate::EventKind::HintingFault, cpu),
+            header: self.header(crate::HintingFaultEvent::KIND, cpu),
             region: self.region,
             last_ts_ns: self.last_ts_ns,
             faults: self.faults,
@@ -169,6 +170,13 @@ impl PendingRun {
         }
     }
 }
+
+// Map values both sides read and write: sizes fixed, so that a layout change
+// fails the build on both sides.
+const _: () = assert!(size_of::<Loss>() == 16);
+const _: () = assert!(size_of::<PageMap>() == 16);
+const _: () = assert!(size_of::<PageMapCalibration>() == 48);
+const _: () = assert!(size_of::<PendingRun>() == 56);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -2,7 +2,7 @@
 //! written, in `LOSS` (with, for runs, the pages or faults it carried) when
 //! the ring is full. Userspace checks that it read exactly what was sent.
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-use numatrace_common::EventKind;
+use numatrace_common::{EventKind, EventRecord};
 
 use crate::{
     config::config,
@@ -20,10 +20,17 @@ fn wakeup_flags() -> u64 {
     }
 }
 
-/// Writes `event` to the ring; on failure counts one lost event of `kind`
+/// Writes `event` to the ring; on failure counts one lost event of its kind
 /// carrying `units` pages or faults.
 #[inline(always)]
-pub fn emit<T: 'static>(kind: EventKind, event: &T, units: u64) {
+pub fn emit<T: EventRecord>(event: &T, units: u64) {
+    emit_as(T::KIND, event, units);
+}
+
+/// [`emit`] for a struct sent as several kinds (`NumaPlacementEvent`): `kind`
+/// is the one its header carries.
+#[inline(always)]
+pub fn emit_as<T: 'static>(kind: EventKind, event: &T, units: u64) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(unsafe { core::ptr::read(event) });

@@ -4,7 +4,7 @@
 #![no_std]
 // Atomic add on a map value (see movers.rs); the build enables unstable features.
 #![feature(core_intrinsics)]
-#![allow(internal_features)]
+#![allow(internal_features, reason = "core_intrinsics: the atomic add on a map value in movers.rs")]
 #![no_main]
 
 mod config;

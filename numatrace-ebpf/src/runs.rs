@@ -8,7 +8,7 @@
 //! one: reading the clock was a fifth of the per-page cost. So `last_ts_ns`
 //! is the time of a fault at most `LAST_TS_EVERY - 1` faults before the
 //! run's last (microseconds at first-touch rates); the start is exact.
-use numatrace_common::{EventKind, PendingRun, REGION_SHIFT, REGION_UNKNOWN};
+use numatrace_common::{PendingRun, REGION_SHIFT, REGION_UNKNOWN};
 
 use crate::{
     emit::emit,
@@ -88,7 +88,7 @@ pub fn add_first_touch(s: &Sample) {
     }
     if run.pages != 0 {
         let event = run.first_touch_event(s.cpu);
-        emit(EventKind::FirstTouch, &event, run.pages);
+        emit(&event, run.pages);
     }
     start(run, s);
 }
@@ -104,7 +104,7 @@ pub fn add_hinting_fault(s: &Sample) {
     }
     if run.pages != 0 {
         let event = run.hinting_fault_event(s.cpu);
-        emit(EventKind::HintingFault, &event, run.faults as u64);
+        emit(&event, run.faults as u64);
     }
     start(run, s);
 }

@@ -1,36 +1,15 @@
 //! numatrace: finds out why a process's threads and memory sit on different
 //! NUMA nodes, and says what to do about it.
 //!
-//! Layout: `kernel` loads and attaches the eBPF programs and reads their
-//! maps; `event` decodes their records; `aggregate` owns all interpretation;
-//! `session` runs a live capture; `report` is the output model and its
-//! renderings. `topology`, `tracefs`, `cpulist` read the machine.
-pub mod aggregate;
-pub mod attribution;
-pub mod capture;
+//! This crate is the live side; the logic from a decoded event to a fix and
+//! a report is in `numatrace-core`. The data flows:
+//! - `kernel`: loads the eBPF programs (built by build.rs), attaches them
+//!   source by source with fallbacks (checking privileges first), reads their
+//!   maps and tracefs.
+//! - `live`: a live capture: the target (a pid or a command started
+//!   stopped), the session's event loop feeding the core's aggregator,
+//!   spike rings.
+//! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
-pub mod cpulist;
-pub mod diff;
-pub mod event;
-pub mod export;
-pub mod facts;
-pub mod fixes;
-pub mod inline_vec;
-pub mod inspect;
 pub mod kernel;
-pub mod launcher;
-pub mod migration_count;
-pub mod node_counts;
-pub mod prefetch;
-pub mod privileges;
-pub mod region_table;
-pub mod report;
-pub mod run_time;
-pub mod session;
-pub mod sink;
-pub mod spike;
-pub mod sysinfo;
-pub mod target;
-pub mod thread_table;
-pub mod topology;
-pub mod tracefs;
+pub mod live;

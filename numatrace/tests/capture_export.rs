@@ -3,7 +3,7 @@
 //! NUMATRACE_WRITE_EXAMPLE=1 the PNG is also written to docs/.
 use std::process::Command;
 
-use numatrace::{
+use numatrace_core::{
     capture::{self, synthetic},
     event::Event,
 };

@@ -57,17 +57,20 @@ fn check_report_matches_live(name: &str, json: bool, workload: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn report_of_a_capture_is_the_live_json_byte_for_byte() {
     check_report_matches_live("hop.ntrace", true, &["hop", "--times", "50", "--threads", "2"]);
     check_report_matches_live("init.ntrace", true, &["init-thread", "--mib", "32", "--seconds", "0.5"]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn report_of_a_capture_is_the_live_text() {
     check_report_matches_live("text.ntrace", false, &["touch", "--pages", "3000", "--threads", "2"]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_capture_still_reports_what_it_saw() {
     let file = tmp("killed.ntrace");
     let mut live = Command::new(NUMATRACE)
@@ -91,9 +94,12 @@ fn a_killed_capture_still_reports_what_it_saw() {
     // 32 MiB of first touches are in it (flushed within half a second).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let pages: u64 = numatrace::capture::read_path(&file)
+        let pages: u64 = numatrace_core::capture::read_path(&file)
             .map(|c| {
-                c.events.iter().map(|e| if let numatrace::event::Event::FirstTouch(f) = e { f.pages } else { 0 }).sum()
+                c.events
+                    .iter()
+                    .map(|e| if let numatrace_core::event::Event::FirstTouch(f) = e { f.pages } else { 0 })
+                    .sum()
             })
             .unwrap_or(0);
         if pages >= 8192 {
@@ -140,6 +146,7 @@ fn bad_files_give_one_clear_error_line() {
 /// page is local, so the verdict is "fixed" at 0 %, measured on the
 /// process's resident memory (the capture's snapshot).
 #[test]
+#[ignore = "needs root"]
 fn diff_of_two_captures_says_fixed_or_not_in_one_line() {
     let (a, b) = (tmp("diff-a.ntrace"), tmp("diff-b.ntrace"));
     for f in [&a, &b] {

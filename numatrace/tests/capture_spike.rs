@@ -63,6 +63,7 @@ fn wait_for(path: &Path) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sigusr1_saves_the_last_window() {
     let dir = scratch("window");
     let prefix = dir.join("incident");
@@ -92,9 +93,9 @@ fn sigusr1_saves_the_last_window() {
     assert!(stderr.contains("trigger at") && stderr.contains("SIGUSR1"), "{stderr}");
     let saved = dir.join("incident-1.ntrace");
     let capture =
-        numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
+        numatrace_core::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
     assert!(capture.complete);
-    assert_eq!(capture.end.stopped_by, "trigger: SIGUSR1");
+    assert_eq!(capture.end.stopped_by.to_string(), "trigger: SIGUSR1");
     let report = capture.report();
     // The 16 MiB the init thread touched at the start are inside the 20 s window.
     assert!(report.totals.first_touch_pages >= 4096, "{:?}", report.totals);
@@ -106,6 +107,7 @@ fn sigusr1_saves_the_last_window() {
 /// window's migrations are the kernel's count over the window, a part of the
 /// run's, not 0 (as they were when a window carried events only).
 #[test]
+#[ignore = "needs root"]
 fn a_window_carries_the_kernels_counts_over_just_that_window() {
     let dir = scratch("counts");
     let prefix = dir.join("incident");
@@ -139,7 +141,7 @@ fn a_window_carries_the_kernels_counts_over_just_that_window() {
     let run_migrations = run["totals"]["migrations"].as_u64().expect("run totals");
 
     let capture =
-        numatrace::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
+        numatrace_core::capture::read_path(&saved).unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", saved.display()));
     let report = capture.report();
     // 1 s before the trigger and 0.5 s after, each end moved to a counter
     // reading (taken about every 100 ms).

@@ -51,7 +51,7 @@ fn close(ours_bytes: f64, theirs_mib: f64) -> bool {
 /// readings, to its rounding. Up to ten tries on a busy machine.
 #[test]
 fn meminfo_per_node_equals_numastat_m() {
-    use numatrace::sysinfo::SystemSnapshot;
+    use numatrace_core::machine::SystemSnapshot;
     let json = inspect(&[]);
     let mut last_mismatch = Vec::new();
     for _ in 0..10 {
@@ -108,13 +108,13 @@ fn meminfo_per_node_equals_numastat_m() {
     panic!("numatrace inspect differs from numastat -m: {last_mismatch:#?}");
 }
 
-/// A child that holds 64 MiB (touched) and a bit of brk heap, then waits for stdin to close.
-#[test]
-#[ignore = "helper: run by process_memory_equals_numastat_p as a child"]
-fn hold_memory_child() {
-    if std::env::var_os("NUMATRACE_HOLD_MEMORY").is_none() {
-        return;
-    }
+/// Set in the child [`process_memory_equals_numastat_p`] starts: this test
+/// binary again, running only that test, which then holds memory instead.
+const HOLD_MEMORY_ENV: &str = "NUMATRACE_HOLD_MEMORY";
+
+/// The child's part: holds 64 MiB (touched) and a bit of brk heap, then
+/// waits for stdin to close.
+fn hold_memory() {
     let big = vec![1u8; 64 << 20];
     let small: Vec<Box<[u8; 512]>> = (0..2048).map(|_| Box::new([7u8; 512])).collect();
     println!("ready {}", big.len() + small.len());
@@ -125,9 +125,13 @@ fn hold_memory_child() {
 
 #[test]
 fn process_memory_equals_numastat_p() {
+    if std::env::var_os(HOLD_MEMORY_ENV).is_some() {
+        hold_memory();
+        return;
+    }
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
-        .args(["--exact", "hold_memory_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("NUMATRACE_HOLD_MEMORY", "1")
+        .args(["--exact", "process_memory_equals_numastat_p", "--nocapture", "--test-threads=1"])
+        .env(HOLD_MEMORY_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -6,8 +6,9 @@
 //!
 //! Cases: the demo's init-thread (its bind fix and its interleave fix), and
 //! a command already started under `numactl --cpunodebind=1 --membind=0`
-//! (the fix must rewrite that numactl, not wrap it). Set NUMATRACE_NO_LAB=1
-//! to skip.
+//! (the fix must rewrite that numactl, not wrap it). They boot QEMU, so they are
+//! `#[ignore]`d: `cargo xtask test` runs them, or `cargo test -p numatrace-tests
+//! --test lab_fixes -- --include-ignored` (see tests/README.md).
 use std::{sync::OnceLock, time::Duration};
 
 use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
@@ -94,14 +95,6 @@ fn case(name: &str) -> &'static Case {
     }
 }
 
-fn skip() -> bool {
-    let skip = std::env::var("NUMATRACE_NO_LAB").is_ok_and(|v| v == "1");
-    if skip {
-        eprintln!("skipping the lab fixes: NUMATRACE_NO_LAB=1");
-    }
-    skip
-}
-
 /// The remote share after, from a diff line `... remote share A % -> B % (...`.
 fn share_after(line: &str) -> f64 {
     let after = line.split(" -> ").nth(1).and_then(|s| s.split(" %").next()).and_then(|s| s.trim().parse().ok());
@@ -115,10 +108,8 @@ fn one_launcher_each(cmd: &str) {
 }
 
 #[test]
+#[ignore = "boots QEMU"]
 fn the_demos_bind_fix_run_as_printed_fixes_it() {
-    if skip() {
-        return;
-    }
     let c = case("init-bind");
     one_launcher_each(&c.printed);
     assert!(c.printed.starts_with("numactl --cpunodebind=1 --membind=1 "), "{c:?}");
@@ -128,10 +119,8 @@ fn the_demos_bind_fix_run_as_printed_fixes_it() {
 }
 
 #[test]
+#[ignore = "boots QEMU"]
 fn the_demos_interleave_fix_reaches_its_own_level() {
-    if skip() {
-        return;
-    }
     let c = case("init-interleave");
     one_launcher_each(&c.printed);
     let after = share_after(&c.diff55);
@@ -141,10 +130,8 @@ fn the_demos_interleave_fix_reaches_its_own_level() {
 }
 
 #[test]
+#[ignore = "boots QEMU"]
 fn a_command_under_numactl_gets_its_numactl_rewritten() {
-    if skip() {
-        return;
-    }
     let c = case("nested-numactl");
     one_launcher_each(&c.printed);
     assert!(c.printed.starts_with("numactl --cpunodebind=1 --membind=1 numatrace example resident"), "{c:?}");

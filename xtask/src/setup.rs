@@ -2,7 +2,8 @@
 //! Debian's Rust with library source (for -Z build-std=core on the BPF
 //! target), bpf-linker built against Debian's LLVM 22, the tools the tests,
 //! lab and bench use, and the real programs of the lab suite (memhog,
-//! sysbench, stress-ng, redis). Skips what is already there.
+//! sysbench, stress-ng, redis), and clippy and rustfmt for CI's checks.
+//! Skips what is already there.
 use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +41,21 @@ const PACKAGES: &[(&str, &str)] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Cargo subcommands CI runs besides build and test (.ci/run), with the
+/// rustup component that brings each.
+const CARGO_TOOLS: &[(&str, &str)] = &[("clippy", "clippy"), ("fmt", "rustfmt")];
+
+/// The rustup components of [`CARGO_TOOLS`] that `cargo <subcommand>` cannot run.
+fn missing_cargo_tools() -> Vec<&'static str> {
+    CARGO_TOOLS
+        .iter()
+        .filter(|(sub, _)| {
+            !Command::new("cargo").args([sub, "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+        })
+        .map(|(_, component)| *component)
+        .collect()
+}
+
 fn have_bpf_linker() -> bool {
     Command::new("bpf-linker").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
         || std::env::var_os("HOME").is_some_and(|h| Path::new(&h).join(".cargo/bin/bpf-linker").is_file())
@@ -48,12 +64,34 @@ fn have_bpf_linker() -> bool {
 pub fn run(args: &SetupArgs) -> Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(p, _)| *p).collect();
     let linker = have_bpf_linker();
+    let tools = missing_cargo_tools();
     if args.check {
-        if missing.is_empty() && linker {
+        if missing.is_empty() && linker && tools.is_empty() {
             eprintln!("setup: everything is installed");
             return Ok(());
         }
-        bail!("missing: {}{}", missing.join(" "), if linker { "" } else { " bpf-linker" });
+        let mut all = missing;
+        all.extend(&tools);
+        if !linker {
+            all.push("bpf-linker");
+        }
+        bail!("missing: {}", all.join(" "));
+    }
+    if !tools.is_empty() {
+        // rustup's default profile has them; a minimal one does not.
+        eprintln!("setup: adding rustup components: {}", tools.join(" "));
+        let added = Command::new("rustup").args(["component", "add"]).args(&tools).status();
+        let still = missing_cargo_tools();
+        if !still.is_empty() {
+            let why = match added {
+                Ok(status) => status.to_string(),
+                Err(e) => e.to_string(),
+            };
+            bail!(
+                "`rustup component add {}` did not make them work ({why}); CI runs cargo clippy and cargo fmt",
+                still.join(" ")
+            );
+        }
     }
     if !missing.is_empty() {
         eprintln!("setup: installing Debian packages: {}", missing.join(" "));

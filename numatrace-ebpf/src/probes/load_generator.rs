@@ -10,7 +10,7 @@
 //! process with cold lookups, not of one hot key or a predictable sweep.
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use numatrace_common::{
-    Counter, EventHeader, EventKind, FirstTouchEvent, LOAD_GENERATOR_EVENTS_PER_CALL, REGION_SHIFT,
+    Counter, EventHeader, EventRecord, FirstTouchEvent, LOAD_GENERATOR_EVENTS_PER_CALL, REGION_SHIFT,
 };
 
 use crate::{config::config, emit::emit, maps::COUNTERS, tracking};
@@ -38,7 +38,7 @@ pub fn load_generator(ctx: RawTracePointContext) -> u32 {
     for i in 0..u64::from(LOAD_GENERATOR_EVENTS_PER_CALL) {
         let n = first + i;
         let event = FirstTouchEvent {
-            header: EventHeader { kind: EventKind::FirstTouch as u32, cpu, ts_ns, tgid, tid },
+            header: EventHeader { kind: FirstTouchEvent::KIND as u32, cpu, ts_ns, tgid, tid },
             region: FIRST_REGION + (n.wrapping_mul(SCATTER) >> (64 - REGION_BITS)),
             pages: 1,
             last_ts_ns: ts_ns,
@@ -46,7 +46,7 @@ pub fn load_generator(ctx: RawTracePointContext) -> u32 {
             page_node: (n & 1) as u16,
             _pad: 0,
         };
-        emit(EventKind::FirstTouch, &event, 1);
+        emit(&event, 1);
     }
     0
 }

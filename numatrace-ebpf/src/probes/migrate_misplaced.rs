@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use numatrace_common::{EventHeader, EventKind, MisplacedMigrationEvent};
+use numatrace_common::{EventHeader, EventRecord, MisplacedMigrationEvent};
 
 use crate::{emit::emit, maps::PageMover, movers, tracking};
 
@@ -26,7 +26,7 @@ fn exit() -> u32 {
     let now = tracking::now_ns();
     let event = MisplacedMigrationEvent {
         header: EventHeader {
-            kind: EventKind::MisplacedMigration as u32,
+            kind: MisplacedMigrationEvent::KIND as u32,
             cpu: tracking::cpu(),
             ts_ns: mover.start_ns,
             tgid,
@@ -34,7 +34,7 @@ fn exit() -> u32 {
         },
         duration_ns: now.saturating_sub(mover.start_ns),
     };
-    emit(EventKind::MisplacedMigration, &event, 1);
+    emit(&event, 1);
     0
 }
 

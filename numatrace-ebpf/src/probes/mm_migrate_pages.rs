@@ -2,7 +2,7 @@
 //! traced process when it runs in a page mover's context (see
 //! `sys_page_movers`, `migrate_misplaced`) or in a traced thread.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use numatrace_common::{EventHeader, EventKind, PageMigrationEvent};
+use numatrace_common::{EventHeader, EventRecord, PageMigrationEvent};
 
 use super::{field, field_u32};
 use crate::{config::layout, emit::emit, maps::PAGE_MOVERS, tracking};
@@ -17,7 +17,7 @@ pub fn mm_migrate_pages(ctx: TracePointContext) -> u32 {
     };
     let event = PageMigrationEvent {
         header: EventHeader {
-            kind: EventKind::PageMigration as u32,
+            kind: PageMigrationEvent::KIND as u32,
             cpu: tracking::cpu(),
             ts_ns: tracking::now_ns(),
             tgid: target,
@@ -29,6 +29,6 @@ pub fn mm_migrate_pages(ctx: TracePointContext) -> u32 {
         reason: field_u32(&ctx, layout!(migrate_pages_reason)).map_or(-1, |v| v as i32),
         on_behalf,
     };
-    emit(EventKind::PageMigration, &event, event.succeeded);
+    emit(&event, event.succeeded);
     0
 }

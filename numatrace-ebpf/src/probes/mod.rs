@@ -1,4 +1,5 @@
 //! One kernel source per file. Each program filters to traced tasks first.
+#[cfg(feature = "load-generator")]
 mod load_generator;
 mod migrate_misplaced;
 mod mm_migrate_pages;

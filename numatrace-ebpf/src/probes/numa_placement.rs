@@ -5,7 +5,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, NumaPlacementEvent, PlacementFields};
 
 use super::field_u32;
-use crate::{emit::emit, tracking};
+use crate::{emit::emit_as, tracking};
 
 #[inline(always)]
 fn read_i32(ctx: &TracePointContext, offset: u32) -> i32 {
@@ -42,7 +42,7 @@ fn placement(ctx: &TracePointContext, kind: EventKind, f: &PlacementFields) -> u
         dst_cpu: read_i32(ctx, f.dst_cpu),
         dst_node: read_i32(ctx, f.dst_nid),
     };
-    emit(kind, &event, 1);
+    emit_as(kind, &event, 1);
     0
 }
 

@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use numatrace_common::{Counter, EventHeader, EventKind, NODE_UNKNOWN, TaskMigrationEvent};
+use numatrace_common::{Counter, EventHeader, EventRecord, NODE_UNKNOWN, TaskMigrationEvent};
 
 use super::field_u32;
 use crate::{
@@ -36,7 +36,7 @@ fn migration(tgid: u32, tid: u32, orig_cpu: i32, dest_cpu: i32) -> u32 {
     }
     let event = TaskMigrationEvent {
         header: EventHeader {
-            kind: EventKind::TaskMigration as u32,
+            kind: TaskMigrationEvent::KIND as u32,
             cpu: tracking::cpu(),
             ts_ns: tracking::now_ns(),
             tgid,
@@ -45,7 +45,7 @@ fn migration(tgid: u32, tid: u32, orig_cpu: i32, dest_cpu: i32) -> u32 {
         orig_cpu,
         dest_cpu,
     };
-    emit(EventKind::TaskMigration, &event, 1);
+    emit(&event, 1);
     0
 }
 

@@ -7,7 +7,9 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, MigrationCountEvent, RunTimeSampleEvent, TaskExitEvent};
+use numatrace_common::{
+    EventHeader, EventKind, EventRecord, FIELD_ABSENT, MigrationCountEvent, RunTimeSampleEvent, TaskExitEvent,
+};
 
 use super::field;
 use crate::{config::layout, emit::emit, maps::TRACKED_TIDS, tracking};
@@ -25,27 +27,23 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if run_time_at != FIELD_ABSENT as usize
         && let Ok(run_ns) = unsafe { bpf_probe_read_kernel(task.wrapping_add(run_time_at).cast::<u64>()) }
     {
-        emit(EventKind::RunTimeSample, &RunTimeSampleEvent { header: header(EventKind::RunTimeSample), run_ns }, 1);
+        emit(&RunTimeSampleEvent { header: header(RunTimeSampleEvent::KIND), run_ns }, 1);
     }
     let migrations_at = layout!(task.nr_migrations);
     if migrations_at != FIELD_ABSENT as usize
         && let Ok(migrations) = unsafe { bpf_probe_read_kernel(task.wrapping_add(migrations_at).cast::<u64>()) }
     {
-        emit(
-            EventKind::MigrationCount,
-            &MigrationCountEvent { header: header(EventKind::MigrationCount), migrations },
-            1,
-        );
+        emit(&MigrationCountEvent { header: header(MigrationCountEvent::KIND), migrations }, 1);
     }
     // `group_dead` exists only on newer kernels (not on 6.1).
     let offset = layout!(process_exit_group_dead);
     let group_dead = if offset == FIELD_ABSENT as usize { 0 } else { field::<u8>(&ctx, offset).unwrap_or(0) };
     let event = TaskExitEvent {
-        header: header(EventKind::TaskExit),
+        header: header(TaskExitEvent::KIND),
         group_dead: u32::from(group_dead != 0),
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    emit(EventKind::TaskExit, &event, 1);
+    emit(&event, 1);
     0
 }

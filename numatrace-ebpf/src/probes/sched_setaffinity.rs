@@ -2,7 +2,7 @@
 //! another process (`taskset -a -p`): the thread's next cross-node move is
 //! an affinity change, not the load balancer's or the NUMA balancer's.
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
-use numatrace_common::{AffinityChangeEvent, EventHeader, EventKind};
+use numatrace_common::{AffinityChangeEvent, EventHeader, EventRecord};
 
 use super::field;
 use crate::{config::layout, emit::emit, tracking};
@@ -25,7 +25,7 @@ pub fn sys_enter_sched_setaffinity(ctx: TracePointContext) -> u32 {
     };
     let event = AffinityChangeEvent {
         header: EventHeader {
-            kind: EventKind::AffinityChange as u32,
+            kind: AffinityChangeEvent::KIND as u32,
             cpu: tracking::cpu(),
             ts_ns: tracking::now_ns(),
             tgid,
@@ -35,6 +35,6 @@ pub fn sys_enter_sched_setaffinity(ctx: TracePointContext) -> u32 {
         by_tgid,
         by_comm: bpf_get_current_comm().unwrap_or_default(),
     };
-    emit(EventKind::AffinityChange, &event, 1);
+    emit(&event, 1);
     0
 }

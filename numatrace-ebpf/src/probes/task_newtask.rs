@@ -1,7 +1,7 @@
 //! `task:task_newtask`: a traced task created a thread (followed always) or a
 //! process (followed when `follow_children` is on). Runs in the parent.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use numatrace_common::{CLONE_THREAD, COMM_LEN, EventHeader, EventKind, TaskNewEvent};
+use numatrace_common::{CLONE_THREAD, COMM_LEN, EventHeader, EventRecord, TaskNewEvent};
 
 use super::{field, field_u32};
 use crate::{
@@ -28,7 +28,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let comm = field::<[u8; COMM_LEN]>(&ctx, layout!(newtask_comm)).unwrap_or([0; COMM_LEN]);
     let event = TaskNewEvent {
         header: EventHeader {
-            kind: EventKind::TaskNew as u32,
+            kind: TaskNewEvent::KIND as u32,
             cpu: tracking::cpu(),
             ts_ns: tracking::now_ns(),
             tgid,
@@ -38,6 +38,6 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         is_thread: u32::from(is_thread),
         comm,
     };
-    emit(EventKind::TaskNew, &event, 1);
+    emit(&event, 1);
     0
 }

@@ -29,9 +29,15 @@ pub fn read(btf_path: &Path) -> KernelStructs {
         _pad: 0,
     };
     // Mmap, not the cached parse: two lookups do not pay for parsing ~100k
-    // types into memory (15 MiB more peak RSS and 0.2 s of CPU).
-    let Ok(btf) = Btf::from_file_with_backend(btf_path, Backend::Mmap) else {
-        return KernelStructs { task: absent, page_size: None };
+    // types into memory (15 MiB more peak RSS and 0.2 s of CPU). Kernels
+    // before 6.x refuse to mmap /sys/kernel/btf/vmlinux (ENODEV: Debian 12,
+    // RHEL 9, Ubuntu 22.04); there the file is read and parsed instead.
+    let btf = match Btf::from_file_with_backend(btf_path, Backend::Mmap) {
+        Ok(btf) => btf,
+        Err(_) => match Btf::from_file(btf_path) {
+            Ok(btf) => btf,
+            Err(_) => return KernelStructs { task: absent, page_size: None },
+        },
     };
     KernelStructs {
         task: task_fields(&btf).unwrap_or(absent),

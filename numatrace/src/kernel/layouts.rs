@@ -2,7 +2,7 @@
 //! `task_struct` part comes from BTF, see `btf_fields`).
 use numatrace_common::{FIELD_ABSENT, Layouts, PlacementFields};
 
-use crate::tracefs::{EventFormat, Tracefs};
+use super::tracefs::{EventFormat, Tracefs};
 
 /// Offsets for every tracepoint this kernel has; a missing tracepoint leaves
 /// its fields at 0 and its program is not attached (see `sources`).

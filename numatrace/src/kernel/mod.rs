@@ -3,7 +3,9 @@
 pub mod btf_fields;
 pub mod layouts;
 pub mod page_map;
+pub mod privileges;
 pub mod sources;
+pub mod tracefs;
 
 use std::collections::BTreeMap;
 
@@ -13,29 +15,35 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, Counter, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP,
-    HINTING_RUN_MAP, LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP,
-    PendingRun, SENT_MAP, TRACKED_TIDS_MAP,
+    CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, SENT_MAP,
+    TRACKED_TIDS_MAP,
 };
 
-use serde::{Deserialize, Serialize};
+use numatrace_core::{
+    event::Event,
+    kernel_status::{KernelTotals, LostCount, SourceStatus},
+    machine::Topology,
+};
 
-use crate::{event::Event, topology::Topology, tracefs::Tracefs};
-pub use sources::SourceStatus;
+use self::tracefs::Tracefs;
 
 /// The compiled kernel programs, embedded at build time (see build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/numatrace.bpf.o"));
 
-/// What to load.
+/// How to load the programs for one capture (the target is apart: the
+/// same options serve any target).
 #[derive(Clone, Debug)]
-pub struct LoadOptions {
-    pub target_tgid: u32,
+pub struct ProbeOptions {
+    /// Also trace processes the target creates.
     pub follow_children: bool,
+    /// Bytes of the kernel-to-user event ring (rounded up to a power of two).
     pub ring_bytes: u32,
     /// Never use raw or BTF-typed tracepoints (their classic forms instead).
     pub classic_tracepoints: bool,
     /// Also attach the benchmark load generator (synthetic events on the
     /// target's `getppid` calls; see numatrace-ebpf's load_generator.rs).
+    #[cfg(feature = "bench-hooks")]
     pub load_generator: bool,
     /// Send every thread migration as an event, also those within a node
     /// (by default the kernel only counts those).
@@ -48,75 +56,16 @@ pub struct Probes {
     /// What the kernel's BTF says about `task_struct` and `struct page`.
     structs: btf_fields::KernelStructs,
     classic_tracepoints: bool,
+    #[cfg(feature = "bench-hooks")]
     load_generator: bool,
     pub sources: Vec<SourceStatus>,
-}
-
-/// What the kernel side counted besides the events, read at the end.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct KernelTotals {
-    /// Lost events per kind name (`first_touch`, ...).
-    pub loss: BTreeMap<String, LostCount>,
-    /// Raw per-program hit counters ([`numatrace_common::Counter`] order), summed over CPUs.
-    pub counters: Vec<u64>,
-    /// Events written to the ring per kind name, as the kernel counted them.
-    #[serde(default)]
-    pub sent: BTreeMap<String, u64>,
-    /// Ring records userspace read per kind name (set by the session): equal
-    /// to `sent` unless something between the ring and the aggregator failed.
-    #[serde(default)]
-    pub received: BTreeMap<String, u64>,
-}
-
-impl KernelTotals {
-    /// One hit counter, summed over CPUs (0 where a capture predates it).
-    pub fn counter(&self, counter: Counter) -> u64 {
-        self.counters.get(counter as usize).copied().unwrap_or(0)
-    }
-
-    /// What the kernel counted after `earlier` was read: the counters and
-    /// losses of a window of the run. `sent` and `received` stay empty: the
-    /// records in flight at the window's edges would show as unread.
-    pub fn since(&self, earlier: &KernelTotals) -> KernelTotals {
-        let counters = self
-            .counters
-            .iter()
-            .enumerate()
-            .map(|(i, n)| n.saturating_sub(earlier.counters.get(i).copied().unwrap_or(0)))
-            .collect();
-        let loss = self
-            .loss
-            .iter()
-            .filter_map(|(kind, now)| {
-                let before = earlier.loss.get(kind).copied().unwrap_or_default();
-                let lost = LostCount {
-                    events: now.events.saturating_sub(before.events),
-                    units: now.units.saturating_sub(before.units),
-                };
-                (lost.events > 0).then(|| (kind.clone(), lost))
-            })
-            .collect();
-        KernelTotals { loss, counters, sent: BTreeMap::new(), received: BTreeMap::new() }
-    }
-
-    /// Events the kernel sent that userspace did not read, over all kinds.
-    pub fn unread(&self) -> u64 {
-        self.sent.iter().map(|(kind, sent)| sent.saturating_sub(self.received.get(kind).copied().unwrap_or(0))).sum()
-    }
-}
-
-/// Events the ring had no room for, and the pages or faults they carried.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LostCount {
-    pub events: u64,
-    pub units: u64,
 }
 
 impl Probes {
     /// Checks privileges, loads the object with this kernel's layouts and
     /// this machine's topology, and attaches every source it can.
-    pub fn load(opts: &LoadOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
-        crate::privileges::require_bpf()?;
+    pub fn load(target_tgid: u32, opts: &ProbeOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
+        crate::kernel::privileges::require_bpf()?;
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
         let mut layouts = layouts::read(tracefs);
         layouts.task = structs.task;
@@ -125,7 +74,7 @@ impl Probes {
             bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", cpu_nodes.len());
         }
         let config = Config {
-            target_tgid: opts.target_tgid,
+            target_tgid,
             follow_children: u32::from(opts.follow_children),
             pfn_block_shift: topology.pfn_block_shift(),
             pfn_blocks: topology
@@ -152,6 +101,7 @@ impl Probes {
             ebpf,
             structs,
             classic_tracepoints: opts.classic_tracepoints,
+            #[cfg(feature = "bench-hooks")]
             load_generator: opts.load_generator,
             sources: Vec::new(),
         })
@@ -191,6 +141,7 @@ impl Probes {
         }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s)).collect();
+        #[cfg(feature = "bench-hooks")]
         if self.load_generator {
             self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::LOAD_GENERATOR));
         }

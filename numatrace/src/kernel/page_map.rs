@@ -16,10 +16,10 @@ use aya::{
 use numatrace_common::{PAGE_MAP_CALIBRATION_MAP, PAGE_MAP_MAP, PageMap, PageMapCalibration};
 
 use super::sources::{self, AttachEnv, attach_one, raw_tp, tp};
-use crate::tracefs::Tracefs;
+use super::tracefs::Tracefs;
 
 /// The calibration pair, on the same allocations.
-const PAIR: [sources::Attach; 2] = [
+pub(super) const PAIR: [sources::Attach; 2] = [
     raw_tp("page_map_calibration_raw", "kmem", "mm_page_alloc"),
     tp("page_map_calibration_tp", "kmem", "mm_page_alloc"),
 ];

@@ -6,9 +6,9 @@ use aya::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use numatrace_core::kernel_status::SourceStatus;
 
-use crate::tracefs::Tracefs;
+use super::tracefs::Tracefs;
 
 /// How one attach point is reached.
 #[derive(Clone, Copy, Debug)]
@@ -165,26 +165,12 @@ pub const SOURCES: &[Source] = &[
 
 /// The benchmark load generator (`--load-generator`): not a source of
 /// facts, so not in [`SOURCES`]; attached only when asked for.
+#[cfg(feature = "bench-hooks")]
 pub const LOAD_GENERATOR: Source = Source {
     name: "load generator (benchmark)",
     tells: "synthetic first touches on the target's getppid calls, to load the ring and the aggregator",
     variants: &[&[raw_tp("load_generator", "raw_syscalls", "sys_enter")]],
 };
-
-/// What became of one source on this kernel.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SourceStatus {
-    pub name: String,
-    pub attached: bool,
-    /// The kernel hooks used (e.g. `kprobe:migrate_misplaced_folio`).
-    pub hooks: Vec<String>,
-    /// Why it is not attached, when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Attached, but not the cheapest way: why the preferred hooks were not used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_reason: Option<String>,
-}
 
 /// The kernel functions that kprobe/fentry hooks of [`SOURCES`] name and
 /// that this kernel has (listed in kallsyms as text). One pass over
@@ -401,5 +387,66 @@ fn verifier_error(program: &str, err: &aya::programs::ProgramError) -> String {
             }
         }
         other => format!("loading program {program}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use aya_obj::{Object, ProgramSection};
+
+    use super::*;
+
+    /// The embedded object's programs by name, with their kinds: parsed, not
+    /// loaded, so no root is needed.
+    fn object_programs() -> BTreeMap<String, ProgramSection> {
+        let object = Object::parse(crate::kernel::OBJECT).expect("the embedded eBPF object parses");
+        object.programs.into_iter().map(|(name, program)| (name, program.section)).collect()
+    }
+
+    /// Whether a program of this kind can be attached the way `hook` says.
+    fn fits(hook: &Hook, section: &ProgramSection) -> bool {
+        matches!(
+            (hook, section),
+            (Hook::Tracepoint(..), ProgramSection::TracePoint)
+                | (Hook::RawTracepoint(..), ProgramSection::RawTracePoint)
+                | (Hook::BtfTracepoint(..), ProgramSection::BtfTracePoint)
+                | (Hook::Kprobe(_), ProgramSection::KProbe)
+                | (Hook::Kretprobe(_), ProgramSection::KRetProbe)
+                | (Hook::Fentry(_), ProgramSection::FEntry { .. })
+                | (Hook::Fexit(_), ProgramSection::FExit { .. })
+        )
+    }
+
+    /// Every attach of the sources, the load generator and the page map calibration.
+    fn all_attaches() -> Vec<&'static Attach> {
+        let attaches = every_attach().chain(super::super::page_map::PAIR.iter());
+        #[cfg(feature = "bench-hooks")]
+        let attaches = attaches.chain(LOAD_GENERATOR.variants.iter().flat_map(|v| v.iter()));
+        attaches.collect()
+    }
+
+    #[test]
+    fn every_program_the_attach_table_names_is_in_the_object_with_its_kind() {
+        let programs = object_programs();
+        let mut wrong = Vec::new();
+        for attach in all_attaches() {
+            match programs.get(attach.program) {
+                None => wrong.push(format!("{} is not in the object", attach.program)),
+                Some(section) if !fits(&attach.hook, section) => {
+                    wrong.push(format!("{} is a {section:?} program, attached as {:?}", attach.program, attach.hook))
+                }
+                Some(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}\nthe object has: {:?}", programs.keys().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_program_in_the_object_is_attached_by_something() {
+        let named: BTreeSet<&str> = all_attaches().iter().map(|a| a.program).collect();
+        let unused: Vec<String> = object_programs().into_keys().filter(|p| !named.contains(p.as_str())).collect();
+        assert!(unused.is_empty(), "programs no source attaches: {unused:?}");
     }
 }

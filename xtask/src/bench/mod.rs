@@ -255,7 +255,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let root = workspace_root();
     if !args.no_build {
         eprintln!("bench: building numatrace (release)");
-        cargo(&root, &["build", "--release", "-p", "numatrace"])?;
+        cargo(&root, &["build", "--release", "-p", "numatrace", "--features", "bench-hooks"])?;
     }
     let numatrace = root.join("target/release/numatrace");
     if !numatrace.is_file() {
@@ -412,7 +412,7 @@ fn single(tools: &Tools, name: &str, label: &str, args: &[String], opts: &Numatr
 fn aggregator_alone(root: &Path) -> Result<Vec<Value>> {
     let out = Command::new("cargo")
         .current_dir(root)
-        .args(["bench", "-q", "-p", "numatrace", "--bench", "aggregator"])
+        .args(["bench", "-q", "-p", "numatrace-core", "--bench", "aggregator"])
         .output()
         .context("running cargo bench --bench aggregator")?;
     if !out.status.success() {

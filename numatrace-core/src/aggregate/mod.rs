@@ -1,0 +1,459 @@
+//! The aggregator: folds decoded kernel events into per-thread and per-region
+//! facts. It owns all interpretation of events (node of a CPU, local or
+//! remote, cross-node or not); it keeps sums, not event lists, so its memory
+//! is bounded by threads x regions x nodes, not by the event count.
+use std::collections::BTreeMap;
+
+mod fold;
+pub mod inline_vec;
+pub mod migration_count;
+pub mod model;
+pub mod node_counts;
+pub mod prefetch;
+pub mod regions;
+pub mod run_time;
+pub mod threads;
+
+pub use self::model::*;
+
+use numatrace_common::{EventKind, LOSS_SLOTS, REGION_UNKNOWN};
+
+use self::{
+    regions::{PrefetchStep, RegionTable},
+    threads::ThreadTable,
+};
+use crate::{event::Event, kernel_status::KernelTotals, machine::Topology};
+
+/// The aggregator's whole state.
+#[derive(Clone, Debug)]
+pub struct Aggregator {
+    pub topology: Topology,
+    /// `enum migrate_reason` value -> name, from this kernel's format file.
+    pub reason_names: BTreeMap<i64, String>,
+    /// Every thread seen, by tid (listed in tid order).
+    pub threads: ThreadTable,
+    /// First touches per region, in the order regions were first seen.
+    pub regions: RegionTable<RegionTouches>,
+    /// Hinting faults per region: who used the region from where.
+    pub region_uses: RegionTable<RegionUses>,
+    pub page_migrations: BTreeMap<String, PageMigrations>,
+    pub balancer_task_moves: Vec<BalancerTaskMove>,
+    /// Affinity changes of traced threads (the first [`MAX_BALANCER_TASK_MOVES`]).
+    pub affinity_changes: Vec<AffinityChange>,
+    /// What was seen without a node to put it on.
+    pub unknown_nodes: UnknownNodes,
+    pub events: u64,
+    /// Ring records read, by event kind id (see [`Aggregator::ring_received`]).
+    ring_records: [u64; LOSS_SLOTS as usize],
+    pub decode_errors: u64,
+    pub kernel: KernelTotals,
+    pub first_event_ns: Option<u64>,
+    pub last_event_ns: Option<u64>,
+    /// cpu -> node, indexed by CPU (u32::MAX: unknown); the topology's lists are slow to search per event.
+    cpu_nodes: Vec<u32>,
+}
+
+/// Balancer task moves kept for time windows; beyond this only counts grow.
+const MAX_BALANCER_TASK_MOVES: usize = 100_000;
+/// How many events ahead [`Aggregator::ingest_batch`] prefetches: enough to
+/// cover a memory load with the folds in between, few enough to stay in cache.
+pub const PREFETCH_AHEAD: usize = 8;
+/// Run-time samples kept per thread (see [`ThreadStats::run_samples`]).
+const RUN_SAMPLES_KEPT: usize = 64;
+/// Cross-node moves kept per thread for attribution windows; beyond this only the count grows.
+const MAX_MOVES_PER_THREAD: usize = 10_000;
+
+impl Aggregator {
+    pub fn new(topology: Topology, reason_names: BTreeMap<i64, String>) -> Aggregator {
+        let mut cpu_nodes = Vec::new();
+        for node in &topology.nodes {
+            for &cpu in &node.cpus {
+                if cpu_nodes.len() <= cpu as usize {
+                    cpu_nodes.resize(cpu as usize + 1, u32::MAX);
+                }
+                cpu_nodes[cpu as usize] = node.id;
+            }
+        }
+        Aggregator {
+            cpu_nodes,
+            topology,
+            reason_names,
+            threads: ThreadTable::default(),
+            regions: RegionTable::default(),
+            region_uses: RegionTable::default(),
+            page_migrations: BTreeMap::new(),
+            balancer_task_moves: Vec::new(),
+            affinity_changes: Vec::new(),
+            unknown_nodes: UnknownNodes::default(),
+            events: 0,
+            ring_records: [0; LOSS_SLOTS as usize],
+            decode_errors: 0,
+            kernel: KernelTotals::default(),
+            first_event_ns: None,
+            last_event_ns: None,
+        }
+    }
+
+    /// Registers a thread that existed before the capture started.
+    pub fn add_thread(&mut self, tid: u32, tgid: u32, comm: &str, cpu: Option<u32>) {
+        let node = cpu.and_then(|c| self.node_of_cpu(c as i32));
+        let t = self.thread(tid, tgid);
+        if t.comm.is_empty() {
+            t.comm = comm.to_string();
+        }
+        if t.last_cpu.is_none() {
+            t.last_cpu = cpu;
+        }
+        if t.first_node.is_none() {
+            t.first_node = node;
+        }
+    }
+
+    /// Adds run time of a thread on a node.
+    pub fn add_run_time(&mut self, tid: u32, node: u32, ns: u64) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.runtime_ns_by_node.add(node, ns);
+        }
+    }
+
+    /// Splits `ns` of run time in (from, to] over the nodes the thread was on,
+    /// in proportion to the wall time it spent on each (from its cross-node moves).
+    fn spread_run_time(&mut self, tid: u32, from: u64, to: u64, ns: u64) {
+        let Some(t) = self.threads.get(&tid) else { return };
+        let before = t.cross_node_moves.iter().rev().find(|m| m.0 <= from).map(|m| m.2);
+        let mut node = before
+            .or_else(|| t.cross_node_moves.iter().find(|m| m.0 > from).map(|m| m.1))
+            .or(t.first_node)
+            .or_else(|| t.last_cpu.and_then(|c| self.node_of_cpu(c as i32)));
+        let mut segments: Vec<(u32, u64)> = Vec::new();
+        let mut at = from;
+        for &(ts, _, to_node) in t.cross_node_moves.iter().filter(|m| m.0 > from && m.0 <= to) {
+            if let Some(n) = node {
+                segments.push((n, ts - at));
+            }
+            at = ts;
+            node = Some(to_node);
+        }
+        if let Some(n) = node {
+            segments.push((n, to.saturating_sub(at)));
+        }
+        let wall: u64 = segments.iter().map(|s| s.1).sum();
+        for (n, w) in segments {
+            let share = if wall == 0 { ns } else { (ns as u128 * w as u128 / wall as u128) as u64 };
+            if share > 0 || wall == 0 {
+                self.add_run_time(tid, n, share);
+                if wall == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn thread(&mut self, tid: u32, tgid: u32) -> &mut ThreadStats {
+        self.threads.get_or_insert_with(tid, || ThreadStats { tid, tgid, ..Default::default() })
+    }
+
+    fn node_of_cpu(&self, cpu: i32) -> Option<u32> {
+        let node = *self.cpu_nodes.get(usize::try_from(cpu).ok()?)?;
+        (node != u32::MAX).then_some(node)
+    }
+
+    /// Decodes and folds one ring record; a record that does not decode is counted.
+    /// Many records at once fold faster through [`Aggregator::ingest_batch`].
+    pub fn ingest_bytes(&mut self, bytes: &[u8]) -> Option<Event> {
+        match Event::decode(bytes) {
+            Ok(event) => {
+                self.count_ring_record(&event);
+                self.ingest(&event);
+                Some(event)
+            }
+            Err(_) => {
+                self.count_undecodable();
+                None
+            }
+        }
+    }
+
+    /// Counts a decoded ring record by kind, for [`Aggregator::ring_received`]
+    /// (events made in userspace are not ring records and are not counted).
+    pub fn count_ring_record(&mut self, event: &Event) {
+        if let Some(n) = self.ring_records.get_mut(event.header().kind as usize) {
+            *n += 1;
+        }
+    }
+
+    /// Counts a ring record that did not decode (reported as lost).
+    pub fn count_undecodable(&mut self) {
+        self.decode_errors += 1;
+    }
+
+    /// Folds events in order, exactly as [`Aggregator::ingest`] on each would.
+    ///
+    /// Why a batch: folding is bound by loading each event's region record
+    /// from memory. Here, while one event is folded, the record of the event
+    /// [`PREFETCH_AHEAD`] places later is requested (its index slot was
+    /// requested twice as far ahead), so those loads overlap instead of each
+    /// stalling its fold.
+    pub fn ingest_batch(&mut self, events: &[Event]) {
+        for (i, event) in events.iter().enumerate() {
+            if let Some(ahead) = events.get(i + 2 * PREFETCH_AHEAD) {
+                self.prefetch_region(ahead, PrefetchStep::IndexSlot);
+            }
+            if let Some(ahead) = events.get(i + PREFETCH_AHEAD) {
+                self.prefetch_region(ahead, PrefetchStep::Record);
+            }
+            self.ingest(event);
+        }
+    }
+
+    /// One prefetch step for the region record `event` will fold into, if it has one.
+    #[inline]
+    fn prefetch_region(&self, event: &Event, step: PrefetchStep) {
+        match event {
+            Event::FirstTouch(e) => {
+                self.regions.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step)
+            }
+            Event::HintingFault(e) => {
+                self.region_uses.prefetch_step(&RegionKey { tgid: e.header.tgid, region: e.region }, step)
+            }
+            _ => {}
+        }
+    }
+
+    /// Folds one event.
+    pub fn ingest(&mut self, event: &Event) {
+        self.events += 1;
+        let h = *event.header();
+        self.first_event_ns = Some(self.first_event_ns.map_or(h.ts_ns, |t| t.min(h.ts_ns)));
+        self.last_event_ns = Some(self.last_event_ns.map_or(h.ts_ns, |t| t.max(h.ts_ns)));
+        match event {
+            Event::TaskMigration(e) => self.fold_task_migration(&h, e),
+            Event::FirstTouch(e) => self.fold_first_touch(&h, e),
+            Event::HintingFault(e) => self.fold_hinting_fault(&h, e),
+            Event::NumaPlacement(e) => self.fold_numa_placement(&h, e),
+            Event::PageMigration(e) => self.fold_page_migration(&h, e),
+            Event::TaskNew(e) => self.fold_task_new(&h, e),
+            Event::TaskExit(e) => self.fold_task_exit(&h, e),
+            Event::AffinityChange(e) => self.fold_affinity_change(&h, e),
+            Event::MisplacedMigration(e) => self.fold_misplaced_migration(&h, e),
+            Event::MigrationCount(e) => self.fold_migration_count(&h, e),
+            Event::RunTimeSample(e) => self.fold_run_time_sample(&h, e),
+        }
+    }
+
+    /// The name of a migrate reason on this kernel.
+    pub fn reason_name(&self, reason: i32) -> String {
+        self.reason_names.get(&i64::from(reason)).cloned().unwrap_or_else(|| format!("reason_{reason}"))
+    }
+
+    /// Ring records read so far, per kind name (kinds with none left out).
+    pub fn ring_received(&self) -> BTreeMap<String, u64> {
+        EventKind::ALL
+            .iter()
+            .filter_map(|k| Some((k.name().to_string(), *self.ring_records.get(*k as usize).filter(|n| **n > 0)?)))
+            .collect()
+    }
+
+    /// Takes the kernel's end-of-capture totals (loss, counters).
+    pub fn finish(&mut self, kernel: KernelTotals) {
+        self.kernel = kernel;
+    }
+
+    /// Total lost events over all kinds.
+    pub fn lost_events(&self) -> u64 {
+        self.kernel.loss.values().map(|l| l.events).sum::<u64>() + self.decode_errors
+    }
+
+    /// Whether a region key has a known address.
+    pub fn region_known(key: &RegionKey) -> bool {
+        key.region != REGION_UNKNOWN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use numatrace_common::{EventHeader, FirstTouchEvent, NODE_UNKNOWN, TaskMigrationEvent};
+
+    use super::*;
+
+    fn agg() -> Aggregator {
+        Aggregator::new(
+            Topology::synthetic(&[vec![0, 1], vec![2, 3]]),
+            BTreeMap::from([(5, "numa_misplaced".to_string())]),
+        )
+    }
+
+    fn hdr(kind: EventKind, tid: u32, ts: u64) -> EventHeader {
+        EventHeader { kind: kind as u32, cpu: 0, ts_ns: ts, tgid: 1, tid }
+    }
+
+    #[test]
+    fn counts_cross_node_migrations_only_across_nodes() {
+        let mut a = agg();
+        for (from, to) in [(0, 1), (1, 2), (2, 3), (3, 0)] {
+            a.ingest(&Event::TaskMigration(TaskMigrationEvent {
+                header: hdr(EventKind::TaskMigration, 7, 1),
+                orig_cpu: from,
+                dest_cpu: to,
+            }));
+        }
+        let t = &a.threads[&7];
+        assert_eq!(t.migrations, 4);
+        assert_eq!(t.cross_node_migrations, 2);
+        assert_eq!(t.last_cpu, Some(0));
+    }
+
+    #[test]
+    fn sums_first_touch_runs_per_node_and_region() {
+        let mut a = agg();
+        let run = |tid, region, cpu_node, page_node, pages| {
+            Event::FirstTouch(FirstTouchEvent {
+                header: hdr(EventKind::FirstTouch, tid, 10),
+                region,
+                pages,
+                last_ts_ns: 20,
+                cpu_node,
+                page_node,
+                _pad: 0,
+            })
+        };
+        a.ingest(&run(7, 1, 0, 0, 512));
+        a.ingest(&run(7, 1, 0, 0, 100));
+        a.ingest(&run(7, 2, 0, 1, 50));
+        a.ingest(&run(8, 2, 1, 1, 10));
+        let t = &a.threads[&7];
+        assert_eq!(t.first_touch_pages, BTreeMap::from([(0, 612), (1, 50)]));
+        assert_eq!(t.remote_first_touch_pages, 50);
+        assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }].len(), 1);
+        assert_eq!(a.regions[&RegionKey { tgid: 1, region: 1 }][0].pages, 612);
+        assert_eq!(a.regions[&RegionKey { tgid: 1, region: 2 }].len(), 2);
+    }
+
+    #[test]
+    fn first_touches_of_unknown_node_are_counted_apart_never_as_a_node() {
+        let mut a = agg();
+        let run = |cpu_node, page_node, pages| {
+            Event::FirstTouch(FirstTouchEvent {
+                header: hdr(EventKind::FirstTouch, 7, 10),
+                region: 1,
+                pages,
+                last_ts_ns: 20,
+                cpu_node,
+                page_node,
+                _pad: 0,
+            })
+        };
+        a.ingest(&run(0, 0, 100));
+        a.ingest(&run(0, NODE_UNKNOWN, 512));
+        a.ingest(&run(NODE_UNKNOWN, 1, 3));
+        let t = &a.threads[&7];
+        assert_eq!(t.first_touch_pages, BTreeMap::from([(0, 100)]));
+        assert_eq!(t.first_touch_total(), 615, "every page counted");
+        assert_eq!(t.remote_first_touch_pages, 0);
+        assert_eq!(
+            a.unknown_nodes,
+            UnknownNodes { page_outside_known_memory: 512, cpu_without_node: 3, hinting_faults: 0 }
+        );
+        let touches = &a.regions[&RegionKey { tgid: 1, region: 1 }];
+        assert!(
+            touches.iter().all(|r| r.page_node != u32::from(NODE_UNKNOWN) && r.cpu_node != u32::from(NODE_UNKNOWN))
+        );
+    }
+
+    #[test]
+    fn folds_runs_past_the_inline_entries_in_first_seen_order() {
+        let mut a = agg();
+        let run = |tid, pages, ts| {
+            Event::FirstTouch(FirstTouchEvent {
+                header: hdr(EventKind::FirstTouch, tid, ts),
+                region: 1,
+                pages,
+                last_ts_ns: ts + 1,
+                cpu_node: 0,
+                page_node: 0,
+                _pad: 0,
+            })
+        };
+        // Six threads in one region: two entries live past the inline four.
+        for tid in [10, 11, 12, 13, 14, 15] {
+            a.ingest(&run(tid, 1, 100 + u64::from(tid)));
+        }
+        a.ingest(&run(15, 5, 50));
+        a.ingest(&run(12, 2, 300));
+        let touches = &a.regions[&RegionKey { tgid: 1, region: 1 }];
+        let got: Vec<_> = touches.iter().map(|t| (t.tid, t.pages, t.first_ns, t.last_ns)).collect();
+        assert_eq!(
+            got,
+            [
+                (10, 1, 110, 111),
+                (11, 1, 111, 112),
+                (12, 3, 112, 301),
+                (13, 1, 113, 114),
+                (14, 1, 114, 115),
+                (15, 6, 50, 116)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_folds_exactly_as_one_event_at_a_time() {
+        use numatrace_common::HintingFaultEvent;
+        // Enough events and regions that the prefetch steps run and the tables grow mid-batch.
+        let events: Vec<Event> = (0..2000u64)
+            .map(|i| {
+                let (tid, region, ts) = (10 + (i % 7) as u32, i * 37 % 300, 100 + i);
+                match i % 5 {
+                    0 => Event::TaskMigration(TaskMigrationEvent {
+                        header: hdr(EventKind::TaskMigration, tid, ts),
+                        orig_cpu: (i % 4) as i32,
+                        dest_cpu: ((i + 2) % 4) as i32,
+                    }),
+                    1 => Event::HintingFault(HintingFaultEvent {
+                        header: hdr(EventKind::HintingFault, tid, ts),
+                        region,
+                        last_ts_ns: ts + 1,
+                        faults: 2,
+                        pages: 2,
+                        migrated_pages: (i % 3) as u32,
+                        cpu_node: (i % 2) as u16,
+                        mem_node: (i / 2 % 2) as u16,
+                        local: u32::from(i % 2 == i / 2 % 2),
+                        _pad: 0,
+                    }),
+                    _ => Event::FirstTouch(FirstTouchEvent {
+                        header: hdr(EventKind::FirstTouch, tid, ts),
+                        region,
+                        pages: 1 + i % 512,
+                        last_ts_ns: ts + 1,
+                        cpu_node: (i % 2) as u16,
+                        page_node: (i / 3 % 2) as u16,
+                        _pad: 0,
+                    }),
+                }
+            })
+            .collect();
+        let (mut one, mut batched) = (agg(), agg());
+        for e in &events {
+            one.ingest(e);
+        }
+        for chunk in events.chunks(256) {
+            batched.ingest_batch(chunk);
+        }
+        assert_eq!(format!("{one:?}"), format!("{batched:?}"));
+        assert!(one.regions.values().any(|t| t.len() > 4), "some region has entries past the inline ones");
+    }
+
+    #[test]
+    fn names_migration_reasons_from_the_kernel_table() {
+        let a = agg();
+        assert_eq!(a.reason_name(5), "numa_misplaced");
+        assert_eq!(a.reason_name(42), "reason_42");
+    }
+
+    #[test]
+    fn counts_undecodable_records_as_lost() {
+        let mut a = agg();
+        assert!(a.ingest_bytes(&[1, 2, 3]).is_none());
+        assert_eq!(a.lost_events(), 1);
+    }
+}

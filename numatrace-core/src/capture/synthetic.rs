@@ -1,0 +1,188 @@
+//! Synthetic captures built in code: multi-node event streams for tests of
+//! the reader, the exporters and the spike ring on any machine, and the
+//! example timeline in docs/.
+use numatrace_common::{
+    EventHeader, EventKind, FirstTouchEvent, HintingFaultEvent, NumaPlacementEvent, PageMigrationEvent,
+    TaskMigrationEvent, TaskNewEvent,
+};
+
+use crate::{
+    event::Event,
+    facts::{EndFacts, InitialThread, StartFacts, StopReason, Target},
+    machine::Topology,
+};
+
+/// Start facts for `topology`. `threads`: (tid, comm, cpu); the first is
+/// the target.
+pub fn start_facts(topology: &Topology, start_ns: u64, tgid: u32, threads: &[(u32, &str, u32)]) -> StartFacts {
+    StartFacts {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: "synthetic".to_string(),
+        topology: topology.clone(),
+        reason_names: [(5, "numa_misplaced"), (0, "compaction"), (4, "syscall_or_cpuset")]
+            .into_iter()
+            .map(|(value, name)| (value, name.to_string()))
+            .collect(),
+        target: Target {
+            pid: tgid,
+            comm: threads.first().map_or("app", |t| t.1).to_string(),
+            command: None,
+            exit_code: None,
+        },
+        sources: Vec::new(),
+        initial_threads: threads
+            .iter()
+            .map(|&(tid, comm, cpu)| InitialThread { tid, tgid, comm: comm.to_string(), cpu: Some(cpu) })
+            .collect(),
+        start_ns,
+        argv: Vec::new(),
+        process_before: None,
+        system_before: None,
+        within_node_migrations_counted_only: false,
+    }
+}
+
+fn header(kind: EventKind, ts_ns: u64, tgid: u32, tid: u32, cpu: u32) -> EventHeader {
+    EventHeader { kind: kind as u32, cpu, ts_ns, tgid, tid }
+}
+
+/// A thread moved from `from` to `to` (CPUs).
+pub fn migration(ts_ns: u64, tgid: u32, tid: u32, from: i32, to: i32) -> Event {
+    Event::TaskMigration(TaskMigrationEvent {
+        header: header(EventKind::TaskMigration, ts_ns, tgid, tid, to as u32),
+        orig_cpu: from,
+        dest_cpu: to,
+    })
+}
+
+/// A run of `pages` first touched by `tid` running on `cpu_node`, landing on `page_node`.
+pub fn first_touch(ts_ns: u64, tgid: u32, tid: u32, region: u64, pages: u64, cpu_node: u16, page_node: u16) -> Event {
+    Event::FirstTouch(FirstTouchEvent {
+        header: header(EventKind::FirstTouch, ts_ns, tgid, tid, 0),
+        region,
+        pages,
+        last_ts_ns: ts_ns,
+        cpu_node,
+        page_node,
+        _pad: 0,
+    })
+}
+
+/// A run of `faults` hinting faults of `tid` on `cpu_node` against memory on `mem_node`.
+pub fn hinting(ts_ns: u64, tgid: u32, tid: u32, region: u64, faults: u32, cpu_node: u16, mem_node: u16) -> Event {
+    Event::HintingFault(HintingFaultEvent {
+        header: header(EventKind::HintingFault, ts_ns, tgid, tid, 0),
+        region,
+        last_ts_ns: ts_ns,
+        faults,
+        pages: faults,
+        migrated_pages: 0,
+        cpu_node,
+        mem_node,
+        local: u32::from(cpu_node == mem_node),
+        _pad: 0,
+    })
+}
+
+/// A balancer move (`dst_tid` 0) or swap of `tid` from `src_node` to `dst_node`.
+pub fn placement(
+    kind: EventKind,
+    ts_ns: u64,
+    tgid: u32,
+    tid: u32,
+    dst_tid: u32,
+    src_node: i32,
+    dst_node: i32,
+) -> Event {
+    Event::NumaPlacement(NumaPlacementEvent {
+        header: header(kind, ts_ns, tgid, tid, 0),
+        src_tid: tid,
+        src_tgid: tgid,
+        src_cpu: -1,
+        src_node,
+        dst_tid,
+        dst_tgid: if dst_tid == 0 { 0 } else { tgid },
+        dst_cpu: -1,
+        dst_node,
+    })
+}
+
+/// A batch of `pages` migrated for `reason`.
+pub fn page_migration(ts_ns: u64, tgid: u32, tid: u32, pages: u64, reason: i32) -> Event {
+    Event::PageMigration(PageMigrationEvent {
+        header: header(EventKind::PageMigration, ts_ns, tgid, tid, 0),
+        succeeded: pages,
+        failed: 0,
+        thp_succeeded: 0,
+        reason,
+        on_behalf: 0,
+    })
+}
+
+/// `parent` created thread `tid` named `comm` on `cpu`.
+pub fn thread_new(ts_ns: u64, tgid: u32, tid: u32, parent: u32, comm: &str, cpu: u32) -> Event {
+    let mut name = [0u8; 16];
+    for (slot, b) in name.iter_mut().zip(comm.bytes().take(15)) {
+        *slot = b;
+    }
+    Event::TaskNew(TaskNewEvent {
+        header: header(EventKind::TaskNew, ts_ns, tgid, tid, cpu),
+        parent_tid: parent,
+        is_thread: 1,
+        comm: name,
+    })
+}
+
+/// A 10 s capture of the init-thread pathology on two nodes (CPUs 0-3 and
+/// 4-7): `main` first-touches 256 MiB on node 0, two workers start, one on
+/// each node; the one on node 1 faults remotely, the balancer swaps it and
+/// migrates pages, and a third worker hops between nodes.
+pub fn init_thread_capture() -> (StartFacts, Vec<Event>, EndFacts) {
+    const S: u64 = 1_000_000_000;
+    let t0 = 1_000 * S;
+    let pid = 4242;
+    let topology = Topology::synthetic(&[vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+    let start = start_facts(&topology, t0, pid, &[(pid, "app", 0)]);
+    let mut ev = Vec::new();
+    for i in 0..128u64 {
+        ev.push(first_touch(t0 + S / 10 + i * 5_000_000, pid, pid, 1000 + i, 512, 0, 0));
+    }
+    ev.push(thread_new(t0 + S, pid, pid + 1, pid, "worker-a", 1));
+    ev.push(thread_new(t0 + S, pid, pid + 2, pid, "worker-b", 5));
+    ev.push(thread_new(t0 + S + S / 2, pid, pid + 3, pid, "hopper", 2));
+    for sec in 1..10u64 {
+        for k in 0..4u64 {
+            let ts = t0 + sec * S + k * S / 4;
+            ev.push(hinting(ts, pid, pid + 2, 1000 + k, 40 + (sec as u32) * 10, 1, 0));
+            ev.push(hinting(ts, pid, pid + 1, 1000 + k, 30, 0, 0));
+        }
+    }
+    ev.push(placement(EventKind::NumaTaskSwap, t0 + 4 * S, pid, pid + 2, pid + 1, 1, 0));
+    ev.push(migration(t0 + 4 * S, pid, pid + 2, 5, 3));
+    ev.push(migration(t0 + 4 * S, pid, pid + 1, 1, 6));
+    ev.push(placement(EventKind::NumaTaskMove, t0 + 7 * S, pid, pid + 1, 0, 1, 0));
+    ev.push(migration(t0 + 7 * S, pid, pid + 1, 6, 2));
+    for b in 0..6u64 {
+        ev.push(page_migration(t0 + 2 * S + b * S / 2, pid, pid + 2, 2048, 5));
+    }
+    let mut cpu = 2i32;
+    for hop in 0..12u64 {
+        let to = if cpu < 4 { 4 + (hop as i32 % 4) } else { hop as i32 % 4 };
+        ev.push(migration(t0 + 2 * S + hop * 600_000_000, pid, pid + 3, cpu, to));
+        cpu = to;
+    }
+    for i in 0..20u64 {
+        ev.push(first_touch(
+            t0 + 3 * S + i * 200_000_000,
+            pid,
+            pid + 3,
+            3000 + i,
+            64,
+            if i % 2 == 0 { 1 } else { 0 },
+            0,
+        ));
+    }
+    ev.sort_by_key(|e| e.header().ts_ns);
+    let end = EndFacts::cut_short(10.0, StopReason::Duration);
+    (start, ev, end)
+}

@@ -1,0 +1,195 @@
+//! Everything a report is computed from besides the kernel's events. A
+//! report is a pure function of ([`SessionFacts`], events): the live run and
+//! a replayed capture file give the same report.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    aggregate::Aggregator,
+    kernel_status::{KernelTotals, LostCount, SourceStatus},
+    machine::Topology,
+};
+
+/// A thread that existed when the capture started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitialThread {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub cpu: Option<u32>,
+}
+
+/// What is known at the start of a capture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartFacts {
+    pub tool_version: String,
+    pub kernel_release: String,
+    /// Nodes with their CPUs, memory and free memory at the start (fixes are
+    /// checked against them).
+    pub topology: Topology,
+    /// `enum migrate_reason` value -> name on the traced kernel.
+    pub reason_names: BTreeMap<i64, String>,
+    pub target: Target,
+    pub sources: Vec<SourceStatus>,
+    pub initial_threads: Vec<InitialThread>,
+    /// CLOCK_MONOTONIC at the start, in the events' time base.
+    pub start_ns: u64,
+    /// The target's command line (for fix commands).
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// The target's NUMA state when the capture started (attach to a running pid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_before: Option<crate::machine::ProcessSnapshot>,
+    /// The machine's NUMA settings and counters when the capture started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_before: Option<crate::machine::SystemSnapshot>,
+    /// The kernel counted migrations within a node instead of sending them
+    /// (the default; false with `--all-migrations` and in older captures):
+    /// the events then tell a thread's node, not its CPU.
+    #[serde(default)]
+    pub within_node_migrations_counted_only: bool,
+}
+
+/// What is known once the capture has ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndFacts {
+    pub duration_s: f64,
+    pub stopped_by: StopReason,
+    pub exit_code: Option<i32>,
+    pub kernel: KernelTotals,
+    /// The target's latest NUMA state seen while it ran (policy, cpuset, placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_last: Option<crate::machine::ProcessSnapshot>,
+    /// A spike capture's events that the `--ring` memory cap pushed out of
+    /// its window, per kind (they are not in the capture).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped_by_memory_cap: BTreeMap<String, LostCount>,
+}
+
+/// Start and end facts of one capture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionFacts {
+    pub start: StartFacts,
+    pub end: EndFacts,
+}
+
+impl StartFacts {
+    /// An aggregator primed with the initial threads, before any event.
+    pub fn new_aggregator(&self) -> Aggregator {
+        let mut agg = Aggregator::new(self.topology.clone(), self.reason_names.clone());
+        for t in &self.initial_threads {
+            agg.add_thread(t.tid, t.tgid, &t.comm, t.cpu);
+        }
+        agg
+    }
+}
+
+impl SessionFacts {
+    /// An aggregator primed with the initial threads, before any event.
+    pub fn new_aggregator(&self) -> Aggregator {
+        self.start.new_aggregator()
+    }
+}
+
+/// What was traced: the process and, when numatrace started it, its command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub pid: u32,
+    pub comm: String,
+    /// The command line, when numatrace started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Its exit code, when it exited during the capture and numatrace started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// Why a capture ended. Written as the words the report prints
+/// ("target exit", "trigger: SIGUSR1"), as captures always stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum StopReason {
+    /// The traced process exited.
+    TargetExit,
+    /// `--duration` ran out.
+    Duration,
+    CtrlC,
+    Sigterm,
+    /// A capture file that ends without its end record (a killed run).
+    CaptureCutShort,
+    /// A spike trigger closed the window; the rule that fired.
+    Trigger(String),
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::TargetExit => f.write_str("target exit"),
+            StopReason::Duration => f.write_str("duration"),
+            StopReason::CtrlC => f.write_str("Ctrl-C"),
+            StopReason::Sigterm => f.write_str("SIGTERM"),
+            StopReason::CaptureCutShort => f.write_str("capture cut short"),
+            StopReason::Trigger(rule) => write!(f, "trigger: {rule}"),
+        }
+    }
+}
+
+impl From<StopReason> for String {
+    fn from(reason: StopReason) -> String {
+        reason.to_string()
+    }
+}
+
+impl TryFrom<String> for StopReason {
+    type Error = String;
+    fn try_from(text: String) -> Result<StopReason, String> {
+        Ok(match text.as_str() {
+            "target exit" => StopReason::TargetExit,
+            "duration" => StopReason::Duration,
+            "Ctrl-C" => StopReason::CtrlC,
+            "SIGTERM" => StopReason::Sigterm,
+            "capture cut short" => StopReason::CaptureCutShort,
+            _ => match text.strip_prefix("trigger: ") {
+                Some(rule) => StopReason::Trigger(rule.to_string()),
+                None => return Err(format!("unknown stop reason {text:?}")),
+            },
+        })
+    }
+}
+
+impl EndFacts {
+    /// The end of a capture that has no end record of its own (a killed
+    /// run, a spike window): nothing the kernel counted is known.
+    pub fn cut_short(duration_s: f64, stopped_by: StopReason) -> EndFacts {
+        EndFacts {
+            duration_s,
+            stopped_by,
+            exit_code: None,
+            kernel: KernelTotals::default(),
+            process_last: None,
+            dropped_by_memory_cap: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopReason;
+
+    #[test]
+    fn stop_reasons_read_back_as_written() {
+        for reason in [
+            StopReason::TargetExit,
+            StopReason::Duration,
+            StopReason::CtrlC,
+            StopReason::Sigterm,
+            StopReason::CaptureCutShort,
+            StopReason::Trigger("cross_node_migrations>3/s".into()),
+        ] {
+            let json = serde_json::to_string(&reason).unwrap_or_default();
+            assert_eq!(serde_json::from_str::<StopReason>(&json).ok(), Some(reason));
+        }
+        assert!(serde_json::from_str::<StopReason>("\"bored\"").is_err());
+    }
+}

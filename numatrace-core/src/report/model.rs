@@ -1,0 +1,270 @@
+//! The report's data model; its serde form is the `--json` output
+//! (schema `numatrace.report/1`).
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    aggregate::Aggregator,
+    facts::{SessionFacts, StopReason, Target},
+    kernel_status::SourceStatus,
+    machine::Topology,
+};
+
+pub const SCHEMA: &str = "numatrace.report/1";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub tool: Tool,
+    pub target: Target,
+    pub duration_s: f64,
+    pub topology: Topology,
+    /// False on a one-node machine: drift cannot happen there.
+    pub multi_node: bool,
+    /// The top cause in one sentence (or why there is none).
+    pub headline: String,
+    /// How much of the process's memory and sampled accesses is remote, what
+    /// it cost, and whether it is of consequence (at or above the floor).
+    pub magnitude: crate::attribution::Magnitude,
+    /// Causes of remote memory, largest share first (details, below the
+    /// floor: see `magnitude.of_consequence`).
+    pub causes: Vec<crate::attribution::Cause>,
+    /// Host-wide settings that matter for any process here (zone_reclaim_mode,
+    /// a one-node VM, sockets hidden behind fewer nodes, high numa_miss).
+    pub host_findings: Vec<crate::inspect::Finding>,
+    pub sources: Vec<SourceStatus>,
+    pub threads: Vec<ThreadReport>,
+    pub totals: Totals,
+    /// Events the kernel could not deliver (ring full), records that did not
+    /// decode, and in a spike capture the events its memory cap pushed out.
+    pub lost_events: u64,
+    /// Lost events per kind, with the pages (first_touch) or faults (hinting_fault) they carried.
+    pub lost: BTreeMap<String, crate::kernel_status::LostCount>,
+    /// A spike capture (`--ring`): events of its window that the ring's
+    /// memory cap pushed out, per kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped_by_memory_cap: BTreeMap<String, crate::kernel_status::LostCount>,
+    /// Per kind: events the kernel wrote to the ring, read back, and lost
+    /// to a full ring. `sent` and `received` differ only if something failed
+    /// between the ring and the aggregator (see `unread_events`).
+    pub ring_events: BTreeMap<String, RingAccount>,
+    /// Events the kernel wrote that were never read (should be 0).
+    pub unread_events: u64,
+    /// Raw hit counters of the kernel programs.
+    pub kernel_counters: BTreeMap<String, u64>,
+    /// Why the capture ended.
+    pub stopped_by: StopReason,
+}
+
+/// What became of one kind of event on its way from the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RingAccount {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: String,
+    pub kernel: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadReport {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Every migration of the thread: from the events with
+    /// `--all-migrations`, else from the kernel's per-thread count (read at
+    /// the start, the end and as it exits); null where that count is not
+    /// known (a kernel without /proc/<pid>/task/<tid>/sched, a spike window).
+    pub migrations: Option<u64>,
+    pub cross_node_migrations: u64,
+    /// Node id (string) -> pages first touched that landed there.
+    pub first_touch_pages: BTreeMap<String, u64>,
+    /// First-touch pages whose node is not known (see `totals.unknown_nodes`).
+    #[serde(skip_serializing_if = "crate::attribution::is_zero")]
+    pub first_touch_pages_unknown_node: u64,
+    pub remote_first_touch_pages: u64,
+    /// Node id (string) -> milliseconds the thread ran there.
+    pub runtime_ms_by_node: BTreeMap<String, f64>,
+    pub hinting_faults_local: u64,
+    pub hinting_faults_remote: u64,
+    pub numa_task_moves: u64,
+    pub numa_task_swaps: u64,
+    pub numa_task_sticks: u64,
+    pub born_during_capture: bool,
+    pub exited_during_capture: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub threads: u64,
+    /// Every migration of a traced thread: the events received plus those
+    /// the kernel only counted (`migrations_within_node_counted`).
+    pub migrations: u64,
+    /// Migrations between two CPUs of one node that the kernel counted
+    /// instead of sending (all of them unless `--all-migrations`).
+    pub migrations_within_node_counted: u64,
+    pub cross_node_migrations: u64,
+    /// Every first-touch page, those of unknown node included.
+    pub first_touch_pages: u64,
+    /// Node id (string) -> first-touch pages that landed there.
+    pub first_touch_pages_by_node: BTreeMap<String, u64>,
+    /// What the kernel saw without a node to name, by reason (absent when nothing).
+    #[serde(skip_serializing_if = "crate::aggregate::UnknownNodes::is_empty")]
+    pub unknown_nodes: crate::aggregate::UnknownNodes,
+    pub remote_first_touch_pages: u64,
+    pub numa_task_moves: u64,
+    pub numa_task_swaps: u64,
+    pub numa_task_sticks: u64,
+    /// Reason -> pages migrated (succeeded).
+    pub page_migrations: BTreeMap<String, u64>,
+    pub hinting_faults_local: u64,
+    pub hinting_faults_remote: u64,
+    pub misplaced_migration_calls: u64,
+    pub misplaced_migration_ms: f64,
+}
+
+fn by_node<'a, T: Copy + 'a>(map: impl IntoIterator<Item = (&'a u32, &'a T)>) -> BTreeMap<String, T> {
+    map.into_iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+const COUNTER_NAMES: [&str; numatrace_common::COUNTER_SLOTS as usize] = [
+    "page_faults",
+    "first_touch_pages",
+    "hinting_faults",
+    "task_migrations",
+    "unused",
+    "migration_target_pages",
+    "generated_events",
+    "within_node_migrations",
+    "failed_allocation_pages",
+];
+
+/// Sent, received and lost per kind, from the kernel's totals.
+fn ring_events(kernel: &crate::kernel_status::KernelTotals) -> BTreeMap<String, RingAccount> {
+    let mut out: BTreeMap<String, RingAccount> = BTreeMap::new();
+    for (kind, n) in &kernel.sent {
+        out.entry(kind.clone()).or_default().sent = *n;
+    }
+    for (kind, n) in &kernel.received {
+        out.entry(kind.clone()).or_default().received = *n;
+    }
+    for (kind, l) in &kernel.loss {
+        out.entry(kind.clone()).or_default().lost = l.events;
+    }
+    out
+}
+
+impl Report {
+    /// Builds the report from a finished aggregator.
+    pub fn build(agg: &Aggregator, facts: &SessionFacts) -> Report {
+        let mut totals = Totals::default();
+        let mut threads = Vec::new();
+        for t in agg.threads.values() {
+            totals.threads += 1;
+            totals.migrations += t.migrations;
+            totals.cross_node_migrations += t.cross_node_migrations;
+            totals.first_touch_pages += t.first_touch_total();
+            for (node, pages) in &t.first_touch_pages {
+                *totals.first_touch_pages_by_node.entry(node.to_string()).or_default() += pages;
+            }
+            totals.remote_first_touch_pages += t.remote_first_touch_pages;
+            totals.numa_task_moves += t.numa_task_moves;
+            totals.numa_task_swaps += t.numa_task_swaps;
+            totals.numa_task_sticks += t.numa_task_sticks;
+            totals.hinting_faults_local += t.hinting_faults_local;
+            totals.hinting_faults_remote += t.hinting_faults_remote;
+            totals.misplaced_migration_calls += t.misplaced_migrations;
+            totals.misplaced_migration_ms += t.misplaced_migration_ns as f64 / 1e6;
+            threads.push(ThreadReport {
+                tid: t.tid,
+                tgid: t.tgid,
+                comm: t.comm.clone(),
+                migrations: if facts.start.within_node_migrations_counted_only {
+                    t.counted_migrations()
+                } else {
+                    Some(t.migrations)
+                },
+                cross_node_migrations: t.cross_node_migrations,
+                first_touch_pages: by_node(&t.first_touch_pages),
+                first_touch_pages_unknown_node: t.first_touch_pages_unknown_node,
+                remote_first_touch_pages: t.remote_first_touch_pages,
+                runtime_ms_by_node: t
+                    .runtime_ns_by_node
+                    .iter()
+                    .map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6))
+                    .collect(),
+                hinting_faults_local: t.hinting_faults_local,
+                hinting_faults_remote: t.hinting_faults_remote,
+                numa_task_moves: t.numa_task_moves,
+                numa_task_swaps: t.numa_task_swaps,
+                numa_task_sticks: t.numa_task_sticks,
+                born_during_capture: t.born_ns.is_some(),
+                exited_during_capture: t.exited_ns.is_some(),
+            });
+        }
+        totals.unknown_nodes = agg.unknown_nodes;
+        totals.migrations_within_node_counted = agg.kernel.counter(numatrace_common::Counter::WithinNodeMigrations);
+        totals.migrations += totals.migrations_within_node_counted;
+        totals.page_migrations = agg.page_migrations.iter().map(|(r, m)| (r.clone(), m.succeeded)).collect();
+        let lost = agg.kernel.loss.clone();
+        let kernel_counters = agg
+            .kernel
+            .counters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| COUNTER_NAMES.get(i).filter(|n| **n != "unused").map(|n| (n.to_string(), *v)))
+            .collect();
+        let (causes, magnitude) = crate::attribution::from_facts(agg, facts);
+        let headline = crate::attribution::headline(&causes, &magnitude, agg.topology.is_multi_node());
+        const HOST_WIDE: [&str; 5] =
+            ["zone_reclaim_on", "one_node_vm", "sockets_exceed_nodes", "high_numa_miss", "memoryless_node"];
+        let host_findings = facts
+            .start
+            .system_before
+            .as_ref()
+            .map(|system| crate::inspect::findings::judge(system, None, None))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| HOST_WIDE.contains(&f.kind.as_str()))
+            .collect();
+        let mut target = facts.start.target.clone();
+        target.exit_code = facts.end.exit_code;
+        Report {
+            schema: SCHEMA,
+            tool: Tool {
+                name: "numatrace",
+                version: facts.start.tool_version.clone(),
+                kernel: facts.start.kernel_release.clone(),
+            },
+            target,
+            duration_s: facts.end.duration_s,
+            multi_node: agg.topology.is_multi_node(),
+            headline,
+            magnitude,
+            causes,
+            host_findings,
+            topology: agg.topology.clone(),
+            sources: facts.start.sources.clone(),
+            threads,
+            totals,
+            lost_events: agg.lost_events() + facts.end.dropped_by_memory_cap.values().map(|l| l.events).sum::<u64>(),
+            lost,
+            dropped_by_memory_cap: facts.end.dropped_by_memory_cap.clone(),
+            ring_events: ring_events(&agg.kernel),
+            unread_events: agg.kernel.unread(),
+            kernel_counters,
+            stopped_by: facts.end.stopped_by.clone(),
+        }
+    }
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}

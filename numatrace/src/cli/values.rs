@@ -1,0 +1,53 @@
+//! Closed sets the core crate defines as plain enums, offered to clap with
+//! their names and help (the core crate has no clap).
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use numatrace_core::{export::Format, report::text::ThreadsShown};
+
+/// An enum a flag takes one value of.
+pub trait ClosedSet: Copy + Send + Sync + 'static {
+    const ALL: &'static [Self];
+    fn name(self) -> &'static str;
+    fn help(self) -> &'static str;
+}
+
+/// A value parser that lists `T`'s names in --help and errors.
+pub fn closed_set<T: ClosedSet>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| PossibleValue::new(v.name()).help(v.help())))
+        .try_map(|name: String| T::ALL.iter().copied().find(|v| v.name() == name).ok_or("not one of the listed values"))
+}
+
+impl ClosedSet for Format {
+    const ALL: &'static [Self] = &[Format::Perfetto, Format::Folded, Format::Svg, Format::Html];
+    fn name(self) -> &'static str {
+        match self {
+            Format::Perfetto => "perfetto",
+            Format::Folded => "folded",
+            Format::Svg => "svg",
+            Format::Html => "html",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            Format::Perfetto => "Chrome/Perfetto trace JSON (ui.perfetto.dev, chrome://tracing)",
+            Format::Folded => "Collapsed stacks for flamegraph.pl, inferno, speedscope",
+            Format::Svg => "A self-contained SVG timeline",
+            Format::Html => "A self-contained HTML page: the SVG timeline and the causes",
+        }
+    }
+}
+
+impl ClosedSet for ThreadsShown {
+    const ALL: &'static [Self] = &[ThreadsShown::Top, ThreadsShown::All];
+    fn name(self) -> &'static str {
+        match self {
+            ThreadsShown::Top => "top",
+            ThreadsShown::All => "all",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            ThreadsShown::Top => "at most 20 lines: threads grouped by name pattern and lifetime when there are more",
+            ThreadsShown::All => "every thread, one line each",
+        }
+    }
+}

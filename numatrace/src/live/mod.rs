@@ -1,0 +1,7 @@
+//! A live capture: the target, the session that drains the kernel's ring
+//! into the aggregator, and spike rings.
+pub mod progress;
+pub mod record;
+pub mod session;
+pub mod spike;
+pub mod target;

@@ -1,0 +1,395 @@
+//! A live capture: start or attach to the target, load and attach the
+//! probes, stream events into the aggregator until the duration ends, the
+//! target exits, or Ctrl-C / SIGTERM, then collect what the kernel still
+//! holds and build the report.
+use std::{
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use numatrace_core::{
+    aggregate::Aggregator,
+    capture::sink::EventSink,
+    event::Event,
+    facts::{EndFacts, InitialThread, SessionFacts, StartFacts, StopReason, Target as TargetReport},
+    machine::Topology,
+    report::{Report, kernel_release},
+};
+
+use super::{
+    progress::Progress,
+    target::{Target, TargetSpec},
+};
+use crate::kernel::{ProbeOptions, Probes, tracefs::Tracefs};
+
+/// How to run a capture.
+pub struct SessionOptions {
+    pub target: TargetSpec,
+    pub duration: Option<Duration>,
+    pub probes: ProbeOptions,
+    /// Show a progress line (only when stderr is a terminal).
+    pub progress: bool,
+    /// How often the ring is drained when nobody wakes the reader.
+    pub drain_interval: Duration,
+}
+
+/// The finished capture: the report, the aggregator and facts it came from.
+pub struct Capture {
+    pub report: Report,
+    pub aggregator: Aggregator,
+    pub facts: SessionFacts,
+}
+
+/// `CLOCK_MONOTONIC` now, in the kernel programs' time base.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs a capture to its end.
+pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result<Capture> {
+    // Privileges first: without them nothing else (mounting tracefs, loading) can work.
+    crate::kernel::privileges::require_bpf()?;
+    let topology = Topology::read().context("reading the NUMA topology")?;
+    let tracefs = Tracefs::open()?;
+    let mut target = match &opts.target {
+        TargetSpec::Pid(pid) => Target::attach(*pid)?,
+        TargetSpec::Command(argv) => Target::spawn(argv)?,
+    };
+    let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
+    let mut probes = Probes::load(target.pid, &opts.probes, &topology, &tracefs)?;
+    let tids = target.thread_ids();
+    let mut initial_threads: Vec<InitialThread> = target
+        .threads(&tids)
+        .into_iter()
+        .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
+        .collect();
+    probes.track_threads(&initial_threads.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
+    probes.attach(&tracefs);
+    // First thing after the attach (thread migrations attach last): the
+    // threads' migration counts then start where the kernel's count starts.
+    let mut migration_counts_at_start = numatrace_core::aggregate::migration_count::sample_threads(
+        initial_threads.iter().map(|t| (t.tgid, t.tid)),
+        monotonic_ns(),
+    );
+    for status in &probes.sources {
+        if !status.attached {
+            eprintln!("numatrace: skipping {}: {}", status.name, status.reason.as_deref().unwrap_or("unavailable"));
+        } else if let (Some(why), false) = (&status.fallback_reason, opts.probes.classic_tracepoints) {
+            // Still traced, at a higher cost per event: worth one line.
+            eprintln!("numatrace: {} through {} (costlier per event): {why}", status.name, status.hooks.join(", "));
+        }
+    }
+    // Threads created between the /proc walk and the attach of task_newtask.
+    let born: Vec<u32> = target.thread_ids().into_iter().filter(|tid| tids.binary_search(tid).is_err()).collect();
+    let late: Vec<InitialThread> = target
+        .threads(&born)
+        .into_iter()
+        .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
+        .collect();
+    probes.track_threads(&late.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
+    migration_counts_at_start.extend(numatrace_core::aggregate::migration_count::sample_threads(
+        late.iter().map(|t| (t.tgid, t.tid)),
+        monotonic_ns(),
+    ));
+    initial_threads.extend(late);
+
+    let comm = target.comm();
+    // Attached to a running process: its memory placement now is "before the capture".
+    let process_before = match &opts.target {
+        TargetSpec::Pid(_) => numatrace_core::machine::ProcessSnapshot::read_with(target.pid, &topology).ok(),
+        TargetSpec::Command(_) => None,
+    };
+    let argv = target.command.clone().unwrap_or_else(|| numatrace_core::fixes::Workload::of_pid(target.pid).argv);
+    let start = StartFacts {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: kernel_release(),
+        topology,
+        reason_names,
+        target: TargetReport {
+            pid: target.pid,
+            // A started command is still numatrace's fork here: name it as the kernel will after exec.
+            comm: match &target.command {
+                Some(argv) => argv
+                    .first()
+                    .map(|a| a.rsplit('/').next().unwrap_or(a).chars().take(15).collect())
+                    .unwrap_or_default(),
+                None => comm,
+            },
+            command: target.command.clone(),
+            exit_code: None,
+        },
+        sources: probes.sources.clone(),
+        initial_threads,
+        within_node_migrations_counted_only: !opts.probes.all_migrations,
+        start_ns: monotonic_ns(),
+        argv,
+        process_before,
+        system_before: numatrace_core::machine::SystemSnapshot::read().ok(),
+    };
+    if let Some(sink) = sink.as_deref_mut() {
+        sink.start(&start)?;
+    }
+    let mut agg = start.new_aggregator();
+    // Run-time and migration-count baselines of the threads that exist now.
+    for event in
+        numatrace_core::aggregate::run_time::sample(&agg, monotonic_ns()).into_iter().chain(migration_counts_at_start)
+    {
+        record(&mut agg, &mut sink, &event)?;
+    }
+    // A started command runs from here on: the line below then tells people
+    // (and scripts) that tracing has begun and the command is running.
+    target.release()?;
+    // One line once every probe is attached and the command released.
+    let sources = &start.sources;
+    eprintln!(
+        "numatrace: tracing pid {} ({}, {} thread{}) with {} of {} sources; Ctrl-C stops and reports",
+        target.pid,
+        start.target.comm,
+        start.initial_threads.len(),
+        if start.initial_threads.len() == 1 { "" } else { "s" },
+        sources.iter().filter(|s| s.attached).count(),
+        sources.len()
+    );
+
+    let ring = probes.take_ring()?;
+    let started = Instant::now();
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
+    let mut snapshots = Snapshots::new(start.topology.clone());
+    let ctx = LoopContext { opts: &opts, target: &target, probes: &probes, started };
+    let state = LoopState { agg: &mut agg, sink: &mut sink, snapshots: &mut snapshots };
+    let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
+
+    let detach_ns = monotonic_ns();
+    let migration_counts_at_end = numatrace_core::aggregate::migration_count::sample(&agg, detach_ns);
+    probes.detach();
+    let mut ring = ring;
+    drain(&mut ring, &mut agg, &mut sink)?;
+    for event in probes.pending_runs()? {
+        record(&mut agg, &mut sink, &event)?;
+    }
+    for event in numatrace_core::aggregate::run_time::sample(&agg, detach_ns).into_iter().chain(migration_counts_at_end)
+    {
+        record(&mut agg, &mut sink, &event)?;
+    }
+    let mut kernel = probes.totals()?;
+    kernel.received = agg.ring_received();
+    let duration_s = started.elapsed().as_secs_f64();
+    // A command numatrace started does not outlive the capture.
+    if stopped_by != StopReason::TargetExit {
+        target.terminate();
+    }
+    let exit_code = wait_exit(&target, true);
+    let end = EndFacts {
+        duration_s,
+        stopped_by,
+        exit_code,
+        kernel,
+        process_last: snapshots.latest,
+        dropped_by_memory_cap: Default::default(),
+    };
+    if let Some(sink) = sink.as_mut() {
+        sink.end(&end)?;
+    }
+    let facts = SessionFacts { start, end };
+    let report = facts.report(&mut agg);
+    Ok(Capture { report, aggregator: agg, facts })
+}
+
+/// Waits briefly for a started command to be reaped, so its exit code is known.
+fn wait_exit(target: &Target, expect_exit: bool) -> Option<i32> {
+    target.command.as_ref()?;
+    let deadline = Instant::now() + if expect_exit { Duration::from_secs(5) } else { Duration::ZERO };
+    loop {
+        if let Some(code) = target.reap() {
+            return Some(code);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Folds an event made outside the ring and passes it to the sink.
+fn record(agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>, event: &Event) -> Result<()> {
+    agg.ingest(event);
+    if let Some(sink) = sink.as_deref_mut() {
+        sink.record(event)?;
+    }
+    Ok(())
+}
+
+/// Events decoded from the ring before they are folded together: enough for
+/// `Aggregator::ingest_batch` to overlap its memory loads, small enough to stay in cache.
+const DRAIN_BATCH: usize = 256;
+
+/// Reads every record in the ring, folds them in batches and passes them to
+/// the sink in ring order. Records are copied out (decoded) because a ring item
+/// must be released before the next one can be read.
+fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<usize> {
+    let mut n = 0;
+    let mut batch: Vec<Event> = Vec::with_capacity(DRAIN_BATCH);
+    while let Some(item) = ring.next() {
+        n += 1;
+        match Event::decode(&item) {
+            Ok(event) => {
+                agg.count_ring_record(&event);
+                batch.push(event);
+                if batch.len() == DRAIN_BATCH {
+                    fold_batch(&mut batch, agg, sink)?;
+                }
+            }
+            Err(_) => {
+                // Keeps the sink's order: what came before the bad record goes first.
+                fold_batch(&mut batch, agg, sink)?;
+                agg.count_undecodable();
+                if let Some(sink) = sink.as_deref_mut() {
+                    sink.undecodable(&item)?;
+                }
+            }
+        }
+    }
+    fold_batch(&mut batch, agg, sink)?;
+    Ok(n)
+}
+
+/// Folds a drained batch, records it in the sink, and empties it.
+fn fold_batch(batch: &mut Vec<Event>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<()> {
+    agg.ingest_batch(batch);
+    if let Some(sink) = sink.as_deref_mut() {
+        for event in batch.iter() {
+            sink.record(event)?;
+        }
+    }
+    batch.clear();
+    Ok(())
+}
+
+struct PidFd(i32);
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> i32 {
+        self.0
+    }
+}
+
+/// The target's NUMA state (policy, cpuset, placement), re-read while it
+/// runs: a policy set by e.g. `numactl` exists only after its exec, and a
+/// process that exits takes its numa_maps with it.
+struct Snapshots {
+    topology: Topology,
+    latest: Option<numatrace_core::machine::ProcessSnapshot>,
+    next: Instant,
+    taken: u32,
+}
+
+impl Snapshots {
+    fn new(topology: Topology) -> Snapshots {
+        Snapshots { topology, latest: None, next: Instant::now() + Duration::from_millis(100), taken: 0 }
+    }
+
+    /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s.
+    fn maybe_take(&mut self, pid: u32) {
+        if Instant::now() < self.next {
+            return;
+        }
+        if let Ok(snap) = numatrace_core::machine::ProcessSnapshot::read_with(pid, &self.topology)
+            && snap.numa_maps.is_some()
+        {
+            self.latest = Some(snap);
+        }
+        self.taken += 1;
+        self.next = Instant::now() + if self.taken == 1 { Duration::from_millis(900) } else { Duration::from_secs(5) };
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// What the event loop reads.
+struct LoopContext<'a> {
+    opts: &'a SessionOptions,
+    target: &'a Target,
+    probes: &'a Probes,
+    started: Instant,
+}
+
+/// What the event loop folds events into.
+struct LoopState<'a, 's> {
+    agg: &'a mut Aggregator,
+    sink: &'a mut Option<&'s mut dyn EventSink>,
+    snapshots: &'a mut Snapshots,
+}
+
+/// Drains the ring as it becomes readable (and on each tick), until the
+/// target exits, the duration ends, or a signal stops the capture.
+async fn event_loop(
+    ctx: &LoopContext<'_>,
+    ring: RingBuf<MapData>,
+    state: LoopState<'_, '_>,
+) -> Result<(StopReason, RingBuf<MapData>)> {
+    let LoopContext { opts, target, probes, started } = *ctx;
+    let LoopState { agg, sink, snapshots } = state;
+    // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
+    // `target`, which outlives this loop.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the event ring: {e}"))?;
+    let exited = unsafe { AsyncFd::register_with_interest(PidFd(target.pidfd.as_raw_fd()), Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the target: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(opts.drain_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::from_std(started + d));
+    let mut progress = Progress::new(opts.progress, target.pid, started, opts.duration);
+    let mut run_time = numatrace_core::aggregate::run_time::Sampler::new();
+    let stopped_by = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), agg, sink)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                drain(ring.get_mut(), agg, sink)?;
+                snapshots.maybe_take(target.pid);
+                for event in run_time.maybe_sample(agg, monotonic_ns()) {
+                    record(agg, sink, &event)?;
+                }
+                let progress_due = progress.due();
+                // Read after the drain: events up to now are in, or still in
+                // flight by at most a few records.
+                let at_ns = monotonic_ns();
+                let kernel = if sink.is_some() || progress_due {
+                    Some(probes.totals().context("reading the kernel's counters")?)
+                } else {
+                    None
+                };
+                if let Some(sink) = sink.as_deref_mut() {
+                    if let Some(kernel) = &kernel {
+                        sink.kernel_totals(at_ns, kernel)?;
+                    }
+                    sink.tick()?;
+                }
+                if progress_due {
+                    let lost = kernel.map_or(0, |k| k.loss.values().map(|l| l.events).sum::<u64>());
+                    progress.draw(agg, lost);
+                }
+            }
+            _ = exited.readable() => break StopReason::TargetExit,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break StopReason::Duration,
+            _ = sigint.recv() => break StopReason::CtrlC,
+            _ = sigterm.recv() => break StopReason::Sigterm,
+        }
+    };
+    progress.clear();
+    Ok((stopped_by, ring.into_inner()))
+}
