@@ -149,9 +149,10 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     // A started command runs from here on: the line below then tells people
     // (and scripts) that tracing has begun and the command is running.
     target.release()?;
-    // One line once every probe is attached and the command released.
+    // One line once every probe is attached and the command released,
+    // printed by the event loop once Ctrl-C is ours to handle.
     let sources = &start.sources;
-    eprintln!(
+    let announce = format!(
         "numatrace: tracing pid {} ({}, {} thread{}) with {} of {} sources; Ctrl-C stops and reports",
         target.pid,
         start.target.comm,
@@ -166,9 +167,12 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     let mut snapshots = Snapshots::new(start.topology.clone());
-    let ctx = LoopContext { opts: &opts, target: &target, probes: &probes, started };
+    let ctx = LoopContext { opts: &opts, target: &target, probes: &probes, started, announce };
     let state = LoopState { agg: &mut agg, sink: &mut sink, snapshots: &mut snapshots };
     let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
+    if stopped_by != StopReason::TargetExit {
+        snapshots.take_last(target.pid);
+    }
 
     let detach_ns = monotonic_ns();
     let migration_counts_at_end = numatrace_core::aggregate::migration_count::sample(&agg, detach_ns);
@@ -311,15 +315,24 @@ impl Snapshots {
         self.taken += 1;
         self.next = Instant::now() + if self.taken == 1 { Duration::from_millis(900) } else { Duration::from_secs(5) };
     }
+
+    /// One more at the end of a capture whose target still runs, so the
+    /// placement a report (and `numatrace diff`) weighs is the latest, not
+    /// up to 5 s old.
+    fn take_last(&mut self, pid: u32) {
+        self.next = Instant::now();
+        self.maybe_take(pid);
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// What the event loop reads.
 struct LoopContext<'a> {
     opts: &'a SessionOptions,
     target: &'a Target,
     probes: &'a Probes,
     started: Instant,
+    /// The "tracing" line, printed once the signal handlers are in place.
+    announce: String,
 }
 
 /// What the event loop folds events into.
@@ -336,7 +349,7 @@ async fn event_loop(
     ring: RingBuf<MapData>,
     state: LoopState<'_, '_>,
 ) -> Result<(StopReason, RingBuf<MapData>)> {
-    let LoopContext { opts, target, probes, started } = *ctx;
+    let LoopContext { opts, target, probes, started, ref announce } = *ctx;
     let LoopState { agg, sink, snapshots } = state;
     // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
     // `target`, which outlives this loop.
@@ -346,6 +359,8 @@ async fn event_loop(
         .map_err(|e| anyhow::anyhow!("watching the target: {e}"))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // Only now: a Ctrl-C from here on stops the capture and reports.
+    eprintln!("{announce}");
     let mut tick = tokio::time::interval(opts.drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::from_std(started + d));
