@@ -170,9 +170,6 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let ctx = LoopContext { opts: &opts, target: &target, probes: &probes, started, announce };
     let state = LoopState { agg: &mut agg, sink: &mut sink, snapshots: &mut snapshots };
     let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
-    if stopped_by != StopReason::TargetExit {
-        snapshots.take_last(target.pid);
-    }
 
     let detach_ns = monotonic_ns();
     let migration_counts_at_end = numatrace_core::aggregate::migration_count::sample(&agg, detach_ns);
@@ -314,14 +311,6 @@ impl Snapshots {
         }
         self.taken += 1;
         self.next = Instant::now() + if self.taken == 1 { Duration::from_millis(900) } else { Duration::from_secs(5) };
-    }
-
-    /// One more at the end of a capture whose target still runs, so the
-    /// placement a report (and `numatrace diff`) weighs is the latest, not
-    /// up to 5 s old.
-    fn take_last(&mut self, pid: u32) {
-        self.next = Instant::now();
-        self.maybe_take(pid);
     }
 }
 
