@@ -7,8 +7,8 @@ use numatrace_common::{
 };
 
 use super::{
-    AffinityChange, Aggregator, BalancerTaskMove, MAX_BALANCER_TASK_MOVES, MAX_MOVES_PER_THREAD, RUN_SAMPLES_KEPT,
-    RegionKey, RegionTouch, RegionUse, model::touch_key,
+    AffinityChange, Aggregator, BalancerTaskMove, MAX_BALANCER_TASK_MOVES, MAX_MOVES_KEPT, MAX_MOVES_PER_THREAD,
+    RUN_SAMPLES_KEPT, RegionKey, RegionTouch, RegionUse, model::touch_key,
 };
 use crate::event::comm_str;
 
@@ -16,6 +16,7 @@ impl Aggregator {
     pub(super) fn fold_task_migration(&mut self, h: &EventHeader, e: &TaskMigrationEvent) {
         let from = self.node_of_cpu(e.orig_cpu);
         let to = self.node_of_cpu(e.dest_cpu);
+        let room = self.moves_kept < MAX_MOVES_KEPT;
         let t = self.thread(h.tid, h.tgid);
         if t.first_node.is_none() {
             t.first_node = from;
@@ -26,8 +27,9 @@ impl Aggregator {
             && from != to
         {
             t.cross_node_migrations += 1;
-            if t.cross_node_moves.len() < MAX_MOVES_PER_THREAD {
+            if room && t.cross_node_moves.len() < MAX_MOVES_PER_THREAD {
                 t.cross_node_moves.push((h.ts_ns, from, to));
+                self.moves_kept += 1;
             }
         }
     }
@@ -163,6 +165,8 @@ impl Aggregator {
         if !comm.is_empty() {
             t.comm = comm;
         }
+        self.pending_exits.push_back((h.ts_ns, h.tid));
+        self.sum_exited_threads(self.last_event_ns.unwrap_or(h.ts_ns));
     }
 
     pub(super) fn fold_affinity_change(&mut self, h: &EventHeader, e: &AffinityChangeEvent) {

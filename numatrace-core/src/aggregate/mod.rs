@@ -2,7 +2,7 @@
 //! facts. It owns all interpretation of events (node of a CPU, local or
 //! remote, cross-node or not); it keeps sums, not event lists, so its memory
 //! is bounded by threads x regions x nodes, not by the event count.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 mod fold;
 pub mod inline_vec;
@@ -51,6 +51,34 @@ pub struct Aggregator {
     pub last_event_ns: Option<u64>,
     /// cpu -> node, indexed by CPU (u32::MAX: unknown); the topology's lists are slow to search per event.
     cpu_nodes: Vec<u32>,
+    /// Exited threads that touched no memory, summed per process once the
+    /// table holds more than [`MAX_THREADS_LISTED`] (see [`SummedThreads`]).
+    pub exited_summed: BTreeMap<u32, SummedThreads>,
+    /// Exits not yet considered for summing: (exit time, tid), oldest first.
+    pending_exits: VecDeque<(u64, u32)>,
+    /// Cross-node moves kept over all listed threads (at most [`MAX_MOVES_KEPT`]).
+    moves_kept: usize,
+}
+
+/// Threads listed one by one; beyond this many, exited threads that touched
+/// no memory and took no hinting fault are summed per process (a fork-heavy
+/// target starts thousands a second). The bound on the thread table is
+/// this plus the live threads plus those that touched memory.
+pub const MAX_THREADS_LISTED: usize = 16_384;
+
+/// How long after its exit a thread is summed, in event time: the events the
+/// kernel sends as it exits (its last run time and migration count) come
+/// first. Event time, not wall time, so a replay of the capture sums the
+/// same threads at the same points.
+const SUM_AFTER_EXIT_NS: u64 = 1_000_000_000;
+
+/// Exited threads of one process, summed: their run time by node, migrations
+/// and balancer moves count as before for attribution and totals; they are
+/// no longer listed one by one. `stats.tid` is 0 (no thread has that id).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SummedThreads {
+    pub threads: u64,
+    pub stats: ThreadStats,
 }
 
 /// Balancer task moves kept for time windows; beyond this only counts grow.
@@ -62,6 +90,9 @@ pub const PREFETCH_AHEAD: usize = 8;
 const RUN_SAMPLES_KEPT: usize = 64;
 /// Cross-node moves kept per thread for attribution windows; beyond this only the count grows.
 const MAX_MOVES_PER_THREAD: usize = 10_000;
+/// Cross-node moves kept over all threads (24 MiB): the first ones, which
+/// attribution needs most (a move after a first touch); beyond, only counts grow.
+const MAX_MOVES_KEPT: usize = 1_000_000;
 
 impl Aggregator {
     pub fn new(topology: Topology, reason_names: BTreeMap<i64, String>) -> Aggregator {
@@ -91,6 +122,50 @@ impl Aggregator {
             kernel: KernelTotals::default(),
             first_event_ns: None,
             last_event_ns: None,
+            exited_summed: BTreeMap::new(),
+            pending_exits: VecDeque::new(),
+            moves_kept: 0,
+        }
+    }
+
+    /// Every thread for attribution and totals: those listed, then each
+    /// process's summed exited threads.
+    pub fn all_threads(&self) -> impl Iterator<Item = &ThreadStats> {
+        self.threads.values().chain(self.exited_summed.values().map(|s| &s.stats))
+    }
+
+    /// Sums exited threads that touched no memory into their process's
+    /// [`SummedThreads`] while the table holds more than
+    /// [`MAX_THREADS_LISTED`], oldest exit first, each at least
+    /// [`SUM_AFTER_EXIT_NS`] before `now_ns` (event time).
+    fn sum_exited_threads(&mut self, now_ns: u64) {
+        if self.pending_exits.len() > 2 * MAX_THREADS_LISTED.max(self.threads.len()) {
+            // Exits of tids since reused: keep the queue as small as the table.
+            let threads = &self.threads;
+            self.pending_exits.retain(|(at, tid)| threads.get(tid).is_some_and(|t| t.exited_ns == Some(*at)));
+        }
+        while self.threads.len() > MAX_THREADS_LISTED {
+            let Some(&(exited_ns, tid)) = self.pending_exits.front() else { return };
+            if exited_ns.saturating_add(SUM_AFTER_EXIT_NS) > now_ns {
+                return;
+            }
+            self.pending_exits.pop_front();
+            // A tid reused by a newer thread, or one that touched memory, stays listed.
+            let summable = self.threads.get(&tid).is_some_and(|t| {
+                t.exited_ns == Some(exited_ns)
+                    && t.first_touch_total() == 0
+                    && t.hinting_faults_local + t.hinting_faults_remote == 0
+                    && t.hinting_pages_migrated == 0
+            });
+            if !summable {
+                continue;
+            }
+            if let Some(t) = self.threads.remove(tid) {
+                self.moves_kept = self.moves_kept.saturating_sub(t.cross_node_moves.len());
+                let summed = self.exited_summed.entry(t.tgid).or_default();
+                summed.threads += 1;
+                summed.stats.absorb(&t);
+            }
         }
     }
 
@@ -455,5 +530,57 @@ mod tests {
         let mut a = agg();
         assert!(a.ingest_bytes(&[1, 2, 3]).is_none());
         assert_eq!(a.lost_events(), 1);
+    }
+
+    #[test]
+    fn exited_threads_that_touched_nothing_are_summed_past_the_limit() {
+        use numatrace_common::{RunTimeSampleEvent, TaskExitEvent, TaskNewEvent};
+        let mut a = agg();
+        const SECOND: u64 = 1_000_000_000;
+        let short_lived = MAX_THREADS_LISTED as u32 + 1000;
+        // Thread 1 first touches memory and exits first: it stays listed.
+        a.ingest(&Event::FirstTouch(FirstTouchEvent {
+            header: hdr(EventKind::FirstTouch, 1, 1),
+            region: 3,
+            pages: 8,
+            last_ts_ns: 1,
+            cpu_node: 0,
+            page_node: 1,
+            ..Default::default()
+        }));
+        a.ingest(&Event::TaskExit(TaskExitEvent { header: hdr(EventKind::TaskExit, 1, 2), ..Default::default() }));
+        // Then thousands of threads, one a millisecond, each running 1 ms on node 0 and exiting.
+        for i in 0..short_lived {
+            let (tid, ts) = (100 + i, SECOND + u64::from(i) * 1_000_000);
+            a.ingest(&Event::TaskNew(TaskNewEvent { header: hdr(EventKind::TaskNew, tid, ts), ..Default::default() }));
+            a.ingest(&Event::RunTimeSample(RunTimeSampleEvent {
+                header: hdr(EventKind::RunTimeSample, tid, ts + 500_000),
+                run_ns: 1_000_000,
+            }));
+            a.ingest(&Event::TaskExit(TaskExitEvent {
+                header: hdr(EventKind::TaskExit, tid, ts + 500_000),
+                ..Default::default()
+            }));
+        }
+        // Bounded: the limit, plus the threads that exited less than a second before the last exit.
+        assert!(a.threads.len() <= MAX_THREADS_LISTED + 1001, "{} listed", a.threads.len());
+        assert!(a.threads.len() > MAX_THREADS_LISTED - 1, "summed only past the limit: {}", a.threads.len());
+        let summed = &a.exited_summed[&1];
+        assert_eq!(summed.threads + a.threads.len() as u64, u64::from(short_lived) + 1);
+        assert!(a.threads.get(&1).is_some_and(|t| t.first_touch_total() == 8), "the toucher stays listed");
+        // Nothing of their run time is lost: 1 ms each, on node 0.
+        let run_ns: u64 = a.all_threads().map(|t| t.runtime_ns_by_node.get(&0).copied().unwrap_or(0)).sum();
+        assert_eq!(run_ns, u64::from(short_lived) * 1_000_000);
+        // The report counts every thread, lists the limit's worth, and says so.
+        let facts = crate::facts::SessionFacts {
+            start: crate::capture::synthetic::start_facts(&a.topology, 0, 1, &[]),
+            end: crate::facts::EndFacts::cut_short(20.0, crate::facts::StopReason::Duration),
+        };
+        let report = crate::report::Report::build(&a, &facts);
+        assert_eq!(report.totals.threads, u64::from(short_lived) + 1);
+        assert_eq!(report.threads.len() as u64 + report.exited_threads_summed[0].threads, report.totals.threads);
+        assert!(
+            crate::report::text::render(&report).contains("exited threads of pid 1 that touched no memory, summed")
+        );
     }
 }

@@ -82,6 +82,23 @@ impl ThreadStats {
         Some(last.saturating_sub(base))
     }
 
+    /// Adds another thread's run time, migrations and balancer moves to
+    /// these (for summed exited threads, which touched no memory).
+    pub fn absorb(&mut self, other: &ThreadStats) {
+        self.tgid = other.tgid;
+        self.migrations += other.migrations;
+        self.cross_node_migrations += other.cross_node_migrations;
+        for (node, ns) in &other.runtime_ns_by_node {
+            self.runtime_ns_by_node.add(*node, *ns);
+        }
+        self.numa_task_moves += other.numa_task_moves;
+        self.numa_task_swaps += other.numa_task_swaps;
+        self.numa_task_sticks += other.numa_task_sticks;
+        self.misplaced_migrations += other.misplaced_migrations;
+        self.misplaced_migration_ns += other.misplaced_migration_ns;
+        self.exited_ns = self.exited_ns.max(other.exited_ns);
+    }
+
     /// Run time after `ts`, from the samples (linear between two of them).
     /// A thread born during the capture started at 0; a thread there from
     /// the start counts from its first sample, as its per-node run time does.

@@ -65,6 +65,20 @@ impl ThreadTable {
         at
     }
 
+    /// Takes the thread `tid` out of the table.
+    pub fn remove(&mut self, tid: u32) -> Option<ThreadStats> {
+        let at = self.index.remove(&tid)? as usize;
+        self.by_tid.remove(&tid);
+        let last = self.stats.len() - 1;
+        if at != last {
+            // The last thread takes the removed one's place.
+            let moved = self.stats[last].tid;
+            self.index.insert(moved, at as u32);
+            self.by_tid.insert(moved, at as u32);
+        }
+        Some(self.stats.swap_remove(at))
+    }
+
     /// (tid, stats) in tid order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&u32, &ThreadStats)> + ExactSizeIterator {
         self.by_tid.iter().map(|(tid, &at)| (tid, &self.stats[at as usize]))
@@ -107,5 +121,22 @@ mod tests {
         assert!(t.get(&40).is_none() && t.contains_key(&20));
         t.get_mut(&20).expect("known").migrations = 9;
         assert_eq!(t.iter().map(|(tid, s)| (*tid, s.migrations)).nth(1), Some((20, 9)));
+    }
+
+    #[test]
+    fn removes_a_thread_and_keeps_the_others_found() {
+        let mut t = ThreadTable::default();
+        for tid in [30, 10, 20] {
+            t.get_or_insert_with(tid, || ThreadStats { tid, migrations: u64::from(tid), ..Default::default() });
+        }
+        assert_eq!(t.remove(30).map(|s| s.migrations), Some(30));
+        assert!(t.remove(30).is_none());
+        assert_eq!(t.len(), 2);
+        // 20 was last in first-seen order and took 30's place: still found by tid.
+        assert_eq!(t[&20].migrations, 20);
+        assert_eq!(t.keys().copied().collect::<Vec<_>>(), [10, 20]);
+        assert_eq!(t.remove(10).map(|s| s.tid), Some(10));
+        assert_eq!(t.remove(20).map(|s| s.tid), Some(20));
+        assert!(t.is_empty());
     }
 }

@@ -63,13 +63,13 @@ pub struct Magnitude {
 
 /// Measures a finished capture's remote memory against the process's.
 pub fn measure(agg: &Aggregator, ctx: &ProcessContext, causes: &[Cause], duration_s: f64) -> Magnitude {
-    let touched: u64 = agg.threads.values().map(|t| t.first_touch_total()).sum();
+    let touched: u64 = agg.all_threads().map(|t| t.first_touch_total()).sum();
     let resident_before: u64 =
         if ctx.started_by_numatrace { 0 } else { ctx.pages_by_node_at_start.iter().map(|(_, p)| p).sum() };
     let memory_pages = touched + resident_before;
     let remote_pages = causes.iter().map(|c| c.pages).sum::<u64>().min(memory_pages.max(1));
     let (local, remote) =
-        agg.threads.values().fold((0, 0), |(l, r), t| (l + t.hinting_faults_local, r + t.hinting_faults_remote));
+        agg.all_threads().fold((0, 0), |(l, r), t| (l + t.hinting_faults_local, r + t.hinting_faults_remote));
     let hinting_faults = local + remote;
     let remote_access_share = (hinting_faults > 0).then(|| remote as f64 / hinting_faults as f64);
     let remote_memory_share = if memory_pages > 0 { remote_pages as f64 / memory_pages as f64 } else { 0.0 };
@@ -82,8 +82,8 @@ pub fn measure(agg: &Aggregator, ctx: &ProcessContext, causes: &[Cause], duratio
         remote_hinting_faults_per_s: if duration_s > 0.0 { remote as f64 / duration_s } else { 0.0 },
         balancer_pages_migrated: migrated(&["numa_misplaced"]),
         explicit_pages_migrated: migrated(&["syscall_or_cpuset", "mempolicy_mbind"]),
-        misplaced_migration_ms: agg.threads.values().map(|t| t.misplaced_migration_ns).sum::<u64>() as f64 / 1e6,
-        balancer_task_moves: agg.threads.values().map(|t| t.numa_task_moves + t.numa_task_swaps).sum(),
+        misplaced_migration_ms: agg.all_threads().map(|t| t.misplaced_migration_ns).sum::<u64>() as f64 / 1e6,
+        balancer_task_moves: agg.all_threads().map(|t| t.numa_task_moves + t.numa_task_swaps).sum(),
     };
     Magnitude {
         memory_pages,

@@ -35,6 +35,11 @@ pub struct Report {
     pub host_findings: Vec<crate::inspect::Finding>,
     pub sources: Vec<SourceStatus>,
     pub threads: Vec<ThreadReport>,
+    /// Exited threads that touched no memory, summed per process instead of
+    /// listed, once a capture has seen more than `MAX_THREADS_LISTED` threads
+    /// (absent when none were). Their run time and migrations are in `totals`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exited_threads_summed: Vec<SummedThreadsReport>,
     pub totals: Totals,
     /// Events the kernel could not deliver (ring full), records that did not
     /// decode, and in a spike capture the events its memory cap pushed out.
@@ -98,6 +103,17 @@ pub struct ThreadReport {
     pub numa_task_sticks: u64,
     pub born_during_capture: bool,
     pub exited_during_capture: bool,
+}
+
+/// One process's exited threads that were summed, not listed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SummedThreadsReport {
+    pub tgid: u32,
+    pub threads: u64,
+    /// Migrations the kernel sent for them (within-node ones are only counted, in `totals`).
+    pub migrations: u64,
+    pub cross_node_migrations: u64,
+    pub runtime_ms_by_node: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -208,6 +224,29 @@ impl Report {
                 exited_during_capture: t.exited_ns.is_some(),
             });
         }
+        let mut exited_threads_summed = Vec::new();
+        for summed in agg.exited_summed.values() {
+            let t = &summed.stats;
+            totals.threads += summed.threads;
+            totals.migrations += t.migrations;
+            totals.cross_node_migrations += t.cross_node_migrations;
+            totals.numa_task_moves += t.numa_task_moves;
+            totals.numa_task_swaps += t.numa_task_swaps;
+            totals.numa_task_sticks += t.numa_task_sticks;
+            totals.misplaced_migration_calls += t.misplaced_migrations;
+            totals.misplaced_migration_ms += t.misplaced_migration_ns as f64 / 1e6;
+            exited_threads_summed.push(SummedThreadsReport {
+                tgid: t.tgid,
+                threads: summed.threads,
+                migrations: t.migrations,
+                cross_node_migrations: t.cross_node_migrations,
+                runtime_ms_by_node: t
+                    .runtime_ns_by_node
+                    .iter()
+                    .map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6))
+                    .collect(),
+            });
+        }
         totals.unknown_nodes = agg.unknown_nodes;
         totals.migrations_within_node_counted = agg.kernel.counter(numatrace_common::Counter::WithinNodeMigrations);
         totals.migrations += totals.migrations_within_node_counted;
@@ -252,6 +291,7 @@ impl Report {
             topology: agg.topology.clone(),
             sources: facts.start.sources.clone(),
             threads,
+            exited_threads_summed,
             totals,
             lost_events: agg.lost_events() + facts.end.dropped_by_memory_cap.values().map(|l| l.events).sum::<u64>(),
             lost,

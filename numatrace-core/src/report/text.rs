@@ -268,6 +268,22 @@ fn render_threads(o: &mut String, r: &Report, shown: ThreadsShown) {
     }
 }
 
+/// The exited threads summed instead of listed (a fork-heavy process).
+fn render_summed_threads(o: &mut String, r: &Report) {
+    for s in &r.exited_threads_summed {
+        let _ = writeln!(
+            o,
+            "  and {} exited threads of pid {} that touched no memory, summed (more than {} threads seen): {} migrations sent, {} across nodes; ran on node (ms) {}",
+            s.threads,
+            s.tgid,
+            crate::aggregate::MAX_THREADS_LISTED,
+            s.migrations,
+            s.cross_node_migrations,
+            node_list(&s.runtime_ms_by_node, |ms| format!("{ms:.0}"))
+        );
+    }
+}
+
 /// Renders the human report, threads as `top` shows them.
 pub fn render(r: &Report) -> String {
     render_with(r, ThreadsShown::Top)
@@ -318,6 +334,7 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
     }
 
     render_threads(&mut o, r, threads);
+    render_summed_threads(&mut o, r);
 
     let tt = &r.totals;
     let _ = writeln!(o, "\nTotals");

@@ -16,7 +16,7 @@ pub(super) fn placed_before(
     let unknown_share = if resident > 0.0 { (unknown / resident).clamp(0.0, 1.0) } else { 0.0 };
     let any_measured = already_measured.values().any(|p| *p > 0.0);
     let mut runtime: BTreeMap<u32, u64> = BTreeMap::new();
-    for t in agg.threads.values() {
+    for t in agg.all_threads() {
         for (n, ns) in &t.runtime_ns_by_node {
             *runtime.entry(*n).or_default() += ns;
         }
@@ -47,7 +47,7 @@ pub(super) fn placed_before(
         // behind: thread_migrated, with the mover), and the rest.
         let mut moved_off: u64 = 0;
         let mut movers: Vec<(u32, Mover)> = Vec::new();
-        for t in agg.threads.values() {
+        for t in agg.all_threads() {
             let off = runtime_off(t, node);
             let away = t.cross_node_moves.iter().find(|(_, from, to)| *from == node && *to != node);
             match away {

@@ -39,7 +39,7 @@ impl Users<'_> {
     /// leaves the toucher as the user: 1.
     pub(super) fn share_off(&self, tgid: u32, toucher: u32, node: u32) -> f64 {
         let (mut off, mut all) = (0.0, 0.0);
-        for t in self.agg.threads.values().filter(|t| t.tgid == tgid) {
+        for t in self.agg.all_threads().filter(|t| t.tgid == tgid) {
             let used = self.use_ns(t) as f64;
             let total = total_runtime(t) as f64;
             if used <= 0.0 || total <= 0.0 {
@@ -49,7 +49,7 @@ impl Users<'_> {
             off += used * runtime_off(t, node) as f64 / total;
         }
         if all <= 0.0
-            || self.agg.threads.values().filter(|t| t.tgid == tgid && t.tid != toucher).all(|t| total_runtime(t) == 0)
+            || self.agg.all_threads().filter(|t| t.tgid == tgid && t.tid != toucher).all(|t| total_runtime(t) == 0)
         {
             return 1.0;
         }
@@ -74,7 +74,7 @@ pub(super) fn from_run_time(
         *touched_by_tgid.entry(*tgid).or_default() += pages;
     }
     let mut runtime_by_tgid: BTreeMap<u32, u64> = BTreeMap::new();
-    for t in agg.threads.values() {
+    for t in agg.all_threads() {
         *runtime_by_tgid.entry(t.tgid).or_default() += total_runtime(t);
     }
     for (&(tgid, tid, node), (pages, first_ns, last_ns, regions)) in local {
@@ -116,7 +116,7 @@ pub(super) fn from_run_time(
         let touch_share = pages_f / touched_by_tgid.get(&tgid).copied().unwrap_or(1).max(1) as f64;
         let tgid_runtime = runtime_by_tgid.get(&tgid).copied().unwrap_or(0);
         let run_share = if tgid_runtime > 0 { total_runtime(toucher) as f64 / tgid_runtime as f64 } else { 0.0 };
-        let others: Vec<&ThreadStats> = agg.threads.values().filter(|t| t.tgid == tgid && t.tid != tid).collect();
+        let others: Vec<&ThreadStats> = agg.all_threads().filter(|t| t.tgid == tgid && t.tid != tid).collect();
         let others_runtime: u64 = others.iter().map(|t| total_runtime(t)).sum();
         let others_off: u64 = others.iter().map(|t| runtime_off(t, node)).sum();
         let others_remote_users: Vec<&&ThreadStats> = others.iter().filter(|t| runtime_off(t, node) > 0).collect();
