@@ -63,11 +63,16 @@ fn weighted(pages: &BTreeMap<u32, u64>, weights: &BTreeMap<u32, f64>, measure: &
 impl RemoteShare {
     /// `resident`: what the capture's last snapshot saw, if it has one.
     pub fn of(r: &Report, resident: Option<&Resident>) -> RemoteShare {
+        // A snapshot taken before most of the memory was touched (a short
+        // command exits between snapshots) does not stand for it.
+        let current = |res: &&Resident| res.pages_by_node.values().sum::<u64>() >= r.totals.first_touch_pages / 2;
         // Run time on nodes the process may no longer use (its CPUs at the
         // last snapshot) is history from before a fix took hold: a command
         // started under numactl runs as numatrace's child on another node
-        // until its exec.
-        let allowed = resident.map(|res| res.allowed_nodes.as_slice()).unwrap_or_default();
+        // until its exec. Only a current snapshot says so: one taken while
+        // the process was starting (on a loaded machine, before its workers
+        // pinned themselves) would drop the run time that uses the memory.
+        let allowed = resident.filter(current).map(|res| res.allowed_nodes.as_slice()).unwrap_or_default();
         let mut run_ms: BTreeMap<u32, f64> = BTreeMap::new();
         for t in &r.threads {
             for (node, ms) in &t.runtime_ms_by_node {
@@ -78,9 +83,6 @@ impl RemoteShare {
                 }
             }
         }
-        // A snapshot taken before most of the memory was touched (a short
-        // command exits between snapshots) does not stand for it.
-        let current = |res: &&Resident| res.pages_by_node.values().sum::<u64>() >= r.totals.first_touch_pages / 2;
         if let Some(m) =
             resident.filter(current).and_then(|res| weighted(&res.pages_by_node, &run_ms, "resident_by_run_time"))
         {
@@ -512,10 +514,11 @@ mod verdict_tests {
         assert_eq!((d.remote_after.share, d.fixed), (Some(0.0), Some(true)), "{}", d.outcome);
         // A snapshot that holds less than half the pages touched since is stale.
         res.pages_by_node = BTreeMap::from([(1u32, 4000u64)]);
-        assert_eq!(
-            compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW).remote_after.measure,
-            "first_touch_by_run_time"
-        );
+        let d = compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW);
+        assert_eq!(d.remote_after.measure, "first_touch_by_run_time");
+        // Nor do its CPUs (taken as the process started, before its threads
+        // pinned themselves) drop the run time elsewhere.
+        assert_eq!(d.remote_after.share, Some(0.25), "{}", d.outcome);
     }
 
     #[test]
