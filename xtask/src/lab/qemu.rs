@@ -92,10 +92,19 @@ pub fn boot(
         .arg(kernel)
         .arg("-initrd")
         .arg(image)
-        // softlockup_panic: a guest kernel stuck in a soft lockup (seen once
-        // under emulation) panics at once, with the stuck CPU's backtrace
-        // (a panic raises the console level), instead of hanging to the timeout.
-        .args(["-append", "console=ttyS0 quiet panic=-1 softlockup_panic=1 mitigations=off"])
+        // softlockup_panic: a guest kernel stuck in a soft lockup panics at
+        // once, with the stuck CPU's backtrace (a panic raises the console
+        // level), instead of hanging to the timeout. watchdog_thresh=30 (a
+        // lockup after 60 s, not 20) and the RCU stall timeout: a vCPU is a
+        // host thread, and the guest's clock runs on while a loaded host does
+        // not schedule it, so every lockup seen here (in bpf_prog_load, at a
+        // static-branch site, in syscall entry) came on a host running other
+        // builds and guests, and none on a quiet one.
+        .args([
+            "-append",
+            "console=ttyS0 quiet panic=-1 softlockup_panic=1 watchdog_thresh=30 \
+             rcupdate.rcu_cpu_stall_timeout=60 mitigations=off",
+        ])
         .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio"])
         .arg("-serial")
         .arg(format!("file:{}", stdout_path.display()))
