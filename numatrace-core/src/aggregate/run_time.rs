@@ -11,10 +11,16 @@ use numatrace_common::{EventHeader, EventKind, RunTimeSampleEvent};
 
 use crate::{aggregate::Aggregator, event::Event, machine::per_thread};
 
-/// When to sample: often for a few threads, less often for many (each is a file read).
+/// When to sample: often for a few threads, less often for many (each is a
+/// file read), and never more than [`READ_BUDGET`] of the time: a capture
+/// left on for hours on a process of 10 000 threads must stay cheap.
 pub struct Sampler {
     next: Instant,
 }
+
+/// The share of wall time the samples may take: the next sample waits at
+/// least the last one's duration divided by this.
+pub const READ_BUDGET: f64 = 0.01;
 
 impl Default for Sampler {
     fn default() -> Self {
@@ -29,15 +35,22 @@ impl Sampler {
 
     /// Samples when due; returns the samples (possibly none).
     pub fn maybe_sample(&mut self, agg: &Aggregator, now_ns: u64) -> Vec<Event> {
-        if Instant::now() < self.next {
+        let started = Instant::now();
+        if started < self.next {
             return Vec::new();
         }
         let samples = sample(agg, now_ns);
-        // 100 ms for up to 100 threads, then 1 ms per thread, at most every 2 s.
-        let interval = Duration::from_millis((samples.len() as u64).clamp(100, 2000));
-        self.next = Instant::now() + interval;
+        self.next = Instant::now() + interval(samples.len(), started.elapsed());
         samples
     }
+}
+
+/// The wait after a sample of `threads` threads that took `took`: 100 ms for
+/// up to 100 threads, then 1 ms per thread up to 2 s, and longer when the
+/// reads cost more than [`READ_BUDGET`] of the time.
+pub fn interval(threads: usize, took: Duration) -> Duration {
+    let by_count = Duration::from_millis((threads as u64).clamp(100, 2000));
+    by_count.max(took.div_f64(READ_BUDGET))
 }
 
 /// One sample of every traced thread that has not exited (threads that are gone are skipped).
@@ -74,6 +87,14 @@ mod tests {
 
     use super::*;
     use crate::machine::Topology;
+
+    #[test]
+    fn samples_less_often_when_reads_cost_more_than_the_budget() {
+        assert_eq!(interval(10, Duration::from_micros(50)), Duration::from_millis(100));
+        assert_eq!(interval(10_000, Duration::from_millis(5)), Duration::from_secs(2));
+        // 10 000 threads read in 60 ms: at most 1 % of the time.
+        assert_eq!(interval(10_000, Duration::from_millis(60)), Duration::from_secs(6));
+    }
 
     #[test]
     fn parses_schedstat() {

@@ -299,9 +299,12 @@ impl Snapshots {
         Snapshots { topology, latest: None, next: Instant::now() + Duration::from_millis(100), taken: 0 }
     }
 
-    /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s.
+    /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s, or
+    /// less often where reading it (numa_maps walks the page tables; one
+    /// stat file per thread) costs more than `READ_BUDGET` of the time.
     fn maybe_take(&mut self, pid: u32) {
-        if Instant::now() < self.next {
+        let started = Instant::now();
+        if started < self.next {
             return;
         }
         if let Ok(snap) = numatrace_core::machine::ProcessSnapshot::read_with(pid, &self.topology)
@@ -310,7 +313,9 @@ impl Snapshots {
             self.latest = Some(snap);
         }
         self.taken += 1;
-        self.next = Instant::now() + if self.taken == 1 { Duration::from_millis(900) } else { Duration::from_secs(5) };
+        let cadence = if self.taken == 1 { Duration::from_millis(900) } else { Duration::from_secs(5) };
+        let took = started.elapsed();
+        self.next = Instant::now() + cadence.max(took.div_f64(numatrace_core::aggregate::run_time::READ_BUDGET));
     }
 }
 
