@@ -50,6 +50,25 @@ impl<T: Keyed, const N: usize> InlineVec<T, N> {
         }
     }
 
+    /// Replaces each item by `map(item)`, in order, merging an item whose
+    /// new key is already present into the one before it (`merge(into, item)`).
+    pub fn remap(&mut self, map: impl Fn(T) -> T, merge: impl Fn(&mut T, &T))
+    where
+        T: Copy + Default,
+    {
+        let items: Vec<T> = self.head[..self.len.min(N)].iter().chain(&self.tail).copied().collect();
+        *self = InlineVec { len: 0, head: [T::default(); N], tail: Vec::new(), tail_keys: Vec::new() };
+        for item in items {
+            let item = map(item);
+            match self.find_mut(item.key()) {
+                Some(into) => merge(into, &item),
+                None => {
+                    self.push(item);
+                }
+            }
+        }
+    }
+
     /// The item with this key, if any.
     #[inline]
     pub fn find_mut(&mut self, key: u64) -> Option<&mut T> {

@@ -2,7 +2,9 @@
 //! facts. It owns all interpretation of events (node of a CPU, local or
 //! remote, cross-node or not); it keeps sums, not event lists, so its memory
 //! is bounded by threads x regions x nodes, not by the event count.
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use rustc_hash::FxBuildHasher;
 
 mod fold;
 pub mod inline_vec;
@@ -56,6 +58,9 @@ pub struct Aggregator {
     pub exited_summed: BTreeMap<u32, SummedThreads>,
     /// Exits not yet considered for summing: (exit time, tid), oldest first.
     pending_exits: VecDeque<(u64, u32)>,
+    /// Threads summed whose first touches still carry their own tid (see
+    /// [`Aggregator::rename_summed_touches`]).
+    summed_unrenamed: HashSet<u32, FxBuildHasher>,
     /// Cross-node moves kept over all listed threads (at most [`MAX_MOVES_KEPT`]).
     moves_kept: usize,
 }
@@ -66,15 +71,30 @@ pub struct Aggregator {
 /// this plus the live threads plus those that touched memory.
 pub const MAX_THREADS_LISTED: usize = 16_384;
 
+/// A thread that first touched at most this many pages (its stack, its
+/// thread-local storage: 1-7 pages for a stress-ng pthread) may be summed;
+/// one that placed more (a loader thread) stays listed, for attribution.
+pub const SUM_MAX_PAGES: u64 = 64;
+
+/// The tid that first touches of summed threads are filed under: not a
+/// thread (tids are below 2^22), never shown as one.
+pub const SUMMED_TID: u32 = u32::MAX;
+
+/// Summed threads whose touches are renamed to [`SUMMED_TID`] in one pass
+/// over the regions.
+const RENAME_BATCH: usize = 1024;
+
 /// How long after its exit a thread is summed, in event time: the events the
 /// kernel sends as it exits (its last run time and migration count) come
 /// first. Event time, not wall time, so a replay of the capture sums the
 /// same threads at the same points.
 const SUM_AFTER_EXIT_NS: u64 = 1_000_000_000;
 
-/// Exited threads of one process, summed: their run time by node, migrations
-/// and balancer moves count as before for attribution and totals; they are
-/// no longer listed one by one. `stats.tid` is 0 (no thread has that id).
+/// Exited threads of one process, summed: their run time by node, first
+/// touches, migrations and balancer moves count as before in the totals and
+/// as users of memory in attribution; they are no longer listed one by one,
+/// and their (few) first touches are filed under [`SUMMED_TID`], which no
+/// cause names as a thread. `stats.tid` is 0 (no thread has that id).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SummedThreads {
     pub threads: u64,
@@ -124,6 +144,7 @@ impl Aggregator {
             last_event_ns: None,
             exited_summed: BTreeMap::new(),
             pending_exits: VecDeque::new(),
+            summed_unrenamed: HashSet::default(),
             moves_kept: 0,
         }
     }
@@ -150,10 +171,11 @@ impl Aggregator {
                 return;
             }
             self.pending_exits.pop_front();
-            // A tid reused by a newer thread, or one that touched memory, stays listed.
+            // A tid reused by a newer thread, one that placed memory, or one
+            // the balancer saw use memory, stays listed.
             let summable = self.threads.get(&tid).is_some_and(|t| {
                 t.exited_ns == Some(exited_ns)
-                    && t.first_touch_total() == 0
+                    && t.first_touch_total() <= SUM_MAX_PAGES
                     && t.hinting_faults_local + t.hinting_faults_remote == 0
                     && t.hinting_pages_migrated == 0
             });
@@ -165,7 +187,33 @@ impl Aggregator {
                 let summed = self.exited_summed.entry(t.tgid).or_default();
                 summed.threads += 1;
                 summed.stats.absorb(&t);
+                if t.first_touch_total() > 0 {
+                    self.summed_unrenamed.insert(tid);
+                }
             }
+        }
+        if self.summed_unrenamed.len() >= RENAME_BATCH {
+            self.rename_summed_touches();
+        }
+    }
+
+    /// Files the first touches of summed threads under [`SUMMED_TID`], so
+    /// that a region keeps one record per node pair for all of them, not one
+    /// per thread (a reused thread stack is touched by every new thread).
+    fn rename_summed_touches(&mut self) {
+        let summed = std::mem::take(&mut self.summed_unrenamed);
+        for touches in self.regions.values_mut() {
+            if !touches.iter().any(|t| summed.contains(&t.tid)) {
+                continue;
+            }
+            touches.remap(
+                |t| if summed.contains(&t.tid) { RegionTouch { tid: SUMMED_TID, ..t } } else { t },
+                |into, t| {
+                    into.pages += t.pages;
+                    into.first_ns = into.first_ns.min(t.first_ns);
+                    into.last_ns = into.last_ns.max(t.last_ns);
+                },
+            );
         }
     }
 
@@ -533,26 +581,36 @@ mod tests {
     }
 
     #[test]
-    fn exited_threads_that_touched_nothing_are_summed_past_the_limit() {
+    fn exited_threads_that_placed_little_are_summed_past_the_limit() {
         use numatrace_common::{RunTimeSampleEvent, TaskExitEvent, TaskNewEvent};
         let mut a = agg();
         const SECOND: u64 = 1_000_000_000;
-        let short_lived = MAX_THREADS_LISTED as u32 + 1000;
-        // Thread 1 first touches memory and exits first: it stays listed.
+        let short_lived = MAX_THREADS_LISTED as u32 + 3000;
+        // Thread 1 first touches more than a stack and exits first: it stays listed.
         a.ingest(&Event::FirstTouch(FirstTouchEvent {
             header: hdr(EventKind::FirstTouch, 1, 1),
             region: 3,
-            pages: 8,
+            pages: 100,
             last_ts_ns: 1,
             cpu_node: 0,
             page_node: 1,
             ..Default::default()
         }));
         a.ingest(&Event::TaskExit(TaskExitEvent { header: hdr(EventKind::TaskExit, 1, 2), ..Default::default() }));
-        // Then thousands of threads, one a millisecond, each running 1 ms on node 0 and exiting.
+        // Then thousands of threads, one a millisecond, each touching 4 pages of a
+        // reused stack region, running 1 ms on node 0 and exiting.
         for i in 0..short_lived {
             let (tid, ts) = (100 + i, SECOND + u64::from(i) * 1_000_000);
             a.ingest(&Event::TaskNew(TaskNewEvent { header: hdr(EventKind::TaskNew, tid, ts), ..Default::default() }));
+            a.ingest(&Event::FirstTouch(FirstTouchEvent {
+                header: hdr(EventKind::FirstTouch, tid, ts + 1),
+                region: 9 + u64::from(i % 4),
+                pages: 4,
+                last_ts_ns: ts + 1,
+                cpu_node: 0,
+                page_node: 0,
+                ..Default::default()
+            }));
             a.ingest(&Event::RunTimeSample(RunTimeSampleEvent {
                 header: hdr(EventKind::RunTimeSample, tid, ts + 500_000),
                 run_ns: 1_000_000,
@@ -567,7 +625,14 @@ mod tests {
         assert!(a.threads.len() > MAX_THREADS_LISTED - 1, "summed only past the limit: {}", a.threads.len());
         let summed = &a.exited_summed[&1];
         assert_eq!(summed.threads + a.threads.len() as u64, u64::from(short_lived) + 1);
-        assert!(a.threads.get(&1).is_some_and(|t| t.first_touch_total() == 8), "the toucher stays listed");
+        assert!(a.threads.get(&1).is_some_and(|t| t.first_touch_total() == 100), "the toucher stays listed");
+        // Every first-touch page still counts; the stack regions hold a few
+        // records (the listed threads', and one for all summed ones), not one per thread.
+        let pages: u64 = a.all_threads().map(ThreadStats::first_touch_total).sum();
+        assert_eq!(pages, 100 + 4 * u64::from(short_lived));
+        let stack_records: usize = (9..13).map(|r| a.regions[&RegionKey { tgid: 1, region: r }].len()).sum();
+        assert!(stack_records <= a.threads.len() + RENAME_BATCH + 4, "{stack_records} records");
+        assert!(a.regions.values().flatten().any(|t| t.tid == SUMMED_TID));
         // Nothing of their run time is lost: 1 ms each, on node 0.
         let run_ns: u64 = a.all_threads().map(|t| t.runtime_ns_by_node.get(&0).copied().unwrap_or(0)).sum();
         assert_eq!(run_ns, u64::from(short_lived) * 1_000_000);
@@ -579,8 +644,9 @@ mod tests {
         let report = crate::report::Report::build(&a, &facts);
         assert_eq!(report.totals.threads, u64::from(short_lived) + 1);
         assert_eq!(report.threads.len() as u64 + report.exited_threads_summed[0].threads, report.totals.threads);
-        assert!(
-            crate::report::text::render(&report).contains("exited threads of pid 1 that touched no memory, summed")
-        );
+        assert_eq!(report.totals.first_touch_pages, pages);
+        let text = crate::report::text::render(&report);
+        assert!(text.contains("exited threads of pid 1 summed, not listed"), "{text}");
+        assert!(!text.contains(&SUMMED_TID.to_string()), "{text}");
     }
 }

@@ -82,10 +82,18 @@ impl ThreadStats {
         Some(last.saturating_sub(base))
     }
 
-    /// Adds another thread's run time, migrations and balancer moves to
-    /// these (for summed exited threads, which touched no memory).
+    /// Adds another thread's first touches, run time, migrations and
+    /// balancer moves to these (for summed exited threads).
     pub fn absorb(&mut self, other: &ThreadStats) {
         self.tgid = other.tgid;
+        for (node, pages) in &other.first_touch_pages {
+            self.first_touch_pages.add(*node, *pages);
+        }
+        for (node, pages) in &other.first_touch_pages_by_cpu_node {
+            self.first_touch_pages_by_cpu_node.add(*node, *pages);
+        }
+        self.remote_first_touch_pages += other.remote_first_touch_pages;
+        self.first_touch_pages_unknown_node += other.first_touch_pages_unknown_node;
         self.migrations += other.migrations;
         self.cross_node_migrations += other.cross_node_migrations;
         for (node, ns) in &other.runtime_ns_by_node {

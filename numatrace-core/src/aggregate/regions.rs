@@ -210,6 +210,11 @@ impl<V> RegionTable<V> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 
+    /// Every record, to change in place (keys and order stay).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|(_, v)| v)
+    }
+
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &RegionKey> + ExactSizeIterator {
         self.entries.iter().map(|(k, _)| k)
     }

@@ -35,9 +35,10 @@ pub struct Report {
     pub host_findings: Vec<crate::inspect::Finding>,
     pub sources: Vec<SourceStatus>,
     pub threads: Vec<ThreadReport>,
-    /// Exited threads that touched no memory, summed per process instead of
-    /// listed, once a capture has seen more than `MAX_THREADS_LISTED` threads
-    /// (absent when none were). Their run time and migrations are in `totals`.
+    /// Exited threads that placed little memory (their stacks), summed per
+    /// process instead of listed, once a capture has seen more than
+    /// `MAX_THREADS_LISTED` threads (absent when none were). Their first
+    /// touches, run time and migrations are in `totals`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exited_threads_summed: Vec<SummedThreadsReport>,
     pub totals: Totals,
@@ -113,6 +114,9 @@ pub struct SummedThreadsReport {
     /// Migrations the kernel sent for them (within-node ones are only counted, in `totals`).
     pub migrations: u64,
     pub cross_node_migrations: u64,
+    /// Node id (string) -> pages they first touched (each at most `SUM_MAX_PAGES`).
+    pub first_touch_pages: BTreeMap<String, u64>,
+    pub remote_first_touch_pages: u64,
     pub runtime_ms_by_node: BTreeMap<String, f64>,
 }
 
@@ -228,6 +232,11 @@ impl Report {
         for summed in agg.exited_summed.values() {
             let t = &summed.stats;
             totals.threads += summed.threads;
+            totals.first_touch_pages += t.first_touch_total();
+            for (node, pages) in &t.first_touch_pages {
+                *totals.first_touch_pages_by_node.entry(node.to_string()).or_default() += pages;
+            }
+            totals.remote_first_touch_pages += t.remote_first_touch_pages;
             totals.migrations += t.migrations;
             totals.cross_node_migrations += t.cross_node_migrations;
             totals.numa_task_moves += t.numa_task_moves;
@@ -240,6 +249,8 @@ impl Report {
                 threads: summed.threads,
                 migrations: t.migrations,
                 cross_node_migrations: t.cross_node_migrations,
+                first_touch_pages: by_node(&t.first_touch_pages),
+                remote_first_touch_pages: t.remote_first_touch_pages,
                 runtime_ms_by_node: t
                     .runtime_ns_by_node
                     .iter()

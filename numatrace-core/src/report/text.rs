@@ -273,10 +273,13 @@ fn render_summed_threads(o: &mut String, r: &Report) {
     for s in &r.exited_threads_summed {
         let _ = writeln!(
             o,
-            "  and {} exited threads of pid {} that touched no memory, summed (more than {} threads seen): {} migrations sent, {} across nodes; ran on node (ms) {}",
+            "  and {} exited threads of pid {} summed, not listed (more than {} threads seen; each placed at most {} pages): first touch by node {}, {} remote; {} migrations sent, {} across nodes; ran on node (ms) {}",
             s.threads,
             s.tgid,
             crate::aggregate::MAX_THREADS_LISTED,
+            crate::aggregate::SUM_MAX_PAGES,
+            node_list(&s.first_touch_pages, |p| p.to_string()),
+            s.remote_first_touch_pages,
             s.migrations,
             s.cross_node_migrations,
             node_list(&s.runtime_ms_by_node, |ms| format!("{ms:.0}"))

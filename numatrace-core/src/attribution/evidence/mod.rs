@@ -107,7 +107,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
             *e = (*e).max(t.last_ns);
         }
     }
-    let users = Users { agg, last_touch: &last_touch, start_ns };
+    let users = Users::new(agg, &last_touch, start_ns);
 
     // Local first touches per (tgid, tid, node), for the runtime-based path.
     let mut local: BTreeMap<(u32, u32, u32), LocalTouches> = BTreeMap::new();
@@ -144,7 +144,10 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
                     ),
                 };
                 let mut c = c.window(t.first_ns, t.last_ns).nodes(t.page_node, t.cpu_node);
-                c.tids.insert(t.tid);
+                // Summed exited threads are no thread to name.
+                if t.tid != crate::aggregate::SUMMED_TID {
+                    c.tids.insert(t.tid);
+                }
                 if address.is_some() {
                     c.regions.insert(key.region);
                 }

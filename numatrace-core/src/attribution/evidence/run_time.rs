@@ -16,9 +16,52 @@ pub(super) struct Users<'a> {
     pub(super) agg: &'a Aggregator,
     pub(super) last_touch: &'a BTreeMap<u32, u64>,
     pub(super) start_ns: u64,
+    /// (tgid, node) -> the sums of [`Users::share_off`] (off, all), for every
+    /// node of the machine: asked once per remote first touch, a sum over
+    /// the threads each time made 30 000 threads take minutes.
+    off_sums: BTreeMap<(u32, u32), (f64, f64)>,
+    /// tgid -> its threads that ran at all.
+    running: BTreeMap<u32, usize>,
 }
 
-impl Users<'_> {
+impl<'a> Users<'a> {
+    pub(super) fn new(agg: &'a Aggregator, last_touch: &'a BTreeMap<u32, u64>, start_ns: u64) -> Users<'a> {
+        let mut users = Users { agg, last_touch, start_ns, off_sums: BTreeMap::new(), running: BTreeMap::new() };
+        let nodes: Vec<u32> = agg.topology.nodes.iter().map(|n| n.id).collect();
+        for t in agg.all_threads() {
+            let total = total_runtime(t);
+            if total > 0 {
+                *users.running.entry(t.tgid).or_default() += 1;
+            }
+            let used = users.use_ns(t) as f64;
+            for &node in &nodes {
+                let (off, all) = users.off_sums.entry((t.tgid, node)).or_default();
+                // The same sums, in the same order, as `sum_off` makes.
+                if used > 0.0 && total > 0 {
+                    *all += used;
+                    *off += used * runtime_off(t, node) as f64 / total as f64;
+                }
+            }
+        }
+        users
+    }
+
+    /// The sums of [`Users::share_off`], counted now (a node the machine's
+    /// topology does not list).
+    fn sum_off(&self, tgid: u32, node: u32) -> (f64, f64) {
+        let (mut off, mut all) = (0.0, 0.0);
+        for t in self.agg.all_threads().filter(|t| t.tgid == tgid) {
+            let used = self.use_ns(t) as f64;
+            let total = total_runtime(t) as f64;
+            if used <= 0.0 || total <= 0.0 {
+                continue;
+            }
+            all += used;
+            off += used * runtime_off(t, node) as f64 / total;
+        }
+        (off, all)
+    }
+
     /// Run time of `t` that was use, not placement (after its last first touch).
     pub(super) fn use_ns(&self, t: &ThreadStats) -> u64 {
         match self.last_touch.get(&t.tid) {
@@ -38,19 +81,13 @@ impl Users<'_> {
     /// on `node` are to their users. A thread alone (or users that never ran)
     /// leaves the toucher as the user: 1.
     pub(super) fn share_off(&self, tgid: u32, toucher: u32, node: u32) -> f64 {
-        let (mut off, mut all) = (0.0, 0.0);
-        for t in self.agg.all_threads().filter(|t| t.tgid == tgid) {
-            let used = self.use_ns(t) as f64;
-            let total = total_runtime(t) as f64;
-            if used <= 0.0 || total <= 0.0 {
-                continue;
-            }
-            all += used;
-            off += used * runtime_off(t, node) as f64 / total;
-        }
-        if all <= 0.0
-            || self.agg.all_threads().filter(|t| t.tgid == tgid && t.tid != toucher).all(|t| total_runtime(t) == 0)
-        {
+        let (off, all) = match self.off_sums.get(&(tgid, node)) {
+            Some(&sums) => sums,
+            None => self.sum_off(tgid, node),
+        };
+        let toucher_ran = self.agg.threads.get(&toucher).is_some_and(|t| t.tgid == tgid && total_runtime(t) > 0);
+        let others_ran = self.running.get(&tgid).copied().unwrap_or(0) > usize::from(toucher_ran);
+        if all <= 0.0 || !others_ran {
             return 1.0;
         }
         off / all
@@ -76,6 +113,22 @@ pub(super) fn from_run_time(
     let mut runtime_by_tgid: BTreeMap<u32, u64> = BTreeMap::new();
     for t in agg.all_threads() {
         *runtime_by_tgid.entry(t.tgid).or_default() += total_runtime(t);
+    }
+    // Per (tgid, node) of a local first touch: the run time its threads spent
+    // off the node, and the pages first touched by those that ran off it, so
+    // that each toucher's "others" are these less its own (not a pass over
+    // every thread per toucher: a fork-heavy process has tens of thousands).
+    let touched_nodes: BTreeSet<(u32, u32)> = local.keys().map(|&(tgid, _, node)| (tgid, node)).collect();
+    let mut off_by_tgid_node: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
+    for t in agg.all_threads() {
+        for &(_, node) in touched_nodes.range((t.tgid, 0)..=(t.tgid, u32::MAX)) {
+            let off = runtime_off(t, node);
+            let sums = off_by_tgid_node.entry((t.tgid, node)).or_default();
+            sums.0 += off;
+            if off > 0 {
+                sums.1 += t.first_touch_total();
+            }
+        }
     }
     for (&(tgid, tid, node), (pages, first_ns, last_ns, regions)) in local {
         let Some(toucher) = agg.threads.get(&tid) else { continue };
@@ -116,13 +169,15 @@ pub(super) fn from_run_time(
         let touch_share = pages_f / touched_by_tgid.get(&tgid).copied().unwrap_or(1).max(1) as f64;
         let tgid_runtime = runtime_by_tgid.get(&tgid).copied().unwrap_or(0);
         let run_share = if tgid_runtime > 0 { total_runtime(toucher) as f64 / tgid_runtime as f64 } else { 0.0 };
-        let others: Vec<&ThreadStats> = agg.all_threads().filter(|t| t.tgid == tgid && t.tid != tid).collect();
-        let others_runtime: u64 = others.iter().map(|t| total_runtime(t)).sum();
-        let others_off: u64 = others.iter().map(|t| runtime_off(t, node)).sum();
-        let others_remote_users: Vec<&&ThreadStats> = others.iter().filter(|t| runtime_off(t, node) > 0).collect();
-        let others_own_pages: u64 = others_remote_users.iter().map(|t| t.first_touch_total()).sum();
+        let others_runtime = tgid_runtime.saturating_sub(total_runtime(toucher));
+        let (off_all, off_pages_all) = off_by_tgid_node.get(&(tgid, node)).copied().unwrap_or_default();
+        let toucher_off = runtime_off(toucher, node);
+        let others_off = off_all.saturating_sub(toucher_off);
+        let others_own_pages =
+            off_pages_all.saturating_sub(if toucher_off > 0 { toucher.first_touch_total() } else { 0 });
         let others_rely_on_it = others_own_pages * 2 < *pages;
         if touch_share >= 0.5 && others_rely_on_it && others_runtime > 0 && others_off > 0 {
+            let others: Vec<&ThreadStats> = agg.all_threads().filter(|t| t.tgid == tgid && t.tid != tid).collect();
             // The toucher uses its memory too, for the time it ran after its
             // last touch (an init thread: hardly any; a thread that works on
             // what it allocated: most of it).
