@@ -37,6 +37,41 @@ pub fn parse_numastat(text: &str) -> Table {
     out
 }
 
+/// Boots the lab guests the tests share, one way.
+pub mod guest {
+    use std::time::Duration;
+
+    use xtask::lab::{self, GuestCommand, GuestNumatrace, LabOptions, LabRun, Topology};
+
+    /// A guest of `nodes` nodes of one CPU and `mem_per_node_mib` each,
+    /// killed after `timeout`, running the debug numatrace that `cargo test`
+    /// has just built (no second compile).
+    pub fn options(nodes: u32, mem_per_node_mib: u64, timeout: Duration) -> LabOptions {
+        LabOptions {
+            topology: Topology { nodes, cpus_per_node: 1, mem_per_node_mib },
+            timeout,
+            verbose: false,
+            stream_stdout: false,
+            numatrace: GuestNumatrace::WorkspaceDebug,
+        }
+    }
+
+    /// Runs `commands` in one guest. A soft lockup of the emulated guest
+    /// kernel (seen only on a loaded host, see xtask/src/lab/qemu.rs) boots
+    /// it again, once, and says so: the results are then all from the clean
+    /// boot; a second failure fails. `what` names the guest in messages.
+    pub fn run(what: &str, opts: &LabOptions, commands: &[GuestCommand]) -> Result<LabRun, String> {
+        match lab::run_commands(opts, commands) {
+            Err(e) if format!("{e:#}").contains(lab::qemu::SOFT_LOCKUP) => {
+                eprintln!("{what}: the guest failed ({e:#}); booting it once more");
+                lab::run_commands(opts, commands)
+            }
+            other => other,
+        }
+        .map_err(|e| format!("{what}: the guest failed: {e:#}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,8 @@
 //! --test lab_fixes -- --include-ignored` (see tests/README.md).
 use std::{sync::OnceLock, time::Duration};
 
-use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
+use numatrace_tests::guest;
+use xtask::lab::{Balancing, GuestCommand};
 
 /// Prints, for each case: `CASE <name>`, `PRINTED <the command>`, then the
 /// first line of `numatrace diff` at 5 % (`DIFF5 ...`) and at 55 % (`DIFF55 ...`).
@@ -44,17 +45,10 @@ struct Case {
 fn run() -> &'static Result<Vec<(String, Case)>, String> {
     static CELL: OnceLock<Result<Vec<(String, Case)>, String>> = OnceLock::new();
     CELL.get_or_init(|| {
-        let opts = LabOptions {
-            topology: Topology { nodes: 2, cpus_per_node: 1, mem_per_node_mib: 512 },
-            timeout: Duration::from_secs(600),
-            verbose: false,
-            stream_stdout: false,
-            numatrace: GuestNumatrace::WorkspaceDebug,
-        };
+        let opts = guest::options(2, 512, Duration::from_secs(600));
         // Words after the script name the host programs the guest needs.
         let argv = ["sh", "-c", SCRIPT, "lab-fixes", "numactl"].iter().map(|s| s.to_string()).collect();
-        let run = lab::run_commands(&opts, &[GuestCommand { argv, balancing: Balancing::Off }])
-            .map_err(|e| format!("the guest failed: {e:#}"))?;
+        let run = guest::run("lab fixes", &opts, &[GuestCommand { argv, balancing: Balancing::Off }])?;
         let r = run.results.first().ok_or("no result")?;
         let out = String::from_utf8_lossy(&r.stdout).into_owned();
         eprintln!("lab fixes: boot {:.1} s, total {:.1} s\n{out}", run.boot_s, run.total_s);

@@ -34,9 +34,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use numatrace_tests::guest;
 use numatrace_tests::{Table, parse_numastat};
 use serde_json::Value;
-use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
+use xtask::lab::{self, Balancing, GuestCommand};
 
 /// numastat prints MiB with two decimals.
 const ROUNDING_MIB: f64 = 0.005 + 1e-9;
@@ -258,16 +259,9 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
     // Extra words after the script name the host programs the guest needs (sh's $1, $2, ... otherwise unused).
     commands.push(command(&["sh", "-c", FROZEN_SCRIPT, "lab-frozen", "numastat"]));
     commands.push(command(&["sh", "-c", &process, "lab-process", "numastat", "numactl"]));
-    let opts = LabOptions {
-        topology: Topology { nodes, cpus_per_node: 1, mem_per_node_mib: MEM_PER_NODE_MIB },
-        timeout: Duration::from_secs(300),
-        verbose: false,
-        stream_stdout: false,
-        // The debug build `cargo test --workspace` has just made: no second compile.
-        numatrace: GuestNumatrace::WorkspaceDebug,
-    };
+    let opts = guest::options(nodes, MEM_PER_NODE_MIB, Duration::from_secs(300));
     let started = Instant::now();
-    let run = lab::run_commands(&opts, &commands).map_err(|e| format!("the {nodes}-node guest failed: {e:#}"))?;
+    let run = guest::run(&format!("lab inspect, {nodes} nodes"), &opts, &commands)?;
     eprintln!(
         "lab inspect: {nodes} nodes, {} commands: boot {:.1} s, guest total {:.1} s, with the image build {:.1} s (console log {})",
         commands.len(),

@@ -25,8 +25,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use numatrace_tests::guest;
 use serde_json::Value;
-use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
+use xtask::lab::{Balancing, GuestCommand};
 
 /// The guest: two nodes of one CPU each (CPU n is on node n).
 const NODES: u32 = 2;
@@ -475,27 +476,11 @@ fn run_guest() -> Result<Outcomes, String> {
             });
         }
     }
-    let opts = LabOptions {
-        topology: Topology { nodes: NODES, cpus_per_node: 1, mem_per_node_mib: MEM_PER_NODE_MIB },
-        // A hang guard: about 6 minutes on a quiet 2-core host, twice that when other
-        // guests share it.
-        timeout: Duration::from_secs(1800),
-        verbose: false,
-        stream_stdout: false,
-        // The debug build `cargo test --workspace` has just made: no second compile.
-        numatrace: GuestNumatrace::WorkspaceDebug,
-    };
+    // A hang guard: about 6 minutes on a quiet 2-core host, twice that when other
+    // guests share it.
+    let opts = guest::options(NODES, MEM_PER_NODE_MIB, Duration::from_secs(1800));
     let started = Instant::now();
-    // A soft lockup of the emulated guest kernel (once in many runs, under TCG) boots
-    // again, once, and says so.
-    let run = match lab::run_commands(&opts, &commands) {
-        Err(e) if format!("{e:#}").contains(lab::qemu::SOFT_LOCKUP) => {
-            eprintln!("lab real: the guest failed ({e:#}); booting it once more");
-            lab::run_commands(&opts, &commands)
-        }
-        other => other,
-    }
-    .map_err(|e| format!("the {NODES}-node guest failed: {e:#}"))?;
+    let run = guest::run("lab real", &opts, &commands)?;
     // Straight to stderr, past libtest's capture: CI's log shows the lab's share of its time.
     let _ = writeln!(
         std::io::stderr(),

@@ -20,8 +20,9 @@ use std::{
     time::Duration,
 };
 
+use numatrace_tests::guest;
 use serde_json::Value;
-use xtask::lab::{self, Balancing, GuestCommand, GuestNumatrace, LabOptions, Topology};
+use xtask::lab::{Balancing, GuestCommand};
 
 /// Pages the traced process first-touches besides the workload's region.
 const PROCESS_SLACK_PAGES: u64 = 256;
@@ -141,25 +142,8 @@ fn run_guest(nodes: u32) -> Result<Outcomes, String> {
     let list = scenarios(nodes);
     let commands: Vec<GuestCommand> =
         list.iter().map(|(_, argv, balancing)| GuestCommand { argv: argv.clone(), balancing: *balancing }).collect();
-    let opts = LabOptions {
-        topology: Topology { nodes, cpus_per_node: 1, mem_per_node_mib: 384 },
-        timeout: Duration::from_secs(600),
-        verbose: false,
-        stream_stdout: false,
-        // The debug build `cargo test --workspace` has just made: no second compile.
-        numatrace: GuestNumatrace::WorkspaceDebug,
-    };
-    // A soft lockup of the emulated guest kernel (once in many runs, under
-    // TCG) boots again, once, and says so: the results are then from a
-    // clean boot; a second one fails.
-    let run = match lab::run_commands(&opts, &commands) {
-        Err(e) if format!("{e:#}").contains(lab::qemu::SOFT_LOCKUP) => {
-            eprintln!("lab: the {nodes}-node guest failed ({e:#}); booting it once more");
-            lab::run_commands(&opts, &commands)
-        }
-        other => other,
-    }
-    .map_err(|e| format!("the {nodes}-node guest failed: {e:#}"))?;
+    let opts = guest::options(nodes, 384, Duration::from_secs(600));
+    let run = guest::run(&format!("lab, {nodes} nodes"), &opts, &commands)?;
     eprintln!(
         "lab: {nodes} nodes, {} scenarios: boot {:.1} s, guest total {:.1} s (console log {})",
         list.len(),
@@ -774,15 +758,9 @@ fn fix_runs() -> &'static Result<FixRuns, String> {
             }
         }
         let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let opts = LabOptions {
-            topology: Topology { nodes: 2, cpus_per_node: 1, mem_per_node_mib: 384 },
-            timeout: Duration::from_secs(600),
-            verbose: false,
-            stream_stdout: false,
-            numatrace: GuestNumatrace::WorkspaceDebug,
-        };
+        let opts = guest::options(2, 384, Duration::from_secs(600));
         let commands: Vec<GuestCommand> = planned.iter().map(|p| p.3.clone()).collect();
-        let run = lab::run_commands(&opts, &commands).map_err(|e| format!("the fix guest failed: {e:#}"))?;
+        let run = guest::run("lab fixes as printed", &opts, &commands)?;
         Ok(planned
             .into_iter()
             .zip(run.results)
