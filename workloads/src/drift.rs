@@ -241,6 +241,7 @@ pub fn shared(mib: u64, seconds: f64) -> Result<()> {
     let (last, last_cpus) = nodes.last().cloned().context("no NUMA node with CPUs")?;
     placement::pin(&first_cpus)?;
     let vmstat_before = numa::vmstat(&["numa_pages_migrated", "numa_hint_faults", "numa_hint_faults_local"])?;
+    let main_migrated_before = numa::own_numa_pages_migrated();
     let region = std::sync::Arc::new(Region::new(mib * 256)?);
     region.touch(0..region.pages());
     let pages_at_start = region.pages_by_node()?;
@@ -250,21 +251,24 @@ pub fn shared(mib: u64, seconds: f64) -> Result<()> {
         .into_iter()
         .map(|(node, cpus)| {
             let region = region.clone();
-            std::thread::spawn(move || -> Result<(u32, u32, u64)> {
+            std::thread::spawn(move || -> Result<(u32, u32, u64, Option<u64>)> {
                 placement::pin(&cpus)?;
                 let mut sweeps = 0;
                 while Instant::now() < deadline {
                     region.sweep();
                     sweeps += 1;
                 }
-                Ok((placement::gettid(), node, sweeps))
+                // Read before the thread exits and takes its count with it.
+                Ok((placement::gettid(), node, sweeps, numa::own_numa_pages_migrated()))
             })
         })
         .collect();
     let mut per_worker = Vec::new();
+    let mut task_migrated = main_migrated_before.and_then(|before| Some(numa::own_numa_pages_migrated()? - before));
     for w in workers {
-        let (tid, node, sweeps) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
-        per_worker.push(json!({"tid": tid, "node": node, "sweeps": sweeps}));
+        let (tid, node, sweeps, migrated) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        per_worker.push(json!({"tid": tid, "node": node, "sweeps": sweeps, "numa_pages_migrated": migrated}));
+        task_migrated = task_migrated.zip(migrated).map(|(a, b)| a + b);
     }
     let vmstat_after = numa::vmstat(&["numa_pages_migrated", "numa_hint_faults", "numa_hint_faults_local"])?;
     let delta: BTreeMap<&String, u64> =
@@ -275,6 +279,8 @@ pub fn shared(mib: u64, seconds: f64) -> Result<()> {
         "workers": per_worker,
         "pages_by_node": pages_at_start, "pages_by_node_at_end": region.pages_by_node()?,
         "vmstat_delta": delta,
+        // The balancer's migrations for this process's threads alone (null where /proc does not say).
+        "task_numa_pages_migrated": task_migrated,
     }));
     Ok(())
 }

@@ -283,6 +283,18 @@ pub fn process_pages_by_node() -> Result<BTreeMap<String, u64>> {
 }
 
 /// The named counters of /proc/vmstat (absent ones are 0).
+/// Pages the NUMA balancer migrated for the calling thread so far (the
+/// `numa_pages_migrated` line of /proc/thread-self/sched): the process's own
+/// share of vmstat's machine-wide count, which also holds every other
+/// process's (numatrace's own memory included).
+pub fn own_numa_pages_migrated() -> Option<u64> {
+    let text = fs::read_to_string("/proc/thread-self/sched").ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("numa_pages_migrated"))
+        .and_then(|rest| rest.trim_start().strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn vmstat(names: &[&str]) -> Result<BTreeMap<String, u64>> {
     let text = fs::read_to_string("/proc/vmstat").context("reading /proc/vmstat")?;
     let mut out: BTreeMap<String, u64> = names.iter().map(|n| (n.to_string(), 0)).collect();
