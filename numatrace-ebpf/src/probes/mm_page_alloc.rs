@@ -29,13 +29,20 @@ fn first_touch(tgid: u32, tid: u32, pfn: Option<u64>, order: u32) -> u32 {
         tracking::count(Counter::MigrationTargetPages, pages);
         return 0;
     }
-    let cpu = tracking::cpu();
     tracking::count(Counter::FirstTouchPages, pages);
+    let region = runs::current_fault_region(tid);
+    // Every page is counted above; only traced regions go on to a run (an
+    // overhead budget's sampling: the run and the ring are the cost it saves).
+    if !tracking::region_traced(region) {
+        tracking::count(Counter::UnsampledFirstTouchPages, pages);
+        return 0;
+    }
+    let cpu = tracking::cpu();
     runs::add_first_touch(&runs::Sample {
         tgid,
         tid,
         cpu,
-        region: runs::current_fault_region(tid),
+        region,
         cpu_node: tracking::cpu_node(cpu),
         other_node: tracking::pfn_node(pfn),
         local: 0,
