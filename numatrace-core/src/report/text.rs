@@ -268,6 +268,66 @@ fn render_threads(o: &mut String, r: &Report, shown: ThreadsShown) {
     }
 }
 
+/// How many changes of the sampling rate the text lists (`--json` has all).
+const RATE_STEPS_SHOWN: usize = 8;
+
+fn percent_error(e: &crate::sampling::Estimate) -> String {
+    format!("{} (±{:.1}%)", e.estimate, e.relative_error * 100.0)
+}
+
+/// What the overhead budget left out, before anything that counts pages.
+fn render_sampling(o: &mut String, s: &super::SamplingReport) {
+    let _ = writeln!(
+        o,
+        "sampled under an overhead budget of {}% of one core (measured: {:.2}%): first touches traced in 1 of {} 2 MiB regions at the end (at most 1 of {})",
+        s.budget_percent, s.measured_cpu_percent, s.final_one_in, s.max_one_in
+    );
+    let _ = writeln!(
+        o,
+        "  {:.1}% of the {} first-touch pages the kernel counted were traced; page counts below are of the traced regions",
+        s.traced_share * 100.0,
+        s.first_touch_pages_counted
+    );
+    if s.traced_share < 1.0 {
+        let by_node = s
+            .first_touch_pages_by_node
+            .iter()
+            .map(|(n, e)| format!("node {n}: {}", percent_error(e)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            o,
+            "  whole process, scaled (one sigma): remote first touches {}; first touches {by_node}",
+            percent_error(&s.remote_first_touch_pages)
+        );
+    }
+    let steps = s
+        .rate_over_time
+        .iter()
+        .take(RATE_STEPS_SHOWN)
+        .map(|c| {
+            if c.attached { format!("{:.1} s: 1 in {}", c.at_s, c.one_in) } else { format!("{:.1} s: paused", c.at_s) }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !steps.is_empty() {
+        let more = s.rate_over_time.len().saturating_sub(RATE_STEPS_SHOWN);
+        let more = if more > 0 {
+            format!(" and {more} more changes (--json: sampling.rate_over_time)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "  rate over time: {steps}{more}");
+    }
+    if s.paused_s > 0.0 {
+        let _ = writeln!(
+            o,
+            "  first-touch hooks paused {:.1} s in all (--budget-pauses): pages first touched then are in no count",
+            s.paused_s
+        );
+    }
+}
+
 /// Renders the human report, threads as `top` shows them.
 pub fn render(r: &Report) -> String {
     render_with(r, ThreadsShown::Top)
@@ -282,6 +342,9 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         None => format!("pid {} ({})", r.target.pid, r.target.comm),
     };
     let _ = writeln!(o, "traced {what} for {:.1} s, stopped by {}", r.duration_s, r.stopped_by);
+    if let Some(s) = &r.sampling {
+        render_sampling(&mut o, s);
+    }
     if !r.multi_node {
         let _ = writeln!(
             o,
