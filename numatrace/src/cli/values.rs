@@ -51,3 +51,13 @@ impl ClosedSet for ThreadsShown {
         }
     }
 }
+
+/// `--overhead-budget`: a percent of one core, above 0 and at most 100 (a `%` may follow).
+pub fn parse_budget_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        Ok(_) => Err("a percent of one core, above 0 and at most 100 (e.g. 1 or 0.5)".to_string()),
+        Err(_) => Err(format!("{text:?} is not a number (a percent of one core, e.g. 1 or 0.5)")),
+    }
+}
