@@ -510,6 +510,55 @@ mod tests {
         assert_eq!(serde_json::to_value(&r).unwrap()["threads"].as_array().map(Vec::len), Some(10_000));
     }
 
+    /// 8 regions of 512 pages traced (4 remote) of 64 counted: the report
+    /// says the rate and the share, and scales with an error; without a
+    /// budget there is no sampling section at all.
+    #[test]
+    fn a_sampled_capture_says_its_rate_share_and_precision() {
+        use crate::sampling::{SamplingChange, SamplingFacts};
+        const S: u64 = 1_000_000_000;
+        let (t0, pid) = (1_000 * S, 700);
+        let topology = Topology::synthetic(&[vec![0, 1], vec![2, 3]]);
+        let start = synthetic::start_facts(&topology, t0, pid, &[(pid, "app", 0)]);
+        let events: Vec<_> =
+            (0..8u64).map(|r| synthetic::first_touch(t0 + S, pid, pid, r * 97, 512, 0, (r % 2) as u16)).collect();
+        let mut end = crate::facts::EndFacts::cut_short(3.0, crate::facts::StopReason::Duration);
+        end.kernel.counters = vec![0; numatrace_common::COUNTER_SLOTS as usize];
+        end.kernel.counters[numatrace_common::Counter::FirstTouchPages as usize] = 64 * 512;
+        end.kernel.counters[numatrace_common::Counter::UnsampledFirstTouchPages as usize] = 56 * 512;
+        let plain = crate::facts::SessionFacts { start: start.clone(), end: end.clone() }.replay(&events).0;
+        assert!(plain.sampling.is_none());
+        assert!(!render(&plain).contains("sampled"));
+        assert!(serde_json::to_value(&plain).unwrap().get("sampling").is_none());
+
+        end.sampling = Some(SamplingFacts {
+            budget_percent: 1.0,
+            changes: vec![
+                SamplingChange { at_ns: t0, one_in: 1, attached: true },
+                SamplingChange { at_ns: t0 + S / 2, one_in: 8, attached: true },
+            ],
+            measured_cpu_ns: S / 100,
+            measured_wall_ns: 2 * S,
+            ..Default::default()
+        });
+        let r = crate::facts::SessionFacts { start, end }.replay(&events).0;
+        let s = r.sampling.as_ref().expect("a sampling section");
+        assert_eq!((s.final_one_in, s.first_touch_pages_traced), (8, 8 * 512));
+        assert!((s.traced_share - 0.125).abs() < 1e-9);
+        assert_eq!(s.remote_first_touch_pages.traced, 4 * 512);
+        assert_eq!(s.remote_first_touch_pages.estimate, 32 * 512);
+        assert!(s.remote_first_touch_pages.relative_error > 0.3, "{s:?}");
+        let text = render(&r);
+        assert!(text.contains("budget of 1% of one core (measured: 0.50%)"), "{text}");
+        assert!(text.contains("1 of 8 2 MiB regions"), "{text}");
+        assert!(text.contains("12.5% of the 32768 first-touch pages"), "{text}");
+        assert!(text.contains("rate over time: 0.0 s: 1 in 1, 0.5 s: 1 in 8"), "{text}");
+        assert!(text.contains("remote first touches 16384 (±"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["sampling"]["rate_over_time"][1]["one_in"], 8);
+        assert_eq!(json["kernel_counters"]["first_touch_pages_unsampled"], 56 * 512);
+    }
+
     #[test]
     fn more_groups_than_the_top_end_in_one_line() {
         let mut r = big();

@@ -156,6 +156,11 @@ impl Budget {
         Ok(())
     }
 
+    /// The sampling so far (its measure as of the last tick).
+    pub fn facts(&self) -> &SamplingFacts {
+        &self.facts
+    }
+
     fn record(&mut self, now_ns: u64) {
         let one_in = self.controller.setting().one_in();
         self.facts.changes.push(SamplingChange { at_ns: now_ns, one_in, attached: self.attached });

@@ -379,6 +379,9 @@ async fn event_loop(
                 drain(ring.get_mut(), agg, sink)?;
                 if let Some(budget) = budget.as_mut() {
                     budget.tick(probes, monotonic_ns())?;
+                    if let Some(sink) = sink.as_deref_mut() {
+                        sink.sampling(budget.facts())?;
+                    }
                 }
                 snapshots.maybe_take(target.pid);
                 for event in run_time.maybe_sample(agg, monotonic_ns()) {
