@@ -35,31 +35,41 @@ impl Setting {
 /// One control period's measurement.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Period {
-    /// CPU numatrace spent in it: its kernel programs' time (estimated) and its own process.
-    pub cpu_ns: u64,
-    /// Time the first-touch hooks were attached during it.
+    /// CPU numatrace's first-touch programs spent in it (they run only while attached).
+    pub programs_ns: u64,
+    /// CPU numatrace's own process spent in it (attached or not).
+    pub process_ns: u64,
+    /// Time the first-touch programs were attached during it.
     pub attached_ns: u64,
     /// Length of the period.
     pub wall_ns: u64,
 }
 
-/// Adapts N (and, when allowed, the hooks' duty cycle) so that numatrace's
-/// CPU time stays under a share of one core.
+/// Weight of a new period in the process's smoothed share: its cost comes
+/// in bursts (a /proc snapshot every few seconds), the programs' does not.
+const PROCESS_SMOOTHING: f64 = 0.2;
+
+/// Adapts N (and, when allowed, the programs' duty cycle) so that
+/// numatrace's CPU stays under a share of one core.
 ///
 /// Multiplicative steps up (a short burst of faults must be caught within a
 /// few periods), one step down at a time and only well under the budget (a
-/// band of 4x), so that the rate does not flap around the budget.
+/// band of 4x), so that the rate does not flap around the budget. The
+/// process's own share is paid whatever the setting: the programs get the
+/// rest of the budget.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Controller {
     /// Share of one core (0.01 = 1 %).
     budget: f64,
     allow_pause: bool,
     setting: Setting,
+    /// The process's share of one core, smoothed (none before a period).
+    process_share: Option<f64>,
 }
 
 impl Controller {
     pub fn new(budget_share: f64, allow_pause: bool) -> Controller {
-        Controller { budget: budget_share.max(0.0), allow_pause, setting: Setting::FULL }
+        Controller { budget: budget_share.max(0.0), allow_pause, setting: Setting::FULL, process_share: None }
     }
 
     pub fn setting(&self) -> Setting {
@@ -68,18 +78,28 @@ impl Controller {
 
     /// Takes one period's measurement; returns the new setting when it changes.
     pub fn step(&mut self, p: Period) -> Option<Setting> {
-        // Too little attached time to say what an attached hook costs.
-        if p.wall_ns == 0 || p.attached_ns < p.wall_ns / 4 {
+        if p.wall_ns == 0 {
+            return None;
+        }
+        let now = p.process_ns as f64 / p.wall_ns as f64;
+        let process = match self.process_share {
+            Some(s) => s + (now - s) * PROCESS_SMOOTHING,
+            None => now,
+        };
+        self.process_share = Some(process);
+        // Too little attached time to say what the attached programs cost.
+        if p.attached_ns < p.wall_ns / 4 {
             return None;
         }
         let before = self.setting;
-        // What the first-touch hooks cost while attached, as a share of one core.
-        let share_on = p.cpu_ns as f64 / p.attached_ns as f64;
+        // What the programs cost while attached, and what the budget leaves them.
+        let programs_on = p.programs_ns as f64 / p.attached_ns as f64;
+        let room = self.budget - process;
         let s = &mut self.setting;
-        if share_on > self.budget {
+        if programs_on > room && programs_on > 0.0 {
             if s.shift < MAX_SAMPLING_SHIFT {
                 // 1, 2 or 3 doublings, by how far over the budget it is.
-                let over = share_on / self.budget.max(f64::MIN_POSITIVE);
+                let over = (programs_on + process) / self.budget.max(f64::MIN_POSITIVE);
                 let steps = if over < 2.0 {
                     1
                 } else if over < 4.0 {
@@ -89,12 +109,12 @@ impl Controller {
                 };
                 s.shift = (s.shift + steps).min(MAX_SAMPLING_SHIFT);
             } else if self.allow_pause {
-                s.duty = (self.budget / share_on).clamp(MIN_DUTY, 1.0);
+                s.duty = (room / programs_on).clamp(MIN_DUTY, 1.0);
             }
         } else if s.duty < 1.0 {
-            // Paused part of the time: attach longer first, as far as the budget allows.
-            s.duty = (self.budget / share_on.max(f64::MIN_POSITIVE)).clamp(MIN_DUTY, 1.0);
-        } else if s.shift > 0 && share_on < self.budget / 4.0 {
+            // Paused part of the time: attach longer, as far as the budget allows.
+            s.duty = (room / programs_on.max(f64::MIN_POSITIVE)).clamp(MIN_DUTY, 1.0);
+        } else if s.shift > 0 && programs_on + process < self.budget / 4.0 {
             s.shift -= 1;
         }
         (*s != before).then_some(*s)
@@ -183,7 +203,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn period(cpu_ms: u64, attached_ms: u64) -> Period {
-        Period { cpu_ns: cpu_ms * MS, attached_ns: attached_ms * MS, wall_ns: 100 * MS }
+        Period { programs_ns: cpu_ms * MS, process_ns: 0, attached_ns: attached_ms * MS, wall_ns: 100 * MS }
     }
 
     #[test]
@@ -194,7 +214,7 @@ mod tests {
         // 1.5x over: one doubling; 3x: two; 50x: three.
         for (cpu_ns, shift) in [(1_500_000, 1), (3 * MS, 2), (50 * MS, 3)] {
             let mut c = Controller::new(0.01, false);
-            let got = c.step(Period { cpu_ns, attached_ns: 100 * MS, wall_ns: 100 * MS });
+            let got = c.step(Period { programs_ns: cpu_ns, attached_ns: 100 * MS, wall_ns: 100 * MS, process_ns: 0 });
             assert_eq!(got, Some(Setting { shift, duty: 1.0 }), "{cpu_ns} ns of 100 ms");
         }
     }
@@ -221,9 +241,29 @@ mod tests {
         assert_eq!(c.setting().shift, MAX_SAMPLING_SHIFT);
         assert!((c.setting().duty - 0.25).abs() < 1e-9, "{:?}", c.setting());
         // Attached a quarter of the time at 4 % is 1 %: it holds.
-        assert_eq!(c.step(Period { cpu_ns: MS, attached_ns: 25 * MS, wall_ns: 100 * MS }), None);
+        assert_eq!(c.step(Period { programs_ns: MS, process_ns: 0, attached_ns: 25 * MS, wall_ns: 100 * MS }), None);
         // Far over: the duty never drops below its floor.
-        c.step(Period { cpu_ns: 90 * MS, attached_ns: 100 * MS, wall_ns: 100 * MS });
+        c.step(Period { programs_ns: 90 * MS, process_ns: 0, attached_ns: 100 * MS, wall_ns: 100 * MS });
+        assert_eq!(c.setting().duty, MIN_DUTY);
+    }
+
+    #[test]
+    fn the_process_own_share_leaves_the_programs_less_of_the_budget() {
+        let mut c = Controller::new(0.01, true);
+        // The process takes 0.5 % whether attached or not; the programs 4 % while attached.
+        let p = Period { programs_ns: 4 * MS, process_ns: MS / 2, attached_ns: 100 * MS, wall_ns: 100 * MS };
+        for _ in 0..6 {
+            c.step(p);
+        }
+        assert_eq!(c.setting().shift, MAX_SAMPLING_SHIFT);
+        assert!((c.setting().duty - 0.125).abs() < 1e-9, "(1 % - 0.5 %) / 4 %: {:?}", c.setting());
+        // A paused period still updates the process's share (here: it grew), and says
+        // nothing about the programs.
+        assert_eq!(c.step(Period { programs_ns: 0, process_ns: 5 * MS, attached_ns: 0, wall_ns: 100 * MS }), None);
+        // Once the process alone takes the budget, the programs get the least duty.
+        for _ in 0..20 {
+            c.step(Period { programs_ns: 4 * MS, process_ns: 2 * MS, attached_ns: 100 * MS, wall_ns: 100 * MS });
+        }
         assert_eq!(c.setting().duty, MIN_DUTY);
     }
 
@@ -239,14 +279,17 @@ mod tests {
         assert_eq!(c.step(period(0, 100)), Some(Setting { shift: MAX_SAMPLING_SHIFT, duty: 1.0 }));
         assert_eq!(c.step(period(0, 100)).map(|s| s.shift), Some(MAX_SAMPLING_SHIFT - 1));
         // Between a quarter of the budget and the budget: it holds.
-        assert_eq!(c.step(Period { cpu_ns: 500_000, attached_ns: 100 * MS, wall_ns: 100 * MS }), None);
+        assert_eq!(
+            c.step(Period { programs_ns: 500_000, process_ns: 0, attached_ns: 100 * MS, wall_ns: 100 * MS }),
+            None
+        );
     }
 
     #[test]
     fn a_period_mostly_paused_says_nothing_about_the_cost_when_attached() {
         let mut c = Controller::new(0.01, true);
         assert_eq!(c.step(period(20, 10)), None);
-        assert_eq!(c.step(Period { cpu_ns: 0, attached_ns: 0, wall_ns: 0 }), None);
+        assert_eq!(c.step(Period::default()), None);
     }
 
     #[test]

@@ -112,9 +112,9 @@ impl Budget {
                 self.window = Some(Window { _stats_on: stats_on, run_ns: probes.first_touch_run_time().0, events });
             }
         }
-        let cpu_ns = kernel_ns + self_ns.saturating_sub(self.last_self_ns);
+        let process_ns = self_ns.saturating_sub(self.last_self_ns);
         let attached_ns = if self.attached { wall_ns } else { 0 };
-        self.facts.measured_cpu_ns += cpu_ns;
+        self.facts.measured_cpu_ns += kernel_ns + process_ns;
         self.facts.measured_wall_ns += wall_ns;
         if !self.attached {
             self.facts.paused_ns += wall_ns;
@@ -122,7 +122,7 @@ impl Budget {
         (self.last_ns, self.last_events, self.last_self_ns) = (now_ns, events, self_ns);
 
         let before = self.controller.setting();
-        if let Some(setting) = self.controller.step(Period { cpu_ns, attached_ns, wall_ns })
+        if let Some(setting) = self.controller.step(Period { programs_ns: kernel_ns, process_ns, attached_ns, wall_ns })
             && setting.shift != before.shift
         {
             probes.set_sampling(setting.shift)?;
