@@ -61,3 +61,18 @@ pub fn parse_budget_percent(text: &str) -> Result<f64, String> {
         Err(_) => Err(format!("{text:?} is not a number (a percent of one core, e.g. 1 or 0.5)")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_budget_percent;
+
+    #[test]
+    fn a_budget_is_a_percent_above_zero_and_at_most_one_core() {
+        assert_eq!(parse_budget_percent("1"), Ok(1.0));
+        assert_eq!(parse_budget_percent("0.5%"), Ok(0.5));
+        assert_eq!(parse_budget_percent("100"), Ok(100.0));
+        for bad in ["0", "-1", "101", "NaN", "one", ""] {
+            assert!(parse_budget_percent(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
