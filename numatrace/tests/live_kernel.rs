@@ -645,6 +645,51 @@ fn a_tiny_overhead_budget_samples_regions_and_still_counts_every_page() {
     assert!(text.contains("first-touch pages the kernel counted"), "{text}");
 }
 
+/// With pauses allowed, a tiny budget detaches the first-touch programs for
+/// most of the run and attaches them again: the report says for how long,
+/// pages touched meanwhile are in no count, and what was counted still adds up.
+#[test]
+#[ignore = "needs root"]
+fn budget_pauses_detach_and_attach_again_and_say_so() {
+    let (workload, report, stderr, code) = trace(&[
+        "--json",
+        "--overhead-budget",
+        "0.001",
+        "--budget-pauses",
+        "--",
+        NUMATRACE,
+        "workload",
+        "touch",
+        "--pages",
+        "32768",
+        "--threads",
+        "2",
+        // Long enough to pause for the longest stretch (31 x 100 ms at the
+        // least duty) and attach again: about 7 s on a quiet machine.
+        "--rounds",
+        "64",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: u64 = workload.expect("ground truth")["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["first_touch_pages"].as_u64().unwrap())
+        .sum();
+    let s = &report["sampling"];
+    let steps = s["rate_over_time"].as_array().expect("rate_over_time");
+    assert!(steps.iter().any(|c| c["attached"] == false), "never paused: {s}");
+    let resumed = steps.windows(2).any(|w| w[0]["attached"] == false && w[1]["attached"] == true);
+    assert!(resumed, "never attached again: {s}");
+    assert!(s["paused_s"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["final_one_in"], 1024, "{s}");
+    // Pages touched while detached are in no count; those counted add up exactly.
+    let all = report["kernel_counters"]["first_touch_pages"].as_u64().unwrap();
+    assert!(all < want, "kernel counted {all} of {want} pages though paused");
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+    assert_every_event_accounted_for(&report);
+}
+
 #[test]
 #[ignore = "needs root"]
 fn says_first_that_one_node_cannot_drift() {
