@@ -80,6 +80,8 @@ pub struct SamplingReport {
     pub first_touch_pages_counted: u64,
     pub first_touch_pages_traced: u64,
     /// `first_touch_pages_traced / first_touch_pages_counted` (1 when none).
+    /// `magnitude` is scaled by its inverse (the whole process); causes,
+    /// threads and totals are not.
     pub traced_share: f64,
     /// Seconds the first-touch hooks were detached (`--budget-pauses`): pages
     /// first touched then are in no count.
@@ -317,7 +319,7 @@ fn sampling_report(agg: &Aggregator, facts: &SessionFacts, f: &crate::sampling::
     use numatrace_common::Counter;
     let counted = agg.kernel.counter(Counter::FirstTouchPages);
     let traced = counted.saturating_sub(agg.kernel.counter(Counter::UnsampledFirstTouchPages));
-    let traced_share = if counted == 0 { 1.0 } else { traced as f64 / counted as f64 };
+    let traced_share = 1.0 / agg.first_touch_scale();
     let remote = crate::sampling::estimate(
         agg.regions.values().map(|r| r.iter().filter(|t| t.cpu_node != t.page_node).map(|t| t.pages).sum()),
         traced_share,

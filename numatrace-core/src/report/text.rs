@@ -16,8 +16,12 @@ fn pages(n: u64) -> String {
 
 /// The ranked causes with their evidence and fixes.
 fn render_causes(o: &mut String, r: &Report) {
+    // A sampled capture's cause pages are of the traced regions: the floor is
+    // for the whole process.
+    let scale = r.sampling.as_ref().map_or(1.0, |s| 1.0 / s.traced_share.max(f64::MIN_POSITIVE));
     let significant = |c: &&crate::attribution::Cause| {
-        c.pages >= crate::attribution::SIGNIFICANT_PAGES || (c.pages == 0 && !c.evidence.is_empty())
+        c.pages as f64 * scale >= crate::attribution::SIGNIFICANT_PAGES as f64
+            || (c.pages == 0 && !c.evidence.is_empty())
     };
     let shown: Vec<_> = r.causes.iter().filter(significant).collect();
     if shown.is_empty() {
@@ -284,7 +288,7 @@ fn render_sampling(o: &mut String, s: &super::SamplingReport) {
     );
     let _ = writeln!(
         o,
-        "  {:.1}% of the {} first-touch pages the kernel counted were traced; page counts below are of the traced regions",
+        "  {:.1}% of the {} first-touch pages the kernel counted were traced; the remote share is scaled to the whole process, page counts of causes, threads and totals are of the traced regions",
         s.traced_share * 100.0,
         s.first_touch_pages_counted
     );
@@ -548,6 +552,9 @@ mod tests {
         assert_eq!(s.remote_first_touch_pages.traced, 4 * 512);
         assert_eq!(s.remote_first_touch_pages.estimate, 32 * 512);
         assert!(s.remote_first_touch_pages.relative_error > 0.3, "{s:?}");
+        // The magnitude judges the whole process: 64 regions' pages, not the 8 traced.
+        assert_eq!(r.magnitude.memory_pages, 64 * 512);
+        assert_eq!(plain.magnitude.memory_pages, 64 * 512, "the kernel's counters say what was sampled");
         let text = render(&r);
         assert!(text.contains("budget of 1% of one core (measured: 0.50%)"), "{text}");
         assert!(text.contains("1 of 8 2 MiB regions"), "{text}");
