@@ -77,10 +77,43 @@ pub enum Counter {
     /// the kernel traces the attempt, e.g. a huge page tried before falling
     /// back to small ones under memory pressure. Not first touches.
     FailedAllocationPages = 8,
+    /// First-touch pages (of `FirstTouchPages`) in regions the overhead
+    /// budget's sampling skipped: counted, not sent (see [`SAMPLING_MAP`]).
+    UnsampledFirstTouchPages = 9,
 }
 
 /// Number of `COUNTERS` slots.
-pub const COUNTER_SLOTS: u32 = 9;
+pub const COUNTER_SLOTS: u32 = 10;
+
+/// Array of one [`Sampling`]: which first-touch regions are traced. Written
+/// by userspace while the programs run (an overhead budget adapts it), so a
+/// map, not `.rodata`. All zero: every region is traced.
+pub const SAMPLING_MAP: &str = "SAMPLING";
+
+/// Region sampling of first touches: a 2 MiB region is traced when
+/// [`region_sampled`] says so, wholly or not at all, so its history stays
+/// consistent; the pages of the others are only counted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sampling {
+    /// log2 of N: one region in 2^shift is traced (0: all).
+    pub shift: u32,
+    pub _pad: u32,
+}
+
+/// Largest [`Sampling::shift`] userspace sets (1 region in 1024).
+pub const MAX_SAMPLING_SHIFT: u32 = 10;
+
+/// Whether a region (address >> `REGION_SHIFT`) is traced at 1 in 2^`shift`.
+/// A multiplicative hash, so that neighbouring regions (one array) spread
+/// evenly; the low bits of the product's high half decide. The regions traced
+/// at 2N are a subset of those traced at N: raising N never starts a region
+/// half way.
+#[inline(always)]
+pub const fn region_sampled(region: u64, shift: u32) -> bool {
+    let mask = (1u64 << (shift & 63)) - 1;
+    (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & mask == 0
+}
 
 /// Synthetic first-touch events the load generator writes per system call
 /// of a traced thread (see `Config::load_generator_syscall`).
@@ -177,6 +210,7 @@ const _: () = assert!(size_of::<Loss>() == 16);
 const _: () = assert!(size_of::<PageMap>() == 16);
 const _: () = assert!(size_of::<PageMapCalibration>() == 48);
 const _: () = assert!(size_of::<PendingRun>() == 56);
+const _: () = assert!(size_of::<Sampling>() == 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -185,4 +219,5 @@ mod pod {
     unsafe impl aya::Pod for super::PendingRun {}
     unsafe impl aya::Pod for super::PageMap {}
     unsafe impl aya::Pod for super::PageMapCalibration {}
+    unsafe impl aya::Pod for super::Sampling {}
 }

@@ -65,6 +65,10 @@ pub struct EndFacts {
     /// its window, per kind (they are not in the capture).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dropped_by_memory_cap: BTreeMap<String, LostCount>,
+    /// The overhead budget's sampling of first touches over the capture
+    /// (absent without `--overhead-budget`, and in older captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::sampling::SamplingFacts>,
 }
 
 /// Start and end facts of one capture.
@@ -169,6 +173,7 @@ impl EndFacts {
             kernel: KernelTotals::default(),
             process_last: None,
             dropped_by_memory_cap: BTreeMap::new(),
+            sampling: None,
         }
     }
 }

@@ -27,3 +27,4 @@ pub mod inspect;
 pub mod kernel_status;
 pub mod machine;
 pub mod report;
+pub mod sampling;

@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use numatrace_common::{
     COUNTER_SLOTS, LOSS_SLOTS, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS, MAX_TRACKED_TIDS, PageMap,
-    PageMapCalibration, PendingRun,
+    PageMapCalibration, PendingRun, Sampling,
 };
 
 /// Userspace resizes it at load time (`--ring-size`).
@@ -59,6 +59,10 @@ pub static PAGE_MAP_CALIBRATION: PerCpuArray<PageMapCalibration> = PerCpuArray::
 /// touch skip the hash lookup.
 #[map]
 pub static MOVERS_IN_FLIGHT: Array<i64> = Array::with_max_entries(1, 0);
+
+/// Which first-touch regions are traced (set by userspace at run time).
+#[map]
+pub static SAMPLING: Array<Sampling> = Array::with_max_entries(1, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -4,7 +4,7 @@ use numatrace_common::{Counter, NODE_UNKNOWN};
 
 use crate::{
     config::config,
-    maps::{COUNTERS, CPU_NODE, PAGE_MAP, PFN_BLOCK_NODE, TRACKED_TGIDS, TRACKED_TIDS},
+    maps::{COUNTERS, CPU_NODE, PAGE_MAP, PFN_BLOCK_NODE, SAMPLING, TRACKED_TGIDS, TRACKED_TIDS},
 };
 
 /// The current task as (tgid, tid).
@@ -79,6 +79,15 @@ pub fn page_pfn(page: u64) -> Option<u64> {
 #[inline(always)]
 pub fn now_ns() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+/// Whether first touches in this region are traced (sampling off: all are).
+#[inline(always)]
+pub fn region_traced(region: u64) -> bool {
+    match SAMPLING.get(0) {
+        Some(s) if s.shift != 0 => numatrace_common::region_sampled(region, s.shift),
+        _ => true,
+    }
 }
 
 /// Adds to a per-CPU counter slot.

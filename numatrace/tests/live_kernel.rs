@@ -329,7 +329,8 @@ fn counts_lost_events_exactly_when_the_ring_is_too_small() {
 
 /// Checks that every event the kernel produced is accounted for: each kind
 /// read exactly as often as it was written, and every first-touch page
-/// (real ones and the generator's) either reported or counted lost.
+/// (real ones and the generator's) either reported, counted lost, or
+/// counted as left out by an overhead budget's sampling.
 fn assert_every_event_accounted_for(report: &Value) {
     assert_eq!(report["unread_events"], 0, "{}", report["ring_events"]);
     for (kind, account) in report["ring_events"].as_object().expect("ring_events") {
@@ -339,9 +340,9 @@ fn assert_every_event_accounted_for(report: &Value) {
     let lost_pages = report["lost"]["first_touch"]["units"].as_u64().unwrap_or(0);
     let reported = report["totals"]["first_touch_pages"].as_u64().unwrap();
     assert_eq!(
-        reported + lost_pages,
+        reported + lost_pages + counted("first_touch_pages_unsampled"),
         counted("first_touch_pages") + counted("generated_events"),
-        "reported + lost = produced"
+        "reported + lost + unsampled = produced"
     );
 }
 
@@ -579,6 +580,114 @@ fn has_every_documented_key() {
         assert!(r.pointer(pointer).is_some(), "missing {pointer}");
     }
     assert_eq!(r["target"]["exit_code"], 0);
+}
+
+/// Under a tiny overhead budget the kernel still counts every first-touch
+/// page, but sends runs of about 1 region in N; the capture and the report
+/// say so, and every page is either in an event or counted as unsampled.
+#[test]
+#[ignore = "needs root"]
+fn a_tiny_overhead_budget_samples_regions_and_still_counts_every_page() {
+    let capture = std::env::temp_dir().join(format!("numatrace-budget-{}.ntrace", std::process::id()));
+    let (workload, report, stderr, code) = trace(&[
+        "--json",
+        "--overhead-budget",
+        "0.001",
+        "-o",
+        capture.to_str().expect("temp path is UTF-8"),
+        "--",
+        NUMATRACE,
+        "workload",
+        "touch",
+        "--pages",
+        "32768",
+        "--threads",
+        "2",
+        "--rounds",
+        "8",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: u64 = workload.expect("ground truth")["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["first_touch_pages"].as_u64().unwrap())
+        .sum();
+    let counted = |k: &str| report["kernel_counters"][k].as_u64().unwrap_or(0);
+    // Every page the workload touched is counted (plus the process's own few).
+    let all = counted("first_touch_pages");
+    assert!(all >= want && all <= want + 2_048, "kernel counted {all}, the workload touched {want}");
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+    assert_every_event_accounted_for(&report);
+    // Events carry the traced pages, the counter the rest: nothing in between.
+    let unsampled = counted("first_touch_pages_unsampled");
+    let reported = report["totals"]["first_touch_pages"].as_u64().unwrap();
+    assert!(unsampled > 0, "nothing was sampled out: {}", report["sampling"]);
+    assert_eq!(reported + unsampled, all, "traced + unsampled = counted");
+    let s = &report["sampling"];
+    assert_eq!(s["final_one_in"], 1024, "{s}");
+    assert_eq!(s["first_touch_pages_counted"], all);
+    assert_eq!(s["first_touch_pages_traced"], reported);
+    assert!(s["traced_share"].as_f64().unwrap() < 0.1, "{s}");
+    assert!(s["rate_over_time"].as_array().is_some_and(|r| r.len() >= 2), "{s}");
+    // Unsampled, each thread sends about one run per 2 MiB region it fills;
+    // at 1 in 1024 (after a ramp of a few 100 ms ticks) far fewer.
+    let regions = all / 512;
+    let sent = report["ring_events"]["first_touch"]["sent"].as_u64().unwrap_or(0);
+    assert!(sent * 4 < regions, "{sent} first-touch events for {regions} regions at 1 in 1024");
+    // The capture says the same, in text too.
+    let out = Command::new(NUMATRACE).args(["report", capture.to_str().unwrap()]).output().expect("report runs");
+    let _ = std::fs::remove_file(&capture);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sampled under an overhead budget of 0.001% of one core"), "{text}");
+    assert!(text.contains("first touches traced in 1 of 1024 2 MiB regions"), "{text}");
+    assert!(text.contains("first-touch pages the kernel counted"), "{text}");
+}
+
+/// With pauses allowed, a tiny budget detaches the first-touch programs for
+/// most of the run and attaches them again: the report says for how long,
+/// pages touched meanwhile are in no count, and what was counted still adds up.
+#[test]
+#[ignore = "needs root"]
+fn budget_pauses_detach_and_attach_again_and_say_so() {
+    let (workload, report, stderr, code) = trace(&[
+        "--json",
+        "--overhead-budget",
+        "0.001",
+        "--budget-pauses",
+        "--",
+        NUMATRACE,
+        "workload",
+        "touch",
+        "--pages",
+        "32768",
+        "--threads",
+        "2",
+        // Long enough to pause for the longest stretch (31 x 100 ms at the
+        // least duty) and attach again: about 7 s on a quiet machine.
+        "--rounds",
+        "64",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: u64 = workload.expect("ground truth")["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["first_touch_pages"].as_u64().unwrap())
+        .sum();
+    let s = &report["sampling"];
+    let steps = s["rate_over_time"].as_array().expect("rate_over_time");
+    assert!(steps.iter().any(|c| c["attached"] == false), "never paused: {s}");
+    let resumed = steps.windows(2).any(|w| w[0]["attached"] == false && w[1]["attached"] == true);
+    assert!(resumed, "never attached again: {s}");
+    assert!(s["paused_s"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["final_one_in"], 1024, "{s}");
+    // Pages touched while detached are in no count; those counted add up exactly.
+    let all = report["kernel_counters"]["first_touch_pages"].as_u64().unwrap();
+    assert!(all < want, "kernel counted {all} of {want} pages though paused");
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+    assert_every_event_accounted_for(&report);
 }
 
 #[test]

@@ -387,6 +387,16 @@ impl Aggregator {
         self.kernel.loss.values().map(|l| l.events).sum::<u64>() + self.decode_errors
     }
 
+    /// All first-touch pages the kernel counted over those of the regions it
+    /// traced: 1 unless an overhead budget sampled regions
+    /// (`Counter::UnsampledFirstTouchPages`). Page counts from first touches
+    /// times this estimate the whole process's.
+    pub fn first_touch_scale(&self) -> f64 {
+        let counted = self.kernel.counter(numatrace_common::Counter::FirstTouchPages);
+        let unsampled = self.kernel.counter(numatrace_common::Counter::UnsampledFirstTouchPages);
+        if unsampled == 0 || counted <= unsampled { 1.0 } else { counted as f64 / (counted - unsampled) as f64 }
+    }
+
     /// Whether a region key has a known address.
     pub fn region_known(key: &RegionKey) -> bool {
         key.region != REGION_UNKNOWN

@@ -63,11 +63,20 @@ pub struct Magnitude {
 
 /// Measures a finished capture's remote memory against the process's.
 pub fn measure(agg: &Aggregator, ctx: &ProcessContext, causes: &[Cause], duration_s: f64) -> Magnitude {
-    let touched: u64 = agg.all_threads().map(|t| t.first_touch_total()).sum();
+    // Under an overhead budget's sampling, pages from first touches are of
+    // the traced regions: scaled to the whole process here, so that the
+    // floor (and the share against memory resident before) judge it whole.
+    let scale = agg.first_touch_scale();
+    let scaled = |pages: u64| (pages as f64 * scale).round() as u64;
+    let touched: u64 = scaled(agg.all_threads().map(|t| t.first_touch_total()).sum());
     let resident_before: u64 =
         if ctx.started_by_numatrace { 0 } else { ctx.pages_by_node_at_start.iter().map(|(_, p)| p).sum() };
     let memory_pages = touched + resident_before;
-    let remote_pages = causes.iter().map(|c| c.pages).sum::<u64>().min(memory_pages.max(1));
+    let remote_pages = causes
+        .iter()
+        .map(|c| if c.kind == super::CauseKind::PlacedBeforeCapture { c.pages } else { scaled(c.pages) })
+        .sum::<u64>()
+        .min(memory_pages.max(1));
     let (local, remote) =
         agg.all_threads().fold((0, 0), |(l, r), t| (l + t.hinting_faults_local, r + t.hinting_faults_remote));
     let hinting_faults = local + remote;

@@ -31,6 +31,12 @@ pub trait EventSink {
     fn kernel_totals(&mut self, _at_ns: u64, _totals: &KernelTotals) -> anyhow::Result<()> {
         Ok(())
     }
+    /// The overhead budget's sampling so far, on every drain tick of a
+    /// capture under `--overhead-budget`: for sinks that write captures of
+    /// their own before the end (a spike window must say it was sampled).
+    fn sampling(&mut self, _facts: &crate::sampling::SamplingFacts) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Called once, after the last event.
     fn end(&mut self, _facts: &EndFacts) -> anyhow::Result<()> {
         Ok(())

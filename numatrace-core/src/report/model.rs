@@ -61,6 +61,49 @@ pub struct Report {
     pub kernel_counters: BTreeMap<String, u64>,
     /// Why the capture ended.
     pub stopped_by: StopReason,
+    /// First touches sampled under an overhead budget: the rate over time,
+    /// the share traced, estimates for the whole process (absent without a budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingReport>,
+}
+
+/// What an overhead budget left out, and the precision that remains.
+#[derive(Clone, Debug, Serialize)]
+pub struct SamplingReport {
+    /// The budget, in percent of one core.
+    pub budget_percent: f64,
+    /// numatrace's CPU as the budget measured it (its first-touch programs,
+    /// estimated, and its own process), in percent of one core.
+    pub measured_cpu_percent: f64,
+    /// One 2 MiB region in this many traced at the end, and at most.
+    pub final_one_in: u64,
+    pub max_one_in: u64,
+    /// Every change of the rate (and of the hooks' attachment), from the start.
+    pub rate_over_time: Vec<SamplingStep>,
+    /// First-touch pages the kernel counted (all, traced or not) and those in
+    /// traced regions; every page count elsewhere in the report (causes,
+    /// threads, totals) is of the traced regions only.
+    pub first_touch_pages_counted: u64,
+    pub first_touch_pages_traced: u64,
+    /// `first_touch_pages_traced / first_touch_pages_counted` (1 when none).
+    /// `magnitude` is scaled by its inverse (the whole process); causes,
+    /// threads and totals are not.
+    pub traced_share: f64,
+    /// Seconds the first-touch hooks were detached (`--budget-pauses`): pages
+    /// first touched then are in no count.
+    pub paused_s: f64,
+    /// Remote first-touch pages of the whole process, scaled from the traced regions.
+    pub remote_first_touch_pages: crate::sampling::Estimate,
+    /// Node id (string) -> first-touch pages that landed there, scaled.
+    pub first_touch_pages_by_node: BTreeMap<String, crate::sampling::Estimate>,
+}
+
+/// The sampling from `at_s` seconds after the start.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SamplingStep {
+    pub at_s: f64,
+    pub one_in: u64,
+    pub attached: bool,
 }
 
 /// What became of one kind of event on its way from the kernel.
@@ -163,6 +206,7 @@ const COUNTER_NAMES: [&str; numatrace_common::COUNTER_SLOTS as usize] = [
     "generated_events",
     "within_node_migrations",
     "failed_allocation_pages",
+    "first_touch_pages_unsampled",
 ];
 
 /// Sent, received and lost per kind, from the kernel's totals.
@@ -268,8 +312,12 @@ impl Report {
             .counters
             .iter()
             .enumerate()
+            // The sampling's counter only when something was sampled: a report
+            // without a budget reads as before.
+            .filter(|(i, v)| **v > 0 || *i != numatrace_common::Counter::UnsampledFirstTouchPages as usize)
             .filter_map(|(i, v)| COUNTER_NAMES.get(i).filter(|n| **n != "unused").map(|n| (n.to_string(), *v)))
             .collect();
+        let sampling = facts.end.sampling.as_ref().map(|f| sampling_report(agg, facts, f));
         let (causes, magnitude) = crate::attribution::from_facts(agg, facts);
         let headline = crate::attribution::headline(&causes, &magnitude, agg.topology.is_multi_node());
         const HOST_WIDE: [&str; 5] =
@@ -311,7 +359,57 @@ impl Report {
             unread_events: agg.kernel.unread(),
             kernel_counters,
             stopped_by: facts.end.stopped_by.clone(),
+            sampling,
         }
+    }
+}
+
+/// The sampling section: the rate over time, the traced share of the
+/// kernel's exact page count, and the traced regions' counts scaled by it.
+fn sampling_report(agg: &Aggregator, facts: &SessionFacts, f: &crate::sampling::SamplingFacts) -> SamplingReport {
+    use numatrace_common::Counter;
+    let counted = agg.kernel.counter(Counter::FirstTouchPages);
+    let traced = counted.saturating_sub(agg.kernel.counter(Counter::UnsampledFirstTouchPages));
+    let traced_share = 1.0 / agg.first_touch_scale();
+    let remote = crate::sampling::estimate(
+        agg.regions.values().map(|r| r.iter().filter(|t| t.cpu_node != t.page_node).map(|t| t.pages).sum()),
+        traced_share,
+    );
+    let nodes: std::collections::BTreeSet<u32> =
+        agg.regions.values().flat_map(|r| r.iter().map(|t| t.page_node)).collect();
+    let first_touch_pages_by_node = nodes
+        .into_iter()
+        .map(|node| {
+            let per_region =
+                agg.regions.values().map(|r| r.iter().filter(|t| t.page_node == node).map(|t| t.pages).sum());
+            (node.to_string(), crate::sampling::estimate(per_region, traced_share))
+        })
+        .collect();
+    let start_ns = facts.start.start_ns;
+    SamplingReport {
+        budget_percent: f.budget_percent,
+        measured_cpu_percent: if f.measured_wall_ns == 0 {
+            0.0
+        } else {
+            100.0 * f.measured_cpu_ns as f64 / f.measured_wall_ns as f64
+        },
+        final_one_in: f.final_one_in(),
+        max_one_in: f.max_one_in(),
+        rate_over_time: f
+            .changes
+            .iter()
+            .map(|c| SamplingStep {
+                at_s: c.at_ns.saturating_sub(start_ns) as f64 / 1e9,
+                one_in: c.one_in,
+                attached: c.attached,
+            })
+            .collect(),
+        first_touch_pages_counted: counted,
+        first_touch_pages_traced: traced,
+        traced_share,
+        paused_s: f.paused_ns as f64 / 1e9,
+        remote_first_touch_pages: remote,
+        first_touch_pages_by_node,
     }
 }
 

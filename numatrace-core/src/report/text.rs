@@ -16,8 +16,12 @@ fn pages(n: u64) -> String {
 
 /// The ranked causes with their evidence and fixes.
 fn render_causes(o: &mut String, r: &Report) {
+    // A sampled capture's cause pages are of the traced regions: the floor is
+    // for the whole process.
+    let scale = r.sampling.as_ref().map_or(1.0, |s| 1.0 / s.traced_share.max(f64::MIN_POSITIVE));
     let significant = |c: &&crate::attribution::Cause| {
-        c.pages >= crate::attribution::SIGNIFICANT_PAGES || (c.pages == 0 && !c.evidence.is_empty())
+        c.pages as f64 * scale >= crate::attribution::SIGNIFICANT_PAGES as f64
+            || (c.pages == 0 && !c.evidence.is_empty())
     };
     let shown: Vec<_> = r.causes.iter().filter(significant).collect();
     if shown.is_empty() {
@@ -287,6 +291,66 @@ fn render_summed_threads(o: &mut String, r: &Report) {
     }
 }
 
+/// How many changes of the sampling rate the text lists (`--json` has all).
+const RATE_STEPS_SHOWN: usize = 8;
+
+fn percent_error(e: &crate::sampling::Estimate) -> String {
+    format!("{} (±{:.1}%)", e.estimate, e.relative_error * 100.0)
+}
+
+/// What the overhead budget left out, before anything that counts pages.
+fn render_sampling(o: &mut String, s: &super::SamplingReport) {
+    let _ = writeln!(
+        o,
+        "sampled under an overhead budget of {}% of one core (measured: {:.2}%): first touches traced in 1 of {} 2 MiB regions at the end (at most 1 of {})",
+        s.budget_percent, s.measured_cpu_percent, s.final_one_in, s.max_one_in
+    );
+    let _ = writeln!(
+        o,
+        "  {:.1}% of the {} first-touch pages the kernel counted were traced; the remote share is scaled to the whole process, page counts of causes, threads and totals are of the traced regions",
+        s.traced_share * 100.0,
+        s.first_touch_pages_counted
+    );
+    if s.traced_share < 1.0 {
+        let by_node = s
+            .first_touch_pages_by_node
+            .iter()
+            .map(|(n, e)| format!("node {n}: {}", percent_error(e)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            o,
+            "  whole process, scaled (one sigma): remote first touches {}; first touches {by_node}",
+            percent_error(&s.remote_first_touch_pages)
+        );
+    }
+    let steps = s
+        .rate_over_time
+        .iter()
+        .take(RATE_STEPS_SHOWN)
+        .map(|c| {
+            if c.attached { format!("{:.1} s: 1 in {}", c.at_s, c.one_in) } else { format!("{:.1} s: paused", c.at_s) }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !steps.is_empty() {
+        let more = s.rate_over_time.len().saturating_sub(RATE_STEPS_SHOWN);
+        let more = if more > 0 {
+            format!(" and {more} more changes (--json: sampling.rate_over_time)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "  rate over time: {steps}{more}");
+    }
+    if s.paused_s > 0.0 {
+        let _ = writeln!(
+            o,
+            "  first-touch hooks paused {:.1} s in all (--budget-pauses): pages first touched then are in no count",
+            s.paused_s
+        );
+    }
+}
+
 /// Renders the human report, threads as `top` shows them.
 pub fn render(r: &Report) -> String {
     render_with(r, ThreadsShown::Top)
@@ -301,6 +365,9 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         None => format!("pid {} ({})", r.target.pid, r.target.comm),
     };
     let _ = writeln!(o, "traced {what} for {:.1} s, stopped by {}", r.duration_s, r.stopped_by);
+    if let Some(s) = &r.sampling {
+        render_sampling(&mut o, s);
+    }
     if !r.multi_node {
         let _ = writeln!(
             o,
@@ -465,6 +532,58 @@ mod tests {
         assert!(all.contains("worker-9999"));
         // JSON keeps every thread whatever the text shows.
         assert_eq!(serde_json::to_value(&r).unwrap()["threads"].as_array().map(Vec::len), Some(10_000));
+    }
+
+    /// 8 regions of 512 pages traced (4 remote) of 64 counted: the report
+    /// says the rate and the share, and scales with an error; without a
+    /// budget there is no sampling section at all.
+    #[test]
+    fn a_sampled_capture_says_its_rate_share_and_precision() {
+        use crate::sampling::{SamplingChange, SamplingFacts};
+        const S: u64 = 1_000_000_000;
+        let (t0, pid) = (1_000 * S, 700);
+        let topology = Topology::synthetic(&[vec![0, 1], vec![2, 3]]);
+        let start = synthetic::start_facts(&topology, t0, pid, &[(pid, "app", 0)]);
+        let events: Vec<_> =
+            (0..8u64).map(|r| synthetic::first_touch(t0 + S, pid, pid, r * 97, 512, 0, (r % 2) as u16)).collect();
+        let mut end = crate::facts::EndFacts::cut_short(3.0, crate::facts::StopReason::Duration);
+        end.kernel.counters = vec![0; numatrace_common::COUNTER_SLOTS as usize];
+        end.kernel.counters[numatrace_common::Counter::FirstTouchPages as usize] = 64 * 512;
+        end.kernel.counters[numatrace_common::Counter::UnsampledFirstTouchPages as usize] = 56 * 512;
+        let plain = crate::facts::SessionFacts { start: start.clone(), end: end.clone() }.replay(&events).0;
+        assert!(plain.sampling.is_none());
+        assert!(!render(&plain).contains("sampled"));
+        assert!(serde_json::to_value(&plain).unwrap().get("sampling").is_none());
+
+        end.sampling = Some(SamplingFacts {
+            budget_percent: 1.0,
+            changes: vec![
+                SamplingChange { at_ns: t0, one_in: 1, attached: true },
+                SamplingChange { at_ns: t0 + S / 2, one_in: 8, attached: true },
+            ],
+            measured_cpu_ns: S / 100,
+            measured_wall_ns: 2 * S,
+            ..Default::default()
+        });
+        let r = crate::facts::SessionFacts { start, end }.replay(&events).0;
+        let s = r.sampling.as_ref().expect("a sampling section");
+        assert_eq!((s.final_one_in, s.first_touch_pages_traced), (8, 8 * 512));
+        assert!((s.traced_share - 0.125).abs() < 1e-9);
+        assert_eq!(s.remote_first_touch_pages.traced, 4 * 512);
+        assert_eq!(s.remote_first_touch_pages.estimate, 32 * 512);
+        assert!(s.remote_first_touch_pages.relative_error > 0.3, "{s:?}");
+        // The magnitude judges the whole process: 64 regions' pages, not the 8 traced.
+        assert_eq!(r.magnitude.memory_pages, 64 * 512);
+        assert_eq!(plain.magnitude.memory_pages, 64 * 512, "the kernel's counters say what was sampled");
+        let text = render(&r);
+        assert!(text.contains("budget of 1% of one core (measured: 0.50%)"), "{text}");
+        assert!(text.contains("1 of 8 2 MiB regions"), "{text}");
+        assert!(text.contains("12.5% of the 32768 first-touch pages"), "{text}");
+        assert!(text.contains("rate over time: 0.0 s: 1 in 1, 0.5 s: 1 in 8"), "{text}");
+        assert!(text.contains("remote first touches 16384 (±"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["sampling"]["rate_over_time"][1]["one_in"], 8);
+        assert_eq!(json["kernel_counters"]["first_touch_pages_unsampled"], 56 * 512);
     }
 
     #[test]

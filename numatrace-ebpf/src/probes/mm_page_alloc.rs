@@ -15,13 +15,15 @@ use numatrace_common::{Counter, GFP_MOVABLE};
 use super::{field, field_u32};
 use crate::{config::layout, movers, runs, tracking};
 
-/// `pfn` is `None` for an allocation that failed: the tracepoint fires for
+/// `page` is `None` for an allocation that failed: the tracepoint fires for
 /// the attempt too (a huge page tried first under memory pressure, then
-/// small pages that do land), and such pages exist nowhere.
+/// small pages that do land), and such pages exist nowhere. Otherwise
+/// `to_pfn` turns it into a pfn, only for a page of a traced region (the
+/// others need no node, and skip its cost).
 #[inline(always)]
-fn first_touch(tgid: u32, tid: u32, pfn: Option<u64>, order: u32) -> u32 {
+fn first_touch(tgid: u32, tid: u32, page: Option<u64>, order: u32, to_pfn: impl Fn(u64) -> u64) -> u32 {
     let pages = 1u64 << (order & 31);
-    let Some(pfn) = pfn else {
+    let Some(page) = page else {
         tracking::count(Counter::FailedAllocationPages, pages);
         return 0;
     };
@@ -29,15 +31,22 @@ fn first_touch(tgid: u32, tid: u32, pfn: Option<u64>, order: u32) -> u32 {
         tracking::count(Counter::MigrationTargetPages, pages);
         return 0;
     }
-    let cpu = tracking::cpu();
     tracking::count(Counter::FirstTouchPages, pages);
+    let region = runs::current_fault_region(tid);
+    // Every page is counted above; only traced regions go on to a run (an
+    // overhead budget's sampling: the run and the ring are the cost it saves).
+    if !tracking::region_traced(region) {
+        tracking::count(Counter::UnsampledFirstTouchPages, pages);
+        return 0;
+    }
+    let cpu = tracking::cpu();
     runs::add_first_touch(&runs::Sample {
         tgid,
         tid,
         cpu,
-        region: runs::current_fault_region(tid),
+        region,
         cpu_node: tracking::cpu_node(cpu),
-        other_node: tracking::pfn_node(pfn),
+        other_node: tracking::pfn_node(to_pfn(page)),
         local: 0,
         pages,
         migrated_pages: 0,
@@ -54,8 +63,8 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> u32 {
     }
     // A failed allocation has a NULL page (the classic record says pfn -1).
     let page = ctx.arg::<u64>(0);
-    let pfn = if page == 0 { None } else { Some(tracking::page_pfn(page).unwrap_or(u64::MAX)) };
-    first_touch(tgid, tid, pfn, ctx.arg::<u64>(1) as u32)
+    let to_pfn = |page| tracking::page_pfn(page).unwrap_or(u64::MAX);
+    first_touch(tgid, tid, (page != 0).then_some(page), ctx.arg::<u64>(1) as u32, to_pfn)
 }
 
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
@@ -67,5 +76,5 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     }
     let Some(pfn) = field::<u64>(&ctx, layout!(page_alloc_pfn)) else { return 0 };
     let order = field_u32(&ctx, layout!(page_alloc_order)).unwrap_or(0);
-    first_touch(tgid, tid, (pfn != u64::MAX).then_some(pfn), order)
+    first_touch(tgid, tid, (pfn != u64::MAX).then_some(pfn), order, |pfn| pfn)
 }

@@ -100,6 +100,20 @@ pub struct TraceArgs {
     /// busy machine); timelines then show each thread's node, not its CPU.
     #[arg(long)]
     pub all_migrations: bool,
+    /// Keep numatrace's CPU (its kernel programs and itself) under PERCENT of
+    /// one core, for captures left on for hours: while over it, first touches
+    /// are traced in 1 of N 2 MiB regions (N a power of two up to 1024,
+    /// adapted every 100 ms); the kernel still counts every first-touch page.
+    /// The report says the rate over time, the share traced, and estimates
+    /// for the whole process with their error. Off by default: counts are exact.
+    #[arg(long, value_name = "PERCENT", value_parser = values::parse_budget_percent)]
+    pub overhead_budget: Option<f64>,
+    /// With --overhead-budget: when 1 in 1024 regions is still over it (a
+    /// program on every page fault costs something even when it skips),
+    /// detach the first-touch programs part of the time; pages first touched
+    /// while detached are in no count (the report says for how long).
+    #[arg(long, requires = "overhead_budget")]
+    pub budget_pauses: bool,
     #[command(flatten)]
     pub record: capture::RecordArgs,
     #[command(flatten)]
@@ -202,6 +216,9 @@ fn trace(args: TraceArgs) -> Result<i32> {
         },
         progress: !args.json,
         drain_interval: Duration::from_millis(100),
+        budget: args
+            .overhead_budget
+            .map(|percent| crate::live::budget::BudgetOptions { percent, pauses: args.budget_pauses }),
     };
     let mut sink = args.record.live_sink()?;
     let capture =

@@ -51,3 +51,28 @@ impl ClosedSet for ThreadsShown {
         }
     }
 }
+
+/// `--overhead-budget`: a percent of one core, above 0 and at most 100 (a `%` may follow).
+pub fn parse_budget_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        Ok(_) => Err("a percent of one core, above 0 and at most 100 (e.g. 1 or 0.5)".to_string()),
+        Err(_) => Err(format!("{text:?} is not a number (a percent of one core, e.g. 1 or 0.5)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_budget_percent;
+
+    #[test]
+    fn a_budget_is_a_percent_above_zero_and_at_most_one_core() {
+        assert_eq!(parse_budget_percent("1"), Ok(1.0));
+        assert_eq!(parse_budget_percent("0.5%"), Ok(0.5));
+        assert_eq!(parse_budget_percent("100"), Ok(100.0));
+        for bad in ["0", "-1", "101", "NaN", "one", ""] {
+            assert!(parse_budget_percent(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -16,8 +16,8 @@ use aya::{
 };
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
-    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun, SENT_MAP,
-    TRACKED_TIDS_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun,
+    SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TIDS_MAP,
 };
 
 use numatrace_core::{
@@ -59,6 +59,10 @@ pub struct Probes {
     #[cfg(feature = "bench-hooks")]
     load_generator: bool,
     pub sources: Vec<SourceStatus>,
+    /// Tracepoint links of the attached programs (to pause the first-touch ones).
+    links: Vec<(&'static sources::Attach, sources::TracepointLink)>,
+    /// First-touch programs detached by [`Probes::pause_first_touch`], in detach order.
+    paused: Vec<&'static sources::Attach>,
 }
 
 impl Probes {
@@ -104,6 +108,8 @@ impl Probes {
             #[cfg(feature = "bench-hooks")]
             load_generator: opts.load_generator,
             sources: Vec::new(),
+            links: Vec::new(),
+            paused: Vec::new(),
         })
     }
 
@@ -140,12 +146,64 @@ impl Probes {
             }
         }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
-        self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s)).collect();
+        let links = &mut self.links;
+        self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s, links)).collect();
         #[cfg(feature = "bench-hooks")]
         if self.load_generator {
-            self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::LOAD_GENERATOR));
+            self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::LOAD_GENERATOR, links));
         }
         &self.sources
+    }
+
+    /// Traces first touches in 1 of 2^`shift` regions from now on (0: all).
+    pub fn set_sampling(&mut self, shift: u32) -> Result<()> {
+        let mut map: Array<&mut MapData, Sampling> =
+            Array::try_from(self.ebpf.map_mut(SAMPLING_MAP).context("map SAMPLING missing")?)?;
+        map.set(0, Sampling { shift, _pad: 0 }, 0).context("setting the first-touch sampling")?;
+        Ok(())
+    }
+
+    /// The attached programs of the first-touch sources (fault addresses first).
+    fn first_touch_attaches(&self) -> impl Iterator<Item = &'static sources::Attach> + '_ {
+        sources::FIRST_TOUCH_SOURCES
+            .iter()
+            .flat_map(|name| self.links.iter().filter(move |(a, _)| source_of(a.program) == Some(*name)))
+            .map(|(a, _)| *a)
+    }
+
+    /// Run time and run count of the first-touch programs so far, as the
+    /// kernel accounts them: they grow only while BPF run-time stats are on.
+    pub fn first_touch_run_time(&self) -> (u64, u64) {
+        let mut total = (0, 0);
+        for attach in self.first_touch_attaches().chain(self.paused.iter().copied()) {
+            if let Some(info) = self.ebpf.program(attach.program).and_then(|p| p.info().ok()) {
+                total.0 += info.run_time().as_nanos() as u64;
+                total.1 += info.run_count();
+            }
+        }
+        total
+    }
+
+    /// Detaches the first-touch programs (they stay loaded); nothing they
+    /// would see is counted until [`Probes::resume_first_touch`].
+    pub fn pause_first_touch(&mut self) -> Result<()> {
+        let attaches: Vec<_> = self.first_touch_attaches().collect();
+        for attach in attaches.into_iter().rev() {
+            let Some(at) = self.links.iter().position(|(a, _)| std::ptr::eq(*a, attach)) else { continue };
+            let (_, link) = self.links.remove(at);
+            sources::detach_link(&mut self.ebpf, attach, link).map_err(anyhow::Error::msg)?;
+            self.paused.push(attach);
+        }
+        Ok(())
+    }
+
+    /// Attaches again what [`Probes::pause_first_touch`] detached.
+    pub fn resume_first_touch(&mut self) -> Result<()> {
+        while let Some(attach) = self.paused.pop() {
+            let link = sources::reattach_link(&mut self.ebpf, attach).map_err(anyhow::Error::msg)?;
+            self.links.push((attach, link));
+        }
+        Ok(())
     }
 
     /// The event ring; can be taken once.
@@ -209,6 +267,11 @@ impl Probes {
         }
         Ok(totals)
     }
+}
+
+/// The name of the source a program belongs to.
+fn source_of(program: &str) -> Option<&'static str> {
+    sources::SOURCES.iter().find(|s| s.variants.iter().any(|v| v.iter().any(|a| a.program == program))).map(|s| s.name)
 }
 
 /// Writes the cpu -> node table (`cpu_nodes`, at most `MAX_CPUS` long) and

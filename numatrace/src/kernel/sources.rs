@@ -2,7 +2,10 @@
 //! kernel lacks is reported once and skipped, the rest still run.
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, RawTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, FEntry, FExit, KProbe, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        trace_point::TracePointLinkId,
+    },
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -163,6 +166,11 @@ pub const SOURCES: &[Source] = &[
     },
 ];
 
+/// The sources an overhead budget may pause (`--budget-pauses`), in attach
+/// order: the fault address first, so that an allocation never finds a
+/// stale one; detached in the reverse order.
+pub const FIRST_TOUCH_SOURCES: [&str; 2] = ["fault addresses", "first touches"];
+
 /// The benchmark load generator (`--load-generator`): not a source of
 /// facts, so not in [`SOURCES`]; attached only when asked for.
 #[cfg(feature = "bench-hooks")]
@@ -216,16 +224,35 @@ pub struct AttachEnv<'a> {
     pub unmet: BTreeMap<&'static str, String>,
 }
 
+/// The link of a program attached to a tracepoint (raw or classic), kept
+/// so that it alone can be detached and attached again (the overhead
+/// budget's pauses) while the program stays loaded.
+#[derive(Debug)]
+pub enum TracepointLink {
+    Raw(RawTracePointLinkId),
+    Classic(TracePointLinkId),
+}
+
 /// Attaches the first variant of a source whose programs all attach; a
 /// half-attached variant is unloaded (it would give misleading counts).
-pub fn attach(ebpf: &mut Ebpf, env: &AttachEnv, source: &Source) -> SourceStatus {
+/// The tracepoint links of the variant attached are added to `links`.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    env: &AttachEnv,
+    source: &'static Source,
+    links: &mut Vec<(&'static Attach, TracepointLink)>,
+) -> SourceStatus {
     let mut reasons = Vec::new();
     for variant in source.variants {
         let mut hooks = Vec::new();
         let mut failure = None;
+        let mut variant_links = Vec::new();
         for attach in *variant {
             match attach_one(ebpf, env, attach) {
-                Ok(hook) => hooks.push(hook),
+                Ok((hook, link)) => {
+                    hooks.push(hook);
+                    variant_links.extend(link.map(|l| (attach, l)));
+                }
                 Err(reason) => {
                     failure = Some(reason);
                     break;
@@ -234,6 +261,7 @@ pub fn attach(ebpf: &mut Ebpf, env: &AttachEnv, source: &Source) -> SourceStatus
         }
         match failure {
             None => {
+                links.extend(variant_links);
                 let fallback_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
                 return SourceStatus {
                     name: source.name.to_string(),
@@ -300,7 +328,44 @@ fn first_existing(env: &AttachEnv, functions: &[&'static str]) -> Result<&'stati
         .ok_or_else(|| format!("this kernel has none of {}", functions.join(", ")))
 }
 
-pub(super) fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> Result<String, String> {
+/// Detaches one tracepoint link of a program that stays loaded.
+pub fn detach_link(ebpf: &mut Ebpf, attach: &Attach, link: TracepointLink) -> Result<(), String> {
+    let program = ebpf.program_mut(attach.program).ok_or_else(|| format!("program {} is missing", attach.program))?;
+    match link {
+        TracepointLink::Raw(id) => {
+            let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.detach(id).map_err(|e| format!("detaching {}: {e}", attach.program))
+        }
+        TracepointLink::Classic(id) => {
+            let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.detach(id).map_err(|e| format!("detaching {}: {e}", attach.program))
+        }
+    }
+}
+
+/// Attaches again a loaded tracepoint program that [`detach_link`] detached.
+pub fn reattach_link(ebpf: &mut Ebpf, attach: &Attach) -> Result<TracepointLink, String> {
+    let program = ebpf.program_mut(attach.program).ok_or_else(|| format!("program {} is missing", attach.program))?;
+    match attach.hook {
+        Hook::RawTracepoint(_, name) => {
+            let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.attach(name).map(TracepointLink::Raw).map_err(|e| format!("raw tracepoint {name}: {e}"))
+        }
+        Hook::Tracepoint(group, name) => {
+            let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.attach(group, name).map(TracepointLink::Classic).map_err(|e| format!("attaching to {group}:{name}: {e}"))
+        }
+        _ => Err(format!("{} is not attached through a tracepoint", attach.program)),
+    }
+}
+
+/// Attaches one program; returns the hook's name, and its link when it is a
+/// raw or classic tracepoint (see [`TracepointLink`]).
+pub(super) fn attach_one(
+    ebpf: &mut Ebpf,
+    env: &AttachEnv,
+    attach: &Attach,
+) -> Result<(String, Option<TracepointLink>), String> {
     let program = ebpf
         .program_mut(attach.program)
         .ok_or_else(|| format!("program {} is missing from the object", attach.program))?;
@@ -317,21 +382,21 @@ pub(super) fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> R
         Hook::Tracepoint(group, name) => {
             let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| verifier_error(attach.program, &e))?;
-            tp.attach(group, name).map_err(|e| format!("attaching to {group}:{name}: {e}"))?;
-            Ok(format!("tracepoint:{group}:{name}"))
+            let link = tp.attach(group, name).map_err(|e| format!("attaching to {group}:{name}: {e}"))?;
+            Ok((format!("tracepoint:{group}:{name}"), Some(TracepointLink::Classic(link))))
         }
         Hook::RawTracepoint(_, name) => {
             let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| verifier_error(attach.program, &e))?;
-            tp.attach(name).map_err(|e| format!("raw tracepoint {name}: {e}"))?;
-            Ok(format!("raw_tracepoint:{name}"))
+            let link = tp.attach(name).map_err(|e| format!("raw tracepoint {name}: {e}"))?;
+            Ok((format!("raw_tracepoint:{name}"), Some(TracepointLink::Raw(link))))
         }
         Hook::BtfTracepoint(_, name) => {
             let btf = btf.ok_or_else(|| "the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_string())?;
             let tp: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             tp.load(name, btf).map_err(|e| verifier_error(attach.program, &e))?;
             tp.attach().map_err(|e| format!("BTF tracepoint {name}: {e}"))?;
-            Ok(format!("tp_btf:{name}"))
+            Ok((format!("tp_btf:{name}"), None))
         }
         Hook::Kprobe(functions) | Hook::Kretprobe(functions) => {
             let function = first_existing(env, functions)?;
@@ -346,7 +411,7 @@ pub(super) fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> R
                 }
             })?;
             let kind = if matches!(attach.hook, Hook::Kprobe(_)) { "kprobe" } else { "kretprobe" };
-            Ok(format!("{kind}:{function}"))
+            Ok((format!("{kind}:{function}"), None))
         }
         Hook::Fentry(functions) | Hook::Fexit(functions) => {
             let btf = btf.ok_or_else(|| "the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_string())?;
@@ -355,12 +420,12 @@ pub(super) fn attach_one(ebpf: &mut Ebpf, env: &AttachEnv, attach: &Attach) -> R
                 let p: &mut FEntry = program.try_into().map_err(|e| format!("{e}"))?;
                 p.load(function, btf).map_err(|e| verifier_error(attach.program, &e))?;
                 p.attach().map_err(|e| format!("fentry on {function}: {e}"))?;
-                Ok(format!("fentry:{function}"))
+                Ok((format!("fentry:{function}"), None))
             } else {
                 let p: &mut FExit = program.try_into().map_err(|e| format!("{e}"))?;
                 p.load(function, btf).map_err(|e| verifier_error(attach.program, &e))?;
                 p.attach().map_err(|e| format!("fexit on {function}: {e}"))?;
-                Ok(format!("fexit:{function}"))
+                Ok((format!("fexit:{function}"), None))
             }
         }
     }

@@ -1,5 +1,6 @@
 //! A live capture: the target, the session that drains the kernel's ring
 //! into the aggregator, and spike rings.
+pub mod budget;
 pub mod progress;
 pub mod record;
 pub mod session;

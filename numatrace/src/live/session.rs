@@ -24,6 +24,7 @@ use numatrace_core::{
 };
 
 use super::{
+    budget::{Budget, BudgetOptions},
     progress::Progress,
     target::{Target, TargetSpec},
 };
@@ -38,6 +39,8 @@ pub struct SessionOptions {
     pub progress: bool,
     /// How often the ring is drained when nobody wakes the reader.
     pub drain_interval: Duration,
+    /// Sample first touches to stay under this much CPU (`--overhead-budget`).
+    pub budget: Option<BudgetOptions>,
 }
 
 /// The finished capture: the report, the aggregator and facts it came from.
@@ -163,17 +166,25 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     );
 
     let ring = probes.take_ring()?;
+    let mut budget = opts.budget.map(|b| Budget::new(b, monotonic_ns())).transpose()?;
     let started = Instant::now();
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     let mut snapshots = Snapshots::new(start.topology.clone());
-    let ctx = LoopContext { opts: &opts, target: &target, probes: &probes, started, announce };
-    let state = LoopState { agg: &mut agg, sink: &mut sink, snapshots: &mut snapshots };
+    let ctx = LoopContext { opts: &opts, target: &target, started, announce };
+    let state = LoopState {
+        agg: &mut agg,
+        sink: &mut sink,
+        snapshots: &mut snapshots,
+        probes: &mut probes,
+        budget: &mut budget,
+    };
     let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
 
     let detach_ns = monotonic_ns();
     let migration_counts_at_end = numatrace_core::aggregate::migration_count::sample(&agg, detach_ns);
     probes.detach();
+    let sampling = budget.map(|b| b.finish(detach_ns));
     let mut ring = ring;
     drain(&mut ring, &mut agg, &mut sink)?;
     for event in probes.pending_runs()? {
@@ -198,6 +209,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         kernel,
         process_last: snapshots.latest,
         dropped_by_memory_cap: Default::default(),
+        sampling,
     };
     if let Some(sink) = sink.as_mut() {
         sink.end(&end)?;
@@ -323,7 +335,6 @@ impl Snapshots {
 struct LoopContext<'a> {
     opts: &'a SessionOptions,
     target: &'a Target,
-    probes: &'a Probes,
     started: Instant,
     /// The "tracing" line, printed once the signal handlers are in place.
     announce: String,
@@ -334,6 +345,8 @@ struct LoopState<'a, 's> {
     agg: &'a mut Aggregator,
     sink: &'a mut Option<&'s mut dyn EventSink>,
     snapshots: &'a mut Snapshots,
+    probes: &'a mut Probes,
+    budget: &'a mut Option<Budget>,
 }
 
 /// Drains the ring as it becomes readable (and on each tick), until the
@@ -343,8 +356,8 @@ async fn event_loop(
     ring: RingBuf<MapData>,
     state: LoopState<'_, '_>,
 ) -> Result<(StopReason, RingBuf<MapData>)> {
-    let LoopContext { opts, target, probes, started, ref announce } = *ctx;
-    let LoopState { agg, sink, snapshots } = state;
+    let LoopContext { opts, target, started, ref announce } = *ctx;
+    let LoopState { agg, sink, snapshots, probes, budget } = state;
     // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
     // `target`, which outlives this loop.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -369,6 +382,12 @@ async fn event_loop(
             }
             _ = tick.tick() => {
                 drain(ring.get_mut(), agg, sink)?;
+                if let Some(budget) = budget.as_mut() {
+                    budget.tick(probes, monotonic_ns())?;
+                    if let Some(sink) = sink.as_deref_mut() {
+                        sink.sampling(budget.facts())?;
+                    }
+                }
                 snapshots.maybe_take(target.pid);
                 for event in run_time.maybe_sample(agg, monotonic_ns()) {
                     record(agg, sink, &event)?;

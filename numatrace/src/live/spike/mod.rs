@@ -99,6 +99,8 @@ pub struct SpikeRing {
     pub dropped: u64,
     /// Captures written so far.
     pub written: Vec<PathBuf>,
+    /// The overhead budget's sampling as of the last tick (none without a budget).
+    sampling: Option<numatrace_core::sampling::SamplingFacts>,
 }
 
 const EVENT_BYTES: usize = size_of::<Event>();
@@ -137,6 +139,7 @@ impl SpikeRing {
             capped: VecDeque::new(),
             dropped: 0,
             written: Vec::new(),
+            sampling: None,
         }
     }
 
@@ -270,6 +273,7 @@ impl SpikeRing {
         );
         end.kernel = span.kernel;
         end.dropped_by_memory_cap = dropped;
+        end.sampling = self.sampling.clone();
         let n = self.written.len() + 1;
         let stem = self.opts.prefix.to_string_lossy();
         let stem = stem.strip_suffix(".ntrace").unwrap_or(&stem);
@@ -335,6 +339,11 @@ fn apply_to_threads(threads: &mut BTreeMap<u32, InitialThread>, event: &Event) {
 }
 
 impl EventSink for SpikeRing {
+    fn sampling(&mut self, facts: &numatrace_core::sampling::SamplingFacts) -> Result<()> {
+        self.sampling = Some(facts.clone());
+        Ok(())
+    }
+
     fn start(&mut self, facts: &StartFacts) -> Result<()> {
         self.base_threads = facts.initial_threads.iter().map(|t| (t.tid, t.clone())).collect();
         self.start = Some(facts.clone());
