@@ -66,18 +66,19 @@ impl RemoteShare {
         // A snapshot taken before most of the memory was touched (a short
         // command exits between snapshots) does not stand for it.
         let current = |res: &&Resident| res.pages_by_node.values().sum::<u64>() >= r.totals.first_touch_pages / 2;
-        // Run time on nodes the process may no longer use (its CPUs at the
-        // last snapshot) is history from before a fix took hold: a command
-        // started under numactl runs as numatrace's child on another node
-        // until its exec. Only a current snapshot says so: one taken while
-        // the process was starting (on a loaded machine, before its workers
-        // pinned themselves) would drop the run time that uses the memory.
-        let allowed = resident.filter(current).map(|res| res.allowed_nodes.as_slice()).unwrap_or_default();
+        // The main thread's run time on nodes the process may no longer use
+        // (its CPUs at the last snapshot) is history from before a fix took
+        // hold: a command started under numactl runs as numatrace's child on
+        // another node until its exec, as the thread that becomes the main
+        // thread. Other threads are born after the exec: all their run time
+        // counts (on a loaded machine the last snapshot can come before the
+        // workers pinned themselves elsewhere).
+        let allowed = resident.map(|res| res.allowed_nodes.as_slice()).unwrap_or_default();
         let mut run_ms: BTreeMap<u32, f64> = BTreeMap::new();
         for t in &r.threads {
             for (node, ms) in &t.runtime_ms_by_node {
                 if let Ok(node) = node.parse::<u32>()
-                    && (allowed.is_empty() || allowed.contains(&node))
+                    && (t.tid != r.target.pid || allowed.is_empty() || allowed.contains(&node))
                 {
                     *run_ms.entry(node).or_default() += ms;
                 }
@@ -509,16 +510,29 @@ mod verdict_tests {
             "{}",
             d.outcome
         );
+        // The main thread ran on node 0 before its exec under the fix; its
+        // other threads only on node 1.
+        let mut wandered = report(&[(1, 750.0)], &[(1, 10000)]);
+        let pid = wandered.target.pid;
+        for t in wandered.threads.iter_mut().filter(|t| t.tid == pid) {
+            t.runtime_ms_by_node.insert("0".into(), 250.0);
+        }
+        assert!(compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW).remote_after.share > Some(0.0));
         res.allowed_nodes = vec![1];
         let d = compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW);
         assert_eq!((d.remote_after.share, d.fixed), (Some(0.0), Some(true)), "{}", d.outcome);
         // A snapshot that holds less than half the pages touched since is stale.
         res.pages_by_node = BTreeMap::from([(1u32, 4000u64)]);
         let d = compare_with(&before, None, &wandered, Some(&res), FIXED_BELOW);
-        assert_eq!(d.remote_after.measure, "first_touch_by_run_time");
-        // Nor do its CPUs (taken as the process started, before its threads
-        // pinned themselves) drop the run time elsewhere.
-        assert_eq!(d.remote_after.share, Some(0.25), "{}", d.outcome);
+        assert_eq!((d.remote_after.measure, d.remote_after.share), ("first_touch_by_run_time", Some(0.0)));
+        // Threads other than the main one keep their run time wherever the
+        // snapshot's CPUs say the process may run (it may predate their pinning).
+        let mut pinned_later = report(&[(1, 750.0)], &[(1, 10000)]);
+        for t in pinned_later.threads.iter_mut().filter(|t| t.tid != pid) {
+            t.runtime_ms_by_node.insert("0".into(), 250.0);
+        }
+        let d = compare_with(&before, None, &pinned_later, Some(&res), FIXED_BELOW);
+        assert!(d.remote_after.share > Some(0.1), "{}", d.outcome);
     }
 
     #[test]
