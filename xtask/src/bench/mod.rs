@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// Internal: this is the bench inside the lab guest (numatrace on PATH, JSON out).
     #[arg(long, hide = true)]
     pub in_guest: bool,
+    /// Print the tables of an earlier run from its JSON (every run writes
+    /// target/bench/results.json) instead of measuring.
+    #[arg(long, value_name = "FILE")]
+    pub render: Option<PathBuf>,
     /// Internal: be the migration-heavy workload (THREADS,HOPS) and print its JSON line.
     #[arg(long, hide = true, value_name = "THREADS,HOPS")]
     pub hop_workload: Option<String>,
@@ -305,11 +309,21 @@ pub struct Results {
     /// The topology: NUMA nodes seen.
     #[serde(default)]
     pub nodes: usize,
+    /// Benchmark rounds (each variant once per round).
+    #[serde(default)]
+    pub rounds: u32,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(spec) = &args.hop_workload {
         return hop_workload(spec);
+    }
+    if let Some(path) = &args.render {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: Results =
+            serde_json::from_str(&text).with_context(|| format!("reading results from {}", path.display()))?;
+        print_markdown(&results);
+        return Ok(());
     }
     if args.lab && args.in_guest {
         bail!("--lab runs the guest itself; --in-guest is the bench inside it");
@@ -344,6 +358,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let variants: &[Variant] = if args.in_guest { &Variant::GUEST } else { &Variant::ALL };
     let mut results = Results {
+        rounds: plan.rounds,
         command: std::env::args().skip(1).fold("cargo xtask".to_string(), |a, b| a + " " + &b),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -386,17 +401,28 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.lab && Part::IN_GUEST.iter().any(|p| want(*p)) {
         results.guest = Some(Box::new(guest::run(args, &root)?));
     }
+    let json = serde_json::to_string_pretty(&results)?;
+    if !args.in_guest {
+        let saved = tools.scratch.join("results.json");
+        std::fs::write(&saved, &json).with_context(|| format!("writing {}", saved.display()))?;
+        eprintln!("bench: results saved in {} (--render prints them again)", saved.display());
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{json}");
     } else {
-        print!("{}", goals::markdown(&results));
-        print!("{}", report::markdown(&results, &plan));
-        if let Some(g) = &results.guest {
-            println!("\n### The same parts in the lab guest\n");
-            print!("{}", report::markdown(g, &plan));
-        }
+        print_markdown(&results);
     }
     Ok(())
+}
+
+/// The summary (goals, peers), then every table; the guest's after the host's.
+fn print_markdown(results: &Results) {
+    print!("{}", goals::markdown(results));
+    print!("{}", report::markdown(results));
+    if let Some(g) = &results.guest {
+        println!("\n### The same parts in the lab guest ({})\n", g.machine);
+        print!("{}", report::markdown(g));
+    }
 }
 
 /// Mounts tracefs at /sys/kernel/tracing when nothing is there (a fresh boot);
@@ -429,6 +455,9 @@ fn numa_nodes() -> usize {
 /// the kernel's run-time stats on (untimed: the stats add clock reads).
 fn compare(tools: &Tools, variants: &[Variant], args: &[String], rounds: u32) -> Result<Comparison> {
     let mut cmp = Comparison { workload: args.to_vec(), variants: variants.to_vec(), ..Default::default() };
+    // One untimed run first: the first timed run would otherwise pay for cold
+    // caches alone (the page cache of the binaries, seen as -60 % in the guest).
+    variants::run(tools, Variant::Untraced, args, &NumatraceOptions::default()).context("the warm-up run")?;
     for round in 0..rounds {
         // Rotate the order too, so no variant always runs right after another.
         for k in 0..variants.len() {

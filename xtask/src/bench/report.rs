@@ -3,9 +3,7 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use serde_json::Value;
 
-use super::{
-    ALL_MIGRATIONS_PREFIX, BPFTRACE_PREFIX, Comparison, EMPTY_PREFIX, Plan, Results, Single, variants::Variant,
-};
+use super::{ALL_MIGRATIONS_PREFIX, BPFTRACE_PREFIX, Comparison, EMPTY_PREFIX, Results, Single, variants::Variant};
 
 /// Median of a list (mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> Option<f64> {
@@ -153,7 +151,7 @@ fn counter(v: &Value, key: &str) -> u64 {
 }
 
 /// Every table, with the command that produced them.
-pub fn markdown(r: &Results, plan: &Plan) -> String {
+pub fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -163,7 +161,7 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "Medians of {} rounds; the variants alternate within each round. Slowdowns are per round against that round's untraced run.\n",
-        plan.rounds
+        r.rounds
     );
     if r.faults.is_some() || r.migrations.is_some() {
         let _ = writeln!(out, "#### Workload time (the workload's own clock) and slowdown\n");
