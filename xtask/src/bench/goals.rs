@@ -451,3 +451,40 @@ pub fn markdown(r: &Results) -> String {
     out.push('\n');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_medians_of_rounds_with_a_positive_peer() {
+        assert_eq!(median_ratio(&[1.0, 2.0, 3.0], &[10.0, 10.0, 10.0]), Some(0.2));
+        assert_eq!(median_ratio(&[1.0, 2.0], &[0.0, -1.0]), None);
+        assert_eq!(ratio(Some(1.0), Some(0.0)), None);
+    }
+
+    #[test]
+    fn programs_belong_to_their_run_and_hook() {
+        let mut c = Comparison::default();
+        for (name, ns) in [
+            ("page_fault_user", 100.0),
+            ("mm_page_alloc_r", 120.0),
+            ("bpftrace: page_fault_user", 300.0),
+            ("empty: page_fault_user", 50.0),
+            ("--all-migrations: sched_migrate_t", 250.0),
+        ] {
+            c.program_ns.insert(name.to_string(), vec![ns]);
+            c.program_runs.insert(name.to_string(), 1000);
+        }
+        c.stats_page_faults = vec![500];
+        assert_eq!(hook_ns(&c, Variant::Numatrace, "page_fault_u"), Some(100.0));
+        assert_eq!(hook_ns(&c, Variant::Numatrace, "mm_page_alloc"), Some(120.0));
+        assert_eq!(hook_ns(&c, Variant::Bpftrace, "page_fault_u"), Some(300.0));
+        assert_eq!(hook_ns(&c, Variant::BpftraceEmpty, "page_fault_u"), Some(50.0));
+        assert_eq!(hook_ns(&c, Variant::Numatrace, "sched_migrate"), None);
+        assert_eq!(hook_ns(&c, Variant::NumatraceAllMigrations, "sched_migrate"), Some(250.0));
+        // Two fault hooks of 1000 runs each over 500 faults.
+        assert_eq!(runs_per_fault(&c, Variant::Numatrace), Some(4.0));
+        assert_eq!(runs_per_fault(&c, Variant::Bpftrace), Some(2.0));
+    }
+}

@@ -420,7 +420,7 @@ fn print_markdown(results: &Results) {
     print!("{}", goals::markdown(results));
     print!("{}", report::markdown(results));
     if let Some(g) = &results.guest {
-        println!("\n### The same parts in the lab guest ({})\n", g.machine);
+        println!("\n#### The same tables in the lab guest ({}), kernel {}\n", g.machine, g.kernel);
         print!("{}", report::markdown(g));
     }
 }
