@@ -266,7 +266,7 @@ fn run_measured(
             peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
         }
         if let Some(s) = sampler.as_mut() {
-            s.sample();
+            s.sample(pid);
         }
         if exited_unreaped(pid)? {
             if measure {
