@@ -318,6 +318,9 @@ fn startup_table(out: &mut String, s: &super::startup::Startup) {
             v.len()
         );
     }
+    for f in &s.failures {
+        let _ = writeln!(out, "\nNo figure: {f}.");
+    }
 }
 
 fn load_row(out: &mut String, s: &Single) {

@@ -20,8 +20,9 @@ use super::variants::Tools;
 
 /// Longest wait for a tracer's ready line (the lab guest is slow).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest wait for a tracer to exit once told to stop.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for a tracer to exit once told to stop (a second SIGINT goes
+/// out half-way; seen once: bpftrace ignoring a SIGINT on the busy host).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long each tracer traces before it is stopped.
 const TRACE_FOR: Duration = Duration::from_millis(500);
 
@@ -37,6 +38,9 @@ pub struct Startup {
     pub numatrace_duration_detach_s: Vec<f64>,
     pub bpftrace_attach_s: Vec<f64>,
     pub bpftrace_detach_s: Vec<f64>,
+    /// Rounds that gave no figure (a tracer that failed or hung), and why.
+    #[serde(default)]
+    pub failures: Vec<String>,
 }
 
 /// Runs `rounds` rounds, numatrace and bpftrace alternating (the order
@@ -88,32 +92,44 @@ fn measure_on(tools: &Tools, target: &mut Child, rounds: u32) -> Result<Startup>
     for round in 0..rounds {
         for k in 0..2 {
             if (k + round) % 2 == 0 {
-                let (attach, detach) =
-                    attach_detach(&nt, &["--json", "-p", &pid_s], Ready::Stderr("numatrace: tracing"), None)
-                        .with_context(|| format!("round {}: numatrace -p {pid}", round + 1))?;
-                eprintln!("bench:   round {} numatrace attach {attach:.3} s, detach {detach:.3} s", round + 1);
-                out.numatrace_attach_s.push(attach);
-                out.numatrace_detach_s.push(detach);
+                match attach_detach(&nt, &["--json", "-p", &pid_s], Ready::Stderr("numatrace: tracing"), None) {
+                    Ok((attach, detach)) => {
+                        eprintln!("bench:   round {} numatrace attach {attach:.3} s, detach {detach:.3} s", round + 1);
+                        out.numatrace_attach_s.push(attach);
+                        out.numatrace_detach_s.push(detach);
+                    }
+                    Err(e) => failed(&mut out, round, "numatrace", &e),
+                }
             } else {
                 let script = script.display().to_string();
-                let (attach, detach) =
-                    attach_detach("bpftrace", &["-B", "none", &script], Ready::Stdout("tracing"), None)
-                        .with_context(|| format!("round {}: bpftrace on pid {pid}", round + 1))?;
-                eprintln!("bench:   round {} bpftrace  attach {attach:.3} s, detach {detach:.3} s", round + 1);
-                out.bpftrace_attach_s.push(attach);
-                out.bpftrace_detach_s.push(detach);
+                match attach_detach("bpftrace", &["-B", "none", &script], Ready::Stdout("tracing"), None) {
+                    Ok((attach, detach)) => {
+                        eprintln!("bench:   round {} bpftrace  attach {attach:.3} s, detach {detach:.3} s", round + 1);
+                        out.bpftrace_attach_s.push(attach);
+                        out.bpftrace_detach_s.push(detach);
+                    }
+                    Err(e) => failed(&mut out, round, "bpftrace", &e),
+                }
             }
         }
-        let (_, detach) = attach_detach(
+        match attach_detach(
             &nt,
             &["--json", "-p", &pid_s, "-d", &format!("{}ms", TRACE_FOR.as_millis())],
             Ready::Stderr("numatrace: tracing"),
             Some(TRACE_FOR),
-        )
-        .with_context(|| format!("round {}: numatrace -p {pid} -d", round + 1))?;
-        out.numatrace_duration_detach_s.push(detach);
+        ) {
+            Ok((_, detach)) => out.numatrace_duration_detach_s.push(detach),
+            Err(e) => failed(&mut out, round, "numatrace -d", &e),
+        }
     }
     Ok(out)
+}
+
+/// Notes a round without a figure: the bench reports, it does not stop.
+fn failed(out: &mut Startup, round: u32, tracer: &str, e: &anyhow::Error) {
+    let why = format!("round {}, {tracer}: {e:#}", round + 1);
+    eprintln!("bench:   {why} (no figure for this round)");
+    out.failures.push(why);
 }
 
 /// Where a tracer says it is ready, and the text that says it.
@@ -174,9 +190,15 @@ fn attach_detach(program: &str, args: &[&str], ready: Ready, duration: Option<Du
             Instant::now()
         }
     };
+    let mut signalled_again = false;
     let status = loop {
         if let Some(status) = child.try_wait().with_context(|| format!("waiting for {program}"))? {
             break status;
+        }
+        if !signalled_again && stop_at.elapsed() > EXIT_TIMEOUT / 2 {
+            signalled_again = true;
+            // SAFETY: signalling our own child, which has not been reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         }
         if stop_at.elapsed() > EXIT_TIMEOUT {
             let _ = child.kill();
