@@ -1,11 +1,15 @@
 //! `cargo xtask bench`: numatrace's overhead, measured against an untraced
-//! run, a bpftrace script counting the same events and `perf record` on the
-//! same tracepoints. The variants alternate within each round (A B C D A B C
-//! D ...) so that machine noise hits all of them alike; medians are reported.
-//! Also: the kernel's own run time per program, the aggregator's throughput
-//! alone, a sustained-load loss test, and numatrace's CPU and memory for
-//! 1 GiB and 16 GiB of touched address space. Results are ratios and
-//! figures, never pass/fail: timing is not asserted anywhere.
+//! run, a bpftrace script counting the same events, bpftrace with empty
+//! programs on the same tracepoints (the attach baseline) and `perf record`
+//! on the same tracepoints. The variants alternate within each round (A B C
+//! D A B C D ...) so that machine noise hits all of them alike; medians are
+//! reported. Also: the kernel's own run time per program, the aggregator's
+//! throughput alone, a sustained-load loss test, numatrace's CPU and memory
+//! for 1 GiB and 16 GiB of touched address space, and start-up and detach
+//! against bpftrace's. With `--lab` the kernel-side parts run again in a
+//! 2-node Debian 6.1 lab guest (`guest`), and the summary (`goals`) puts
+//! both kernels side by side. Results are ratios and figures, never
+//! pass/fail: timing is not asserted anywhere.
 mod bpf_stats;
 mod goals;
 mod guest;
@@ -27,7 +31,7 @@ use variants::{NumatraceOptions, RunResult, Tools, Variant};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Smaller workloads and 3 rounds: finishes in about 3 minutes.
+    /// Smaller workloads and 5 rounds (the fault-heavy goal's minimum): about 5 minutes.
     #[arg(long)]
     pub quick: bool,
     /// Fault-heavy workload: fresh 4 KiB pages each thread first-touches per workload round.
