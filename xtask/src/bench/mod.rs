@@ -1,13 +1,20 @@
 //! `cargo xtask bench`: numatrace's overhead, measured against an untraced
-//! run, a bpftrace script counting the same events and `perf record` on the
-//! same tracepoints. The variants alternate within each round (A B C D A B C
-//! D ...) so that machine noise hits all of them alike; medians are reported.
-//! Also: the kernel's own run time per program, the aggregator's throughput
-//! alone, a sustained-load loss test, and numatrace's CPU and memory for
-//! 1 GiB and 16 GiB of touched address space. Results are ratios and
-//! figures, never pass/fail: timing is not asserted anywhere.
+//! run, a bpftrace script counting the same events, bpftrace with empty
+//! programs on the same tracepoints (the attach baseline) and `perf record`
+//! on the same tracepoints. The variants alternate within each round (A B C
+//! D A B C D ...) so that machine noise hits all of them alike; medians are
+//! reported. Also: the kernel's own run time per program, the aggregator's
+//! throughput alone, a sustained-load loss test, numatrace's CPU and memory
+//! for 1 GiB and 16 GiB of touched address space, and start-up and detach
+//! against bpftrace's. With `--lab` the kernel-side parts run again in a
+//! 2-node Debian 6.1 lab guest (`guest`), and the summary (`goals`) puts
+//! both kernels side by side. Results are ratios and figures, never
+//! pass/fail: timing is not asserted anywhere.
 mod bpf_stats;
+mod goals;
+mod guest;
 mod report;
+mod startup;
 mod variants;
 
 use std::{
@@ -24,7 +31,7 @@ use variants::{NumatraceOptions, RunResult, Tools, Variant};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Smaller workloads and 3 rounds: finishes in about 3 minutes.
+    /// Smaller workloads and 5 rounds (the fault-heavy goal's minimum): about 5 minutes.
     #[arg(long)]
     pub quick: bool,
     /// Fault-heavy workload: fresh 4 KiB pages each thread first-touches per workload round.
@@ -54,6 +61,18 @@ pub struct BenchArgs {
     /// Use the already built target/release/numatrace.
     #[arg(long)]
     pub no_build: bool,
+    /// Also run the kernel-side parts (fault-heavy, migration-heavy, start-up) in a
+    /// 2-node Debian 6.1 lab guest (QEMU, TCG; one CPU per node, so every migration
+    /// crosses nodes), with smaller workloads, and print both kernels side by side.
+    #[arg(long)]
+    pub lab: bool,
+    /// Internal: this is the bench inside the lab guest (numatrace on PATH, JSON out).
+    #[arg(long, hide = true)]
+    pub in_guest: bool,
+    /// Print the tables of an earlier run from its JSON (every run writes
+    /// target/bench/results.json) instead of measuring.
+    #[arg(long, value_name = "FILE")]
+    pub render: Option<PathBuf>,
     /// Internal: be the migration-heavy workload (THREADS,HOPS) and print its JSON line.
     #[arg(long, hide = true, value_name = "THREADS,HOPS")]
     pub hop_workload: Option<String>,
@@ -74,6 +93,26 @@ pub enum Part {
     Load,
     /// numatrace's CPU time and peak memory for 1 GiB and 16 GiB touched.
     Footprint,
+    /// Start-up (attach to a running pid until "tracing") and detach (stop to exit),
+    /// numatrace against bpftrace.
+    Startup,
+}
+
+impl Part {
+    /// The parts that also run in the lab guest (kernel-side figures).
+    pub const IN_GUEST: [Part; 3] = [Part::Faults, Part::Migrations, Part::Startup];
+
+    /// The flag value naming the part.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Faults => "faults",
+            Part::Migrations => "migrations",
+            Part::Aggregator => "aggregator",
+            Part::Load => "load",
+            Part::Footprint => "footprint",
+            Part::Startup => "startup",
+        }
+    }
 }
 
 /// One sustained-load run: real page faults, or the kernel's load generator
@@ -101,12 +140,24 @@ pub struct Plan {
 impl Plan {
     fn new(args: &BenchArgs, numatrace: &Path) -> Result<Plan> {
         let quick = args.quick;
-        let pages = args.pages.unwrap_or(65_536);
+        // Under emulation a page fault costs some 20 times what it does on the host:
+        // the guest's workloads are smaller (same shape), so that a round takes seconds.
+        let guest = args.in_guest;
+        let pages = args.pages.unwrap_or(if guest { 16_384 } else { 65_536 });
         let threads = args.threads.unwrap_or(2);
-        let workload_rounds = args.workload_rounds.unwrap_or(if quick { 4 } else { 8 });
-        let hop_threads = args.hop_threads.unwrap_or(8);
-        let hops = args.hops.unwrap_or(if quick { 5_000 } else { 20_000 });
-        let rounds = args.rounds.unwrap_or(if quick { 3 } else { 7 });
+        let workload_rounds = args.workload_rounds.unwrap_or(match (guest, quick) {
+            (true, _) => 2,
+            (false, true) => 4,
+            (false, false) => 8,
+        });
+        let hop_threads = args.hop_threads.unwrap_or(if guest { 4 } else { 8 });
+        let hops = args.hops.unwrap_or(match (guest, quick) {
+            (true, _) => 1_000,
+            (false, true) => 5_000,
+            (false, false) => 20_000,
+        });
+        // At least 5 rounds: the fault-heavy goal is a median of 5 or more.
+        let rounds = args.rounds.unwrap_or(if quick { 5 } else { 7 });
         for (name, v) in [
             ("--pages", pages),
             ("--threads", threads.into()),
@@ -193,9 +244,11 @@ impl Plan {
 }
 
 /// Timed runs of one workload: seconds per variant, in round order.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Comparison {
     pub workload: Vec<String>,
+    /// The variants run, in table order.
+    pub variants: Vec<Variant>,
     pub seconds: BTreeMap<Variant, Vec<f64>>,
     /// The workload's own CPU time per variant, in round order (workloads that report it).
     pub workload_cpu_s: BTreeMap<Variant, Vec<f64>>,
@@ -209,10 +262,14 @@ pub struct Comparison {
     /// All programs together: total run time / total runs, one per stats run.
     pub all_programs_ns: Vec<f64>,
     pub program_runs: BTreeMap<String, u64>,
+    /// Page faults of the workload as numatrace's kernel counters saw them, one per stats run.
+    pub stats_page_faults: Vec<u64>,
+    /// numatrace's ring events (written + lost, all kinds) per page fault, one per timed run.
+    pub ring_events_per_fault: Vec<f64>,
 }
 
 /// A single numatrace run of the load or footprint parts.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Single {
     pub name: String,
     pub label: String,
@@ -232,7 +289,7 @@ pub struct Single {
 }
 
 /// Everything one invocation measured.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Results {
     pub command: String,
     pub kernel: String,
@@ -245,53 +302,92 @@ pub struct Results {
     pub aggregator: Vec<Value>,
     pub load: Vec<Single>,
     pub footprint: Vec<Single>,
+    #[serde(default)]
+    pub startup: Option<startup::Startup>,
+    /// With `--lab`: the same parts in the 2-node 6.1 guest.
+    #[serde(default)]
+    pub guest: Option<Box<Results>>,
+    /// Where these figures come from (`host` or the guest's description).
+    #[serde(default)]
+    pub machine: String,
+    /// The topology: NUMA nodes seen.
+    #[serde(default)]
+    pub nodes: usize,
+    /// Benchmark rounds (each variant once per round).
+    #[serde(default)]
+    pub rounds: u32,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(spec) = &args.hop_workload {
         return hop_workload(spec);
     }
+    if let Some(path) = &args.render {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: Results =
+            serde_json::from_str(&text).with_context(|| format!("reading results from {}", path.display()))?;
+        print_markdown(&results);
+        return Ok(());
+    }
+    if args.lab && args.in_guest {
+        bail!("--lab runs the guest itself; --in-guest is the bench inside it");
+    }
     let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
     let root = workspace_root();
-    if !args.no_build {
-        eprintln!("bench: building numatrace (release)");
-        cargo(&root, &["build", "--release", "-p", "numatrace", "--features", "bench-hooks"])?;
-    }
-    let numatrace = root.join("target/release/numatrace");
+    let numatrace = if args.in_guest {
+        // The lab puts the host's release build on the guest's PATH.
+        PathBuf::from(xtask::lab::initramfs::GUEST_NUMATRACE)
+    } else {
+        if !args.no_build {
+            eprintln!("bench: building numatrace (release)");
+            cargo(&root, &["build", "--release", "-p", "numatrace", "--features", "bench-hooks"])?;
+        }
+        root.join("target/release/numatrace")
+    };
     if !numatrace.is_file() {
         bail!("{} is missing: run without --no-build", numatrace.display());
     }
     let plan = Plan::new(args, &numatrace)?;
-    let scratch = root.join("target/bench");
+    let scratch = if args.in_guest { PathBuf::from("/tmp/numatrace-bench") } else { root.join("target/bench") };
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let tools = Tools { numatrace: numatrace.clone(), scratch };
-    if want(Part::Faults) || want(Part::Migrations) {
+    if want(Part::Faults) || want(Part::Migrations) || want(Part::Startup) {
         for tool in ["bpftrace", "perf"] {
             if Command::new(tool).arg("--version").output().is_err() {
                 bail!("{tool} is not installed: run `cargo xtask setup`");
             }
         }
+        // bpftrace finds tracepoints through tracefs, which nothing may have mounted yet.
+        mount_tracefs();
     }
+    let variants: &[Variant] = if args.in_guest { &Variant::GUEST } else { &Variant::ALL };
     let mut results = Results {
+        rounds: plan.rounds,
         command: std::env::args().skip(1).fold("cargo xtask".to_string(), |a, b| a + " " + &b),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         load_before: loadavg(),
+        machine: if args.in_guest { "lab guest (QEMU TCG)".into() } else { "host".into() },
+        nodes: numa_nodes(),
         ..Default::default()
     };
-    if want(Part::Aggregator) {
+    if want(Part::Aggregator) && !args.in_guest {
         eprintln!("bench: aggregator alone");
         results.aggregator = aggregator_alone(&root)?;
     }
     if want(Part::Faults) {
         eprintln!("bench: fault-heavy workload, {} rounds: {}", plan.rounds, plan.fault_args.join(" "));
-        results.faults = Some(compare(&tools, &plan.fault_args, plan.rounds)?);
+        results.faults = Some(compare(&tools, variants, &plan.fault_args, plan.rounds)?);
     }
     if want(Part::Migrations) {
         eprintln!("bench: migration-heavy workload, {} rounds: {}", plan.rounds, plan.migration_args.join(" "));
-        results.migrations = Some(compare(&tools, &plan.migration_args, plan.rounds)?);
+        results.migrations = Some(compare(&tools, variants, &plan.migration_args, plan.rounds)?);
     }
-    if want(Part::Load) {
+    if want(Part::Startup) {
+        eprintln!("bench: start-up and detach, {} rounds", plan.rounds);
+        results.startup = Some(startup::measure(&tools, plan.rounds)?);
+    }
+    if want(Part::Load) && !args.in_guest {
         for run in &plan.load {
             eprintln!("bench: sustained load, {}: {}", run.label, run.args.join(" "));
             let opts =
@@ -299,47 +395,102 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             results.load.push(single(&tools, "load", &run.label, &run.args, &opts)?);
         }
     }
-    if want(Part::Footprint) {
+    if want(Part::Footprint) && !args.in_guest {
         for (name, label, args) in &plan.footprint {
             eprintln!("bench: footprint, {label}");
             results.footprint.push(single(&tools, name, label, args, &NumatraceOptions::default())?);
         }
     }
     results.load_after = loadavg();
+    if args.lab && Part::IN_GUEST.iter().any(|p| want(*p)) {
+        results.guest = Some(Box::new(guest::run(args, &root)?));
+    }
+    let json = serde_json::to_string_pretty(&results)?;
+    if !args.in_guest {
+        let saved = tools.scratch.join("results.json");
+        std::fs::write(&saved, &json).with_context(|| format!("writing {}", saved.display()))?;
+        eprintln!("bench: results saved in {} (--render prints them again)", saved.display());
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{json}");
     } else {
-        print!("{}", report::markdown(&results, &plan));
+        print_markdown(&results);
     }
     Ok(())
 }
 
-/// Runs every variant once per round, in turn, then one numatrace run with
+/// The summary (goals, peers), then every table; the guest's after the host's.
+fn print_markdown(results: &Results) {
+    print!("{}", goals::markdown(results));
+    print!("{}", report::markdown(results));
+    if let Some(g) = &results.guest {
+        println!("\n#### The same tables in the lab guest ({}), kernel {}\n", g.machine, g.kernel);
+        print!("{}", report::markdown(g));
+    }
+}
+
+/// Mounts tracefs at /sys/kernel/tracing when nothing is there (a fresh boot);
+/// bpftrace and perf look tracepoints up in it. Failing is left to them to report.
+fn mount_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if empty {
+        let _ = Command::new("mount").args(["-t", "tracefs", "tracefs"]).arg(dir).status();
+    }
+}
+
+/// NUMA nodes this machine has (1 when sysfs does not say).
+fn numa_nodes() -> usize {
+    std::fs::read_dir("/sys/devices/system/node")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.strip_prefix("node").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// Runs every variant once per round, in turn, then the tracers again with
 /// the kernel's run-time stats on (untimed: the stats add clock reads).
-fn compare(tools: &Tools, args: &[String], rounds: u32) -> Result<Comparison> {
-    let mut cmp = Comparison { workload: args.to_vec(), ..Default::default() };
+fn compare(tools: &Tools, variants: &[Variant], args: &[String], rounds: u32) -> Result<Comparison> {
+    let mut cmp = Comparison { workload: args.to_vec(), variants: variants.to_vec(), ..Default::default() };
+    // One untimed run first: the first timed run would otherwise pay for cold
+    // caches alone (the page cache of the binaries, seen as -60 % in the guest).
+    variants::run(tools, Variant::Untraced, args, &NumatraceOptions::default()).context("the warm-up run")?;
     for round in 0..rounds {
         // Rotate the order too, so no variant always runs right after another.
-        for k in 0..Variant::ALL.len() {
-            let variant = Variant::ALL[(k + round as usize) % Variant::ALL.len()];
+        for k in 0..variants.len() {
+            let variant = variants[(k + round as usize) % variants.len()];
             let r = variants::run(tools, variant, args, &NumatraceOptions::default())
                 .with_context(|| format!("round {}, {}", round + 1, variant.label()))?;
             eprintln!("bench:   round {} {:<11} {:.3} s", round + 1, variant.label(), r.seconds);
             record(&mut cmp, variant, &r);
         }
-        for variant in [Variant::Numatrace, Variant::NumatraceAllMigrations, Variant::Bpftrace] {
+        let stats_variants =
+            [Variant::Numatrace, Variant::NumatraceAllMigrations, Variant::Bpftrace, Variant::BpftraceEmpty];
+        for variant in stats_variants.into_iter().filter(|v| variants.contains(v)) {
             let r =
                 variants::run(tools, variant, args, &NumatraceOptions { sample_programs: true, ..Default::default() })
                     .with_context(|| format!("round {}, {} with BPF stats", round + 1, variant.label()))?;
             if variant == Variant::Numatrace {
                 note_numatrace(&mut cmp, &r);
+                if let Some(report) = &r.report {
+                    let faults = report.pointer("/kernel_counters/page_faults").and_then(Value::as_u64).unwrap_or(0);
+                    cmp.stats_page_faults.push(faults);
+                }
             }
             let (mut time, mut cnt) = (0u64, 0u64);
             for (name, p) in &r.programs {
                 let name = match variant {
                     Variant::Numatrace => name.clone(),
                     Variant::NumatraceAllMigrations => format!("{ALL_MIGRATIONS_PREFIX}{name}"),
-                    _ => format!("bpftrace: {name}"),
+                    Variant::BpftraceEmpty => format!("{EMPTY_PREFIX}{name}"),
+                    _ => format!("{BPFTRACE_PREFIX}{name}"),
                 };
                 if let Some(ns) = p.ns_per_run() {
                     cmp.program_ns.entry(name.clone()).or_default().push(ns);
@@ -358,6 +509,10 @@ fn compare(tools: &Tools, args: &[String], rounds: u32) -> Result<Comparison> {
     Ok(cmp)
 }
 
+/// How the per-program table names bpftrace's programs.
+pub const BPFTRACE_PREFIX: &str = "bpftrace: ";
+/// How the per-program table names the empty-program baseline's programs.
+pub const EMPTY_PREFIX: &str = "empty: ";
 /// How the per-program table names the programs of the `--all-migrations` run.
 pub const ALL_MIGRATIONS_PREFIX: &str = "--all-migrations: ";
 
@@ -372,7 +527,22 @@ fn record(cmp: &mut Comparison, variant: Variant, r: &RunResult) {
     }
     if variant == Variant::Numatrace {
         note_numatrace(cmp, r);
+        if let Some(report) = &r.report {
+            let faults = report.pointer("/kernel_counters/page_faults").and_then(Value::as_u64).unwrap_or(0);
+            if faults > 0 {
+                let (written, lost, _) = ring_sums(report);
+                cmp.ring_events_per_fault.push((written + lost) as f64 / faults as f64);
+            }
+        }
     }
+}
+
+/// numatrace's ring accounting summed over event kinds: (written, lost, read).
+fn ring_sums(report: &Value) -> (u64, u64, u64) {
+    let ring = report.get("ring_events").and_then(Value::as_object);
+    let sum =
+        |field: &str| ring.map_or(0, |m| m.values().filter_map(|a| a.get(field).and_then(Value::as_u64)).sum::<u64>());
+    (sum("sent"), sum("lost"), sum("received"))
 }
 
 fn note_numatrace(cmp: &mut Comparison, r: &RunResult) {
@@ -389,9 +559,7 @@ fn single(tools: &Tools, name: &str, label: &str, args: &[String], opts: &Numatr
     let counters = report.get("kernel_counters").cloned().unwrap_or(Value::Null);
     let usage = r.tracer.unwrap_or_default();
     // What the kernel produced (written or lost) and what numatrace read, over all kinds.
-    let ring = report.get("ring_events").and_then(Value::as_object);
-    let sum =
-        |field: &str| ring.map_or(0, |m| m.values().filter_map(|a| a.get(field).and_then(Value::as_u64)).sum::<u64>());
+    let (sent, lost, received) = ring_sums(&report);
     Ok(Single {
         name: name.to_string(),
         label: label.to_string(),
@@ -401,8 +569,8 @@ fn single(tools: &Tools, name: &str, label: &str, args: &[String], opts: &Numatr
         cpu_s: usage.cpu_s,
         peak_rss_kib: usage.peak_rss_kib,
         lost_events: report.get("lost_events").and_then(Value::as_u64).unwrap_or(0),
-        ring_events: sum("sent") + sum("lost"),
-        received_events: sum("received"),
+        ring_events: sent + lost,
+        received_events: received,
         unread_events: report.get("unread_events").and_then(Value::as_u64).unwrap_or(0),
         kernel_counters: counters,
     })

@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use serde_json::Value;
 
-use super::{ALL_MIGRATIONS_PREFIX, Comparison, Plan, Results, Single, variants::Variant};
+use super::{ALL_MIGRATIONS_PREFIX, BPFTRACE_PREFIX, Comparison, EMPTY_PREFIX, Results, Single, variants::Variant};
 
 /// Median of a list (mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> Option<f64> {
@@ -18,7 +18,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 
 /// Per-round slowdowns of `variant` against the untraced run of the same
 /// round, in any per-variant series (wall time, workload CPU time).
-fn slowdowns_in(series: &BTreeMap<Variant, Vec<f64>>, variant: Variant) -> Vec<f64> {
+pub fn slowdowns_in(series: &BTreeMap<Variant, Vec<f64>>, variant: Variant) -> Vec<f64> {
     let (Some(base), Some(traced)) = (series.get(&Variant::Untraced), series.get(&variant)) else {
         return Vec::new();
     };
@@ -29,15 +29,15 @@ fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |x| format!("{:+.1} %", x * 100.0))
 }
 
-/// The header of a comparison table: a column per variant, in [`Variant::ALL`] order.
-fn comparison_header(out: &mut String) {
-    let labels: Vec<&str> = Variant::ALL.iter().map(|v| v.label()).collect();
+/// The header of a comparison table: a column per variant run, in their order.
+fn comparison_header(out: &mut String, variants: &[Variant]) {
+    let labels: Vec<&str> = variants.iter().map(|v| v.label()).collect();
     let _ = writeln!(out, "| workload | {} | numatrace added / bpftrace added |", labels.join(" | "));
     let _ = writeln!(out, "|---|{}---|", "---|".repeat(labels.len()));
 }
 
 /// One row under [`comparison_header`].
-fn comparison_rows(out: &mut String, title: &str, series: &BTreeMap<Variant, Vec<f64>>) {
+fn comparison_rows(out: &mut String, variants: &[Variant], title: &str, series: &BTreeMap<Variant, Vec<f64>>) {
     if series.is_empty() {
         return;
     }
@@ -52,7 +52,7 @@ fn comparison_rows(out: &mut String, title: &str, series: &BTreeMap<Variant, Vec
         Some(s) => format!("{s:.3} s ({})", pct(slow(v))),
         None => "-".into(),
     };
-    let cells: Vec<String> = Variant::ALL.iter().map(|v| cell(*v)).collect();
+    let cells: Vec<String> = variants.iter().map(|v| cell(*v)).collect();
     let _ = writeln!(out, "| {title} | {} | {ratio} |", cells.join(" | "));
 }
 
@@ -67,7 +67,7 @@ fn spread(cmp: &Comparison, v: Variant) -> String {
 }
 
 fn tracer_rows(out: &mut String, title: &str, cmp: &Comparison) {
-    for v in Variant::ALL.into_iter().filter(|v| *v != Variant::Untraced) {
+    for v in variants_of(cmp).into_iter().filter(|v| *v != Variant::Untraced) {
         let cpu = cmp.tracer_cpu_s.get(&v).and_then(|c| median(c));
         let rss = cmp.tracer_peak_rss_kib.get(&v).and_then(|r| r.iter().max().copied());
         let _ = writeln!(
@@ -99,7 +99,7 @@ fn program_rows(out: &mut String, title: &str, cmp: &Comparison) {
 /// bound to read beside the wall-clock slowdown, which single rounds swing
 /// by tens of percent on this machine. Dispatch cost outside the programs
 /// is not in the kernel's accounting, the stats' own clock reads are.
-fn program_share(cmp: &Comparison) -> Option<String> {
+pub fn program_share(cmp: &Comparison) -> Option<String> {
     let stats_runs = cmp.all_programs_ns.len();
     let untraced = median(cmp.seconds.get(&Variant::Untraced)?)?;
     if stats_runs == 0 || untraced <= 0.0 {
@@ -116,19 +116,26 @@ fn program_share(cmp: &Comparison) -> Option<String> {
     };
     let default = per_run_s(&is_default_numatrace);
     let all = per_run_s(&|name| name.starts_with(ALL_MIGRATIONS_PREFIX));
+    let with_all = if cmp.variants.is_empty() || cmp.variants.contains(&Variant::NumatraceAllMigrations) {
+        format!(" ({:.1} ms, {:.1} %, with --all-migrations)", all * 1e3, all / untraced * 100.0)
+    } else {
+        String::new()
+    };
     Some(format!(
-        "numatrace's programs ran {:.1} ms of CPU per workload run (kernel accounting), {:.1} % of the untraced run's {untraced:.3} s \
-         ({:.1} ms, {:.1} %, with --all-migrations).",
+        "numatrace's programs ran {:.1} ms of CPU per workload run (kernel accounting), {:.1} % of the untraced run's {untraced:.3} s{with_all}.",
         default * 1e3,
         default / untraced * 100.0,
-        all * 1e3,
-        all / untraced * 100.0
     ))
+}
+
+/// The variants a comparison ran (every one for results from before they were recorded).
+fn variants_of(cmp: &Comparison) -> Vec<Variant> {
+    if cmp.variants.is_empty() { Variant::ALL.to_vec() } else { cmp.variants.clone() }
 }
 
 /// A program of the default numatrace run (not bpftrace's, not the `--all-migrations` run's).
 fn is_default_numatrace(name: &str) -> bool {
-    !name.starts_with("bpftrace") && !name.starts_with(ALL_MIGRATIONS_PREFIX)
+    [BPFTRACE_PREFIX, ALL_MIGRATIONS_PREFIX, EMPTY_PREFIX].iter().all(|p| !name.starts_with(p))
 }
 
 /// A command line with its binaries shown by file name only.
@@ -144,7 +151,7 @@ fn counter(v: &Value, key: &str) -> u64 {
 }
 
 /// Every table, with the command that produced them.
-pub fn markdown(r: &Results, plan: &Plan) -> String {
+pub fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -154,24 +161,25 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "Medians of {} rounds; the variants alternate within each round. Slowdowns are per round against that round's untraced run.\n",
-        plan.rounds
+        r.rounds
     );
     if r.faults.is_some() || r.migrations.is_some() {
         let _ = writeln!(out, "#### Workload time (the workload's own clock) and slowdown\n");
-        comparison_header(&mut out);
+        let variants = r.faults.as_ref().or(r.migrations.as_ref()).map(variants_of).unwrap_or_default();
+        comparison_header(&mut out, &variants);
         if let Some(c) = &r.faults {
-            comparison_rows(&mut out, &format!("fault-heavy: `{}`", short(&c.workload)), &c.seconds);
+            comparison_rows(&mut out, &variants, &format!("fault-heavy: `{}`", short(&c.workload)), &c.seconds);
         }
         if let Some(c) = &r.migrations {
-            comparison_rows(&mut out, &format!("migration-heavy: `{}`", short(&c.workload)), &c.seconds);
+            comparison_rows(&mut out, &variants, &format!("migration-heavy: `{}`", short(&c.workload)), &c.seconds);
         }
         if let Some(c) = r.faults.as_ref().filter(|c| !c.workload_cpu_s.is_empty()) {
             let _ = writeln!(
                 out,
                 "\n#### Workload CPU time (user + system of the workload process, where the programs of its own page faults are charged; steadier than wall time on a shared machine)\n"
             );
-            comparison_header(&mut out);
-            comparison_rows(&mut out, "fault-heavy", &c.workload_cpu_s);
+            comparison_header(&mut out, &variants);
+            comparison_rows(&mut out, &variants, "fault-heavy", &c.workload_cpu_s);
         }
         let _ = writeln!(out, "\n#### Tracers: slowdown range over rounds, own CPU time (median), own peak memory\n");
         let _ = writeln!(out, "| workload | tracer | slowdown min .. max | tracer CPU | tracer peak RSS |");
@@ -258,6 +266,9 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
              start-up (see the 1-page row of the footprint table)."
         );
     }
+    if let Some(s) = &r.startup {
+        startup_table(&mut out, s);
+    }
     if !r.footprint.is_empty() {
         let _ = writeln!(out, "\n#### numatrace's own CPU time and peak memory by process size\n");
         let _ = writeln!(
@@ -280,6 +291,36 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// Start-up and detach, per tracer: median and range over rounds.
+fn startup_table(out: &mut String, s: &super::startup::Startup) {
+    let _ = writeln!(out, "\n#### Start-up and detach (attached to a running `{}`)\n", short(&s.target));
+    let _ = writeln!(out, "| tracer | what | median | min .. max | rounds |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for (tracer, what, v) in [
+        ("numatrace", "start to \"tracing\" on stderr", &s.numatrace_attach_s),
+        ("bpftrace", "start to its BEGIN line (every probe attached)", &s.bpftrace_attach_s),
+        ("numatrace", "SIGINT to exit (report written)", &s.numatrace_detach_s),
+        ("numatrace", "end of `--duration` to exit", &s.numatrace_duration_detach_s),
+        ("bpftrace", "SIGINT to exit (maps printed)", &s.bpftrace_detach_s),
+    ] {
+        let lo = v.iter().copied().reduce(f64::min);
+        let hi = v.iter().copied().reduce(f64::max);
+        let _ = writeln!(
+            out,
+            "| {tracer} | {what} | {} | {} |  {} |",
+            median(v).map_or("-".into(), |m| format!("{m:.3} s")),
+            match (lo, hi) {
+                (Some(lo), Some(hi)) => format!("{lo:.3} .. {hi:.3} s"),
+                _ => "-".into(),
+            },
+            v.len()
+        );
+    }
+    for f in &s.failures {
+        let _ = writeln!(out, "\nNo figure: {f}.");
+    }
 }
 
 fn load_row(out: &mut String, s: &Single) {

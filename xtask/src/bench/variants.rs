@@ -25,11 +25,21 @@ tracepoint:kmem:mm_page_alloc /pid == cpid/ { @allocs[tid] = count(); }
 tracepoint:sched:sched_migrate_task { @migrations[args->pid] = count(); }
 ";
 
+/// The empty-program baseline: the same three tracepoints, programs that do
+/// nothing. What attaching anything to these hooks costs (the kernel's
+/// dispatch and the program call): under emulation (the lab guest) only
+/// ratios against it and against bpftrace mean anything.
+const BPFTRACE_EMPTY_SCRIPT: &str = "\
+tracepoint:exceptions:page_fault_user {}
+tracepoint:kmem:mm_page_alloc {}
+tracepoint:sched:sched_migrate_task {}
+";
+
 /// The tracepoints `perf record` records (the same ones).
 const PERF_EVENTS: &[&str] = &["exceptions:page_fault_user", "kmem:mm_page_alloc", "sched:sched_migrate_task"];
 
 /// A way to run the workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
     Untraced,
@@ -42,18 +52,27 @@ pub enum Variant {
     /// migration event costs where they all cross nodes.
     NumatraceAllMigrations,
     Bpftrace,
+    /// bpftrace with empty programs on the same tracepoints: the attach baseline.
+    BpftraceEmpty,
     PerfRecord,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Untraced,
         Variant::Numatrace,
         Variant::NumatraceClassic,
         Variant::NumatraceAllMigrations,
         Variant::Bpftrace,
+        Variant::BpftraceEmpty,
         Variant::PerfRecord,
     ];
+
+    /// The variants of a run in the lab guest: its CPUs are one per node, so every
+    /// migration crosses nodes and `--all-migrations` would measure the same as
+    /// the default; classic tracepoints are left to the host (emulation is slow).
+    pub const GUEST: [Variant; 5] =
+        [Variant::Untraced, Variant::Numatrace, Variant::Bpftrace, Variant::BpftraceEmpty, Variant::PerfRecord];
 
     /// The numatrace variants.
     pub fn is_numatrace(self) -> bool {
@@ -67,6 +86,7 @@ impl Variant {
             Variant::NumatraceClassic => "numatrace, classic tracepoints",
             Variant::NumatraceAllMigrations => "numatrace, --all-migrations",
             Variant::Bpftrace => "bpftrace",
+            Variant::BpftraceEmpty => "bpftrace, empty programs",
             Variant::PerfRecord => "perf record",
         }
     }
@@ -74,7 +94,7 @@ impl Variant {
 
 /// CPU time and peak resident memory of the tracer process itself (its
 /// children, the workload, excluded).
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TracerUsage {
     pub cpu_s: f64,
     /// Highest VmHWM seen, sampled every 20 ms until the process exited.
@@ -136,9 +156,14 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
             v.extend(workload.iter().cloned());
             v
         }
-        Variant::Bpftrace => {
-            let script = tools.scratch.join("count.bt");
-            fs::write(&script, BPFTRACE_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+        Variant::Bpftrace | Variant::BpftraceEmpty => {
+            let (name, text) = if variant == Variant::Bpftrace {
+                ("count.bt", BPFTRACE_SCRIPT)
+            } else {
+                ("empty.bt", BPFTRACE_EMPTY_SCRIPT)
+            };
+            let script = tools.scratch.join(name);
+            fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
             vec!["bpftrace".to_string(), script.display().to_string(), "-c".to_string(), workload.join(" ")]
         }
         Variant::PerfRecord => {
@@ -241,7 +266,7 @@ fn run_measured(
             peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
         }
         if let Some(s) = sampler.as_mut() {
-            s.sample();
+            s.sample(pid);
         }
         if exited_unreaped(pid)? {
             if measure {

@@ -94,6 +94,10 @@ pub enum GuestNumatrace {
     /// The workspace's ordinary debug build, dynamically linked (its libraries are
     /// copied in): free when `cargo test` has just built it.
     WorkspaceDebug,
+    /// The workspace's release build (target/release/numatrace), as built
+    /// already, with whatever features it was built with (the bench builds it
+    /// with `bench-hooks`); dynamically linked, its libraries are copied in.
+    WorkspaceRelease,
 }
 
 /// What one command did.
@@ -280,6 +284,13 @@ fn guest_numatrace(dirs: &LabDirs, which: GuestNumatrace) -> Result<PathBuf> {
         }
         return Ok(exe);
     }
+    if which == GuestNumatrace::WorkspaceRelease {
+        let exe = dirs.target.join("release").join("numatrace");
+        if !exe.is_file() {
+            bail!("{} is missing: build it first (cargo build --release -p numatrace)", exe.display());
+        }
+        return Ok(exe);
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&dirs.workspace).args(["build", "--quiet", "-p", "numatrace"]);
@@ -291,7 +302,10 @@ fn guest_numatrace(dirs: &LabDirs, which: GuestNumatrace) -> Result<PathBuf> {
                 .env_remove("CARGO_ENCODED_RUSTFLAGS");
             dirs.target.join(TRIPLE).join("release").join("numatrace")
         }
-        GuestNumatrace::WorkspaceDebug => dirs.target.join("debug").join("numatrace"),
+        // (WorkspaceRelease returned above: it is never built here.)
+        GuestNumatrace::WorkspaceDebug | GuestNumatrace::WorkspaceRelease => {
+            dirs.target.join("debug").join("numatrace")
+        }
     };
     let status = cmd.status().with_context(|| format!("running {}", Path::new(&cargo).display()))?;
     if !status.success() {
