@@ -19,8 +19,11 @@ pub struct Sampler {
 }
 
 /// The share of wall time the samples may take: the next sample waits at
-/// least the last one's duration divided by this.
-pub const READ_BUDGET: f64 = 0.01;
+/// least the last one's duration divided by this. 5 %: one core's worth of
+/// /proc reads for a huge process is spread out, while an emulated guest,
+/// where every read is slow, keeps the usual cadence (1 % delayed its
+/// snapshots past what the lab's scripts wait for).
+pub const READ_BUDGET: f64 = 0.05;
 
 impl Default for Sampler {
     fn default() -> Self {
@@ -92,8 +95,8 @@ mod tests {
     fn samples_less_often_when_reads_cost_more_than_the_budget() {
         assert_eq!(interval(10, Duration::from_micros(50)), Duration::from_millis(100));
         assert_eq!(interval(10_000, Duration::from_millis(5)), Duration::from_secs(2));
-        // 10 000 threads read in 60 ms: at most 1 % of the time.
-        assert_eq!(interval(10_000, Duration::from_millis(60)), Duration::from_secs(6));
+        // 10 000 threads read in 300 ms: at most 5 % of the time.
+        assert_eq!(interval(10_000, Duration::from_millis(300)), Duration::from_secs(6));
     }
 
     #[test]

@@ -313,7 +313,9 @@ impl Snapshots {
 
     /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s, or
     /// less often where reading it (numa_maps walks the page tables; one
-    /// stat file per thread) costs more than `READ_BUDGET` of the time.
+    /// stat file per thread) costs more than `READ_BUDGET` of the time. The
+    /// first two come on time whatever they cost: they say how the process
+    /// started, and `numatrace diff` weighs by the last.
     fn maybe_take(&mut self, pid: u32) {
         let started = Instant::now();
         if started < self.next {
@@ -325,9 +327,12 @@ impl Snapshots {
             self.latest = Some(snap);
         }
         self.taken += 1;
-        let cadence = if self.taken == 1 { Duration::from_millis(900) } else { Duration::from_secs(5) };
         let took = started.elapsed();
-        self.next = Instant::now() + cadence.max(took.div_f64(numatrace_core::aggregate::run_time::READ_BUDGET));
+        self.next = Instant::now()
+            + match self.taken {
+                1 => Duration::from_millis(900),
+                _ => Duration::from_secs(5).max(took.div_f64(numatrace_core::aggregate::run_time::READ_BUDGET)),
+            };
     }
 }
 
