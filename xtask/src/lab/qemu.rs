@@ -97,9 +97,10 @@ pub fn boot(
         // level), instead of hanging to the timeout. watchdog_thresh=30 (a
         // lockup after 60 s, not 20) and the RCU stall timeout: a vCPU is a
         // host thread, and the guest's clock runs on while a loaded host does
-        // not schedule it, so every lockup seen here (in bpf_prog_load, at a
-        // static-branch site, in syscall entry) came on a host running other
-        // builds and guests, and none on a quiet one.
+        // not schedule it. Lockups still come, on an idle host too: a vCPU
+        // stuck for 79 s at a static-branch NOP in __alloc_pages while
+        // tracepoints attach (the kernel patching its own text under the
+        // emulator); the lab tests boot again (tests/lib.rs `guest::run`).
         .args([
             "-append",
             "console=ttyS0 quiet panic=-1 softlockup_panic=1 watchdog_thresh=30 \
