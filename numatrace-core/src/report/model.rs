@@ -192,6 +192,32 @@ pub struct Totals {
     pub misplaced_migration_ms: f64,
 }
 
+impl Totals {
+    /// Adds a thread's counts, or summed threads' (`threads` of them), to the totals.
+    fn add(&mut self, t: &crate::aggregate::ThreadStats, threads: u64) {
+        self.threads += threads;
+        self.migrations += t.migrations;
+        self.cross_node_migrations += t.cross_node_migrations;
+        self.first_touch_pages += t.first_touch_total();
+        for (node, pages) in &t.first_touch_pages {
+            *self.first_touch_pages_by_node.entry(node.to_string()).or_default() += pages;
+        }
+        self.remote_first_touch_pages += t.remote_first_touch_pages;
+        self.numa_task_moves += t.numa_task_moves;
+        self.numa_task_swaps += t.numa_task_swaps;
+        self.numa_task_sticks += t.numa_task_sticks;
+        self.hinting_faults_local += t.hinting_faults_local;
+        self.hinting_faults_remote += t.hinting_faults_remote;
+        self.misplaced_migration_calls += t.misplaced_migrations;
+        self.misplaced_migration_ms += t.misplaced_migration_ns as f64 / 1e6;
+    }
+}
+
+/// Run time per node in milliseconds, keyed by node id (string).
+fn ms_by_node(ns: &crate::aggregate::node_counts::NodeCounts) -> BTreeMap<String, f64> {
+    ns.iter().map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6)).collect()
+}
+
 fn by_node<'a, T: Copy + 'a>(map: impl IntoIterator<Item = (&'a u32, &'a T)>) -> BTreeMap<String, T> {
     map.into_iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
@@ -230,21 +256,7 @@ impl Report {
         let mut totals = Totals::default();
         let mut threads = Vec::new();
         for t in agg.threads.values() {
-            totals.threads += 1;
-            totals.migrations += t.migrations;
-            totals.cross_node_migrations += t.cross_node_migrations;
-            totals.first_touch_pages += t.first_touch_total();
-            for (node, pages) in &t.first_touch_pages {
-                *totals.first_touch_pages_by_node.entry(node.to_string()).or_default() += pages;
-            }
-            totals.remote_first_touch_pages += t.remote_first_touch_pages;
-            totals.numa_task_moves += t.numa_task_moves;
-            totals.numa_task_swaps += t.numa_task_swaps;
-            totals.numa_task_sticks += t.numa_task_sticks;
-            totals.hinting_faults_local += t.hinting_faults_local;
-            totals.hinting_faults_remote += t.hinting_faults_remote;
-            totals.misplaced_migration_calls += t.misplaced_migrations;
-            totals.misplaced_migration_ms += t.misplaced_migration_ns as f64 / 1e6;
+            totals.add(t, 1);
             threads.push(ThreadReport {
                 tid: t.tid,
                 tgid: t.tgid,
@@ -258,11 +270,7 @@ impl Report {
                 first_touch_pages: by_node(&t.first_touch_pages),
                 first_touch_pages_unknown_node: t.first_touch_pages_unknown_node,
                 remote_first_touch_pages: t.remote_first_touch_pages,
-                runtime_ms_by_node: t
-                    .runtime_ns_by_node
-                    .iter()
-                    .map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6))
-                    .collect(),
+                runtime_ms_by_node: ms_by_node(&t.runtime_ns_by_node),
                 hinting_faults_local: t.hinting_faults_local,
                 hinting_faults_remote: t.hinting_faults_remote,
                 numa_task_moves: t.numa_task_moves,
@@ -275,19 +283,7 @@ impl Report {
         let mut exited_threads_summed = Vec::new();
         for summed in agg.exited_summed.values() {
             let t = &summed.stats;
-            totals.threads += summed.threads;
-            totals.first_touch_pages += t.first_touch_total();
-            for (node, pages) in &t.first_touch_pages {
-                *totals.first_touch_pages_by_node.entry(node.to_string()).or_default() += pages;
-            }
-            totals.remote_first_touch_pages += t.remote_first_touch_pages;
-            totals.migrations += t.migrations;
-            totals.cross_node_migrations += t.cross_node_migrations;
-            totals.numa_task_moves += t.numa_task_moves;
-            totals.numa_task_swaps += t.numa_task_swaps;
-            totals.numa_task_sticks += t.numa_task_sticks;
-            totals.misplaced_migration_calls += t.misplaced_migrations;
-            totals.misplaced_migration_ms += t.misplaced_migration_ns as f64 / 1e6;
+            totals.add(t, summed.threads);
             exited_threads_summed.push(SummedThreadsReport {
                 tgid: t.tgid,
                 threads: summed.threads,
@@ -295,11 +291,7 @@ impl Report {
                 cross_node_migrations: t.cross_node_migrations,
                 first_touch_pages: by_node(&t.first_touch_pages),
                 remote_first_touch_pages: t.remote_first_touch_pages,
-                runtime_ms_by_node: t
-                    .runtime_ns_by_node
-                    .iter()
-                    .map(|(n, ns)| (n.to_string(), *ns as f64 / 1e6))
-                    .collect(),
+                runtime_ms_by_node: ms_by_node(&t.runtime_ns_by_node),
             });
         }
         totals.unknown_nodes = agg.unknown_nodes;
