@@ -107,6 +107,11 @@ fn thread(report: &Value, tid: u64) -> &Value {
         .unwrap_or_else(|| panic!("thread {tid} in report"))
 }
 
+/// Pages the touch workload says its threads first touched (its ground truth line).
+fn touched_pages(workload: &Value) -> u64 {
+    workload["threads"].as_array().unwrap().iter().map(|w| w["first_touch_pages"].as_u64().unwrap()).sum()
+}
+
 fn first_touch_total(thread: &Value) -> u64 {
     thread["first_touch_pages"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
 }
@@ -607,12 +612,7 @@ fn a_tiny_overhead_budget_samples_regions_and_still_counts_every_page() {
         "8",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let want: u64 = workload.expect("ground truth")["threads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["first_touch_pages"].as_u64().unwrap())
-        .sum();
+    let want = touched_pages(&workload.expect("ground truth"));
     let counted = |k: &str| report["kernel_counters"][k].as_u64().unwrap_or(0);
     // Every page the workload touched is counted (plus the process's own few).
     let all = counted("first_touch_pages");
@@ -670,12 +670,7 @@ fn budget_pauses_detach_and_attach_again_and_say_so() {
         "64",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let want: u64 = workload.expect("ground truth")["threads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["first_touch_pages"].as_u64().unwrap())
-        .sum();
+    let want = touched_pages(&workload.expect("ground truth"));
     let s = &report["sampling"];
     let steps = s["rate_over_time"].as_array().expect("rate_over_time");
     assert!(steps.iter().any(|c| c["attached"] == false), "never paused: {s}");
