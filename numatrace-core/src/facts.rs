@@ -41,6 +41,10 @@ pub struct StartFacts {
     /// The target's NUMA state when the capture started (attach to a running pid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_before: Option<crate::machine::ProcessSnapshot>,
+    /// The other traced processes' state at the start, one per process
+    /// (several `--pid`s, `--tree`, a cgroup); `process_before` stays the first's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_processes_before: Vec<crate::machine::ProcessSnapshot>,
     /// The machine's NUMA settings and counters when the capture started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_before: Option<crate::machine::SystemSnapshot>,
@@ -61,6 +65,10 @@ pub struct EndFacts {
     /// The target's latest NUMA state seen while it ran (policy, cpuset, placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_last: Option<crate::machine::ProcessSnapshot>,
+    /// The other traced processes' latest state, one per process still alive
+    /// at the last snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_processes_last: Vec<crate::machine::ProcessSnapshot>,
     /// A spike capture's events that the `--ring` memory cap pushed out of
     /// its window, per kind (they are not in the capture).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -107,6 +115,77 @@ pub struct Target {
     /// Its exit code, when it exited during the capture and numatrace started it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// How the traced set was named: one process (older captures), several
+    /// pids, a process tree, a cgroup, a systemd unit or a container.
+    #[serde(default, skip_serializing_if = "TargetScope::is_process")]
+    pub scope: TargetScope,
+    /// Every process traced from the start (the roots named with `--pid`, or
+    /// the cgroup's processes when the capture began); `pid` is the first.
+    /// Empty in older captures: then `pid` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+}
+
+/// How the traced set of processes was named. Fixes are written for this
+/// unit of deployment (a unit's drop-in, a container's cpuset, a cgroup's
+/// files), not only for a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetScope {
+    /// One process (and, with `--follow-children` or a command, its later children).
+    #[default]
+    Process,
+    /// Several `--pid`s, each with its later children.
+    Processes,
+    /// `--tree`: the processes and all their descendants, existing and new.
+    Tree,
+    /// `--cgroup`: every task in a cgroup v2 and below it, also tasks that join.
+    Cgroup(CgroupScope),
+    /// `--unit`: a systemd unit, traced as its cgroup.
+    Unit { name: String, cgroup: CgroupScope },
+    /// `--container`: a container, traced as its cgroup.
+    Container { id: String, runtime: ContainerRuntime, cgroup: CgroupScope },
+}
+
+impl TargetScope {
+    pub fn is_process(&self) -> bool {
+        *self == TargetScope::Process
+    }
+
+    /// The cgroup behind a cgroup, unit or container target.
+    pub fn cgroup(&self) -> Option<&CgroupScope> {
+        match self {
+            TargetScope::Cgroup(c) | TargetScope::Unit { cgroup: c, .. } | TargetScope::Container { cgroup: c, .. } => {
+                Some(c)
+            }
+            TargetScope::Process | TargetScope::Processes | TargetScope::Tree => None,
+        }
+    }
+}
+
+/// A cgroup v2 traced with everything below it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupScope {
+    /// Path under the cgroup v2 mount, starting with `/` (`/system.slice/postgresql.service`).
+    pub path: String,
+    /// The kernel's cgroup id (the inode number of its directory).
+    pub id: u64,
+    /// Its `cpuset.cpus.effective` and `cpuset.mems.effective` at the start
+    /// (`None`: the cpuset controller is not enabled there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_effective: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mems_effective: Option<Vec<u32>>,
+}
+
+/// The container runtime a `--container` id was found under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerRuntime {
+    Docker,
+    Podman,
+    Containerd,
+    Crio,
 }
 
 /// Why a capture ended. Written as the words the report prints
@@ -172,6 +251,7 @@ impl EndFacts {
             exit_code: None,
             kernel: KernelTotals::default(),
             process_last: None,
+            other_processes_last: Vec::new(),
             dropped_by_memory_cap: BTreeMap::new(),
             sampling: None,
         }

@@ -8,7 +8,7 @@ use numatrace_common::{
 
 use crate::{
     event::Event,
-    facts::{EndFacts, InitialThread, StartFacts, StopReason, Target},
+    facts::{EndFacts, InitialThread, StartFacts, StopReason, Target, TargetScope},
     machine::Topology,
 };
 
@@ -28,6 +28,8 @@ pub fn start_facts(topology: &Topology, start_ns: u64, tgid: u32, threads: &[(u3
             comm: threads.first().map_or("app", |t| t.1).to_string(),
             command: None,
             exit_code: None,
+            scope: TargetScope::Process,
+            pids: vec![tgid],
         },
         sources: Vec::new(),
         initial_threads: threads
@@ -37,6 +39,7 @@ pub fn start_facts(topology: &Topology, start_ns: u64, tgid: u32, threads: &[(u3
         start_ns,
         argv: Vec::new(),
         process_before: None,
+        other_processes_before: Vec::new(),
         system_before: None,
         within_node_migrations_counted_only: false,
     }

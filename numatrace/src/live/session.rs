@@ -130,6 +130,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
             },
             command: target.command.clone(),
             exit_code: None,
+            scope: numatrace_core::facts::TargetScope::Process,
+            pids: vec![target.pid],
         },
         sources: probes.sources.clone(),
         initial_threads,
@@ -137,6 +139,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         start_ns: monotonic_ns(),
         argv,
         process_before,
+        other_processes_before: Vec::new(),
         system_before: numatrace_core::machine::SystemSnapshot::read().ok(),
     };
     if let Some(sink) = sink.as_deref_mut() {
@@ -208,6 +211,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         exit_code,
         kernel,
         process_last: snapshots.latest,
+        other_processes_last: Vec::new(),
         dropped_by_memory_cap: Default::default(),
         sampling,
     };
