@@ -53,6 +53,7 @@ pub mod guest {
             verbose: false,
             stream_stdout: false,
             numatrace: GuestNumatrace::WorkspaceDebug,
+            packages: Vec::new(),
         }
     }
 

@@ -71,6 +71,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         verbose: false,
         stream_stdout: true,
         numatrace: GuestNumatrace::StaticRelease,
+        packages: Vec::new(),
     };
     let run = lab::run_commands(&opts, &[GuestCommand { argv: demo, balancing: Balancing::Off }])?;
     let code = run.results.first().map(|r| r.exit_code).context("the guest reported no result")?;

@@ -35,6 +35,7 @@ pub fn run(args: &BenchArgs, root: &Path) -> Result<Results> {
         verbose: false,
         stream_stdout: false,
         numatrace: GuestNumatrace::WorkspaceRelease,
+        packages: Vec::new(),
     };
     let commands = [GuestCommand { argv, balancing: Balancing::Off }];
     let with = ["bpftrace".to_string(), "perf".to_string()];

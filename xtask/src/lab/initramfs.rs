@@ -89,7 +89,14 @@ const ETC_FILES: &[(&str, &str)] = &[
 
 /// Builds the image for `commands` at `path`; `extra` names more host
 /// programs to carry (names on PATH or paths), for programs no argument names.
-pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], extra: &[String], stream: bool) -> Result<()> {
+pub fn build(
+    path: &Path,
+    numatrace: &Path,
+    commands: &[GuestCommand],
+    extra: &[String],
+    packages: &[String],
+    stream: bool,
+) -> Result<()> {
     let mut tree = Tree::default();
     if !Path::new(BUSYBOX).is_file() {
         bail!("{BUSYBOX} is missing (install busybox-static: cargo xtask setup)");
@@ -147,6 +154,9 @@ pub fn build(path: &Path, numatrace: &Path, commands: &[GuestCommand], extra: &[
         for host in found {
             add_program(&mut tree, &host, &mut seen)?;
         }
+    }
+    for package in packages {
+        add_package(&mut tree, package, &mut seen)?;
     }
     tree.add("/init", 0o755, Source::Bytes(init_script(commands, &cwd, stream).into_bytes()));
     write_newc(path, &tree)
@@ -272,6 +282,39 @@ fn add_program(tree: &mut Tree, host: &Path, seen: &mut BTreeSet<PathBuf>) -> Re
     Ok(())
 }
 
+/// Paths of an installed package that a guest never reads.
+const PACKAGE_SKIP: &[&str] = &["/usr/share/doc/", "/usr/share/man/", "/usr/share/locale/", "/usr/share/lintian/"];
+
+/// Adds an installed package's files (symlinks kept as links) and, for each
+/// ELF among them, the libraries it needs.
+fn add_package(tree: &mut Tree, package: &str, seen: &mut BTreeSet<PathBuf>) -> Result<()> {
+    let out = Command::new("dpkg").args(["-L", package]).output().context("running dpkg -L")?;
+    if !out.status.success() {
+        bail!("--package {package}: not an installed package (dpkg -L failed; apt-get install {package} first)");
+    }
+    let mut files = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = Path::new(line.trim());
+        if line.is_empty() || PACKAGE_SKIP.iter().any(|skip| line.starts_with(skip)) {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(path) else { continue };
+        if meta.file_type().is_symlink() {
+            let to = fs::read_link(path).with_context(|| format!("reading the link {}", path.display()))?;
+            tree.add(line, 0o777, Source::Symlink(to.to_string_lossy().into_owned()));
+        } else if meta.is_dir() {
+            tree.add_dir(line);
+        } else if meta.is_file() {
+            add_program(tree, path, seen)?;
+            files += 1;
+        }
+    }
+    if files == 0 {
+        bail!("--package {package}: dpkg -L lists no file to carry");
+    }
+    Ok(())
+}
+
 /// True for an ELF file with a program interpreter (PT_INTERP), i.e. one that needs the dynamic loader.
 fn is_dynamic_elf(bytes: &[u8]) -> bool {
     let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
@@ -329,6 +372,14 @@ ifconfig lo 127.0.0.1 up
 # working directory under /tmp that was copied in (a CI clone, say).
 mkdir -p /tmp && chmod 1777 /tmp
 ulimit -l unlimited 2>/dev/null
+# Arm the tracepoints numatrace attaches to now, while nothing else runs, with
+# the trace buffer off (nothing is written). Attaching flips a tracepoint's
+# static branch on first use, and under QEMU's multi-threaded TCG a vCPU
+# running that branch while another patches it has stayed stuck for over a
+# minute (soft lockups at __alloc_pages and copy_process); armed already,
+# attaching patches no kernel text.
+echo 0 > /sys/kernel/tracing/tracing_on
+for e in task/task_newtask sched/sched_process_exit kmem/mm_page_alloc exceptions/page_fault_user sched/sched_move_numa sched/sched_swap_numa sched/sched_stick_numa migrate/mm_migrate_pages sched/sched_migrate_task cgroup/cgroup_attach_task; do echo 1 > /sys/kernel/tracing/events/$e/enable 2>/dev/null; done
 # ttyS1 carries the commands' stdout only, byte for byte.
 exec 3>/dev/ttyS1
 stty raw -echo </dev/ttyS1
@@ -419,6 +470,20 @@ mod tests {
             vec![PathBuf::from("/lib/x86_64-linux-gnu/libnuma.so.1"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]
         );
         assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
+    }
+
+    #[test]
+    fn carries_an_installed_package_and_refuses_an_unknown_one() {
+        let mut tree = Tree::default();
+        let mut seen = BTreeSet::new();
+        let err = add_package(&mut tree, "no-such-package-numatrace", &mut seen).unwrap_err();
+        assert!(format!("{err:#}").contains("not an installed package"), "{err:#}");
+        // busybox-static is what every guest runs on, so it is installed wherever the lab works.
+        if Path::new(BUSYBOX).is_file() {
+            add_package(&mut tree, "busybox-static", &mut seen).unwrap();
+            assert!(tree.files.contains_key("bin/busybox"));
+            assert!(!tree.files.keys().any(|f| f.starts_with("usr/share/doc/")));
+        }
     }
 
     #[test]

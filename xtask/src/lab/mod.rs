@@ -83,6 +83,9 @@ pub struct LabOptions {
     pub stream_stdout: bool,
     /// Which numatrace build goes into the guest.
     pub numatrace: GuestNumatrace,
+    /// Installed Debian packages whose files (as `dpkg -L` lists them, less
+    /// documentation) go into the guest with the libraries their programs need.
+    pub packages: Vec<String>,
 }
 
 /// The numatrace executable the guest gets (NUMATRACE_LAB_NUMATRACE overrides both).
@@ -122,7 +125,7 @@ pub struct LabRun {
 /// `cargo xtask lab` arguments.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo xtask lab --nodes 2 -- numatrace --json -- numatrace workload touch\n  cargo xtask lab --nodes 2 -- sh -c 'redis-server --daemonize yes; sleep 1; redis-cli ping'\n  cargo xtask lab --nodes 2 -- numactl --cpunodebind=1 --membind=0 numatrace workload place\n  cargo xtask lab --nodes 4 --cpus-per-node 1 -- numactl --hardware"
+    after_help = "Examples:\n  cargo xtask lab --nodes 2 -- numatrace --json -- numatrace workload touch\n  cargo xtask lab --nodes 2 -- sh -c 'redis-server --daemonize yes; sleep 1; redis-cli ping'\n  cargo xtask lab --nodes 2 -- numactl --cpunodebind=1 --membind=0 numatrace workload place\n  cargo xtask lab --nodes 4 --cpus-per-node 1 -- numactl --hardware\n  cargo xtask lab --package postgresql-15 -- /usr/lib/postgresql/15/bin/postgres --version"
 )]
 pub struct LabArgs {
     /// NUMA nodes of the guest.
@@ -148,6 +151,11 @@ pub struct LabArgs {
     /// Programs named in the command, also inside `sh -c` scripts, are carried anyway.
     #[arg(long = "with", value_name = "PROG")]
     pub with: Vec<String>,
+    /// Also carry an installed Debian package into the guest: every file `dpkg -L PKG`
+    /// lists (less documentation), with the libraries its programs need; for software
+    /// that needs more than its programs (PostgreSQL: `--package postgresql-15`). Repeatable.
+    #[arg(long = "package", value_name = "PKG")]
+    pub packages: Vec<String>,
     /// The command to run in the guest, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -174,6 +182,7 @@ pub fn run(args: &LabArgs) -> Result<i32> {
         verbose: args.verbose,
         stream_stdout: true,
         numatrace: GuestNumatrace::StaticRelease,
+        packages: args.packages.clone(),
     };
     let run = run_commands_with(
         &opts,
@@ -217,7 +226,8 @@ pub fn run_commands_with(opts: &LabOptions, commands: &[GuestCommand], with: &[S
     let kernel = kernel::guest_kernel(&dirs).context("getting the guest kernel")?;
     let numatrace = guest_numatrace(&dirs, opts.numatrace).context("building numatrace for the guest")?;
     let image = dirs.run.join("initramfs.cpio");
-    initramfs::build(&image, &numatrace, commands, with, opts.stream_stdout).context("packing the guest initramfs")?;
+    initramfs::build(&image, &numatrace, commands, with, &opts.packages, opts.stream_stdout)
+        .context("packing the guest initramfs")?;
     qemu::boot(&qemu_bin, &kernel, &image, &dirs, opts, commands.len())
 }
 

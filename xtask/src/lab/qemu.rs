@@ -30,12 +30,22 @@ pub fn binary() -> Result<PathBuf> {
     bail!("{} is missing (install qemu-system-x86: cargo xtask setup)", p.display())
 }
 
+/// QEMU's TCG threading: one host thread per vCPU (`multi`, the default), or
+/// every vCPU on one host thread (`NUMATRACE_LAB_TCG=single`: immune to
+/// cross-CPU code patching races, about half as fast).
+fn tcg_threads() -> &'static str {
+    match std::env::var("NUMATRACE_LAB_TCG").as_deref() {
+        Ok("single") => "single",
+        _ => "multi",
+    }
+}
+
 /// The QEMU arguments for the topology.
 fn machine_args(opts: &LabOptions) -> Vec<String> {
     let t = opts.topology;
     let mut args: Vec<String> = vec![
         "-accel".into(),
-        "tcg,thread=multi".into(),
+        format!("tcg,thread={}", tcg_threads()),
         "-cpu".into(),
         "max".into(),
         "-smp".into(),
