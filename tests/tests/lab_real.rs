@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use numatrace_tests::guest;
+use numatrace_tests::{SCENARIO_SH, guest};
 use serde_json::Value;
 use xtask::lab::{Balancing, GuestCommand};
 
@@ -37,169 +37,6 @@ const MEM_PER_NODE_MIB: u64 = 512;
 /// measures: the stack, heap and relocated data of a program and its shared
 /// libraries (sysbench links 30), and a shell that execs it.
 const SLACK_PAGES: u64 = 400;
-
-/// Shell functions every scenario script starts with (the guest's sh; busybox
-/// awk). Each writes JSON to stdout; `kv` adds a key to the ground truth line
-/// and `finish` prints that line, then numatrace's report.
-const LIB: &str = r#"
-set -u
-# One guest runs every scenario: nothing of the one before may be read as this one's.
-rm -f /tmp/w.out /tmp/nt.json /tmp/nt.err /tmp/before.* /tmp/after.* /tmp/fix
-fix= level=
-: >/tmp/truth
-t0=$(date +%s)
-# Appends "key":value to the ground truth.
-kv() { printf '"%s":%s,' "$1" "$2" >>/tmp/truth; }
-# Every node's numastat counters: {"0":{"numa_hit":1,...},...}
-nodestat() {
-  printf '{'; sep=
-  for d in /sys/devices/system/node/node[0-9]*; do
-    printf '%s"%s":{' "$sep" "${d##*node}"
-    awk '{ printf "%s\"%s\":%s", (NR > 1 ? "," : ""), $1, $2 }' "$d/numastat"
-    printf '}'; sep=,
-  done
-  printf '}'
-}
-# The /proc/vmstat counters of NUMA placement and page migration.
-vmstat() {
-  awk 'BEGIN { printf "{" } /^(numa_|pgmigrate_|thp_migration|thp_fault_alloc |pgfault )/ { printf "%s\"%s\":%s", (n++ ? "," : ""), $1, $2 } END { printf "}" }' /proc/vmstat
-}
-# Both, as one snapshot.
-snap() { kv "$1" "{\"node\":$(nodestat),\"vmstat\":$(vmstat)}"; }
-# Pages of the processes "$@" by node from numa_maps: "anon" sums the
-# anonymous mappings (no file=), "all" every mapping; "anon_total" sums the
-# anon= fields (private pages of file mappings too).
-pages() {
-  for p in "$@"; do cat /proc/$p/numa_maps 2>/dev/null; done | awk '
-    { f = ($0 ~ / file=/)
-      for (i = 2; i <= NF; i++) {
-        if ($i ~ /^N[0-9]+=/) { split(substr($i, 2), a, "="); all[a[1]] += a[2]; if (!f) anon[a[1]] += a[2] }
-        if ($i ~ /^anon=/) { split($i, b, "="); at += b[2] }
-      } }
-    END {
-      printf "{\"anon_total\":%d,\"anon\":{", at; s = ""
-      for (k in anon) { printf "%s\"%s\":%d", s, k, anon[k]; s = "," }
-      printf "},\"all\":{"; s = ""
-      for (k in all) { printf "%s\"%s\":%d", s, k, all[k]; s = "," }
-      printf "}}" }'
-}
-# The threads of the processes "$@": tid, name, the CPU each last ran on (stat field 39), its node, its allowed CPUs.
-threads() {
-  printf '['; sep=
-  for t in $(for p in "$@"; do echo /proc/$p/task/[0-9]*; done); do
-    cpu=$(awk '{ sub(/.*\) /, ""); print $37 }' $t/stat 2>/dev/null) || continue
-    [ -n "$cpu" ] || continue
-    node=$(ls -d /sys/devices/system/cpu/cpu$cpu/node[0-9]* 2>/dev/null | head -n 1)
-    printf '%s{"tid":%s,"comm":"%s","cpu":%s,"node":%s,"allowed":"%s"}' "$sep" "${t##*/}" "$(cat $t/comm)" "$cpu" "${node##*node}" "$(awk '/^Cpus_allowed_list/ { print $2 }' $t/status)"
-    sep=,
-  done
-  printf ']'
-}
-# The processes' anonymous memory in KiB, each page counted once: a page a fork
-# shares between them is split among them in Pss_Anon (smaps_rollup).
-pss() { for p in "$@"; do cat /proc/$p/smaps_rollup 2>/dev/null; done | awk '/^Pss_Anon:/ { s += $2 } END { printf "%d", s }'; }
-# Pages and threads of the processes $2... under key $1.
-sample() { k=$1; shift; kv "$k" "{\"pids\":\"$*\",\"pages\":$(pages "$@"),\"pss_anon_kib\":$(pss "$@"),\"threads\":$(threads "$@")}"; }
-# Waits until the command $1 succeeds, for at most $2 tenths of a second.
-waitfor() { i=0; until eval "$1" >/dev/null 2>&1; do [ $i -ge $2 ] && return 1; sleep 0.1; i=$((i+1)); done; }
-# The pid of a running program (the first pidof names).
-pidof1() { pidof "$1" | awk '{ print $1 }'; }
-# Waits for numatrace (pid $1) to say it is tracing (it prints that once every probe is attached).
-traced() { waitfor "grep -q '^numatrace: tracing' /tmp/nt.err" 600 || { echo "numatrace never started tracing" >&2; cat /tmp/nt.err >&2; }; }
-# Waits for memhog's first pass (it ends its line of dots; it was started with
-# -r1000, it would go on touching the same pages), stops it, samples its pages
-# under key $2, ends it and waits for numatrace (pid $1): rc is its status.
-memhog_pass() {
-  waitfor '[ $(wc -l </tmp/w.out) -ge 1 ]' 1800 || echo "memhog never finished its first pass" >&2
-  m=$(pidof1 memhog)
-  if [ -n "$m" ]; then
-    kill -STOP $m; sample $2 $m; kill -KILL $m
-  else
-    echo "memhog is not running: $(cat /tmp/w.out)" >&2; kill -INT $1
-  fi
-  wait $1; rc=$?
-}
-# memhog's home: the node with less free memory ($home, its MemFree in KiB
-# $free), the other one has more ($other, $other_free): a spill from home can be
-# fixed by running there, when it fits. The truth gets all four.
-home_and_free() {
-  f0=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node0/meminfo)
-  f1=$(awk '/MemFree/ { print $4 }' /sys/devices/system/node/node1/meminfo)
-  if [ $f0 -le $f1 ]; then home=0 free=$f0 other=1 other_free=$f1; else home=1 free=$f1 other=0 other_free=$f0; fi
-  kv home $home; kv free_kib_home $free; kv other $other; kv free_kib_other $other_free
-}
-# memhog as "$2"... traced from its start, capture /tmp/$1.ntrace, one pass,
-# sampled as $1. numatrace runs on the other node's CPU (its own allocations do
-# not spill), on the home node's for a fix (memhog runs on the other node then:
-# a CPU each, as before).
-hog() {
-  c=$1; shift; cpu=$other; [ $c = fixed ] && cpu=$home
-  taskset -c $cpu numatrace -o /tmp/$c.ntrace -- "$@" >/tmp/w.out 2>/tmp/nt.err & n=$!; memhog_pass $n $c
-}
-# Stops numatrace (pid $1) as Ctrl-C does and waits for it: rc is its status.
-# SIGINT goes again every 2 s until it has stopped: a background job ignores
-# SIGINT until numatrace installs its handler, which it does just after saying
-# it traces (one sent in between would be lost, and the capture never end).
-stop() {
-  i=0
-  while [ $i -lt 600 ] && awk '/^State:/ { exit $2 == "Z" }' /proc/$1/status 2>/dev/null; do
-    [ $((i % 10)) = 0 ] && kill -INT $1
-    sleep 0.2; i=$((i+1))
-  done
-  wait $1; rc=$?
-}
-# Waits until numatrace has taken a snapshot of the process after now (it
-# takes them at 0.1 s, 1 s, then every 5 s: one within 6 s), running $1
-# meanwhile (else sleeping). numatrace diff weighs the process's pages by the
-# last snapshot: an earlier one shows moved threads where they were.
-settle() { s0=$(date +%s); until [ $(($(date +%s) - s0)) -ge 7 ]; do ${1:-sleep 0.2}; done; }
-# numatrace on the command "$2"..., in the background ($n: its pid), saving its
-# capture as /tmp/$1.ntrace (before: the scenario, after: its fix). The
-# command's stdout goes to /tmp/w.out (numatrace's text report follows it
-# there), its stderr and numatrace's to /tmp/nt.err.
-trace() { c=$1; shift; numatrace -o /tmp/$c.ntrace -- "$@" >/tmp/w.out 2>/tmp/nt.err & n=$!; }
-# $1 as a JSON string.
-jstr() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
-# Sets $fix to the first fix of the top cause in /tmp/before.ntrace's text
-# report that runs as printed (its first command starts with numactl or
-# taskset, or migratepages, and has no <placeholder>), and $level to the
-# remote share (%) its verify line says it brings the process below (5 unless
-# it says --fixed-below). Fails when there is none, or when fixes are not run
-# in this scenario ($fixes is not 1). Both go into the truth.
-firstfix() {
-  [ "$fixes" = 1 ] || return 1
-  numatrace report /tmp/before.ntrace >/tmp/before.txt 2>>/tmp/nt.err
-  awk '
-    /^  1\. / { top = 1; next }
-    /^  [0-9]+\. / || /^  verify any fix/ { top = 0 }
-    !top { next }
-    /^     fix: / { k++; line = 0; next }
-    /^          / {
-      w = substr($0, 11)
-      if (w ~ /^(note|cost): /) next
-      if (w ~ /^verify: /) { if (k == at && match(w, /--fixed-below [0-9]+/)) level = substr(w, RSTART + 14, RLENGTH - 14); next }
-      line++
-      if (!at && line == 1 && w ~ /^(numactl|taskset|migratepages) / && w !~ /</) { at = k; cmd = w }
-    }
-    END { print (level ? level : 5); print cmd }' /tmp/before.txt >/tmp/fix
-  level=$(sed -n 1p /tmp/fix); fix=$(sed -n 2p /tmp/fix)
-  kv fix "$(jstr "$fix")"; kv fix_level "$level"
-  [ -n "$fix" ]
-}
-# The first line of numatrace diff between the captures before and after the
-# fix, at the fix's own level, into the truth.
-fixdiff() { kv fix_diff "$(jstr "$(numatrace diff --fixed-below $level /tmp/before.ntrace /tmp/after.ntrace 2>&1 | head -n 1)")"; }
-# Prints the ground truth line and the report. A scenario that ends its program
-# itself once the truth is read (kill) fails only when numatrace wrote no report:
-# numatrace's own status ($1) is in the truth.
-finish() {
-  cat /tmp/nt.err >&2
-  numatrace report --json /tmp/before.ntrace >/tmp/nt.json
-  printf '{%s"numatrace_status":%s,"wall_s":%s,"thp":"%s"}\n' "$(cat /tmp/truth)" "$1" $(($(date +%s) - t0)) "$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
-  cat /tmp/nt.json
-  [ -s /tmp/nt.json ]
-}
-"#;
 
 /// A scenario: its name (without the balancing suffix) and its script body.
 struct Scenario {
@@ -471,7 +308,7 @@ fn run_guest() -> Result<Outcomes, String> {
             // re-pins of an attached process (a restart costs as long again).
             let fixes = u8::from(balancing == Balancing::Off || s.name.starts_with("redis-attach"));
             commands.push(GuestCommand {
-                argv: vec!["sh".into(), "-c".into(), format!("fixes={fixes}\n{LIB}{}", s.body)],
+                argv: vec!["sh".into(), "-c".into(), format!("fixes={fixes}\n{SCENARIO_SH}{}", s.body)],
                 balancing,
             });
         }

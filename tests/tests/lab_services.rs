@@ -1,0 +1,223 @@
+//! Whole services in the lab: PostgreSQL 15 from Debian's packages, carried
+//! into a 2-node guest (`cargo xtask lab --package`), traced as a service
+//! and checked against the kernel's own ground truth, Shmem per node
+//! (/sys/devices/system/node/nodeN/meminfo): shared_buffers is shared memory.
+//!
+//! The story is the known real case of issue #16: the postmaster runs on
+//! node 0 (as a unit's CPUAffinity would put it); a backend there warms
+//! shared_buffers (pg_prewarm, as autoprewarm does at start-up), so every
+//! buffer is first touched on node 0; the postmaster is then moved to node 1
+//! and the pgbench backends it forks from then on run there, reading buffers
+//! that all sit on node 0.
+//!
+//! Each scenario runs with balancing off and on in one guest boot. Its stdout
+//! is one JSON line of ground truth, then numatrace's `--json` report, saved
+//! to CARGO_TARGET_TMPDIR/lab-services-NAME.out. They boot QEMU: `#[ignore]`d,
+//! `cargo xtask test` runs them (see tests/README.md).
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use numatrace_tests::{SCENARIO_SH, guest};
+use serde_json::Value;
+use xtask::lab::{Balancing, GuestCommand};
+
+const NODES: u32 = 2;
+/// PostgreSQL's files live in the guest's RAM, and its data directory too.
+const MEM_PER_NODE_MIB: u64 = 1024;
+const PACKAGES: &[&str] = &["postgresql-15", "postgresql-client-15", "tzdata"];
+
+/// The prewarming backend's own pages (its heap, stack, catalog caches)
+/// besides the buffers it fills.
+const SLACK_PAGES: u64 = 1200;
+
+/// PostgreSQL in the guest: a `postgres` user, a cluster per scenario run,
+/// and Shmem per node in KiB as JSON.
+const PG_SH: &str = r#"
+P=/usr/lib/postgresql/15/bin
+grep -q '^postgres:' /etc/passwd || { echo 'postgres:x:102:104::/var/lib/postgresql:/bin/sh' >>/etc/passwd; echo 'postgres:x:104:' >>/etc/group; }
+# postgres refuses to run as root.
+asuser() { su -s /bin/sh postgres -c "$*"; }
+# A fresh cluster in $D, started on node 0's CPU with 128 MiB of shared_buffers, with pgbench's tables.
+pg_start() {
+  D=/var/lib/postgresql/$1
+  rm -rf /var/lib/postgresql/*; mkdir -p $D /var/run/postgresql
+  chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql
+  asuser "$P/initdb -D $D --no-locale -E UTF8" >/tmp/initdb.log 2>&1 || { cat /tmp/initdb.log >&2; return 1; }
+  asuser "numactl --cpunodebind=0 $P/pg_ctl -D $D -o '-c shared_buffers=128MB -c huge_pages=off' -l /tmp/pg.log -w start" >/dev/null || { cat /tmp/pg.log >&2; return 1; }
+  pm=$(head -n 1 $D/postmaster.pid)
+  asuser "$P/pgbench -h /var/run/postgresql -i -s 5 postgres" >/tmp/pgbench-init.log 2>&1 || { cat /tmp/pgbench-init.log >&2; return 1; }
+}
+pg_stop() { asuser "$P/pg_ctl -D $D -m fast -w stop" >/dev/null 2>&1; }
+psql1() { asuser "$P/psql -h /var/run/postgresql -q -At -c \"$1\" postgres"; }
+shmem() {
+  printf '{'; sep=
+  for d in /sys/devices/system/node/node[0-9]*; do printf '%s"%s":%s' "$sep" "${d##*node}" "$(awk '/Shmem:/ { print $4 }' $d/meminfo)"; sep=,; done
+  printf '}'
+}
+"#;
+
+struct Scenario {
+    name: &'static str,
+    body: &'static str,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    // The postmaster traced with the processes it forks during the capture (the
+    // prewarming backend, pgbench's backends).
+    Scenario {
+        name: "postgres-prewarm",
+        body: r#"
+pg_start prewarm || exit 1
+kv postmaster $pm
+numatrace --pid $pm --follow-children -o /tmp/before.ntrace >/dev/null 2>/tmp/nt.err & n=$!
+traced
+kv shmem_before "$(shmem)"
+psql1 "create extension pg_prewarm" >/dev/null
+kv prewarm_blocks "$(psql1 "select pg_prewarm('pgbench_accounts')")"
+kv shmem_prewarmed "$(shmem)"
+kv prewarm_backends "$(psql1 "select count(*) from pg_stat_activity where backend_type = 'client backend'")"
+taskset -p -c 1 $pm >/dev/null
+asuser "numactl --cpunodebind=1 $P/pgbench -h /var/run/postgresql -c 2 -T 15 -S postgres" >/tmp/pgbench.out 2>&1
+kv tps "$(awk '/^tps/ { print int($3) }' /tmp/pgbench.out)"
+stop $n
+kv shmem_after "$(shmem)"
+pg_stop
+finish $rc
+"#,
+    },
+];
+
+const BALANCING: [(Balancing, &str); 2] = [(Balancing::Off, "off"), (Balancing::Fast, "on")];
+
+struct Outcome {
+    name: String,
+    truth: Value,
+    report: Value,
+    saved: std::path::PathBuf,
+}
+
+type Outcomes = BTreeMap<String, Result<Outcome, String>>;
+
+static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_guest() -> Result<Outcomes, String> {
+    let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut names = Vec::new();
+    let mut commands = Vec::new();
+    for s in SCENARIOS {
+        for (balancing, suffix) in BALANCING {
+            names.push(format!("{}-{suffix}", s.name));
+            commands.push(GuestCommand {
+                argv: vec!["sh".into(), "-c".into(), format!("fixes=0\n{SCENARIO_SH}{PG_SH}{}", s.body)],
+                balancing,
+            });
+        }
+    }
+    let mut opts = guest::options(NODES, MEM_PER_NODE_MIB, Duration::from_secs(1200));
+    opts.packages = PACKAGES.iter().map(|p| p.to_string()).collect();
+    let started = Instant::now();
+    let run = guest::run("lab services", &opts, &commands)?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "lab services: {} scenario runs: boot {:.1} s, guest total {:.1} s, with the image build {:.1} s (console log {})",
+        commands.len(),
+        run.boot_s,
+        run.total_s,
+        started.elapsed().as_secs_f64(),
+        run.console_log.display()
+    );
+    Ok(names
+        .into_iter()
+        .zip(run.results)
+        .map(|(name, result)| {
+            let text = String::from_utf8_lossy(&result.stdout).into_owned();
+            let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-services-{name}.out"));
+            let _ = std::fs::write(&saved, &text);
+            let outcome = parse_outcome(&text, result.exit_code)
+                .map(|(truth, report)| Outcome { name: name.clone(), truth, report, saved: saved.clone() })
+                .map_err(|e| format!("scenario {name}: {e} (output saved in {})", saved.display()));
+            (name, outcome)
+        })
+        .collect())
+}
+
+fn parse_outcome(text: &str, exit_code: i32) -> Result<(Value, Value), String> {
+    if exit_code != 0 {
+        return Err(format!("exit status {exit_code}; stdout: {text}"));
+    }
+    let (line, rest) = text.split_once('\n').ok_or_else(|| format!("no ground truth line in stdout: {text:?}"))?;
+    let truth: Value = serde_json::from_str(line).map_err(|e| format!("ground truth is not JSON ({e}): {line}"))?;
+    let report: Value = serde_json::from_str(rest).map_err(|e| format!("the report is not JSON ({e}): {rest}"))?;
+    Ok((truth, report))
+}
+
+fn outcome(scenario: &str, balancing: &str) -> &'static Outcome {
+    static GUEST: OnceLock<Result<Outcomes, String>> = OnceLock::new();
+    let outcomes = GUEST.get_or_init(run_guest).as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let name = format!("{scenario}-{balancing}");
+    match outcomes.get(&name) {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => panic!("{e}"),
+        None => panic!("no scenario {name}"),
+    }
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut at = v;
+    for p in path {
+        at = &at[*p];
+    }
+    at.as_u64().or_else(|| at.as_str().and_then(|s| s.trim().parse().ok())).unwrap_or(0)
+}
+
+/// Shmem pages the prewarm added on `node` (KiB in meminfo).
+fn shmem_pages_added(o: &Outcome, node: &str) -> u64 {
+    u(&o.truth, &["shmem_prewarmed", node]).saturating_sub(u(&o.truth, &["shmem_before", node])) / 4
+}
+
+fn threads(o: &Outcome) -> &[Value] {
+    o.report["threads"].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Pages a thread first touched on `node`.
+fn first_touched_on(thread: &Value, node: &str) -> u64 {
+    u(thread, &["first_touch_pages", node])
+}
+
+/// The prewarm put buffers on node 0: numatrace saw one thread, of another
+/// process than the postmaster, first-touch as many pages there as Shmem grew.
+fn prewarm_counts(o: &Outcome) {
+    let truth = shmem_pages_added(o, "0");
+    assert!(truth >= 8_000, "{}: the prewarm added only {truth} Shmem pages on node 0 ({})", o.name, o.saved.display());
+    let pm = u(&o.truth, &["postmaster"]);
+    let warmer = threads(o)
+        .iter()
+        .filter(|t| u(t, &["tgid"]) != pm)
+        .max_by_key(|t| first_touched_on(t, "0"))
+        .unwrap_or_else(|| panic!("{}: no thread besides the postmaster's ({})", o.name, o.saved.display()));
+    let seen = first_touched_on(warmer, "0");
+    let (low, high) = (truth * 95 / 100, truth * 105 / 100 + SLACK_PAGES);
+    assert!(
+        (low..=high).contains(&seen),
+        "{}: the prewarming backend (tid {}) first touched {seen} pages on node 0; Shmem grew by {truth} pages there (allowed {low}..={high}; {})",
+        o.name,
+        u(warmer, &["tid"]),
+        o.saved.display()
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_prewarm_counts_balancing_off() {
+    prewarm_counts(outcome("postgres-prewarm", "off"));
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_prewarm_counts_balancing_on() {
+    prewarm_counts(outcome("postgres-prewarm", "on"));
+}
