@@ -2,7 +2,7 @@
 //! Debian's Rust with library source (for -Z build-std=core on the BPF
 //! target), bpf-linker built against Debian's LLVM 22, the tools the tests,
 //! lab and bench use, and the real programs of the lab suite (memhog,
-//! sysbench, stress-ng, redis), and clippy and rustfmt for CI's checks.
+//! sysbench, stress-ng, redis, PostgreSQL), and clippy and rustfmt for CI's checks.
 //! Skips what is already there.
 use std::{path::Path, process::Command};
 
@@ -37,6 +37,12 @@ const PACKAGES: &[(&str, &str)] = &[
     // Where apt may start services, its postinst also starts a host daemon; the lab does not use it.
     ("redis-server", "/usr/bin/redis-server"),
     ("redis-tools", "/usr/bin/redis-benchmark"),
+    // PostgreSQL for the whole-service suite (tests/tests/lab_services.rs), carried in with
+    // `--package`: the server with pgbench, psql from the client, time zones for initdb.
+    // Its postinst may create and start a host cluster; the lab does not use it.
+    ("postgresql-15", "/usr/lib/postgresql/15/bin/pgbench"),
+    ("postgresql-client-15", "/usr/lib/postgresql/15/bin/psql"),
+    ("tzdata", "/usr/share/zoneinfo/UTC"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
