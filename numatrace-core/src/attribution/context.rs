@@ -51,9 +51,21 @@ pub struct ProcessContext {
     pub program: String,
     /// numatrace started the process (`--`), so nothing predates the capture.
     pub started_by_numatrace: bool,
+    /// The other traced processes' contexts, by pid (a multi-process
+    /// capture): each process's own policy and cpuset explain its pages.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub others: std::collections::BTreeMap<u32, ProcessContext>,
+    /// Memory that several traced processes map (their regions merged).
+    #[serde(skip)]
+    pub shared: super::shared::SharedMappings,
 }
 
 impl ProcessContext {
+    /// The context of process `pid`: its own when its snapshot was taken, else this one.
+    pub fn for_process(&self, pid: u32) -> &ProcessContext {
+        self.others.get(&pid).unwrap_or(self)
+    }
+
     /// The policy that governs an address, if any (mapping first, then process).
     pub fn policy_at(&self, address: u64) -> Option<(PolicyMode, &[u32])> {
         if let Some(r) = self.policy_ranges.iter().find(|r| r.start <= address && address < r.end) {

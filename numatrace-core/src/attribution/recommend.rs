@@ -4,7 +4,12 @@ use std::collections::BTreeMap;
 
 use super::{evidence::Contribution, kinds::CauseKind};
 use crate::{
-    fixes::{Constraints, Fix, MIN_ROOM_BYTES, Workload},
+    facts::TargetScope,
+    fixes::{
+        Constraints, Fix, MIN_ROOM_BYTES, Workload,
+        postgres::Postgres,
+        scope::{CgroupPlacement, ContainerPlacement, MemoryMoves, ParentLimits, UnitNumaPolicy, UnitPlacement},
+    },
     machine::Node,
 };
 
@@ -22,6 +27,71 @@ pub struct FixEnv {
     /// Its memory by node, bytes, as its last snapshot saw it (empty: not read).
     pub resident_by_node: BTreeMap<u32, u64>,
     pub constraints: Constraints,
+    /// How the traced processes were named: a unit, a container or a cgroup
+    /// gets its own fix, for all its processes at once.
+    pub scope: TargetScope,
+    /// Ancestors of the scope's cgroup known to restrict its cpuset.
+    pub parent_limits: ParentLimits,
+    /// Whether a new cpuset.mems moves memory already placed (the cgroup version).
+    pub memory_moves: MemoryMoves,
+    /// A PostgreSQL instance among the traced processes.
+    pub postgres: Option<Postgres>,
+}
+
+/// The fix for the unit of deployment (a systemd unit, a container, a
+/// cgroup) that puts all its processes on node `n`; none for processes.
+fn scope_fix(env: &FixEnv, c: &Contribution, n: &Node) -> Option<Fix> {
+    let restricted = env.constraints.cpuset.as_ref().is_some_and(|cs| {
+        (cs.cpus_set_by.is_some() && !n.cpus.iter().all(|x| cs.effective_cpus.contains(x)))
+            || (cs.mems_set_by.is_some() && !cs.effective_mems.contains(&n.id))
+    });
+    let from: Vec<u32> = c.memory_nodes.iter().copied().filter(|m| *m != n.id).collect();
+    let pages_to_copy = if from.is_empty() { 0 } else { c.pages.round().max(0.0) as u64 };
+    match &env.scope {
+        TargetScope::Unit { name, .. } => Some(Fix::unit_dropin(
+            name,
+            &UnitPlacement {
+                cpus: Some(n.cpus.clone()),
+                policy: UnitNumaPolicy::Bind,
+                mems: vec![n.id],
+                cgroup_cpuset: restricted,
+            },
+        )),
+        TargetScope::Container { id, runtime, cgroup } => Some(Fix::container_cpuset(&ContainerPlacement {
+            runtime: *runtime,
+            id,
+            cgroup_path: &cgroup.path,
+            cpus: &n.cpus,
+            mems: &[n.id],
+            from_nodes: &from,
+            pages_to_copy,
+            memory_moves: env.memory_moves,
+        })),
+        TargetScope::Cgroup(cg) => Some(Fix::cgroup_cpuset_writes(&CgroupPlacement {
+            path: &cg.path,
+            cpuset_enabled: cg.cpus_effective.is_some(),
+            cpus: &n.cpus,
+            mems: &[n.id],
+            pages_to_copy,
+            parent: &env.parent_limits,
+        })),
+        TargetScope::Process | TargetScope::Processes | TargetScope::Tree => None,
+    }
+}
+
+/// PostgreSQL's own fix: interleave when its shared memory is bigger than a
+/// node, else the instance on the node its users run on (or the one with
+/// most room) when it fits there.
+fn postgres_fix(env: &FixEnv, c: &Contribution) -> Option<Fix> {
+    let pg = env.postgres.as_ref()?;
+    let largest = env.largest_node_bytes();
+    if pg.shared_memory_bytes > largest / 10 * 9 {
+        return Some(Fix::postgres_interleave(pg, &env.nodes));
+    }
+    let needed = pg.shared_memory_bytes.max(env.resident_bytes).max(MIN_ROOM_BYTES);
+    let users = (c.thread_nodes.len() == 1).then(|| c.thread_nodes.iter().next().and_then(|n| env.node(*n))).flatten();
+    let node = users.filter(|n| n.mem_free_bytes >= needed).or_else(|| node_with_room(c, env, needed))?;
+    Some(Fix::postgres_bind(pg, node))
 }
 
 impl FixEnv {
@@ -107,7 +177,12 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             | CauseKind::ExplicitMigration
             | CauseKind::FirstTouchByOtherThread
     );
-    let cheap = if cheap_kinds && !too_big_for_a_node { node_to_move_threads_to(c, env) } else { None };
+    // One process's threads: a service of several is moved by its scope's fix.
+    let cheap = if cheap_kinds && !too_big_for_a_node && env.scope.is_process() {
+        node_to_move_threads_to(c, env)
+    } else {
+        None
+    };
     if let Some(n) = cheap {
         if let Some(container) = env.workload.container.as_ref().filter(|ct| !ct.kubernetes) {
             fixes.push(Fix::container_update(container, &n.cpus, &[n.id], 0));
@@ -117,6 +192,10 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
     // What lasts across restarts, for a process numatrace did not start.
     let lasting = |fixes: &mut Vec<Fix>, n: &Node| {
         if !live {
+            return;
+        }
+        if let Some(f) = scope_fix(env, c, n) {
+            fixes.push(f);
             return;
         }
         if let Some(container) = &env.workload.container {
@@ -135,6 +214,16 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             fixes.push(Fix::repin_live(env.pid, n, from, pages_to_copy, threads_only_on(c, env, n)));
         }
     };
+    // PostgreSQL's shared memory: the database's own advice comes first.
+    if live
+        && matches!(
+            kind,
+            CauseKind::FirstTouchByOtherThread | CauseKind::SharedAcrossNodes | CauseKind::PlacedBeforeCapture
+        )
+        && let Some(f) = postgres_fix(env, c)
+    {
+        fixes.push(f);
+    }
     match kind {
         // Its users all run on one node and it fits there: placing the whole
         // process there makes every page local (the lab: 99 % remote -> 0 %),

@@ -4,6 +4,7 @@ use super::{
     movers::{moved_away, thread_mover},
     *,
 };
+use crate::attribution::{process_name, tgid_of};
 
 /// A region's users are on several nodes: each of two or more nodes
 /// brought at least this fraction of the region's hinting faults.
@@ -95,10 +96,25 @@ pub(super) fn from_hinting_faults(
                 (None, Some(o)) if o.page_node != o.cpu_node => continue,
                 (None, Some(o)) if o.tid != u.tid => (
                     CauseKind::FirstTouchByOtherThread,
-                    format!(
-                        "thread {} running on node {} uses memory thread {} first touched on node {}",
-                        u.tid, u.cpu_node, o.tid, o.page_node
-                    ),
+                    match (tgid_of(agg, u.tid), tgid_of(agg, o.tid)) {
+                        // Shared memory another process placed: name both.
+                        (Some(user), Some(placer)) if user != placer => format!(
+                            "thread {} of {} running on node {} uses {} that thread {} of {} first touched on node {}",
+                            u.tid,
+                            process_name(agg, user),
+                            u.cpu_node,
+                            ctx.shared
+                                .object_of(key)
+                                .map_or_else(|| "shared memory".to_string(), |s| format!("shared memory {}", s.file)),
+                            o.tid,
+                            process_name(agg, placer),
+                            o.page_node
+                        ),
+                        _ => format!(
+                            "thread {} running on node {} uses memory thread {} first touched on node {}",
+                            u.tid, u.cpu_node, o.tid, o.page_node
+                        ),
+                    },
                 ),
                 (None, Some(o)) => match thread_mover(agg, u.tid, o.first_ns, u.cpu_node) {
                     Some((_, mover)) => (

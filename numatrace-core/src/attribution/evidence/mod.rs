@@ -125,7 +125,9 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
                 } else {
                     String::new()
                 };
-                let c = match ctx.explains_remote(address, t.cpu_node, t.page_node) {
+                // The toucher's own policy and cpuset (another process's, for shared memory).
+                let toucher_ctx = ctx.for_process(agg.threads.get(&t.tid).map_or(key.tgid, |s| s.tgid));
+                let c = match toucher_ctx.explains_remote(address, t.cpu_node, t.page_node) {
                     Some(why) => Contribution::new(
                         CauseKind::MemoryPolicy,
                         remote,
