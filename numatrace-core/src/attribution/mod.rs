@@ -226,6 +226,16 @@ pub(crate) fn process_name(agg: &Aggregator, tgid: u32) -> String {
     }
 }
 
+/// A thread named with its process: `process 2101 (postgres)` for a main
+/// thread, `thread 2105 (worker) of process 2101 (postgres)` otherwise.
+pub(crate) fn thread_in_process(agg: &Aggregator, tid: u32) -> String {
+    match tgid_of(agg, tid) {
+        Some(pid) if pid == tid => process_name(agg, pid),
+        Some(pid) => format!("{} of {}", thread_name(agg, tid), process_name(agg, pid)),
+        None => thread_name(agg, tid),
+    }
+}
+
 fn thread_name(agg: &Aggregator, tid: u32) -> String {
     match agg.threads.get(&tid).map(|t| t.comm.as_str()).filter(|c| !c.is_empty()) {
         Some(comm) => format!("thread {tid} ({comm})"),
@@ -247,16 +257,16 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
                 .map(|t| thread_name(agg, *t))
                 .unwrap_or_else(|| "one thread".into());
             let pids: BTreeSet<u32> = c.tids.iter().filter_map(|t| tgid_of(agg, *t)).collect();
-            let placer_pid = c
+            let placer_tid = c
                 .tids
                 .iter()
                 .max_by_key(|t| (agg.threads.get(t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t)))
-                .and_then(|t| tgid_of(agg, *t));
-            match placer_pid {
+                .copied();
+            match placer_tid {
                 // Shared memory one process placed for others (a postmaster's shared buffers).
-                Some(placer_pid) if pids.len() > 1 => format!(
-                    "{size} of shared memory sits on {mem} because {placer} of {} touched it first, but the threads of {} other process(es) that use it run on {run}.",
-                    process_name(agg, placer_pid),
+                Some(tid) if pids.len() > 1 => format!(
+                    "{size} of shared memory sits on {mem} because {} touched it first, but the threads of {} other process(es) that use it run on {run}.",
+                    thread_in_process(agg, tid),
                     pids.len() - 1
                 ),
                 _ => format!(

@@ -189,9 +189,28 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         }
         fixes.push(Fix::move_threads_to_memory(env.pid, n));
     }
+    // PostgreSQL's shared memory: the database's own advice comes first.
+    let mut pg_fixed = false;
+    if live
+        && matches!(
+            kind,
+            CauseKind::FirstTouchByOtherThread | CauseKind::SharedAcrossNodes | CauseKind::PlacedBeforeCapture
+        )
+        && let Some(f) = postgres_fix(env, c)
+    {
+        fixes.push(f);
+        pg_fixed = true;
+    }
+    let pg_fixed = pg_fixed;
+    // Its processes first-touch shared memory as the database decides: no code change to suggest.
+    let first_touch_per_thread = || (env.postgres.is_none()).then(Fix::first_touch_per_thread);
     // What lasts across restarts, for a process numatrace did not start.
     let lasting = |fixes: &mut Vec<Fix>, n: &Node| {
         if !live {
+            return;
+        }
+        // PostgreSQL's fix already wrote its unit's drop-in.
+        if pg_fixed && env.postgres.as_ref().is_some_and(|pg| pg.unit.is_some()) {
             return;
         }
         if let Some(f) = scope_fix(env, c, n) {
@@ -214,16 +233,6 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             fixes.push(Fix::repin_live(env.pid, n, from, pages_to_copy, threads_only_on(c, env, n)));
         }
     };
-    // PostgreSQL's shared memory: the database's own advice comes first.
-    if live
-        && matches!(
-            kind,
-            CauseKind::FirstTouchByOtherThread | CauseKind::SharedAcrossNodes | CauseKind::PlacedBeforeCapture
-        )
-        && let Some(f) = postgres_fix(env, c)
-    {
-        fixes.push(f);
-    }
     match kind {
         // Its users all run on one node and it fits there: placing the whole
         // process there makes every page local (the lab: 99 % remote -> 0 %),
@@ -235,7 +244,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 lasting(&mut fixes, n);
                 fixes.push(Fix::bind_to_node(n, &env.workload));
             }
-            fixes.push(Fix::first_touch_per_thread());
+            fixes.extend(first_touch_per_thread());
             fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
             if users_node.is_none()
                 && !too_big_for_a_node
@@ -277,7 +286,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         // one node when they and the memory fit there.
         CauseKind::SharedAcrossNodes => {
             fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
-            fixes.push(Fix::first_touch_per_thread());
+            fixes.extend(first_touch_per_thread());
             if !too_big_for_a_node && let Some(n) = memory_node {
                 fixes.push(Fix::bind_to_node(n, &env.workload));
             }

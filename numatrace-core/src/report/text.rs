@@ -191,6 +191,70 @@ fn node_list<V: std::fmt::Display>(m: &BTreeMap<String, V>, fmt: impl Fn(&V) -> 
     if s.is_empty() { "-".into() } else { s }
 }
 
+/// Processes the text report lists; `--json` lists all.
+pub const TOP_PROCESSES: usize = 10;
+
+/// A command line cut to `max` characters.
+fn short_command(words: &[String], max: usize) -> String {
+    let line = words.join(" ");
+    if line.chars().count() <= max {
+        line
+    } else {
+        format!("{}...", line.chars().take(max.saturating_sub(3)).collect::<String>())
+    }
+}
+
+/// One line per process, the top ones by remote pages (several processes only).
+fn render_processes(o: &mut String, r: &Report) {
+    if r.processes.len() < 2 {
+        return;
+    }
+    let mut ranked: Vec<&super::ProcessReport> = r.processes.iter().collect();
+    ranked.sort_by(|a, b| b.remote_pages.cmp(&a.remote_pages).then(a.pid.cmp(&b.pid)));
+    let shown = ranked.len().min(TOP_PROCESSES);
+    let _ = writeln!(
+        o,
+        "\nProcesses: {}, {} by remote pages (--json lists all)",
+        r.processes.len(),
+        if shown < ranked.len() { format!("the top {shown}") } else { "all".to_string() }
+    );
+    let _ = writeln!(
+        o,
+        "  {:>8} {:<16} {:>7} {:>22} {:>8}  {:<32} command",
+        "pid", "comm", "threads", "memory by node (MiB)", "remote", "top cause"
+    );
+    for p in &ranked[..shown] {
+        let mem = node_list(&p.memory_by_node, |b| format!("{}", b >> 20));
+        let mem = match p.memory_source {
+            super::MemorySource::Snapshot => mem,
+            super::MemorySource::FirstTouch => format!("{mem} (ft)"),
+        };
+        let top =
+            p.causes.first().map_or_else(|| "-".to_string(), |c| format!("{} {:.0}%", c.kind.name(), c.share * 100.0));
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:>7} {:>22} {:>8}  {:<32} {}",
+            p.pid,
+            p.comm,
+            p.threads.len() as u64 + p.exited_threads_summed,
+            mem,
+            p.remote_pages,
+            top,
+            short_command(&p.command, 60)
+        );
+    }
+    let rest = &ranked[shown..];
+    if !rest.is_empty() {
+        let threads: u64 = rest.iter().map(|p| p.threads.len() as u64 + p.exited_threads_summed).sum();
+        let remote: u64 = rest.iter().map(|p| p.remote_pages).sum();
+        let _ = writeln!(o, "  ... and {} more processes ({threads} threads): {remote} remote pages", rest.len());
+    }
+    if ranked.iter().any(|p| p.memory_source == super::MemorySource::FirstTouch) {
+        let _ =
+            writeln!(o, "  (ft): no snapshot of the process: the memory its threads first touched during the capture");
+    }
+}
+
 /// The thread table: every thread, or the groups when there are too many.
 fn render_threads(o: &mut String, r: &Report, shown: ThreadsShown) {
     let grouped = shown == ThreadsShown::Top && r.threads.len() > TOP_THREADS;
@@ -403,6 +467,7 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         );
     }
 
+    render_processes(&mut o, r);
     render_threads(&mut o, r, threads);
     render_summed_threads(&mut o, r);
 

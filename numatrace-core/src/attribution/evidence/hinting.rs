@@ -4,7 +4,7 @@ use super::{
     movers::{moved_away, thread_mover},
     *,
 };
-use crate::attribution::{process_name, tgid_of};
+use crate::attribution::{tgid_of, thread_in_process};
 
 /// A region's users are on several nodes: each of two or more nodes
 /// brought at least this fraction of the region's hinting faults.
@@ -99,15 +99,13 @@ pub(super) fn from_hinting_faults(
                     match (tgid_of(agg, u.tid), tgid_of(agg, o.tid)) {
                         // Shared memory another process placed: name both.
                         (Some(user), Some(placer)) if user != placer => format!(
-                            "thread {} of {} running on node {} uses {} that thread {} of {} first touched on node {}",
-                            u.tid,
-                            process_name(agg, user),
+                            "{} running on node {} uses {} that {} first touched on node {}",
+                            thread_in_process(agg, u.tid),
                             u.cpu_node,
                             ctx.shared
                                 .object_of(key)
                                 .map_or_else(|| "shared memory".to_string(), |s| format!("shared memory {}", s.file)),
-                            o.tid,
-                            process_name(agg, placer),
+                            thread_in_process(agg, o.tid),
                             o.page_node
                         ),
                         _ => format!(
