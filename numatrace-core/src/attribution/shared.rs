@@ -30,6 +30,9 @@ use crate::{
 
 const REGION_SHIFT: u32 = numatrace_common::REGION_SHIFT;
 
+/// The first domain id of a shared object (see [`SharedMappings::domain_of`]).
+pub const OBJECT_DOMAIN: u32 = 1 << 31;
+
 /// The identity of a shared object as numa_maps lets us tell it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum ObjectKey {
@@ -159,6 +162,38 @@ impl SharedMappings {
     /// The object a region of a process lies in, if it is shared.
     pub fn object_of(&self, key: &RegionKey) -> Option<&SharedObject> {
         self.placement(key).and_then(|p| self.objects.get(p.object))
+    }
+
+    /// Whose threads use a region: its process's (the tgid), or for shared
+    /// memory every process that maps the object (a domain id of its own,
+    /// [`OBJECT_DOMAIN`] and up: no tgid reaches 2^31).
+    pub fn domain_of(&self, key: &RegionKey) -> u32 {
+        match self.placement(key) {
+            Some(p) => OBJECT_DOMAIN | p.object as u32,
+            None => key.tgid,
+        }
+    }
+
+    /// The shared object of a domain (`None`: the domain is one process).
+    pub fn object_of_domain(&self, domain: u32) -> Option<&SharedObject> {
+        if domain & OBJECT_DOMAIN == 0 {
+            return None;
+        }
+        self.objects.get((domain & !OBJECT_DOMAIN) as usize)
+    }
+
+    /// Whether a process's threads use the memory of `domain`.
+    pub fn in_domain(&self, domain: u32, tgid: u32) -> bool {
+        if domain & OBJECT_DOMAIN == 0 {
+            return domain == tgid;
+        }
+        self.objects.get((domain & !OBJECT_DOMAIN) as usize).is_some_and(|o| o.pids.contains(&tgid))
+    }
+
+    /// The domains a process's threads use: its own, and each shared object it maps.
+    pub fn domains_of(&self, tgid: u32) -> impl Iterator<Item = u32> + '_ {
+        let objects = self.by_pid.get(&tgid).map(Vec::as_slice).unwrap_or_default();
+        std::iter::once(tgid).chain(objects.iter().map(|p| OBJECT_DOMAIN | p.object as u32))
     }
 
     fn placement(&self, key: &RegionKey) -> Option<&Placement> {

@@ -616,6 +616,37 @@ mod services {
         assert!(r.causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{:#?}", r.causes);
     }
 
+    /// Huge pages for shared_buffers, or balancing off: no hinting faults.
+    /// Where the backends ran says who used the postmaster's memory.
+    #[test]
+    fn without_hinting_faults_the_backends_run_time_makes_them_users() {
+        let (start, events, end) = synthetic::postgres_capture(&[4, 5, 6]);
+        let t0 = start.start_ns;
+        let mut events: Vec<Event> = events.into_iter().filter(|e| !matches!(e, Event::HintingFault(_))).collect();
+        for pid in [2000, 2101, 2102, 2103] {
+            let run = if pid == 2000 { S / 20 } else { 4 * S };
+            events.push(synthetic::run_time_sample(t0 + S / 100, pid, pid, 0));
+            events.push(synthetic::run_time_sample(t0 + 5 * S, pid, pid, run));
+        }
+        events.sort_by_key(|e| e.header().ts_ns);
+        let r = replay(start.clone(), &events, end.clone());
+        let top = &r.causes[0];
+        assert_eq!(top.kind, CauseKind::FirstTouchByOtherThread, "{:#?}", r.causes);
+        assert_eq!(top.threads, vec![2000, 2101, 2102, 2103]);
+        assert!(top.pages > 32768 * 9 / 10 && top.pages <= 32768, "{}", top.pages);
+        assert!(
+            top.evidence[0].starts_with("process 2000 (postgres) first touched 32768 pages of shared memory /dev/zero (deleted) on node 0 and ran 0% of the time its 4 processes ran; 3 threads of theirs ran 100% of their time on node(s) 1"),
+            "{:?}",
+            top.evidence
+        );
+        // The same without the snapshots: the postmaster alone in its process, no user.
+        let mut blind = end;
+        blind.process_last = None;
+        blind.other_processes_last.clear();
+        let r = replay(start, &events, blind);
+        assert!(r.causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{:#?}", r.causes);
+    }
+
     #[test]
     fn backends_on_both_nodes_share_the_memory_across_nodes() {
         let (start, events, end) = synthetic::postgres_capture(&[4, 5, 1]);

@@ -122,6 +122,14 @@ pub fn page_migration(ts_ns: u64, tgid: u32, tid: u32, pages: u64, reason: i32) 
     })
 }
 
+/// `tid` had run `run_ns` in all at `ts_ns` (its schedstat).
+pub fn run_time_sample(ts_ns: u64, tgid: u32, tid: u32, run_ns: u64) -> Event {
+    Event::RunTimeSample(numatrace_common::RunTimeSampleEvent {
+        header: header(EventKind::RunTimeSample, ts_ns, tgid, tid, 0),
+        run_ns,
+    })
+}
+
 /// `parent` created thread `tid` named `comm` on `cpu`.
 pub fn thread_new(ts_ns: u64, tgid: u32, tid: u32, parent: u32, comm: &str, cpu: u32) -> Event {
     let mut name = [0u8; 16];
