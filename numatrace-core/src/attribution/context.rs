@@ -216,12 +216,13 @@ impl ProcessContext {
             biggest.truncate(5);
             ctx.biggest_mappings_at_start = biggest;
         }
-        // The process's own memory (heap, stacks, anonymous and huge pages): the
-        // page cache of its files is shared, and placed by whoever read them first.
+        // The process's own memory (heap, stacks, anonymous, huge pages and
+        // shared memory): the page cache of its files is shared, and placed
+        // by whoever read them first.
         ctx.pages_by_node_at_start = match &snap.numa_maps {
             Some(maps) => {
                 let mut own: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
-                for m in maps.mappings.iter().filter(|m| m.kind != crate::machine::numa_maps::MappingKind::File) {
+                for m in maps.mappings.iter().filter(|m| super::shared::is_own_memory(m)) {
                     for (node, pages) in &m.pages_by_node {
                         *own.entry(*node).or_default() += pages * m.page_size_bytes / 4096;
                     }

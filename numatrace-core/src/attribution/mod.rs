@@ -349,6 +349,14 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
         ctx.others.entry(snap.pid).or_insert_with(|| ProcessContext::from_snapshot(snap, started_by_numatrace));
     }
     ctx.shared = shared::SharedMappings::from_snapshots(snapshots.iter().copied());
+    // A service attached to: the memory all its processes held at the start,
+    // shared memory once.
+    let before: Vec<&crate::machine::ProcessSnapshot> =
+        start.process_before.iter().chain(&start.other_processes_before).collect();
+    if !started_by_numatrace && before.len() > 1 {
+        let at_start = shared::SharedMappings::from_snapshots(before.iter().copied());
+        ctx.pages_by_node_at_start = at_start.combined_own_pages_by_node(before.iter().copied()).into_iter().collect();
+    }
     let merged = ctx.shared.with_aliases(agg);
     let agg = merged.as_ref().unwrap_or(agg);
     let nodes = start.topology.nodes.clone();

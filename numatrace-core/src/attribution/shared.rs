@@ -42,6 +42,19 @@ enum ObjectKey {
     Named { file: String, nth: usize },
 }
 
+/// A file name numa_maps shows for shared memory (not a file on disk):
+/// System V, anonymous shared (`/dev/zero`), hugetlb, memfd, POSIX shm.
+pub fn is_shared_memory_file(file: &str) -> bool {
+    const SHM: [&str; 5] = ["/SYSV", "/dev/zero", "/anon_hugepage", "/memfd:", "/dev/shm/"];
+    SHM.iter().any(|p| file.starts_with(p))
+}
+
+/// A process's own memory, not the page cache of its files: anonymous,
+/// heap, stack, huge pages and shared memory.
+pub fn is_own_memory(m: &Mapping) -> bool {
+    m.kind != crate::machine::MappingKind::File || m.file.as_deref().is_some_and(is_shared_memory_file)
+}
+
 /// Names that many distinct objects carry.
 fn name_is_unique(file: &str) -> bool {
     const ANONYMOUS: [&str; 4] = ["/dev/zero", "/SYSV00000000", "/anon_hugepage", "/memfd:"];
@@ -86,6 +99,22 @@ pub struct SharedObject {
     pub pids: BTreeSet<u32>,
     /// 4 KiB pages per node, counted once for all processes.
     pub pages_by_node: BTreeMap<u32, u64>,
+}
+
+impl SharedObject {
+    /// A numa_maps line standing for the object (for the mapping filters).
+    fn as_mapping(&self) -> Mapping {
+        Mapping {
+            start: self.canonical_start,
+            policy: "default".into(),
+            kind: crate::machine::MappingKind::File,
+            file: Some(self.file.clone()),
+            pages_by_node: self.pages_by_node.clone(),
+            page_size_bytes: 4096,
+            anon_pages: 0,
+            dirty_pages: 0,
+        }
+    }
 }
 
 impl SharedMappings {
@@ -235,6 +264,23 @@ impl SharedMappings {
         &self,
         snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>,
     ) -> BTreeMap<u32, u64> {
+        self.combined(snapshots, |_| true)
+    }
+
+    /// [`SharedMappings::combined_pages_by_node`] of their own memory only
+    /// (see [`is_own_memory`]): what they placed, not their files' page cache.
+    pub fn combined_own_pages_by_node<'a>(
+        &self,
+        snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>,
+    ) -> BTreeMap<u32, u64> {
+        self.combined(snapshots, is_own_memory)
+    }
+
+    fn combined<'a>(
+        &self,
+        snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>,
+        counted: impl Fn(&Mapping) -> bool,
+    ) -> BTreeMap<u32, u64> {
         let mut out: BTreeMap<u32, u64> = BTreeMap::new();
         let mut seen: BTreeSet<u32> = BTreeSet::new();
         for snap in snapshots {
@@ -246,7 +292,7 @@ impl SharedMappings {
                     for m in &maps.mappings {
                         let shared =
                             self.by_pid.get(&snap.pid).is_some_and(|places| places.iter().any(|p| p.start == m.start));
-                        if shared {
+                        if shared || !counted(m) {
                             continue;
                         }
                         for (node, bytes) in m.bytes_by_node() {
@@ -262,6 +308,9 @@ impl SharedMappings {
             }
         }
         for o in &self.objects {
+            if !counted(&o.as_mapping()) {
+                continue;
+            }
             for (node, pages) in &o.pages_by_node {
                 *out.entry(*node).or_default() += pages;
             }
@@ -343,6 +392,10 @@ mod tests {
         let combined = shared.combined_pages_by_node(&snaps);
         assert_eq!(combined.get(&0), Some(&(10 + 32768 + 4)));
         assert_eq!(combined.get(&1), Some(&(20 + 2 + 20 + 2 + 5)));
+        // Their own memory: no library page cache, the shared memory once.
+        let own = shared.combined_own_pages_by_node(&snaps);
+        assert_eq!(own.get(&0), Some(&(10 + 32768)));
+        assert_eq!(own.get(&1), Some(&(20 + 20 + 5)));
     }
 
     #[test]

@@ -609,9 +609,11 @@ mod services {
         assert_eq!(top.fixes[0].kind, FixKind::PostgresBind);
         // Without the snapshots nothing says the regions are one memory:
         // the backends' faults meet no first touch, and no cause names the postmaster.
-        let mut blind = end;
+        let (mut start, mut blind) = (start, end);
         blind.process_last = None;
         blind.other_processes_last.clear();
+        start.process_before = None;
+        start.other_processes_before.clear();
         let r = replay(start, &events, blind);
         assert!(r.causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{:#?}", r.causes);
     }
@@ -640,9 +642,11 @@ mod services {
             top.evidence
         );
         // The same without the snapshots: the postmaster alone in its process, no user.
-        let mut blind = end;
+        let (mut start, mut blind) = (start, end);
         blind.process_last = None;
         blind.other_processes_last.clear();
+        start.process_before = None;
+        start.other_processes_before.clear();
         let r = replay(start, &events, blind);
         assert!(r.causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{:#?}", r.causes);
     }
@@ -676,8 +680,9 @@ mod services {
         assert_eq!(backend.causes[0].kind, CauseKind::FirstTouchByOtherThread);
         assert!(r.threads.iter().all(|t| t.tgid == t.tid));
         // Without snapshots: memory from the first touches, and said so.
-        let (start, events, mut end) = synthetic::postgres_capture(&[4]);
+        let (mut start, events, mut end) = synthetic::postgres_capture(&[4]);
         end.other_processes_last.clear();
+        start.other_processes_before.clear();
         let r = replay(start, &events, end);
         let backend = &r.processes[1];
         assert_eq!(backend.memory_source, crate::report::MemorySource::FirstTouch);

@@ -328,5 +328,21 @@ pub fn postgres_capture(backend_cpus: &[u32]) -> (StartFacts, Vec<Event>, EndFac
             )
         })
         .collect();
+    // At the start the shared memory was mapped but not yet touched, nor
+    // the backends' own memory (their first touches are in the capture).
+    let untouched = |snap: &crate::machine::ProcessSnapshot| {
+        let mut before = snap.clone();
+        if let Some(maps) = before.numa_maps.as_mut() {
+            for m in &mut maps.mappings {
+                if m.file.is_some() || snap.pid != postmaster {
+                    m.pages_by_node.clear();
+                }
+            }
+            before.memory_by_node = maps.memory_by_node();
+        }
+        before
+    };
+    start.process_before = end.process_last.as_ref().map(untouched);
+    start.other_processes_before = end.other_processes_last.iter().map(untouched).collect();
     (start, ev, end)
 }

@@ -40,10 +40,7 @@ fn largest_shared_mapping(s: &ProcessSnapshot) -> u64 {
         .iter()
         .flat_map(|m| &m.mappings)
         .filter(|m| {
-            m.anon_pages == 0
-                && m.file.as_deref().is_some_and(|f| {
-                    ["/dev/zero", "/SYSV", "/anon_hugepage", "/memfd:", "/dev/shm/"].iter().any(|p| f.starts_with(p))
-                })
+            m.anon_pages == 0 && m.file.as_deref().is_some_and(crate::attribution::shared::is_shared_memory_file)
         })
         .map(|m| m.resident_bytes())
         .max()
