@@ -388,6 +388,13 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
             None => crate::fixes::scope::MemoryMoves::Unknown,
         },
         postgres: crate::fixes::postgres::Postgres::recognise(snapshots.iter().copied()),
+        // The target first (a tree's root), then the others by pid.
+        pids: {
+            let mut others: BTreeSet<u32> = agg.all_threads().map(|t| t.tgid).collect();
+            others.extend(&start.target.pids);
+            others.remove(&start.target.pid);
+            std::iter::once(start.target.pid).chain(others).filter(|p| *p != 0).collect()
+        },
         ..env
     };
     let env = if snapshots.len() > 1 {

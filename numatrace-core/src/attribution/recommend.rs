@@ -36,6 +36,8 @@ pub struct FixEnv {
     pub memory_moves: MemoryMoves,
     /// A PostgreSQL instance among the traced processes.
     pub postgres: Option<Postgres>,
+    /// Every traced process seen: the target first, then by pid.
+    pub pids: Vec<u32>,
 }
 
 /// The fix for the unit of deployment (a systemd unit, a container, a
@@ -188,6 +190,15 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             fixes.push(Fix::container_update(container, &n.cpus, &[n.id], 0));
         }
         fixes.push(Fix::move_threads_to_memory(env.pid, n));
+    }
+    // Several processes named one by one or as a tree: all their threads.
+    let several = matches!(env.scope, TargetScope::Processes | TargetScope::Tree) && env.pids.len() > 1;
+    if several
+        && cheap_kinds
+        && !too_big_for_a_node
+        && let Some(n) = node_to_move_threads_to(c, env)
+    {
+        fixes.push(Fix::move_processes_threads(&env.pids, n, env.scope == TargetScope::Tree));
     }
     // PostgreSQL's shared memory: the database's own advice comes first.
     let mut pg_fixed = false;

@@ -606,7 +606,9 @@ mod services {
             == "process 2101 (postgres) running on node 1 uses shared memory /dev/zero (deleted) that process 2000 (postgres) first touched on node 0"));
         let by_pid: Vec<(u32, u64)> = top.processes.iter().map(|p| (p.pid, p.pages)).collect();
         assert_eq!(by_pid, vec![(2000, 7680), (2101, 2560), (2102, 2560), (2103, 2560)]);
-        assert_eq!(top.fixes[0].kind, FixKind::PostgresBind);
+        // Live: the backends join their memory first (nothing copied), then the instance's own fix.
+        assert_eq!(top.fixes[0].commands, vec!["for pid in 2000 2101 2102 2103; do taskset -a -p -c 0-3 $pid; done"]);
+        assert_eq!(top.fixes[1].kind, FixKind::PostgresBind);
         // Without the snapshots nothing says the regions are one memory:
         // the backends' faults meet no first touch, and no cause names the postmaster.
         let (mut start, mut blind) = (start, end);
@@ -704,6 +706,12 @@ mod services {
         assert_eq!(section.len(), 2 + crate::report::text::TOP_PROCESSES + 1, "{section:#?}");
         assert!(section[0].starts_with("Processes: 501, the top 10 by remote pages"), "{}", section[0]);
         assert!(section.last().is_some_and(|l| l.starts_with("  ... and 491 more processes (491 threads)")));
+        // The cause's line names a few of its 501 threads.
+        assert!(
+            text.contains("threads 2000,2101,2102,2103,2104,2105,2106,2107,2108,2109,2110,2111,... (489 more)"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.len() < 400), "a line of the text report is too long");
     }
 
     /// Process 300 of the target's cgroup: cpuset.cpus on node 1, cpuset.mems on node 0

@@ -102,6 +102,37 @@ impl Fix {
     }
 }
 
+impl Fix {
+    /// Move the threads of several live processes (`--pid`s, a tree) to the
+    /// node their memory is on: nothing is copied.
+    /// `tree`: they were traced as the tree of the first (`--tree`), not as `--pid`s.
+    pub fn move_processes_threads(pids: &[u32], node: &crate::machine::Node, tree: bool) -> Fix {
+        let again = match (tree, pids.first()) {
+            (true, Some(root)) => format!("--pid {root} --tree"),
+            _ => pids.iter().map(|p| format!("--pid {p}")).collect::<Vec<_>>().join(" "),
+        };
+        let cpus = cpulist::format(&node.cpus);
+        let list = pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
+        Fix::new(
+            FixKind::MoveThreadsLive,
+            format!(
+                "Move the threads of its {} processes to node {}, where their memory is (CPUs {cpus}); no memory moves",
+                pids.len(),
+                node.id
+            ),
+            vec![format!("for pid in {list}; do taskset -a -p -c {cpus} $pid; done")],
+            false,
+            verify_by_diff(None, FIXED_BELOW).replace("-- <the command above>", &format!("{again} -d 30s")),
+        )
+        .with_cost("none copied: each thread moves at its next scheduling and refills its CPU caches; the node's CPUs now carry all their threads", FIXED_BELOW)
+        .with_note(format!(
+            "Processes they start later inherit the pinning from their parent (a postmaster's new backends too); one that exited in the meantime prints \"No such process\". Node {} has {} MiB free for what they allocate next; a restart forgets the pinning.",
+            node.id,
+            node.mem_free_bytes >> 20
+        ))
+    }
+}
+
 /// Whether moving a container's or cgroup's `cpuset.mems` moves the memory it already has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MemoryMoves {
@@ -351,6 +382,18 @@ mod tests {
             unit_dropin_text(&p),
             "[Service]\nCPUAffinity=4-5\nNUMAPolicy=preferred\nNUMAMask=1\nAllowedCPUs=4-5\nAllowedMemoryNodes=1"
         );
+    }
+
+    #[test]
+    fn the_threads_of_several_processes_move_in_one_loop() {
+        let topo = crate::machine::Topology::synthetic(&[vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+        let f = Fix::move_processes_threads(&[2000, 2101], &topo.nodes[0], true);
+        assert_eq!(f.kind, FixKind::MoveThreadsLive);
+        assert!(!f.destructive);
+        assert_eq!(f.commands, vec!["for pid in 2000 2101; do taskset -a -p -c 0-3 $pid; done"]);
+        assert!(f.verify.starts_with("sudo numatrace -o after.ntrace --pid 2000 --tree -d 30s;"), "{}", f.verify);
+        let f = Fix::move_processes_threads(&[2000, 2101], &topo.nodes[0], false);
+        assert!(f.verify.starts_with("sudo numatrace -o after.ntrace --pid 2000 --pid 2101 -d 30s;"), "{}", f.verify);
     }
 
     #[test]

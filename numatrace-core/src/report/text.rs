@@ -50,7 +50,7 @@ fn render_causes(o: &mut String, r: &Report) {
             c.kind.name(),
             c.share * 100.0,
             c.pages,
-            c.threads.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            tid_list(&c.threads),
             c.window.start_s,
             c.window.end_s
         );
@@ -84,6 +84,18 @@ fn render_causes(o: &mut String, r: &Report) {
         o,
         "  verify any fix: capture again with -o after.ntrace and compare with `numatrace diff before.ntrace after.ntrace`"
     );
+}
+
+/// Threads a cause's line names; `--json` names all.
+const CAUSE_TIDS_SHOWN: usize = 12;
+
+/// `1,2,3` or, for a cause of hundreds of processes, the first few and how many more.
+fn tid_list(tids: &[u32]) -> String {
+    let shown: Vec<String> = tids.iter().take(CAUSE_TIDS_SHOWN).map(ToString::to_string).collect();
+    match tids.len().saturating_sub(CAUSE_TIDS_SHOWN) {
+        0 => shown.join(","),
+        more => format!("{},... ({more} more)", shown.join(",")),
+    }
 }
 
 /// How many threads the text report lists.
