@@ -222,7 +222,7 @@ impl ProcessContext {
         ctx.pages_by_node_at_start = match &snap.numa_maps {
             Some(maps) => {
                 let mut own: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
-                for m in maps.mappings.iter().filter(|m| super::shared::is_own_memory(m)) {
+                for m in maps.mappings.iter().filter(|m| m.is_own_memory()) {
                     for (node, pages) in &m.pages_by_node {
                         *own.entry(*node).or_default() += pages * m.page_size_bytes / 4096;
                     }

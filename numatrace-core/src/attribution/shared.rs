@@ -42,19 +42,6 @@ enum ObjectKey {
     Named { file: String, nth: usize },
 }
 
-/// A file name numa_maps shows for shared memory (not a file on disk):
-/// System V, anonymous shared (`/dev/zero`), hugetlb, memfd, POSIX shm.
-pub fn is_shared_memory_file(file: &str) -> bool {
-    const SHM: [&str; 5] = ["/SYSV", "/dev/zero", "/anon_hugepage", "/memfd:", "/dev/shm/"];
-    SHM.iter().any(|p| file.starts_with(p))
-}
-
-/// A process's own memory, not the page cache of its files: anonymous,
-/// heap, stack, huge pages and shared memory.
-pub fn is_own_memory(m: &Mapping) -> bool {
-    m.kind != crate::machine::MappingKind::File || m.file.as_deref().is_some_and(is_shared_memory_file)
-}
-
 /// Names that many distinct objects carry.
 fn name_is_unique(file: &str) -> bool {
     const ANONYMOUS: [&str; 4] = ["/dev/zero", "/SYSV00000000", "/anon_hugepage", "/memfd:"];
@@ -268,12 +255,12 @@ impl SharedMappings {
     }
 
     /// [`SharedMappings::combined_pages_by_node`] of their own memory only
-    /// (see [`is_own_memory`]): what they placed, not their files' page cache.
+    /// (see [`Mapping::is_own_memory`]): what they placed, not their files' page cache.
     pub fn combined_own_pages_by_node<'a>(
         &self,
         snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>,
     ) -> BTreeMap<u32, u64> {
-        self.combined(snapshots, is_own_memory)
+        self.combined(snapshots, Mapping::is_own_memory)
     }
 
     fn combined<'a>(

@@ -39,9 +39,7 @@ fn largest_shared_mapping(s: &ProcessSnapshot) -> u64 {
     s.numa_maps
         .iter()
         .flat_map(|m| &m.mappings)
-        .filter(|m| {
-            m.anon_pages == 0 && m.file.as_deref().is_some_and(crate::attribution::shared::is_shared_memory_file)
-        })
+        .filter(|m| m.anon_pages == 0 && m.is_shared_memory())
         .map(|m| m.resident_bytes())
         .max()
         .unwrap_or(0)
