@@ -197,6 +197,8 @@ fn a_cpuset_with_cpus_on_one_node_and_mems_on_another_is_memory_policy_per_proce
     let r = replay(start.clone(), &events, end.clone());
     let top = &r.causes[0];
     assert_eq!(top.kind, CauseKind::MemoryPolicy, "{:#?}", r.causes);
+    let text = numatrace_core::report::text::render(&r);
+    assert_eq!(text.lines().nth(1), Some("traced cgroup /lab.slice/db: 2 processes for 2.0 s, stopped by duration"));
     assert_eq!(top.pages, 8 * 512);
     assert!(top.evidence[0].starts_with("cpuset.mems 0 excludes node 1"), "{:?}", top.evidence);
     let f = &top.fixes[0];

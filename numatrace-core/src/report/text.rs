@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 use std::collections::BTreeMap;
 
 use super::{Report, ThreadReport};
-use crate::machine::cpulist;
+use crate::{
+    facts::{ContainerRuntime, TargetScope},
+    machine::cpulist,
+};
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
@@ -439,6 +442,30 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
     let what = match &r.target.command {
         Some(cmd) => format!("`{}` (pid {})", cmd.join(" "), r.target.pid),
         None => format!("pid {} ({})", r.target.pid, r.target.comm),
+    };
+    // A service: what was named, and how many processes it held.
+    let processes = match r.processes.len() {
+        1 => "1 process".to_string(),
+        n => format!("{n} processes"),
+    };
+    let what = match &r.target.scope {
+        TargetScope::Process => what,
+        TargetScope::Processes => format!(
+            "pids {}: {processes}",
+            r.target.pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        TargetScope::Tree => format!("the process tree of {what}: {processes}"),
+        TargetScope::Cgroup(cg) => format!("cgroup {}: {processes}", cg.path),
+        TargetScope::Unit { name, .. } => format!("unit {name}: {processes}"),
+        TargetScope::Container { id, runtime, .. } => {
+            let runtime = match runtime {
+                ContainerRuntime::Docker => "docker",
+                ContainerRuntime::Podman => "podman",
+                ContainerRuntime::Containerd => "containerd",
+                ContainerRuntime::Crio => "cri-o",
+            };
+            format!("{runtime} container {}: {processes}", id.get(..12).unwrap_or(id))
+        }
     };
     let _ = writeln!(o, "traced {what} for {:.1} s, stopped by {}", r.duration_s, r.stopped_by);
     if let Some(s) = &r.sampling {
