@@ -259,3 +259,48 @@ fn a_unit_or_a_container_gets_its_own_fix() {
     assert_eq!(f.commands[0], "docker update --cpuset-cpus=2-3 --cpuset-mems=1 4f1c0a6e1a2b");
     assert!(f.notes.iter().any(|n| n.starts_with("cgroup v2 moves its memory to node(s) 1")), "{:?}", f.notes);
 }
+
+/// Attached to the cpuset cgroup after its memory was placed: the db's
+/// hinting faults from node 1 meet no first touch; its cpuset (mems 0,
+/// CPUs on node 1) placed that memory, not an unknown past.
+#[test]
+fn memory_a_cpuset_placed_before_the_capture_is_memory_policy() {
+    let (mut start, _, end) = cpuset_capture(TargetScope::Cgroup(lab_cgroup()));
+    let events: Vec<Event> =
+        (0..8u64).map(|i| synthetic::hinting(START + S + i * 1000, 300, 300, 50 + i, 64, 1, 0)).collect();
+    let with_memory = |s: &numatrace_core::machine::ProcessSnapshot, pages: u64| {
+        let mut s = s.clone();
+        let maps = vec![synthetic::mapping(0x4000_0000, None, &[(0, pages)])];
+        s.memory_by_node =
+            numatrace_core::machine::NumaMaps { mappings: maps.clone(), skipped_lines: 0 }.memory_by_node();
+        s.numa_maps = Some(numatrace_core::machine::NumaMaps { mappings: maps, skipped_lines: 0 });
+        s
+    };
+    start.process_before = end.process_last.as_ref().map(|s| with_memory(s, 16));
+    start.other_processes_before = end.other_processes_last.iter().map(|s| with_memory(s, 4096)).collect();
+    let r = replay(start.clone(), &events, end.clone());
+    let top = &r.causes[0];
+    assert_eq!(top.kind, CauseKind::MemoryPolicy, "{:#?}", r.causes);
+    assert!(
+        top.evidence[0].starts_with(
+            "cpuset.mems 0 excludes node 1: thread 300 on node 1 uses memory on node 0 placed before the capture"
+        ),
+        "{:?}",
+        top.evidence
+    );
+    assert_eq!(top.fixes[0].kind, FixKind::CgroupCpuset);
+    // No hinting faults (balancing off): where the threads ran, against the memory at the start.
+    let events = vec![
+        synthetic::run_time_sample(START + S / 10, 300, 300, 0),
+        synthetic::run_time_sample(START + S, 300, 300, S / 2),
+    ];
+    let r = replay(start, &events, end);
+    let top = &r.causes[0];
+    assert_eq!(top.kind, CauseKind::MemoryPolicy, "{:#?}", r.causes);
+    assert_eq!(top.pages, 4096 + 16);
+    assert!(
+        top.evidence[0].starts_with("cpuset.mems 0 excludes node 1: 4112 pages were on node 0 before the capture"),
+        "{:?}",
+        top.evidence
+    );
+}

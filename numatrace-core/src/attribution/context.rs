@@ -66,6 +66,20 @@ impl ProcessContext {
         self.others.get(&pid).unwrap_or(self)
     }
 
+    /// Whether its cpuset keeps memory off `cpu_node` and allows `page_node`
+    /// (`docker run --cpuset-cpus` on one node, `--cpuset-mems` on another).
+    pub fn cpuset_explains(&self, cpu_node: u32, page_node: u32) -> Option<String> {
+        let mems = self.cpuset_mems.as_ref()?;
+        (!mems.contains(&cpu_node) && mems.contains(&page_node))
+            .then(|| format!("cpuset.mems {} excludes node {cpu_node}", crate::machine::cpulist::format(mems)))
+    }
+
+    /// [`ProcessContext::cpuset_explains`] for this process or any other traced one.
+    pub fn any_cpuset_explains(&self, cpu_node: u32, page_node: u32) -> Option<String> {
+        self.cpuset_explains(cpu_node, page_node)
+            .or_else(|| self.others.values().find_map(|o| o.cpuset_explains(cpu_node, page_node)))
+    }
+
     /// The policy that governs an address, if any (mapping first, then process).
     pub fn policy_at(&self, address: u64) -> Option<(PolicyMode, &[u32])> {
         if let Some(r) = self.policy_ranges.iter().find(|r| r.start <= address && address < r.end) {
@@ -77,11 +91,8 @@ impl ProcessContext {
     /// Whether a policy or cpuset explains pages of `address` landing on `page_node`
     /// while the thread ran on `cpu_node`.
     pub fn explains_remote(&self, address: Option<u64>, cpu_node: u32, page_node: u32) -> Option<String> {
-        if let Some(mems) = &self.cpuset_mems
-            && !mems.contains(&cpu_node)
-            && mems.contains(&page_node)
-        {
-            return Some(format!("cpuset.mems {} excludes node {cpu_node}", crate::machine::cpulist::format(mems)));
+        if let Some(why) = self.cpuset_explains(cpu_node, page_node) {
+            return Some(why);
         }
         let policy = match address {
             Some(a) => self.policy_at(a),

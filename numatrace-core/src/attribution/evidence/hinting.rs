@@ -188,15 +188,29 @@ pub(super) fn from_hinting_faults(
                             u.cpu_node
                         ),
                     ),
-                    None => (
-                        CauseKind::PlacedBeforeCapture,
-                        format!(
-                            "thread {} on node {} uses memory on {} placed before the capture",
-                            u.tid,
-                            u.cpu_node,
-                            on(mem_node)
+                    None => match mem_node.and_then(|m| {
+                        ctx.for_process(tgid_of(agg, u.tid).unwrap_or(key.tgid)).cpuset_explains(u.cpu_node, m)
+                    }) {
+                        // Its cpuset put it there, and keeps it there.
+                        Some(why) => (
+                            CauseKind::MemoryPolicy,
+                            format!(
+                                "{why}: thread {} on node {} uses memory on {} placed before the capture",
+                                u.tid,
+                                u.cpu_node,
+                                on(mem_node)
+                            ),
                         ),
-                    ),
+                        None => (
+                            CauseKind::PlacedBeforeCapture,
+                            format!(
+                                "thread {} on node {} uses memory on {} placed before the capture",
+                                u.tid,
+                                u.cpu_node,
+                                on(mem_node)
+                            ),
+                        ),
+                    },
                 },
             };
             if !ctx.started_by_numatrace && touches.is_none_or(|ts| ts.is_empty()) {
