@@ -80,6 +80,29 @@ fn without_hinting_faults_the_backends_run_time_makes_them_users() {
     assert!(r.causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{:#?}", r.causes);
 }
 
+/// Backends that connect during the capture: forked by the postmaster, no
+/// snapshot of their own. They map its shared memory where it does.
+#[test]
+fn backends_forked_during_the_capture_share_the_postmasters_memory() {
+    let (mut start, events, mut end) = synthetic::postgres_capture(&[4, 5, 6]);
+    start.initial_threads.retain(|t| t.tid == 2000);
+    start.target.pids = vec![2000];
+    start.other_processes_before.clear();
+    end.other_processes_last.clear();
+    let mut events: Vec<Event> = events;
+    for (i, pid) in [2101u32, 2102, 2103].into_iter().enumerate() {
+        events.push(synthetic::process_new(start.start_ns + S / 4, pid, 2000, "postgres", 4 + i as u32));
+    }
+    events.sort_by_key(|e| e.header().ts_ns);
+    let r = replay(start, &events, end);
+    let top = &r.causes[0];
+    assert_eq!(top.kind, CauseKind::FirstTouchByOtherThread, "{:#?}", r.causes);
+    assert_eq!(top.pages, 3 * 64 * 40);
+    assert!(top.summary.contains("because process 2000 (postgres) touched it first"), "{}", top.summary);
+    let backend = r.processes.iter().find(|p| p.pid == 2102).expect("the forked backend is a process");
+    assert_eq!(backend.memory_source, numatrace_core::report::MemorySource::FirstTouch);
+}
+
 #[test]
 fn backends_on_both_nodes_share_the_memory_across_nodes() {
     let (start, events, end) = synthetic::postgres_capture(&[4, 5, 1]);

@@ -63,6 +63,9 @@ pub struct Aggregator {
     summed_unrenamed: HashSet<u32, FxBuildHasher>,
     /// Cross-node moves kept over all listed threads (at most [`MAX_MOVES_KEPT`]).
     moves_kept: usize,
+    /// Processes created during the capture: child pid -> the pid that forked it
+    /// (a child shares what its parent mapped shared before the fork).
+    pub forked_from: BTreeMap<u32, u32>,
 }
 
 /// Threads listed one by one; beyond this many, exited threads that touched
@@ -100,6 +103,10 @@ pub struct SummedThreads {
     pub threads: u64,
     pub stats: ThreadStats,
 }
+
+/// Forks kept (child -> parent, for the shared memory a child inherits):
+/// 2 MiB at most for a fork-heavy target; later children are not linked.
+pub const MAX_FORKS_KEPT: usize = 65_536;
 
 /// Balancer task moves kept for time windows; beyond this only counts grow.
 const MAX_BALANCER_TASK_MOVES: usize = 100_000;
@@ -146,6 +153,7 @@ impl Aggregator {
             pending_exits: VecDeque::new(),
             summed_unrenamed: HashSet::default(),
             moves_kept: 0,
+            forked_from: BTreeMap::new(),
         }
     }
 

@@ -348,7 +348,7 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
     for snap in snapshots.iter().filter(|s| s.pid != target_pid) {
         ctx.others.entry(snap.pid).or_insert_with(|| ProcessContext::from_snapshot(snap, started_by_numatrace));
     }
-    ctx.shared = shared::SharedMappings::from_snapshots(snapshots.iter().copied());
+    ctx.shared = shared::SharedMappings::from_snapshots_and_forks(snapshots.iter().copied(), &agg.forked_from);
     // A service attached to: the memory all its processes held at the start,
     // shared memory once.
     let before: Vec<&crate::machine::ProcessSnapshot> =

@@ -107,6 +107,17 @@ impl SharedObject {
 impl SharedMappings {
     /// From the latest snapshot of each process (the first of a pid wins).
     pub fn from_snapshots<'a>(snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>) -> SharedMappings {
+        SharedMappings::from_snapshots_and_forks(snapshots, &BTreeMap::new())
+    }
+
+    /// As [`SharedMappings::from_snapshots`], and a process forked during
+    /// the capture that has no snapshot maps what its nearest ancestor with
+    /// one maps shared, at the same addresses (what a fork inherits: a
+    /// postmaster's backends). `forks`: child pid -> parent pid.
+    pub fn from_snapshots_and_forks<'a>(
+        snapshots: impl IntoIterator<Item = &'a ProcessSnapshot>,
+        forks: &BTreeMap<u32, u32>,
+    ) -> SharedMappings {
         let mut seen: BTreeSet<u32> = BTreeSet::new();
         // object key -> (pid, start, end, pages) for each process mapping it
         let mut found: BTreeMap<ObjectKey, Vec<Mapped>> = BTreeMap::new();
@@ -134,6 +145,23 @@ impl SharedMappings {
                 let end = mappings.get(i + 1).map_or(u64::MAX, |next| next.start);
                 let pages = m.bytes_by_node().into_iter().map(|(node, b)| (node, b / 4096)).collect();
                 found.entry(key).or_default().push((snap.pid, m.start, end, pages));
+            }
+        }
+        // Forked children without a snapshot: their ancestor's shared mappings.
+        for &child in forks.keys().filter(|c| !seen.contains(c)) {
+            let mut ancestor = forks.get(&child).copied();
+            // A chain of forks is short; a loop in bad data ends here too.
+            for _ in 0..64 {
+                match ancestor {
+                    Some(a) if !seen.contains(&a) => ancestor = forks.get(&a).copied(),
+                    _ => break,
+                }
+            }
+            let Some(ancestor) = ancestor.filter(|a| seen.contains(a)) else { continue };
+            for places in found.values_mut() {
+                let inherited: Vec<Mapped> =
+                    places.iter().filter(|p| p.0 == ancestor).map(|p| (child, p.1, p.2, BTreeMap::new())).collect();
+                places.extend(inherited);
             }
         }
         let mut out = SharedMappings::default();
@@ -383,6 +411,24 @@ mod tests {
         let own = shared.combined_own_pages_by_node(&snaps);
         assert_eq!(own.get(&0), Some(&(10 + 32768)));
         assert_eq!(own.get(&1), Some(&(20 + 20 + 5)));
+    }
+
+    #[test]
+    fn a_child_forked_during_the_capture_inherits_its_parents_shared_mappings() {
+        let zero = Some("/dev/zero\\040(deleted)");
+        let post = snapshot(100, vec![mapping(0x1000, None, 10, &[(0, 10)]), mapping(SHM, zero, 0, &[(0, 512)])]);
+        // 101 forked by 100, 102 by 101 (a grandchild), 200 by an untraced process.
+        let forks = BTreeMap::from([(101, 100), (102, 101), (200, 1)]);
+        let shared = SharedMappings::from_snapshots_and_forks([&post], &forks);
+        let region = SHM >> 21;
+        for child in [101, 102] {
+            assert_eq!(shared.alias(&RegionKey { tgid: child, region }), Some(RegionKey { tgid: 100, region }));
+        }
+        assert_eq!(shared.alias(&RegionKey { tgid: 200, region }), None);
+        assert_eq!(shared.alias(&RegionKey { tgid: 101, region: 0 }), None, "private memory is copied, not shared");
+        assert_eq!(shared.objects()[0].pages_by_node, BTreeMap::from([(0, 512)]));
+        // Alone, the parent shares nothing.
+        assert!(SharedMappings::from_snapshots([&post]).is_empty());
     }
 
     #[test]

@@ -144,6 +144,17 @@ pub fn thread_new(ts_ns: u64, tgid: u32, tid: u32, parent: u32, comm: &str, cpu:
     })
 }
 
+/// Thread `parent` forked process `pid` (its main thread) named `comm` on `cpu`.
+pub fn process_new(ts_ns: u64, pid: u32, parent: u32, comm: &str, cpu: u32) -> Event {
+    match thread_new(ts_ns, pid, pid, parent, comm, cpu) {
+        Event::TaskNew(mut e) => {
+            e.is_thread = 0;
+            Event::TaskNew(e)
+        }
+        other => other,
+    }
+}
+
 /// A 10 s capture of the init-thread pathology on two nodes (CPUs 0-3 and
 /// 4-7): `main` first-touches 256 MiB on node 0, two workers start, one on
 /// each node; the one on node 1 faults remotely, the balancer swaps it and
