@@ -226,6 +226,10 @@ fn a_cpuset_with_cpus_on_one_node_and_mems_on_another_is_memory_policy_per_proce
     assert!(top.evidence[0].starts_with("cpuset.mems 0 excludes node 1"), "{:?}", top.evidence);
     let f = &top.fixes[0];
     assert_eq!(f.kind, FixKind::CgroupCpuset);
+    // Nothing for one process of the cgroup (its command, its pid): the cgroup's fix does it for all.
+    let kinds: Vec<FixKind> = top.fixes.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, vec![FixKind::CgroupCpuset], "{:#?}", top.fixes);
+    assert!(top.blocked.is_empty(), "{:?}", top.blocked);
     assert_eq!(
         f.commands,
         vec![

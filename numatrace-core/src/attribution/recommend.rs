@@ -6,7 +6,7 @@ use super::{evidence::Contribution, kinds::CauseKind};
 use crate::{
     facts::TargetScope,
     fixes::{
-        Constraints, Fix, MIN_ROOM_BYTES, Workload,
+        Constraints, Fix, FixKind, MIN_ROOM_BYTES, Workload,
         postgres::Postgres,
         scope::{CgroupPlacement, ContainerPlacement, MemoryMoves, ParentLimits, UnitNumaPolicy, UnitPlacement},
     },
@@ -42,7 +42,7 @@ pub struct FixEnv {
 
 /// The fix for the unit of deployment (a systemd unit, a container, a
 /// cgroup) that puts all its processes on node `n`; none for processes.
-fn scope_fix(env: &FixEnv, c: &Contribution, n: &Node) -> Option<Fix> {
+fn scope_fix(env: &FixEnv, c: &Contribution, n: &Node, policy: UnitNumaPolicy) -> Option<Fix> {
     let restricted = env.constraints.cpuset.as_ref().is_some_and(|cs| {
         (cs.cpus_set_by.is_some() && !n.cpus.iter().all(|x| cs.effective_cpus.contains(x)))
             || (cs.mems_set_by.is_some() && !cs.effective_mems.contains(&n.id))
@@ -52,12 +52,7 @@ fn scope_fix(env: &FixEnv, c: &Contribution, n: &Node) -> Option<Fix> {
     match &env.scope {
         TargetScope::Unit { name, .. } => Some(Fix::unit_dropin(
             name,
-            &UnitPlacement {
-                cpus: Some(n.cpus.clone()),
-                policy: UnitNumaPolicy::Bind,
-                mems: vec![n.id],
-                cgroup_cpuset: restricted,
-            },
+            &UnitPlacement { cpus: Some(n.cpus.clone()), policy, mems: vec![n.id], cgroup_cpuset: restricted },
         )),
         TargetScope::Container { id, runtime, cgroup } => Some(Fix::container_cpuset(&ContainerPlacement {
             runtime: *runtime,
@@ -79,6 +74,45 @@ fn scope_fix(env: &FixEnv, c: &Contribution, n: &Node) -> Option<Fix> {
         })),
         TargetScope::Process | TargetScope::Processes | TargetScope::Tree => None,
     }
+}
+
+/// Memory spread over all nodes: a unit's drop-in for a unit, else the
+/// target's command under numactl.
+fn interleave(env: &FixEnv) -> Fix {
+    match &env.scope {
+        TargetScope::Unit { name, .. } if !env.started_by_numatrace => {
+            let mems: Vec<u32> = env.nodes.iter().filter(|n| !n.is_memoryless()).map(|n| n.id).collect();
+            let goal = crate::fixes::interleave_goal(mems.len());
+            let mut f = Fix::unit_dropin(
+                name,
+                &UnitPlacement { cpus: None, policy: UnitNumaPolicy::Interleave, mems, cgroup_cpuset: false },
+            );
+            f.goal_remote_share = Some(goal);
+            f.with_note(format!(
+                "By design {:.0} % of its pages stay remote, spread evenly so that no node's memory bandwidth saturates.",
+                (goal - crate::fixes::FIXED_BELOW) * 100.0
+            ))
+        }
+        _ => Fix::interleave_all(&env.workload, &env.nodes),
+    }
+}
+
+/// Fixes that act on one process (its command, its pid), which a cgroup,
+/// unit or container of several does not take: its own fix does it for all.
+fn for_one_process(kind: FixKind) -> bool {
+    matches!(
+        kind,
+        FixKind::BindToNode
+            | FixKind::Preferred
+            | FixKind::Taskset
+            | FixKind::MoveThreadsLive
+            | FixKind::RepinLive
+            | FixKind::MigratePages
+            | FixKind::SystemdUnit
+            | FixKind::Docker
+            | FixKind::CgroupV1Cpuset
+            | FixKind::CgroupV2Cpuset
+    )
 }
 
 /// PostgreSQL's own fix: interleave when its shared memory is bigger than a
@@ -224,7 +258,9 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         if pg_fixed && env.postgres.as_ref().is_some_and(|pg| pg.unit.is_some()) {
             return;
         }
-        if let Some(f) = scope_fix(env, c, n) {
+        // A spill needs room, not a wall: preferred (a cpuset binds all the same).
+        let policy = if kind == CauseKind::AllocationSpill { UnitNumaPolicy::Preferred } else { UnitNumaPolicy::Bind };
+        if let Some(f) = scope_fix(env, c, n, policy) {
             fixes.push(f);
             return;
         }
@@ -256,7 +292,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 fixes.push(Fix::bind_to_node(n, &env.workload));
             }
             fixes.extend(first_touch_per_thread());
-            fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+            fixes.push(interleave(env));
             if users_node.is_none()
                 && !too_big_for_a_node
                 && let Some(n) = thread_node
@@ -275,7 +311,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 thread_node.or(memory_node)
             };
             if too_big_for_a_node {
-                fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+                fixes.push(interleave(env));
             } else if let Some(n) = target {
                 lasting(&mut fixes, n);
                 fixes.push(Fix::bind_to_node(n, &env.workload));
@@ -296,7 +332,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         // give each thread its own part (first touch), or put the users on
         // one node when they and the memory fit there.
         CauseKind::SharedAcrossNodes => {
-            fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+            fixes.push(interleave(env));
             fixes.extend(first_touch_per_thread());
             if !too_big_for_a_node && let Some(n) = memory_node {
                 fixes.push(Fix::bind_to_node(n, &env.workload));
@@ -357,9 +393,16 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 fixes.push(Fix::bind_to_node(target, &env.workload));
                 repin(&mut fixes, n, &from);
             } else {
-                fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+                fixes.push(interleave(env));
             }
         }
+    }
+    if live && env.scope.cgroup().is_some() {
+        // The unit, container or cgroup fix came first: not one process's.
+        fixes.retain(|f| !for_one_process(f.kind));
+    } else if live && env.pids.len() > 1 {
+        // Several processes: moving one pid's memory leaves the others'.
+        fixes.retain(|f| !matches!(f.kind, FixKind::RepinLive | FixKind::MigratePages));
     }
     let mut steps = Vec::new();
     let mut problems = Vec::new();
@@ -373,7 +416,9 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         problems.extend(checked.problems.iter().map(|p| format!("{}: {p}", fix.title)));
         if checked.applicable || !checked.steps.is_empty() {
             for s in checked.steps {
-                if !steps.contains(&s) {
+                // The scope's own cgroup fix stands for the generic one a check adds.
+                let scoped = live && env.scope.cgroup().is_some() && for_one_process(s.kind);
+                if !steps.contains(&s) && !scoped {
                     steps.push(s);
                 }
             }
@@ -422,6 +467,35 @@ mod tests {
         };
         let env = FixEnv { pid: 300, nodes: machine.nodes, workload, resident_bytes: 73 << 20, ..Default::default() };
         (c, env)
+    }
+
+    /// A unit of several processes: its drop-in, with the policy the cause needs.
+    #[test]
+    fn a_unit_gets_an_interleave_or_preferred_drop_in_and_no_per_process_fix() {
+        let (mut c, mut env) = redis(Vec::new());
+        env.scope = TargetScope::Unit {
+            name: "cache.service".into(),
+            cgroup: crate::facts::CgroupScope {
+                path: "/system.slice/cache.service".into(),
+                id: 7,
+                cpus_effective: None,
+                mems_effective: None,
+            },
+        };
+        env.pids = vec![300, 400];
+        // Bigger than a node: interleave the unit.
+        env.resident_bytes = 600 << 20;
+        c.kind = CauseKind::SharedAcrossNodes;
+        let (fixes, _) = fixes_for(CauseKind::SharedAcrossNodes, &c, &env);
+        assert_eq!(fixes[0].kind, FixKind::UnitDropIn);
+        assert!(fixes[0].commands[1].contains("NUMAPolicy=interleave\nNUMAMask=0-1\n"), "{}", fixes[0].commands[1]);
+        // A spill: a node with room, preferred.
+        env.resident_bytes = 64 << 20;
+        env.nodes[0].mem_free_bytes = 2 << 30;
+        let (fixes, _) = fixes_for(CauseKind::AllocationSpill, &c, &env);
+        assert_eq!(fixes[0].kind, FixKind::UnitDropIn);
+        assert!(fixes[0].commands[1].contains("NUMAPolicy=preferred"), "{}", fixes[0].commands[1]);
+        assert!(fixes.iter().all(|f| !for_one_process(f.kind)), "{fixes:#?}");
     }
 
     #[test]
