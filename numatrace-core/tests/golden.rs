@@ -87,3 +87,14 @@ fn all_local_on_two_nodes() {
     let end = EndFacts::cut_short(2.0, StopReason::TargetExit);
     snapshot("all_local", &report_of(start, &events, end));
 }
+
+/// PostgreSQL traced with `--tree`: the postmaster first-touches 128 MiB of
+/// shared memory on node 0, three backends (other processes) use it from
+/// node 1: `first_touch_by_other_thread`, naming the postmaster, and the
+/// instance's fix (its unit's drop-in on node 1).
+#[test]
+fn postmaster_and_backends_on_two_nodes() {
+    let (start, events, end) = synthetic::postgres_capture(&[4, 5, 6]);
+    let report = SessionFacts { start, end }.replay(&events).0;
+    snapshot("postgres_shared", &report);
+}

@@ -150,6 +150,10 @@ impl Aggregator {
     }
 
     pub(super) fn fold_task_new(&mut self, h: &EventHeader, e: &TaskNewEvent) {
+        if e.is_thread == 0 && self.forked_from.len() < super::MAX_FORKS_KEPT {
+            let parent = self.threads.get(&e.parent_tid).map_or(e.parent_tid, |t| t.tgid);
+            self.forked_from.insert(h.tgid, parent);
+        }
         let node = self.node_of_cpu(h.cpu as i32);
         let t = self.thread(h.tid, h.tgid);
         t.comm = comm_str(&e.comm);

@@ -63,6 +63,9 @@ pub struct Aggregator {
     summed_unrenamed: HashSet<u32, FxBuildHasher>,
     /// Cross-node moves kept over all listed threads (at most [`MAX_MOVES_KEPT`]).
     moves_kept: usize,
+    /// Processes created during the capture: child pid -> the pid that forked it
+    /// (a child shares what its parent mapped shared before the fork).
+    pub forked_from: BTreeMap<u32, u32>,
 }
 
 /// Threads listed one by one; beyond this many, exited threads that touched
@@ -100,6 +103,10 @@ pub struct SummedThreads {
     pub threads: u64,
     pub stats: ThreadStats,
 }
+
+/// Forks kept (child -> parent, for the shared memory a child inherits):
+/// 2 MiB at most for a fork-heavy target; later children are not linked.
+pub const MAX_FORKS_KEPT: usize = 65_536;
 
 /// Balancer task moves kept for time windows; beyond this only counts grow.
 const MAX_BALANCER_TASK_MOVES: usize = 100_000;
@@ -146,6 +153,7 @@ impl Aggregator {
             pending_exits: VecDeque::new(),
             summed_unrenamed: HashSet::default(),
             moves_kept: 0,
+            forked_from: BTreeMap::new(),
         }
     }
 
@@ -395,6 +403,49 @@ impl Aggregator {
         let counted = self.kernel.counter(numatrace_common::Counter::FirstTouchPages);
         let unsampled = self.kernel.counter(numatrace_common::Counter::UnsampledFirstTouchPages);
         if unsampled == 0 || counted <= unsampled { 1.0 } else { counted as f64 / (counted - unsampled) as f64 }
+    }
+
+    /// A copy whose regions are re-keyed by `alias` (regions of one shared
+    /// mapping, seen at different keys in different processes, become one),
+    /// first touches and uses of merged regions summed per thread and node
+    /// pair. `None` when `alias` changes no key (nothing to copy).
+    pub fn with_regions_aliased(&self, alias: impl Fn(&RegionKey) -> Option<RegionKey>) -> Option<Aggregator> {
+        if !self.regions.keys().chain(self.region_uses.keys()).any(|k| alias(k).is_some_and(|a| a != *k)) {
+            return None;
+        }
+        let mut out = self.clone();
+        out.regions = RegionTable::default();
+        for (key, touches) in &self.regions {
+            let into = out.regions.entry_or_default(alias(key).unwrap_or(*key));
+            for t in touches {
+                match into.find_mut(touch_key(t.tid, t.cpu_node, t.page_node)) {
+                    Some(r) => {
+                        r.pages += t.pages;
+                        r.first_ns = r.first_ns.min(t.first_ns);
+                        r.last_ns = r.last_ns.max(t.last_ns);
+                    }
+                    None => _ = into.push(*t),
+                }
+            }
+        }
+        out.region_uses = RegionTable::default();
+        for (key, uses) in &self.region_uses {
+            let into = out.region_uses.entry_or_default(alias(key).unwrap_or(*key));
+            for u in uses {
+                match into.find_mut(touch_key(u.tid, u.cpu_node, u.mem_node)) {
+                    Some(r) => {
+                        r.local_faults += u.local_faults;
+                        r.remote_faults += u.remote_faults;
+                        r.remote_pages += u.remote_pages;
+                        r.migrated_pages += u.migrated_pages;
+                        r.first_ns = r.first_ns.min(u.first_ns);
+                        r.last_ns = r.last_ns.max(u.last_ns);
+                    }
+                    None => _ = into.push(*u),
+                }
+            }
+        }
+        Some(out)
     }
 
     /// Whether a region key has a known address.

@@ -51,9 +51,35 @@ pub struct ProcessContext {
     pub program: String,
     /// numatrace started the process (`--`), so nothing predates the capture.
     pub started_by_numatrace: bool,
+    /// The other traced processes' contexts, by pid (a multi-process
+    /// capture): each process's own policy and cpuset explain its pages.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub others: std::collections::BTreeMap<u32, ProcessContext>,
+    /// Memory that several traced processes map (their regions merged).
+    #[serde(skip)]
+    pub shared: super::shared::SharedMappings,
 }
 
 impl ProcessContext {
+    /// The context of process `pid`: its own when its snapshot was taken, else this one.
+    pub fn for_process(&self, pid: u32) -> &ProcessContext {
+        self.others.get(&pid).unwrap_or(self)
+    }
+
+    /// Whether its cpuset keeps memory off `cpu_node` and allows `page_node`
+    /// (`docker run --cpuset-cpus` on one node, `--cpuset-mems` on another).
+    pub fn cpuset_explains(&self, cpu_node: u32, page_node: u32) -> Option<String> {
+        let mems = self.cpuset_mems.as_ref()?;
+        (!mems.contains(&cpu_node) && mems.contains(&page_node))
+            .then(|| format!("cpuset.mems {} excludes node {cpu_node}", crate::machine::cpulist::format(mems)))
+    }
+
+    /// [`ProcessContext::cpuset_explains`] for this process or any other traced one.
+    pub fn any_cpuset_explains(&self, cpu_node: u32, page_node: u32) -> Option<String> {
+        self.cpuset_explains(cpu_node, page_node)
+            .or_else(|| self.others.values().find_map(|o| o.cpuset_explains(cpu_node, page_node)))
+    }
+
     /// The policy that governs an address, if any (mapping first, then process).
     pub fn policy_at(&self, address: u64) -> Option<(PolicyMode, &[u32])> {
         if let Some(r) = self.policy_ranges.iter().find(|r| r.start <= address && address < r.end) {
@@ -65,11 +91,8 @@ impl ProcessContext {
     /// Whether a policy or cpuset explains pages of `address` landing on `page_node`
     /// while the thread ran on `cpu_node`.
     pub fn explains_remote(&self, address: Option<u64>, cpu_node: u32, page_node: u32) -> Option<String> {
-        if let Some(mems) = &self.cpuset_mems
-            && !mems.contains(&cpu_node)
-            && mems.contains(&page_node)
-        {
-            return Some(format!("cpuset.mems {} excludes node {cpu_node}", crate::machine::cpulist::format(mems)));
+        if let Some(why) = self.cpuset_explains(cpu_node, page_node) {
+            return Some(why);
         }
         let policy = match address {
             Some(a) => self.policy_at(a),
@@ -204,12 +227,13 @@ impl ProcessContext {
             biggest.truncate(5);
             ctx.biggest_mappings_at_start = biggest;
         }
-        // The process's own memory (heap, stacks, anonymous and huge pages): the
-        // page cache of its files is shared, and placed by whoever read them first.
+        // The process's own memory (heap, stacks, anonymous, huge pages and
+        // shared memory): the page cache of its files is shared, and placed
+        // by whoever read them first.
         ctx.pages_by_node_at_start = match &snap.numa_maps {
             Some(maps) => {
                 let mut own: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
-                for m in maps.mappings.iter().filter(|m| m.kind != crate::machine::numa_maps::MappingKind::File) {
+                for m in maps.mappings.iter().filter(|m| m.is_own_memory()) {
                     for (node, pages) in &m.pages_by_node {
                         *own.entry(*node).or_default() += pages * m.page_size_bytes / 4096;
                     }

@@ -6,6 +6,7 @@ pub mod evidence;
 pub mod kinds;
 pub mod magnitude;
 pub mod recommend;
+pub mod shared;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,6 +56,33 @@ pub struct Cause {
     /// Why some fixes cannot apply as they stand (cpuset, missing nodes, no room).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
+    /// In a capture of several processes: the pages of this cause whose
+    /// placer or user is in each process, most first (a page placed by one
+    /// process and used by another counts for both).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessPages>,
+}
+
+/// A cause's pages that involve one process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessPages {
+    pub pid: u32,
+    pub pages: u64,
+}
+
+/// Per process, the pages of `parts` whose threads are in it (several processes only).
+fn pages_by_process(agg: &Aggregator, parts: &[evidence::Contribution]) -> Vec<ProcessPages> {
+    let mut by_pid: BTreeMap<u32, f64> = BTreeMap::new();
+    for p in parts {
+        let pids: BTreeSet<u32> = p.tids.iter().filter_map(|t| tgid_of(agg, *t)).collect();
+        for pid in pids {
+            *by_pid.entry(pid).or_default() += p.pages;
+        }
+    }
+    let mut out: Vec<ProcessPages> =
+        by_pid.into_iter().map(|(pid, pages)| ProcessPages { pid, pages: pages.round() as u64 }).collect();
+    out.sort_by(|a, b| b.pages.cmp(&a.pages).then(a.pid.cmp(&b.pid)));
+    out
 }
 
 /// For `skip_serializing_if` on counts (here and in the report).
@@ -76,6 +104,11 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
         by_kind.entry(c.kind).or_default().push(c);
     }
     let total: f64 = by_kind.values().flatten().map(|c| c.pages).sum();
+    let several_processes = {
+        let mut pids = agg.all_threads().map(|t| t.tgid);
+        let first = pids.next();
+        pids.any(|p| Some(p) != first)
+    };
     let mut causes: Vec<Cause> = by_kind
         .into_iter()
         .map(|(kind, mut parts)| {
@@ -92,6 +125,7 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
                 merged.repaired_pages += p.repaired_pages;
             }
             merged.pages = pages;
+            let processes = if several_processes { pages_by_process(agg, &parts) } else { Vec::new() };
             let (fixes, blocked) = recommend::fixes_for(kind, &merged, env);
             let first = fixes.first();
             let rel = |ns: u64| if ns == u64::MAX || ns < start_ns { 0.0 } else { (ns - start_ns) as f64 / 1e9 };
@@ -121,6 +155,7 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
                 destructive: first.is_some_and(|f| f.destructive),
                 fixes,
                 blocked,
+                processes,
             }
         })
         .collect();
@@ -172,6 +207,35 @@ fn mib(pages: f64) -> String {
     format!("{:.0} MiB", pages * 4096.0 / (1u64 << 20) as f64)
 }
 
+/// The process a listed thread belongs to.
+pub(crate) fn tgid_of(agg: &Aggregator, tid: u32) -> Option<u32> {
+    agg.threads.get(&tid).map(|t| t.tgid)
+}
+
+/// `process 100 (postgres)`: its main thread's name, else any of its threads'.
+pub(crate) fn process_name(agg: &Aggregator, tgid: u32) -> String {
+    let comm = agg
+        .threads
+        .get(&tgid)
+        .filter(|t| t.tgid == tgid && !t.comm.is_empty())
+        .or_else(|| agg.threads.values().find(|t| t.tgid == tgid && !t.comm.is_empty()))
+        .map(|t| t.comm.as_str());
+    match comm {
+        Some(comm) => format!("process {tgid} ({comm})"),
+        None => format!("process {tgid}"),
+    }
+}
+
+/// A thread named with its process: `process 2101 (postgres)` for a main
+/// thread, `thread 2105 (worker) of process 2101 (postgres)` otherwise.
+pub(crate) fn thread_in_process(agg: &Aggregator, tid: u32) -> String {
+    match tgid_of(agg, tid) {
+        Some(pid) if pid == tid => process_name(agg, pid),
+        Some(pid) => format!("{} of {}", thread_name(agg, tid), process_name(agg, pid)),
+        None => thread_name(agg, tid),
+    }
+}
+
 fn thread_name(agg: &Aggregator, tid: u32) -> String {
     match agg.threads.get(&tid).map(|t| t.comm.as_str()).filter(|c| !c.is_empty()) {
         Some(comm) => format!("thread {tid} ({comm})"),
@@ -192,9 +256,23 @@ fn summary(kind: CauseKind, c: &evidence::Contribution, agg: &Aggregator, pages:
                 .max_by_key(|t| (agg.threads.get(t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t)))
                 .map(|t| thread_name(agg, *t))
                 .unwrap_or_else(|| "one thread".into());
-            format!(
-                "{size} of memory sits on {mem} because {placer} touched it first, but the threads that use it run on {run} (the init-thread pattern)."
-            )
+            let pids: BTreeSet<u32> = c.tids.iter().filter_map(|t| tgid_of(agg, *t)).collect();
+            let placer_tid = c
+                .tids
+                .iter()
+                .max_by_key(|t| (agg.threads.get(t).map_or(0, |s| s.first_touch_total()), std::cmp::Reverse(**t)))
+                .copied();
+            match placer_tid {
+                // Shared memory one process placed for others (a postmaster's shared buffers).
+                Some(tid) if pids.len() > 1 => format!(
+                    "{size} of shared memory sits on {mem} because {} touched it first, but the threads of {} other process(es) that use it run on {run}.",
+                    thread_in_process(agg, tid),
+                    pids.len() - 1
+                ),
+                _ => format!(
+                    "{size} of memory sits on {mem} because {placer} touched it first, but the threads that use it run on {run} (the init-thread pattern)."
+                ),
+            }
         }
         CauseKind::ThreadMigrated => {
             let moved = match &c.mover {
@@ -263,6 +341,24 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
     if started_by_numatrace {
         ctx.pages_by_node_at_start.clear();
     }
+    // Several processes: each explains its own pages; memory they share is
+    // one set of regions, counted once.
+    let snapshots = latest_snapshots(facts);
+    let target_pid = start.target.pid;
+    for snap in snapshots.iter().filter(|s| s.pid != target_pid) {
+        ctx.others.entry(snap.pid).or_insert_with(|| ProcessContext::from_snapshot(snap, started_by_numatrace));
+    }
+    ctx.shared = shared::SharedMappings::from_snapshots_and_forks(snapshots.iter().copied(), &agg.forked_from);
+    // A service attached to: the memory all its processes held at the start,
+    // shared memory once.
+    let before: Vec<&crate::machine::ProcessSnapshot> =
+        start.process_before.iter().chain(&start.other_processes_before).collect();
+    if !started_by_numatrace && before.len() > 1 {
+        let at_start = shared::SharedMappings::from_snapshots(before.iter().copied());
+        ctx.pages_by_node_at_start = at_start.combined_own_pages_by_node(before.iter().copied()).into_iter().collect();
+    }
+    let merged = ctx.shared.with_aliases(agg);
+    let agg = merged.as_ref().unwrap_or(agg);
     let nodes = start.topology.nodes.clone();
     let env = FixEnv {
         pid: start.target.pid,
@@ -280,10 +376,82 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
         resident_by_node: latest
             .map(|s| s.memory_by_node.iter().map(|(n, c)| (*n, c.total)).collect())
             .unwrap_or_default(),
+        ..Default::default()
+    };
+    let cpuset = latest.and_then(|s| s.cpuset.as_ref());
+    let env = FixEnv {
+        scope: start.target.scope.clone(),
+        parent_limits: parent_limits(start.target.scope.cgroup(), cpuset),
+        memory_moves: match cpuset.map(|c| c.version) {
+            Some(crate::machine::CgroupVersion::V2) => crate::fixes::scope::MemoryMoves::WithCpuset,
+            Some(crate::machine::CgroupVersion::V1) => crate::fixes::scope::MemoryMoves::NotWithoutMigratepages,
+            None => crate::fixes::scope::MemoryMoves::Unknown,
+        },
+        postgres: crate::fixes::postgres::Postgres::recognise(snapshots.iter().copied()),
+        // The target first (a tree's root), then the others by pid.
+        pids: {
+            let mut others: BTreeSet<u32> = agg.all_threads().map(|t| t.tgid).collect();
+            others.extend(&start.target.pids);
+            others.remove(&start.target.pid);
+            std::iter::once(start.target.pid).chain(others).filter(|p| *p != 0).collect()
+        },
+        ..env
+    };
+    let env = if snapshots.len() > 1 {
+        // The service's memory: every process's, shared mappings once.
+        let by_node = ctx.shared.combined_pages_by_node(snapshots.iter().copied());
+        FixEnv {
+            resident_bytes: by_node.values().sum::<u64>() * 4096,
+            resident_by_node: by_node.into_iter().map(|(n, p)| (n, p * 4096)).collect(),
+            ..env
+        }
+    } else {
+        env
     };
     let causes = attribute(agg, &ctx, &env, start.start_ns);
     let magnitude = magnitude::measure(agg, &ctx, &causes, facts.end.duration_s);
     (causes, magnitude)
+}
+
+/// The latest snapshot of each traced process, the target's first: the
+/// last seen while it ran, else the one taken at the start.
+pub fn latest_snapshots(facts: &crate::facts::SessionFacts) -> Vec<&crate::machine::ProcessSnapshot> {
+    let (start, end) = (&facts.start, &facts.end);
+    let mut out: Vec<&crate::machine::ProcessSnapshot> = Vec::new();
+    let all = end
+        .process_last
+        .iter()
+        .chain(&end.other_processes_last)
+        .chain(start.process_before.iter())
+        .chain(&start.other_processes_before);
+    for snap in all {
+        if !out.iter().any(|s| s.pid == snap.pid) {
+            out.push(snap);
+        }
+    }
+    out
+}
+
+/// The ancestors of a scope's cgroup that restrict its cpuset: the nearest
+/// cgroup setting cpuset.cpus (cpuset.mems) when it is above the scope's,
+/// with the effective set it leaves.
+fn parent_limits(
+    scope: Option<&crate::facts::CgroupScope>,
+    cpuset: Option<&crate::machine::Cpuset>,
+) -> crate::fixes::scope::ParentLimits {
+    let (Some(scope), Some(cs)) = (scope, cpuset) else { return Default::default() };
+    let path = scope.path.trim_end_matches('/');
+    let above = |set_by: &Option<String>, effective: &Vec<u32>| {
+        set_by
+            .as_deref()
+            .map(|p| p.trim_end_matches('/'))
+            .filter(|p| *p != path && path.starts_with(&format!("{p}/")))
+            .map(|p| (p.to_string(), effective.clone()))
+    };
+    crate::fixes::scope::ParentLimits {
+        cpus: above(&cs.cpus_set_by, &cs.effective_cpus),
+        mems: above(&cs.mems_set_by, &cs.effective_mems),
+    }
 }
 
 /// What a restarted or re-pinned process may use: its cgroup's cpuset, not

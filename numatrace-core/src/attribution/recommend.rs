@@ -4,7 +4,12 @@ use std::collections::BTreeMap;
 
 use super::{evidence::Contribution, kinds::CauseKind};
 use crate::{
-    fixes::{Constraints, Fix, MIN_ROOM_BYTES, Workload},
+    facts::TargetScope,
+    fixes::{
+        Constraints, Fix, FixKind, MIN_ROOM_BYTES, Workload,
+        postgres::Postgres,
+        scope::{CgroupPlacement, ContainerPlacement, MemoryMoves, ParentLimits, UnitNumaPolicy, UnitPlacement},
+    },
     machine::Node,
 };
 
@@ -22,6 +27,107 @@ pub struct FixEnv {
     /// Its memory by node, bytes, as its last snapshot saw it (empty: not read).
     pub resident_by_node: BTreeMap<u32, u64>,
     pub constraints: Constraints,
+    /// How the traced processes were named: a unit, a container or a cgroup
+    /// gets its own fix, for all its processes at once.
+    pub scope: TargetScope,
+    /// Ancestors of the scope's cgroup known to restrict its cpuset.
+    pub parent_limits: ParentLimits,
+    /// Whether a new cpuset.mems moves memory already placed (the cgroup version).
+    pub memory_moves: MemoryMoves,
+    /// A PostgreSQL instance among the traced processes.
+    pub postgres: Option<Postgres>,
+    /// Every traced process seen: the target first, then by pid.
+    pub pids: Vec<u32>,
+}
+
+/// The fix for the unit of deployment (a systemd unit, a container, a
+/// cgroup) that puts all its processes on node `n`; none for processes.
+fn scope_fix(env: &FixEnv, c: &Contribution, n: &Node, policy: UnitNumaPolicy) -> Option<Fix> {
+    let restricted = env.constraints.cpuset.as_ref().is_some_and(|cs| {
+        (cs.cpus_set_by.is_some() && !n.cpus.iter().all(|x| cs.effective_cpus.contains(x)))
+            || (cs.mems_set_by.is_some() && !cs.effective_mems.contains(&n.id))
+    });
+    let from: Vec<u32> = c.memory_nodes.iter().copied().filter(|m| *m != n.id).collect();
+    let pages_to_copy = if from.is_empty() { 0 } else { c.pages.round().max(0.0) as u64 };
+    match &env.scope {
+        TargetScope::Unit { name, .. } => Some(Fix::unit_dropin(
+            name,
+            &UnitPlacement { cpus: Some(n.cpus.clone()), policy, mems: vec![n.id], cgroup_cpuset: restricted },
+        )),
+        TargetScope::Container { id, runtime, cgroup } => Some(Fix::container_cpuset(&ContainerPlacement {
+            runtime: *runtime,
+            id,
+            cgroup_path: &cgroup.path,
+            cpus: &n.cpus,
+            mems: &[n.id],
+            from_nodes: &from,
+            pages_to_copy,
+            memory_moves: env.memory_moves,
+        })),
+        TargetScope::Cgroup(cg) => Some(Fix::cgroup_cpuset_writes(&CgroupPlacement {
+            path: &cg.path,
+            cpuset_enabled: cg.cpus_effective.is_some(),
+            cpus: &n.cpus,
+            mems: &[n.id],
+            pages_to_copy,
+            parent: &env.parent_limits,
+        })),
+        TargetScope::Process | TargetScope::Processes | TargetScope::Tree => None,
+    }
+}
+
+/// Memory spread over all nodes: a unit's drop-in for a unit, else the
+/// target's command under numactl.
+fn interleave(env: &FixEnv) -> Fix {
+    match &env.scope {
+        TargetScope::Unit { name, .. } if !env.started_by_numatrace => {
+            let mems: Vec<u32> = env.nodes.iter().filter(|n| !n.is_memoryless()).map(|n| n.id).collect();
+            let goal = crate::fixes::interleave_goal(mems.len());
+            let mut f = Fix::unit_dropin(
+                name,
+                &UnitPlacement { cpus: None, policy: UnitNumaPolicy::Interleave, mems, cgroup_cpuset: false },
+            );
+            f.goal_remote_share = Some(goal);
+            f.with_note(format!(
+                "By design {:.0} % of its pages stay remote, spread evenly so that no node's memory bandwidth saturates.",
+                (goal - crate::fixes::FIXED_BELOW) * 100.0
+            ))
+        }
+        _ => Fix::interleave_all(&env.workload, &env.nodes),
+    }
+}
+
+/// Fixes that act on one process (its command, its pid), which a cgroup,
+/// unit or container of several does not take: its own fix does it for all.
+fn for_one_process(kind: FixKind) -> bool {
+    matches!(
+        kind,
+        FixKind::BindToNode
+            | FixKind::Preferred
+            | FixKind::Taskset
+            | FixKind::MoveThreadsLive
+            | FixKind::RepinLive
+            | FixKind::MigratePages
+            | FixKind::SystemdUnit
+            | FixKind::Docker
+            | FixKind::CgroupV1Cpuset
+            | FixKind::CgroupV2Cpuset
+    )
+}
+
+/// PostgreSQL's own fix: interleave when its shared memory is bigger than a
+/// node, else the instance on the node its users run on (or the one with
+/// most room) when it fits there.
+fn postgres_fix(env: &FixEnv, c: &Contribution) -> Option<Fix> {
+    let pg = env.postgres.as_ref()?;
+    let largest = env.largest_node_bytes();
+    if pg.shared_memory_bytes > largest / 10 * 9 {
+        return Some(Fix::postgres_interleave(pg, &env.nodes));
+    }
+    let needed = pg.shared_memory_bytes.max(env.resident_bytes).max(MIN_ROOM_BYTES);
+    let users = (c.thread_nodes.len() == 1).then(|| c.thread_nodes.iter().next().and_then(|n| env.node(*n))).flatten();
+    let node = users.filter(|n| n.mem_free_bytes >= needed).or_else(|| node_with_room(c, env, needed))?;
+    Some(Fix::postgres_bind(pg, node))
 }
 
 impl FixEnv {
@@ -107,16 +213,55 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
             | CauseKind::ExplicitMigration
             | CauseKind::FirstTouchByOtherThread
     );
-    let cheap = if cheap_kinds && !too_big_for_a_node { node_to_move_threads_to(c, env) } else { None };
+    // One process's threads: a service of several is moved by its scope's fix.
+    let cheap = if cheap_kinds && !too_big_for_a_node && env.scope.is_process() {
+        node_to_move_threads_to(c, env)
+    } else {
+        None
+    };
     if let Some(n) = cheap {
         if let Some(container) = env.workload.container.as_ref().filter(|ct| !ct.kubernetes) {
             fixes.push(Fix::container_update(container, &n.cpus, &[n.id], 0));
         }
         fixes.push(Fix::move_threads_to_memory(env.pid, n));
     }
+    // Several processes named one by one or as a tree: all their threads.
+    let several = matches!(env.scope, TargetScope::Processes | TargetScope::Tree) && env.pids.len() > 1;
+    if several
+        && cheap_kinds
+        && !too_big_for_a_node
+        && let Some(n) = node_to_move_threads_to(c, env)
+    {
+        fixes.push(Fix::move_processes_threads(&env.pids, n, env.scope == TargetScope::Tree));
+    }
+    // PostgreSQL's shared memory: the database's own advice comes first.
+    let mut pg_fixed = false;
+    if live
+        && matches!(
+            kind,
+            CauseKind::FirstTouchByOtherThread | CauseKind::SharedAcrossNodes | CauseKind::PlacedBeforeCapture
+        )
+        && let Some(f) = postgres_fix(env, c)
+    {
+        fixes.push(f);
+        pg_fixed = true;
+    }
+    let pg_fixed = pg_fixed;
+    // Its processes first-touch shared memory as the database decides: no code change to suggest.
+    let first_touch_per_thread = || (env.postgres.is_none()).then(Fix::first_touch_per_thread);
     // What lasts across restarts, for a process numatrace did not start.
     let lasting = |fixes: &mut Vec<Fix>, n: &Node| {
         if !live {
+            return;
+        }
+        // PostgreSQL's fix already wrote its unit's drop-in.
+        if pg_fixed && env.postgres.as_ref().is_some_and(|pg| pg.unit.is_some()) {
+            return;
+        }
+        // A spill needs room, not a wall: preferred (a cpuset binds all the same).
+        let policy = if kind == CauseKind::AllocationSpill { UnitNumaPolicy::Preferred } else { UnitNumaPolicy::Bind };
+        if let Some(f) = scope_fix(env, c, n, policy) {
+            fixes.push(f);
             return;
         }
         if let Some(container) = &env.workload.container {
@@ -146,8 +291,8 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 lasting(&mut fixes, n);
                 fixes.push(Fix::bind_to_node(n, &env.workload));
             }
-            fixes.push(Fix::first_touch_per_thread());
-            fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+            fixes.extend(first_touch_per_thread());
+            fixes.push(interleave(env));
             if users_node.is_none()
                 && !too_big_for_a_node
                 && let Some(n) = thread_node
@@ -166,7 +311,7 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 thread_node.or(memory_node)
             };
             if too_big_for_a_node {
-                fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+                fixes.push(interleave(env));
             } else if let Some(n) = target {
                 lasting(&mut fixes, n);
                 fixes.push(Fix::bind_to_node(n, &env.workload));
@@ -187,8 +332,8 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         // give each thread its own part (first touch), or put the users on
         // one node when they and the memory fit there.
         CauseKind::SharedAcrossNodes => {
-            fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
-            fixes.push(Fix::first_touch_per_thread());
+            fixes.push(interleave(env));
+            fixes.extend(first_touch_per_thread());
             if !too_big_for_a_node && let Some(n) = memory_node {
                 fixes.push(Fix::bind_to_node(n, &env.workload));
             }
@@ -248,9 +393,16 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
                 fixes.push(Fix::bind_to_node(target, &env.workload));
                 repin(&mut fixes, n, &from);
             } else {
-                fixes.push(Fix::interleave_all(&env.workload, &env.nodes));
+                fixes.push(interleave(env));
             }
         }
+    }
+    if live && env.scope.cgroup().is_some() {
+        // The unit, container or cgroup fix came first: not one process's.
+        fixes.retain(|f| !for_one_process(f.kind));
+    } else if live && env.pids.len() > 1 {
+        // Several processes: moving one pid's memory leaves the others'.
+        fixes.retain(|f| !matches!(f.kind, FixKind::RepinLive | FixKind::MigratePages));
     }
     let mut steps = Vec::new();
     let mut problems = Vec::new();
@@ -264,7 +416,9 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
         problems.extend(checked.problems.iter().map(|p| format!("{}: {p}", fix.title)));
         if checked.applicable || !checked.steps.is_empty() {
             for s in checked.steps {
-                if !steps.contains(&s) {
+                // The scope's own cgroup fix stands for the generic one a check adds.
+                let scoped = live && env.scope.cgroup().is_some() && for_one_process(s.kind);
+                if !steps.contains(&s) && !scoped {
                     steps.push(s);
                 }
             }
@@ -313,6 +467,35 @@ mod tests {
         };
         let env = FixEnv { pid: 300, nodes: machine.nodes, workload, resident_bytes: 73 << 20, ..Default::default() };
         (c, env)
+    }
+
+    /// A unit of several processes: its drop-in, with the policy the cause needs.
+    #[test]
+    fn a_unit_gets_an_interleave_or_preferred_drop_in_and_no_per_process_fix() {
+        let (mut c, mut env) = redis(Vec::new());
+        env.scope = TargetScope::Unit {
+            name: "cache.service".into(),
+            cgroup: crate::facts::CgroupScope {
+                path: "/system.slice/cache.service".into(),
+                id: 7,
+                cpus_effective: None,
+                mems_effective: None,
+            },
+        };
+        env.pids = vec![300, 400];
+        // Bigger than a node: interleave the unit.
+        env.resident_bytes = 600 << 20;
+        c.kind = CauseKind::SharedAcrossNodes;
+        let (fixes, _) = fixes_for(CauseKind::SharedAcrossNodes, &c, &env);
+        assert_eq!(fixes[0].kind, FixKind::UnitDropIn);
+        assert!(fixes[0].commands[1].contains("NUMAPolicy=interleave\nNUMAMask=0-1\n"), "{}", fixes[0].commands[1]);
+        // A spill: a node with room, preferred.
+        env.resident_bytes = 64 << 20;
+        env.nodes[0].mem_free_bytes = 2 << 30;
+        let (fixes, _) = fixes_for(CauseKind::AllocationSpill, &c, &env);
+        assert_eq!(fixes[0].kind, FixKind::UnitDropIn);
+        assert!(fixes[0].commands[1].contains("NUMAPolicy=preferred"), "{}", fixes[0].commands[1]);
+        assert!(fixes.iter().all(|f| !for_one_process(f.kind)), "{fixes:#?}");
     }
 
     #[test]

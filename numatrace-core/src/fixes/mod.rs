@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 pub mod launcher;
+pub mod postgres;
+pub mod scope;
 
 use crate::{
     fixes::launcher::{Binding, CommandLine, CpuBinding, MemPolicy, shell_words},
@@ -40,6 +42,16 @@ pub enum FixKind {
     VmTopology,
     NoBenefitFromPinning,
     NoNodeHasRoom,
+    /// A systemd unit's drop-in (CPUAffinity, NUMAPolicy, NUMAMask), applied by a restart.
+    UnitDropIn,
+    /// A running container's cpuset (`docker update`, `podman update`, `crictl update`).
+    ContainerUpdate,
+    /// A cgroup's cpuset.cpus and cpuset.mems, its parent widened first where needed.
+    CgroupCpuset,
+    /// PostgreSQL's memory interleaved over all nodes (shared memory bigger than a node).
+    PostgresInterleave,
+    /// PostgreSQL on one node (its shared memory fits there).
+    PostgresBind,
 }
 
 /// Where a fix puts the process: the CPUs it runs on and the nodes its memory comes from.
@@ -225,7 +237,7 @@ fn copy_cost(pages: u64) -> String {
     )
 }
 
-const RESTART_COST: &str = "a restart of the process (it is down while it restarts); nothing is copied";
+pub(crate) const RESTART_COST: &str = "a restart of the process (it is down while it restarts); nothing is copied";
 
 impl Fix {
     fn new(

@@ -75,6 +75,19 @@ impl Mapping {
         self.pages_by_node.values().fold(0u64, |acc, &p| acc.saturating_add(p.saturating_mul(self.page_size_bytes)))
     }
 
+    /// Shared memory rather than a file on disk, by the name numa_maps
+    /// shows: System V, anonymous shared (`/dev/zero`), hugetlb, memfd, POSIX shm.
+    pub fn is_shared_memory(&self) -> bool {
+        const SHM: [&str; 5] = ["/SYSV", "/dev/zero", "/anon_hugepage", "/memfd:", "/dev/shm/"];
+        self.file.as_deref().is_some_and(|f| SHM.iter().any(|p| f.starts_with(p)))
+    }
+
+    /// The process's own memory, not the page cache of its files: anonymous,
+    /// heap, stack, huge pages and shared memory.
+    pub fn is_own_memory(&self) -> bool {
+        self.kind != MappingKind::File || self.is_shared_memory()
+    }
+
     /// The policy's mode without its node list (`interleave:0-1` -> `interleave`).
     pub fn policy_mode(&self) -> &str {
         self.policy.split(':').next().unwrap_or(&self.policy)

@@ -34,6 +34,9 @@ pub struct Report {
     /// a one-node VM, sockets hidden behind fewer nodes, high numa_miss).
     pub host_findings: Vec<crate::inspect::Finding>,
     pub sources: Vec<SourceStatus>,
+    /// The traced processes, by pid: their threads, memory and the causes
+    /// that involve them.
+    pub processes: Vec<ProcessReport>,
     pub threads: Vec<ThreadReport>,
     /// Exited threads that placed little memory (their stacks), summed per
     /// process instead of listed, once a capture has seen more than
@@ -147,6 +150,62 @@ pub struct ThreadReport {
     pub numa_task_sticks: u64,
     pub born_during_capture: bool,
     pub exited_during_capture: bool,
+}
+
+/// One traced process.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    /// Its main thread's name (else its snapshot's, else any thread's).
+    pub comm: String,
+    /// Its command line: the command numatrace started, else
+    /// /proc/PID/cmdline from its snapshot (a process title for a program
+    /// that rewrites it, as PostgreSQL's backends do); empty when not known.
+    pub command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    /// Its container's id, when it runs in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Its threads listed in `threads[]`.
+    pub threads: Vec<u32>,
+    /// Its exited threads summed, not listed (see `exited_threads_summed`).
+    #[serde(skip_serializing_if = "crate::attribution::is_zero")]
+    pub exited_threads_summed: u64,
+    /// Node id (string) -> bytes of its memory there; `memory_source` says from what.
+    pub memory_by_node: BTreeMap<String, u64>,
+    pub memory_source: MemorySource,
+    /// Pages its threads first touched during the capture, and those remote to the toucher.
+    pub first_touch_pages: u64,
+    pub remote_first_touch_pages: u64,
+    pub hinting_faults_remote: u64,
+    /// Remote pages of the causes that involve it (placed or used by its
+    /// threads; shared memory counts for its placer and each user).
+    pub remote_pages: u64,
+    /// Those causes, most pages first.
+    pub causes: Vec<ProcessCause>,
+}
+
+/// Where a process's `memory_by_node` comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySource {
+    /// Its latest snapshot (numa_maps, as `numastat -p` counts it: shared
+    /// memory in every process that maps it).
+    Snapshot,
+    /// No snapshot: the pages its threads first touched during the capture.
+    FirstTouch,
+}
+
+/// One cause's pages that involve a process.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessCause {
+    pub kind: crate::attribution::CauseKind,
+    pub pages: u64,
+    /// Of all attributed remote pages (the base of the causes' shares).
+    pub share: f64,
 }
 
 /// One process's exited threads that were summed, not listed.
@@ -323,6 +382,7 @@ impl Report {
             .into_iter()
             .filter(|f| HOST_WIDE.contains(&f.kind.as_str()))
             .collect();
+        let processes = processes(agg, facts, &causes);
         let mut target = facts.start.target.clone();
         target.exit_code = facts.end.exit_code;
         Report {
@@ -341,6 +401,7 @@ impl Report {
             host_findings,
             topology: agg.topology.clone(),
             sources: facts.start.sources.clone(),
+            processes,
             threads,
             exited_threads_summed,
             totals,
@@ -354,6 +415,87 @@ impl Report {
             sampling,
         }
     }
+}
+
+/// Every traced process: those with threads seen, those named at the start,
+/// and those with a snapshot.
+fn processes(agg: &Aggregator, facts: &SessionFacts, causes: &[crate::attribution::Cause]) -> Vec<ProcessReport> {
+    let start = &facts.start;
+    let snapshots = crate::attribution::latest_snapshots(facts);
+    let mut pids: std::collections::BTreeSet<u32> = agg.all_threads().map(|t| t.tgid).collect();
+    pids.insert(start.target.pid);
+    pids.extend(&start.target.pids);
+    pids.extend(snapshots.iter().map(|s| s.pid));
+    pids.remove(&0);
+    let total: u64 = causes.iter().map(|c| c.pages).sum();
+    pids.into_iter()
+        .map(|pid| {
+            let snap = snapshots.iter().find(|s| s.pid == pid);
+            let identity = snap.and_then(|s| s.identity.as_ref());
+            let threads: Vec<&crate::aggregate::ThreadStats> = agg.threads.values().filter(|t| t.tgid == pid).collect();
+            let summed = agg.exited_summed.get(&pid);
+            let own_threads = threads.iter().copied().chain(summed.map(|s| &s.stats));
+            let comm = agg
+                .threads
+                .get(&pid)
+                .filter(|t| t.tgid == pid && !t.comm.is_empty())
+                .map(|t| t.comm.clone())
+                .or_else(|| snap.map(|s| s.name().to_string()).filter(|n| n != "?"))
+                .or_else(|| threads.iter().find(|t| !t.comm.is_empty()).map(|t| t.comm.clone()))
+                .unwrap_or_else(|| if pid == start.target.pid { start.target.comm.clone() } else { String::new() });
+            let command = match (&start.target.command, identity) {
+                (Some(cmd), _) if pid == start.target.pid => cmd.clone(),
+                (_, Some(id)) if !id.cmdline.is_empty() => id.cmdline.clone(),
+                _ if pid == start.target.pid => start.argv.clone(),
+                _ => Vec::new(),
+            };
+            let (memory_by_node, memory_source) = match snap {
+                Some(s) if !s.memory_by_node.is_empty() || s.numa_maps.is_some() => {
+                    (s.memory_by_node.iter().map(|(n, c)| (n.to_string(), c.total)).collect(), MemorySource::Snapshot)
+                }
+                _ => {
+                    let mut by_node: BTreeMap<String, u64> = BTreeMap::new();
+                    for t in own_threads.clone() {
+                        for (node, pages) in &t.first_touch_pages {
+                            *by_node.entry(node.to_string()).or_default() += pages * 4096;
+                        }
+                    }
+                    (by_node, MemorySource::FirstTouch)
+                }
+            };
+            let mut process_causes: Vec<ProcessCause> = causes
+                .iter()
+                .filter_map(|c| {
+                    // One process traced: every cause is its own.
+                    let pages =
+                        if c.processes.is_empty() { c.pages } else { c.processes.iter().find(|p| p.pid == pid)?.pages };
+                    (pages > 0).then(|| ProcessCause {
+                        kind: c.kind,
+                        pages,
+                        share: if total > 0 { pages as f64 / total as f64 } else { 0.0 },
+                    })
+                })
+                .collect();
+            process_causes.sort_by(|a, b| b.pages.cmp(&a.pages).then(a.kind.cmp(&b.kind)));
+            ProcessReport {
+                pid,
+                comm,
+                command,
+                exe: identity.and_then(|i| i.exe.clone()),
+                systemd_unit: identity.and_then(|i| i.systemd_unit.clone()),
+                container: identity.and_then(|i| i.container.as_ref().map(|c| c.id.clone())),
+                threads: threads.iter().map(|t| t.tid).collect(),
+                exited_threads_summed: summed.map_or(0, |s| s.threads),
+                memory_by_node,
+                memory_source,
+                first_touch_pages: own_threads.clone().map(|t| t.first_touch_total()).sum(),
+                remote_first_touch_pages: own_threads.clone().map(|t| t.remote_first_touch_pages).sum(),
+                hinting_faults_remote: own_threads.map(|t| t.hinting_faults_remote).sum(),
+                remote_pages: process_causes.iter().map(|c| c.pages).sum(),
+                causes: process_causes,
+            }
+        })
+        .collect()
 }
 
 /// The sampling section: the rate over time, the traced share of the

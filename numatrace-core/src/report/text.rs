@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 use std::collections::BTreeMap;
 
 use super::{Report, ThreadReport};
-use crate::machine::cpulist;
+use crate::{
+    facts::{ContainerRuntime, TargetScope},
+    machine::cpulist,
+};
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
@@ -50,7 +53,7 @@ fn render_causes(o: &mut String, r: &Report) {
             c.kind.name(),
             c.share * 100.0,
             c.pages,
-            c.threads.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            tid_list(&c.threads),
             c.window.start_s,
             c.window.end_s
         );
@@ -84,6 +87,18 @@ fn render_causes(o: &mut String, r: &Report) {
         o,
         "  verify any fix: capture again with -o after.ntrace and compare with `numatrace diff before.ntrace after.ntrace`"
     );
+}
+
+/// Threads a cause's line names; `--json` names all.
+const CAUSE_TIDS_SHOWN: usize = 12;
+
+/// `1,2,3` or, for a cause of hundreds of processes, the first few and how many more.
+fn tid_list(tids: &[u32]) -> String {
+    let shown: Vec<String> = tids.iter().take(CAUSE_TIDS_SHOWN).map(ToString::to_string).collect();
+    match tids.len().saturating_sub(CAUSE_TIDS_SHOWN) {
+        0 => shown.join(","),
+        more => format!("{},... ({more} more)", shown.join(",")),
+    }
 }
 
 /// How many threads the text report lists.
@@ -189,6 +204,70 @@ fn groups(r: &Report) -> Vec<Group<'_>> {
 fn node_list<V: std::fmt::Display>(m: &BTreeMap<String, V>, fmt: impl Fn(&V) -> String) -> String {
     let s = m.iter().map(|(n, v)| format!("{n}:{}", fmt(v))).collect::<Vec<_>>().join(" ");
     if s.is_empty() { "-".into() } else { s }
+}
+
+/// Processes the text report lists; `--json` lists all.
+pub const TOP_PROCESSES: usize = 10;
+
+/// A command line cut to `max` characters.
+fn short_command(words: &[String], max: usize) -> String {
+    let line = words.join(" ");
+    if line.chars().count() <= max {
+        line
+    } else {
+        format!("{}...", line.chars().take(max.saturating_sub(3)).collect::<String>())
+    }
+}
+
+/// One line per process, the top ones by remote pages (several processes only).
+fn render_processes(o: &mut String, r: &Report) {
+    if r.processes.len() < 2 {
+        return;
+    }
+    let mut ranked: Vec<&super::ProcessReport> = r.processes.iter().collect();
+    ranked.sort_by(|a, b| b.remote_pages.cmp(&a.remote_pages).then(a.pid.cmp(&b.pid)));
+    let shown = ranked.len().min(TOP_PROCESSES);
+    let _ = writeln!(
+        o,
+        "\nProcesses: {}, {} by remote pages (--json lists all)",
+        r.processes.len(),
+        if shown < ranked.len() { format!("the top {shown}") } else { "all".to_string() }
+    );
+    let _ = writeln!(
+        o,
+        "  {:>8} {:<16} {:>7} {:>22} {:>8}  {:<32} command",
+        "pid", "comm", "threads", "memory by node (MiB)", "remote", "top cause"
+    );
+    for p in &ranked[..shown] {
+        let mem = node_list(&p.memory_by_node, |b| format!("{}", b >> 20));
+        let mem = match p.memory_source {
+            super::MemorySource::Snapshot => mem,
+            super::MemorySource::FirstTouch => format!("{mem} (ft)"),
+        };
+        let top =
+            p.causes.first().map_or_else(|| "-".to_string(), |c| format!("{} {:.0}%", c.kind.name(), c.share * 100.0));
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:>7} {:>22} {:>8}  {:<32} {}",
+            p.pid,
+            p.comm,
+            p.threads.len() as u64 + p.exited_threads_summed,
+            mem,
+            p.remote_pages,
+            top,
+            short_command(&p.command, 60)
+        );
+    }
+    let rest = &ranked[shown..];
+    if !rest.is_empty() {
+        let threads: u64 = rest.iter().map(|p| p.threads.len() as u64 + p.exited_threads_summed).sum();
+        let remote: u64 = rest.iter().map(|p| p.remote_pages).sum();
+        let _ = writeln!(o, "  ... and {} more processes ({threads} threads): {remote} remote pages", rest.len());
+    }
+    if ranked.iter().any(|p| p.memory_source == super::MemorySource::FirstTouch) {
+        let _ =
+            writeln!(o, "  (ft): no snapshot of the process: the memory its threads first touched during the capture");
+    }
 }
 
 /// The thread table: every thread, or the groups when there are too many.
@@ -364,6 +443,30 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         Some(cmd) => format!("`{}` (pid {})", cmd.join(" "), r.target.pid),
         None => format!("pid {} ({})", r.target.pid, r.target.comm),
     };
+    // A service: what was named, and how many processes it held.
+    let processes = match r.processes.len() {
+        1 => "1 process".to_string(),
+        n => format!("{n} processes"),
+    };
+    let what = match &r.target.scope {
+        TargetScope::Process => what,
+        TargetScope::Processes => format!(
+            "pids {}: {processes}",
+            r.target.pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        TargetScope::Tree => format!("the process tree of {what}: {processes}"),
+        TargetScope::Cgroup(cg) => format!("cgroup {}: {processes}", cg.path),
+        TargetScope::Unit { name, .. } => format!("unit {name}: {processes}"),
+        TargetScope::Container { id, runtime, .. } => {
+            let runtime = match runtime {
+                ContainerRuntime::Docker => "docker",
+                ContainerRuntime::Podman => "podman",
+                ContainerRuntime::Containerd => "containerd",
+                ContainerRuntime::Crio => "cri-o",
+            };
+            format!("{runtime} container {}: {processes}", id.get(..12).unwrap_or(id))
+        }
+    };
     let _ = writeln!(o, "traced {what} for {:.1} s, stopped by {}", r.duration_s, r.stopped_by);
     if let Some(s) = &r.sampling {
         render_sampling(&mut o, s);
@@ -403,6 +506,7 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         );
     }
 
+    render_processes(&mut o, r);
     render_threads(&mut o, r, threads);
     render_summed_threads(&mut o, r);
 

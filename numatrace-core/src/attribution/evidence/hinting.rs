@@ -4,6 +4,7 @@ use super::{
     movers::{moved_away, thread_mover},
     *,
 };
+use crate::attribution::{tgid_of, thread_in_process};
 
 /// A region's users are on several nodes: each of two or more nodes
 /// brought at least this fraction of the region's hinting faults.
@@ -95,10 +96,23 @@ pub(super) fn from_hinting_faults(
                 (None, Some(o)) if o.page_node != o.cpu_node => continue,
                 (None, Some(o)) if o.tid != u.tid => (
                     CauseKind::FirstTouchByOtherThread,
-                    format!(
-                        "thread {} running on node {} uses memory thread {} first touched on node {}",
-                        u.tid, u.cpu_node, o.tid, o.page_node
-                    ),
+                    match (tgid_of(agg, u.tid), tgid_of(agg, o.tid)) {
+                        // Shared memory another process placed: name both.
+                        (Some(user), Some(placer)) if user != placer => format!(
+                            "{} running on node {} uses {} that {} first touched on node {}",
+                            thread_in_process(agg, u.tid),
+                            u.cpu_node,
+                            ctx.shared
+                                .object_of(key)
+                                .map_or_else(|| "shared memory".to_string(), |s| format!("shared memory {}", s.file)),
+                            thread_in_process(agg, o.tid),
+                            o.page_node
+                        ),
+                        _ => format!(
+                            "thread {} running on node {} uses memory thread {} first touched on node {}",
+                            u.tid, u.cpu_node, o.tid, o.page_node
+                        ),
+                    },
                 ),
                 (None, Some(o)) => match thread_mover(agg, u.tid, o.first_ns, u.cpu_node) {
                     Some((_, mover)) => (
@@ -174,15 +188,29 @@ pub(super) fn from_hinting_faults(
                             u.cpu_node
                         ),
                     ),
-                    None => (
-                        CauseKind::PlacedBeforeCapture,
-                        format!(
-                            "thread {} on node {} uses memory on {} placed before the capture",
-                            u.tid,
-                            u.cpu_node,
-                            on(mem_node)
+                    None => match mem_node.and_then(|m| {
+                        ctx.for_process(tgid_of(agg, u.tid).unwrap_or(key.tgid)).cpuset_explains(u.cpu_node, m)
+                    }) {
+                        // Its cpuset put it there, and keeps it there.
+                        Some(why) => (
+                            CauseKind::MemoryPolicy,
+                            format!(
+                                "{why}: thread {} on node {} uses memory on {} placed before the capture",
+                                u.tid,
+                                u.cpu_node,
+                                on(mem_node)
+                            ),
                         ),
-                    ),
+                        None => (
+                            CauseKind::PlacedBeforeCapture,
+                            format!(
+                                "thread {} on node {} uses memory on {} placed before the capture",
+                                u.tid,
+                                u.cpu_node,
+                                on(mem_node)
+                            ),
+                        ),
+                    },
                 },
             };
             if !ctx.started_by_numatrace && touches.is_none_or(|ts| ts.is_empty()) {

@@ -107,17 +107,19 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
             *e = (*e).max(t.last_ns);
         }
     }
-    let users = Users::new(agg, &last_touch, start_ns);
+    let users = Users::new(agg, &last_touch, start_ns, &ctx.shared);
 
-    // Local first touches per (tgid, tid, node), for the runtime-based path.
+    // Local first touches per (domain, tid, node), for the runtime-based path:
+    // a domain is a process, or the processes sharing a mapping.
     let mut local: BTreeMap<(u32, u32, u32), LocalTouches> = BTreeMap::new();
     for (key, touches) in &agg.regions {
         let address = Aggregator::region_known(key).then_some(key.region << REGION_SHIFT);
+        let domain = ctx.shared.domain_of(key);
         for t in touches {
             // Remote to the thread that touched it, but is it remote to the
             // threads that use it? An init thread's interleaved pages on the
             // workers' node are local to them.
-            let weight = if t.page_node != t.cpu_node { users.share_off(key.tgid, t.tid, t.page_node) } else { 0.0 };
+            let weight = if t.page_node != t.cpu_node { users.share_off(domain, t.tid, t.page_node) } else { 0.0 };
             if t.page_node != t.cpu_node && weight > 0.0 {
                 let remote = t.pages as f64 * weight;
                 let users_note = if weight < 0.999 {
@@ -125,7 +127,9 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
                 } else {
                     String::new()
                 };
-                let c = match ctx.explains_remote(address, t.cpu_node, t.page_node) {
+                // The toucher's own policy and cpuset (another process's, for shared memory).
+                let toucher_ctx = ctx.for_process(agg.threads.get(&t.tid).map_or(key.tgid, |s| s.tgid));
+                let c = match toucher_ctx.explains_remote(address, t.cpu_node, t.page_node) {
                     Some(why) => Contribution::new(
                         CauseKind::MemoryPolicy,
                         remote,
@@ -155,7 +159,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
             } else if t.page_node == t.cpu_node && !(has_hinting && agg.region_uses.get(key).is_some()) {
                 // Regions the balancer sampled are measured by their hinting
                 // faults; the rest (a short run scans only part) by run time.
-                let e = local.entry((key.tgid, t.tid, t.page_node)).or_insert((0, u64::MAX, 0, BTreeSet::new()));
+                let e = local.entry((domain, t.tid, t.page_node)).or_insert((0, u64::MAX, 0, BTreeSet::new()));
                 e.0 += t.pages;
                 e.1 = e.1.min(t.first_ns);
                 e.2 = e.2.max(t.last_ns);

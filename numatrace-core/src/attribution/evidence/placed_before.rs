@@ -90,14 +90,19 @@ pub(super) fn placed_before(
             continue;
         }
         let since = if taken >= 1.0 { format!(" ({taken:.0} of them migrated since)") } else { String::new() };
-        let mut c = Contribution::new(
-            CauseKind::PlacedBeforeCapture,
-            still_remote * (1.0 - moved_share),
-            format!(
-                "{pages} pages were on node {node} before the capture{since}; the threads ran {:.0}% of their time on other nodes",
-                off * 100.0
-            ),
+        let placed = format!(
+            "{pages} pages were on node {node} before the capture{since}; the threads ran {:.0}% of their time on other nodes",
+            off * 100.0
         );
+        // A cpuset that keeps the memory off the threads' nodes placed it, and keeps it there.
+        let mut c = match thread_nodes.iter().find_map(|t| ctx.any_cpuset_explains(*t, node)) {
+            Some(why) => Contribution::new(
+                CauseKind::MemoryPolicy,
+                still_remote * (1.0 - moved_share),
+                format!("{why}: {placed}"),
+            ),
+            None => Contribution::new(CauseKind::PlacedBeforeCapture, still_remote * (1.0 - moved_share), placed),
+        };
         c.memory_nodes.insert(node);
         c.thread_nodes.extend(thread_nodes);
         out.push(c);

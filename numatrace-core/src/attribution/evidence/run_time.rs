@@ -1,6 +1,7 @@
 //! Remote use estimated from where threads ran, when there are no hinting
 //! faults (balancing off).
 use super::*;
+use crate::attribution::shared::SharedMappings;
 
 pub(super) fn total_runtime(t: &ThreadStats) -> u64 {
     t.runtime_ns_by_node.values().sum()
@@ -14,32 +15,43 @@ pub(super) fn runtime_off(t: &ThreadStats, node: u32) -> u64 {
 /// after its last first touch is use; before it, placement.
 pub(super) struct Users<'a> {
     pub(super) agg: &'a Aggregator,
+    /// Which processes use which memory (a domain: a process, or the
+    /// processes sharing a mapping).
+    pub(super) shared: &'a SharedMappings,
     pub(super) last_touch: &'a BTreeMap<u32, u64>,
     pub(super) start_ns: u64,
-    /// (tgid, node) -> the sums of [`Users::share_off`] (off, all), for every
+    /// (domain, node) -> the sums of [`Users::share_off`] (off, all), for every
     /// node of the machine: asked once per remote first touch, a sum over
     /// the threads each time made 30 000 threads take minutes.
     off_sums: BTreeMap<(u32, u32), (f64, f64)>,
-    /// tgid -> its threads that ran at all.
+    /// domain -> its threads that ran at all.
     running: BTreeMap<u32, usize>,
 }
 
 impl<'a> Users<'a> {
-    pub(super) fn new(agg: &'a Aggregator, last_touch: &'a BTreeMap<u32, u64>, start_ns: u64) -> Users<'a> {
-        let mut users = Users { agg, last_touch, start_ns, off_sums: BTreeMap::new(), running: BTreeMap::new() };
+    pub(super) fn new(
+        agg: &'a Aggregator,
+        last_touch: &'a BTreeMap<u32, u64>,
+        start_ns: u64,
+        shared: &'a SharedMappings,
+    ) -> Users<'a> {
+        let mut users =
+            Users { agg, shared, last_touch, start_ns, off_sums: BTreeMap::new(), running: BTreeMap::new() };
         let nodes: Vec<u32> = agg.topology.nodes.iter().map(|n| n.id).collect();
         for t in agg.all_threads() {
             let total = total_runtime(t);
-            if total > 0 {
-                *users.running.entry(t.tgid).or_default() += 1;
-            }
             let used = users.use_ns(t) as f64;
-            for &node in &nodes {
-                let (off, all) = users.off_sums.entry((t.tgid, node)).or_default();
-                // The same sums, in the same order, as `sum_off` makes.
-                if used > 0.0 && total > 0 {
-                    *all += used;
-                    *off += used * runtime_off(t, node) as f64 / total as f64;
+            for domain in shared.domains_of(t.tgid) {
+                if total > 0 {
+                    *users.running.entry(domain).or_default() += 1;
+                }
+                for &node in &nodes {
+                    let (off, all) = users.off_sums.entry((domain, node)).or_default();
+                    // The same sums, in the same order, as `sum_off` makes.
+                    if used > 0.0 && total > 0 {
+                        *all += used;
+                        *off += used * runtime_off(t, node) as f64 / total as f64;
+                    }
                 }
             }
         }
@@ -48,9 +60,9 @@ impl<'a> Users<'a> {
 
     /// The sums of [`Users::share_off`], counted now (a node the machine's
     /// topology does not list).
-    fn sum_off(&self, tgid: u32, node: u32) -> (f64, f64) {
+    fn sum_off(&self, domain: u32, node: u32) -> (f64, f64) {
         let (mut off, mut all) = (0.0, 0.0);
-        for t in self.agg.all_threads().filter(|t| t.tgid == tgid) {
+        for t in self.agg.all_threads().filter(|t| self.shared.in_domain(domain, t.tgid)) {
             let used = self.use_ns(t) as f64;
             let total = total_runtime(t) as f64;
             if used <= 0.0 || total <= 0.0 {
@@ -80,13 +92,17 @@ impl<'a> Users<'a> {
     /// The share of the process's use that ran off `node`: how remote pages
     /// on `node` are to their users. A thread alone (or users that never ran)
     /// leaves the toucher as the user: 1.
-    pub(super) fn share_off(&self, tgid: u32, toucher: u32, node: u32) -> f64 {
-        let (off, all) = match self.off_sums.get(&(tgid, node)) {
+    pub(super) fn share_off(&self, domain: u32, toucher: u32, node: u32) -> f64 {
+        let (off, all) = match self.off_sums.get(&(domain, node)) {
             Some(&sums) => sums,
-            None => self.sum_off(tgid, node),
+            None => self.sum_off(domain, node),
         };
-        let toucher_ran = self.agg.threads.get(&toucher).is_some_and(|t| t.tgid == tgid && total_runtime(t) > 0);
-        let others_ran = self.running.get(&tgid).copied().unwrap_or(0) > usize::from(toucher_ran);
+        let toucher_ran = self
+            .agg
+            .threads
+            .get(&toucher)
+            .is_some_and(|t| self.shared.in_domain(domain, t.tgid) && total_runtime(t) > 0);
+        let others_ran = self.running.get(&domain).copied().unwrap_or(0) > usize::from(toucher_ran);
         if all <= 0.0 || !others_ran {
             return 1.0;
         }
@@ -110,9 +126,12 @@ pub(super) fn from_run_time(
     for ((tgid, _, _), (pages, ..)) in local {
         *touched_by_tgid.entry(*tgid).or_default() += pages;
     }
+    let mappings = users_of.shared;
     let mut runtime_by_tgid: BTreeMap<u32, u64> = BTreeMap::new();
     for t in agg.all_threads() {
-        *runtime_by_tgid.entry(t.tgid).or_default() += total_runtime(t);
+        for domain in mappings.domains_of(t.tgid) {
+            *runtime_by_tgid.entry(domain).or_default() += total_runtime(t);
+        }
     }
     // Per (tgid, node) of a local first touch: the run time its threads spent
     // off the node, and the pages first touched by those that ran off it, so
@@ -121,12 +140,14 @@ pub(super) fn from_run_time(
     let touched_nodes: BTreeSet<(u32, u32)> = local.keys().map(|&(tgid, _, node)| (tgid, node)).collect();
     let mut off_by_tgid_node: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
     for t in agg.all_threads() {
-        for &(_, node) in touched_nodes.range((t.tgid, 0)..=(t.tgid, u32::MAX)) {
-            let off = runtime_off(t, node);
-            let sums = off_by_tgid_node.entry((t.tgid, node)).or_default();
-            sums.0 += off;
-            if off > 0 {
-                sums.1 += t.first_touch_total();
+        for domain in mappings.domains_of(t.tgid) {
+            for &(_, node) in touched_nodes.range((domain, 0)..=(domain, u32::MAX)) {
+                let off = runtime_off(t, node);
+                let sums = off_by_tgid_node.entry((domain, node)).or_default();
+                sums.0 += off;
+                if off > 0 {
+                    sums.1 += t.first_touch_total();
+                }
             }
         }
     }
@@ -177,7 +198,8 @@ pub(super) fn from_run_time(
             off_pages_all.saturating_sub(if toucher_off > 0 { toucher.first_touch_total() } else { 0 });
         let others_rely_on_it = others_own_pages * 2 < *pages;
         if touch_share >= 0.5 && others_rely_on_it && others_runtime > 0 && others_off > 0 {
-            let others: Vec<&ThreadStats> = agg.all_threads().filter(|t| t.tgid == tgid && t.tid != tid).collect();
+            let others: Vec<&ThreadStats> =
+                agg.all_threads().filter(|t| mappings.in_domain(tgid, t.tgid) && t.tid != tid).collect();
             // The toucher uses its memory too, for the time it ran after its
             // last touch (an init thread: hardly any; a thread that works on
             // what it allocated: most of it).
@@ -231,6 +253,21 @@ pub(super) fn from_run_time(
                         users_off.len(),
                         crate::machine::cpulist::format(&user_nodes.iter().copied().collect::<Vec<_>>()),
                         remote_fraction * 100.0
+                    ),
+                )
+            } else if let Some(object) = mappings.object_of_domain(tgid) {
+                // Shared memory one process placed and others use.
+                (
+                    CauseKind::FirstTouchByOtherThread,
+                    format!(
+                        "{} first touched {pages} pages of shared memory {} on node {node} and ran {:.0}% of the time its {} processes ran; {} threads of theirs ran {:.0}% of their time on node(s) {}",
+                        crate::attribution::thread_in_process(agg, tid),
+                        object.file,
+                        run_share * 100.0,
+                        object.pids.len(),
+                        users.len(),
+                        remote_fraction * 100.0,
+                        crate::machine::cpulist::format(&user_nodes.iter().copied().collect::<Vec<_>>())
                     ),
                 )
             } else {
