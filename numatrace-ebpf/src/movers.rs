@@ -47,12 +47,17 @@ pub fn unmark(tid: u32) -> Option<PageMover> {
     Some(mover)
 }
 
+/// Whether any thread may be moving pages: one array read, false while nobody is.
+#[inline(always)]
+pub fn any_in_flight() -> bool {
+    match MOVERS_IN_FLIGHT.get(0) {
+        Some(n) => *n != 0,
+        None => true,
+    }
+}
+
 /// Whether `tid` is moving pages. One array read while nobody is.
 #[inline(always)]
 pub fn is_moving(tid: u32) -> bool {
-    let any = match MOVERS_IN_FLIGHT.get(0) {
-        Some(n) => *n != 0,
-        None => true,
-    };
-    any && unsafe { PAGE_MOVERS.get(&tid) }.is_some()
+    any_in_flight() && unsafe { PAGE_MOVERS.get(&tid) }.is_some()
 }
