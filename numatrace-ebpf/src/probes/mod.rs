@@ -10,6 +10,7 @@ mod page_map_calibration;
 mod sched_migrate_task;
 mod sched_process_exit;
 mod sched_setaffinity;
+mod sys_enter;
 mod sys_page_movers;
 mod task_newtask;
 mod task_numa_fault;

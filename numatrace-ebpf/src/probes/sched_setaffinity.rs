@@ -2,23 +2,19 @@
 //! another process (`taskset -a -p`): the thread's next cross-node move is
 //! an affinity change, not the load balancer's or the NUMA balancer's.
 //!
-//! Preferred: the raw `sys_enter` tracepoint, which fires for every system
-//! call (a compare skips the others) and detaches in milliseconds; the
-//! classic `syscalls:sys_enter_sched_setaffinity` (the fallback) waits for
-//! an RCU grace period.
-use aya_ebpf::{
-    helpers::bpf_get_current_comm,
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
-};
+//! Preferred: the raw `sys_enter` tracepoint (see `sys_enter`), which
+//! detaches in milliseconds; the classic
+//! `syscalls:sys_enter_sched_setaffinity` (the fallback) waits for an RCU
+//! grace period.
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
 use numatrace_common::{AffinityChangeEvent, EventHeader, EventRecord};
 
-use super::{field, syscall_arg0, syscall_id};
+use super::field;
 use crate::{config::layout, emit::emit, tracking};
 
 /// The call names thread `pid` (0 = the caller).
 #[inline(always)]
-fn set_affinity(pid: u32) -> u32 {
+pub(super) fn set_affinity(pid: u32) -> u32 {
     let (by_tgid, by_pid) = tracking::current();
     let (tgid, tid) = if pid == 0 {
         if !tracking::is_traced_tgid(by_tgid) {
@@ -46,15 +42,6 @@ fn set_affinity(pid: u32) -> u32 {
     };
     emit(&event, 1);
     0
-}
-
-/// `sys_enter(struct pt_regs *regs, long id)`: sched_setaffinity(pid, len, mask).
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter_sched_setaffinity_raw(ctx: RawTracePointContext) -> u32 {
-    if syscall_id(&ctx) != layout!(raw.sys_sched_setaffinity) as u64 {
-        return 0;
-    }
-    set_affinity(syscall_arg0(&ctx).unwrap_or(0) as u32)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_sched_setaffinity")]

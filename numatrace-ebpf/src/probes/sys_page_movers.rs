@@ -4,22 +4,17 @@
 //! allocations are migration targets and its `mm_migrate_pages` events belong
 //! to the traced process.
 //!
-//! Preferred: the raw `sys_enter` and `sys_exit` tracepoints, which fire for
-//! every system call: a compare skips the others (and at exit a read of the
-//! movers in flight, while nobody moves). They detach in milliseconds; the
-//! six classic `syscalls:` tracepoints (the fallback) wait for an RCU grace
-//! period each.
-use aya_ebpf::{
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
-};
+//! Preferred: the raw `sys_enter` tracepoint (see `sys_enter`), which
+//! detaches in milliseconds; the six classic `syscalls:` tracepoints (the
+//! fallback) wait for an RCU grace period each.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use super::{field, syscall_arg0, syscall_id};
+use super::field;
 use crate::{config::layout, maps::PageMover, movers, tracking};
 
 /// Marks the caller as moving pages of `pid`'s process (0 = itself) if that is traced.
 #[inline(always)]
-fn enter(pid: Option<u64>) -> u32 {
+pub(super) fn enter(pid: Option<u64>) -> u32 {
     let (tgid, tid) = tracking::current();
     let target = match pid {
         Some(0) | None => tgid,
@@ -42,31 +37,6 @@ fn exit() -> u32 {
     let (_, tid) = tracking::current();
     let _ = movers::unmark(tid);
     0
-}
-
-/// `sys_enter(struct pt_regs *regs, long id)`: the three calls, by number.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter_page_movers(ctx: RawTracePointContext) -> u32 {
-    let id = syscall_id(&ctx);
-    if id == layout!(raw.sys_migrate_pages) as u64 || id == layout!(raw.sys_move_pages) as u64 {
-        // Their first argument is the pid whose pages move.
-        enter(syscall_arg0(&ctx))
-    } else if id == layout!(raw.sys_mbind) as u64 {
-        enter(None)
-    } else {
-        0
-    }
-}
-
-/// `sys_exit(struct pt_regs *regs, long ret)`: a thread marked as a mover is
-/// inside one of the three calls (a thread is in one system call at a time),
-/// so any system call exit of a marked thread ends its move.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit_page_movers(_ctx: RawTracePointContext) -> u32 {
-    if !movers::any_in_flight() {
-        return 0;
-    }
-    exit()
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_migrate_pages")]

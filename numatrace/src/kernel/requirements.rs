@@ -29,7 +29,7 @@ pub fn unmet(task: &TaskFields, raw: &RawArgs) -> BTreeMap<&'static str, String>
         "mm_migrate_pages's arguments do not match its record on this kernel (or there is no BTF to count them)",
     );
     need(
-        &["sys_enter_page_movers", "sys_enter_sched_setaffinity_raw"],
+        &["sys_enter_watch"],
         found(raw.syscall_arg0),
         "where pt_regs holds a system call's first argument is not in the kernel's BTF (or not known for this architecture)",
     );
@@ -70,15 +70,7 @@ mod tests {
         raw.migrate_pages_reason = FIELD_ABSENT;
         raw.syscall_arg0 = FIELD_ABSENT;
         let unmet: Vec<&str> = unmet(&task, &raw).into_keys().collect();
-        assert_eq!(
-            unmet,
-            [
-                "mm_migrate_pages_raw",
-                "sched_migrate_task_btf",
-                "sys_enter_page_movers",
-                "sys_enter_sched_setaffinity_raw"
-            ]
-        );
+        assert_eq!(unmet, ["mm_migrate_pages_raw", "sched_migrate_task_btf", "sys_enter_watch"]);
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct Source {
 
 const MISPLACED: &[&str] = &["migrate_misplaced_folio", "migrate_misplaced_page"];
 
+/// The raw `sys_enter` program: it serves two sources ("explicit migration
+/// calls", "affinity changes") and is attached once, by the first of them.
+const SYS_ENTER_WATCH: &str = "sys_enter_watch";
+
 pub(super) const fn tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
     Attach { program, hook: Hook::Tracepoint(group, event) }
 }
@@ -138,12 +142,10 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "explicit migration calls",
         tells: "migrate_pages/move_pages/mbind calls that move a traced process's pages",
-        // The raw form sees every system call and picks the three by number.
+        // The raw form sees every system call and picks these by number; it
+        // is one program with "affinity changes" (one run per system call).
         variants: &[
-            &[
-                raw_tp("sys_enter_page_movers", "raw_syscalls", "sys_enter"),
-                raw_tp("sys_exit_page_movers", "raw_syscalls", "sys_exit"),
-            ],
+            &[raw_tp(SYS_ENTER_WATCH, "raw_syscalls", "sys_enter")],
             &[
                 tp("sys_enter_migrate_pages", "syscalls", "sys_enter_migrate_pages"),
                 tp("sys_exit_migrate_pages", "syscalls", "sys_exit_migrate_pages"),
@@ -158,7 +160,7 @@ pub const SOURCES: &[Source] = &[
         name: "affinity changes",
         tells: "sched_setaffinity calls on traced threads (taskset -p): who moved a thread",
         variants: &[
-            &[raw_tp("sys_enter_sched_setaffinity_raw", "raw_syscalls", "sys_enter")],
+            &[raw_tp(SYS_ENTER_WATCH, "raw_syscalls", "sys_enter")],
             &[tp("sys_enter_sched_setaffinity", "syscalls", "sys_enter_sched_setaffinity")],
         ],
     },
@@ -417,6 +419,11 @@ pub(super) fn attach_one(
         }
         Hook::RawTracepoint(_, name) => {
             let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            // A program that two sources share is loaded and attached by the
+            // first (a variant that fails is unloaded, so loaded is attached).
+            if tp.fd().is_ok() {
+                return Ok((format!("raw_tracepoint:{name}"), None));
+            }
             tp.load().map_err(|e| verifier_error(attach.program, &e))?;
             let link = tp.attach(name).map_err(|e| format!("raw tracepoint {name}: {e}"))?;
             Ok((format!("raw_tracepoint:{name}"), Some(TracepointLink::Raw(link))))
