@@ -49,8 +49,35 @@ pub struct Layouts {
     pub sys_sched_setaffinity_pid: u32,
 
     /// `struct task_struct` members (from the kernel's BTF, for the
-    /// BTF-typed `sched_migrate_task`; [`FIELD_ABSENT`] without BTF).
+    /// BTF-typed programs; [`FIELD_ABSENT`] without BTF).
     pub task: TaskFields,
+
+    /// What the raw tracepoint programs read instead of the fields above.
+    pub raw: RawArgs,
+}
+
+/// Where the raw tracepoint programs find what the classic records carry:
+/// argument positions (the tracepoint's `TP_PROTO`, which changes between
+/// kernels) and, for the raw `sys_enter`, the system calls and their first
+/// argument. [`FIELD_ABSENT`] where this kernel does not tell; the program
+/// that needs it then uses its classic tracepoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawArgs {
+    /// `mm_migrate_pages`: argument index of each value.
+    pub migrate_pages_succeeded: u32,
+    pub migrate_pages_failed: u32,
+    pub migrate_pages_thp_succeeded: u32,
+    pub migrate_pages_reason: u32,
+    /// `sched_process_exit`: argument index of `group_dead` (newer kernels only).
+    pub process_exit_group_dead: u32,
+    /// Byte offset of a system call's first argument in `struct pt_regs`.
+    pub syscall_arg0: u32,
+    /// System call numbers, as the raw `sys_enter` gets them.
+    pub sys_migrate_pages: u32,
+    pub sys_move_pages: u32,
+    pub sys_mbind: u32,
+    pub sys_sched_setaffinity: u32,
 }
 
 /// Byte offsets of the `struct task_struct` members the BTF-typed programs
@@ -137,7 +164,8 @@ pub const TNF_FAULT_LOCAL: u32 = 0x08;
 
 // The globals userspace writes before load: sizes fixed, so that a layout
 // change fails the build on both sides rather than misreading offsets.
-const _: () = assert!(size_of::<Layouts>() == 196);
+const _: () = assert!(size_of::<Layouts>() == 236);
+const _: () = assert!(size_of::<RawArgs>() == 40);
 const _: () = assert!(size_of::<TaskFields>() == 24);
 const _: () = assert!(size_of::<PlacementFields>() == 32);
 const _: () = assert!(size_of::<Config>() == 40);
@@ -149,4 +177,5 @@ mod pod {
     unsafe impl aya::Pod for super::PlacementFields {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::TaskFields {}
+    unsafe impl aya::Pod for super::RawArgs {}
 }

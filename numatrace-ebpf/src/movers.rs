@@ -47,12 +47,28 @@ pub fn unmark(tid: u32) -> Option<PageMover> {
     Some(mover)
 }
 
+/// Ends the page moving of thread `tid()` if it was marked, for hooks that
+/// see a thread after its move is over (its next system call, its next user
+/// page fault) when the end itself is not hooked. One array read while
+/// nobody moves (`tid` is not even asked for).
+#[inline(always)]
+pub fn end_if_marked(tid: impl FnOnce() -> u32) {
+    if any_in_flight() {
+        let _ = unmark(tid());
+    }
+}
+
+/// Whether any thread may be moving pages: one array read, false while nobody is.
+#[inline(always)]
+fn any_in_flight() -> bool {
+    match MOVERS_IN_FLIGHT.get(0) {
+        Some(n) => *n != 0,
+        None => true,
+    }
+}
+
 /// Whether `tid` is moving pages. One array read while nobody is.
 #[inline(always)]
 pub fn is_moving(tid: u32) -> bool {
-    let any = match MOVERS_IN_FLIGHT.get(0) {
-        Some(n) => *n != 0,
-        None => true,
-    };
-    any && unsafe { PAGE_MOVERS.get(&tid) }.is_some()
+    any_in_flight() && unsafe { PAGE_MOVERS.get(&tid) }.is_some()
 }

@@ -157,14 +157,14 @@ fn cheaper_hooks_see_what_classic_tracepoints_see() {
     let (classic_truth, classic, stderr, code) =
         trace(&[&["--json", "--classic-tracepoints"][..], &touch[..]].concat());
     assert_eq!(code, 0, "{stderr}");
-    for source in ["first touches", "fault addresses", "thread migrations"] {
+    for source in CHEAPER_HOOKED {
         assert!(
             hooks_of(&classic, source).iter().all(|h| h.starts_with("tracepoint:")),
             "{source}: {:?}",
             hooks_of(&classic, source)
         );
     }
-    let cheap_hooks = [hooks_of(&cheap, "first touches"), hooks_of(&cheap, "fault addresses")].concat();
+    let cheap_hooks: Vec<&str> = CHEAPER_HOOKED.iter().flat_map(|s| hooks_of(&cheap, s)).collect();
     if cheap_hooks.iter().any(|h| h.starts_with("tracepoint:")) {
         eprintln!("note: this kernel fell back to classic tracepoints: {cheap_hooks:?}");
     }
@@ -190,10 +190,12 @@ fn cheaper_hooks_see_what_classic_tracepoints_see() {
 
     if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) >= 2 {
         let hop = ["--", NUMATRACE, "workload", "hop", "--times", "30", "--threads", "2"];
+        let mut lifecycles = Vec::new();
         for flags in [&["--json", "--all-migrations"][..], &["--json", "--all-migrations", "--classic-tracepoints"][..]]
         {
             let (truth, report, stderr, code) = trace(&[flags, &hop[..]].concat());
             assert_eq!(code, 0, "{stderr}");
+            lifecycles.push(lifecycle(&report));
             for w in truth.expect("ground truth")["threads"].as_array().unwrap() {
                 let seen = thread(&report, w["tid"].as_u64().unwrap())["migrations"].as_u64().unwrap();
                 assert!(
@@ -204,7 +206,54 @@ fn cheaper_hooks_see_what_classic_tracepoints_see() {
                 );
             }
         }
+        // Thread creation, exit and affinity changes: the same threads, born
+        // and ended, with the same names and every hop's sched_setaffinity.
+        assert_eq!(lifecycles[0], lifecycles[1], "BTF-typed and raw (left) vs classic (right)");
     }
+}
+
+/// The sources that have a raw or BTF-typed form beside the classic tracepoint.
+#[cfg(feature = "bench-hooks")]
+const CHEAPER_HOOKED: [&str; 9] = [
+    "thread creation",
+    "thread exit",
+    "first touches",
+    "fault addresses",
+    "balancer task placement",
+    "page migrations",
+    "explicit migration calls",
+    "affinity changes",
+    "thread migrations",
+];
+
+/// What the lifecycle sources told of a run: per thread (by name) whether it
+/// was born and ended during the capture, and the ring's counts of creations,
+/// exits and affinity changes (all read, none lost).
+#[cfg(feature = "bench-hooks")]
+#[derive(Debug, PartialEq)]
+struct Lifecycle {
+    threads: Vec<(String, bool, bool)>,
+    ring: [(String, u64); 3],
+}
+
+#[cfg(feature = "bench-hooks")]
+fn lifecycle(report: &Value) -> Lifecycle {
+    let mut threads: Vec<(String, bool, bool)> = report["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let flag = |k: &str| t[k].as_bool().unwrap_or(false);
+            (t["comm"].as_str().unwrap_or("").to_string(), flag("born_during_capture"), flag("exited_during_capture"))
+        })
+        .collect();
+    threads.sort();
+    let ring = ["task_new", "task_exit", "affinity_change"].map(|kind| {
+        let account = &report["ring_events"][kind];
+        assert_eq!(account["sent"], account["received"], "{kind}: {account}");
+        (kind.to_string(), account["received"].as_u64().unwrap_or(0))
+    });
+    Lifecycle { threads, ring }
 }
 
 #[test]

@@ -10,11 +10,18 @@ mod page_map_calibration;
 mod sched_migrate_task;
 mod sched_process_exit;
 mod sched_setaffinity;
+mod sys_enter;
 mod sys_page_movers;
 mod task_newtask;
 mod task_numa_fault;
 
-use aya_ebpf::{EbpfContext, programs::TracePointContext};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_probe_read_kernel,
+    programs::{RawTracePointContext, TracePointContext},
+};
+
+use crate::config::layout;
 
 /// A direct load of a `T` at context offset `OFF`: one instruction with an
 /// immediate offset, which is what the verifier accepts for tracepoint
@@ -68,4 +75,44 @@ fn direct<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
         };
     }
     table!(8 16 24 32 40 48 56 64 72 80 88 96 104 112 120 128)
+}
+
+/// Raw tracepoint argument `n`, an index userspace found for this kernel
+/// (`.rodata`, so known to the verifier): like [`direct`], one constant
+/// context load, the only kind the verifier accepts on a raw tracepoint's
+/// context. An index past the table is `None`.
+#[inline(always)]
+pub(crate) fn raw_arg(ctx: &RawTracePointContext, n: usize) -> Option<u64> {
+    let p = ctx.as_ptr() as *const u8;
+    macro_rules! table {
+        ($($n:literal)*) => {
+            match n {
+                $($n => Some(unsafe { load::<u64, { $n * 8 }>(p) }),)*
+                _ => None,
+            }
+        };
+    }
+    table!(0 1 2 3 4 5 6 7 8 9 10 11)
+}
+
+/// A member of a kernel struct at a BTF-derived offset (`.rodata`), read
+/// directly: in a BTF-typed program the verifier checks the load against the
+/// kernel's BTF, so a wrong offset is refused at load, never read.
+#[inline(always)]
+pub(crate) unsafe fn member<T>(base: *const u8, offset: usize) -> T {
+    unsafe { core::ptr::read_volatile(base.add(offset).cast::<T>()) }
+}
+
+/// On the raw `sys_enter(struct pt_regs *regs, long id)`: the system call's number.
+#[inline(always)]
+pub(crate) fn syscall_id(ctx: &RawTracePointContext) -> u64 {
+    ctx.arg::<u64>(1)
+}
+
+/// On the raw `sys_enter`: the system call's first argument, read from the
+/// saved user registers (where in `pt_regs` comes from the kernel's BTF).
+#[inline(always)]
+pub(crate) fn syscall_arg0(ctx: &RawTracePointContext) -> Option<u64> {
+    let regs: *const u8 = ctx.arg(0);
+    unsafe { bpf_probe_read_kernel(regs.wrapping_add(layout!(raw.syscall_arg0)).cast::<u64>()) }.ok()
 }

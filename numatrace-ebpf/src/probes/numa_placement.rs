@@ -1,11 +1,96 @@
 //! `sched:sched_move_numa`, `sched_swap_numa`, `sched_stick_numa`: the NUMA
 //! balancer's task placement decisions. They carry tgids, so no map lookup is
 //! needed to filter.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, NumaPlacementEvent, PlacementFields};
+//!
+//! BTF-typed where the kernel allows (they detach in milliseconds, the
+//! classic tracepoints wait for an RCU grace period each): they get the
+//! tasks and CPUs and read pid and tgid from the tasks, the node from the
+//! CPU (as the classic record does). The classic tracepoints are the fallback.
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, NODE_UNKNOWN, NumaPlacementEvent, PlacementFields};
 
-use super::field_u32;
-use crate::{emit::emit_as, tracking};
+use super::{field_u32, member};
+use crate::{config::layout, emit::emit_as, tracking};
+
+/// One side of a placement: a task (0s for none) and a CPU (-1 for none) with its node.
+#[derive(Clone, Copy)]
+struct Side {
+    tid: u32,
+    tgid: u32,
+    cpu: i32,
+    node: i32,
+}
+
+#[inline(always)]
+fn send(kind: EventKind, src: Side, dst: Side) -> u32 {
+    let src_traced = tracking::is_traced_tgid(src.tgid);
+    if !src_traced && !(dst.tgid != 0 && tracking::is_traced_tgid(dst.tgid)) {
+        return 0;
+    }
+    let event = NumaPlacementEvent {
+        header: EventHeader {
+            kind: kind as u32,
+            cpu: tracking::cpu(),
+            ts_ns: tracking::now_ns(),
+            tgid: if src_traced { src.tgid } else { dst.tgid },
+            tid: if src_traced { src.tid } else { dst.tid },
+        },
+        src_tid: src.tid,
+        src_tgid: src.tgid,
+        src_cpu: src.cpu,
+        src_node: src.node,
+        dst_tid: dst.tid,
+        dst_tgid: dst.tgid,
+        dst_cpu: dst.cpu,
+        dst_node: dst.node,
+    };
+    emit_as(kind, &event, 1);
+    0
+}
+
+// ---- BTF-typed ----
+
+/// A task (may be NULL: `sched_stick_numa` without a partner) on a CPU.
+#[inline(always)]
+fn side(task: *const u8, cpu: i32) -> Side {
+    let (tid, tgid) = if task.is_null() {
+        (0, 0)
+    } else {
+        unsafe { (member::<u32>(task, layout!(task.pid)), member::<u32>(task, layout!(task.tgid))) }
+    };
+    // The classic record's `cpu < 0 ? NUMA_NO_NODE : cpu_to_node(cpu)`.
+    let node = match tracking::cpu_node(cpu as u32) {
+        _ if cpu < 0 => -1,
+        NODE_UNKNOWN => -1,
+        node => i32::from(node),
+    };
+    Side { tid, tgid, cpu, node }
+}
+
+/// `sched_move_numa(struct task_struct *tsk, int src_cpu, int dst_cpu)`.
+#[btf_tracepoint(function = "sched_move_numa")]
+pub fn sched_move_numa_btf(ctx: BtfTracePointContext) -> u32 {
+    let src = side(ctx.arg(0), ctx.arg(1));
+    let dst = side(core::ptr::null(), ctx.arg(2));
+    send(EventKind::NumaTaskMove, src, dst)
+}
+
+/// `sched_swap_numa(struct task_struct *src_tsk, int src_cpu, struct task_struct *dst_tsk, int dst_cpu)`.
+#[btf_tracepoint(function = "sched_swap_numa")]
+pub fn sched_swap_numa_btf(ctx: BtfTracePointContext) -> u32 {
+    send(EventKind::NumaTaskSwap, side(ctx.arg(0), ctx.arg(1)), side(ctx.arg(2), ctx.arg(3)))
+}
+
+/// `sched_stick_numa`: as `sched_swap_numa`, the partner task may be NULL.
+#[btf_tracepoint(function = "sched_stick_numa")]
+pub fn sched_stick_numa_btf(ctx: BtfTracePointContext) -> u32 {
+    send(EventKind::NumaTaskStick, side(ctx.arg(0), ctx.arg(1)), side(ctx.arg(2), ctx.arg(3)))
+}
+
+// ---- classic ----
 
 #[inline(always)]
 fn read_i32(ctx: &TracePointContext, offset: u32) -> i32 {
@@ -17,35 +102,22 @@ fn read_i32(ctx: &TracePointContext, offset: u32) -> i32 {
 
 #[inline(always)]
 fn placement(ctx: &TracePointContext, kind: EventKind, f: &PlacementFields) -> u32 {
-    let src_tgid = read_i32(ctx, f.src_tgid) as u32;
-    let dst_tgid = read_i32(ctx, f.dst_tgid) as u32;
-    let src_traced = tracking::is_traced_tgid(src_tgid);
-    if !src_traced && !(f.dst_tgid != FIELD_ABSENT && tracking::is_traced_tgid(dst_tgid)) {
-        return 0;
-    }
-    let src_tid = read_i32(ctx, f.src_pid) as u32;
-    let dst_tid = read_i32(ctx, f.dst_pid) as u32;
-    let event = NumaPlacementEvent {
-        header: EventHeader {
-            kind: kind as u32,
-            cpu: tracking::cpu(),
-            ts_ns: tracking::now_ns(),
-            tgid: if src_traced { src_tgid } else { dst_tgid },
-            tid: if src_traced { src_tid } else { dst_tid },
-        },
-        src_tid,
-        src_tgid,
-        src_cpu: read_i32(ctx, f.src_cpu),
-        src_node: read_i32(ctx, f.src_nid),
-        dst_tid: if f.dst_pid == FIELD_ABSENT { 0 } else { dst_tid },
-        dst_tgid: if f.dst_tgid == FIELD_ABSENT { 0 } else { dst_tgid },
-        dst_cpu: read_i32(ctx, f.dst_cpu),
-        dst_node: read_i32(ctx, f.dst_nid),
+    // Fields a tracepoint lacks (the partner of `sched_move_numa`) are 0.
+    let or_zero = |offset: u32| if offset == FIELD_ABSENT { 0 } else { read_i32(ctx, offset) as u32 };
+    let src = Side {
+        tid: read_i32(ctx, f.src_pid) as u32,
+        tgid: read_i32(ctx, f.src_tgid) as u32,
+        cpu: read_i32(ctx, f.src_cpu),
+        node: read_i32(ctx, f.src_nid),
     };
-    emit_as(kind, &event, 1);
-    0
+    let dst = Side {
+        tid: or_zero(f.dst_pid),
+        tgid: or_zero(f.dst_tgid),
+        cpu: read_i32(ctx, f.dst_cpu),
+        node: read_i32(ctx, f.dst_nid),
+    };
+    send(kind, src, dst)
 }
-
 /// Reads a `PlacementFields` from `LAYOUTS` field by field (volatile).
 macro_rules! fields {
     ($which:ident) => {

@@ -13,10 +13,13 @@ use aya_ebpf::{
 use numatrace_common::Counter;
 
 use super::field;
-use crate::{config::layout, maps::FAULT_PENDING, tracking};
+use crate::{config::layout, maps::FAULT_PENDING, movers, tracking};
 
 #[inline(always)]
 fn fault(tid: u32, address: u64) -> u32 {
+    // A fault from user mode: the thread is in no system call, so no page
+    // move it made is still running (the raw `sys_enter` has no exit hook).
+    movers::end_if_marked(|| tid);
     if let Some(pending) = FAULT_PENDING.get_ptr_mut(0) {
         unsafe {
             (*pending).tid = tid;

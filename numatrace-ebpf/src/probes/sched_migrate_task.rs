@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use numatrace_common::{Counter, EventHeader, EventRecord, NODE_UNKNOWN, TaskMigrationEvent};
 
-use super::field_u32;
+use super::{field_u32, member};
 use crate::{
     config::{config, layout},
     emit::emit,
@@ -49,13 +49,6 @@ fn migration(tgid: u32, tid: u32, orig_cpu: i32, dest_cpu: i32) -> u32 {
     0
 }
 
-/// A 4-byte member of the task at a BTF-derived offset. A direct load: the
-/// verifier checks it against the kernel's BTF (offset known from `.rodata`).
-#[inline(always)]
-unsafe fn task_u32(task: *const u8, offset: usize) -> u32 {
-    unsafe { core::ptr::read_volatile(task.add(offset).cast::<u32>()) }
-}
-
 /// `sched_migrate_task(struct task_struct *p, int dest_cpu)`, called before
 /// the task's CPU changes, so its `cpu` is still the origin.
 #[btf_tracepoint(function = "sched_migrate_task")]
@@ -65,12 +58,12 @@ pub fn sched_migrate_task_btf(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let (tgid_at, pid_at, cpu_at) = (layout!(task.tgid), layout!(task.pid), layout!(task.cpu));
-    let tgid = unsafe { task_u32(task, tgid_at) };
+    let tgid = unsafe { member::<u32>(task, tgid_at) };
     if !tracking::is_traced_tgid(tgid) {
         return 0;
     }
-    let tid = unsafe { task_u32(task, pid_at) };
-    let orig_cpu = unsafe { task_u32(task, cpu_at) } as i32;
+    let tid = unsafe { member::<u32>(task, pid_at) };
+    let orig_cpu = unsafe { member::<u32>(task, cpu_at) } as i32;
     migration(tgid, tid, orig_cpu, ctx.arg::<i32>(1))
 }
 

@@ -3,6 +3,10 @@
 //! such as `migratepages` naming its pid), the caller is a page mover: its
 //! allocations are migration targets and its `mm_migrate_pages` events belong
 //! to the traced process.
+//!
+//! Preferred: the raw `sys_enter` tracepoint (see `sys_enter`), which
+//! detaches in milliseconds; the six classic `syscalls:` tracepoints (the
+//! fallback) wait for an RCU grace period each.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use super::field;
@@ -10,7 +14,7 @@ use crate::{config::layout, maps::PageMover, movers, tracking};
 
 /// Marks the caller as moving pages of `pid`'s process (0 = itself) if that is traced.
 #[inline(always)]
-fn enter(pid: Option<u64>) -> u32 {
+pub(super) fn enter(pid: Option<u64>) -> u32 {
     let (tgid, tid) = tracking::current();
     let target = match pid {
         Some(0) | None => tgid,

@@ -2,7 +2,8 @@
 //! BTF-typed programs read `struct task_struct` members directly; their
 //! offsets differ between kernels and configs (and with struct layout
 //! randomisation), so they are looked up here at load time, never assumed.
-use std::path::Path;
+//! The same BTF says how many arguments a tracepoint passes to raw programs.
+use std::{collections::BTreeMap, path::Path};
 
 use btf_rs::{Backend, Btf, Struct, Type};
 use numatrace_common::{FIELD_ABSENT, TaskFields};
@@ -11,12 +12,29 @@ use numatrace_common::{FIELD_ABSENT, TaskFields};
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// What the BTF-typed and raw programs need to know about kernel structs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelStructs {
     pub task: TaskFields,
     /// `sizeof(struct page)`, to turn a page pointer into a pfn.
     pub page_size: Option<u64>,
+    /// Where a system call's first argument is in `struct pt_regs` (bytes).
+    pub syscall_arg0: Option<u32>,
+    /// How many arguments these tracepoints pass ([`COUNTED_TRACEPOINTS`]):
+    /// their prototypes changed between kernels.
+    pub tracepoint_args: BTreeMap<&'static str, usize>,
 }
+
+/// The tracepoints whose raw arguments are read by position.
+pub const COUNTED_TRACEPOINTS: [&str; 2] = ["mm_migrate_pages", "sched_process_exit"];
+
+/// The `struct pt_regs` member that holds a system call's first argument
+/// on the raw `sys_enter` (the kernel's `syscall_get_arguments`).
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ARG0: Option<&str> = Some("di");
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_ARG0: Option<&str> = Some("orig_x0");
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SYSCALL_ARG0: Option<&str> = None;
 
 /// Reads them from the BTF at `btf_path`; without BTF everything is absent.
 pub fn read(btf_path: &Path) -> KernelStructs {
@@ -36,13 +54,37 @@ pub fn read(btf_path: &Path) -> KernelStructs {
         Ok(btf) => btf,
         Err(_) => match Btf::from_file(btf_path) {
             Ok(btf) => btf,
-            Err(_) => return KernelStructs { task: absent, page_size: None },
+            Err(_) => {
+                return KernelStructs {
+                    task: absent,
+                    page_size: None,
+                    syscall_arg0: None,
+                    tracepoint_args: BTreeMap::new(),
+                };
+            }
         },
     };
     KernelStructs {
         task: task_fields(&btf).unwrap_or(absent),
         page_size: find_struct(&btf, "page").map(|s| s.size() as u64).filter(|size| *size > 0),
+        syscall_arg0: SYSCALL_ARG0.and_then(|member| member_offset(&btf, &find_struct(&btf, "pt_regs")?, &[member], 8)),
+        tracepoint_args: COUNTED_TRACEPOINTS
+            .into_iter()
+            .filter_map(|event| Some((event, tracepoint_arg_count(&btf, event)?)))
+            .collect(),
     }
+}
+
+/// How many arguments tracepoint `event` passes to a raw program: its
+/// `btf_trace_<event>` typedef is a pointer to `void (*)(void *__data, <TP_PROTO>)`.
+fn tracepoint_arg_count(btf: &Btf, event: &str) -> Option<usize> {
+    let typedef = btf.resolve_types_by_name(&format!("btf_trace_{event}")).ok()?.into_iter().find_map(|t| match t {
+        Type::Typedef(t) => Some(t),
+        _ => None,
+    })?;
+    let Type::Ptr(ptr) = btf.resolve_chained_type(&typedef).ok()? else { return None };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).ok()? else { return None };
+    proto.parameters.len().checked_sub(1)
 }
 
 /// `task_struct`'s pid, tgid, current CPU, run time and migration count;
@@ -147,6 +189,10 @@ mod tests {
         assert_eq!(f.sum_exec_runtime % 8, 0, "a u64: {f:?}");
         assert_ne!(f.nr_migrations, FIELD_ABSENT, "{f:?}");
         assert_eq!(f.nr_migrations % 8, 0, "a u64: {f:?}");
+        assert!(matches!(structs.syscall_arg0, Some(at) if at % 8 == 0), "{structs:?}");
+        // 7 arguments on 6.1, 8 since large_folio_split; the task (and group_dead since 6.x).
+        assert!(matches!(structs.tracepoint_args.get("mm_migrate_pages"), Some(7..=8)), "{structs:?}");
+        assert!(matches!(structs.tracepoint_args.get("sched_process_exit"), Some(1..=2)), "{structs:?}");
     }
 
     #[test]
@@ -155,6 +201,8 @@ mod tests {
         let f = structs.task;
         assert!(!f.complete());
         assert_eq!(structs.page_size, None);
+        assert_eq!(structs.syscall_arg0, None);
+        assert!(structs.tracepoint_args.is_empty());
         assert_eq!(
             (f.pid, f.tgid, f.cpu, f.sum_exec_runtime),
             (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT)

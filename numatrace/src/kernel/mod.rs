@@ -4,6 +4,7 @@ pub mod btf_fields;
 pub mod layouts;
 pub mod page_map;
 pub mod privileges;
+pub mod requirements;
 pub mod sources;
 pub mod tracefs;
 
@@ -55,6 +56,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// What the kernel's BTF says about `task_struct` and `struct page`.
     structs: btf_fields::KernelStructs,
+    /// Programs that cannot work on this kernel, and why (see `requirements`).
+    unmet: BTreeMap<&'static str, String>,
     classic_tracepoints: bool,
     #[cfg(feature = "bench-hooks")]
     load_generator: bool,
@@ -71,8 +74,7 @@ impl Probes {
     pub fn load(target_tgid: u32, opts: &ProbeOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
         crate::kernel::privileges::require_bpf()?;
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
-        let mut layouts = layouts::read(tracefs);
-        layouts.task = structs.task;
+        let layouts = layouts::read(tracefs, &structs);
         let cpu_nodes = topology.cpu_node_table();
         if cpu_nodes.len() as u32 > MAX_CPUS {
             bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", cpu_nodes.len());
@@ -101,9 +103,11 @@ impl Probes {
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, &cpu_nodes, topology)?;
+        let unmet = requirements::unmet(&layouts.task, &layouts.raw);
         Ok(Probes {
             ebpf,
             structs,
+            unmet,
             classic_tracepoints: opts.classic_tracepoints,
             #[cfg(feature = "bench-hooks")]
             load_generator: opts.load_generator,
@@ -135,12 +139,7 @@ impl Probes {
                 unmet.insert(program, "classic tracepoints were asked for (--classic-tracepoints)".to_string());
             }
         } else {
-            if !self.structs.task.complete() {
-                unmet.insert(
-                    "sched_migrate_task_btf",
-                    "task_struct's pid/tgid/cpu are not in the kernel's BTF".to_string(),
-                );
-            }
+            unmet.extend(self.unmet.iter().map(|(p, why)| (*p, why.clone())));
             if let Err(why) = page_map::calibrate(&mut self.ebpf, tracefs, self.structs.page_size) {
                 unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
             }

@@ -53,6 +53,10 @@ pub struct Source {
 
 const MISPLACED: &[&str] = &["migrate_misplaced_folio", "migrate_misplaced_page"];
 
+/// The raw `sys_enter` program: it serves two sources ("explicit migration
+/// calls", "affinity changes") and is attached once, by the first of them.
+const SYS_ENTER_WATCH: &str = "sys_enter_watch";
+
 pub(super) const fn tp(program: &'static str, group: &'static str, event: &'static str) -> Attach {
     Attach { program, hook: Hook::Tracepoint(group, event) }
 }
@@ -72,15 +76,25 @@ const fn btf_tp(program: &'static str, group: &'static str, event: &'static str)
 pub const SOURCES: &[Source] = &[
     // Creation and exit are separate sources: without creation, new threads
     // are not traced at all; without exit, only their end time is missing.
+    // Every source's first variant is a raw or BTF-typed tracepoint where
+    // the kernel has one: those detach in milliseconds, while the last
+    // program on a classic tracepoint waits for an RCU grace period under a
+    // kernel-wide lock, one source after another (~40 ms each).
     Source {
         name: "thread creation",
         tells: "threads (and, when followed, processes) created during the capture",
-        variants: &[&[tp("task_newtask", "task", "task_newtask")]],
+        variants: &[
+            &[btf_tp("task_newtask_btf", "task", "task_newtask")],
+            &[tp("task_newtask", "task", "task_newtask")],
+        ],
     },
     Source {
         name: "thread exit",
         tells: "when traced threads exit",
-        variants: &[&[tp("sched_process_exit", "sched", "sched_process_exit")]],
+        variants: &[
+            &[btf_tp("sched_process_exit_btf", "sched", "sched_process_exit")],
+            &[tp("sched_process_exit", "sched", "sched_process_exit")],
+        ],
     },
     Source {
         name: "first touches",
@@ -104,33 +118,51 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "balancer task placement",
         tells: "NUMA balancer task moves, swaps and sticks",
-        variants: &[&[
-            tp("sched_move_numa", "sched", "sched_move_numa"),
-            tp("sched_swap_numa", "sched", "sched_swap_numa"),
-            tp("sched_stick_numa", "sched", "sched_stick_numa"),
-        ]],
+        variants: &[
+            &[
+                btf_tp("sched_move_numa_btf", "sched", "sched_move_numa"),
+                btf_tp("sched_swap_numa_btf", "sched", "sched_swap_numa"),
+                btf_tp("sched_stick_numa_btf", "sched", "sched_stick_numa"),
+            ],
+            &[
+                tp("sched_move_numa", "sched", "sched_move_numa"),
+                tp("sched_swap_numa", "sched", "sched_swap_numa"),
+                tp("sched_stick_numa", "sched", "sched_stick_numa"),
+            ],
+        ],
     },
     Source {
         name: "page migrations",
         tells: "pages migrated, by reason",
-        variants: &[&[tp("mm_migrate_pages", "migrate", "mm_migrate_pages")]],
+        variants: &[
+            &[raw_tp("mm_migrate_pages_raw", "migrate", "mm_migrate_pages")],
+            &[tp("mm_migrate_pages", "migrate", "mm_migrate_pages")],
+        ],
     },
     Source {
         name: "explicit migration calls",
         tells: "migrate_pages/move_pages/mbind calls that move a traced process's pages",
-        variants: &[&[
-            tp("sys_enter_migrate_pages", "syscalls", "sys_enter_migrate_pages"),
-            tp("sys_exit_migrate_pages", "syscalls", "sys_exit_migrate_pages"),
-            tp("sys_enter_move_pages", "syscalls", "sys_enter_move_pages"),
-            tp("sys_exit_move_pages", "syscalls", "sys_exit_move_pages"),
-            tp("sys_enter_mbind", "syscalls", "sys_enter_mbind"),
-            tp("sys_exit_mbind", "syscalls", "sys_exit_mbind"),
-        ]],
+        // The raw form sees every system call and picks these by number; it
+        // is one program with "affinity changes" (one run per system call).
+        variants: &[
+            &[raw_tp(SYS_ENTER_WATCH, "raw_syscalls", "sys_enter")],
+            &[
+                tp("sys_enter_migrate_pages", "syscalls", "sys_enter_migrate_pages"),
+                tp("sys_exit_migrate_pages", "syscalls", "sys_exit_migrate_pages"),
+                tp("sys_enter_move_pages", "syscalls", "sys_enter_move_pages"),
+                tp("sys_exit_move_pages", "syscalls", "sys_exit_move_pages"),
+                tp("sys_enter_mbind", "syscalls", "sys_enter_mbind"),
+                tp("sys_exit_mbind", "syscalls", "sys_exit_mbind"),
+            ],
+        ],
     },
     Source {
         name: "affinity changes",
         tells: "sched_setaffinity calls on traced threads (taskset -p): who moved a thread",
-        variants: &[&[tp("sys_enter_sched_setaffinity", "syscalls", "sys_enter_sched_setaffinity")]],
+        variants: &[
+            &[raw_tp(SYS_ENTER_WATCH, "raw_syscalls", "sys_enter")],
+            &[tp("sys_enter_sched_setaffinity", "syscalls", "sys_enter_sched_setaffinity")],
+        ],
     },
     Source {
         name: "hinting faults",
@@ -387,6 +419,11 @@ pub(super) fn attach_one(
         }
         Hook::RawTracepoint(_, name) => {
             let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            // A program that two sources share is loaded and attached by the
+            // first (a variant that fails is unloaded, so loaded is attached).
+            if tp.fd().is_ok() {
+                return Ok((format!("raw_tracepoint:{name}"), None));
+            }
             tp.load().map_err(|e| verifier_error(attach.program, &e))?;
             let link = tp.attach(name).map_err(|e| format!("raw tracepoint {name}: {e}"))?;
             Ok((format!("raw_tracepoint:{name}"), Some(TracepointLink::Raw(link))))
