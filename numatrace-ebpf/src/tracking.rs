@@ -22,14 +22,15 @@ pub fn traced_current() -> Option<(u32, u32)> {
     is_traced_tgid(tgid).then_some((tgid, tid))
 }
 
-/// Whether a process is traced. The target itself is one compare; followed
-/// children cost a hash lookup, and only when following is on.
+/// Whether a process is traced. The target itself is one compare; other
+/// processes (followed children, several pids, a tree, a cgroup) cost a
+/// hash lookup, and only when there can be any.
 #[inline(always)]
 pub fn is_traced_tgid(tgid: u32) -> bool {
     if tgid == config!(target_tgid) {
         return true;
     }
-    config!(follow_children) != 0 && unsafe { TRACKED_TGIDS.get(&tgid) }.is_some()
+    (config!(follow_children) != 0 || config!(tgid_set) != 0) && unsafe { TRACKED_TGIDS.get(&tgid) }.is_some()
 }
 
 /// The tgid of a traced thread, for events about a task other than the current one.

@@ -1,4 +1,5 @@
 //! One kernel source per file. Each program filters to traced tasks first.
+mod cgroup_attach_task;
 #[cfg(feature = "load-generator")]
 mod load_generator;
 mod migrate_misplaced;

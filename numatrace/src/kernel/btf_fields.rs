@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use btf_rs::{Backend, Btf, Struct, Type};
-use numatrace_common::{FIELD_ABSENT, TaskFields};
+use numatrace_common::{CgroupFields, FIELD_ABSENT, TaskFields};
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -16,6 +16,8 @@ pub struct KernelStructs {
     pub task: TaskFields,
     /// `sizeof(struct page)`, to turn a page pointer into a pfn.
     pub page_size: Option<u64>,
+    /// What `cgroup_attach_task` walks to tell a move into the traced cgroup.
+    pub cgroup: CgroupFields,
 }
 
 /// Reads them from the BTF at `btf_path`; without BTF everything is absent.
@@ -36,12 +38,42 @@ pub fn read(btf_path: &Path) -> KernelStructs {
         Ok(btf) => btf,
         Err(_) => match Btf::from_file(btf_path) {
             Ok(btf) => btf,
-            Err(_) => return KernelStructs { task: absent, page_size: None },
+            Err(_) => return KernelStructs { task: absent, page_size: None, cgroup: CGROUP_ABSENT },
         },
     };
     KernelStructs {
         task: task_fields(&btf).unwrap_or(absent),
         page_size: find_struct(&btf, "page").map(|s| s.size() as u64).filter(|size| *size > 0),
+        cgroup: cgroup_fields(&btf),
+    }
+}
+
+const CGROUP_ABSENT: CgroupFields = CgroupFields {
+    task_comm: FIELD_ABSENT,
+    cgroup_self: FIELD_ABSENT,
+    cgroup_kn: FIELD_ABSENT,
+    cgroup_root: FIELD_ABSENT,
+    root_hierarchy_id: FIELD_ABSENT,
+    css_cgroup: FIELD_ABSENT,
+    css_parent: FIELD_ABSENT,
+    kn_id: FIELD_ABSENT,
+};
+
+/// The members `cgroup_attach_task` reads; [`FIELD_ABSENT`] for any this
+/// kernel's BTF lacks (`kernfs_node.id` is a u64 since 5.5).
+fn cgroup_fields(btf: &Btf) -> CgroupFields {
+    let at = |st: &str, path: &[&str], want: Want| {
+        find_struct(btf, st).and_then(|s| walk(btf, &s, path, want, 0)).map_or(FIELD_ABSENT, |bits| bits / 8)
+    };
+    CgroupFields {
+        task_comm: at("task_struct", &["comm"], Want::Array),
+        cgroup_self: at("cgroup", &["self"], Want::Struct),
+        cgroup_kn: at("cgroup", &["kn"], Want::Pointer),
+        cgroup_root: at("cgroup", &["root"], Want::Pointer),
+        root_hierarchy_id: at("cgroup_root", &["hierarchy_id"], Want::Int(4)),
+        css_cgroup: at("cgroup_subsys_state", &["cgroup"], Want::Pointer),
+        css_parent: at("cgroup_subsys_state", &["parent"], Want::Pointer),
+        kn_id: at("kernfs_node", &["id"], Want::Int(8)),
     }
 }
 
@@ -49,14 +81,14 @@ pub fn read(btf_path: &Path) -> KernelStructs {
 /// [`FIELD_ABSENT`] for any member this kernel's BTF lacks.
 fn task_fields(btf: &Btf) -> Option<TaskFields> {
     let task = find_struct(btf, "task_struct")?;
-    let offset = |path: &[&str]| member_offset(btf, &task, path, 4).unwrap_or(FIELD_ABSENT);
+    let offset = |path: &[&str]| member_offset(btf, &task, path, Want::Int(4)).unwrap_or(FIELD_ABSENT);
     // Architectures with THREAD_INFO_IN_TASK keep the CPU in thread_info
     // (x86, arm64 since 5.16); the others in task_struct itself.
     let cpu = match offset(&["thread_info", "cpu"]) {
         FIELD_ABSENT => offset(&["cpu"]),
         found => found,
     };
-    let u64_at = |path: &[&str]| member_offset(btf, &task, path, 8).unwrap_or(FIELD_ABSENT);
+    let u64_at = |path: &[&str]| member_offset(btf, &task, path, Want::Int(8)).unwrap_or(FIELD_ABSENT);
     Some(TaskFields {
         pid: offset(&["pid"]),
         tgid: offset(&["tgid"]),
@@ -87,14 +119,24 @@ fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
     None
 }
 
-/// Byte offset of the member at `path` (descending through anonymous
-/// structs and unions, which hold e.g. the randomised part of
-/// `task_struct`), if it is a whole-byte scalar of `size` bytes.
-fn member_offset(btf: &Btf, st: &Struct, path: &[&str], size: usize) -> Option<u32> {
-    walk(btf, st, path, size, 0).map(|bits| bits / 8)
+/// What a member must be for its offset to be used.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    /// A whole-byte scalar of this many bytes.
+    Int(usize),
+    Pointer,
+    Array,
+    Struct,
 }
 
-fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> Option<u32> {
+/// Byte offset of the member at `path` (descending through anonymous
+/// structs and unions, which hold e.g. the randomised part of
+/// `task_struct`), if it is what `want` says.
+fn member_offset(btf: &Btf, st: &Struct, path: &[&str], want: Want) -> Option<u32> {
+    walk(btf, st, path, want, 0).map(|bits| bits / 8)
+}
+
+fn walk(btf: &Btf, st: &Struct, path: &[&str], want: Want, base_bits: u32) -> Option<u32> {
     let (first, rest) = path.split_first()?;
     for member in &st.members {
         let bits = base_bits + member.bit_offset();
@@ -102,7 +144,7 @@ fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> O
         let ty = strip(btf, btf.resolve_chained_type(member).ok()?)?;
         if name.is_empty() {
             if let Type::Struct(inner) | Type::Union(inner) = &ty
-                && let Some(found) = walk(btf, inner, path, size, bits)
+                && let Some(found) = walk(btf, inner, path, want, bits)
             {
                 return Some(found);
             }
@@ -111,15 +153,19 @@ fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> O
         if name != *first {
             continue;
         }
-        return match (&ty, rest.is_empty()) {
-            (Type::Struct(inner) | Type::Union(inner), false) => walk(btf, inner, rest, size, bits),
-            (Type::Int(int), true)
-                if int.size() == size && member.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8) =>
-            {
-                Some(bits)
-            }
-            _ => None,
+        if !rest.is_empty() {
+            return match &ty {
+                Type::Struct(inner) | Type::Union(inner) => walk(btf, inner, rest, want, bits),
+                _ => None,
+            };
+        }
+        let whole = member.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8);
+        let fits = match (want, &ty) {
+            (Want::Int(size), Type::Int(int)) => int.size() == size,
+            (Want::Pointer, Type::Ptr(_)) | (Want::Array, Type::Array(_)) | (Want::Struct, Type::Struct(_)) => true,
+            _ => false,
         };
+        return (fits && whole).then_some(bits);
     }
     None
 }
@@ -147,6 +193,12 @@ mod tests {
         assert_eq!(f.sum_exec_runtime % 8, 0, "a u64: {f:?}");
         assert_ne!(f.nr_migrations, FIELD_ABSENT, "{f:?}");
         assert_eq!(f.nr_migrations % 8, 0, "a u64: {f:?}");
+        let c = structs.cgroup;
+        assert!(c.complete(), "{c:?}");
+        // `self` opens struct cgroup in every kernel since 3.16.
+        assert_eq!(c.cgroup_self, 0, "{c:?}");
+        assert_eq!(c.kn_id % 8, 0, "a u64: {c:?}");
+        assert_ne!(c.css_cgroup, c.css_parent, "{c:?}");
     }
 
     #[test]
@@ -160,5 +212,6 @@ mod tests {
             (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT)
         );
         assert_eq!(f.nr_migrations, FIELD_ABSENT);
+        assert!(!structs.cgroup.complete());
     }
 }

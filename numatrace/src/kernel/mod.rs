@@ -16,8 +16,8 @@ use aya::{
 };
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
-    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun,
-    SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TIDS_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP,
+    PendingRun, SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
 };
 
 use numatrace_core::{
@@ -50,11 +50,25 @@ pub struct ProbeOptions {
     pub all_migrations: bool,
 }
 
+/// Which processes the programs let through, fixed at load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracedSet {
+    /// The first traced process (one compare in every program).
+    pub tgid: u32,
+    /// Other processes are added with [`Probes::track_processes`] (several
+    /// pids, a tree, a cgroup).
+    pub more: bool,
+    /// The cgroup v2 id whose joiners are added by the kernel (0: none).
+    pub cgroup_id: u64,
+}
+
 /// Loaded and attached programs.
 pub struct Probes {
     ebpf: Ebpf,
     /// What the kernel's BTF says about `task_struct` and `struct page`.
     structs: btf_fields::KernelStructs,
+    /// The traced cgroup's id (0: none): its joiners need [`sources::CGROUP_JOINS`].
+    cgroup_id: u64,
     classic_tracepoints: bool,
     #[cfg(feature = "bench-hooks")]
     load_generator: bool,
@@ -68,17 +82,21 @@ pub struct Probes {
 impl Probes {
     /// Checks privileges, loads the object with this kernel's layouts and
     /// this machine's topology, and attaches every source it can.
-    pub fn load(target_tgid: u32, opts: &ProbeOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
+    pub fn load(traced: TracedSet, opts: &ProbeOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
         crate::kernel::privileges::require_bpf()?;
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
         let mut layouts = layouts::read(tracefs);
         layouts.task = structs.task;
+        layouts.cgroup = structs.cgroup;
         let cpu_nodes = topology.cpu_node_table();
         if cpu_nodes.len() as u32 > MAX_CPUS {
             bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", cpu_nodes.len());
         }
         let config = Config {
-            target_tgid,
+            target_tgid: traced.tgid,
+            tgid_set: u32::from(traced.more || traced.cgroup_id != 0),
+            _pad: 0,
+            cgroup_id: traced.cgroup_id,
             follow_children: u32::from(opts.follow_children),
             pfn_block_shift: topology.pfn_block_shift(),
             pfn_blocks: topology
@@ -104,6 +122,7 @@ impl Probes {
         Ok(Probes {
             ebpf,
             structs,
+            cgroup_id: traced.cgroup_id,
             classic_tracepoints: opts.classic_tracepoints,
             #[cfg(feature = "bench-hooks")]
             load_generator: opts.load_generator,
@@ -120,6 +139,19 @@ impl Probes {
             HashMap::try_from(self.ebpf.map_mut(TRACKED_TIDS_MAP).context("map TRACKED_TIDS missing")?)?;
         for &(tid, tgid) in threads {
             map.insert(tid, tgid, 0).with_context(|| format!("tracking thread {tid}"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds processes to trace besides the first (`TRACKED_TGIDS`); their
+    /// threads go through [`Probes::track_threads`]. Call before [`Probes::attach`].
+    pub fn track_processes(&mut self, tgids: &[u32]) -> Result<()> {
+        let mut map: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.ebpf.map_mut(TRACKED_TGIDS_MAP).context("map TRACKED_TGIDS missing")?)?;
+        for &tgid in tgids {
+            map.insert(tgid, 1, 0).with_context(|| {
+                format!("tracking process {tgid} (numatrace traces at most {MAX_TRACKED_TGIDS} processes)")
+            })?;
         }
         Ok(())
     }
@@ -145,9 +177,18 @@ impl Probes {
                 unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
             }
         }
+        if !self.structs.cgroup.complete() || !self.structs.task.complete() {
+            unmet.insert(
+                "cgroup_attach_task_btf",
+                "the kernel's BTF lacks the cgroup or task_struct members it reads".to_string(),
+            );
+        }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         let links = &mut self.links;
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s, links)).collect();
+        if self.cgroup_id != 0 {
+            self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::CGROUP_JOINS, links));
+        }
         #[cfg(feature = "bench-hooks")]
         if self.load_generator {
             self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::LOAD_GENERATOR, links));
