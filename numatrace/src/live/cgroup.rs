@@ -50,7 +50,12 @@ impl Hierarchy {
     /// This host's cgroup v2 mount, from /proc/self/mountinfo.
     pub fn find() -> Result<Hierarchy> {
         let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-        match cgroup2_mount(&text) {
+        Hierarchy::from_mountinfo(&text)
+    }
+
+    /// The cgroup v2 mount a mountinfo table lists.
+    fn from_mountinfo(text: &str) -> Result<Hierarchy> {
+        match cgroup2_mount(text) {
             Some(mount) => Ok(Hierarchy { mount }),
             None => bail!(
                 "this host has no cgroup v2 hierarchy mounted (cgroup v1 only): --cgroup, --unit and --container \
@@ -357,6 +362,8 @@ mod tests {
         assert_eq!(cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
         let v1_only = "33 23 0:29 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n";
         assert_eq!(cgroup2_mount(v1_only), None);
+        let err = Hierarchy::from_mountinfo(v1_only).unwrap_err().to_string();
+        assert!(err.contains("cgroup v1 only") && err.contains("--pid <PID> --tree"), "{err}");
         let spaced = "41 31 0:38 / /mnt/my\\040cg rw - cgroup2 none rw\n";
         assert_eq!(cgroup2_mount(spaced), Some(PathBuf::from("/mnt/my cg")));
     }

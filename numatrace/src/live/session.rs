@@ -244,28 +244,32 @@ fn scope_of(spec: &TargetSpec, processes: usize) -> TargetScope {
 }
 
 /// The "tracing" line: what is traced, with how many threads and sources.
+/// It always starts "numatrace: tracing pid N": scripts wait for it.
 fn announce(start: &StartFacts, spec: &TargetSpec, target: &Target) -> String {
     let threads = start.initial_threads.len();
-    let sources = &start.sources;
-    let what = match (spec, start.target.pids.len()) {
-        (TargetSpec::Cgroup(cg), n) => {
-            let name = match &cg.scope {
-                TargetScope::Unit { name, .. } => format!("unit {name}"),
-                TargetScope::Container { id, runtime, .. } => {
-                    format!("{runtime:?} container {}", &id[..12.min(id.len())]).to_lowercase()
-                }
-                _ => String::from("cgroup"),
-            };
-            format!("{name} ({}: {n} process{}", cg.cgroup().path, if n == 1 { "" } else { "es" })
-        }
-        (_, 1) => format!("pid {} ({}", target.pid, start.target.comm),
-        (_, n) => format!("{n} processes (pid {} {} and {} more", target.pid, start.target.comm, n - 1),
+    let more = start.target.pids.len().saturating_sub(1);
+    let of = match spec {
+        TargetSpec::Cgroup(cg) => match &cg.scope {
+            TargetScope::Unit { name, cgroup } => format!(" of unit {name} ({})", cgroup.path),
+            TargetScope::Container { id, runtime, cgroup } => {
+                format!(" of {runtime:?} container {} ({})", &id[..id.len().min(12)], cgroup.path).to_lowercase()
+            }
+            _ => format!(" of cgroup {}", cg.cgroup().path),
+        },
+        TargetSpec::Pids { tree: true, .. } => String::from(" of its tree"),
+        _ => String::new(),
+    };
+    let what = match more {
+        0 => format!("{of}, "),
+        n => format!(" and {n} more process{}{of}, ", if n == 1 { "" } else { "es" }),
     };
     format!(
-        "numatrace: tracing {what}, {threads} thread{}) with {} of {} sources; Ctrl-C stops and reports",
+        "numatrace: tracing pid {} ({}{what}{threads} thread{}) with {} of {} sources; Ctrl-C stops and reports",
+        target.pid,
+        start.target.comm,
         if threads == 1 { "" } else { "s" },
-        sources.iter().filter(|s| s.attached).count(),
-        sources.len()
+        start.sources.iter().filter(|s| s.attached).count(),
+        start.sources.len()
     )
 }
 

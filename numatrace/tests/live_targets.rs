@@ -1,0 +1,276 @@
+//! Whole services as targets, against the real kernel (root): several
+//! `--pid`s, `--tree`, and `--cgroup` with a process that joins during the
+//! capture; and the one-line errors of targets that do not exist.
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
+
+/// Starts numatrace and returns once it says it is tracing; the handle
+/// gives all of its stderr once it has ended.
+fn start_tracing(args: &[&str]) -> (Child, JoinHandle<String>) {
+    let mut child = Command::new(NUMATRACE)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("numatrace starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let mut stderr = String::new();
+    let mut tracing = false;
+    for line in lines.by_ref().map_while(Result::ok) {
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.starts_with("numatrace: tracing pid") {
+            tracing = true;
+            break;
+        }
+    }
+    assert!(tracing, "numatrace never said it was tracing: {stderr}");
+    let rest = std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        stderr
+    });
+    (child, rest)
+}
+
+/// Waits for numatrace's report.
+fn report_of(tracer: Child, stderr: JoinHandle<String>) -> (Value, String) {
+    let out = tracer.wait_with_output().expect("numatrace ends");
+    let stderr = stderr.join().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report is JSON ({e}): {stdout}\n{stderr}"));
+    (report, stderr)
+}
+
+fn go_file(test: &str) -> PathBuf {
+    let go = std::env::temp_dir().join(format!("numatrace-targets-{test}-{}.go", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    go
+}
+
+/// A touch workload of `pages` pages that waits for `go` before touching.
+fn touch(pages: u32, go: &Path) -> Child {
+    Command::new(NUMATRACE)
+        .args(["example", "touch", "--pages", &pages.to_string(), "--go-file"])
+        .arg(go)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("workload starts")
+}
+
+/// The ground truth a touch workload printed: (tid, pages it first touched).
+fn truth_of(line: &str) -> Vec<(u64, u64)> {
+    let truth: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("ground truth ({e}): {line}"));
+    truth["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .map(|t| (t["tid"].as_u64().expect("tid"), t["first_touch_pages"].as_u64().expect("pages")))
+        .collect()
+}
+
+/// First-touch pages the report gives thread `tid` (None: not in the report).
+fn first_touches(report: &Value, tid: u64) -> Option<u64> {
+    let t = report["threads"].as_array()?.iter().find(|t| t["tid"] == tid)?;
+    Some(t["first_touch_pages"].as_object()?.values().filter_map(Value::as_u64).sum())
+}
+
+/// Each thread of the truth is in the report with exactly its pages (plus a
+/// few of its own stack pages).
+fn assert_every_touch_seen(report: &Value, truth: &[(u64, u64)], who: &str) {
+    assert!(!truth.is_empty(), "{who}: no threads in the ground truth");
+    for &(tid, want) in truth {
+        let seen = first_touches(report, tid).unwrap_or_else(|| panic!("{who}: thread {tid} not in the report"));
+        assert!(seen >= want && seen <= want + 8, "{who}: thread {tid} saw {seen}, touched {want}");
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn several_pids_are_traced_together_until_both_exit() {
+    let go = go_file("pids");
+    let (a, b) = (touch(3000, &go), touch(2000, &go));
+    let (pa, pb) = (a.id().to_string(), b.id().to_string());
+    let (tracer, stderr) = start_tracing(&["--json", "--pid", &pa, "--pid", &pb, "--duration", "60s"]);
+    std::fs::write(&go, b"").expect("go file");
+    let (report, stderr) = report_of(tracer, stderr);
+    let _ = std::fs::remove_file(&go);
+    let ta = truth_of(&String::from_utf8_lossy(&a.wait_with_output().expect("a ends").stdout));
+    let tb = truth_of(&String::from_utf8_lossy(&b.wait_with_output().expect("b ends").stdout));
+    assert_eq!(report["stopped_by"], "target exit", "ends when both have exited: {stderr}");
+    assert!(stderr.contains(&format!("tracing pid {pa} (")) && stderr.contains("and 1 more process"), "{stderr}");
+    assert_eq!(report["target"]["pids"], serde_json::json!([pa.parse::<u32>().ok(), pb.parse::<u32>().ok()]));
+    assert_eq!(report["target"]["scope"]["kind"], "processes");
+    assert_every_touch_seen(&report, &ta, "first pid");
+    assert_every_touch_seen(&report, &tb, "second pid");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_tree_includes_the_children_that_existed_before_the_start() {
+    let go = go_file("tree");
+    let script = format!(
+        "{n} example touch --pages 2500 --go-file {g} & {n} example touch --pages 1500 --go-file {g} & wait",
+        n = NUMATRACE,
+        g = go.display()
+    );
+    let parent = Command::new("sh").args(["-c", &script]).stdout(Stdio::piped()).spawn().expect("sh starts");
+    let pid = parent.id();
+    // Both children exist (and have exec'd) before numatrace starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let kids: Vec<&str> = children.split_whitespace().collect();
+        let execd = kids.iter().all(|k| {
+            std::fs::read_link(format!("/proc/{k}/exe")).is_ok_and(|e| e.to_string_lossy().contains("numatrace"))
+        });
+        if kids.len() == 2 && execd {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the children did not start: {children:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (tracer, stderr) = start_tracing(&["--json", "--pid", &pid.to_string(), "--tree", "--duration", "60s"]);
+    std::fs::write(&go, b"").expect("go file");
+    let (report, stderr) = report_of(tracer, stderr);
+    let _ = std::fs::remove_file(&go);
+    let out = parent.wait_with_output().expect("sh ends");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "two ground truths: {lines:?}");
+    assert_eq!(report["stopped_by"], "target exit", "{stderr}");
+    assert_eq!(report["target"]["scope"]["kind"], "tree");
+    assert_eq!(report["target"]["pids"].as_array().map(Vec::len), Some(3), "{}", report["target"]);
+    assert!(stderr.contains("and 2 more processes of its tree"), "{stderr}");
+    for line in &lines {
+        assert_every_touch_seen(&report, &truth_of(line), "child");
+    }
+}
+
+/// A cgroup v2 made for a test, removed (its processes killed) on drop.
+struct TestCgroup {
+    dir: PathBuf,
+    procs: Vec<Child>,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> TestCgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (before, after) = l.split_once(" - ")?;
+                (after.split_whitespace().next()? == "cgroup2").then(|| before.split(' ').nth(4).map(PathBuf::from))?
+            })
+            .expect("this host mounts cgroup v2");
+        let dir = mount.join(format!("numatrace-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TestCgroup { dir, procs: Vec::new() }
+    }
+
+    fn join(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+    }
+
+    /// A `sleep` in the cgroup, so that it is not empty.
+    fn add_sleeper(&mut self) -> u32 {
+        let sleeper = Command::new("sleep").arg("120").spawn().expect("sleep starts");
+        let pid = sleeper.id();
+        self.join(pid);
+        self.procs.push(sleeper);
+        pid
+    }
+
+    fn kill_all(&mut self) {
+        for mut p in self.procs.drain(..) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        self.kill_all();
+        // A cgroup can be removed only once its last process is gone.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_cgroup_target_sees_a_process_that_joins_after_the_start() {
+    let mut cgroup = TestCgroup::new("join");
+    let sleeper = cgroup.add_sleeper();
+    let go = go_file("cgroup");
+    let joiner = touch(4000, &go);
+    let dir = cgroup.dir.to_string_lossy().into_owned();
+    let (tracer, stderr) = start_tracing(&["--json", "--cgroup", &dir, "--duration", "60s"]);
+    cgroup.join(joiner.id());
+    std::fs::write(&go, b"").expect("go file");
+    let truth = truth_of(&String::from_utf8_lossy(&joiner.wait_with_output().expect("joiner ends").stdout));
+    // Empty now: the capture ends by itself.
+    cgroup.kill_all();
+    let (report, stderr) = report_of(tracer, stderr);
+    let _ = std::fs::remove_file(&go);
+    assert_eq!(report["stopped_by"], "target exit", "ends once the cgroup is empty: {stderr}");
+    assert!(stderr.contains("join by cgroup id (tp_btf:cgroup_attach_task)"), "{stderr}");
+    let scope = &report["target"]["scope"];
+    assert_eq!(scope["kind"], "cgroup");
+    assert_eq!(scope["id"].as_u64(), Some(std::fs::metadata(&cgroup.dir).expect("cgroup dir").ino()));
+    assert_eq!(report["target"]["pids"], serde_json::json!([sleeper]), "the joiner was not there at the start");
+    assert_every_touch_seen(&report, &truth, "joiner");
+    let joins = report["sources"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "cgroup joins"));
+    assert_eq!(joins.map(|s| &s["attached"]), Some(&Value::Bool(true)), "{}", report["sources"]);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_empty_cgroup_is_one_clear_error() {
+    let cgroup = TestCgroup::new("empty");
+    let out = Command::new(NUMATRACE).args(["--cgroup"]).arg(&cgroup.dir).output().expect("numatrace runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("has no processes: nothing to trace"), "{stderr}");
+}
+
+#[test]
+fn targets_that_do_not_exist_are_one_line_and_nonzero() {
+    // Looked up before anything is loaded: no root needed.
+    for (args, says) in [
+        (vec!["--cgroup", "numatrace-no-such-cgroup"], "no cgroup /numatrace-no-such-cgroup"),
+        (vec!["--unit", "numatrace-no-such-unit"], "no systemd unit numatrace-no-such-unit.service"),
+        (vec!["--container", "0123456789abcdef0123"], "no container 0123456789abcdef0123"),
+        (vec!["--container", "postgres"], "--container takes a container id"),
+        (vec!["--tree"], "--pid"),
+        (vec!["--cgroup", "x", "--unit", "y"], "cannot be used with"),
+    ] {
+        let out = Command::new(NUMATRACE).args(&args).output().expect("numatrace runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty() && (lines.len() == 1 || lines[0].starts_with("error:")), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
+    }
+}
