@@ -226,7 +226,33 @@ fn a_cgroup_target_sees_a_process_that_joins_after_the_start() {
     let (tracer, stderr) = start_tracing(&["--json", "--cgroup", &dir, "--duration", "60s"]);
     cgroup.join(joiner.id());
     std::fs::write(&go, b"").expect("go file");
+    // A process whose threads exist before it joins: the kernel sees the
+    // move of the process, numatrace names its other threads from /proc.
+    let threaded = Command::new(NUMATRACE)
+        .args(["example", "init-thread", "--mib", "8", "--workers", "2", "--seconds", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("init-thread starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(format!("/proc/{}/task", threaded.id())).map_or(0, Iterator::count) < 3 {
+        assert!(Instant::now() < deadline, "init-thread never started its workers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let threaded_pid = threaded.id();
+    cgroup.join(threaded_pid);
+    // Its threads are traced like the leader: an affinity change of a
+    // worker (by tid, from outside) is seen once numatrace has tracked it
+    // (on its next drain, every 100 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    let worker = std::fs::read_dir(format!("/proc/{threaded_pid}/task"))
+        .expect("its threads")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&tid| tid != threaded_pid)
+        .expect("a worker thread");
+    let taskset = Command::new("taskset").args(["-pc", "0", &worker.to_string()]).output().expect("taskset runs");
+    assert!(taskset.status.success(), "taskset: {}", String::from_utf8_lossy(&taskset.stderr));
     let truth = truth_of(&String::from_utf8_lossy(&joiner.wait_with_output().expect("joiner ends").stdout));
+    threaded.wait_with_output().expect("init-thread ends");
     // Empty now: the capture ends by itself.
     cgroup.kill_all();
     let (report, stderr) = report_of(tracer, stderr);
@@ -238,6 +264,18 @@ fn a_cgroup_target_sees_a_process_that_joins_after_the_start() {
     assert_eq!(scope["id"].as_u64(), Some(std::fs::metadata(&cgroup.dir).expect("cgroup dir").ino()));
     assert_eq!(report["target"]["pids"], serde_json::json!([sleeper]), "the joiner was not there at the start");
     assert_every_touch_seen(&report, &truth, "joiner");
+    let names: Vec<&str> = report["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .filter(|t| t["tgid"] == threaded_pid)
+        .filter_map(|t| t["comm"].as_str())
+        .collect();
+    for name in ["init", "worker-1", "worker-2"] {
+        assert!(names.contains(&name), "{name} of the threaded joiner: {names:?}");
+    }
+    let affinity = &report["ring_events"]["affinity_change"];
+    assert!(affinity["received"].as_u64().unwrap_or(0) >= 1, "the worker's affinity change: {affinity}");
     let joins = report["sources"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "cgroup joins"));
     assert_eq!(joins.map(|s| &s["attached"]), Some(&Value::Bool(true)), "{}", report["sources"]);
 }

@@ -15,6 +15,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+use numatrace_common::JOINED_CGROUP;
 use numatrace_core::{
     aggregate::Aggregator,
     capture::sink::EventSink,
@@ -318,14 +319,20 @@ const DRAIN_BATCH: usize = 256;
 
 /// Reads every record in the ring, folds them in batches and passes them to
 /// the sink in ring order. Records are copied out (decoded) because a ring item
-/// must be released before the next one can be read.
-fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<usize> {
-    let mut n = 0;
+/// must be released before the next one can be read. Returns the processes
+/// that joined the traced cgroup meanwhile.
+fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<Vec<u32>> {
+    let mut joined = Vec::new();
     let mut batch: Vec<Event> = Vec::with_capacity(DRAIN_BATCH);
     while let Some(item) = ring.next() {
-        n += 1;
         match Event::decode(&item) {
             Ok(event) => {
+                if let Event::TaskNew(e) = &event
+                    && e.parent_tid == JOINED_CGROUP
+                    && e.is_thread == 0
+                {
+                    joined.push(e.header.tgid);
+                }
                 agg.count_ring_record(&event);
                 batch.push(event);
                 if batch.len() == DRAIN_BATCH {
@@ -343,7 +350,46 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&m
         }
     }
     fold_batch(&mut batch, agg, sink)?;
-    Ok(n)
+    Ok(joined)
+}
+
+/// The other threads of processes that joined the traced cgroup: the kernel
+/// saw only the process move (its leader), so their names come from /proc,
+/// and they are tracked like threads found at the start.
+fn complete_joined(
+    joined: &[u32],
+    probes: &mut Probes,
+    agg: &mut Aggregator,
+    sink: &mut Option<&mut dyn EventSink>,
+) -> Result<()> {
+    if joined.is_empty() {
+        return Ok(());
+    }
+    let known: BTreeSet<u32> = joined.iter().copied().collect();
+    let threads = processes::threads_of(joined, &known);
+    probes.track_threads(&threads.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
+    let now = monotonic_ns();
+    // A thread gone since has no CPU: nothing to name.
+    for t in threads.into_iter().filter(|t| t.cpu.is_some()) {
+        let mut comm = [0u8; numatrace_common::COMM_LEN];
+        let name = t.comm.as_bytes();
+        let len = name.len().min(comm.len() - 1);
+        comm[..len].copy_from_slice(&name[..len]);
+        let event = Event::TaskNew(numatrace_common::TaskNewEvent {
+            header: numatrace_common::EventHeader {
+                kind: numatrace_common::EventKind::TaskNew as u32,
+                cpu: t.cpu.unwrap_or(u32::MAX),
+                ts_ns: now,
+                tgid: t.tgid,
+                tid: t.tid,
+            },
+            parent_tid: t.tgid,
+            is_thread: 1,
+            comm,
+        });
+        record(agg, sink, &event)?;
+    }
+    Ok(())
 }
 
 /// Folds a drained batch, records it in the sink, and empties it.
@@ -474,11 +520,13 @@ async fn event_loop(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), agg, sink)?;
+                let joined = drain(guard.get_inner_mut(), agg, sink)?;
                 guard.clear_ready();
+                complete_joined(&joined, probes, agg, sink)?;
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), agg, sink)?;
+                let joined = drain(ring.get_mut(), agg, sink)?;
+                complete_joined(&joined, probes, agg, sink)?;
                 if let Some(budget) = budget.as_mut() {
                     budget.tick(probes, monotonic_ns())?;
                     if let Some(sink) = sink.as_deref_mut() {
