@@ -312,3 +312,92 @@ fn targets_that_do_not_exist_are_one_line_and_nonzero() {
         assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
     }
 }
+
+/// BPF run time per program run, by program name, of the programs `tracer`
+/// holds (kernel accounting while run-time stats are on).
+fn program_stats(tracer: u32, before: &std::collections::BTreeSet<u32>) -> Vec<(String, u64, u64)> {
+    let held: std::collections::BTreeSet<u32> = std::fs::read_dir(format!("/proc/{tracer}/fdinfo"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .filter_map(|t| t.lines().find_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| !before.contains(&p.id()) && held.contains(&p.id()) && p.run_count() > 0)
+        .map(|p| (p.name_as_str().unwrap_or("?").to_string(), p.run_time().as_nanos() as u64, p.run_count()))
+        .collect()
+}
+
+/// Not a check: the figures of the cost question. The same
+/// fault-heavy workload traced as a pid (today's filter: one compare) and
+/// as the second process of a cgroup (a hash lookup for it, and for every
+/// other process's events on the machine), with the kernel's per-program
+/// run time (`BPF_ENABLE_STATS`). Run with --nocapture to see them.
+#[test]
+#[ignore = "needs root; a measurement"]
+fn cost_per_event_of_a_cgroup_target_against_a_pid() {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let rounds: u32 = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut table: std::collections::BTreeMap<(String, &str), (u64, u64)> = Default::default();
+    for round in 0..rounds {
+        for mode in ["pid", "cgroup"] {
+            let before: std::collections::BTreeSet<u32> =
+                aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect();
+            let mut cgroup = TestCgroup::new(&format!("cost{round}"));
+            let go = go_file(&format!("cost-{mode}"));
+            let workload = Command::new(NUMATRACE)
+                .args(["example", "touch", "--pages", "40000", "--threads", "2", "--rounds", "3", "--go-file"])
+                .arg(&go)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("workload starts");
+            let pid = workload.id().to_string();
+            let dir = cgroup.dir.to_string_lossy().into_owned();
+            let args: Vec<&str> = match mode {
+                "pid" => vec!["--json", "--pid", &pid, "--duration", "60s"],
+                _ => {
+                    cgroup.add_sleeper();
+                    cgroup.join(workload.id());
+                    vec!["--json", "--cgroup", &dir, "--duration", "60s"]
+                }
+            };
+            let (tracer, stderr) = start_tracing(&args);
+            let tracer_pid = tracer.id();
+            std::fs::write(&go, b"").expect("go file");
+            workload.wait_with_output().expect("workload ends");
+            let stats = program_stats(tracer_pid, &before);
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(tracer_pid as i32, libc::SIGINT) };
+            let (report, _) = report_of(tracer, stderr);
+            let _ = std::fs::remove_file(&go);
+            assert!(report["totals"]["first_touch_pages"].as_u64().unwrap_or(0) >= 240_000, "{}", report["totals"]);
+            for (name, ns, runs) in stats {
+                let e = table.entry((name, mode)).or_default();
+                e.0 += ns;
+                e.1 += runs;
+            }
+        }
+    }
+    let mut all = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+    eprintln!(
+        "{:<28} {:>14} {:>14} {:>12} {:>12}",
+        "program", "pid ns/run", "cgroup ns/run", "pid runs", "cgroup runs"
+    );
+    let names: std::collections::BTreeSet<String> = table.keys().map(|(n, _)| n.clone()).collect();
+    for name in names {
+        let get = |mode| table.get(&(name.clone(), mode)).copied().unwrap_or_default();
+        let (p, c) = (get("pid"), get("cgroup"));
+        let per = |(ns, runs): (u64, u64)| if runs == 0 { 0.0 } else { ns as f64 / runs as f64 };
+        eprintln!("{name:<28} {:>14.1} {:>14.1} {:>12} {:>12}", per(p), per(c), p.1, c.1);
+        for (mode, v) in [("pid", p), ("cgroup", c)] {
+            let e = all.entry(mode).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+    }
+    for (mode, (ns, runs)) in all {
+        eprintln!("all programs, {mode}: {:.1} ns/run over {runs} runs", ns as f64 / runs.max(1) as f64);
+    }
+}

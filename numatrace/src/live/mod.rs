@@ -6,6 +6,7 @@ pub mod processes;
 pub mod progress;
 pub mod record;
 pub mod session;
+pub mod snapshots;
 pub mod spike;
 pub mod target;
 pub mod tree;

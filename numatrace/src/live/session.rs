@@ -29,6 +29,7 @@ use super::{
     budget::{Budget, BudgetOptions},
     processes::{self, Others},
     progress::Progress,
+    snapshots::Snapshots,
     target::{Target, TargetSpec},
 };
 use crate::kernel::{ProbeOptions, Probes, TracedSet, tracefs::Tracefs};
@@ -75,6 +76,16 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         TargetSpec::Command(_) => Others::find(&TargetSpec::Pids { pids: Vec::new(), tree: false }, target.pid)?,
         spec => Others::find(spec, target.pid)?,
     };
+    // The others' state at the start, read while the programs load and
+    // attach: hundreds of processes take seconds (numa_maps walks each
+    // one's page tables).
+    let others_before = {
+        let (pids, topology) = (others.pids.clone(), topology.clone());
+        std::thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || processes::snapshots(&pids, &topology))
+            .context("starting a thread")?
+    };
     let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
     let cgroup_id = match &opts.target {
         TargetSpec::Cgroup(cg) => cg.cgroup().id,
@@ -120,14 +131,12 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
 
     let comm = target.comm();
     // Attached to running processes: their memory placement now is "before the capture".
-    let (process_before, other_processes_before) = match &opts.target {
-        TargetSpec::Command(_) => (None, Vec::new()),
-        _ => {
-            let mut all = processes::snapshots(&pids, &topology);
-            let first = all.first().filter(|s| s.pid == target.pid).is_some().then(|| all.remove(0));
-            (first, all)
-        }
+    let process_before = match &opts.target {
+        TargetSpec::Command(_) => None,
+        _ => numatrace_core::machine::ProcessSnapshot::read_with(target.pid, &topology).ok(),
     };
+    let mut other_processes_before = others_before.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    other_processes_before.extend(processes::snapshots(&new_processes, &topology));
     let argv = target.command.clone().unwrap_or_else(|| numatrace_core::fixes::Workload::of_pid(target.pid).argv);
     let start = StartFacts {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -215,13 +224,14 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         target.terminate();
     }
     let exit_code = wait_exit(&target, true);
+    let (process_last, other_processes_last) = snapshots.finish();
     let end = EndFacts {
         duration_s,
         stopped_by,
         exit_code,
         kernel,
-        process_last: snapshots.latest,
-        other_processes_last: snapshots.others,
+        process_last,
+        other_processes_last,
         dropped_by_memory_cap: Default::default(),
         sampling,
     };
@@ -408,63 +418,6 @@ struct PidFd(i32);
 impl AsRawFd for PidFd {
     fn as_raw_fd(&self) -> i32 {
         self.0
-    }
-}
-
-/// The traced processes' NUMA state (policy, cpuset, placement), re-read
-/// while they run: a policy set by e.g. `numactl` exists only after its
-/// exec, and a process that exits takes its numa_maps with it.
-struct Snapshots {
-    topology: Topology,
-    /// The first process's latest (kept after it exits).
-    latest: Option<numatrace_core::machine::ProcessSnapshot>,
-    /// The other live processes' at the last snapshot.
-    others: Vec<numatrace_core::machine::ProcessSnapshot>,
-    next: Instant,
-    taken: u32,
-}
-
-impl Snapshots {
-    fn new(topology: Topology) -> Snapshots {
-        Snapshots {
-            topology,
-            latest: None,
-            others: Vec::new(),
-            next: Instant::now() + Duration::from_millis(100),
-            taken: 0,
-        }
-    }
-
-    /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s, or
-    /// less often where reading it (numa_maps walks the page tables; one
-    /// stat file per thread; one process after another) costs more than
-    /// `READ_BUDGET` of the time. The first two come on time whatever they
-    /// cost: they say how the processes started, and `numatrace diff`
-    /// weighs by the last. `others` are the other live processes.
-    fn maybe_take(&mut self, pid: u32, others: impl FnOnce() -> Vec<u32>) {
-        let started = Instant::now();
-        if started < self.next {
-            return;
-        }
-        let mut pids = vec![pid];
-        pids.extend(others());
-        let mut taken = super::processes::snapshots(&pids, &self.topology);
-        if let Some(at) = taken.iter().position(|s| s.pid == pid) {
-            let snap = taken.remove(at);
-            if snap.numa_maps.is_some() {
-                self.latest = Some(snap);
-            }
-        }
-        if pids.len() > 1 {
-            self.others = taken.into_iter().filter(|s| s.numa_maps.is_some()).collect();
-        }
-        self.taken += 1;
-        let took = started.elapsed();
-        self.next = Instant::now()
-            + match self.taken {
-                1 => Duration::from_millis(900),
-                _ => Duration::from_secs(5).max(took.div_f64(numatrace_core::aggregate::run_time::READ_BUDGET)),
-            };
     }
 }
 
