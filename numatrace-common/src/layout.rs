@@ -55,9 +55,9 @@ pub struct Layouts {
     pub cgroup: CgroupFields,
 }
 
-/// Byte offsets (from the kernel's BTF) of what the BTF-typed
-/// `cgroup:cgroup_attach_task` program reads to tell whether a task moved
-/// into the traced cgroup or below it: the destination's ancestors are
+/// Byte offsets (from the kernel's BTF) of what the BTF-typed cgroup join
+/// programs read to tell whether a task moved (or was created) into the
+/// traced cgroup or below it: the destination's ancestors are
 /// walked through `self.parent`, each compared by `kn->id`, on the v2
 /// hierarchy only (`root->hierarchy_id` 0). [`FIELD_ABSENT`] without BTF.
 #[repr(C)]
@@ -79,6 +79,10 @@ pub struct CgroupFields {
     pub css_parent: u32,
     /// `kernfs_node.id` (u64): the cgroup id, the inode number of its directory.
     pub kn_id: u32,
+    /// `task_struct.cgroups` (`struct css_set *`): a new task's cgroups.
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (`struct cgroup *`): its cgroup v2.
+    pub css_set_dfl_cgrp: u32,
 }
 
 impl CgroupFields {
@@ -93,6 +97,8 @@ impl CgroupFields {
             self.css_cgroup,
             self.css_parent,
             self.kn_id,
+            self.task_cgroups,
+            self.css_set_dfl_cgrp,
         ]
         .iter()
         .all(|&f| f != FIELD_ABSENT)
@@ -192,9 +198,9 @@ pub const TNF_FAULT_LOCAL: u32 = 0x08;
 
 // The globals userspace writes before load: sizes fixed, so that a layout
 // change fails the build on both sides rather than misreading offsets.
-const _: () = assert!(size_of::<Layouts>() == 228);
+const _: () = assert!(size_of::<Layouts>() == 236);
 const _: () = assert!(size_of::<TaskFields>() == 24);
-const _: () = assert!(size_of::<CgroupFields>() == 32);
+const _: () = assert!(size_of::<CgroupFields>() == 40);
 const _: () = assert!(size_of::<PlacementFields>() == 32);
 const _: () = assert!(size_of::<Config>() == 56);
 

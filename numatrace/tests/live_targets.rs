@@ -258,7 +258,7 @@ fn a_cgroup_target_sees_a_process_that_joins_after_the_start() {
     let (report, stderr) = report_of(tracer, stderr);
     let _ = std::fs::remove_file(&go);
     assert_eq!(report["stopped_by"], "target exit", "ends once the cgroup is empty: {stderr}");
-    assert!(stderr.contains("join by cgroup id (tp_btf:cgroup_attach_task)"), "{stderr}");
+    assert!(stderr.contains("join by cgroup id (tp_btf:cgroup_attach_task"), "{stderr}");
     let scope = &report["target"]["scope"];
     assert_eq!(scope["kind"], "cgroup");
     assert_eq!(scope["id"].as_u64(), Some(std::fs::metadata(&cgroup.dir).expect("cgroup dir").ino()));
@@ -278,6 +278,81 @@ fn a_cgroup_target_sees_a_process_that_joins_after_the_start() {
     assert!(affinity["received"].as_u64().unwrap_or(0) >= 1, "the worker's affinity change: {affinity}");
     let joins = report["sources"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "cgroup joins"));
     assert_eq!(joins.map(|s| &s["attached"]), Some(&Value::Bool(true)), "{}", report["sources"]);
+}
+
+/// Starts `argv` as a child created straight into the cgroup at `dir`
+/// (`clone3(CLONE_INTO_CGROUP)`, as systemd and crun start processes), its
+/// stdout into a pipe; returns its pid and the pipe's read end.
+fn spawn_into_cgroup(dir: &Path, argv: &[&str]) -> (i32, std::fs::File) {
+    use std::{ffi::CString, os::fd::AsRawFd};
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let cgroup = std::fs::File::open(dir).expect("the cgroup folder opens");
+    let args: Vec<CString> = argv.iter().map(|a| CString::new(*a).expect("no NUL")).collect();
+    let mut c_argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    c_argv.push(std::ptr::null());
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe");
+    let clone_args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork; the child only calls
+    // async-signal-safe functions (dup2, execv, _exit) on memory prepared before.
+    let pid =
+        unsafe { libc::syscall(libc::SYS_clone3, &clone_args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if pid == 0 {
+        unsafe {
+            libc::dup2(fds[1], 1);
+            libc::execv(c_argv[0], c_argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    assert!(pid > 0, "clone3: {}", std::io::Error::last_os_error());
+    // SAFETY: closing our copy of the write end, and owning the read end.
+    unsafe { libc::close(fds[1]) };
+    (pid as i32, unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) })
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_cgroup_target_sees_a_process_created_straight_into_it() {
+    let mut cgroup = TestCgroup::new("cloneinto");
+    cgroup.add_sleeper();
+    let dir = cgroup.dir.to_string_lossy().into_owned();
+    let (tracer, stderr) = start_tracing(&["--json", "--cgroup", &dir, "--duration", "60s"]);
+    let (pid, mut stdout) = spawn_into_cgroup(&cgroup.dir, &[NUMATRACE, "example", "touch", "--pages", "3000"]);
+    let truth = std::io::read_to_string(&mut stdout).expect("its ground truth");
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    cgroup.kill_all();
+    let (report, stderr) = report_of(tracer, stderr);
+    assert_eq!(report["stopped_by"], "target exit", "{stderr}");
+    assert_every_touch_seen(&report, &truth_of(&truth), "created in the cgroup");
+    // The creator (this test) is not in the cgroup, and not traced.
+    let me = u64::from(std::process::id());
+    assert!(
+        report["threads"].as_array().expect("threads").iter().all(|t| t["tgid"] != me),
+        "the test process is not traced"
+    );
 }
 
 #[test]

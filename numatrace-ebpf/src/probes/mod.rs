@@ -1,5 +1,5 @@
 //! One kernel source per file. Each program filters to traced tasks first.
-mod cgroup_attach_task;
+mod cgroup_joins;
 #[cfg(feature = "load-generator")]
 mod load_generator;
 mod migrate_misplaced;

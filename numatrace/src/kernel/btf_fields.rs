@@ -57,9 +57,11 @@ const CGROUP_ABSENT: CgroupFields = CgroupFields {
     css_cgroup: FIELD_ABSENT,
     css_parent: FIELD_ABSENT,
     kn_id: FIELD_ABSENT,
+    task_cgroups: FIELD_ABSENT,
+    css_set_dfl_cgrp: FIELD_ABSENT,
 };
 
-/// The members `cgroup_attach_task` reads; [`FIELD_ABSENT`] for any this
+/// The members the cgroup join programs read; [`FIELD_ABSENT`] for any this
 /// kernel's BTF lacks (`kernfs_node.id` is a u64 since 5.5).
 fn cgroup_fields(btf: &Btf) -> CgroupFields {
     let at = |st: &str, path: &[&str], want: Want| {
@@ -74,6 +76,8 @@ fn cgroup_fields(btf: &Btf) -> CgroupFields {
         css_cgroup: at("cgroup_subsys_state", &["cgroup"], Want::Pointer),
         css_parent: at("cgroup_subsys_state", &["parent"], Want::Pointer),
         kn_id: at("kernfs_node", &["id"], Want::Int(8)),
+        task_cgroups: at("task_struct", &["cgroups"], Want::Pointer),
+        css_set_dfl_cgrp: at("css_set", &["dfl_cgrp"], Want::Pointer),
     }
 }
 

@@ -178,10 +178,9 @@ impl Probes {
             }
         }
         if !self.structs.cgroup.complete() || !self.structs.task.complete() {
-            unmet.insert(
-                "cgroup_attach_task_btf",
-                "the kernel's BTF lacks the cgroup or task_struct members it reads".to_string(),
-            );
+            for program in ["cgroup_attach_task_btf", "cgroup_clone_into_btf"] {
+                unmet.insert(program, "the kernel's BTF lacks the cgroup or task_struct members it reads".to_string());
+            }
         }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         let links = &mut self.links;

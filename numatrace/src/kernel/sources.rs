@@ -180,13 +180,17 @@ pub const LOAD_GENERATOR: Source = Source {
     variants: &[&[raw_tp("load_generator", "raw_syscalls", "sys_enter")]],
 };
 
-/// Processes moved into the traced cgroup (`--cgroup`, `--unit`,
-/// `--container`): not in [`SOURCES`], attached only for a cgroup target.
-/// BTF-typed only (it walks the destination's ancestors by BTF offsets).
+/// Processes that join the traced cgroup (`--cgroup`, `--unit`,
+/// `--container`), moved there or created there by an untraced parent
+/// (`CLONE_INTO_CGROUP`): not in [`SOURCES`], attached only for a cgroup
+/// target. BTF-typed only (they walk a cgroup's ancestors by BTF offsets).
 pub const CGROUP_JOINS: Source = Source {
     name: "cgroup joins",
-    tells: "processes moved into the traced cgroup or below it during the capture (by cgroup id, in the kernel)",
-    variants: &[&[btf_tp("cgroup_attach_task_btf", "cgroup", "cgroup_attach_task")]],
+    tells: "processes moved into the traced cgroup or below it, or created there, during the capture (by cgroup id, in the kernel)",
+    variants: &[&[
+        btf_tp("cgroup_attach_task_btf", "cgroup", "cgroup_attach_task"),
+        btf_tp("cgroup_clone_into_btf", "task", "task_newtask"),
+    ]],
 };
 
 /// The kernel functions that kprobe/fentry hooks of [`SOURCES`] name and

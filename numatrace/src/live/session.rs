@@ -289,7 +289,7 @@ fn cgroup_method(sources: &[numatrace_core::kernel_status::SourceStatus], path: 
     match sources.iter().find(|s| s.name == crate::kernel::sources::CGROUP_JOINS.name) {
         Some(s) if s.attached => format!(
             "numatrace: cgroup {path}: its processes and their children are filtered by process id in the kernel; \
-             processes moved into it later join by cgroup id ({})",
+             processes moved into it or created in it later join by cgroup id ({})",
             s.hooks.join(", ")
         ),
         _ => format!(
