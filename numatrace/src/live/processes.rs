@@ -51,7 +51,8 @@ impl Others {
         }
     }
 
-    /// The others of `spec` now; an explicit `--pid` that does not exist is an error.
+    /// The others of `spec` now (none for a command); an explicit `--pid`
+    /// that does not exist is an error.
     pub fn find(spec: &TargetSpec, first: u32) -> Result<Others> {
         let mut others = Others {
             pids: Vec::new(),

@@ -72,10 +72,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         TargetSpec::Command(argv) => Target::spawn(argv)?,
         spec => Target::attach(Others::first(spec)?)?,
     };
-    let mut others = match &opts.target {
-        TargetSpec::Command(_) => Others::find(&TargetSpec::Pids { pids: Vec::new(), tree: false }, target.pid)?,
-        spec => Others::find(spec, target.pid)?,
-    };
+    let mut others = Others::find(&opts.target, target.pid)?;
     // The others' state at the start, read while the programs load and
     // attach: hundreds of processes take seconds (numa_maps walks each
     // one's page tables).
@@ -114,10 +111,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     }
     // Processes and threads created between the /proc walk and the attach
     // of task_newtask (and, for a cgroup, of cgroup_attach_task).
-    let new_processes = match &opts.target {
-        TargetSpec::Command(_) => Vec::new(),
-        spec => others.add_new(spec, target.pid),
-    };
+    let new_processes = others.add_new(&opts.target, target.pid);
     probes.track_processes(&new_processes)?;
     pids.extend(&new_processes);
     let known: BTreeSet<u32> = initial_threads.iter().map(|t| t.tid).collect();
@@ -248,7 +242,7 @@ fn scope_of(spec: &TargetSpec, processes: usize) -> TargetScope {
     match spec {
         TargetSpec::Command(_) => TargetScope::Process,
         TargetSpec::Pids { tree: true, .. } => TargetScope::Tree,
-        TargetSpec::Pids { pids, .. } if pids.len() > 1 || processes > 1 => TargetScope::Processes,
+        TargetSpec::Pids { .. } if processes > 1 => TargetScope::Processes,
         TargetSpec::Pids { .. } => TargetScope::Process,
         TargetSpec::Cgroup(cg) => cg.scope.clone(),
     }
