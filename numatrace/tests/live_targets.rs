@@ -159,6 +159,40 @@ fn a_tree_includes_the_children_that_existed_before_the_start() {
     }
 }
 
+#[test]
+#[ignore = "needs root"]
+fn every_process_is_snapshotted_at_the_start_and_while_it_runs() {
+    let mut sleepers: Vec<Child> =
+        (0..3).map(|_| Command::new("sleep").arg("60").spawn().expect("sleep starts")).collect();
+    let pids: Vec<u32> = sleepers.iter().map(Child::id).collect();
+    let file = std::env::temp_dir().join(format!("numatrace-targets-snap-{}.ntrace", std::process::id()));
+    let (a, b, c) = (pids[0].to_string(), pids[1].to_string(), pids[2].to_string());
+    let out = Command::new(NUMATRACE)
+        .args(["--pid", &a, "--pid", &b, "--pid", &c, "--duration", "1500ms", "-o"])
+        .arg(&file)
+        .output()
+        .expect("numatrace runs");
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let capture = numatrace_core::capture::read_path(&file).expect("the capture reads");
+    let _ = std::fs::remove_file(&file);
+    let facts = capture.facts();
+    assert_eq!(facts.start.target.pids, pids);
+    assert_eq!(facts.start.process_before.as_ref().map(|s| s.pid), Some(pids[0]));
+    let before: Vec<u32> = facts.start.other_processes_before.iter().map(|s| s.pid).collect();
+    assert_eq!(before, pids[1..], "the others at the start");
+    assert!(facts.start.other_processes_before.iter().all(|s| s.numa_maps.is_some()));
+    assert_eq!(facts.end.process_last.as_ref().map(|s| s.pid), Some(pids[0]));
+    let mut last: Vec<u32> = facts.end.other_processes_last.iter().map(|s| s.pid).collect();
+    last.sort_unstable();
+    assert_eq!(last, pids[1..], "the others at the last snapshot (at 100 ms and 1 s)");
+    let threads: Vec<(u32, u32)> = facts.start.initial_threads.iter().map(|t| (t.tgid, t.tid)).collect();
+    assert_eq!(threads, pids.iter().map(|&p| (p, p)).collect::<Vec<_>>(), "one thread each, with its tgid");
+}
+
 /// A cgroup v2 made for a test, removed (its processes killed) on drop.
 struct TestCgroup {
     dir: PathBuf,
