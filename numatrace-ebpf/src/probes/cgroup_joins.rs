@@ -15,7 +15,7 @@ use numatrace_common::{CLONE_THREAD, COMM_LEN, EventHeader, EventRecord, JOINED_
 use crate::{
     config::{config, layout},
     emit::emit,
-    maps::{TRACKED_TGIDS, TRACKED_TIDS},
+    maps::TRACKED_TIDS,
     tracking,
 };
 
@@ -117,7 +117,7 @@ fn join(task: *const u8) {
         // Moved between two traced cgroups, or a child already followed.
         return;
     }
-    let _ = TRACKED_TGIDS.insert(&tgid, &1, 0);
+    tracking::track_tgid(tgid);
     let comm_at = task.wrapping_add(layout!(cgroup.task_comm));
     let comm = unsafe { bpf_probe_read_kernel(comm_at.cast::<[u8; COMM_LEN]>()) }.unwrap_or([0; COMM_LEN]);
     let event = TaskNewEvent {

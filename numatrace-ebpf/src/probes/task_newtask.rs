@@ -7,7 +7,7 @@ use super::{field, field_u32};
 use crate::{
     config::{config, layout},
     emit::emit,
-    maps::{TRACKED_TGIDS, TRACKED_TIDS},
+    maps::TRACKED_TIDS,
     tracking,
 };
 
@@ -22,7 +22,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         if config!(follow_children) == 0 {
             return 0;
         }
-        let _ = TRACKED_TGIDS.insert(&tgid, &1, 0);
+        tracking::track_tgid(tgid);
     }
     let _ = TRACKED_TIDS.insert(&child, &tgid, 0);
     let comm = field::<[u8; COMM_LEN]>(&ctx, layout!(newtask_comm)).unwrap_or([0; COMM_LEN]);

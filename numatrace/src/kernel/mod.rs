@@ -5,6 +5,7 @@ pub mod layouts;
 pub mod page_map;
 pub mod privileges;
 pub mod sources;
+pub mod tgid_bits;
 pub mod tracefs;
 
 use std::collections::BTreeMap;
@@ -16,8 +17,8 @@ use aya::{
 };
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
-    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP,
-    PendingRun, SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun,
+    SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
 };
 
 use numatrace_core::{
@@ -69,6 +70,9 @@ pub struct Probes {
     structs: btf_fields::KernelStructs,
     /// The traced cgroup's id (0: none): its joiners need [`sources::CGROUP_JOINS`].
     cgroup_id: u64,
+    /// The traced processes besides the first, shared with the kernel
+    /// (`None` when only one process can be traced).
+    tgid_bits: Option<tgid_bits::TgidBits>,
     classic_tracepoints: bool,
     #[cfg(feature = "bench-hooks")]
     load_generator: bool,
@@ -112,16 +116,31 @@ impl Probes {
             cpu_node_entries: cpu_nodes.len() as u32,
         };
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096 * 16);
+        // One bit per possible tgid when processes besides the first can be
+        // traced (512 KiB at most); one word, never read, otherwise.
+        let several = config.follow_children != 0 || config.tgid_set != 0;
+        let tgid_words = if several { tgid_bits::words_for_pid_max() } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .override_global(LAYOUTS_GLOBAL, &layouts, true)
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, ring_bytes)
+            .map_max_entries(TRACKED_TGIDS_MAP, tgid_words)
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, &cpu_nodes, topology)?;
+        let tgid_bits = if several {
+            let map = match ebpf.map(TRACKED_TGIDS_MAP).context("map TRACKED_TGIDS missing")? {
+                aya::maps::Map::Array(data) => data,
+                _ => bail!("map TRACKED_TGIDS is not an array"),
+            };
+            Some(tgid_bits::TgidBits::map(map, tgid_words)?)
+        } else {
+            None
+        };
         Ok(Probes {
             ebpf,
             structs,
+            tgid_bits,
             cgroup_id: traced.cgroup_id,
             classic_tracepoints: opts.classic_tracepoints,
             #[cfg(feature = "bench-hooks")]
@@ -146,12 +165,14 @@ impl Probes {
     /// Adds processes to trace besides the first (`TRACKED_TGIDS`); their
     /// threads go through [`Probes::track_threads`]. Call before [`Probes::attach`].
     pub fn track_processes(&mut self, tgids: &[u32]) -> Result<()> {
-        let mut map: HashMap<&mut MapData, u32, u32> =
-            HashMap::try_from(self.ebpf.map_mut(TRACKED_TGIDS_MAP).context("map TRACKED_TGIDS missing")?)?;
+        if tgids.is_empty() {
+            return Ok(());
+        }
+        let Some(bits) = &self.tgid_bits else {
+            bail!("this capture was loaded for one process: others cannot be added");
+        };
         for &tgid in tgids {
-            map.insert(tgid, 1, 0).with_context(|| {
-                format!("tracking process {tgid} (numatrace traces at most {MAX_TRACKED_TGIDS} processes)")
-            })?;
+            bits.set(tgid).with_context(|| format!("tracking process {tgid}"))?;
         }
         Ok(())
     }
