@@ -30,17 +30,18 @@ pub struct Others {
 }
 
 impl Others {
-    /// The first process of a target: the first `--pid`, or the lowest pid
-    /// of the cgroup. An empty cgroup is an error (nothing would be traced
-    /// until something joins; start the service first).
+    /// The first process of a target: the first `--pid`, or the cgroup's
+    /// main one (the lowest pid whose parent is outside it: a service's main
+    /// process, a container's init). An empty cgroup is an error (nothing
+    /// would be traced until something joins; start the service first).
     pub fn first(spec: &TargetSpec) -> Result<u32> {
         match spec {
             TargetSpec::Pids { pids, .. } => match pids.first() {
                 Some(pid) => Ok(*pid),
                 None => bail!("no --pid given"),
             },
-            TargetSpec::Cgroup(cg) => match cgroup::processes(&cg.dir).first() {
-                Some(pid) => Ok(*pid),
+            TargetSpec::Cgroup(cg) => match tree::root_of(&cgroup::processes(&cg.dir), tree::parent_of) {
+                Some(pid) => Ok(pid),
                 None => bail!(
                     "cgroup {} has no processes: nothing to trace (start the service first; numatrace does not \
                      wait for processes to join an empty cgroup)",

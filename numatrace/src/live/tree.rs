@@ -56,6 +56,19 @@ fn parents_now() -> BTreeMap<u32, Vec<u32>> {
     by_parent
 }
 
+/// The parent of a process now (None when it is gone).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| parent_pid(&t))
+}
+
+/// The process a group of them hangs from: the lowest pid whose parent is
+/// outside the group (a service's main process, a container's init), or
+/// the lowest pid when every parent is inside (or unknown).
+pub fn root_of(pids: &[u32], parent: impl Fn(u32) -> Option<u32>) -> Option<u32> {
+    let set: BTreeSet<u32> = pids.iter().copied().collect();
+    set.iter().copied().find(|&p| parent(p).is_none_or(|pp| !set.contains(&pp))).or_else(|| set.first().copied())
+}
+
 /// Field 4 of /proc/PID/stat (after the name, which may hold spaces and parentheses).
 fn parent_pid(stat: &str) -> Option<u32> {
     stat.get(stat.rfind(')')? + 1..)?.split_whitespace().nth(1)?.parse().ok()
@@ -64,6 +77,18 @@ fn parent_pid(stat: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_of_a_group_is_its_lowest_process_whose_parent_is_outside() {
+        // 300 forked 120 after a pid wrap; 50's parent is outside too, but 120's is inside.
+        let parents = BTreeMap::from([(120, 300), (300, 1), (301, 300), (50, 7)]);
+        let parent = |p: u32| parents.get(&p).copied();
+        assert_eq!(root_of(&[301, 120, 300], parent), Some(300));
+        assert_eq!(root_of(&[301, 120, 300, 50], parent), Some(50));
+        // A cycle cannot happen, but unknown parents still give an answer.
+        assert_eq!(root_of(&[9, 8], |_| None), Some(8));
+        assert_eq!(root_of(&[], parent), None);
+    }
 
     #[test]
     fn reads_the_parent_pid_past_a_name_with_parentheses() {
