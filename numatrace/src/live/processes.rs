@@ -40,7 +40,7 @@ impl Others {
                 Some(pid) => Ok(*pid),
                 None => bail!("no --pid given"),
             },
-            TargetSpec::Cgroup(cg) => match tree::root_of(&cgroup::processes(&cg.dir), tree::parent_of) {
+            TargetSpec::Cgroup(cg) => match tree::root_of(&cgroup_processes(&cg.dir), tree::parent_of) {
                 Some(pid) => Ok(pid),
                 None => bail!(
                     "cgroup {} has no processes: nothing to trace (start the service first; numatrace does not \
@@ -81,7 +81,7 @@ impl Others {
     pub fn add_new(&mut self, spec: &TargetSpec, first: u32) -> Vec<u32> {
         let found = match spec {
             TargetSpec::Pids { pids, tree: true } => tree::descendants(pids),
-            TargetSpec::Cgroup(cg) => cgroup::processes(&cg.dir),
+            TargetSpec::Cgroup(cg) => cgroup_processes(&cg.dir),
             TargetSpec::Pids { tree: false, .. } | TargetSpec::Command(_) => Vec::new(),
         };
         let known: BTreeSet<u32> = self.pids.iter().copied().chain([first]).collect();
@@ -116,6 +116,14 @@ impl Others {
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
         ready >= 0 && fds.iter().all(|f| f.revents & libc::POLLIN != 0)
     }
+}
+
+/// The processes of a cgroup, but numatrace itself: run from a shell of the
+/// traced cgroup (or with `--cgroup /`), tracing itself would feed back (its
+/// reads of the ring make more events).
+fn cgroup_processes(dir: &std::path::Path) -> Vec<u32> {
+    let me = std::process::id();
+    cgroup::processes(dir).into_iter().filter(|&p| p != me).collect()
 }
 
 /// The threads of these processes now (one stat read each, in parallel),
