@@ -80,7 +80,10 @@ impl Others {
     /// cgroup member that appeared, e.g. during the attach); returns them.
     pub fn add_new(&mut self, spec: &TargetSpec, first: u32) -> Vec<u32> {
         let found = match spec {
-            TargetSpec::Pids { pids, tree: true } => tree::descendants(pids),
+            // numatrace is a descendant of the shell that started it.
+            TargetSpec::Pids { pids, tree: true } => {
+                tree::descendants(pids).into_iter().filter(|&p| p != std::process::id()).collect()
+            }
             TargetSpec::Cgroup(cg) => cgroup_processes(&cg.dir),
             TargetSpec::Pids { tree: false, .. } | TargetSpec::Command(_) => Vec::new(),
         };
@@ -120,7 +123,7 @@ impl Others {
 
 /// The processes of a cgroup, but numatrace itself: run from a shell of the
 /// traced cgroup (or with `--cgroup /`), tracing itself would feed back (its
-/// reads of the ring make more events).
+/// reads of the ring make more events). Likewise for a tree.
 fn cgroup_processes(dir: &std::path::Path) -> Vec<u32> {
     let me = std::process::id();
     cgroup::processes(dir).into_iter().filter(|&p| p != me).collect()
