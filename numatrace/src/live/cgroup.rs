@@ -32,17 +32,17 @@ pub struct Hierarchy {
 /// A resolved cgroup target: what the report names and the folder to read.
 #[derive(Clone, Debug)]
 pub struct CgroupTarget {
+    /// A cgroup, a unit or a container.
     pub scope: TargetScope,
-    /// Its folder (the mount joined with the scope's path).
+    /// The cgroup itself (the one in `scope`).
+    pub cgroup: CgroupScope,
+    /// Its folder (the mount joined with the cgroup's path).
     pub dir: PathBuf,
 }
 
 impl CgroupTarget {
-    pub fn cgroup(&self) -> &CgroupScope {
-        match self.scope.cgroup() {
-            Some(c) => c,
-            None => unreachable!("a CgroupTarget is built with a cgroup scope"),
-        }
+    fn new(dir: PathBuf, cgroup: CgroupScope, scope: impl FnOnce(CgroupScope) -> TargetScope) -> CgroupTarget {
+        CgroupTarget { scope: scope(cgroup.clone()), cgroup, dir }
     }
 }
 
@@ -75,8 +75,7 @@ impl Hierarchy {
         if !dir.join("cgroup.procs").is_file() {
             bail!("no cgroup {path} (no folder {} with a cgroup.procs)", dir.display());
         }
-        let scope = Self::scope_of(&dir, path)?;
-        Ok(CgroupTarget { scope: TargetScope::Cgroup(scope), dir })
+        Ok(CgroupTarget::new(dir.clone(), Self::scope_of(&dir, path)?, TargetScope::Cgroup))
     }
 
     /// The folder `arg` names (not checked).
@@ -130,7 +129,7 @@ impl Hierarchy {
         };
         let path = self.path_of(&dir).with_context(|| format!("{} is not below the mount", dir.display()))?;
         let cgroup = Self::scope_of(&dir, path)?;
-        Ok(CgroupTarget { scope: TargetScope::Unit { name: unit, cgroup }, dir })
+        Ok(CgroupTarget::new(dir, cgroup, |cgroup| TargetScope::Unit { name: unit, cgroup }))
     }
 
     /// `--container ID`: the cgroup a container runtime made for a
@@ -163,7 +162,7 @@ impl Hierarchy {
                 let (dir, runtime, full) = found.remove(0);
                 let path = self.path_of(&dir).with_context(|| format!("{} is not below the mount", dir.display()))?;
                 let cgroup = Self::scope_of(&dir, path)?;
-                Ok(CgroupTarget { scope: TargetScope::Container { id: full, runtime, cgroup }, dir })
+                Ok(CgroupTarget::new(dir, cgroup, |cgroup| TargetScope::Container { id: full, runtime, cgroup }))
             }
             0 if !unknown.is_empty() => bail!(
                 "no container runtime's cgroup matches {id}: {} {} the id but no docker, podman, containerd or \
@@ -376,12 +375,12 @@ mod tests {
         for arg in ["system.slice/db.service", "/system.slice/db.service", "/sys/fs/cgroup/system.slice/db.service"] {
             let t = h.cgroup(arg).unwrap();
             assert_eq!(t.dir, dir, "{arg}");
-            assert_eq!(t.cgroup().path, "/system.slice/db.service", "{arg}");
-            assert_eq!(t.cgroup().id, fs::metadata(&dir).unwrap().ino());
+            assert_eq!(t.cgroup.path, "/system.slice/db.service", "{arg}");
+            assert_eq!(t.cgroup.id, fs::metadata(&dir).unwrap().ino());
         }
         let full = dir.to_string_lossy().into_owned();
-        assert_eq!(h.cgroup(&full).unwrap().cgroup().path, "/system.slice/db.service");
-        assert_eq!(h.cgroup("/").unwrap().cgroup().path, "/");
+        assert_eq!(h.cgroup(&full).unwrap().cgroup.path, "/system.slice/db.service");
+        assert_eq!(h.cgroup("/").unwrap().cgroup.path, "/");
         let missing = h.cgroup("system.slice/nope.service").unwrap_err().to_string();
         assert!(missing.starts_with("no cgroup /system.slice/nope.service"), "{missing}");
         let escape = h.cgroup("system.slice/../../etc").unwrap_err().to_string();
@@ -397,9 +396,9 @@ mod tests {
         fx.group("plain", "");
         let h = fx.hierarchy();
         let pinned = h.cgroup("pinned").unwrap();
-        assert_eq!(pinned.cgroup().cpus_effective, Some(vec![4, 5, 6, 7]));
-        assert_eq!(pinned.cgroup().mems_effective, Some(vec![1]));
-        assert_eq!(h.cgroup("plain").unwrap().cgroup().cpus_effective, None);
+        assert_eq!(pinned.cgroup.cpus_effective, Some(vec![4, 5, 6, 7]));
+        assert_eq!(pinned.cgroup.mems_effective, Some(vec![1]));
+        assert_eq!(h.cgroup("plain").unwrap().cgroup.cpus_effective, None);
     }
 
     #[test]

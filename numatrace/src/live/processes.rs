@@ -45,7 +45,7 @@ impl Others {
                 None => bail!(
                     "cgroup {} has no processes: nothing to trace (start the service first; numatrace does not \
                      wait for processes to join an empty cgroup)",
-                    cg.cgroup().path
+                    cg.cgroup.path
                 ),
             },
             TargetSpec::Command(_) => bail!("a command is started, not looked up"),

@@ -20,7 +20,7 @@ use numatrace_core::{
     aggregate::Aggregator,
     capture::sink::EventSink,
     event::Event,
-    facts::{EndFacts, SessionFacts, StartFacts, StopReason, Target as TargetReport, TargetScope},
+    facts::{ContainerRuntime, EndFacts, SessionFacts, StartFacts, StopReason, Target as TargetReport, TargetScope},
     machine::Topology,
     report::{Report, kernel_release},
 };
@@ -85,7 +85,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     };
     let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
     let cgroup_id = match &opts.target {
-        TargetSpec::Cgroup(cg) => cg.cgroup().id,
+        TargetSpec::Cgroup(cg) => cg.cgroup.id,
         _ => 0,
     };
     let traced = TracedSet { tgid: target.pid, more: !others.is_empty(), cgroup_id };
@@ -178,7 +178,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     // printed by the event loop once Ctrl-C is ours to handle.
     let announce = announce(&start, &opts.target, &target);
     if let TargetSpec::Cgroup(cg) = &opts.target {
-        eprintln!("{}", cgroup_method(&start.sources, &cg.cgroup().path));
+        eprintln!("{}", cgroup_method(&start.sources, &cg.cgroup.path));
     }
 
     let ring = probes.take_ring()?;
@@ -257,9 +257,15 @@ fn announce(start: &StartFacts, spec: &TargetSpec, target: &Target) -> String {
         TargetSpec::Cgroup(cg) => match &cg.scope {
             TargetScope::Unit { name, cgroup } => format!(" of unit {name} ({})", cgroup.path),
             TargetScope::Container { id, runtime, cgroup } => {
-                format!(" of {runtime:?} container {} ({})", &id[..id.len().min(12)], cgroup.path).to_lowercase()
+                let runtime = match runtime {
+                    ContainerRuntime::Docker => "docker",
+                    ContainerRuntime::Podman => "podman",
+                    ContainerRuntime::Containerd => "containerd",
+                    ContainerRuntime::Crio => "cri-o",
+                };
+                format!(" of {runtime} container {} ({})", id.get(..12).unwrap_or(id), cgroup.path)
             }
-            _ => format!(" of cgroup {}", cg.cgroup().path),
+            _ => format!(" of cgroup {}", cg.cgroup.path),
         },
         TargetSpec::Pids { tree: true, .. } => String::from(" of its tree"),
         _ => String::new(),
