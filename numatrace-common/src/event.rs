@@ -236,10 +236,15 @@ pub const COMM_LEN: usize = 16;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskNewEvent {
     pub header: EventHeader,
+    /// The creating thread; [`JOINED_CGROUP`] for a process that moved into
+    /// the traced cgroup (`cgroup:cgroup_attach_task`), created by nobody traced.
     pub parent_tid: u32,
     pub is_thread: u32,
     pub comm: [u8; COMM_LEN],
 }
+
+/// [`TaskNewEvent::parent_tid`] of a process that joined the traced cgroup.
+pub const JOINED_CGROUP: u32 = 0;
 
 /// `sched:sched_process_exit` of a traced thread.
 #[repr(C)]

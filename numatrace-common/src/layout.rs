@@ -54,6 +54,8 @@ pub struct Layouts {
 
     /// What the raw tracepoint programs read instead of the fields above.
     pub raw: RawArgs,
+    /// The cgroup structs `cgroup_attach_task` walks (from BTF).
+    pub cgroup: CgroupFields,
 }
 
 /// Where the raw tracepoint programs find what the classic records carry:
@@ -78,6 +80,56 @@ pub struct RawArgs {
     pub sys_move_pages: u32,
     pub sys_mbind: u32,
     pub sys_sched_setaffinity: u32,
+}
+
+/// Byte offsets (from the kernel's BTF) of what the BTF-typed cgroup join
+/// programs read to tell whether a task moved (or was created) into the
+/// traced cgroup or below it: the destination's ancestors are
+/// walked through `self.parent`, each compared by `kn->id`, on the v2
+/// hierarchy only (`root->hierarchy_id` 0). [`FIELD_ABSENT`] without BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupFields {
+    /// `task_struct.comm` (char[16]).
+    pub task_comm: u32,
+    /// `cgroup.self` (the embedded `cgroup_subsys_state`).
+    pub cgroup_self: u32,
+    /// `cgroup.kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `cgroup.root` (`struct cgroup_root *`).
+    pub cgroup_root: u32,
+    /// `cgroup_root.hierarchy_id` (int): 0 is cgroup v2.
+    pub root_hierarchy_id: u32,
+    /// `cgroup_subsys_state.cgroup` (`struct cgroup *`).
+    pub css_cgroup: u32,
+    /// `cgroup_subsys_state.parent` (`struct cgroup_subsys_state *`).
+    pub css_parent: u32,
+    /// `kernfs_node.id` (u64): the cgroup id, the inode number of its directory.
+    pub kn_id: u32,
+    /// `task_struct.cgroups` (`struct css_set *`): a new task's cgroups.
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (`struct cgroup *`): its cgroup v2.
+    pub css_set_dfl_cgrp: u32,
+}
+
+impl CgroupFields {
+    /// All members found, so the program can walk a cgroup's ancestors.
+    pub fn complete(&self) -> bool {
+        [
+            self.task_comm,
+            self.cgroup_self,
+            self.cgroup_kn,
+            self.cgroup_root,
+            self.root_hierarchy_id,
+            self.css_cgroup,
+            self.css_parent,
+            self.kn_id,
+            self.task_cgroups,
+            self.css_set_dfl_cgrp,
+        ]
+        .iter()
+        .all(|&f| f != FIELD_ABSENT)
+    }
 }
 
 /// Byte offsets of the `struct task_struct` members the BTF-typed programs
@@ -151,6 +203,15 @@ pub struct Config {
     /// (one brought online after the start) has no known node. Without it the
     /// array's zeroes would put such a CPU on node 0.
     pub cpu_node_entries: u32,
+    /// 1: `TRACKED_TGIDS` holds traced processes besides `target_tgid`
+    /// (several `--pid`s, `--tree`, a cgroup), so every filter looks there
+    /// too; `follow_children` alone also turns the lookup on.
+    pub tgid_set: u32,
+    pub _pad: u32,
+    /// The cgroup v2 id traced with everything below it (`--cgroup`,
+    /// `--unit`, `--container`): tasks moved into it join `TRACKED_TGIDS`.
+    /// 0: no cgroup target.
+    pub cgroup_id: u64,
 }
 
 /// The `__GFP_MOVABLE` bit (bit 3 on every kernel since 2.6): user pages.
@@ -164,11 +225,12 @@ pub const TNF_FAULT_LOCAL: u32 = 0x08;
 
 // The globals userspace writes before load: sizes fixed, so that a layout
 // change fails the build on both sides rather than misreading offsets.
-const _: () = assert!(size_of::<Layouts>() == 236);
+const _: () = assert!(size_of::<Layouts>() == 276);
 const _: () = assert!(size_of::<RawArgs>() == 40);
 const _: () = assert!(size_of::<TaskFields>() == 24);
+const _: () = assert!(size_of::<CgroupFields>() == 40);
 const _: () = assert!(size_of::<PlacementFields>() == 32);
-const _: () = assert!(size_of::<Config>() == 40);
+const _: () = assert!(size_of::<Config>() == 56);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -178,4 +240,5 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::TaskFields {}
     unsafe impl aya::Pod for super::RawArgs {}
+    unsafe impl aya::Pod for super::CgroupFields {}
 }

@@ -10,7 +10,12 @@ pub const LOSS_MAP: &str = "LOSS";
 pub const SENT_MAP: &str = "SENT";
 /// Hash tid -> tgid of every traced thread (seeded by userspace, grown on clone).
 pub const TRACKED_TIDS_MAP: &str = "TRACKED_TIDS";
-/// Hash tgid -> 1 of traced processes besides the target (children).
+/// Array of u64 words, one bit per tgid (bit `tgid % 64` of word `tgid /
+/// 64`): the traced processes besides the target (children, several pids,
+/// a tree, a cgroup's). A bit test on an inlined array access is the
+/// filter of every event of every other process on the machine, where a
+/// hash lookup cost several times more. Mmapped by userspace, which sets
+/// bits with the same atomic OR as the kernel.
 pub const TRACKED_TGIDS_MAP: &str = "TRACKED_TGIDS";
 /// Array cpu -> node.
 pub const CPU_NODE_MAP: &str = "CPU_NODE";
@@ -32,8 +37,10 @@ pub const PAGE_MAP_MAP: &str = "PAGE_MAP";
 
 /// Capacity of `TRACKED_TIDS`.
 pub const MAX_TRACKED_TIDS: u32 = 65_536;
-/// Capacity of `TRACKED_TGIDS`.
-pub const MAX_TRACKED_TGIDS: u32 = 4_096;
+/// Words of `TRACKED_TGIDS` for every tgid up to the kernel's limit
+/// (PID_MAX_LIMIT, 4 194 304 on 64-bit): 512 KiB. Userspace sizes it to
+/// /proc/sys/kernel/pid_max, and to one word when no other process can be traced.
+pub const MAX_TRACKED_TGID_WORDS: u32 = 4_194_304 / 64;
 /// Capacity of `CPU_NODE` (CPUs beyond it map to node 0 and are reported).
 pub const MAX_CPUS: u32 = 8_192;
 /// Capacity of `PFN_BLOCK_NODE`: 65536 blocks of 128 MiB cover 8 TiB.

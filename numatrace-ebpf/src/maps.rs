@@ -1,10 +1,11 @@
 //! The maps; their names and value types are defined in numatrace-common.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    COUNTER_SLOTS, LOSS_SLOTS, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGIDS, MAX_TRACKED_TIDS, PageMap,
+    COUNTER_SLOTS, LOSS_SLOTS, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGID_WORDS, MAX_TRACKED_TIDS, PageMap,
     PageMapCalibration, PendingRun, Sampling,
 };
 
@@ -24,8 +25,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 #[map]
 pub static TRACKED_TIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED_TIDS, 0);
 
+/// One bit per traced tgid (see numatrace-common); userspace mmaps it.
 #[map]
-pub static TRACKED_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED_TGIDS, 0);
+pub static TRACKED_TGIDS: Array<u64> = Array::with_max_entries(MAX_TRACKED_TGID_WORDS, BPF_F_MMAPABLE);
 
 #[map]
 pub static CPU_NODE: Array<u32> = Array::with_max_entries(MAX_CPUS, 0);

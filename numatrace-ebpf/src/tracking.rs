@@ -1,4 +1,6 @@
 //! Which tasks are traced, and where things are (cpu -> node, pfn -> node).
+use core::intrinsics::{AtomicOrdering, atomic_or};
+
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id};
 use numatrace_common::{Counter, NODE_UNKNOWN};
 
@@ -22,14 +24,32 @@ pub fn traced_current() -> Option<(u32, u32)> {
     is_traced_tgid(tgid).then_some((tgid, tid))
 }
 
-/// Whether a process is traced. The target itself is one compare; followed
-/// children cost a hash lookup, and only when following is on.
+/// Whether a process is traced. The target itself is one compare; other
+/// processes (followed children, several pids, a tree, a cgroup) a bit
+/// test in `TRACKED_TGIDS` (an inlined array access, no helper call), and
+/// only when there can be any.
 #[inline(always)]
 pub fn is_traced_tgid(tgid: u32) -> bool {
     if tgid == config!(target_tgid) {
         return true;
     }
-    config!(follow_children) != 0 && unsafe { TRACKED_TGIDS.get(&tgid) }.is_some()
+    if config!(follow_children) == 0 && config!(tgid_set) == 0 {
+        return false;
+    }
+    match TRACKED_TGIDS.get(tgid / 64) {
+        Some(word) => *word & (1u64 << (tgid % 64)) != 0,
+        None => false,
+    }
+}
+
+/// Adds a process to the traced set. An atomic OR: processes forking on
+/// two CPUs (and userspace adding one) may set bits of the same word.
+#[inline(always)]
+pub fn track_tgid(tgid: u32) {
+    if let Some(word) = TRACKED_TGIDS.get_ptr_mut(tgid / 64) {
+        // SAFETY: an 8-aligned u64 map value that lives as long as the program.
+        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, 1u64 << (tgid % 64)) };
+    }
 }
 
 /// The tgid of a traced thread, for events about a task other than the current one.

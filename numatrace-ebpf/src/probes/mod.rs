@@ -1,4 +1,5 @@
 //! One kernel source per file. Each program filters to traced tasks first.
+mod cgroup_joins;
 #[cfg(feature = "load-generator")]
 mod load_generator;
 mod migrate_misplaced;

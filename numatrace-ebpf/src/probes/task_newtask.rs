@@ -15,7 +15,7 @@ use super::{field, field_u32, member};
 use crate::{
     config::{config, layout},
     emit::emit,
-    maps::{TRACKED_TGIDS, TRACKED_TIDS},
+    maps::TRACKED_TIDS,
     tracking,
 };
 
@@ -27,7 +27,7 @@ fn new_task(parent_tgid: u32, parent_tid: u32, child: u32, flags: u64, comm: imp
         if config!(follow_children) == 0 {
             return 0;
         }
-        let _ = TRACKED_TGIDS.insert(&tgid, &1, 0);
+        tracking::track_tgid(tgid);
     }
     let _ = TRACKED_TIDS.insert(&child, &tgid, 0);
     let event = TaskNewEvent {

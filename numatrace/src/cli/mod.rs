@@ -16,6 +16,7 @@ use self::output::{TextArgs, print_report};
 use crate::{
     kernel::ProbeOptions,
     live::{
+        cgroup::Hierarchy,
         session::{self, SessionOptions},
         target::TargetSpec,
     },
@@ -26,6 +27,11 @@ const ABOUT: &str = "Finds out why a process runs slower than it should because 
 const AFTER_HELP: &str = "\
 Examples:
   sudo numatrace --pid 4242 --duration 60s       trace a running process for a minute
+  sudo numatrace --pid 4242 --tree -d 60s        a process and all its descendants (a postmaster and its backends)
+  sudo numatrace --pid 4242 --pid 4343           several processes in one capture
+  sudo numatrace --unit postgresql -d 60s        a systemd service: every process of its cgroup
+  sudo numatrace --container 4f3a9c1e2b7d        a container (docker, podman, containerd, cri-o) by id
+  sudo numatrace --cgroup system.slice/db.service   a cgroup v2 and below it, also processes that join it
   sudo numatrace -- ./server --port 8080         trace a command from its first instruction
   sudo numatrace --json --pid 4242 -d 10s        the same facts as one JSON object
   sudo numatrace demo                            a built-in workload with a known pathology
@@ -41,7 +47,8 @@ What it shows: per thread, migrations (and those across nodes), pages first
 touched per node and how many landed remote, run time per node, NUMA hinting
 faults local/remote; the balancer's task moves/swaps; page migrations by
 reason; lost events. It stops at --duration, on Ctrl-C or SIGTERM, or when the
-target exits, and always reports what it saw.
+target exits (every --pid, or the cgroup holds no process), and always
+reports what it saw.
 
 Causes of remote memory (the closed set, `causes[].kind` in --json):
   first_touch_by_other_thread  another thread (or process) placed it where its users are not
@@ -67,9 +74,21 @@ pub struct Cli {
 /// Options of a live capture.
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
-    /// Trace this running process (all its threads, and threads it creates).
+    /// Trace this running process (all its threads, and threads it creates). Repeat it to trace several processes in one capture (the report groups threads by process).
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
-    pub pid: Option<u32>,
+    pub pid: Vec<u32>,
+    /// With --pid: also trace every process each one has created and not yet reaped (children, grandchildren, ...), and those they create during the capture: a whole service from its main process (e.g. postgres's postmaster and its backends).
+    #[arg(long, requires = "pid")]
+    pub tree: bool,
+    /// Trace every process in this cgroup v2 and below it, also those that join it during the capture (filtered in the kernel by cgroup id). A path relative to the cgroup v2 mount (system.slice/db.service, as /proc/PID/cgroup shows it) or a full path under it (/sys/fs/cgroup/...). The cgroup must have processes now.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["pid", "command", "unit", "container"])]
+    pub cgroup: Option<String>,
+    /// Trace a systemd unit: every process of its cgroup (NAME gets .service unless it has a suffix: postgresql, postgresql@15-main.service).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["pid", "command", "container"])]
+    pub unit: Option<String>,
+    /// Trace a container by its id (12 or more hex digits, as `docker ps`, `podman ps` or `crictl ps` show): its cgroup under docker, podman, containerd or cri-o.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["pid", "command"])]
+    pub container: Option<String>,
     /// Stop after this long (e.g. 500ms, 30s, 5m). Without it: at Ctrl-C or when the target exits.
     #[arg(short, long, value_name = "TIME", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -192,14 +211,32 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// What the trace options name; cgroups, units and containers are looked up here.
+fn target_spec(args: &TraceArgs) -> Result<TargetSpec> {
+    if let Some(path) = &args.cgroup {
+        return Ok(TargetSpec::Cgroup(Hierarchy::find()?.cgroup(path)?));
+    }
+    if let Some(unit) = &args.unit {
+        return Ok(TargetSpec::Cgroup(Hierarchy::find()?.unit(unit)?));
+    }
+    if let Some(id) = &args.container {
+        return Ok(TargetSpec::Cgroup(Hierarchy::find()?.container(id)?));
+    }
+    Ok(match (args.pid.is_empty(), args.command.is_empty()) {
+        (false, true) => TargetSpec::Pids { pids: args.pid.clone(), tree: args.tree },
+        (true, false) => TargetSpec::Command(args.command.clone()),
+        (false, false) => bail!("give either --pid or a command after --, not both"),
+        (true, true) => bail!(
+            "nothing to trace: give --pid <PID>, --cgroup, --unit, --container or a command after -- (see numatrace --help)"
+        ),
+    })
+}
+
 fn trace(args: TraceArgs) -> Result<i32> {
-    let target = match (args.pid, args.command.is_empty()) {
-        (Some(pid), true) => TargetSpec::Pid(pid),
-        (None, false) => TargetSpec::Command(args.command.clone()),
-        (Some(_), false) => bail!("give either --pid or a command after --, not both"),
-        (None, true) => bail!("nothing to trace: give --pid <PID> or a command after -- (see numatrace --help)"),
-    };
-    let follow_children = args.follow_children || matches!(target, TargetSpec::Command(_));
+    let target = target_spec(&args)?;
+    // A tree and a cgroup grow by fork: their new processes are theirs.
+    let follow_children = args.follow_children
+        || matches!(target, TargetSpec::Command(_) | TargetSpec::Cgroup(_) | TargetSpec::Pids { tree: true, .. });
     let opts = SessionOptions {
         target,
         duration: args.duration,

@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use btf_rs::{Backend, Btf, Struct, Type};
-use numatrace_common::{FIELD_ABSENT, TaskFields};
+use numatrace_common::{CgroupFields, FIELD_ABSENT, TaskFields};
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -22,6 +22,8 @@ pub struct KernelStructs {
     /// How many arguments these tracepoints pass ([`COUNTED_TRACEPOINTS`]):
     /// their prototypes changed between kernels.
     pub tracepoint_args: BTreeMap<&'static str, usize>,
+    /// What `cgroup_attach_task` walks to tell a move into the traced cgroup.
+    pub cgroup: CgroupFields,
 }
 
 /// The tracepoints whose raw arguments are read by position.
@@ -60,6 +62,7 @@ pub fn read(btf_path: &Path) -> KernelStructs {
                     page_size: None,
                     syscall_arg0: None,
                     tracepoint_args: BTreeMap::new(),
+                    cgroup: CGROUP_ABSENT,
                 };
             }
         },
@@ -67,11 +70,46 @@ pub fn read(btf_path: &Path) -> KernelStructs {
     KernelStructs {
         task: task_fields(&btf).unwrap_or(absent),
         page_size: find_struct(&btf, "page").map(|s| s.size() as u64).filter(|size| *size > 0),
-        syscall_arg0: SYSCALL_ARG0.and_then(|member| member_offset(&btf, &find_struct(&btf, "pt_regs")?, &[member], 8)),
+        syscall_arg0: SYSCALL_ARG0
+            .and_then(|member| member_offset(&btf, &find_struct(&btf, "pt_regs")?, &[member], Want::Int(8))),
         tracepoint_args: COUNTED_TRACEPOINTS
             .into_iter()
             .filter_map(|event| Some((event, tracepoint_arg_count(&btf, event)?)))
             .collect(),
+        cgroup: cgroup_fields(&btf),
+    }
+}
+
+const CGROUP_ABSENT: CgroupFields = CgroupFields {
+    task_comm: FIELD_ABSENT,
+    cgroup_self: FIELD_ABSENT,
+    cgroup_kn: FIELD_ABSENT,
+    cgroup_root: FIELD_ABSENT,
+    root_hierarchy_id: FIELD_ABSENT,
+    css_cgroup: FIELD_ABSENT,
+    css_parent: FIELD_ABSENT,
+    kn_id: FIELD_ABSENT,
+    task_cgroups: FIELD_ABSENT,
+    css_set_dfl_cgrp: FIELD_ABSENT,
+};
+
+/// The members the cgroup join programs read; [`FIELD_ABSENT`] for any this
+/// kernel's BTF lacks (`kernfs_node.id` is a u64 since 5.5).
+fn cgroup_fields(btf: &Btf) -> CgroupFields {
+    let at = |st: &str, path: &[&str], want: Want| {
+        find_struct(btf, st).and_then(|s| walk(btf, &s, path, want, 0)).map_or(FIELD_ABSENT, |bits| bits / 8)
+    };
+    CgroupFields {
+        task_comm: at("task_struct", &["comm"], Want::Array),
+        cgroup_self: at("cgroup", &["self"], Want::Struct),
+        cgroup_kn: at("cgroup", &["kn"], Want::Pointer),
+        cgroup_root: at("cgroup", &["root"], Want::Pointer),
+        root_hierarchy_id: at("cgroup_root", &["hierarchy_id"], Want::Int(4)),
+        css_cgroup: at("cgroup_subsys_state", &["cgroup"], Want::Pointer),
+        css_parent: at("cgroup_subsys_state", &["parent"], Want::Pointer),
+        kn_id: at("kernfs_node", &["id"], Want::Int(8)),
+        task_cgroups: at("task_struct", &["cgroups"], Want::Pointer),
+        css_set_dfl_cgrp: at("css_set", &["dfl_cgrp"], Want::Pointer),
     }
 }
 
@@ -91,14 +129,14 @@ fn tracepoint_arg_count(btf: &Btf, event: &str) -> Option<usize> {
 /// [`FIELD_ABSENT`] for any member this kernel's BTF lacks.
 fn task_fields(btf: &Btf) -> Option<TaskFields> {
     let task = find_struct(btf, "task_struct")?;
-    let offset = |path: &[&str]| member_offset(btf, &task, path, 4).unwrap_or(FIELD_ABSENT);
+    let offset = |path: &[&str]| member_offset(btf, &task, path, Want::Int(4)).unwrap_or(FIELD_ABSENT);
     // Architectures with THREAD_INFO_IN_TASK keep the CPU in thread_info
     // (x86, arm64 since 5.16); the others in task_struct itself.
     let cpu = match offset(&["thread_info", "cpu"]) {
         FIELD_ABSENT => offset(&["cpu"]),
         found => found,
     };
-    let u64_at = |path: &[&str]| member_offset(btf, &task, path, 8).unwrap_or(FIELD_ABSENT);
+    let u64_at = |path: &[&str]| member_offset(btf, &task, path, Want::Int(8)).unwrap_or(FIELD_ABSENT);
     Some(TaskFields {
         pid: offset(&["pid"]),
         tgid: offset(&["tgid"]),
@@ -129,14 +167,24 @@ fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
     None
 }
 
-/// Byte offset of the member at `path` (descending through anonymous
-/// structs and unions, which hold e.g. the randomised part of
-/// `task_struct`), if it is a whole-byte scalar of `size` bytes.
-fn member_offset(btf: &Btf, st: &Struct, path: &[&str], size: usize) -> Option<u32> {
-    walk(btf, st, path, size, 0).map(|bits| bits / 8)
+/// What a member must be for its offset to be used.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    /// A whole-byte scalar of this many bytes.
+    Int(usize),
+    Pointer,
+    Array,
+    Struct,
 }
 
-fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> Option<u32> {
+/// Byte offset of the member at `path` (descending through anonymous
+/// structs and unions, which hold e.g. the randomised part of
+/// `task_struct`), if it is what `want` says.
+fn member_offset(btf: &Btf, st: &Struct, path: &[&str], want: Want) -> Option<u32> {
+    walk(btf, st, path, want, 0).map(|bits| bits / 8)
+}
+
+fn walk(btf: &Btf, st: &Struct, path: &[&str], want: Want, base_bits: u32) -> Option<u32> {
     let (first, rest) = path.split_first()?;
     for member in &st.members {
         let bits = base_bits + member.bit_offset();
@@ -144,7 +192,7 @@ fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> O
         let ty = strip(btf, btf.resolve_chained_type(member).ok()?)?;
         if name.is_empty() {
             if let Type::Struct(inner) | Type::Union(inner) = &ty
-                && let Some(found) = walk(btf, inner, path, size, bits)
+                && let Some(found) = walk(btf, inner, path, want, bits)
             {
                 return Some(found);
             }
@@ -153,15 +201,19 @@ fn walk(btf: &Btf, st: &Struct, path: &[&str], size: usize, base_bits: u32) -> O
         if name != *first {
             continue;
         }
-        return match (&ty, rest.is_empty()) {
-            (Type::Struct(inner) | Type::Union(inner), false) => walk(btf, inner, rest, size, bits),
-            (Type::Int(int), true)
-                if int.size() == size && member.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8) =>
-            {
-                Some(bits)
-            }
-            _ => None,
+        if !rest.is_empty() {
+            return match &ty {
+                Type::Struct(inner) | Type::Union(inner) => walk(btf, inner, rest, want, bits),
+                _ => None,
+            };
+        }
+        let whole = member.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8);
+        let fits = match (want, &ty) {
+            (Want::Int(size), Type::Int(int)) => int.size() == size,
+            (Want::Pointer, Type::Ptr(_)) | (Want::Array, Type::Array(_)) | (Want::Struct, Type::Struct(_)) => true,
+            _ => false,
         };
+        return (fits && whole).then_some(bits);
     }
     None
 }
@@ -193,6 +245,12 @@ mod tests {
         // 7 arguments on 6.1, 8 since large_folio_split; the task (and group_dead since 6.x).
         assert!(matches!(structs.tracepoint_args.get("mm_migrate_pages"), Some(7..=8)), "{structs:?}");
         assert!(matches!(structs.tracepoint_args.get("sched_process_exit"), Some(1..=2)), "{structs:?}");
+        let c = structs.cgroup;
+        assert!(c.complete(), "{c:?}");
+        // `self` opens struct cgroup in every kernel since 3.16.
+        assert_eq!(c.cgroup_self, 0, "{c:?}");
+        assert_eq!(c.kn_id % 8, 0, "a u64: {c:?}");
+        assert_ne!(c.css_cgroup, c.css_parent, "{c:?}");
     }
 
     #[test]
@@ -208,5 +266,6 @@ mod tests {
             (FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT, FIELD_ABSENT)
         );
         assert_eq!(f.nr_migrations, FIELD_ABSENT);
+        assert!(!structs.cgroup.complete());
     }
 }

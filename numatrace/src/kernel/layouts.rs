@@ -11,7 +11,8 @@ use super::{
 /// Offsets for every tracepoint this kernel has; a missing tracepoint leaves
 /// its fields at 0 and its program is not attached (see `sources`).
 pub fn read(tracefs: &Tracefs, structs: &KernelStructs) -> Layouts {
-    let mut l = Layouts { task: structs.task, raw: raw_args(tracefs, structs), ..Layouts::default() };
+    let mut l =
+        Layouts { task: structs.task, cgroup: structs.cgroup, raw: raw_args(tracefs, structs), ..Layouts::default() };
     let fmt = |group: &str, name: &str| tracefs.format(group, name).ok();
     let off = |f: &EventFormat, name: &str| f.field(name).map(|f| f.offset).unwrap_or(FIELD_ABSENT);
 

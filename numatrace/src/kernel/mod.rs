@@ -6,6 +6,7 @@ pub mod page_map;
 pub mod privileges;
 pub mod requirements;
 pub mod sources;
+pub mod tgid_bits;
 pub mod tracefs;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use aya::{
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
     LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun,
-    SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TIDS_MAP,
+    SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
 };
 
 use numatrace_core::{
@@ -51,6 +52,18 @@ pub struct ProbeOptions {
     pub all_migrations: bool,
 }
 
+/// Which processes the programs let through, fixed at load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracedSet {
+    /// The first traced process (one compare in every program).
+    pub tgid: u32,
+    /// Other processes are added with [`Probes::track_processes`] (several
+    /// pids, a tree, a cgroup).
+    pub more: bool,
+    /// The cgroup v2 id whose joiners are added by the kernel (0: none).
+    pub cgroup_id: u64,
+}
+
 /// Loaded and attached programs.
 pub struct Probes {
     ebpf: Ebpf,
@@ -58,6 +71,11 @@ pub struct Probes {
     structs: btf_fields::KernelStructs,
     /// Programs that cannot work on this kernel, and why (see `requirements`).
     unmet: BTreeMap<&'static str, String>,
+    /// The traced cgroup's id (0: none): its joiners need [`sources::CGROUP_JOINS`].
+    cgroup_id: u64,
+    /// The traced processes besides the first, shared with the kernel
+    /// (`None` when only one process can be traced).
+    tgid_bits: Option<tgid_bits::TgidBits>,
     classic_tracepoints: bool,
     #[cfg(feature = "bench-hooks")]
     load_generator: bool,
@@ -71,7 +89,7 @@ pub struct Probes {
 impl Probes {
     /// Checks privileges, loads the object with this kernel's layouts and
     /// this machine's topology, and attaches every source it can.
-    pub fn load(target_tgid: u32, opts: &ProbeOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
+    pub fn load(traced: TracedSet, opts: &ProbeOptions, topology: &Topology, tracefs: &Tracefs) -> Result<Probes> {
         crate::kernel::privileges::require_bpf()?;
         let structs = btf_fields::read(std::path::Path::new(btf_fields::VMLINUX_BTF));
         let layouts = layouts::read(tracefs, &structs);
@@ -80,7 +98,10 @@ impl Probes {
             bail!("this machine has {} CPUs; numatrace supports up to {MAX_CPUS}", cpu_nodes.len());
         }
         let config = Config {
-            target_tgid,
+            target_tgid: traced.tgid,
+            tgid_set: u32::from(traced.more || traced.cgroup_id != 0),
+            _pad: 0,
+            cgroup_id: traced.cgroup_id,
             follow_children: u32::from(opts.follow_children),
             pfn_block_shift: topology.pfn_block_shift(),
             pfn_blocks: topology
@@ -96,17 +117,33 @@ impl Probes {
             cpu_node_entries: cpu_nodes.len() as u32,
         };
         let ring_bytes = opts.ring_bytes.next_power_of_two().max(4096 * 16);
+        // One bit per possible tgid when processes besides the first can be
+        // traced (512 KiB at most); one word, never read, otherwise.
+        let several = config.follow_children != 0 || config.tgid_set != 0;
+        let tgid_words = if several { tgid_bits::words_for_pid_max() } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .override_global(LAYOUTS_GLOBAL, &layouts, true)
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, ring_bytes)
+            .map_max_entries(TRACKED_TGIDS_MAP, tgid_words)
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, &cpu_nodes, topology)?;
         let unmet = requirements::unmet(&layouts.task, &layouts.raw);
+        let tgid_bits = if several {
+            let map = match ebpf.map(TRACKED_TGIDS_MAP).context("map TRACKED_TGIDS missing")? {
+                aya::maps::Map::Array(data) => data,
+                _ => bail!("map TRACKED_TGIDS is not an array"),
+            };
+            Some(tgid_bits::TgidBits::map(map, tgid_words)?)
+        } else {
+            None
+        };
         Ok(Probes {
             ebpf,
             structs,
+            tgid_bits,
+            cgroup_id: traced.cgroup_id,
             unmet,
             classic_tracepoints: opts.classic_tracepoints,
             #[cfg(feature = "bench-hooks")]
@@ -128,6 +165,21 @@ impl Probes {
         Ok(())
     }
 
+    /// Adds processes to trace besides the first (`TRACKED_TGIDS`); their
+    /// threads go through [`Probes::track_threads`]. Call before [`Probes::attach`].
+    pub fn track_processes(&mut self, tgids: &[u32]) -> Result<()> {
+        if tgids.is_empty() {
+            return Ok(());
+        }
+        let Some(bits) = &self.tgid_bits else {
+            bail!("this capture was loaded for one process: others cannot be added");
+        };
+        for &tgid in tgids {
+            bits.set(tgid).with_context(|| format!("tracking process {tgid}"))?;
+        }
+        Ok(())
+    }
+
     /// Attaches every source this kernel supports; returns their statuses.
     pub fn attach(&mut self, tracefs: &Tracefs) -> &[SourceStatus] {
         // Only fentry/fexit and BTF-typed tracepoints need the kernel's BTF;
@@ -144,9 +196,17 @@ impl Probes {
                 unmet.insert("mm_page_alloc_raw", format!("page pointers cannot be turned into pfns: {why}"));
             }
         }
+        if !self.structs.cgroup.complete() || !self.structs.task.complete() {
+            for program in ["cgroup_attach_task_btf", "cgroup_clone_into_btf"] {
+                unmet.insert(program, "the kernel's BTF lacks the cgroup or task_struct members it reads".to_string());
+            }
+        }
         let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
         let links = &mut self.links;
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s, links)).collect();
+        if self.cgroup_id != 0 {
+            self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::CGROUP_JOINS, links));
+        }
         #[cfg(feature = "bench-hooks")]
         if self.load_generator {
             self.sources.push(sources::attach(&mut self.ebpf, &env, &sources::LOAD_GENERATOR, links));

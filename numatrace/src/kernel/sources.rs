@@ -212,6 +212,19 @@ pub const LOAD_GENERATOR: Source = Source {
     variants: &[&[raw_tp("load_generator", "raw_syscalls", "sys_enter")]],
 };
 
+/// Processes that join the traced cgroup (`--cgroup`, `--unit`,
+/// `--container`), moved there or created there by an untraced parent
+/// (`CLONE_INTO_CGROUP`): not in [`SOURCES`], attached only for a cgroup
+/// target. BTF-typed only (they walk a cgroup's ancestors by BTF offsets).
+pub const CGROUP_JOINS: Source = Source {
+    name: "cgroup joins",
+    tells: "processes moved into the traced cgroup or below it, or created there, during the capture (by cgroup id, in the kernel)",
+    variants: &[&[
+        btf_tp("cgroup_attach_task_btf", "cgroup", "cgroup_attach_task"),
+        btf_tp("cgroup_clone_into_btf", "task", "task_newtask"),
+    ]],
+};
+
 /// The kernel functions that kprobe/fentry hooks of [`SOURCES`] name and
 /// that this kernel has (listed in kallsyms as text). One pass over
 /// kallsyms (~100k lines, the bulk of start-up time when read per name).
@@ -523,7 +536,9 @@ mod tests {
 
     /// Every attach of the sources, the load generator and the page map calibration.
     fn all_attaches() -> Vec<&'static Attach> {
-        let attaches = every_attach().chain(super::super::page_map::PAIR.iter());
+        let attaches = every_attach()
+            .chain(super::super::page_map::PAIR.iter())
+            .chain(CGROUP_JOINS.variants.iter().flat_map(|v| v.iter()));
         #[cfg(feature = "bench-hooks")]
         let attaches = attaches.chain(LOAD_GENERATOR.variants.iter().flat_map(|v| v.iter()));
         attaches.collect()

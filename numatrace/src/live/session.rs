@@ -3,6 +3,7 @@
 //! target exits, or Ctrl-C / SIGTERM, then collect what the kernel still
 //! holds and build the report.
 use std::{
+    collections::BTreeSet,
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
@@ -14,21 +15,24 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+use numatrace_common::JOINED_CGROUP;
 use numatrace_core::{
     aggregate::Aggregator,
     capture::sink::EventSink,
     event::Event,
-    facts::{EndFacts, InitialThread, SessionFacts, StartFacts, StopReason, Target as TargetReport},
+    facts::{ContainerRuntime, EndFacts, SessionFacts, StartFacts, StopReason, Target as TargetReport, TargetScope},
     machine::Topology,
     report::{Report, kernel_release},
 };
 
 use super::{
     budget::{Budget, BudgetOptions},
+    processes::{self, Others},
     progress::Progress,
+    snapshots::Snapshots,
     target::{Target, TargetSpec},
 };
-use crate::kernel::{ProbeOptions, Probes, tracefs::Tracefs};
+use crate::kernel::{ProbeOptions, Probes, TracedSet, tracefs::Tracefs};
 
 /// How to run a capture.
 pub struct SessionOptions {
@@ -65,17 +69,30 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let topology = Topology::read().context("reading the NUMA topology")?;
     let tracefs = Tracefs::open()?;
     let mut target = match &opts.target {
-        TargetSpec::Pid(pid) => Target::attach(*pid)?,
         TargetSpec::Command(argv) => Target::spawn(argv)?,
+        spec => Target::attach(Others::first(spec)?)?,
+    };
+    let mut others = Others::find(&opts.target, target.pid)?;
+    // The others' state at the start, read while the programs load and
+    // attach: hundreds of processes take seconds (numa_maps walks each
+    // one's page tables).
+    let others_before = {
+        let (pids, topology) = (others.pids.clone(), topology.clone());
+        std::thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || processes::snapshots(&pids, &topology))
+            .context("starting a thread")?
     };
     let reason_names = tracefs.format("migrate", "mm_migrate_pages").map(|f| f.symbols("reason")).unwrap_or_default();
-    let mut probes = Probes::load(target.pid, &opts.probes, &topology, &tracefs)?;
-    let tids = target.thread_ids();
-    let mut initial_threads: Vec<InitialThread> = target
-        .threads(&tids)
-        .into_iter()
-        .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
-        .collect();
+    let cgroup_id = match &opts.target {
+        TargetSpec::Cgroup(cg) => cg.cgroup.id,
+        _ => 0,
+    };
+    let traced = TracedSet { tgid: target.pid, more: !others.is_empty(), cgroup_id };
+    let mut probes = Probes::load(traced, &opts.probes, &topology, &tracefs)?;
+    let mut pids: Vec<u32> = std::iter::once(target.pid).chain(others.pids.iter().copied()).collect();
+    let mut initial_threads = processes::threads_of(&pids, &BTreeSet::new());
+    probes.track_processes(&others.pids)?;
     probes.track_threads(&initial_threads.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
     probes.attach(&tracefs);
     // First thing after the attach (thread migrations attach last): the
@@ -92,13 +109,13 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
             eprintln!("numatrace: {} through {} (costlier per event): {why}", status.name, status.hooks.join(", "));
         }
     }
-    // Threads created between the /proc walk and the attach of task_newtask.
-    let born: Vec<u32> = target.thread_ids().into_iter().filter(|tid| tids.binary_search(tid).is_err()).collect();
-    let late: Vec<InitialThread> = target
-        .threads(&born)
-        .into_iter()
-        .map(|t| InitialThread { tid: t.tid, tgid: target.pid, comm: t.comm, cpu: t.cpu })
-        .collect();
+    // Processes and threads created between the /proc walk and the attach
+    // of task_newtask (and, for a cgroup, of cgroup_attach_task).
+    let new_processes = others.add_new(&opts.target, target.pid);
+    probes.track_processes(&new_processes)?;
+    pids.extend(&new_processes);
+    let known: BTreeSet<u32> = initial_threads.iter().map(|t| t.tid).collect();
+    let late = processes::threads_of(&pids, &known);
     probes.track_threads(&late.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
     migration_counts_at_start.extend(numatrace_core::aggregate::migration_count::sample_threads(
         late.iter().map(|t| (t.tgid, t.tid)),
@@ -107,11 +124,13 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     initial_threads.extend(late);
 
     let comm = target.comm();
-    // Attached to a running process: its memory placement now is "before the capture".
+    // Attached to running processes: their memory placement now is "before the capture".
     let process_before = match &opts.target {
-        TargetSpec::Pid(_) => numatrace_core::machine::ProcessSnapshot::read_with(target.pid, &topology).ok(),
         TargetSpec::Command(_) => None,
+        _ => numatrace_core::machine::ProcessSnapshot::read_with(target.pid, &topology).ok(),
     };
+    let mut other_processes_before = others_before.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    other_processes_before.extend(processes::snapshots(&new_processes, &topology));
     let argv = target.command.clone().unwrap_or_else(|| numatrace_core::fixes::Workload::of_pid(target.pid).argv);
     let start = StartFacts {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -130,8 +149,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
             },
             command: target.command.clone(),
             exit_code: None,
-            scope: numatrace_core::facts::TargetScope::Process,
-            pids: vec![target.pid],
+            scope: scope_of(&opts.target, pids.len()),
+            pids: pids.clone(),
         },
         sources: probes.sources.clone(),
         initial_threads,
@@ -139,7 +158,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         start_ns: monotonic_ns(),
         argv,
         process_before,
-        other_processes_before: Vec::new(),
+        other_processes_before,
         system_before: numatrace_core::machine::SystemSnapshot::read().ok(),
     };
     if let Some(sink) = sink.as_deref_mut() {
@@ -157,16 +176,10 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     target.release()?;
     // One line once every probe is attached and the command released,
     // printed by the event loop once Ctrl-C is ours to handle.
-    let sources = &start.sources;
-    let announce = format!(
-        "numatrace: tracing pid {} ({}, {} thread{}) with {} of {} sources; Ctrl-C stops and reports",
-        target.pid,
-        start.target.comm,
-        start.initial_threads.len(),
-        if start.initial_threads.len() == 1 { "" } else { "s" },
-        sources.iter().filter(|s| s.attached).count(),
-        sources.len()
-    );
+    let announce = announce(&start, &opts.target, &target);
+    if let TargetSpec::Cgroup(cg) = &opts.target {
+        eprintln!("{}", cgroup_method(&start.sources, &cg.cgroup.path));
+    }
 
     let ring = probes.take_ring()?;
     let mut budget = opts.budget.map(|b| Budget::new(b, monotonic_ns())).transpose()?;
@@ -174,7 +187,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     let mut snapshots = Snapshots::new(start.topology.clone());
-    let ctx = LoopContext { opts: &opts, target: &target, started, announce };
+    let ctx = LoopContext { opts: &opts, target: &target, others: &others, started, announce };
     let state = LoopState {
         agg: &mut agg,
         sink: &mut sink,
@@ -205,13 +218,14 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         target.terminate();
     }
     let exit_code = wait_exit(&target, true);
+    let (process_last, other_processes_last) = snapshots.finish();
     let end = EndFacts {
         duration_s,
         stopped_by,
         exit_code,
         kernel,
-        process_last: snapshots.latest,
-        other_processes_last: Vec::new(),
+        process_last,
+        other_processes_last,
         dropped_by_memory_cap: Default::default(),
         sampling,
     };
@@ -221,6 +235,68 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     let facts = SessionFacts { start, end };
     let report = facts.report(&mut agg);
     Ok(Capture { report, aggregator: agg, facts })
+}
+
+/// How the traced set was named, for the report.
+fn scope_of(spec: &TargetSpec, processes: usize) -> TargetScope {
+    match spec {
+        TargetSpec::Command(_) => TargetScope::Process,
+        TargetSpec::Pids { tree: true, .. } => TargetScope::Tree,
+        TargetSpec::Pids { .. } if processes > 1 => TargetScope::Processes,
+        TargetSpec::Pids { .. } => TargetScope::Process,
+        TargetSpec::Cgroup(cg) => cg.scope.clone(),
+    }
+}
+
+/// The "tracing" line: what is traced, with how many threads and sources.
+/// It always starts "numatrace: tracing pid N": scripts wait for it.
+fn announce(start: &StartFacts, spec: &TargetSpec, target: &Target) -> String {
+    let threads = start.initial_threads.len();
+    let more = start.target.pids.len().saturating_sub(1);
+    let of = match spec {
+        TargetSpec::Cgroup(cg) => match &cg.scope {
+            TargetScope::Unit { name, cgroup } => format!(" of unit {name} ({})", cgroup.path),
+            TargetScope::Container { id, runtime, cgroup } => {
+                let runtime = match runtime {
+                    ContainerRuntime::Docker => "docker",
+                    ContainerRuntime::Podman => "podman",
+                    ContainerRuntime::Containerd => "containerd",
+                    ContainerRuntime::Crio => "cri-o",
+                };
+                format!(" of {runtime} container {} ({})", id.get(..12).unwrap_or(id), cgroup.path)
+            }
+            _ => format!(" of cgroup {}", cg.cgroup.path),
+        },
+        TargetSpec::Pids { tree: true, .. } => String::from(" of its tree"),
+        _ => String::new(),
+    };
+    let what = match more {
+        0 => format!("{of}, "),
+        n => format!(" and {n} more process{}{of}, ", if n == 1 { "" } else { "es" }),
+    };
+    format!(
+        "numatrace: tracing pid {} ({}{what}{threads} thread{}) with {} of {} sources; Ctrl-C stops and reports",
+        target.pid,
+        start.target.comm,
+        if threads == 1 { "" } else { "s" },
+        start.sources.iter().filter(|s| s.attached).count(),
+        start.sources.len()
+    )
+}
+
+/// Says how the kernel follows a cgroup (startup message).
+fn cgroup_method(sources: &[numatrace_core::kernel_status::SourceStatus], path: &str) -> String {
+    match sources.iter().find(|s| s.name == crate::kernel::sources::CGROUP_JOINS.name) {
+        Some(s) if s.attached => format!(
+            "numatrace: cgroup {path}: its processes and their children are filtered by process id in the kernel; \
+             processes moved into it or created in it later join by cgroup id ({})",
+            s.hooks.join(", ")
+        ),
+        _ => format!(
+            "numatrace: cgroup {path}: only its processes now and their children are traced; processes moved into \
+             it later are not (cgroup joins unavailable, see above)"
+        ),
+    }
 }
 
 /// Waits briefly for a started command to be reaped, so its exit code is known.
@@ -253,14 +329,20 @@ const DRAIN_BATCH: usize = 256;
 
 /// Reads every record in the ring, folds them in batches and passes them to
 /// the sink in ring order. Records are copied out (decoded) because a ring item
-/// must be released before the next one can be read.
-fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<usize> {
-    let mut n = 0;
+/// must be released before the next one can be read. Returns the processes
+/// that joined the traced cgroup meanwhile.
+fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<Vec<u32>> {
+    let mut joined = Vec::new();
     let mut batch: Vec<Event> = Vec::with_capacity(DRAIN_BATCH);
     while let Some(item) = ring.next() {
-        n += 1;
         match Event::decode(&item) {
             Ok(event) => {
+                if let Event::TaskNew(e) = &event
+                    && e.parent_tid == JOINED_CGROUP
+                    && e.is_thread == 0
+                {
+                    joined.push(e.header.tgid);
+                }
                 agg.count_ring_record(&event);
                 batch.push(event);
                 if batch.len() == DRAIN_BATCH {
@@ -278,7 +360,46 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&m
         }
     }
     fold_batch(&mut batch, agg, sink)?;
-    Ok(n)
+    Ok(joined)
+}
+
+/// The other threads of processes that joined the traced cgroup: the kernel
+/// saw only the process move (its leader), so their names come from /proc,
+/// and they are tracked like threads found at the start.
+fn complete_joined(
+    joined: &[u32],
+    probes: &mut Probes,
+    agg: &mut Aggregator,
+    sink: &mut Option<&mut dyn EventSink>,
+) -> Result<()> {
+    if joined.is_empty() {
+        return Ok(());
+    }
+    let known: BTreeSet<u32> = joined.iter().copied().collect();
+    let threads = processes::threads_of(joined, &known);
+    probes.track_threads(&threads.iter().map(|t| (t.tid, t.tgid)).collect::<Vec<_>>())?;
+    let now = monotonic_ns();
+    // A thread gone since has no CPU: nothing to name.
+    for t in threads.into_iter().filter(|t| t.cpu.is_some()) {
+        let mut comm = [0u8; numatrace_common::COMM_LEN];
+        let name = t.comm.as_bytes();
+        let len = name.len().min(comm.len() - 1);
+        comm[..len].copy_from_slice(&name[..len]);
+        let event = Event::TaskNew(numatrace_common::TaskNewEvent {
+            header: numatrace_common::EventHeader {
+                kind: numatrace_common::EventKind::TaskNew as u32,
+                cpu: t.cpu.unwrap_or(u32::MAX),
+                ts_ns: now,
+                tgid: t.tgid,
+                tid: t.tid,
+            },
+            parent_tid: t.tgid,
+            is_thread: 1,
+            comm,
+        });
+        record(agg, sink, &event)?;
+    }
+    Ok(())
 }
 
 /// Folds a drained batch, records it in the sink, and empties it.
@@ -300,50 +421,13 @@ impl AsRawFd for PidFd {
     }
 }
 
-/// The target's NUMA state (policy, cpuset, placement), re-read while it
-/// runs: a policy set by e.g. `numactl` exists only after its exec, and a
-/// process that exits takes its numa_maps with it.
-struct Snapshots {
-    topology: Topology,
-    latest: Option<numatrace_core::machine::ProcessSnapshot>,
-    next: Instant,
-    taken: u32,
-}
-
-impl Snapshots {
-    fn new(topology: Topology) -> Snapshots {
-        Snapshots { topology, latest: None, next: Instant::now() + Duration::from_millis(100), taken: 0 }
-    }
-
-    /// Takes a snapshot when one is due: at 100 ms, 1 s, then every 5 s, or
-    /// less often where reading it (numa_maps walks the page tables; one
-    /// stat file per thread) costs more than `READ_BUDGET` of the time. The
-    /// first two come on time whatever they cost: they say how the process
-    /// started, and `numatrace diff` weighs by the last.
-    fn maybe_take(&mut self, pid: u32) {
-        let started = Instant::now();
-        if started < self.next {
-            return;
-        }
-        if let Ok(snap) = numatrace_core::machine::ProcessSnapshot::read_with(pid, &self.topology)
-            && snap.numa_maps.is_some()
-        {
-            self.latest = Some(snap);
-        }
-        self.taken += 1;
-        let took = started.elapsed();
-        self.next = Instant::now()
-            + match self.taken {
-                1 => Duration::from_millis(900),
-                _ => Duration::from_secs(5).max(took.div_f64(numatrace_core::aggregate::run_time::READ_BUDGET)),
-            };
-    }
-}
-
 /// What the event loop reads.
 struct LoopContext<'a> {
     opts: &'a SessionOptions,
     target: &'a Target,
+    /// The other processes traced from the start (or the cgroup): the
+    /// capture ends when all are gone.
+    others: &'a Others,
     started: Instant,
     /// The "tracing" line, printed once the signal handlers are in place.
     announce: String,
@@ -365,7 +449,7 @@ async fn event_loop(
     ring: RingBuf<MapData>,
     state: LoopState<'_, '_>,
 ) -> Result<(StopReason, RingBuf<MapData>)> {
-    let LoopContext { opts, target, started, ref announce } = *ctx;
+    let LoopContext { opts, target, others, started, ref announce } = *ctx;
     let LoopState { agg, sink, snapshots, probes, budget } = state;
     // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
     // `target`, which outlives this loop.
@@ -373,6 +457,9 @@ async fn event_loop(
         .map_err(|e| anyhow::anyhow!("watching the event ring: {e}"))?;
     let exited = unsafe { AsyncFd::register_with_interest(PidFd(target.pidfd.as_raw_fd()), Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the target: {e}"))?;
+    // One process: its pidfd wakes the loop. Several: checked on each tick
+    // (the first's pidfd stays readable once it exits, so it cannot wake us).
+    let one_process = others.is_empty();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // Only now: a Ctrl-C from here on stops the capture and reports.
@@ -386,18 +473,31 @@ async fn event_loop(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), agg, sink)?;
+                let joined = drain(guard.get_inner_mut(), agg, sink)?;
                 guard.clear_ready();
+                complete_joined(&joined, probes, agg, sink)?;
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), agg, sink)?;
+                let joined = drain(ring.get_mut(), agg, sink)?;
+                complete_joined(&joined, probes, agg, sink)?;
                 if let Some(budget) = budget.as_mut() {
                     budget.tick(probes, monotonic_ns())?;
                     if let Some(sink) = sink.as_deref_mut() {
                         sink.sampling(budget.facts())?;
                     }
                 }
-                snapshots.maybe_take(target.pid);
+                snapshots.maybe_take(target.pid, || {
+                    if one_process {
+                        return Vec::new();
+                    }
+                    super::processes::live_others(
+                        agg.threads.values().map(|t| (t.tgid, t.exited_ns.is_some())),
+                        target.pid,
+                    )
+                });
+                if !one_process && others.all_exited(target) {
+                    break StopReason::TargetExit;
+                }
                 for event in run_time.maybe_sample(agg, monotonic_ns()) {
                     record(agg, sink, &event)?;
                 }
@@ -421,7 +521,7 @@ async fn event_loop(
                     progress.draw(agg, lost);
                 }
             }
-            _ = exited.readable() => break StopReason::TargetExit,
+            _ = exited.readable(), if one_process => break StopReason::TargetExit,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break StopReason::Duration,
             _ = sigint.recv() => break StopReason::CtrlC,
             _ = sigterm.recv() => break StopReason::Sigterm,

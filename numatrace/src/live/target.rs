@@ -1,6 +1,7 @@
 //! The traced process: an existing pid, or a command numatrace starts held
 //! at a gate until the probes are attached, so it is traced from its first
-//! instruction.
+//! instruction. Several processes (`--pid` repeated, `--tree`, a cgroup)
+//! are traced as a first one and others (see `session`).
 use std::{
     ffi::CString,
     fs,
@@ -14,8 +15,15 @@ use numatrace_core::machine::per_thread;
 /// What to trace.
 #[derive(Clone, Debug)]
 pub enum TargetSpec {
-    Pid(u32),
+    /// Running processes (`--pid`, repeatable), the first one first; with
+    /// `tree`, every descendant of each too (`--tree`).
+    Pids {
+        pids: Vec<u32>,
+        tree: bool,
+    },
     Command(Vec<String>),
+    /// Every process in a cgroup v2 and below it (`--cgroup`, `--unit`, `--container`).
+    Cgroup(super::cgroup::CgroupTarget),
 }
 
 /// A thread of the target at attach time.
@@ -41,7 +49,7 @@ struct Gate {
     exec_error: OwnedFd,
 }
 
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
@@ -149,27 +157,6 @@ impl Target {
         Ok(())
     }
 
-    /// The ids of the process's threads now, in order.
-    pub fn thread_ids(&self) -> Vec<u32> {
-        let Ok(entries) = fs::read_dir(format!("/proc/{}/task", self.pid)) else { return Vec::new() };
-        let mut tids: Vec<u32> =
-            entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect();
-        tids.sort_unstable();
-        tids
-    }
-
-    /// Name and CPU of these threads (one stat file each, read in parallel);
-    /// a thread gone meanwhile keeps its tid with no name or CPU.
-    pub fn threads(&self, tids: &[u32]) -> Vec<ThreadInfo> {
-        per_thread::map(tids, |&tid| {
-            let (comm, cpu) = fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid))
-                .ok()
-                .and_then(|text| parse_stat(&text))
-                .map_or((String::new(), None), |(comm, cpu)| (comm, Some(cpu)));
-            ThreadInfo { tid, comm, cpu }
-        })
-    }
-
     pub fn comm(&self) -> String {
         fs::read_to_string(format!("/proc/{}/comm", self.pid)).map(|s| s.trim().to_string()).unwrap_or_default()
     }
@@ -199,6 +186,30 @@ impl Target {
             unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
         }
     }
+}
+
+/// The ids of a process's threads now, in order.
+pub fn thread_ids(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut tids: Vec<u32> =
+        entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// Name and CPU of these threads of `pid` (one stat file each, read in
+/// parallel); a thread gone meanwhile keeps its tid with no name or CPU.
+pub fn threads(pid: u32, tids: &[u32]) -> Vec<ThreadInfo> {
+    per_thread::map(tids, |&tid| thread(pid, tid))
+}
+
+/// Name and CPU of one thread (none when it is gone).
+pub fn thread(pid: u32, tid: u32) -> ThreadInfo {
+    let (comm, cpu) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|text| parse_stat(&text))
+        .map_or((String::new(), None), |(comm, cpu)| (comm, Some(cpu)));
+    ThreadInfo { tid, comm, cpu }
 }
 
 /// A thread's name (field 2) and the CPU it last ran on (field 39) from its
