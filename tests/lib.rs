@@ -161,7 +161,8 @@ trace() { c=$1; shift; numatrace -o /tmp/$c.ntrace -- "$@" >/tmp/w.out 2>/tmp/nt
 jstr() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 # Sets $fix to the first fix of the top cause in /tmp/before.ntrace's text
 # report that runs as printed (its first command starts with numactl or
-# taskset, or migratepages, and has no <placeholder>), and $level to the
+# taskset, or migratepages, or re-pins several processes in a `for pid in`
+# loop, and has no <placeholder>), and $level to the
 # remote share (%) its verify line says it brings the process below (5 unless
 # it says --fixed-below). Fails when there is none, or when fixes are not run
 # in this scenario ($fixes is not 1). Both go into the truth.
@@ -178,7 +179,7 @@ firstfix() {
       if (w ~ /^(note|cost): /) next
       if (w ~ /^verify: /) { if (k == at && match(w, /--fixed-below [0-9]+/)) level = substr(w, RSTART + 14, RLENGTH - 14); next }
       line++
-      if (!at && line == 1 && w ~ /^(numactl|taskset|migratepages) / && w !~ /</) { at = k; cmd = w }
+      if (!at && line == 1 && w ~ /^(numactl|taskset|migratepages|for pid in [0-9 ]+; do taskset) / && w !~ /</) { at = k; cmd = w }
     }
     END { print (level ? level : 5); print cmd }' /tmp/before.txt >/tmp/fix
   level=$(sed -n 1p /tmp/fix); fix=$(sed -n 2p /tmp/fix)

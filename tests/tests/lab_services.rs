@@ -66,14 +66,15 @@ struct Scenario {
 }
 
 const SCENARIOS: &[Scenario] = &[
-    // The postmaster traced with the processes it forks during the capture (the
-    // prewarming backend, pgbench's backends).
+    // The postmaster traced with its descendants: the existing ones (checkpointer,
+    // background writer...) and those it forks during the capture (the prewarming
+    // backend, pgbench's backends).
     Scenario {
         name: "postgres-prewarm",
         body: r#"
 pg_start prewarm || exit 1
 kv postmaster $pm
-numatrace --pid $pm --follow-children -o /tmp/before.ntrace >/dev/null 2>/tmp/nt.err & n=$!
+numatrace --pid $pm --tree -o /tmp/before.ntrace >/dev/null 2>/tmp/nt.err & n=$!
 traced
 kv shmem_before "$(shmem)"
 psql1 "create extension pg_prewarm" >/dev/null
@@ -83,10 +84,21 @@ kv prewarm_backends "$(psql1 "select count(*) from pg_stat_activity where backen
 taskset -p -c 1 $pm >/dev/null
 asuser "numactl --cpunodebind=1 $P/pgbench -h /var/run/postgresql -c 2 -T 15 -S postgres" >/tmp/pgbench.out 2>&1
 kv tps "$(awk '/^tps/ { print int($3) }' /tmp/pgbench.out)"
-stop $n
+stop $n; rc0=$rc
 kv shmem_after "$(shmem)"
+# The first fix, run as printed (a re-pin of every process of the tree), then
+# the same load traced again.
+if firstfix; then
+  eval "$fix" >/dev/null 2>&1
+  numatrace --pid $pm --tree -o /tmp/after.ntrace >/dev/null 2>/tmp/nt.err & n=$!
+  traced
+  asuser "numactl --cpunodebind=1 $P/pgbench -h /var/run/postgresql -c 2 -T 15 -S postgres" >/tmp/pgbench.out 2>&1
+  kv tps_fixed "$(awk '/^tps/ { print int($3) }' /tmp/pgbench.out)"
+  stop $n
+  fixdiff
+fi
 pg_stop
-finish $rc
+finish $rc0
 "#,
     },
 ];
@@ -112,7 +124,7 @@ fn run_guest() -> Result<Outcomes, String> {
         for (balancing, suffix) in BALANCING {
             names.push(format!("{}-{suffix}", s.name));
             commands.push(GuestCommand {
-                argv: vec!["sh".into(), "-c".into(), format!("fixes=0\n{SCENARIO_SH}{PG_SH}{}", s.body)],
+                argv: vec!["sh".into(), "-c".into(), format!("fixes=1\n{SCENARIO_SH}{PG_SH}{}", s.body)],
                 balancing,
             });
         }
@@ -220,4 +232,68 @@ fn postgres_prewarm_counts_balancing_off() {
 #[ignore = "boots QEMU"]
 fn postgres_prewarm_counts_balancing_on() {
     prewarm_counts(outcome("postgres-prewarm", "on"));
+}
+
+/// The top cause is the prewarming backend's first touch of shared memory
+/// that the other processes use from node 1, with about the pages the
+/// prewarm added to Shmem on node 0 (its users' run time off node 0 weighs
+/// them: the prewarming backend and the postmaster's helpers ran on node 0).
+fn prewarm_cause(o: &Outcome) {
+    let truth = shmem_pages_added(o, "0");
+    let cause = &o.report["causes"][0];
+    let kind = cause["kind"].as_str().unwrap_or_default();
+    assert!(
+        kind == "first_touch_by_other_thread" || kind == "shared_across_nodes",
+        "{}: the top cause is {kind}: {} ({})",
+        o.name,
+        cause["summary"],
+        o.saved.display()
+    );
+    let pages = u(cause, &["pages"]);
+    let (low, high) = (truth * 85 / 100, truth * 105 / 100 + SLACK_PAGES);
+    assert!(
+        (low..=high).contains(&pages),
+        "{}: the cause has {pages} pages, the prewarm added {truth} to Shmem on node 0 (allowed {low}..={high}; {})",
+        o.name,
+        o.saved.display()
+    );
+    let pm = u(&o.truth, &["postmaster"]);
+    let processes = o.report["processes"].as_array().map(Vec::len).unwrap_or(0);
+    // The postmaster, its five helpers, the prewarming backend and pgbench's two.
+    assert!(processes >= 9, "{}: {processes} processes in the report ({})", o.name, o.saved.display());
+    assert_eq!(u(&o.report, &["target", "pid"]), pm, "{}", o.name);
+    assert_eq!(o.report["target"]["scope"]["kind"], "tree", "{}", o.name);
+}
+
+/// The first fix, run as printed, brings the remote share below the fix's level.
+fn fixed_as_printed(o: &Outcome) {
+    let fix = o.truth["fix"].as_str().unwrap_or_default();
+    let diff = o.truth["fix_diff"].as_str().unwrap_or_default();
+    let _ = writeln!(std::io::stderr(), "lab services: {}: fix `{fix}`: {diff}", o.name);
+    assert!(!fix.is_empty(), "{}: no fix that runs as printed ({})", o.name, o.saved.display());
+    assert!(diff.starts_with("fixed: "), "{}: after `{fix}`: {diff} ({})", o.name, o.saved.display());
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_prewarm_cause_balancing_off() {
+    prewarm_cause(outcome("postgres-prewarm", "off"));
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_prewarm_cause_balancing_on() {
+    prewarm_cause(outcome("postgres-prewarm", "on"));
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_fix_as_printed_balancing_off() {
+    fixed_as_printed(outcome("postgres-prewarm", "off"));
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_fix_as_printed_balancing_on() {
+    fixed_as_printed(outcome("postgres-prewarm", "on"));
 }

@@ -363,6 +363,8 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+# cgroup v2, as systemd mounts it: `numatrace --cgroup`, cpuset cgroups.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 # POSIX shared memory (shm_open, sem_open) lives on a tmpfs at /dev/shm.
 mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 # The loopback interface starts down: a local client and server (redis-cli and
