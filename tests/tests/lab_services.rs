@@ -62,6 +62,8 @@ shmem() {
 
 struct Scenario {
     name: &'static str,
+    /// Run with balancing off only (the cause does not depend on it).
+    off_only: bool,
     body: &'static str,
 }
 
@@ -71,6 +73,7 @@ const SCENARIOS: &[Scenario] = &[
     // backend, pgbench's backends).
     Scenario {
         name: "postgres-prewarm",
+        off_only: false,
         body: r#"
 pg_start prewarm || exit 1
 kv postmaster $pm
@@ -101,6 +104,44 @@ pg_stop
 finish $rc0
 "#,
     },
+    // A cpuset cgroup whose CPUs are on node 1 and whose memory is on node 0 (what
+    // `docker run --cpuset-cpus --cpuset-mems` makes), traced with --cgroup: a
+    // process there from the start, and memhog, which joins after it (written
+    // into cgroup.procs by its shell, as a runtime adds a task). Every page is
+    // remote by the cpuset's design (memory_policy). Truth: node 0's other_node
+    // count (pages allocated there for a task running on another node).
+    Scenario {
+        name: "cpuset-cgroup",
+        off_only: true,
+        body: r#"
+cg=/sys/fs/cgroup/lab-db
+echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p $cg && echo 1 > $cg/cpuset.cpus && echo 0 > $cg/cpuset.mems
+sh -c "echo \$\$ > $cg/cgroup.procs; exec sleep 600" & holder=$!
+waitfor "grep -q $holder $cg/cgroup.procs" 50
+numatrace --cgroup lab-db -o /tmp/before.ntrace >/dev/null 2>/tmp/nt.err & n=$!
+traced
+snap before
+sh -c "echo \$\$ > $cg/cgroup.procs; exec memhog -r2 64m" >/dev/null
+snap after
+stop $n; rc0=$rc
+# The top cause's first fix, its cgroup writes run as printed, then memhog again.
+numatrace report /tmp/before.ntrace > /tmp/before.txt 2>>/tmp/nt.err
+awk '/^  1\. /{ t = 1; next } /^  [0-9]+\. / || /^  verify any fix/{ t = 0 } !t{ next }
+  /^     fix: /{ k++; next } k == 1 && /^          echo [0-9,-]+ > \/sys\/fs\/cgroup\//{ sub(/^ +/, ""); print }' /tmp/before.txt >/tmp/fixcmds
+kv fix "$(jstr "$(tr '\n' ';' </tmp/fixcmds)")"
+if [ -s /tmp/fixcmds ]; then
+  sh -e /tmp/fixcmds
+  numatrace --cgroup lab-db -o /tmp/after.ntrace >/dev/null 2>/tmp/nt.err & n=$!
+  traced
+  sh -c "echo \$\$ > $cg/cgroup.procs; exec memhog -r2 64m" >/dev/null
+  stop $n
+  level=5; fixdiff
+fi
+kill $holder
+finish $rc0
+"#,
+    },
 ];
 
 const BALANCING: [(Balancing, &str); 2] = [(Balancing::Off, "off"), (Balancing::Fast, "on")];
@@ -121,7 +162,7 @@ fn run_guest() -> Result<Outcomes, String> {
     let mut names = Vec::new();
     let mut commands = Vec::new();
     for s in SCENARIOS {
-        for (balancing, suffix) in BALANCING {
+        for (balancing, suffix) in BALANCING.into_iter().filter(|(b, _)| !s.off_only || *b == Balancing::Off) {
             names.push(format!("{}-{suffix}", s.name));
             commands.push(GuestCommand {
                 argv: vec!["sh".into(), "-c".into(), format!("fixes=1\n{SCENARIO_SH}{PG_SH}{}", s.body)],
@@ -296,4 +337,50 @@ fn postgres_fix_as_printed_balancing_off() {
 #[ignore = "boots QEMU"]
 fn postgres_fix_as_printed_balancing_on() {
     fixed_as_printed(outcome("postgres-prewarm", "on"));
+}
+
+/// Node 0's pages allocated for tasks on other nodes while memhog ran.
+fn other_node_pages(o: &Outcome) -> u64 {
+    u(&o.truth, &["after", "node", "0", "other_node"])
+        .saturating_sub(u(&o.truth, &["before", "node", "0", "other_node"]))
+}
+
+/// Every page memhog touched is remote by the cpuset's design: the cause is
+/// memory_policy with as many pages as the kernel counted on node 0 for
+/// tasks elsewhere, memhog (which joined after the start) is in the report,
+/// and the fix is the cgroup's own files.
+fn cpuset_cause(o: &Outcome) {
+    let truth = other_node_pages(o);
+    assert!(truth >= 16_000, "{}: only {truth} other_node pages on node 0 ({})", o.name, o.saved.display());
+    let cause = &o.report["causes"][0];
+    assert_eq!(cause["kind"], "memory_policy", "{}: {} ({})", o.name, cause["summary"], o.saved.display());
+    let pages = u(cause, &["pages"]);
+    let (low, high) = (truth * 95 / 100, truth * 105 / 100);
+    assert!(
+        (low..=high).contains(&pages),
+        "{}: {pages} pages; the kernel counted {truth} ({})",
+        o.name,
+        o.saved.display()
+    );
+    assert_eq!(o.report["target"]["scope"]["kind"], "cgroup", "{}", o.name);
+    let comms: Vec<&str> =
+        o.report["processes"].as_array().into_iter().flatten().filter_map(|p| p["comm"].as_str()).collect();
+    assert!(
+        comms.contains(&"memhog"),
+        "{}: the joiner is not in the report: {comms:?} ({})",
+        o.name,
+        o.saved.display()
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn cpuset_cgroup_cause() {
+    cpuset_cause(outcome("cpuset-cgroup", "off"));
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn cpuset_cgroup_fix_as_printed() {
+    fixed_as_printed(outcome("cpuset-cgroup", "off"));
 }
