@@ -61,6 +61,61 @@ impl Postgres {
     }
 }
 
+/// The account PostgreSQL runs as on Debian, Ubuntu and RHEL: the server
+/// refuses to start as root, so its restart runs as this user.
+const POSTGRES_USER: &str = "postgres";
+
+/// The data directory of a postmaster's command line (`-D DIR`, `-DDIR`,
+/// `--pgdata=DIR`), and the rest of its arguments.
+fn data_directory(argv: &[String]) -> Option<(String, Vec<String>)> {
+    let mut rest = Vec::new();
+    let mut dir = None;
+    let mut words = argv.iter().skip(1);
+    while let Some(w) = words.next() {
+        if w == "-D" {
+            dir = words.next().cloned();
+        } else if let Some(d) = w.strip_prefix("--pgdata=").or_else(|| w.strip_prefix("-D")) {
+            dir = Some(d.to_string());
+        } else {
+            rest.push(w.clone());
+        }
+    }
+    Some((dir.filter(|d| !d.is_empty())?, rest))
+}
+
+/// The commands that restart the instance under `binding`: pg_ctl beside
+/// the postgres executable stops it and starts it again with the same
+/// arguments under numactl, as PostgreSQL's own user. Where the command line
+/// does not tell the data directory, the steps are described instead.
+fn restart_commands(pg: &Postgres, binding: &Binding) -> Vec<String> {
+    let w = &pg.postmaster;
+    let exe = w.exe.clone().or_else(|| w.argv.first().cloned()).filter(|e| e.starts_with('/'));
+    let (Some(exe), Some((dir, rest)), false) = (exe, data_directory(&w.argv), w.title_rewritten) else {
+        return vec![
+            "# DESTRUCTIVE: stop PostgreSQL (pg_ctl stop -D <data directory>), then start the postmaster under numactl:"
+                .to_string(),
+            w.command_with(binding),
+        ];
+    };
+    let pg_ctl = format!("{}/pg_ctl", exe.rsplit_once('/').map_or("", |(bin, _)| bin));
+    let mut start = vec![pg_ctl.clone(), "start".into(), "-w".into(), "-D".into(), dir.clone()];
+    if !rest.is_empty() {
+        start.extend(["-o".to_string(), rest.join(" ")]);
+    }
+    let start = super::Workload::command_line(start).command_with(binding);
+    let user = POSTGRES_USER;
+    vec![
+        "# DESTRUCTIVE: stops PostgreSQL (every session ends) and starts it again under numactl".to_string(),
+        format!("runuser -u {user} -- {} stop -m fast -D {}", shell_word(&pg_ctl), shell_word(&dir)),
+        format!("runuser -u {user} -- {start}"),
+    ]
+}
+
+/// One word for the shell.
+fn shell_word(word: &str) -> String {
+    super::launcher::shell_words(&[word.to_string()])
+}
+
 impl Fix {
     /// Interleave the instance's memory over all nodes: its shared memory
     /// is bigger than a node. The postmaster's policy is inherited by every
@@ -91,10 +146,7 @@ impl Fix {
                 Fix::new(
                     FixKind::PostgresInterleave,
                     title,
-                    vec![
-                        format!("# DESTRUCTIVE: stop PostgreSQL (pg_ctl stop -D <data directory>), then start the postmaster under numactl:"),
-                        pg.postmaster.command_with(&binding),
-                    ],
+                    restart_commands(pg, &binding),
                     true,
                     verify_by_diff(None, goal),
                 )
@@ -138,10 +190,7 @@ impl Fix {
                 Fix::new(
                     FixKind::PostgresBind,
                     title,
-                    vec![
-                        "# DESTRUCTIVE: stop PostgreSQL (pg_ctl stop -D <data directory>), then start the postmaster under numactl:".to_string(),
-                        pg.postmaster.command_with(&binding),
-                    ],
+                    restart_commands(pg, &binding),
                     true,
                     verify_by_diff(None, FIXED_BELOW),
                 )
@@ -227,6 +276,29 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_keeps_the_postmasters_arguments_and_finds_its_data_directory() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            data_directory(&words(&["postgres", "-D", "/d", "-c", "shared_buffers=1GB"])),
+            Some(("/d".to_string(), words(&["-c", "shared_buffers=1GB"])))
+        );
+        assert_eq!(data_directory(&words(&["postgres", "--pgdata=/d"])), Some(("/d".to_string(), vec![])));
+        assert_eq!(data_directory(&words(&["postgres", "-D/d"])), Some(("/d".to_string(), vec![])));
+        assert_eq!(data_directory(&words(&["postgres", "-c", "x=1"])), None);
+        let mut pg = instance(false, 10);
+        pg.postmaster.argv =
+            words(&["/usr/lib/postgresql/15/bin/postgres", "-D", "/srv/pg data", "-c", "shared_buffers=128MB"]);
+        let binding = Binding { cpu: Some(CpuBinding::Nodes("1".into())), mem: Some(MemPolicy::Bind("1".into())) };
+        assert_eq!(
+            restart_commands(&pg, &binding)[1..],
+            [
+                "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl stop -m fast -D '/srv/pg data'",
+                "runuser -u postgres -- numactl --cpunodebind=1 --membind=1 /usr/lib/postgresql/15/bin/pg_ctl start -w -D '/srv/pg data' -o '-c shared_buffers=128MB'",
+            ]
+        );
+    }
+
+    #[test]
     fn shared_buffers_bigger_than_a_node_interleave_else_bind() {
         let topo = Topology::synthetic(&[vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
         // 2 GiB of shared memory on 1 GiB nodes, no unit: numactl for the postmaster.
@@ -237,8 +309,9 @@ mod tests {
         assert_eq!(
             f.commands,
             vec![
-                "# DESTRUCTIVE: stop PostgreSQL (pg_ctl stop -D <data directory>), then start the postmaster under numactl:",
-                "numactl --interleave=all /usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main",
+                "# DESTRUCTIVE: stops PostgreSQL (every session ends) and starts it again under numactl",
+                "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl stop -m fast -D /var/lib/postgresql/15/main",
+                "runuser -u postgres -- numactl --interleave=all /usr/lib/postgresql/15/bin/pg_ctl start -w -D /var/lib/postgresql/15/main",
             ]
         );
         // In its unit: the drop-in.
@@ -260,8 +333,8 @@ mod tests {
         let pg = instance(false, 65536);
         let f = Fix::postgres_bind(&pg, &topo.nodes[1]);
         assert_eq!(
-            f.commands[1],
-            "numactl --cpunodebind=1 --membind=1 /usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main"
+            f.commands[2],
+            "runuser -u postgres -- numactl --cpunodebind=1 --membind=1 /usr/lib/postgresql/15/bin/pg_ctl start -w -D /var/lib/postgresql/15/main"
         );
     }
 }
