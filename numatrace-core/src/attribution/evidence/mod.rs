@@ -92,6 +92,53 @@ impl Contribution {
 /// A thread's local first touches on one node: pages, first and last time, regions.
 type LocalTouches = (u64, u64, u64, BTreeSet<u64>);
 
+/// The share of its first-touch pages a thread has placed when its run time
+/// starts to count as use. Not all of them: a real program's worker touches
+/// a page now and then for as long as it runs (a buffer grown once, a read of
+/// its own counters), and its last first touch would turn all its work into
+/// placement.
+const PLACED_SHARE: f64 = 0.9;
+
+/// Each thread's placement end: the time by which it had first touched
+/// [`PLACED_SHARE`] of its pages, each run of touches taken as spread evenly
+/// from its first to its last page.
+fn placement_ends(agg: &Aggregator) -> BTreeMap<u32, u64> {
+    let mut runs: BTreeMap<u32, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    for touches in agg.regions.values() {
+        for t in touches {
+            runs.entry(t.tid).or_default().push((t.first_ns.min(t.last_ns), t.last_ns, t.pages));
+        }
+    }
+    runs.into_iter().map(|(tid, runs)| (tid, placed_by(&runs, PLACED_SHARE))).collect()
+}
+
+/// The earliest time by which `share` of the pages of `runs` (first ns,
+/// last ns, pages) were placed.
+fn placed_by(runs: &[(u64, u64, u64)], share: f64) -> u64 {
+    let total: u64 = runs.iter().map(|r| r.2).sum();
+    let (Some(lo), Some(hi)) = (runs.iter().map(|r| r.0).min(), runs.iter().map(|r| r.1).max()) else { return 0 };
+    let want = total as f64 * share;
+    let placed = |at: u64| -> f64 {
+        runs.iter()
+            .map(|&(first, last, pages)| {
+                if at >= last {
+                    pages as f64
+                } else if at < first {
+                    0.0
+                } else {
+                    pages as f64 * (at - first + 1) as f64 / (last - first + 1) as f64
+                }
+            })
+            .sum()
+    };
+    let (mut lo, mut hi) = (lo, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if placed(mid) >= want { hi = mid } else { lo = mid + 1 }
+    }
+    hi
+}
+
 /// All contributions found in the aggregator.
 /// `start_ns` is when the capture started: a thread there from the start
 /// worked from then on.
@@ -99,14 +146,8 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
     let mut out = Vec::new();
     let has_hinting = agg.region_uses.values().flatten().any(|u| u.remote_faults + u.local_faults > 0);
 
-    // Each thread's last first touch: its run time after it is use, not placement.
-    let mut last_touch: BTreeMap<u32, u64> = BTreeMap::new();
-    for touches in agg.regions.values() {
-        for t in touches {
-            let e = last_touch.entry(t.tid).or_default();
-            *e = (*e).max(t.last_ns);
-        }
-    }
+    // When each thread had placed most of its memory: its run time after it is use.
+    let last_touch = placement_ends(agg);
     let users = Users::new(agg, &last_touch, start_ns, &ctx.shared);
 
     // Local first touches per (domain, tid, node), for the runtime-based path:
@@ -219,4 +260,22 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
     // Memory placed before an attach: what the hinting faults did not measure, by run time.
     out.extend(placed_before(agg, ctx, &sampled_before));
     out
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::placed_by;
+
+    #[test]
+    fn one_late_page_does_not_end_placement() {
+        // 1000 pages in the first second, one page 60 s later.
+        let runs = [(0, 1_000_000_000, 1000), (60_000_000_000, 60_000_000_000, 1)];
+        let end = placed_by(&runs, 0.9);
+        assert!((899_000_000..=901_000_000).contains(&end), "{end}");
+        // All of them: the late page.
+        assert_eq!(placed_by(&runs, 1.0), 60_000_000_000);
+        // Pages spread evenly over one run: 90 % of its span.
+        assert!((8_999_000..=9_001_000).contains(&placed_by(&[(0, 10_000_000, 100)], 0.9)));
+        assert_eq!(placed_by(&[], 0.9), 0);
+    }
 }
