@@ -224,12 +224,17 @@ fn a_cpuset_with_cpus_on_one_node_and_mems_on_another_is_memory_policy_per_proce
     assert_eq!(text.lines().nth(1), Some("traced cgroup /lab.slice/db: 2 processes for 2.0 s, stopped by duration"));
     assert_eq!(top.pages, 8 * 512);
     assert!(top.evidence[0].starts_with("cpuset.mems 0 excludes node 1"), "{:?}", top.evidence);
-    let f = &top.fixes[0];
-    assert_eq!(f.kind, FixKind::CgroupCpuset);
-    // Nothing for one process of the cgroup (its command, its pid): the cgroup's fix does it for all.
+    // Nothing for one process of the cgroup (its command, its pid): the cgroup's fix does it for all,
+    // first its threads to the memory (nothing copied), then the memory to its threads.
     let kinds: Vec<FixKind> = top.fixes.iter().map(|f| f.kind).collect();
-    assert_eq!(kinds, vec![FixKind::CgroupCpuset], "{:#?}", top.fixes);
+    assert_eq!(kinds, vec![FixKind::CgroupCpuset, FixKind::CgroupCpuset], "{:#?}", top.fixes);
     assert!(top.blocked.is_empty(), "{:?}", top.blocked);
+    assert_eq!(
+        top.fixes[0].commands,
+        vec!["echo 0-1 > /sys/fs/cgroup/lab.slice/db/cpuset.cpus", "echo 0 > /sys/fs/cgroup/lab.slice/db/cpuset.mems"]
+    );
+    assert!(!top.fixes[0].destructive);
+    let f = &top.fixes[1];
     assert_eq!(
         f.commands,
         vec![
@@ -258,7 +263,9 @@ fn a_cpuset_set_by_a_parent_is_widened_there_first() {
         }
     }
     let r = replay(start, &events, end);
-    let f = &r.causes[0].fixes[0];
+    // The memory's node is within the parent's: the first fix needs no widening, the second does.
+    assert_eq!(r.causes[0].fixes[0].commands[0], "echo 0-1 > /sys/fs/cgroup/lab.slice/db/cpuset.cpus");
+    let f = &r.causes[0].fixes[1];
     assert_eq!(
         f.commands[0],
         "# node(s) 1 not in /lab.slice's cpuset.mems.effective (0): widen /lab.slice first (its other children keep what they have)"

@@ -53,6 +53,15 @@ pg_start() {
 }
 pg_stop() { asuser "$P/pg_ctl -D $D -m fast -w stop" >/dev/null 2>&1; }
 psql1() { asuser "$P/psql -h /var/run/postgresql -q -At -c \"$1\" postgres"; }
+# The top cause's first fix in /tmp/before.ntrace's report that is cgroup
+# writes (echo ... > /sys/fs/cgroup/...): into /tmp/fixcmds and the truth.
+cgroup_fix() {
+  numatrace report /tmp/before.ntrace > /tmp/before.txt 2>>/tmp/nt.err
+  awk '/^  1\. /{ t = 1; next } /^  [0-9]+\. / || /^  verify any fix/{ t = 0 } !t{ next }
+    /^     fix: /{ k++; next } (!at || k == at) && /^          echo [0-9,-]+ > \/sys\/fs\/cgroup\//{ at = k; sub(/^ +/, ""); print }' /tmp/before.txt >/tmp/fixcmds
+  kv fix "$(jstr "$(tr '\n' ';' </tmp/fixcmds)")"
+  [ -s /tmp/fixcmds ]
+}
 shmem() {
   printf '{'; sep=
   for d in /sys/devices/system/node/node[0-9]*; do printf '%s"%s":%s' "$sep" "${d##*node}" "$(awk '/Shmem:/ { print $4 }' $d/meminfo)"; sep=,; done
@@ -126,11 +135,7 @@ sh -c "echo \$\$ > $cg/cgroup.procs; exec memhog -r2 64m" >/dev/null
 snap after
 stop $n; rc0=$rc
 # The top cause's first fix, its cgroup writes run as printed, then memhog again.
-numatrace report /tmp/before.ntrace > /tmp/before.txt 2>>/tmp/nt.err
-awk '/^  1\. /{ t = 1; next } /^  [0-9]+\. / || /^  verify any fix/{ t = 0 } !t{ next }
-  /^     fix: /{ k++; next } k == 1 && /^          echo [0-9,-]+ > \/sys\/fs\/cgroup\//{ sub(/^ +/, ""); print }' /tmp/before.txt >/tmp/fixcmds
-kv fix "$(jstr "$(tr '\n' ';' </tmp/fixcmds)")"
-if [ -s /tmp/fixcmds ]; then
+if cgroup_fix; then
   sh -e /tmp/fixcmds
   numatrace --cgroup lab-db -o /tmp/after.ntrace >/dev/null 2>/tmp/nt.err & n=$!
   traced
@@ -139,6 +144,44 @@ if [ -s /tmp/fixcmds ]; then
   level=5; fixdiff
 fi
 kill $holder
+finish $rc0
+"#,
+    },
+    // The same PostgreSQL story with the instance in a cgroup (as a unit or a
+    // container puts it), traced with --cgroup: the postmaster and its helpers are
+    // moved into it after the start, the backends it forks are born there. The
+    // fix for a cgroup is its cpuset files (the cpuset-cgroup scenario enabled the
+    // controller below the root).
+    Scenario {
+        name: "postgres-cgroup",
+        off_only: true,
+        body: r#"
+pg_start incgroup || exit 1
+kv postmaster $pm
+cg=/sys/fs/cgroup/lab-pg
+echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p $cg
+# Joining a cpuset cgroup resets a task's CPUs to the cgroup's: pinned to node 0 again,
+# as the instance's unit had it.
+for p in $pm $(cat /proc/$pm/task/*/children); do echo $p > $cg/cgroup.procs; taskset -a -p -c 0 $p >/dev/null; done
+numatrace --cgroup lab-pg -o /tmp/before.ntrace >/dev/null 2>/tmp/nt.err & n=$!
+traced
+kv shmem_before "$(shmem)"
+psql1 "create extension pg_prewarm" >/dev/null
+kv prewarm_blocks "$(psql1 "select pg_prewarm('pgbench_accounts')")"
+kv shmem_prewarmed "$(shmem)"
+taskset -p -c 1 $pm >/dev/null
+asuser "numactl --cpunodebind=1 $P/pgbench -h /var/run/postgresql -c 2 -T 15 -S postgres" >/tmp/pgbench.out 2>&1
+stop $n; rc0=$rc
+if cgroup_fix; then
+  sh -e /tmp/fixcmds
+  numatrace --cgroup lab-pg -o /tmp/after.ntrace >/dev/null 2>/tmp/nt.err & n=$!
+  traced
+  asuser "numactl --cpunodebind=1 $P/pgbench -h /var/run/postgresql -c 2 -T 15 -S postgres" >/tmp/pgbench.out 2>&1
+  stop $n
+  level=5; fixdiff
+fi
+pg_stop
 finish $rc0
 "#,
     },
@@ -383,4 +426,35 @@ fn cpuset_cgroup_cause() {
 #[ignore = "boots QEMU"]
 fn cpuset_cgroup_fix_as_printed() {
     fixed_as_printed(outcome("cpuset-cgroup", "off"));
+}
+
+/// The instance traced by its cgroup: the same cause as by its tree, scope
+/// cgroup, and the cgroup's cpuset writes fix it as printed.
+fn postgres_cgroup_cause(o: &Outcome) {
+    let truth = shmem_pages_added(o, "0");
+    let cause = &o.report["causes"][0];
+    let kind = cause["kind"].as_str().unwrap_or_default();
+    assert!(
+        kind == "first_touch_by_other_thread" || kind == "shared_across_nodes",
+        "{}: the top cause is {kind}: {} ({})",
+        o.name,
+        cause["summary"],
+        o.saved.display()
+    );
+    let pages = u(cause, &["pages"]);
+    let (low, high) = (truth * 85 / 100, truth * 105 / 100 + SLACK_PAGES);
+    assert!((low..=high).contains(&pages), "{}: {pages} pages, Shmem +{truth} ({})", o.name, o.saved.display());
+    assert_eq!(o.report["target"]["scope"]["kind"], "cgroup", "{}", o.name);
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_cgroup_cause_balancing_off() {
+    postgres_cgroup_cause(outcome("postgres-cgroup", "off"));
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn postgres_cgroup_fix_as_printed_balancing_off() {
+    fixed_as_printed(outcome("postgres-cgroup", "off"));
 }

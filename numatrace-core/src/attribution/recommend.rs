@@ -234,6 +234,16 @@ pub fn fixes_for(kind: CauseKind, c: &Contribution, env: &FixEnv) -> (Vec<Fix>, 
     {
         fixes.push(Fix::move_processes_threads(&env.pids, n, env.scope == TargetScope::Tree));
     }
+    // A cgroup's cpuset moves every thread of it to where the memory is, live,
+    // nothing copied: its cheapest safe step, before any restart.
+    if cheap_kinds
+        && !too_big_for_a_node
+        && matches!(env.scope, TargetScope::Cgroup(_))
+        && let Some(n) = node_to_move_threads_to(c, env)
+        && let Some(f) = scope_fix(env, c, n, UnitNumaPolicy::Bind)
+    {
+        fixes.push(f);
+    }
     // PostgreSQL's shared memory: the database's own advice comes first.
     let mut pg_fixed = false;
     if live

@@ -180,6 +180,16 @@ impl Probes {
         Ok(())
     }
 
+    /// Stops tracing processes that have exited (their ids may be reused).
+    /// The kernel adds a process again if a traced one forks it later.
+    pub fn untrack_processes(&self, tgids: &[u32]) {
+        if let Some(bits) = &self.tgid_bits {
+            for &tgid in tgids {
+                bits.clear(tgid);
+            }
+        }
+    }
+
     /// Attaches every source this kernel supports; returns their statuses.
     pub fn attach(&mut self, tracefs: &Tracefs) -> &[SourceStatus] {
         // Only fentry/fexit and BTF-typed tracepoints need the kernel's BTF;

@@ -64,6 +64,20 @@ impl TgidBits {
     }
 }
 
+impl TgidBits {
+    /// Removes a process.
+    pub fn clear(&self, tgid: u32) {
+        let at = (tgid / 64) as usize;
+        if at >= self.len {
+            return;
+        }
+        // SAFETY: `at` is within the mapped words, which live until drop.
+        if let Some(word) = unsafe { self.words.as_ptr().add(at).as_ref() } {
+            word.fetch_and(!(1 << (tgid % 64)), Ordering::Relaxed);
+        }
+    }
+}
+
 impl Drop for TgidBits {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `map` mapped.

@@ -171,9 +171,31 @@ pub fn live_others(threads: impl Iterator<Item = (u32, bool)>, first: u32) -> Ve
     live.into_iter().filter(|&(tgid, alive)| alive && tgid != first).map(|(tgid, _)| tgid).collect()
 }
 
+/// Processes whose every thread has exited, but `first` and those already
+/// in `done` (they are added to it): the kernel may give their ids to new,
+/// unrelated processes, which must not be traced.
+pub fn newly_exited(threads: impl Iterator<Item = (u32, bool)>, first: u32, done: &mut BTreeSet<u32>) -> Vec<u32> {
+    let mut alive: BTreeMap<u32, bool> = BTreeMap::new();
+    for (tgid, exited) in threads {
+        *alive.entry(tgid).or_default() |= !exited;
+    }
+    let gone: Vec<u32> =
+        alive.into_iter().filter(|&(tgid, a)| !a && tgid != first && !done.contains(&tgid)).map(|(t, _)| t).collect();
+    done.extend(&gone);
+    gone
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_is_exited_once_all_its_threads_are_and_is_told_once() {
+        let mut done = BTreeSet::new();
+        let threads = [(10, true), (20, true), (20, false), (30, true), (30, true)];
+        assert_eq!(newly_exited(threads.into_iter(), 10, &mut done), vec![30]);
+        assert_eq!(newly_exited(threads.into_iter(), 10, &mut done), Vec::<u32>::new());
+    }
 
     #[test]
     fn live_others_are_processes_with_a_running_thread_but_the_first() {

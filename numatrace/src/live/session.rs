@@ -464,6 +464,8 @@ async fn event_loop(
     let mut sigterm = signal(SignalKind::terminate())?;
     // Only now: a Ctrl-C from here on stops the capture and reports.
     eprintln!("{announce}");
+    // Exited processes no longer traced: their ids may come back as other processes.
+    let mut untracked = std::collections::BTreeSet::new();
     let mut tick = tokio::time::interval(opts.drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::from_std(started + d));
@@ -497,6 +499,10 @@ async fn event_loop(
                 });
                 if !one_process && others.all_exited(target) {
                     break StopReason::TargetExit;
+                }
+                if !one_process {
+                    let threads = agg.threads.values().map(|t| (t.tgid, t.exited_ns.is_some()));
+                    probes.untrack_processes(&super::processes::newly_exited(threads, target.pid, &mut untracked));
                 }
                 for event in run_time.maybe_sample(agg, monotonic_ns()) {
                     record(agg, sink, &event)?;
