@@ -2,12 +2,13 @@
 //! window before it and the --after window, as a readable capture, with the
 //! kernel's counts over just that window.
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread::JoinHandle,
+    process::{Child, Command},
     time::{Duration, Instant},
 };
+
+mod common;
+use common::start_tracing;
 
 const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
 
@@ -16,36 +17,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-/// Starts numatrace with `args` and returns once it says it is tracing (a
-/// SIGUSR1 before its handler is in place would end it); the handle gives all
-/// of its stderr once it has ended.
-fn start_tracing(args: &[&str]) -> (Child, JoinHandle<String>) {
-    let mut child = Command::new(NUMATRACE)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("numatrace starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-    let mut stderr = String::new();
-    for line in lines.by_ref().map_while(Result::ok) {
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.starts_with("numatrace: tracing pid") {
-            break;
-        }
-    }
-    assert!(stderr.contains("numatrace: tracing pid"), "numatrace never said it was tracing: {stderr}");
-    let rest = std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            stderr.push_str(&line);
-            stderr.push('\n');
-        }
-        stderr
-    });
-    (child, rest)
 }
 
 fn signal(child: &Child, signal: i32) {
@@ -68,7 +39,7 @@ fn sigusr1_saves_the_last_window() {
     let dir = scratch("window");
     let prefix = dir.join("incident");
     let prefix = prefix.to_str().expect("temp path is UTF-8");
-    let (live, stderr) = start_tracing(&[
+    let (live, stderr) = start_tracing(Command::new(NUMATRACE).args([
         "--json",
         "--ring",
         "20s",
@@ -84,7 +55,7 @@ fn sigusr1_saves_the_last_window() {
         "16",
         "--seconds",
         "4",
-    ]);
+    ]));
     std::thread::sleep(Duration::from_millis(2500));
     signal(&live, libc::SIGUSR1);
     let out = live.wait_with_output().expect("numatrace ends");
@@ -112,7 +83,7 @@ fn a_window_carries_the_kernels_counts_over_just_that_window() {
     let dir = scratch("counts");
     let prefix = dir.join("incident");
     let prefix = prefix.to_str().expect("temp path is UTF-8");
-    let (live, stderr) = start_tracing(&[
+    let (live, stderr) = start_tracing(Command::new(NUMATRACE).args([
         "--json",
         "--ring",
         "1s",
@@ -126,7 +97,7 @@ fn a_window_carries_the_kernels_counts_over_just_that_window() {
         "hop",
         "--times",
         "1000000000",
-    ]);
+    ]));
     std::thread::sleep(Duration::from_millis(1500));
     signal(&live, libc::SIGUSR1);
     let saved = dir.join("incident-1.ntrace");

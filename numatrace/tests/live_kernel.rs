@@ -1,11 +1,12 @@
 //! Loads the real programs into this machine's kernel (needs root) and
 //! checks exact counts against workloads that know what they did.
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    thread::JoinHandle,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+mod common;
+use common::start_tracing;
 
 use serde_json::Value;
 
@@ -44,33 +45,6 @@ fn trace_with_reader_stopped(
 /// A path for a go file of this test process, distinct per `test`.
 fn go_file(test: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("numatrace-{test}-{}.go", std::process::id()))
-}
-
-/// Starts numatrace (`command`) with its output piped and returns once it
-/// says it is tracing (loading can take seconds on a busy machine); the
-/// handle gives all of its stderr once it has ended.
-fn start_tracing(command: &mut Command) -> (Child, JoinHandle<String>) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("numatrace starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-    let mut stderr = String::new();
-    let mut tracing = false;
-    for line in lines.by_ref().map_while(Result::ok) {
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.starts_with("numatrace: tracing pid") {
-            tracing = true;
-            break;
-        }
-    }
-    assert!(tracing, "numatrace never said it was tracing: {stderr}");
-    let rest = std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            stderr.push_str(&line);
-            stderr.push('\n');
-        }
-        stderr
-    });
-    (child, rest)
 }
 
 fn trace_with(command: &mut Command) -> (Option<Value>, Value, String, i32) {

@@ -2,7 +2,6 @@
 //! `--pid`s, `--tree`, and `--cgroup` with a process that joins during the
 //! capture; and the one-line errors of targets that do not exist.
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -10,40 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+use common::start_tracing;
+
 use serde_json::Value;
 
 const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
-
-/// Starts numatrace and returns once it says it is tracing; the handle
-/// gives all of its stderr once it has ended.
-fn start_tracing(args: &[&str]) -> (Child, JoinHandle<String>) {
-    let mut child = Command::new(NUMATRACE)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("numatrace starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-    let mut stderr = String::new();
-    let mut tracing = false;
-    for line in lines.by_ref().map_while(Result::ok) {
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.starts_with("numatrace: tracing pid") {
-            tracing = true;
-            break;
-        }
-    }
-    assert!(tracing, "numatrace never said it was tracing: {stderr}");
-    let rest = std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            stderr.push_str(&line);
-            stderr.push('\n');
-        }
-        stderr
-    });
-    (child, rest)
-}
 
 /// Waits for numatrace's report.
 fn report_of(tracer: Child, stderr: JoinHandle<String>) -> (Value, String) {
@@ -104,7 +75,8 @@ fn several_pids_are_traced_together_until_both_exit() {
     let go = go_file("pids");
     let (a, b) = (touch(3000, &go), touch(2000, &go));
     let (pa, pb) = (a.id().to_string(), b.id().to_string());
-    let (tracer, stderr) = start_tracing(&["--json", "--pid", &pa, "--pid", &pb, "--duration", "60s"]);
+    let (tracer, stderr) =
+        start_tracing(Command::new(NUMATRACE).args(["--json", "--pid", &pa, "--pid", &pb, "--duration", "60s"]));
     std::fs::write(&go, b"").expect("go file");
     let (report, stderr) = report_of(tracer, stderr);
     let _ = std::fs::remove_file(&go);
@@ -143,7 +115,14 @@ fn a_tree_includes_the_children_that_existed_before_the_start() {
         assert!(Instant::now() < deadline, "the children did not start: {children:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (tracer, stderr) = start_tracing(&["--json", "--pid", &pid.to_string(), "--tree", "--duration", "60s"]);
+    let (tracer, stderr) = start_tracing(Command::new(NUMATRACE).args([
+        "--json",
+        "--pid",
+        &pid.to_string(),
+        "--tree",
+        "--duration",
+        "60s",
+    ]));
     std::fs::write(&go, b"").expect("go file");
     let (report, stderr) = report_of(tracer, stderr);
     let _ = std::fs::remove_file(&go);
@@ -257,7 +236,8 @@ fn a_cgroup_target_sees_a_process_that_joins_after_the_start() {
     let go = go_file("cgroup");
     let joiner = touch(4000, &go);
     let dir = cgroup.dir.to_string_lossy().into_owned();
-    let (tracer, stderr) = start_tracing(&["--json", "--cgroup", &dir, "--duration", "60s"]);
+    let (tracer, stderr) =
+        start_tracing(Command::new(NUMATRACE).args(["--json", "--cgroup", &dir, "--duration", "60s"]));
     cgroup.join(joiner.id());
     std::fs::write(&go, b"").expect("go file");
     // A process whose threads exist before it joins: the kernel sees the
@@ -371,7 +351,8 @@ fn a_cgroup_target_sees_a_process_created_straight_into_it() {
     let mut cgroup = TestCgroup::new("cloneinto");
     cgroup.add_sleeper();
     let dir = cgroup.dir.to_string_lossy().into_owned();
-    let (tracer, stderr) = start_tracing(&["--json", "--cgroup", &dir, "--duration", "60s"]);
+    let (tracer, stderr) =
+        start_tracing(Command::new(NUMATRACE).args(["--json", "--cgroup", &dir, "--duration", "60s"]));
     let (pid, mut stdout) = spawn_into_cgroup(&cgroup.dir, &[NUMATRACE, "example", "touch", "--pages", "3000"]);
     let truth = std::io::read_to_string(&mut stdout).expect("its ground truth");
     let mut status = 0;
@@ -472,7 +453,7 @@ fn cost_per_event_of_a_cgroup_target_against_a_pid() {
                     vec!["--json", "--cgroup", &dir, "--duration", "60s"]
                 }
             };
-            let (tracer, stderr) = start_tracing(&args);
+            let (tracer, stderr) = start_tracing(Command::new(NUMATRACE).args(&args));
             let tracer_pid = tracer.id();
             std::fs::write(&go, b"").expect("go file");
             workload.wait_with_output().expect("workload ends");
