@@ -367,6 +367,9 @@ fn cheap_hooks_attach(nodes: u32) {
         ("page migrations", &["raw_tracepoint:mm_migrate_pages"]),
         ("explicit migration calls", &["raw_tracepoint:sys_enter"]),
         ("affinity changes", &["raw_tracepoint:sys_enter"]),
+        // Found in the kernel's BTF (not kallsyms, which costs start-up ~40 ms).
+        ("hinting faults", &["fentry:task_numa_fault"]),
+        ("misplaced-page migration", &["fentry:migrate_misplaced_page", "fexit:migrate_misplaced_page"]),
     ] {
         let status = sources.iter().find(|s| s["name"] == source).unwrap_or_else(|| panic!("{source} not listed"));
         let attached: Vec<&str> =

@@ -211,7 +211,8 @@ impl Probes {
                 unmet.insert(program, "the kernel's BTF lacks the cgroup or task_struct members it reads".to_string());
             }
         }
-        let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions: sources::existing_functions(), unmet };
+        let functions = sources::existing_functions(btf.as_ref());
+        let env = sources::AttachEnv { tracefs, btf: btf.as_ref(), functions, unmet };
         let links = &mut self.links;
         self.sources = sources::SOURCES.iter().map(|s| sources::attach(&mut self.ebpf, &env, s, links)).collect();
         if self.cgroup_id != 0 {
