@@ -30,8 +30,9 @@ const HOOKS: [(&str, &str); 3] =
 
 /// The hooks the migration-heavy workload drives: the migrations themselves
 /// and the sched_setaffinity(2) calls that cause them (numatrace watches
-/// affinity changes).
-const MIGRATION_HOOKS: [&str; 2] = ["sched_migrate", "sys_enter_sched"];
+/// affinity changes): the classic `sys_enter_sched_setaffinity`, or the raw
+/// `sys_enter` program that picks it among every system call.
+const MIGRATION_HOOKS: [&str; 3] = ["sched_migrate", "sys_enter_sched", "sys_enter_watch"];
 
 /// Per-round amounts `variant` added over the untraced run of the same round.
 fn added(series: &BTreeMap<Variant, Vec<f64>>, variant: Variant) -> Vec<f64> {
@@ -382,6 +383,23 @@ fn goals(r: &Results, host: bool) -> Vec<(&'static str, String)> {
                 verdict(at.map(|x| x < MIGRATION_GOAL)),
                 pct(slow),
                 verdict(slow.map(|x| x < MIGRATION_GOAL))
+            ),
+        ));
+    }
+    if let Some(a) = &r.always_on {
+        let label = super::always_on::BUDGET_LABEL;
+        let all = a.median_of(label, |r| r.percent);
+        let steady = a.median_of(label, |r| r.steady_percent);
+        let goal = super::always_on::ALWAYS_ON_GOAL_PERCENT;
+        let p = |x: Option<f64>| fmt(x, |x| format!("{x:.2} %"));
+        out.push((
+            "always on: under 1 % of one core on the fault-heavy workload, by an overhead budget (programs by kernel accounting, an upper bound, + numatrace's process)",
+            format!(
+                "`{label}`: {} in all: {}; {} after start-up (what hours of it cost): {}",
+                p(all),
+                verdict(all.map(|x| x < goal)),
+                p(steady),
+                verdict(steady.map(|x| x < goal))
             ),
         ));
     }

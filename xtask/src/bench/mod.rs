@@ -6,10 +6,12 @@
 //! reported. Also: the kernel's own run time per program, the aggregator's
 //! throughput alone, a sustained-load loss test, numatrace's CPU and memory
 //! for 1 GiB and 16 GiB of touched address space, and start-up and detach
-//! against bpftrace's. With `--lab` the kernel-side parts run again in a
+//! against bpftrace's, and numatrace left on a long run under an overhead
+//! budget (`always_on`). With `--lab` the kernel-side parts run again in a
 //! 2-node Debian 6.1 lab guest (`guest`), and the summary (`goals`) puts
 //! both kernels side by side. Results are ratios and figures, never
 //! pass/fail: timing is not asserted anywhere.
+mod always_on;
 mod bpf_stats;
 mod goals;
 mod guest;
@@ -96,6 +98,9 @@ pub enum Part {
     /// Start-up (attach to a running pid until "tracing") and detach (stop to exit),
     /// numatrace against bpftrace.
     Startup,
+    /// numatrace left on a long fault-heavy run (about 20 s a run), without a budget
+    /// and under `--overhead-budget 1`: its whole cost in percent of one core.
+    AlwaysOn,
 }
 
 impl Part {
@@ -111,6 +116,7 @@ impl Part {
             Part::Load => "load",
             Part::Footprint => "footprint",
             Part::Startup => "startup",
+            Part::AlwaysOn => "always-on",
         }
     }
 }
@@ -132,6 +138,10 @@ pub struct Plan {
     /// Full command lines; `numatrace` stands for the release binary.
     pub fault_args: Vec<String>,
     pub migration_args: Vec<String>,
+    /// The always-on part's workload: the fault-heavy one, many more rounds.
+    pub always_on_args: Vec<String>,
+    /// Rounds of the always-on part (each runs every setting once).
+    pub always_on_rounds: u32,
     /// Sustained-load runs, in order.
     pub load: Vec<LoadRun>,
     pub footprint: Vec<(String, String, Vec<String>)>,
@@ -201,6 +211,18 @@ impl Plan {
                 &workload_rounds.to_string(),
             ]),
             migration_args: vec![xtask, "bench".into(), "--hop-workload".into(), format!("{hop_threads},{hops}")],
+            // About 20 s untraced on the host (8 rounds take about 1.1 s): long
+            // enough that start-up is a small part and the budget settles.
+            always_on_args: s(&[
+                "touch",
+                "--pages",
+                &pages.to_string(),
+                "--threads",
+                &threads.to_string(),
+                "--rounds",
+                &(workload_rounds * if quick { 10 } else { 20 }).to_string(),
+            ]),
+            always_on_rounds: rounds.min(3),
             load: vec![
                 LoadRun {
                     label: "real page faults, one event each (8 MiB ring)".into(),
@@ -304,6 +326,8 @@ pub struct Results {
     pub footprint: Vec<Single>,
     #[serde(default)]
     pub startup: Option<startup::Startup>,
+    #[serde(default)]
+    pub always_on: Option<always_on::AlwaysOn>,
     /// With `--lab`: the same parts in the 2-node 6.1 guest.
     #[serde(default)]
     pub guest: Option<Box<Results>>,
@@ -386,6 +410,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if want(Part::Startup) {
         eprintln!("bench: start-up and detach, {} rounds", plan.rounds);
         results.startup = Some(startup::measure(&tools, plan.rounds)?);
+    }
+    if want(Part::AlwaysOn) && !args.in_guest {
+        eprintln!(
+            "bench: always on, {} rounds of 3 settings: {}",
+            plan.always_on_rounds,
+            plan.always_on_args.join(" ")
+        );
+        results.always_on = Some(always_on::measure(&tools, &plan.always_on_args, plan.always_on_rounds)?);
     }
     if want(Part::Load) && !args.in_guest {
         for run in &plan.load {

@@ -219,6 +219,9 @@ pub fn markdown(r: &Results) -> String {
             }
         }
     }
+    if let Some(a) = &r.always_on {
+        always_on_table(&mut out, a);
+    }
     if !r.aggregator.is_empty() {
         let _ = writeln!(
             out,
@@ -340,4 +343,40 @@ fn load_row(out: &mut String, s: &Single) {
         per_m,
         s.peak_rss_kib as f64 / 1024.0
     );
+}
+
+fn always_on_table(out: &mut String, a: &super::always_on::AlwaysOn) {
+    let _ = writeln!(
+        out,
+        "\n#### Always on: `{}` traced (medians over rounds; programs' time from BPF run-time stats kept on, an upper bound; start-up CPU {:.3} s)\n",
+        short(&a.workload),
+        a.startup_cpu_s
+    );
+    let _ = writeln!(
+        out,
+        "| setting | workload s | programs' CPU | numatrace process CPU | % of one core | after start-up | own measure | first-touch pages counted | traced share | paused | 1 in N at the end | lost |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for setting in a.settings() {
+        let m = |f: &dyn Fn(&super::always_on::Run) -> f64| a.median_of(setting, f);
+        let opt = |f: &dyn Fn(&super::always_on::Run) -> Option<f64>, unit: &str| {
+            let v: Vec<f64> = a.runs.iter().filter(|r| r.setting == setting).filter_map(f).collect();
+            median(&v).map_or("-".to_string(), |x| format!("{x:.2}{unit}"))
+        };
+        let Some(seconds) = m(&|r| r.seconds) else { continue };
+        let _ = writeln!(
+            out,
+            "| {setting} | {seconds:.1} | {:.3} s | {:.3} s | {:.2} % | {:.2} % | {} | {:.0} | {} | {} | {} | {:.0} |",
+            m(&|r| r.programs_s).unwrap_or(0.0),
+            m(&|r| r.process_cpu_s).unwrap_or(0.0),
+            m(&|r| r.percent).unwrap_or(0.0),
+            m(&|r| r.steady_percent).unwrap_or(0.0),
+            opt(&|r| r.own_measure_percent, " %"),
+            m(&|r| r.first_touch_pages_counted as f64).unwrap_or(0.0),
+            opt(&|r| r.traced_share.map(|x| x * 100.0), " %"),
+            opt(&|r| r.paused_s, " s"),
+            opt(&|r| r.final_one_in.map(|n| n as f64), ""),
+            m(&|r| r.lost_events as f64).unwrap_or(0.0),
+        );
+    }
 }

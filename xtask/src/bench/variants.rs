@@ -130,6 +130,8 @@ pub struct NumatraceOptions {
     pub sample_programs: bool,
     /// Attach the load generator (`--load-generator`, for `workload flood`).
     pub load_generator: bool,
+    /// More numatrace flags (e.g. `--overhead-budget 1`).
+    pub extra_args: Vec<String>,
 }
 
 /// Runs the workload (a full command line that prints a JSON line with its
@@ -152,6 +154,7 @@ pub fn run(tools: &Tools, variant: Variant, workload: &[String], nt: &NumatraceO
             if nt.load_generator {
                 v.push("--load-generator".to_string());
             }
+            v.extend(nt.extra_args.iter().cloned());
             v.push("--".to_string());
             v.extend(workload.iter().cloned());
             v
