@@ -137,7 +137,7 @@ pub struct SamplingChange {
 pub struct SamplingFacts {
     /// The budget, in percent of one core.
     pub budget_percent: f64,
-    /// Whether the first-touch hooks could be paused (`--budget-pauses`).
+    /// Whether the first-touch hooks could be paused (not `--no-budget-pauses`).
     pub pauses_allowed: bool,
     /// Every change of the sampling rate or the hooks' attachment, in time order.
     pub changes: Vec<SamplingChange>,

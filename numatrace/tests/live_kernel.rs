@@ -621,6 +621,8 @@ fn a_tiny_overhead_budget_samples_regions_and_still_counts_every_page() {
         "--json",
         "--overhead-budget",
         "0.001",
+        // Programs always attached: every page is counted.
+        "--no-budget-pauses",
         "-o",
         capture.to_str().expect("temp path is UTF-8"),
         "--",
@@ -668,7 +670,7 @@ fn a_tiny_overhead_budget_samples_regions_and_still_counts_every_page() {
     assert!(text.contains("first-touch pages the kernel counted"), "{text}");
 }
 
-/// With pauses allowed, a tiny budget detaches the first-touch programs for
+/// With pauses (the default under a budget), a tiny budget detaches the first-touch programs for
 /// most of the run and attaches them again: the report says for how long,
 /// pages touched meanwhile are in no count, and what was counted still adds up.
 #[test]
@@ -678,7 +680,6 @@ fn budget_pauses_detach_and_attach_again_and_say_so() {
         "--json",
         "--overhead-budget",
         "0.001",
-        "--budget-pauses",
         "--",
         NUMATRACE,
         "workload",

@@ -92,7 +92,7 @@ pub struct SamplingReport {
     /// `magnitude` is scaled by its inverse (the whole process); causes,
     /// threads and totals are not.
     pub traced_share: f64,
-    /// Seconds the first-touch hooks were detached (`--budget-pauses`): pages
+    /// Seconds the first-touch hooks were detached (the budget's pauses): pages
     /// first touched then are in no count.
     pub paused_s: f64,
     /// Remote first-touch pages of the whole process, scaled from the traced regions.

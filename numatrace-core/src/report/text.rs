@@ -424,7 +424,7 @@ fn render_sampling(o: &mut String, s: &super::SamplingReport) {
     if s.paused_s > 0.0 {
         let _ = writeln!(
             o,
-            "  first-touch hooks paused {:.1} s in all (--budget-pauses): pages first touched then are in no count",
+            "  first-touch hooks paused {:.1} s in all (to keep the budget; --no-budget-pauses never pauses): pages first touched then are in no count",
             s.paused_s
         );
     }

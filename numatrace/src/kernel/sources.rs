@@ -199,7 +199,7 @@ pub const SOURCES: &[Source] = &[
     },
 ];
 
-/// The sources an overhead budget may pause (`--budget-pauses`), in attach
+/// The sources an overhead budget may pause (unless `--no-budget-pauses`), in attach
 /// order: the fault address first, so that an allocation never finds a
 /// stale one; detached in the reverse order.
 pub const FIRST_TOUCH_SOURCES: [&str; 2] = ["fault addresses", "first touches"];

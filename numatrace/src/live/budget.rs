@@ -1,6 +1,6 @@
 //! The overhead budget, live (`--overhead-budget`): measures numatrace's CPU
 //! on every drain tick, lets the core's [`Controller`] decide, and applies
-//! its setting (the `SAMPLING` map; with `--budget-pauses`, detaching the
+//! its setting (the `SAMPLING` map; unless `--no-budget-pauses`, detaching the
 //! first-touch programs part of the time).
 //!
 //! How the CPU is measured, each tick:
@@ -24,7 +24,7 @@ use numatrace_core::sampling::{Controller, Period, SamplingChange, SamplingFacts
 
 use crate::kernel::Probes;
 
-/// What `--overhead-budget` and `--budget-pauses` asked for.
+/// What `--overhead-budget` (and `--no-budget-pauses`) asked for.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BudgetOptions {
     /// Percent of one core.
