@@ -1,5 +1,6 @@
 //! Command-line interface: every clap definition, and dispatch.
 pub mod capture;
+pub mod check;
 pub mod diff;
 pub mod export;
 pub mod inspect;
@@ -149,6 +150,9 @@ pub enum Command {
     /// Diagnose NUMA placement from a snapshot (no eBPF, no root for your own processes): topology, memory per node, counters, settings, and with --pid one process; findings with fixes.
     #[command(after_help = inspect::AFTER_HELP)]
     Inspect(inspect::InspectArgs),
+    /// Say whether numatrace can trace on this machine: which sources attach and through which hook, what is missing and why, NUMA balancing, the nodes. Run it first on a new server; paste it into bug reports.
+    #[command(after_help = check::AFTER_HELP)]
+    Check(check::CheckArgs),
     /// Print the report of a capture file (-o), exactly as the live run did.
     Report(report::ReportArgs),
     /// Write a capture as a timeline for Perfetto / chrome://tracing, flame graphs, or a self-contained SVG/HTML.
@@ -185,6 +189,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Some(Command::Inspect(args)) => inspect::run(&args),
+        Some(Command::Check(args)) => check::run(&args),
         Some(Command::Report(args)) => report::run_report(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Diff(args)) => diff::run(&args),
