@@ -35,6 +35,7 @@ Examples:
   sudo numatrace --cgroup system.slice/db.service   a cgroup v2 and below it, also processes that join it
   sudo numatrace -- ./server --port 8080         trace a command from its first instruction
   sudo numatrace --json --pid 4242 -d 10s        the same facts as one JSON object
+  sudo numatrace check                           can numatrace trace here? (run it first; paste it into bug reports)
   sudo numatrace demo                            a built-in workload with a known pathology
   numatrace example init-thread --mib 64         run that workload yourself (its threads: init, worker-N)
   sudo numatrace -o run.ntrace -- ./server       also save everything to a capture file
