@@ -6,6 +6,47 @@ use std::collections::BTreeMap;
 use numatrace_common::Counter;
 use serde::{Deserialize, Serialize};
 
+/// How a source's programs are attached to the kernel: the family of its
+/// hooks (a `fentry` source may pair fentry with fexit, a `kprobe` one a
+/// kprobe with a kretprobe).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// A raw tracepoint: the tracepoint's arguments, no event record built.
+    RawTracepoint,
+    /// A BTF-typed tracepoint: raw, reading kernel structs by BTF offsets.
+    BtfTracepoint,
+    /// A classic tracepoint: the kernel builds its event record per hit.
+    Tracepoint,
+    /// fentry/fexit on a kernel function (a BPF trampoline; needs BTF).
+    Fentry,
+    /// kprobe/kretprobe on a kernel function.
+    Kprobe,
+}
+
+impl HookKind {
+    /// Its name in JSON and text.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::RawTracepoint => "raw_tracepoint",
+            HookKind::BtfTracepoint => "btf_tracepoint",
+            HookKind::Tracepoint => "tracepoint",
+            HookKind::Fentry => "fentry",
+            HookKind::Kprobe => "kprobe",
+        }
+    }
+}
+
+/// How much numatrace needs a source.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceRole {
+    /// Without it numatrace cannot do its job (who first touched what, who moved).
+    Core,
+    /// Without it the report has less detail; the rest still works.
+    Detail,
+}
+
 /// What became of one source on this kernel.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceStatus {
@@ -13,6 +54,9 @@ pub struct SourceStatus {
     pub attached: bool,
     /// The kernel hooks used (e.g. `kprobe:migrate_misplaced_folio`).
     pub hooks: Vec<String>,
+    /// Their family, when attached (absent in captures made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<HookKind>,
     /// Why it is not attached, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -13,11 +13,13 @@
 //!   trait; `export`: timelines and other formats; `diff`: before/after.
 //!
 //! Beside the flow: `machine` (topology, cpu lists, /proc and /sys
-//! snapshots), `inspect` (the numastat walk, automated), and
+//! snapshots), `inspect` (the numastat walk, automated), `check` (what
+//! this machine lets numatrace trace, and the verdict), and
 //! `kernel_status` (what the kernel side counted and attached).
 pub mod aggregate;
 pub mod attribution;
 pub mod capture;
+pub mod check;
 pub mod diff;
 pub mod event;
 pub mod export;

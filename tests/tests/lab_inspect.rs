@@ -24,6 +24,9 @@
 //!   node and sleeps; `numastat -p` and `numatrace inspect --pid --json`
 //!   must agree on every node and row (Huge, Heap, Stack, Private, Total) to
 //!   numastat's rounding, twice.
+//! - check: `numatrace check --json` on Debian's 6.1 attaches the
+//!   machine-wide sources through raw and BTF-typed tracepoints (the BTF
+//!   read whole: 6.1 refuses its mmap), and sees the guest's nodes.
 //!
 //! They boot QEMU, so they are `#[ignore]`d: `cargo xtask test` runs them, or
 //! `cargo test -p numatrace-tests --test lab_inspect -- --include-ignored`
@@ -236,6 +239,8 @@ struct Guest {
     target: u32,
     truth: Value,
     process_rounds: Vec<(String, Table, Value)>,
+    /// `numatrace check --json`: its exit status and output.
+    check: (i32, String),
 }
 
 /// Guests run one at a time: they share this machine's few cores.
@@ -259,6 +264,9 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
     // Extra words after the script name the host programs the guest needs (sh's $1, $2, ... otherwise unused).
     commands.push(command(&["sh", "-c", FROZEN_SCRIPT, "lab-frozen", "numastat"]));
     commands.push(command(&["sh", "-c", &process, "lab-process", "numastat", "numactl"]));
+    // Last: it attaches every source once (a few seconds under TCG) and may fail on its own.
+    let check = command(&["numatrace", "check", "--json"]);
+    commands.push(check.clone());
     let opts = guest::options(nodes, MEM_PER_NODE_MIB, Duration::from_secs(300));
     let started = Instant::now();
     let run = guest::run(&format!("lab inspect, {nodes} nodes"), &opts, &commands)?;
@@ -274,8 +282,13 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
         return Err(format!("{} commands ran, {} results came back", commands.len(), run.results.len()));
     }
     let mut outputs = Vec::new();
+    let mut checked = None;
     for (c, r) in commands.iter().zip(&run.results) {
         let text = String::from_utf8_lossy(&r.stdout).into_owned();
+        if c.argv == check.argv {
+            checked = Some((r.exit_code, text));
+            continue;
+        }
         if r.exit_code != 0 {
             return Err(format!(
                 "`{}` exited with {} in the {nodes}-node guest; stdout:\n{text}",
@@ -324,7 +337,18 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
             process_rounds.len()
         ));
     }
-    Ok(Guest { hardware, live_inspect, live_numastat, frozen_numastat, frozen_inspect, target, truth, process_rounds })
+    let check = checked.ok_or("numatrace check did not run")?;
+    Ok(Guest {
+        hardware,
+        live_inspect,
+        live_numastat,
+        frozen_numastat,
+        frozen_inspect,
+        target,
+        truth,
+        process_rounds,
+        check,
+    })
 }
 
 fn guest(nodes: u32) -> &'static Guest {
@@ -650,6 +674,58 @@ fn process_memory_equals_numastat_p_2_nodes() {
 #[ignore = "boots QEMU"]
 fn process_memory_equals_numastat_p_4_nodes() {
     process(4);
+}
+
+// ---- numatrace check ----
+
+/// `numatrace check --json` in the guest: Debian's 6.1 has the BTF and the
+/// raw tracepoints, so the machine-wide sources attach the cheap way; the
+/// nodes are the guest's.
+fn check_on_the_guest_kernel(nodes: u32) {
+    let (code, text) = &guest(nodes).check;
+    let check: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("check --json printed no JSON ({e}): {text}"));
+    assert_eq!(check["schema"], "numatrace.check/1");
+    assert_eq!(*code, 0, "numatrace check says it cannot trace in the guest: {}", check["verdict"]);
+    assert_ne!(check["verdict"]["level"], "cannot_trace", "{}", check["verdict"]);
+    assert_eq!(check["sources_checked"], true, "{check}");
+    // 6.1 refuses to mmap /sys/kernel/btf/vmlinux: the file is read whole.
+    assert_eq!(check["btf"]["access"], "file", "{}", check["btf"]);
+    assert_eq!(check["btf"]["task_struct_found"], true, "{}", check["btf"]);
+    let sources = check["sources"].as_array().expect("sources listed");
+    for (source, kind, hooks) in [
+        ("first touches", "raw_tracepoint", &["raw_tracepoint:mm_page_alloc"][..]),
+        ("fault addresses", "raw_tracepoint", &["raw_tracepoint:page_fault_user"]),
+        ("thread migrations", "btf_tracepoint", &["tp_btf:sched_migrate_task"]),
+    ] {
+        let s = sources.iter().find(|s| s["name"] == source).unwrap_or_else(|| panic!("{source} not listed"));
+        assert_eq!(s["state"], "attached", "{source}: {s}");
+        assert_eq!(s["kind"], kind, "{source}: {s}");
+        let attached: Vec<&str> = s["hooks"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        assert_eq!(attached, hooks, "{source}: {s}");
+    }
+    let listed = check["nodes"].as_array().expect("nodes listed");
+    assert_eq!(listed.len(), nodes as usize, "{listed:?}");
+    for (i, n) in listed.iter().enumerate() {
+        assert_eq!(n["id"], i as u64, "{n}");
+        assert_eq!(n["cpus"], serde_json::json!([i]), "the lab gives node i CPU i: {n}");
+        assert!(n["mem_total_bytes"].as_u64().unwrap_or(0) > (MEM_PER_NODE_MIB << 20) / 2, "{n}");
+    }
+    // The guest runs with balancing off.
+    assert_eq!(check["numa_balancing"]["mode"], "off", "{}", check["numa_balancing"]);
+    eprintln!("lab check, {nodes} nodes: {}", check["verdict"]["line"]);
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn check_attaches_the_cheap_hooks_on_the_guest_kernel_2_nodes() {
+    check_on_the_guest_kernel(2);
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn check_attaches_the_cheap_hooks_on_the_guest_kernel_4_nodes() {
+    check_on_the_guest_kernel(4);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Command-line interface: every clap definition, and dispatch.
 pub mod capture;
+pub mod check;
 pub mod diff;
 pub mod export;
 pub mod inspect;
@@ -34,6 +35,7 @@ Examples:
   sudo numatrace --cgroup system.slice/db.service   a cgroup v2 and below it, also processes that join it
   sudo numatrace -- ./server --port 8080         trace a command from its first instruction
   sudo numatrace --json --pid 4242 -d 10s        the same facts as one JSON object
+  sudo numatrace check                           can numatrace trace here? (run it first; paste it into bug reports)
   sudo numatrace demo                            a built-in workload with a known pathology
   numatrace example init-thread --mib 64         run that workload yourself (its threads: init, worker-N)
   sudo numatrace -o run.ntrace -- ./server       also save everything to a capture file
@@ -153,6 +155,9 @@ pub enum Command {
     /// Diagnose NUMA placement from a snapshot (no eBPF, no root for your own processes): topology, memory per node, counters, settings, and with --pid one process; findings with fixes.
     #[command(after_help = inspect::AFTER_HELP)]
     Inspect(inspect::InspectArgs),
+    /// Say whether numatrace can trace on this machine: which sources attach and through which hook, what is missing and why, NUMA balancing, the nodes. Run it first on a new server; paste it into bug reports.
+    #[command(after_help = check::AFTER_HELP)]
+    Check(check::CheckArgs),
     /// Print the report of a capture file (-o), exactly as the live run did.
     Report(report::ReportArgs),
     /// Write a capture as a timeline for Perfetto / chrome://tracing, flame graphs, or a self-contained SVG/HTML.
@@ -189,6 +194,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Some(Command::Inspect(args)) => inspect::run(&args),
+        Some(Command::Check(args)) => check::run(&args),
         Some(Command::Report(args)) => report::run_report(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Diff(args)) => diff::run(&args),

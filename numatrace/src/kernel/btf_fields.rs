@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use btf_rs::{Backend, Btf, Struct, Type};
 use numatrace_common::{CgroupFields, FIELD_ABSENT, TaskFields};
+use numatrace_core::check::BtfAccess;
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -14,6 +15,10 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// What the BTF-typed and raw programs need to know about kernel structs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelStructs {
+    /// How the BTF was read (mapped, read whole, or not at all).
+    pub access: BtfAccess,
+    /// Why it was not mapped (read whole instead) or not read at all.
+    pub access_note: Option<String>,
     pub task: TaskFields,
     /// `sizeof(struct page)`, to turn a page pointer into a pfn.
     pub page_size: Option<u64>,
@@ -52,12 +57,21 @@ pub fn read(btf_path: &Path) -> KernelStructs {
     // types into memory (15 MiB more peak RSS and 0.2 s of CPU). Kernels
     // before 6.x refuse to mmap /sys/kernel/btf/vmlinux (ENODEV: Debian 12,
     // RHEL 9, Ubuntu 22.04); there the file is read and parsed instead.
-    let btf = match Btf::from_file_with_backend(btf_path, Backend::Mmap) {
-        Ok(btf) => btf,
-        Err(_) => match Btf::from_file(btf_path) {
-            Ok(btf) => btf,
-            Err(_) => {
+    let (btf, access, access_note) = match Btf::from_file_with_backend(btf_path, Backend::Mmap) {
+        Ok(btf) => (btf, BtfAccess::Mmap, None),
+        Err(mapped) => match Btf::from_file(btf_path) {
+            Ok(btf) => (btf, BtfAccess::File, Some(format!("mmap refused ({mapped}); read whole instead"))),
+            Err(read) => {
+                let access = if btf_path.exists() { BtfAccess::Unreadable } else { BtfAccess::Absent };
+                let note = match access {
+                    BtfAccess::Absent => {
+                        format!("no {} (kernel built without CONFIG_DEBUG_INFO_BTF)", btf_path.display())
+                    }
+                    _ => format!("{}: {read}", btf_path.display()),
+                };
                 return KernelStructs {
+                    access,
+                    access_note: Some(note),
                     task: absent,
                     page_size: None,
                     syscall_arg0: None,
@@ -68,6 +82,8 @@ pub fn read(btf_path: &Path) -> KernelStructs {
         },
     };
     KernelStructs {
+        access,
+        access_note,
         task: task_fields(&btf).unwrap_or(absent),
         page_size: find_struct(&btf, "page").map(|s| s.size() as u64).filter(|size| *size > 0),
         syscall_arg0: SYSCALL_ARG0
@@ -256,6 +272,7 @@ mod tests {
     #[test]
     fn no_btf_means_every_member_absent() {
         let structs = read(Path::new("/nonexistent/btf"));
+        assert_eq!(structs.access, BtfAccess::Absent);
         let f = structs.task;
         assert!(!f.complete());
         assert_eq!(structs.page_size, None);

@@ -6,6 +6,7 @@ pub mod page_map;
 pub mod privileges;
 pub mod requirements;
 pub mod sources;
+pub mod support;
 pub mod tgid_bits;
 pub mod tracefs;
 
@@ -337,6 +338,26 @@ impl Probes {
         }
         Ok(totals)
     }
+}
+
+/// Loads and attaches every source exactly as a capture's start-up does
+/// (this process as the target; with `cgroup_id`, also the cgroup joins),
+/// then detaches them: what `numatrace check` reports.
+pub fn trial(topology: &Topology, tracefs: &Tracefs, cgroup_id: u64) -> Result<Vec<SourceStatus>> {
+    let traced = TracedSet { tgid: std::process::id(), more: false, cgroup_id };
+    let opts = ProbeOptions {
+        follow_children: false,
+        // The smallest ring: nothing reads it.
+        ring_bytes: 0,
+        classic_tracepoints: false,
+        #[cfg(feature = "bench-hooks")]
+        load_generator: false,
+        all_migrations: false,
+    };
+    let mut probes = Probes::load(traced, &opts, topology, tracefs)?;
+    probes.attach(tracefs);
+    probes.detach();
+    Ok(std::mem::take(&mut probes.sources))
 }
 
 /// The name of the source a program belongs to.

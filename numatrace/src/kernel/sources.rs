@@ -10,7 +10,7 @@ use aya::{
 use aya_obj::btf::BtfKind;
 use std::collections::{BTreeMap, BTreeSet};
 
-use numatrace_core::kernel_status::SourceStatus;
+use numatrace_core::kernel_status::{HookKind, SourceRole, SourceStatus};
 
 use super::tracefs::Tracefs;
 
@@ -35,6 +35,19 @@ pub enum Hook {
     Fexit(&'static [&'static str]),
 }
 
+impl Hook {
+    /// The family this hook belongs to.
+    pub fn kind(&self) -> HookKind {
+        match self {
+            Hook::Tracepoint(..) => HookKind::Tracepoint,
+            Hook::RawTracepoint(..) => HookKind::RawTracepoint,
+            Hook::BtfTracepoint(..) => HookKind::BtfTracepoint,
+            Hook::Kprobe(_) | Hook::Kretprobe(_) => HookKind::Kprobe,
+            Hook::Fentry(_) | Hook::Fexit(_) => HookKind::Fentry,
+        }
+    }
+}
+
 /// A program in the object and where it attaches.
 #[derive(Clone, Copy, Debug)]
 pub struct Attach {
@@ -49,6 +62,10 @@ pub struct Attach {
 pub struct Source {
     pub name: &'static str,
     pub tells: &'static str,
+    /// Whether numatrace can do its job without it.
+    pub role: SourceRole,
+    /// What the report lacks when it cannot attach (`numatrace check`).
+    pub without: &'static str,
     pub variants: &'static [&'static [Attach]],
 }
 
@@ -84,6 +101,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "thread creation",
         tells: "threads (and, when followed, processes) created during the capture",
+        role: SourceRole::Core,
+        without: "threads created during the capture are not traced at all",
         variants: &[
             &[btf_tp("task_newtask_btf", "task", "task_newtask")],
             &[tp("task_newtask", "task", "task_newtask")],
@@ -92,6 +111,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "thread exit",
         tells: "when traced threads exit",
+        role: SourceRole::Detail,
+        without: "when a thread ended: threads look alive to the end of the capture",
         variants: &[
             &[btf_tp("sched_process_exit_btf", "sched", "sched_process_exit")],
             &[tp("sched_process_exit", "sched", "sched_process_exit")],
@@ -100,6 +121,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "first touches",
         tells: "which thread first touched which pages, and on which node they landed",
+        role: SourceRole::Core,
+        without: "which thread placed which memory on which node: no cause can be named",
         // Every page allocation of the machine: the raw form saves building
         // the record, once the page array is calibrated (kernel::page_map).
         variants: &[
@@ -110,6 +133,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "fault addresses",
         tells: "the 2 MiB region of each first touch and hinting fault",
+        role: SourceRole::Detail,
+        without: "the region of each first touch: causes are found per thread and node, not per 2 MiB region",
         // Every user page fault of the machine: the raw form saves building the record.
         variants: &[
             &[raw_tp("page_fault_user_raw", "exceptions", "page_fault_user")],
@@ -119,6 +144,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "balancer task placement",
         tells: "NUMA balancer task moves, swaps and sticks",
+        role: SourceRole::Detail,
+        without: "the NUMA balancer's task moves and swaps: a balancer move is told from a load-balancer one less surely",
         variants: &[
             &[
                 btf_tp("sched_move_numa_btf", "sched", "sched_move_numa"),
@@ -135,6 +162,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "page migrations",
         tells: "pages migrated, by reason",
+        role: SourceRole::Detail,
+        without: "pages migrated, by reason: repairs and explicit moves are not counted",
         variants: &[
             &[raw_tp("mm_migrate_pages_raw", "migrate", "mm_migrate_pages")],
             &[tp("mm_migrate_pages", "migrate", "mm_migrate_pages")],
@@ -143,6 +172,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "explicit migration calls",
         tells: "migrate_pages/move_pages/mbind calls that move a traced process's pages",
+        role: SourceRole::Detail,
+        without: "who called migrate_pages/move_pages/mbind: explicit moves are not named",
         // The raw form sees every system call and picks these by number; it
         // is one program with "affinity changes" (one run per system call).
         variants: &[
@@ -160,6 +191,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "affinity changes",
         tells: "sched_setaffinity calls on traced threads (taskset -p): who moved a thread",
+        role: SourceRole::Detail,
+        without: "who moved a thread with sched_setaffinity (taskset -p): such moves are not named",
         variants: &[
             &[raw_tp(SYS_ENTER_WATCH, "raw_syscalls", "sys_enter")],
             &[tp("sys_enter_sched_setaffinity", "syscalls", "sys_enter_sched_setaffinity")],
@@ -168,6 +201,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "hinting faults",
         tells: "NUMA hinting faults: on which node the memory a thread touches lives",
+        role: SourceRole::Detail,
+        without: "NUMA hinting faults: no sampled accesses, remote shares come from pages alone",
         variants: &[
             &[Attach { program: "task_numa_fault_fentry", hook: Hook::Fentry(&["task_numa_fault"]) }],
             &[Attach { program: "task_numa_fault", hook: Hook::Kprobe(&["task_numa_fault"]) }],
@@ -176,6 +211,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "misplaced-page migration",
         tells: "time the balancer spends migrating misplaced pages",
+        role: SourceRole::Detail,
+        without: "the time the balancer spends migrating pages: its cost is not shown",
         variants: &[
             &[
                 Attach { program: "migrate_misplaced_fentry", hook: Hook::Fentry(MISPLACED) },
@@ -190,6 +227,8 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "thread migrations",
         tells: "every CPU (and node) change of a traced thread",
+        role: SourceRole::Core,
+        without: "CPU and node changes of threads: no thread can be shown moved away from its memory",
         // It fires for every migration on the machine: the BTF-typed form
         // filters on the task's own tgid without a map lookup.
         variants: &[
@@ -210,6 +249,8 @@ pub const FIRST_TOUCH_SOURCES: [&str; 2] = ["fault addresses", "first touches"];
 pub const LOAD_GENERATOR: Source = Source {
     name: "load generator (benchmark)",
     tells: "synthetic first touches on the target's getppid calls, to load the ring and the aggregator",
+    role: SourceRole::Detail,
+    without: "the benchmark load generator (--load-generator)",
     variants: &[&[raw_tp("load_generator", "raw_syscalls", "sys_enter")]],
 };
 
@@ -220,6 +261,8 @@ pub const LOAD_GENERATOR: Source = Source {
 pub const CGROUP_JOINS: Source = Source {
     name: "cgroup joins",
     tells: "processes moved into the traced cgroup or below it, or created there, during the capture (by cgroup id, in the kernel)",
+    role: SourceRole::Detail,
+    without: "processes that join a traced cgroup later (--cgroup, --unit, --container): only those in it at the start are traced",
     variants: &[&[
         btf_tp("cgroup_attach_task_btf", "cgroup", "cgroup_attach_task"),
         btf_tp("cgroup_clone_into_btf", "task", "task_newtask"),
@@ -281,6 +324,10 @@ pub enum TracepointLink {
     Classic(TracePointLinkId),
 }
 
+/// Between the reasons of the variants that did not attach, in variant
+/// order, in `reason` and `fallback_reason`.
+pub const REASON_SEPARATOR: &str = "; ";
+
 /// Attaches the first variant of a source whose programs all attach; a
 /// half-attached variant is unloaded (it would give misleading counts).
 /// The tracepoint links of the variant attached are added to `links`.
@@ -310,11 +357,12 @@ pub fn attach(
         match failure {
             None => {
                 links.extend(variant_links);
-                let fallback_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+                let fallback_reason = (!reasons.is_empty()).then(|| reasons.join(REASON_SEPARATOR));
                 return SourceStatus {
                     name: source.name.to_string(),
                     attached: true,
                     hooks,
+                    kind: variant.first().map(|a| a.hook.kind()),
                     reason: None,
                     fallback_reason,
                 };
@@ -329,7 +377,8 @@ pub fn attach(
         name: source.name.to_string(),
         attached: false,
         hooks: Vec::new(),
-        reason: Some(reasons.join("; ")),
+        kind: None,
+        reason: Some(reasons.join(REASON_SEPARATOR)),
         fallback_reason: None,
     }
 }
@@ -561,6 +610,19 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{wrong:#?}\nthe object has: {:?}", programs.keys().collect::<Vec<_>>());
+    }
+
+    /// A source reports one hook kind: the first hook's, so every hook of a
+    /// variant must be of that family.
+    #[test]
+    fn every_variant_attaches_through_one_kind_of_hook() {
+        let sources = SOURCES.iter().chain([&CGROUP_JOINS]);
+        for source in sources {
+            for variant in source.variants {
+                let kinds: BTreeSet<HookKind> = variant.iter().map(|a| a.hook.kind()).collect();
+                assert_eq!(kinds.len(), 1, "{}: {variant:?}", source.name);
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,26 @@ pub enum TracefsError {
     Read { path: PathBuf, source: std::io::Error },
 }
 
+/// Where tracefs is mounted now, from a mountinfo table (readable by any
+/// user, unlike the tracefs folder itself): a tracefs mount, else debugfs's
+/// `tracing` folder.
+pub fn mount_point(mountinfo: &str) -> Option<PathBuf> {
+    let mut debugfs = None;
+    for line in mountinfo.lines() {
+        // "36 25 0:12 / /sys/kernel/tracing rw,relatime shared:14 - tracefs tracefs rw"
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let (Some(point), Some(fstype)) = (left.split_whitespace().nth(4), right.split_whitespace().next()) else {
+            continue;
+        };
+        match fstype {
+            "tracefs" => return Some(PathBuf::from(point)),
+            "debugfs" => debugfs = Some(Path::new(point).join("tracing")),
+            _ => {}
+        }
+    }
+    debugfs
+}
+
 /// The tracefs mount.
 #[derive(Clone, Debug)]
 pub struct Tracefs {
@@ -178,6 +198,16 @@ mod tests {
         assert_eq!(old.offset("pid").unwrap(), 24);
         assert_eq!(old.field("comm").unwrap().size, 16);
         assert!(matches!(old.offset("nope"), Err(TracefsError::NoField { .. })));
+    }
+
+    #[test]
+    fn finds_the_mount_point_in_mountinfo() {
+        let tracefs = "22 1 0:5 / /sys rw - sysfs sysfs rw\n36 22 0:12 / /sys/kernel/tracing rw,relatime shared:14 - tracefs tracefs rw\n";
+        assert_eq!(mount_point(tracefs), Some(PathBuf::from("/sys/kernel/tracing")));
+        let debugfs = "22 1 0:5 / /sys rw - sysfs sysfs rw\n30 22 0:7 / /sys/kernel/debug rw - debugfs debugfs rw\n";
+        assert_eq!(mount_point(debugfs), Some(PathBuf::from("/sys/kernel/debug/tracing")));
+        assert_eq!(mount_point("22 1 0:5 / /sys rw - sysfs sysfs rw\n"), None);
+        assert_eq!(mount_point("garbage\n"), None);
     }
 
     #[test]
