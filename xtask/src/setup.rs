@@ -2,7 +2,8 @@
 //! Debian's Rust with library source (for -Z build-std=core on the BPF
 //! target), bpf-linker built against Debian's LLVM 22, the tools the tests,
 //! lab and bench use, and the real programs of the lab suite (memhog,
-//! sysbench, stress-ng, redis, PostgreSQL), and clippy and rustfmt for CI's checks.
+//! sysbench, stress-ng, redis, PostgreSQL), the viewers the export tests open
+//! (Chromium, speedscope), and clippy and rustfmt for CI's checks.
 //! Skips what is already there.
 use std::{path::Path, process::Command};
 
@@ -29,6 +30,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("linux-perf", "/usr/bin/perf"),
     // rsvg-convert: the capture_export test renders the SVG timeline to PNG.
     ("librsvg2-bin", "/usr/bin/rsvg-convert"),
+    // The viewers test (numatrace/tests/viewers.rs) opens the exports in headless Chromium,
+    // and speedscope (an npm package, below) in it. A machine whose Node.js came from
+    // elsewhere (NodeSource's bundles npm) already has both files.
+    ("chromium", "/usr/bin/chromium"),
+    ("nodejs", "/usr/bin/node"),
+    ("npm", "/usr/bin/npm"),
     // Real software for the lab suite (tests/tests/lab_real.rs), carried into the guest:
     // numactl's memhog (above), sysbench memory, stress-ng --vm/--numa, redis over loopback.
     ("sysbench", "/usr/bin/sysbench"),
@@ -46,6 +53,41 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// speedscope, pinned: the viewers test loads the folded and Trace Event
+/// exports in its release files.
+const SPEEDSCOPE_VERSION: &str = "1.25.0";
+/// `npm install --prefix` of speedscope: outside the work tree, so that a
+/// fresh clone (CI) or `cargo clean` does not fetch it again. The viewers
+/// test reads `node_modules/speedscope/dist/release` below it.
+const SPEEDSCOPE_DIR: &str = "/var/cache/numatrace/speedscope";
+
+/// The version of speedscope installed in [`SPEEDSCOPE_DIR`], if any.
+fn speedscope_version() -> Option<String> {
+    let manifest = Path::new(SPEEDSCOPE_DIR).join("node_modules/speedscope/package.json");
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let line = text.lines().find(|l| l.trim_start().starts_with("\"version\""))?;
+    Some(line.split('"').nth(3)?.to_string())
+}
+
+fn have_speedscope() -> bool {
+    speedscope_version().as_deref() == Some(SPEEDSCOPE_VERSION)
+        && Path::new(SPEEDSCOPE_DIR).join("node_modules/speedscope/dist/release/index.html").is_file()
+}
+
+fn install_speedscope() -> Result<()> {
+    eprintln!("setup: installing speedscope {SPEEDSCOPE_VERSION} (npm) in {SPEEDSCOPE_DIR}");
+    std::fs::create_dir_all(SPEEDSCOPE_DIR).with_context(|| format!("creating {SPEEDSCOPE_DIR}"))?;
+    let status = Command::new("npm")
+        .args(["install", "--prefix", SPEEDSCOPE_DIR, "--no-audit", "--no-fund", "--ignore-scripts"])
+        .arg(format!("speedscope@{SPEEDSCOPE_VERSION}"))
+        .status()
+        .context("running npm install speedscope")?;
+    if !status.success() || !have_speedscope() {
+        bail!("npm install speedscope@{SPEEDSCOPE_VERSION} into {SPEEDSCOPE_DIR} failed ({status})");
+    }
+    Ok(())
+}
 
 /// Cargo subcommands CI runs besides build and test (.ci/run), with the
 /// rustup component that brings each.
@@ -71,8 +113,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(p, _)| *p).collect();
     let linker = have_bpf_linker();
     let tools = missing_cargo_tools();
+    let speedscope = have_speedscope();
     if args.check {
-        if missing.is_empty() && linker && tools.is_empty() {
+        if missing.is_empty() && linker && tools.is_empty() && speedscope {
             eprintln!("setup: everything is installed");
             return Ok(());
         }
@@ -80,6 +123,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         all.extend(&tools);
         if !linker {
             all.push("bpf-linker");
+        }
+        if !speedscope {
+            all.push("speedscope");
         }
         bail!("missing: {}", all.join(" "));
     }
@@ -137,6 +183,10 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         if !status.success() {
             bail!("cargo install bpf-linker failed");
         }
+    }
+    // After the packages: npm may have come with them.
+    if !speedscope {
+        install_speedscope()?;
     }
     eprintln!("setup: done");
     Ok(())

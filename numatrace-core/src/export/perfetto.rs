@@ -1,7 +1,8 @@
 //! Chrome trace event JSON (opens in ui.perfetto.dev and chrome://tracing):
 //! a track per thread with one slice per stretch on a CPU, named by node;
 //! instant events for migrations, balancer decisions and page-migration
-//! batches; counter tracks for the per-second rates. Times in µs.
+//! batches; counter tracks for the per-second rates. Times in µs. Process
+//! and thread names are the names alone: every viewer adds the pid and tid.
 use anyhow::Result;
 use serde_json::{Value, json};
 
@@ -14,11 +15,11 @@ fn us(ns: u64) -> f64 {
 /// The trace as JSON text.
 pub fn render(t: &Timeline) -> Result<String> {
     let pid = t.pid;
-    let mut events: Vec<Value> = vec![
-        json!({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": format!("{} ({pid})", t.process)}}),
-    ];
+    let mut events: Vec<Value> =
+        vec![json!({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": t.process}})];
     for (i, lane) in t.lanes.iter().enumerate() {
-        events.push(json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": lane.tid, "args": {"name": format!("{} {}", lane.comm, lane.tid)}}));
+        events
+            .push(json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": lane.tid, "args": {"name": lane.comm}}));
         events.push(
             json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": lane.tid, "args": {"sort_index": i}}),
         );
