@@ -39,6 +39,10 @@ pub struct Period {
     pub programs_ns: u64,
     /// CPU numatrace's own process spent in it (attached or not).
     pub process_ns: u64,
+    /// CPU numatrace's other programs spent in it (system calls, thread
+    /// migrations and the like, machine-wide): never paused, never sampled,
+    /// so like the process they are paid whatever the setting.
+    pub other_programs_ns: u64,
     /// Time the first-touch programs were attached during it.
     pub attached_ns: u64,
     /// Length of the period.
@@ -55,15 +59,16 @@ const PROCESS_SMOOTHING: f64 = 0.2;
 /// Multiplicative steps up (a short burst of faults must be caught within a
 /// few periods), one step down at a time and only well under the budget (a
 /// band of 4x), so that the rate does not flap around the budget. The
-/// process's own share is paid whatever the setting: the programs get the
-/// rest of the budget.
+/// process's own share and the other programs' are paid whatever the
+/// setting: the first-touch programs get the rest of the budget.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Controller {
     /// Share of one core (0.01 = 1 %).
     budget: f64,
     allow_pause: bool,
     setting: Setting,
-    /// The process's share of one core, smoothed (none before a period).
+    /// The share of one core the setting cannot change (the process and the
+    /// other programs), smoothed (none before a period).
     process_share: Option<f64>,
 }
 
@@ -81,7 +86,7 @@ impl Controller {
         if p.wall_ns == 0 {
             return None;
         }
-        let now = p.process_ns as f64 / p.wall_ns as f64;
+        let now = (p.process_ns + p.other_programs_ns) as f64 / p.wall_ns as f64;
         let process = match self.process_share {
             Some(s) => s + (now - s) * PROCESS_SMOOTHING,
             None => now,
@@ -203,7 +208,13 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn period(cpu_ms: u64, attached_ms: u64) -> Period {
-        Period { programs_ns: cpu_ms * MS, process_ns: 0, attached_ns: attached_ms * MS, wall_ns: 100 * MS }
+        Period {
+            programs_ns: cpu_ms * MS,
+            process_ns: 0,
+            other_programs_ns: 0,
+            attached_ns: attached_ms * MS,
+            wall_ns: 100 * MS,
+        }
     }
 
     #[test]
@@ -214,7 +225,13 @@ mod tests {
         // 1.5x over: one doubling; 3x: two; 50x: three.
         for (cpu_ns, shift) in [(1_500_000, 1), (3 * MS, 2), (50 * MS, 3)] {
             let mut c = Controller::new(0.01, false);
-            let got = c.step(Period { programs_ns: cpu_ns, attached_ns: 100 * MS, wall_ns: 100 * MS, process_ns: 0 });
+            let got = c.step(Period {
+                programs_ns: cpu_ns,
+                attached_ns: 100 * MS,
+                wall_ns: 100 * MS,
+                process_ns: 0,
+                other_programs_ns: 0,
+            });
             assert_eq!(got, Some(Setting { shift, duty: 1.0 }), "{cpu_ns} ns of 100 ms");
         }
     }
@@ -241,17 +258,56 @@ mod tests {
         assert_eq!(c.setting().shift, MAX_SAMPLING_SHIFT);
         assert!((c.setting().duty - 0.25).abs() < 1e-9, "{:?}", c.setting());
         // Attached a quarter of the time at 4 % is 1 %: it holds.
-        assert_eq!(c.step(Period { programs_ns: MS, process_ns: 0, attached_ns: 25 * MS, wall_ns: 100 * MS }), None);
+        assert_eq!(
+            c.step(Period {
+                programs_ns: MS,
+                process_ns: 0,
+                other_programs_ns: 0,
+                attached_ns: 25 * MS,
+                wall_ns: 100 * MS
+            }),
+            None
+        );
         // Far over: the duty never drops below its floor.
-        c.step(Period { programs_ns: 90 * MS, process_ns: 0, attached_ns: 100 * MS, wall_ns: 100 * MS });
+        c.step(Period {
+            programs_ns: 90 * MS,
+            process_ns: 0,
+            other_programs_ns: 0,
+            attached_ns: 100 * MS,
+            wall_ns: 100 * MS,
+        });
         assert_eq!(c.setting().duty, MIN_DUTY);
+    }
+
+    #[test]
+    fn the_other_programs_share_leaves_the_first_touch_programs_less() {
+        let mut c = Controller::new(0.01, true);
+        // The system-call and migration programs take 0.25 %, the process 0.25 %,
+        // the first-touch programs 4 % while attached: they get the 0.5 % left.
+        let p = Period {
+            programs_ns: 4 * MS,
+            process_ns: MS / 4,
+            other_programs_ns: MS / 4,
+            attached_ns: 100 * MS,
+            wall_ns: 100 * MS,
+        };
+        for _ in 0..6 {
+            c.step(p);
+        }
+        assert!((c.setting().duty - 0.125).abs() < 1e-9, "(1 % - 0.5 %) / 4 %: {:?}", c.setting());
     }
 
     #[test]
     fn the_process_own_share_leaves_the_programs_less_of_the_budget() {
         let mut c = Controller::new(0.01, true);
         // The process takes 0.5 % whether attached or not; the programs 4 % while attached.
-        let p = Period { programs_ns: 4 * MS, process_ns: MS / 2, attached_ns: 100 * MS, wall_ns: 100 * MS };
+        let p = Period {
+            programs_ns: 4 * MS,
+            process_ns: MS / 2,
+            other_programs_ns: 0,
+            attached_ns: 100 * MS,
+            wall_ns: 100 * MS,
+        };
         for _ in 0..6 {
             c.step(p);
         }
@@ -259,10 +315,25 @@ mod tests {
         assert!((c.setting().duty - 0.125).abs() < 1e-9, "(1 % - 0.5 %) / 4 %: {:?}", c.setting());
         // A paused period still updates the process's share (here: it grew), and says
         // nothing about the programs.
-        assert_eq!(c.step(Period { programs_ns: 0, process_ns: 5 * MS, attached_ns: 0, wall_ns: 100 * MS }), None);
+        assert_eq!(
+            c.step(Period {
+                programs_ns: 0,
+                process_ns: 5 * MS,
+                other_programs_ns: 0,
+                attached_ns: 0,
+                wall_ns: 100 * MS
+            }),
+            None
+        );
         // Once the process alone takes the budget, the programs get the least duty.
         for _ in 0..20 {
-            c.step(Period { programs_ns: 4 * MS, process_ns: 2 * MS, attached_ns: 100 * MS, wall_ns: 100 * MS });
+            c.step(Period {
+                programs_ns: 4 * MS,
+                process_ns: 2 * MS,
+                other_programs_ns: 0,
+                attached_ns: 100 * MS,
+                wall_ns: 100 * MS,
+            });
         }
         assert_eq!(c.setting().duty, MIN_DUTY);
     }
@@ -280,7 +351,13 @@ mod tests {
         assert_eq!(c.step(period(0, 100)).map(|s| s.shift), Some(MAX_SAMPLING_SHIFT - 1));
         // Between a quarter of the budget and the budget: it holds.
         assert_eq!(
-            c.step(Period { programs_ns: 500_000, process_ns: 0, attached_ns: 100 * MS, wall_ns: 100 * MS }),
+            c.step(Period {
+                programs_ns: 500_000,
+                process_ns: 0,
+                other_programs_ns: 0,
+                attached_ns: 100 * MS,
+                wall_ns: 100 * MS
+            }),
             None
         );
     }

@@ -255,6 +255,19 @@ impl Probes {
         total
     }
 
+    /// Total run time of every loaded program but the first-touch ones
+    /// (while BPF run-time stats are on): what the budget cannot pause.
+    pub fn other_run_time(&self) -> u64 {
+        let first_touch: Vec<&str> =
+            self.first_touch_attaches().chain(self.paused.iter().copied()).map(|a| a.program).collect();
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| !first_touch.contains(name))
+            .filter_map(|(_, p)| p.info().ok())
+            .map(|info| info.run_time().as_nanos() as u64)
+            .sum()
+    }
+
     /// Detaches the first-touch programs (they stay loaded); nothing they
     /// would see is counted until [`Probes::resume_first_touch`].
     pub fn pause_first_touch(&mut self) -> Result<()> {

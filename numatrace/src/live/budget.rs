@@ -5,6 +5,8 @@
 //!
 //! How the CPU is measured, each tick:
 //! - numatrace's own process: `CLOCK_PROCESS_CPUTIME_ID` (exact, one call);
+//! - its other programs (system calls, thread migrations...: never paused)
+//!   at their share of one core in the last window;
 //! - its first-touch programs: the machine's page faults and page
 //!   allocations since the last tick (`/proc/vmstat`: each one runs a
 //!   program, for a traced task or not) times a cost per fault-or-allocation
@@ -49,7 +51,10 @@ const ATTACHED_PER_CYCLE_NS: u64 = 100_000_000;
 struct Window {
     _stats_on: OwnedFd,
     run_ns: u64,
+    /// Run time of every other program of numatrace's (never paused).
+    other_run_ns: u64,
     events: u64,
+    started_ns: u64,
 }
 
 /// The live side of the budget over one capture.
@@ -60,6 +65,9 @@ pub struct Budget {
     last_events: u64,
     last_self_ns: u64,
     ns_per_event: f64,
+    /// numatrace's other programs' share of one core (system calls, thread
+    /// migrations, machine-wide), from the last window.
+    other_programs_share: f64,
     window: Option<Window>,
     next_window_ns: u64,
     attached: bool,
@@ -83,6 +91,7 @@ impl Budget {
             last_events: faults_and_allocations().context("reading /proc/vmstat for the overhead budget")?,
             last_self_ns: self_cpu_ns(),
             ns_per_event: DEFAULT_NS_PER_EVENT,
+            other_programs_share: 0.0,
             window: None,
             next_window_ns: now_ns,
             attached: true,
@@ -97,6 +106,7 @@ impl Budget {
         let self_ns = self_cpu_ns();
         let period_events = events.saturating_sub(self.last_events);
         let mut kernel_ns = if self.attached { (period_events as f64 * self.ns_per_event) as u64 } else { 0 };
+        let mut other_ns = (wall_ns as f64 * self.other_programs_share) as u64;
         if let Some(window) = self.window.take() {
             // The kernel's own accounting for this period, and the cost per event for the next ones.
             let run_ns = probes.first_touch_run_time().0.saturating_sub(window.run_ns);
@@ -105,16 +115,27 @@ impl Budget {
                 self.ns_per_event = run_ns as f64 / window_events as f64;
                 kernel_ns = run_ns;
             }
+            let window_ns = now_ns.saturating_sub(window.started_ns);
+            if window_ns > 0 {
+                other_ns = probes.other_run_time().saturating_sub(window.other_run_ns);
+                self.other_programs_share = other_ns as f64 / window_ns as f64;
+            }
             self.next_window_ns = now_ns + WINDOW_EVERY_NS;
         } else if self.attached && now_ns >= self.next_window_ns {
             // Off again when the window is dropped at the next tick.
             if let Ok(stats_on) = aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-                self.window = Some(Window { _stats_on: stats_on, run_ns: probes.first_touch_run_time().0, events });
+                self.window = Some(Window {
+                    _stats_on: stats_on,
+                    run_ns: probes.first_touch_run_time().0,
+                    other_run_ns: probes.other_run_time(),
+                    events,
+                    started_ns: now_ns,
+                });
             }
         }
         let process_ns = self_ns.saturating_sub(self.last_self_ns);
         let attached_ns = if self.attached { wall_ns } else { 0 };
-        self.facts.measured_cpu_ns += kernel_ns + process_ns;
+        self.facts.measured_cpu_ns += kernel_ns + other_ns + process_ns;
         self.facts.measured_wall_ns += wall_ns;
         if !self.attached {
             self.facts.paused_ns += wall_ns;
@@ -122,7 +143,8 @@ impl Budget {
         (self.last_ns, self.last_events, self.last_self_ns) = (now_ns, events, self_ns);
 
         let before = self.controller.setting();
-        if let Some(setting) = self.controller.step(Period { programs_ns: kernel_ns, process_ns, attached_ns, wall_ns })
+        let period = Period { programs_ns: kernel_ns, process_ns, other_programs_ns: other_ns, attached_ns, wall_ns };
+        if let Some(setting) = self.controller.step(period)
             && setting.shift != before.shift
         {
             probes.set_sampling(setting.shift)?;
@@ -177,7 +199,8 @@ impl Budget {
             self.facts.paused_ns += wall_ns;
             0
         };
-        self.facts.measured_cpu_ns += kernel_ns + self_cpu_ns().saturating_sub(self.last_self_ns);
+        let other_ns = (wall_ns as f64 * self.other_programs_share) as u64;
+        self.facts.measured_cpu_ns += kernel_ns + other_ns + self_cpu_ns().saturating_sub(self.last_self_ns);
         self.facts.measured_wall_ns += wall_ns;
         self.facts
     }
