@@ -2,7 +2,8 @@
 //! Debian's Rust with library source (for -Z build-std=core on the BPF
 //! target), bpf-linker built against Debian's LLVM 22, the tools the tests,
 //! lab and bench use, and the real programs of the lab suite (memhog,
-//! sysbench, stress-ng, redis, PostgreSQL), and clippy and rustfmt for CI's checks.
+//! sysbench, stress-ng, redis, PostgreSQL), clippy and rustfmt for CI's checks,
+//! and for `cargo xtask dist` and its test cargo-deb and debootstrap.
 //! Skips what is already there.
 use std::{path::Path, process::Command};
 
@@ -43,9 +44,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("postgresql-15", "/usr/lib/postgresql/15/bin/pgbench"),
     ("postgresql-client-15", "/usr/lib/postgresql/15/bin/psql"),
     ("tzdata", "/usr/share/zoneinfo/UTC"),
+    // The dist test installs the .deb in a clean Debian chroot it bootstraps (tests/tests/dist.rs).
+    ("debootstrap", "/usr/sbin/debootstrap"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// cargo-deb packs the .deb of `cargo xtask dist` (pinned: its config keys change between majors).
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+fn have_cargo_deb() -> bool {
+    Command::new("cargo").args(["deb", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+}
 
 /// Cargo subcommands CI runs besides build and test (.ci/run), with the
 /// rustup component that brings each.
@@ -71,8 +81,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(p, _)| *p).collect();
     let linker = have_bpf_linker();
     let tools = missing_cargo_tools();
+    let cargo_deb = have_cargo_deb();
     if args.check {
-        if missing.is_empty() && linker && tools.is_empty() {
+        if missing.is_empty() && linker && tools.is_empty() && cargo_deb {
             eprintln!("setup: everything is installed");
             return Ok(());
         }
@@ -80,6 +91,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         all.extend(&tools);
         if !linker {
             all.push("bpf-linker");
+        }
+        if !cargo_deb {
+            all.push("cargo-deb");
         }
         bail!("missing: {}", all.join(" "));
     }
@@ -136,6 +150,16 @@ pub fn run(args: &SetupArgs) -> Result<()> {
             .context("running cargo install bpf-linker")?;
         if !status.success() {
             bail!("cargo install bpf-linker failed");
+        }
+    }
+    if !cargo_deb {
+        eprintln!("setup: building cargo-deb {CARGO_DEB_VERSION} (about a minute)");
+        let status = Command::new("cargo")
+            .args(["install", "--locked", &format!("cargo-deb@{CARGO_DEB_VERSION}")])
+            .status()
+            .context("running cargo install cargo-deb")?;
+        if !status.success() {
+            bail!("cargo install cargo-deb failed");
         }
     }
     eprintln!("setup: done");
