@@ -7,11 +7,16 @@
 //!    library source under /usr/lib/rustlib) with `RUSTC_BOOTSTRAP=1`, and bpf-linker.
 //!
 //! `cargo xtask setup` installs route 3. A missing piece is one clear message.
+//!
+//! It also says what went into the binary, for `--version` (`cargo:rustc-env`):
+//! the git commit, the embedded object's sha256 and what linked it, the target.
 use std::{
     env,
     path::{Path, PathBuf},
     process::{Command, exit},
 };
+
+use sha2::{Digest, Sha256};
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -24,11 +29,17 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=NUMATRACE_EBPF_OBJECT");
 
+    let built_by = build_object(&workspace, &object);
+    version_info(&workspace, &object, &built_by);
+}
+
+/// Builds (or copies) the kernel object to `object`; returns what linked it.
+fn build_object(workspace: &Path, object: &Path) -> String {
     if let Some(prebuilt) = env::var_os("NUMATRACE_EBPF_OBJECT") {
-        if let Err(err) = std::fs::copy(&prebuilt, &object) {
+        if let Err(err) = std::fs::copy(&prebuilt, object) {
             fail(&format!("NUMATRACE_EBPF_OBJECT={}: {err}", Path::new(&prebuilt).display()));
         }
-        return;
+        return "a prebuilt object (NUMATRACE_EBPF_OBJECT)".into();
     }
 
     let Some(linker) = find_on_path("bpf-linker") else {
@@ -60,7 +71,7 @@ fn main() {
     let mut paths = vec![linker_dir];
     paths.extend(env::split_paths(&path));
     cmd.env("PATH", env::join_paths(paths).unwrap_or(path));
-    cmd.current_dir(&workspace).args([
+    cmd.current_dir(workspace).args([
         "build",
         "--quiet",
         "--release",
@@ -86,8 +97,74 @@ fn main() {
         fail("the kernel programs (numatrace-ebpf) did not build; the compiler's messages are above.");
     }
     let built = target_dir.join("bpfel-unknown-none/release/numatrace");
-    if let Err(err) = std::fs::copy(&built, &object) {
+    if let Err(err) = std::fs::copy(&built, object) {
         fail(&format!("cannot copy {}: {err}", built.display()));
+    }
+    // "bpf-linker 0.13.0"; the name alone if it does not say.
+    Command::new(&linker)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "bpf-linker".into())
+}
+
+/// `NUMATRACE_COMMIT` (short hash, `-dirty`, or `unknown` outside git),
+/// `NUMATRACE_BPF_SHA256` (12 hex digits), `NUMATRACE_BPF_LINKER`,
+/// `NUMATRACE_TARGET` (triple, static or dynamic) for `--version`.
+fn version_info(workspace: &Path, object: &Path, built_by: &str) {
+    let bytes = match std::fs::read(object) {
+        Ok(bytes) => bytes,
+        Err(err) => fail(&format!("cannot read {}: {err}", object.display())),
+    };
+    let digest: String = Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env=NUMATRACE_BPF_SHA256={digest}");
+    println!("cargo:rustc-env=NUMATRACE_BPF_LINKER={built_by}");
+    println!("cargo:rustc-env=NUMATRACE_COMMIT={}", git_commit(workspace));
+    let triple = env::var("TARGET").unwrap_or_else(|_| "unknown".into());
+    let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    let linking = if features.split(',').any(|f| f == "crt-static") { "static" } else { "dynamic" };
+    println!("cargo:rustc-env=NUMATRACE_TARGET={triple}, {linking}");
+}
+
+/// The commit the tree is at, `-dirty` when a tracked file differs from it.
+/// Reruns when HEAD moves (a commit, a checkout) and when a source of the
+/// binary changes (so `-dirty` follows edits), not on every build.
+fn git_commit(workspace: &Path) -> String {
+    let git = |args: &[&str]| -> Option<String> {
+        // No optional locks: `git status` would otherwise rewrite the index it reads.
+        let out = Command::new("git")
+            .arg("--no-optional-locks")
+            .args(args)
+            .current_dir(workspace)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let Some(dirs) = git(&["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"]) else {
+        return "unknown".into();
+    };
+    let mut dirs = dirs.lines().map(PathBuf::from);
+    let (Some(git_dir), Some(common_dir)) = (dirs.next(), dirs.next()) else { return "unknown".into() };
+    let mut watched = vec![git_dir.join("HEAD"), common_dir.join("packed-refs")];
+    if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(common_dir.join(head_ref));
+    }
+    for source in ["numatrace/src", "numatrace-core/src", "workloads/src", "Cargo.toml", "Cargo.lock"] {
+        watched.push(workspace.join(source));
+    }
+    // A watched path that does not exist would rerun this script on every build.
+    for path in watched.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    let Some(hash) = git(&["rev-parse", "--short=12", "HEAD"]) else { return "unknown".into() };
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(changes) if changes.is_empty() => hash,
+        Some(_) => format!("{hash}-dirty"),
+        None => format!("{hash}-unknown-state"),
     }
 }
 

@@ -4,14 +4,14 @@ mod demo;
 mod setup;
 mod test;
 
-// The lab lives in the library, where the lab scenario tests use it too.
-use xtask::lab;
+// The lab and dist live in the library, where the tests use them too.
+use xtask::{dist, lab};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Build, set up, test, lab, demo and bench numatrace")]
+#[command(name = "cargo xtask", about = "Build, set up, test, lab, demo, bench and package numatrace")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +29,8 @@ enum Command {
     Lab(lab::LabArgs),
     /// Measure numatrace's overhead against untraced runs, bpftrace and perf.
     Bench(bench::BenchArgs),
+    /// Build the static x86_64 binary (kernel programs embedded), its .sha256 and a .deb under target/dist/.
+    Dist(dist::DistArgs),
 }
 
 fn main() {
@@ -39,6 +41,7 @@ fn main() {
         Command::Demo(args) => demo::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
+        Command::Dist(args) => dist::run(&args),
     };
     match result {
         Ok(code) => std::process::exit(code),

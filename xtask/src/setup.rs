@@ -3,7 +3,8 @@
 //! target), bpf-linker built against Debian's LLVM 22, the tools the tests,
 //! lab and bench use, and the real programs of the lab suite (memhog,
 //! sysbench, stress-ng, redis, PostgreSQL), the viewers the export tests open
-//! (Chromium, speedscope), and clippy and rustfmt for CI's checks.
+//! (Chromium, speedscope), clippy and rustfmt for CI's checks, and for
+//! `cargo xtask dist` and its test cargo-deb and debootstrap.
 //! Skips what is already there.
 use std::{path::Path, process::Command};
 
@@ -50,6 +51,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("postgresql-15", "/usr/lib/postgresql/15/bin/pgbench"),
     ("postgresql-client-15", "/usr/lib/postgresql/15/bin/psql"),
     ("tzdata", "/usr/share/zoneinfo/UTC"),
+    // The dist test installs the .deb in a clean Debian chroot it bootstraps (tests/tests/dist.rs).
+    ("debootstrap", "/usr/sbin/debootstrap"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -89,6 +92,13 @@ fn install_speedscope() -> Result<()> {
     Ok(())
 }
 
+/// cargo-deb packs the .deb of `cargo xtask dist` (pinned: its config keys change between majors).
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+fn have_cargo_deb() -> bool {
+    Command::new("cargo").args(["deb", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
 /// Cargo subcommands CI runs besides build and test (.ci/run), with the
 /// rustup component that brings each.
 const CARGO_TOOLS: &[(&str, &str)] = &[("clippy", "clippy"), ("fmt", "rustfmt")];
@@ -114,8 +124,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     let linker = have_bpf_linker();
     let tools = missing_cargo_tools();
     let speedscope = have_speedscope();
+    let cargo_deb = have_cargo_deb();
     if args.check {
-        if missing.is_empty() && linker && tools.is_empty() && speedscope {
+        if missing.is_empty() && linker && tools.is_empty() && speedscope && cargo_deb {
             eprintln!("setup: everything is installed");
             return Ok(());
         }
@@ -126,6 +137,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         }
         if !speedscope {
             all.push("speedscope");
+        }
+        if !cargo_deb {
+            all.push("cargo-deb");
         }
         bail!("missing: {}", all.join(" "));
     }
@@ -187,6 +201,16 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     // After the packages: npm may have come with them.
     if !speedscope {
         install_speedscope()?;
+    }
+    if !cargo_deb {
+        eprintln!("setup: building cargo-deb {CARGO_DEB_VERSION} (about a minute)");
+        let status = Command::new("cargo")
+            .args(["install", "--locked", &format!("cargo-deb@{CARGO_DEB_VERSION}")])
+            .status()
+            .context("running cargo install cargo-deb")?;
+        if !status.success() {
+            bail!("cargo install cargo-deb failed");
+        }
     }
     eprintln!("setup: done");
     Ok(())

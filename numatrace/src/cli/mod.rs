@@ -1,12 +1,15 @@
 //! Command-line interface: every clap definition, and dispatch.
 pub mod capture;
 pub mod check;
+pub mod completions;
 pub mod diff;
 pub mod export;
 pub mod inspect;
+pub mod manpages;
 pub mod output;
 pub mod report;
 pub mod values;
+pub mod version;
 
 use std::time::Duration;
 
@@ -65,7 +68,7 @@ The headline says how much of the memory (and of the accesses the kernel
 sampled) is remote; below 2 % the causes are shown as small findings.";
 
 #[derive(Debug, Parser)]
-#[command(name = "numatrace", version, about = ABOUT, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = "numatrace", version = version::SHORT, long_version = version::LONG, about = ABOUT, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -173,6 +176,10 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages, one per command, into a directory (for a copied binary: /usr/local/share/man/man1).
+    Manpages(manpages::ManpagesArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -198,6 +205,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Report(args)) => report::run_report(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Diff(args)) => diff::run(&args),
+        Some(Command::Completions(args)) => completions::run(&args),
+        Some(Command::Manpages(args)) => manpages::run(&args),
         Some(Command::Demo(demo)) => {
             // The demo is `numatrace [--json] -- numatrace example init-thread ...`,
             // parsed by the same definitions as any trace.

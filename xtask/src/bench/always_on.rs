@@ -64,7 +64,7 @@ impl AlwaysOn {
         median(&values)
     }
 
-    pub fn settings(&self) -> impl Iterator<Item = &'static str> {
+    pub fn settings() -> impl Iterator<Item = &'static str> {
         SETTINGS.iter().map(|(label, _)| *label)
     }
 }

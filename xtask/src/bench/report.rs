@@ -357,7 +357,7 @@ fn always_on_table(out: &mut String, a: &super::always_on::AlwaysOn) {
         "| setting | workload s | programs' CPU | numatrace process CPU | % of one core | after start-up | own measure | first-touch pages counted | traced share | paused | 1 in N at the end | lost |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for setting in a.settings() {
+    for setting in super::always_on::AlwaysOn::settings() {
         let m = |f: &dyn Fn(&super::always_on::Run) -> f64| a.median_of(setting, f);
         let opt = |f: &dyn Fn(&super::always_on::Run) -> Option<f64>, unit: &str| {
             let v: Vec<f64> = a.runs.iter().filter(|r| r.setting == setting).filter_map(f).collect();

@@ -246,10 +246,7 @@ pub struct LabDirs {
 
 impl LabDirs {
     fn new() -> Result<LabDirs> {
-        let workspace =
-            Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let (workspace, target) = crate::static_build::workspace_dirs()?;
         let lab = target.join("lab");
         // One directory per guest, also when one process runs several guests at once.
         static GUESTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -286,13 +283,16 @@ pub const NUMATRACE_ENV: &str = "NUMATRACE_LAB_NUMATRACE";
 /// a dynamically linked one works too, its libraries are copied like those of
 /// any other host program.
 fn guest_numatrace(dirs: &LabDirs, which: GuestNumatrace) -> Result<PathBuf> {
-    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
     if let Some(given) = std::env::var_os(NUMATRACE_ENV) {
         let exe = PathBuf::from(given);
         if !exe.is_file() {
             bail!("{NUMATRACE_ENV}={} is not a file", exe.display());
         }
         return Ok(exe);
+    }
+    if which == GuestNumatrace::StaticRelease {
+        eprint!("lab: ");
+        return crate::static_build::build(&dirs.workspace, &dirs.target);
     }
     if which == GuestNumatrace::WorkspaceRelease {
         let exe = dirs.target.join("release").join("numatrace");
@@ -301,22 +301,11 @@ fn guest_numatrace(dirs: &LabDirs, which: GuestNumatrace) -> Result<PathBuf> {
         }
         return Ok(exe);
     }
+    // The workspace's debug build (the others returned above).
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&dirs.workspace).args(["build", "--quiet", "-p", "numatrace"]);
-    let exe = match which {
-        GuestNumatrace::StaticRelease => {
-            eprintln!("lab: building a static numatrace for the guest (cargo build --release --target {TRIPLE})");
-            cmd.args(["--release", "--target", TRIPLE])
-                .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS");
-            dirs.target.join(TRIPLE).join("release").join("numatrace")
-        }
-        // (WorkspaceRelease returned above: it is never built here.)
-        GuestNumatrace::WorkspaceDebug | GuestNumatrace::WorkspaceRelease => {
-            dirs.target.join("debug").join("numatrace")
-        }
-    };
+    let exe = dirs.target.join("debug").join("numatrace");
     let status = cmd.status().with_context(|| format!("running {}", Path::new(&cargo).display()))?;
     if !status.success() {
         bail!("cargo build -p numatrace for the guest failed ({status})");
