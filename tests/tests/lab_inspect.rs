@@ -200,6 +200,26 @@ numatrace inspect --json
 umount $src
 "#;
 
+/// A kernel without BTF, as far as numatrace can tell: /dev/null mounted
+/// over /sys/kernel/btf/vmlinux (the kernel keeps its own). `numatrace
+/// check` must say what works and what does not, and a capture must still
+/// count first touches through the classic tracepoints.
+const NO_BTF_SCRIPT: &str = r#"mount -o bind /dev/null /sys/kernel/btf/vmlinux || exit 3
+numatrace check --json > /tmp/check.json
+echo "@@check_exit"
+echo $?
+numatrace --json -- numatrace example touch --pages 4096 --threads 1 > /tmp/trace.json 2> /tmp/trace.err
+echo "@@trace_exit"
+echo $?
+umount /sys/kernel/btf/vmlinux
+echo @@check
+cat /tmp/check.json
+echo @@trace
+cat /tmp/trace.json
+echo @@trace_stderr
+cat /tmp/trace.err
+"#;
+
 /// Starts the resident workload bound to `node`, waits for its line, then
 /// reads it with numastat -p and inspect --pid in turns.
 fn process_script(node: u32) -> String {
@@ -241,6 +261,8 @@ struct Guest {
     process_rounds: Vec<(String, Table, Value)>,
     /// `numatrace check --json`: its exit status and output.
     check: (i32, String),
+    /// [`NO_BTF_SCRIPT`]'s sections.
+    no_btf: Vec<(String, String)>,
 }
 
 /// Guests run one at a time: they share this machine's few cores.
@@ -267,6 +289,7 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
     // Last: it attaches every source once (a few seconds under TCG) and may fail on its own.
     let check = command(&["numatrace", "check", "--json"]);
     commands.push(check.clone());
+    commands.push(command(&["sh", "-c", NO_BTF_SCRIPT, "lab-no-btf"]));
     let opts = guest::options(nodes, MEM_PER_NODE_MIB, Duration::from_secs(300));
     let started = Instant::now();
     let run = guest::run(&format!("lab inspect, {nodes} nodes"), &opts, &commands)?;
@@ -338,6 +361,7 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
         ));
     }
     let check = checked.ok_or("numatrace check did not run")?;
+    let no_btf = sections(&next()?);
     Ok(Guest {
         hardware,
         live_inspect,
@@ -348,6 +372,7 @@ fn run_guest(nodes: u32) -> Result<Guest, String> {
         truth,
         process_rounds,
         check,
+        no_btf,
     })
 }
 
@@ -726,6 +751,60 @@ fn check_attaches_the_cheap_hooks_on_the_guest_kernel_2_nodes() {
 #[ignore = "boots QEMU"]
 fn check_attaches_the_cheap_hooks_on_the_guest_kernel_4_nodes() {
     check_on_the_guest_kernel(4);
+}
+
+/// Without BTF (hidden from numatrace), `check` says so and what that costs,
+/// still exits 0 (tracing works, with reduced detail), and a capture counts
+/// every first touch through the classic tracepoints.
+#[test]
+#[ignore = "boots QEMU"]
+fn without_btf_check_explains_and_a_capture_still_counts_2_nodes() {
+    let g = guest(2);
+    let section = |name: &str| {
+        g.no_btf
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| panic!("no {name}: {:?}", g.no_btf))
+    };
+    let check: Value = serde_json::from_str(&section("check"))
+        .unwrap_or_else(|e| panic!("check --json printed no JSON ({e}): {}", section("check")));
+    assert_eq!(section("check_exit").trim(), "0", "check says it cannot trace without BTF: {}", check["verdict"]);
+    assert_ne!(check["btf"]["access"], "mmap", "{}", check["btf"]);
+    assert_ne!(check["btf"]["access"], "file", "BTF was read though hidden: {}", check["btf"]);
+    let sources = check["sources"].as_array().expect("sources listed");
+    let by_name =
+        |name: &str| sources.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} not listed"));
+    for source in ["first touches", "thread migrations"] {
+        let s = by_name(source);
+        assert_eq!(s["state"], "attached", "{source}: {s}");
+        assert_eq!(s["kind"], "tracepoint", "{source} without BTF: {s}");
+    }
+    // What is lost is said: the BTF-typed-only source names why.
+    let joins = by_name("cgroup joins");
+    assert_ne!(joins["state"], "attached", "{joins}");
+    assert!(joins["reason"].as_str().unwrap_or("").contains("BTF"), "{joins}");
+    assert_ne!(check["verdict"]["level"], "cannot_trace", "{}", check["verdict"]);
+    eprintln!("lab check without BTF: {}", check["verdict"]["line"]);
+
+    assert_eq!(section("trace_exit").trim(), "0", "the capture failed without BTF: {}", section("trace_stderr"));
+    let trace = section("trace");
+    let start = trace.find("\n{\n").map(|i| i + 1).unwrap_or(0);
+    let report: Value =
+        serde_json::from_str(&trace[start..]).unwrap_or_else(|e| panic!("no JSON report ({e}): {trace}"));
+    let counted = report["kernel_counters"]["first_touch_pages"].as_u64().unwrap_or(0);
+    assert!(
+        counted >= 4096,
+        "the kernel counted {counted} first-touch pages of 4096 touched: {}",
+        report["kernel_counters"]
+    );
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+    let hooks = report["sources"].as_array().into_iter().flatten().find(|s| s["name"] == "first touches").cloned();
+    assert_eq!(
+        hooks.as_ref().map(|s| s["hooks"].clone()),
+        Some(serde_json::json!(["tracepoint:kmem:mm_page_alloc"])),
+        "{hooks:?}"
+    );
 }
 
 #[test]
