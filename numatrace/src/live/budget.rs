@@ -73,6 +73,14 @@ pub struct Budget {
     attached: bool,
     /// When the programs were last attached or detached (pauses).
     switched_ns: u64,
+    /// How long the last attached stretch lasted: the pause after it is
+    /// sized from it, not from the nominal stretch, since switches happen
+    /// on ticks (and not during a calibration window), so a stretch runs
+    /// longer than nominal and the programs would get more than the duty.
+    /// The first stretch (from the start, while N climbs) counts as nominal,
+    /// and none as more than twice it, so that a pause stays bounded.
+    last_attached_ns: u64,
+    paused_before: bool,
 }
 
 impl Budget {
@@ -96,6 +104,8 @@ impl Budget {
             next_window_ns: now_ns,
             attached: true,
             switched_ns: now_ns,
+            last_attached_ns: ATTACHED_PER_CYCLE_NS,
+            paused_before: false,
         })
     }
 
@@ -154,11 +164,11 @@ impl Budget {
     }
 
     /// Detaches or attaches the first-touch programs as the duty asks: one
-    /// attached stretch, then a pause (1/duty - 1) times as long.
+    /// attached stretch, then a pause (1/duty - 1) times as long as it was.
     fn duty_cycle(&mut self, probes: &mut Probes, now_ns: u64) -> Result<()> {
         let Setting { duty, .. } = self.controller.setting();
         let since = now_ns.saturating_sub(self.switched_ns);
-        let pause_ns = (ATTACHED_PER_CYCLE_NS as f64 * (1.0 / duty - 1.0)) as u64;
+        let pause_ns = (self.last_attached_ns as f64 * (1.0 / duty - 1.0)) as u64;
         let switch = if self.attached {
             duty < 1.0 && since >= ATTACHED_PER_CYCLE_NS && self.window.is_none()
         } else {
@@ -169,6 +179,10 @@ impl Budget {
         }
         if self.attached {
             probes.pause_first_touch().context("pausing the first-touch programs")?;
+            if self.paused_before {
+                self.last_attached_ns = since.min(2 * ATTACHED_PER_CYCLE_NS);
+            }
+            self.paused_before = true;
         } else {
             probes.resume_first_touch().context("attaching the first-touch programs again")?;
         }
