@@ -70,7 +70,16 @@ impl StackCollector {
             }
         };
         match self.maps.get_mut(&tgid) {
-            Some(known) => known.stale |= addrs.iter().any(|a| known.maps.find(*a).is_none()),
+            Some(known) => {
+                known.stale |= addrs.iter().any(|a| known.maps.find(*a).is_none());
+                // Read in the middle of its exec (no file mapped yet): again now.
+                if known.maps.mappings.is_empty()
+                    && let Some(maps) = crate::symbolize::read_maps(tgid, &mut self.build_ids)
+                {
+                    known.maps = maps;
+                    known.read_at = Instant::now();
+                }
+            }
             None => {
                 if let Some(maps) = crate::symbolize::read_maps(tgid, &mut self.build_ids) {
                     let stale = addrs.iter().any(|a| maps.find(*a).is_none());
@@ -91,7 +100,7 @@ impl StackCollector {
             known.reads += 1;
             known.read_at = Instant::now();
             if let Some(maps) = crate::symbolize::read_maps(*tgid, &mut self.build_ids) {
-                known.maps = maps;
+                known.maps = merged(&known.maps, maps);
                 known.stale = self
                     .stacks
                     .iter()
@@ -109,5 +118,39 @@ impl StackCollector {
         };
         crate::symbolize::symbolize(&mut table, &[]);
         table
+    }
+}
+
+/// The mappings read now, and those read before that none of them
+/// overlaps: a process read as it exits (a zombie has none) or after an
+/// unmap keeps what its earlier stacks ran in.
+fn merged(before: &ProcessMaps, now: ProcessMaps) -> ProcessMaps {
+    let mut mappings = now.mappings;
+    let kept: Vec<_> = before
+        .mappings
+        .iter()
+        .filter(|old| !mappings.iter().any(|m| m.start < old.end && old.start < m.end))
+        .cloned()
+        .collect();
+    mappings.extend(kept);
+    mappings.sort_by_key(|m| m.start);
+    ProcessMaps { tgid: now.tgid, mappings }
+}
+
+#[cfg(test)]
+mod tests {
+    use numatrace_core::stacks::Mapping;
+
+    use super::*;
+
+    #[test]
+    fn a_later_read_keeps_what_it_does_not_replace() {
+        let m = |start, end, path: &str| Mapping { start, end, offset: 0, path: path.into(), build_id: None };
+        let before = ProcessMaps { tgid: 1, mappings: vec![m(0x1000, 0x2000, "/a"), m(0x5000, 0x6000, "/old")] };
+        let now = ProcessMaps { tgid: 1, mappings: vec![m(0x5800, 0x7000, "/new"), m(0x9000, 0xa000, "/lib")] };
+        let got: Vec<String> = merged(&before, now).mappings.into_iter().map(|m| m.path).collect();
+        assert_eq!(got, ["/a", "/new", "/lib"]);
+        let zombie = ProcessMaps { tgid: 1, mappings: Vec::new() };
+        assert_eq!(merged(&before, zombie).mappings, before.mappings);
     }
 }
