@@ -52,6 +52,9 @@ fn module_name(path: &str) -> String {
     path.trim_end_matches(" (deleted)").rsplit('/').next().unwrap_or(path).to_string()
 }
 
+/// A source location: file and line, each if known.
+type Location = (Option<String>, Option<u32>);
+
 /// Frames of one address (innermost first): a function with its inlined
 /// calls, or the module and offset alone.
 fn frames_of(symbolizer: &Symbolizer, file: Option<&Path>, offset: u64, module: Option<String>) -> Vec<Frame> {
@@ -67,8 +70,7 @@ fn frames_of(symbolizer: &Symbolizer, file: Option<&Path>, offset: u64, module: 
     // blazesym gives the outer function, then the calls inlined into it,
     // outermost first; each one's location is where it is in its own body.
     let mut out = Vec::new();
-    let mut names: Vec<(String, (Option<String>, Option<u32>))> =
-        vec![(sym.name.to_string(), location(sym.code_info.as_deref()))];
+    let mut names: Vec<(String, Location)> = vec![(sym.name.to_string(), location(sym.code_info.as_deref()))];
     names.extend(sym.inlined.iter().map(|f| (f.name.to_string(), location(f.code_info.as_ref()))));
     for (name, (file, line)) in names.into_iter().rev() {
         out.push(Frame { function: Some(name), file, line, module: module.clone(), offset });
