@@ -170,7 +170,9 @@ pub struct FirstTouchEvent {
     pub cpu_node: u16,
     /// Node the pages were allocated on.
     pub page_node: u16,
-    pub _pad: u32,
+    /// The user stack that started the run (`--stacks`): its id in the
+    /// `STACKS` map plus one; 0 when none was taken (see [`stack_id`]).
+    pub stack: u32,
 }
 
 /// A run of NUMA hinting faults (`task_numa_fault`) of one thread, in one
@@ -193,7 +195,8 @@ pub struct HintingFaultEvent {
     pub mem_node: u16,
     /// 1 when the kernel counted the faults as local (TNF_FAULT_LOCAL).
     pub local: u32,
-    pub _pad: u32,
+    /// The user stack that started the run, as in [`FirstTouchEvent::stack`].
+    pub stack: u32,
 }
 
 /// `sched:sched_move_numa`, `sched_swap_numa` or `sched_stick_numa`
@@ -293,6 +296,34 @@ pub struct AffinityChangeEvent {
     pub by_pid: u32,
     pub by_tgid: u32,
     pub by_comm: [u8; COMM_LEN],
+}
+
+/// A run's stack field as the kernel wrote it (a `STACKS` id plus one, 0
+/// for none) to the id it names, if any.
+pub const fn stack_id(field: u32) -> Option<u32> {
+    field.checked_sub(1)
+}
+
+/// A `STACKS` id as a run event carries it (see [`stack_id`]).
+pub const fn stack_field(id: Option<u32>) -> u32 {
+    match id {
+        Some(id) => id.wrapping_add(1),
+        None => 0,
+    }
+}
+
+impl FirstTouchEvent {
+    /// The id of the user stack that started the run, when `--stacks` took one.
+    pub const fn stack_id(&self) -> Option<u32> {
+        stack_id(self.stack)
+    }
+}
+
+impl HintingFaultEvent {
+    /// The id of the user stack that started the run, when `--stacks` took one.
+    pub const fn stack_id(&self) -> Option<u32> {
+        stack_id(self.stack)
+    }
 }
 
 impl EventRecord for TaskMigrationEvent {

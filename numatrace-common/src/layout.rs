@@ -207,7 +207,10 @@ pub struct Config {
     /// (several `--pid`s, `--tree`, a cgroup), so every filter looks there
     /// too; `follow_children` alone also turns the lookup on.
     pub tgid_set: u32,
-    pub _pad: u32,
+    /// 1: the user call stack is taken as each first-touch and hinting-fault
+    /// run starts (`--stacks`). 0: the programs never reach that code (the
+    /// verifier drops it, `.rodata` being constant).
+    pub stacks: u32,
     /// The cgroup v2 id traced with everything below it (`--cgroup`,
     /// `--unit`, `--container`): tasks moved into it join `TRACKED_TGIDS`.
     /// 0: no cgroup target.

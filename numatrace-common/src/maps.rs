@@ -87,10 +87,26 @@ pub enum Counter {
     /// First-touch pages (of `FirstTouchPages`) in regions the overhead
     /// budget's sampling skipped: counted, not sent (see [`SAMPLING_MAP`]).
     UnsampledFirstTouchPages = 9,
+    /// User stacks taken at the start of a run (`--stacks`).
+    Stacks = 10,
+    /// User stacks `--stacks` asked for and did not get (the `STACKS` map
+    /// full or a hash bucket taken by another stack, no user context): the
+    /// run is sent without one.
+    LostStacks = 11,
 }
 
 /// Number of `COUNTERS` slots.
-pub const COUNTER_SLOTS: u32 = 10;
+pub const COUNTER_SLOTS: u32 = 12;
+
+/// Stack-trace map: the user call stacks that started first-touch and
+/// hinting-fault runs (`--stacks`), by id. One entry unless `--stacks`,
+/// [`MAX_STACKS`] with it (userspace sizes it at load).
+pub const STACKS_MAP: &str = "STACKS";
+/// Entries of `STACKS` under `--stacks`: distinct call sites; each holds
+/// [`MAX_STACK_FRAMES`] addresses.
+pub const MAX_STACKS: u32 = 8_192;
+/// Frames the kernel keeps of one stack (PERF_MAX_STACK_DEPTH).
+pub const MAX_STACK_FRAMES: usize = 127;
 
 /// Array of one [`Sampling`]: which first-touch regions are traced. Written
 /// by userspace while the programs run (an overhead budget adapts it), so a
@@ -172,6 +188,9 @@ pub struct PendingRun {
     pub cpu_node: u16,
     pub other_node: u16,
     pub local: u32,
+    /// The run's user stack: a `STACKS` id plus one, 0 for none.
+    pub stack: u32,
+    pub _pad: u32,
 }
 
 impl PendingRun {
@@ -189,7 +208,7 @@ impl PendingRun {
             last_ts_ns: self.last_ts_ns,
             cpu_node: self.cpu_node,
             page_node: self.other_node,
-            _pad: 0,
+            stack: self.stack,
         }
     }
 
@@ -206,7 +225,7 @@ impl PendingRun {
             cpu_node: self.cpu_node,
             mem_node: self.other_node,
             local: self.local,
-            _pad: 0,
+            stack: self.stack,
         }
     }
 }
@@ -216,7 +235,7 @@ impl PendingRun {
 const _: () = assert!(size_of::<Loss>() == 16);
 const _: () = assert!(size_of::<PageMap>() == 16);
 const _: () = assert!(size_of::<PageMapCalibration>() == 48);
-const _: () = assert!(size_of::<PendingRun>() == 56);
+const _: () = assert!(size_of::<PendingRun>() == 64);
 const _: () = assert!(size_of::<Sampling>() == 8);
 
 #[cfg(feature = "user")]

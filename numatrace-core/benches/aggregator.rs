@@ -70,7 +70,7 @@ fn records() -> Vec<Vec<u8>> {
                     cpu_node,
                     mem_node: ((r >> 50) % 2) as u16,
                     local: u32::from(((r >> 50) % 2) as u16 == cpu_node),
-                    _pad: 0,
+                    stack: 0,
                 }),
                 _ => Event::FirstTouch(FirstTouchEvent {
                     header: header(EventKind::FirstTouch, tid, ts, cpu),
@@ -79,7 +79,7 @@ fn records() -> Vec<Vec<u8>> {
                     last_ts_ns: ts + 500,
                     cpu_node,
                     page_node: ((r >> 61) % 2) as u16,
-                    _pad: 0,
+                    stack: 0,
                 }),
             };
             event.encode().to_vec()

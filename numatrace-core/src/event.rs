@@ -155,7 +155,7 @@ mod tests {
                 last_ts_ns: 9,
                 cpu_node: 0,
                 page_node: 1,
-                _pad: 0,
+                stack: 0,
             }),
             Event::HintingFault(HintingFaultEvent {
                 header: header(EventKind::HintingFault),

@@ -77,6 +77,10 @@ pub struct EndFacts {
     /// (absent without `--overhead-budget`, and in older captures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<crate::sampling::SamplingFacts>,
+    /// The call stacks of first touches, symbolized at the end (`--stacks`;
+    /// absent without it, and in older captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<crate::stacks::StackTable>,
 }
 
 /// Start and end facts of one capture.
@@ -254,6 +258,7 @@ impl EndFacts {
             other_processes_last: Vec::new(),
             dropped_by_memory_cap: BTreeMap::new(),
             sampling: None,
+            stacks: None,
         }
     }
 }

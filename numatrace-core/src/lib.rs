@@ -9,6 +9,8 @@
 //!   `fixes`: the exact commands for each cause (launcher-aware).
 //! - `report`: the output model and its text rendering; `facts` are what a
 //!   session knew at its start and end, replayed into a report.
+//! - `stacks`: the call stacks of first touches (`--stacks`), as a capture
+//!   stores them; their sites per cause are in `attribution`.
 //! - `capture`: capture files (format, writer, reader) and the event sink
 //!   trait; `export`: timelines and other formats; `diff`: before/after.
 //!
@@ -30,3 +32,4 @@ pub mod kernel_status;
 pub mod machine;
 pub mod report;
 pub mod sampling;
+pub mod stacks;

@@ -40,7 +40,7 @@ fn sample(kind: EventKind) -> Event {
             last_ts_ns: 0x1112_1314_1516_1799,
             cpu_node: 3,
             page_node: 0xfffe,
-            _pad: 0x5152_5354,
+            stack: 0x5152_5354,
         }),
         EventKind::HintingFault => Event::HintingFault(HintingFaultEvent {
             header: h,
@@ -52,7 +52,7 @@ fn sample(kind: EventKind) -> Event {
             cpu_node: 1,
             mem_node: 2,
             local: 1,
-            _pad: 0x5152_5354,
+            stack: 0x5152_5354,
         }),
         EventKind::NumaTaskMove | EventKind::NumaTaskSwap | EventKind::NumaTaskStick => {
             Event::NumaPlacement(NumaPlacementEvent {

@@ -13,6 +13,7 @@ mod maps;
 mod movers;
 mod probes;
 mod runs;
+mod stacks;
 mod tracking;
 
 #[cfg(not(test))]

@@ -8,12 +8,13 @@
 //! one: reading the clock was a fifth of the per-page cost. So `last_ts_ns`
 //! is the time of a fault at most `LAST_TS_EVERY - 1` faults before the
 //! run's last (microseconds at first-touch rates); the start is exact.
+use aya_ebpf::programs::tracing::StackIdContext;
 use numatrace_common::{PendingRun, REGION_SHIFT, REGION_UNKNOWN};
 
 use crate::{
     emit::emit,
     maps::{FAULT_PENDING, FIRST_TOUCH_RUN, HINTING_RUN},
-    tracking,
+    stacks, tracking,
 };
 
 /// The run's end time is read from the clock on every this many faults (a power of two).
@@ -51,9 +52,11 @@ fn same_key(run: &PendingRun, s: &Sample) -> bool {
         && run.local == s.local
 }
 
+/// Starts a run; `stack` is its user stack field (taken only here, so once per run).
 #[inline(always)]
-fn start(run: &mut PendingRun, s: &Sample) {
+fn start(run: &mut PendingRun, s: &Sample, stack: u32) {
     let now = tracking::now_ns();
+    run.stack = stack;
     run.tid = s.tid;
     run.tgid = s.tgid;
     run.region = s.region;
@@ -79,7 +82,7 @@ fn extend(run: &mut PendingRun, s: &Sample) {
 
 /// Folds a first-touch sample into this CPU's run.
 #[inline(always)]
-pub fn add_first_touch(s: &Sample) {
+pub fn add_first_touch<C: StackIdContext>(ctx: &C, s: &Sample) {
     let Some(run) = FIRST_TOUCH_RUN.get_ptr_mut(0) else { return };
     let run = unsafe { &mut *run };
     if same_key(run, s) {
@@ -90,12 +93,12 @@ pub fn add_first_touch(s: &Sample) {
         let event = run.first_touch_event(s.cpu);
         emit(&event, run.pages);
     }
-    start(run, s);
+    start(run, s, stacks::user_stack(ctx));
 }
 
 /// Folds a hinting-fault sample into this CPU's run.
 #[inline(always)]
-pub fn add_hinting_fault(s: &Sample) {
+pub fn add_hinting_fault<C: StackIdContext>(ctx: &C, s: &Sample) {
     let Some(run) = HINTING_RUN.get_ptr_mut(0) else { return };
     let run = unsafe { &mut *run };
     if same_key(run, s) {
@@ -106,5 +109,5 @@ pub fn add_hinting_fault(s: &Sample) {
         let event = run.hinting_fault_event(s.cpu);
         emit(&event, run.faults as u64);
     }
-    start(run, s);
+    start(run, s, stacks::user_stack(ctx));
 }

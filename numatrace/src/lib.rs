@@ -9,7 +9,10 @@
 //! - `live`: a live capture: the target (a pid or a command started
 //!   stopped), the session's event loop feeding the core's aggregator,
 //!   spike rings.
+//! - `symbolize`: `--stacks` addresses to functions and lines (blazesym),
+//!   at the end of a capture or for `report --symbols`.
 //! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
 pub mod kernel;
 pub mod live;
+pub mod symbolize;

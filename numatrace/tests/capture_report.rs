@@ -24,9 +24,14 @@ fn report_part(stdout: &str, json: bool) -> &str {
 }
 
 fn check_report_matches_live(name: &str, json: bool, workload: &[&str]) {
+    check_report_matches_live_with(name, json, &[], workload);
+}
+
+fn check_report_matches_live_with(name: &str, json: bool, flags: &[&str], workload: &[&str]) {
     let file = tmp(name);
     let file_arg = file.to_str().unwrap();
-    let mut args = vec!["-o", file_arg];
+    let mut args = flags.to_vec();
+    args.extend(["-o", file_arg]);
     if json {
         args.push("--json");
     }
@@ -67,6 +72,14 @@ fn report_of_a_capture_is_the_live_json_byte_for_byte() {
 #[ignore = "needs root"]
 fn report_of_a_capture_is_the_live_text() {
     check_report_matches_live("text.ntrace", false, &["touch", "--pages", "3000", "--threads", "2"]);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn report_of_a_capture_with_stacks_is_the_live_output_byte_for_byte() {
+    let init = ["init-thread", "--mib", "16", "--seconds", "0.3"];
+    check_report_matches_live_with("stacks.ntrace", true, &["--stacks"], &init);
+    check_report_matches_live_with("stacks-text.ntrace", false, &["--stacks"], &init);
 }
 
 #[test]

@@ -52,6 +52,9 @@ impl Aggregator {
             t.remote_first_touch_pages += e.pages;
         }
         let key = RegionKey { tgid: h.tgid, region: e.region };
+        if let Some(stack) = e.stack_id() {
+            self.stacks.first_touch(key, stack, h.tid, e.pages, cpu_node != page_node);
+        }
         let touches = self.regions.entry_or_default(key);
         match touches.find_mut(touch_key(h.tid, cpu_node, page_node)) {
             Some(r) => {
@@ -86,6 +89,12 @@ impl Aggregator {
         t.hinting_pages_by_mem_node.add(u32::from(e.mem_node), u64::from(e.pages));
         t.hinting_pages_migrated += u64::from(e.migrated_pages);
         let (cpu_node, mem_node) = (u32::from(e.cpu_node), u32::from(e.mem_node));
+        if let Some(stack) = e.stack_id()
+            && e.local == 0
+        {
+            let key = RegionKey { tgid: h.tgid, region: e.region };
+            self.stacks.remote_hinting_faults(key, stack, h.tid, u64::from(e.faults));
+        }
         let uses = self.region_uses.entry_or_default(RegionKey { tgid: h.tgid, region: e.region });
         let u = match uses.find_mut(touch_key(h.tid, cpu_node, mem_node)) {
             Some(u) => u,

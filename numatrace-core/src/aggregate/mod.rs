@@ -14,6 +14,7 @@ pub mod node_counts;
 pub mod prefetch;
 pub mod regions;
 pub mod run_time;
+pub mod stacks;
 pub mod threads;
 
 pub use self::model::*;
@@ -66,6 +67,8 @@ pub struct Aggregator {
     /// Processes created during the capture: child pid -> the pid that forked it
     /// (a child shares what its parent mapped shared before the fork).
     pub forked_from: BTreeMap<u32, u32>,
+    /// Call stacks of first touches and remote hinting faults per region (`--stacks`).
+    pub stacks: stacks::StackTouches,
 }
 
 /// Threads listed one by one; beyond this many, exited threads that touched
@@ -154,6 +157,7 @@ impl Aggregator {
             summed_unrenamed: HashSet::default(),
             moves_kept: 0,
             forked_from: BTreeMap::new(),
+            stacks: stacks::StackTouches::default(),
         }
     }
 
@@ -498,7 +502,7 @@ mod tests {
                 last_ts_ns: 20,
                 cpu_node,
                 page_node,
-                _pad: 0,
+                stack: 0,
             })
         };
         a.ingest(&run(7, 1, 0, 0, 512));
@@ -524,7 +528,7 @@ mod tests {
                 last_ts_ns: 20,
                 cpu_node,
                 page_node,
-                _pad: 0,
+                stack: 0,
             })
         };
         a.ingest(&run(0, 0, 100));
@@ -555,7 +559,7 @@ mod tests {
                 last_ts_ns: ts + 1,
                 cpu_node: 0,
                 page_node: 0,
-                _pad: 0,
+                stack: 0,
             })
         };
         // Six threads in one region: two entries live past the inline four.
@@ -602,7 +606,7 @@ mod tests {
                         cpu_node: (i % 2) as u16,
                         mem_node: (i / 2 % 2) as u16,
                         local: u32::from(i % 2 == i / 2 % 2),
-                        _pad: 0,
+                        stack: 0,
                     }),
                     _ => Event::FirstTouch(FirstTouchEvent {
                         header: hdr(EventKind::FirstTouch, tid, ts),
@@ -611,7 +615,7 @@ mod tests {
                         last_ts_ns: ts + 1,
                         cpu_node: (i % 2) as u16,
                         page_node: (i / 3 % 2) as u16,
-                        _pad: 0,
+                        stack: 0,
                     }),
                 }
             })

@@ -7,6 +7,7 @@ pub mod kinds;
 pub mod magnitude;
 pub mod recommend;
 pub mod shared;
+pub mod sites;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -61,6 +62,9 @@ pub struct Cause {
     /// process and used by another counts for both).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessPages>,
+    /// The call sites that placed this memory, most pages first (`--stacks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<sites::Site>,
 }
 
 /// A cause's pages that involve one process.
@@ -126,6 +130,7 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
             }
             merged.pages = pages;
             let processes = if several_processes { pages_by_process(agg, &parts) } else { Vec::new() };
+            let sites = sites::of_cause(agg, kind, &parts);
             let (fixes, blocked) = recommend::fixes_for(kind, &merged, env);
             let first = fixes.first();
             let rel = |ns: u64| if ns == u64::MAX || ns < start_ns { 0.0 } else { (ns - start_ns) as f64 / 1e9 };
@@ -156,6 +161,7 @@ pub fn attribute(agg: &Aggregator, ctx: &ProcessContext, env: &FixEnv, start_ns:
                 fixes,
                 blocked,
                 processes,
+                sites,
             }
         })
         .collect();
@@ -408,7 +414,10 @@ pub fn from_facts(agg: &Aggregator, facts: &crate::facts::SessionFacts) -> (Vec<
     } else {
         env
     };
-    let causes = attribute(agg, &ctx, &env, start.start_ns);
+    let mut causes = attribute(agg, &ctx, &env, start.start_ns);
+    for cause in &mut causes {
+        sites::resolve(&mut cause.sites, facts.end.stacks.as_ref());
+    }
     let magnitude = magnitude::measure(agg, &ctx, &causes, facts.end.duration_s);
     (causes, magnitude)
 }

@@ -38,7 +38,7 @@ fn touch(a: &mut Aggregator, tid: u32, region: u64, cpu_node: u16, page_node: u1
         last_ts_ns: START + ts + 1000,
         cpu_node,
         page_node,
-        _pad: 0,
+        stack: 0,
     }));
 }
 
@@ -73,7 +73,7 @@ fn hint(
         cpu_node,
         mem_node,
         local,
-        _pad: 0,
+        stack: 0,
     }));
 }
 

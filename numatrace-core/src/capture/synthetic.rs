@@ -67,7 +67,7 @@ pub fn first_touch(ts_ns: u64, tgid: u32, tid: u32, region: u64, pages: u64, cpu
         last_ts_ns: ts_ns,
         cpu_node,
         page_node,
-        _pad: 0,
+        stack: 0,
     })
 }
 
@@ -83,7 +83,7 @@ pub fn hinting(ts_ns: u64, tgid: u32, tid: u32, region: u64, faults: u32, cpu_no
         cpu_node,
         mem_node,
         local: u32::from(cpu_node == mem_node),
-        _pad: 0,
+        stack: 0,
     })
 }
 

@@ -8,7 +8,7 @@ use super::timeline::{Timeline, UNATTRIBUTED};
 use crate::report::Report;
 
 /// A frame name without the separators of the folded format.
-fn frame(s: &str) -> String {
+pub(super) fn frame(s: &str) -> String {
     s.chars().map(|c| if c == ';' || c.is_control() { '_' } else { c }).collect()
 }
 

@@ -3,6 +3,7 @@
 pub mod folded;
 pub mod html;
 pub mod perfetto;
+pub mod stacks;
 pub mod svg;
 pub mod timeline;
 
@@ -34,9 +35,27 @@ impl Format {
     }
 }
 
+/// What the folded export's stacks are made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FoldedBy {
+    /// process;thread;node;cause, counted in milliseconds run.
+    #[default]
+    Thread,
+    /// cause;thread;call stack (`--stacks`), counted in remote pages.
+    Stack,
+}
+
 /// The export of a capture in `format`.
-pub fn render(capture: &crate::capture::CaptureFile, format: Format) -> Result<String> {
-    let report = capture.report();
+pub fn render(capture: &crate::capture::CaptureFile, format: Format, by: FoldedBy) -> Result<String> {
+    let (report, agg) = capture.replay();
+    if by == FoldedBy::Stack {
+        anyhow::ensure!(format == Format::Folded, "--by stack is for --format folded only");
+        anyhow::ensure!(
+            capture.end.stacks.is_some(),
+            "the capture has no call stacks: capture with --stacks to export them"
+        );
+        return Ok(stacks::render(&report, &agg));
+    }
     let timeline = Timeline::build(capture, &report);
     Ok(match format {
         Format::Perfetto => perfetto::render(&timeline)?,

@@ -68,6 +68,25 @@ pub struct Report {
     /// the share traced, estimates for the whole process (absent without a budget).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingReport>,
+    /// The call stacks taken with `--stacks` (absent without it); the sites
+    /// are under each cause (`causes[].sites`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<StacksReport>,
+}
+
+/// How complete the call stacks of `--stacks` are.
+#[derive(Clone, Debug, Serialize)]
+pub struct StacksReport {
+    /// Stacks the kernel took (one per run started) and those it could not keep.
+    pub taken: u64,
+    pub lost: u64,
+    /// Distinct stacks (per process).
+    pub distinct: usize,
+    /// Distinct stacks whose walk stopped before a thread's entry (no frame pointers).
+    pub truncated: usize,
+    /// How to get whole stacks, when some were truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// What an overhead budget left out, and the precision that remains.
@@ -292,6 +311,8 @@ const COUNTER_NAMES: [&str; numatrace_common::COUNTER_SLOTS as usize] = [
     "within_node_migrations",
     "failed_allocation_pages",
     "first_touch_pages_unsampled",
+    "stacks",
+    "lost_stacks",
 ];
 
 /// Sent, received and lost per kind, from the kernel's totals.
@@ -413,6 +434,16 @@ impl Report {
             kernel_counters,
             stopped_by: facts.end.stopped_by.clone(),
             sampling,
+            stacks: facts.end.stacks.as_ref().map(|table| {
+                let truncated = table.truncated();
+                StacksReport {
+                    taken: agg.kernel.counter(numatrace_common::Counter::Stacks),
+                    lost: agg.kernel.counter(numatrace_common::Counter::LostStacks),
+                    distinct: table.stacks.len(),
+                    truncated,
+                    hint: (truncated > 0).then(|| crate::stacks::FRAME_POINTER_HINT.to_string()),
+                }
+            }),
         }
     }
 }

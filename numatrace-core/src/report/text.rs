@@ -61,6 +61,15 @@ fn render_causes(o: &mut String, r: &Report) {
         for e in c.evidence.iter().take(3) {
             let _ = writeln!(o, "     - {e}");
         }
+        for site in c.sites.iter().take(SITES_SHOWN) {
+            let _ = writeln!(
+                o,
+                "     site: {} pages  threads {}  {}",
+                site.pages,
+                tid_list(&site.threads),
+                site_chain(&site.frames)
+            );
+        }
         // The top cause gets every step; the others their first.
         let steps = if i == 0 { c.fixes.len() } else { c.fixes.len().min(1) };
         for f in c.fixes.iter().take(steps) {
@@ -83,10 +92,40 @@ fn render_causes(o: &mut String, r: &Report) {
             let _ = writeln!(o, "     cannot apply as is: {b}");
         }
     }
+    if let Some(stacks) = &r.stacks {
+        let _ = writeln!(
+            o,
+            "  call stacks: {} taken, {} lost, {} distinct, {} truncated",
+            stacks.taken, stacks.lost, stacks.distinct, stacks.truncated
+        );
+        if let Some(hint) = &stacks.hint {
+            let _ = writeln!(o, "     {hint}");
+        }
+    }
     let _ = writeln!(
         o,
         "  verify any fix: capture again with -o after.ntrace and compare with `numatrace diff before.ntrace after.ntrace`"
     );
+}
+
+/// Call sites shown per cause; `--json` has up to ten.
+const SITES_SHOWN: usize = 3;
+/// Frames of a site's chain shown.
+const SITE_FRAMES_SHOWN: usize = 4;
+
+/// `function (file:line) <- caller (file:line) <- ...`, innermost first,
+/// past the standard library's own frames (a write_volatile says nothing).
+fn site_chain(frames: &[crate::stacks::Frame]) -> String {
+    let library = |f: &crate::stacks::Frame| {
+        f.function.as_deref().is_some_and(|n| ["core::", "std::", "alloc::"].iter().any(|p| n.starts_with(p)))
+    };
+    let skip = frames.iter().take_while(|f| library(f)).count();
+    let shown = if skip == frames.len() { frames } else { &frames[skip..] };
+    if shown.is_empty() {
+        return "(no frames: the stack was not kept)".into();
+    }
+    let labels: Vec<String> = shown.iter().take(SITE_FRAMES_SHOWN).map(|f| f.label()).collect();
+    labels.join(" <- ")
 }
 
 /// Threads a cause's line names; `--json` names all.

@@ -44,7 +44,7 @@ pub fn load_generator(ctx: RawTracePointContext) -> u32 {
             last_ts_ns: ts_ns,
             cpu_node: 0,
             page_node: (n & 1) as u16,
-            _pad: 0,
+            stack: 0,
         };
         emit(&event, 1);
     }

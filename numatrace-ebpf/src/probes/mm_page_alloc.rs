@@ -8,7 +8,7 @@
 //! with the calibrated `PAGE_MAP`. The classic tracepoint is the fallback.
 use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use numatrace_common::{Counter, GFP_MOVABLE};
 
@@ -21,7 +21,14 @@ use crate::{config::layout, movers, runs, tracking};
 /// `to_pfn` turns it into a pfn, only for a page of a traced region (the
 /// others need no node, and skip its cost).
 #[inline(always)]
-fn first_touch(tgid: u32, tid: u32, page: Option<u64>, order: u32, to_pfn: impl Fn(u64) -> u64) -> u32 {
+fn first_touch<C: StackIdContext>(
+    ctx: &C,
+    tgid: u32,
+    tid: u32,
+    page: Option<u64>,
+    order: u32,
+    to_pfn: impl Fn(u64) -> u64,
+) -> u32 {
     let pages = 1u64 << (order & 31);
     let Some(page) = page else {
         tracking::count(Counter::FailedAllocationPages, pages);
@@ -40,17 +47,20 @@ fn first_touch(tgid: u32, tid: u32, page: Option<u64>, order: u32, to_pfn: impl 
         return 0;
     }
     let cpu = tracking::cpu();
-    runs::add_first_touch(&runs::Sample {
-        tgid,
-        tid,
-        cpu,
-        region,
-        cpu_node: tracking::cpu_node(cpu),
-        other_node: tracking::pfn_node(to_pfn(page)),
-        local: 0,
-        pages,
-        migrated_pages: 0,
-    });
+    runs::add_first_touch(
+        ctx,
+        &runs::Sample {
+            tgid,
+            tid,
+            cpu,
+            region,
+            cpu_node: tracking::cpu_node(cpu),
+            other_node: tracking::pfn_node(to_pfn(page)),
+            local: 0,
+            pages,
+            migrated_pages: 0,
+        },
+    );
     0
 }
 
@@ -64,7 +74,7 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> u32 {
     // A failed allocation has a NULL page (the classic record says pfn -1).
     let page = ctx.arg::<u64>(0);
     let to_pfn = |page| tracking::page_pfn(page).unwrap_or(u64::MAX);
-    first_touch(tgid, tid, (page != 0).then_some(page), ctx.arg::<u64>(1) as u32, to_pfn)
+    first_touch(&ctx, tgid, tid, (page != 0).then_some(page), ctx.arg::<u64>(1) as u32, to_pfn)
 }
 
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
@@ -76,5 +86,5 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     }
     let Some(pfn) = field::<u64>(&ctx, layout!(page_alloc_pfn)) else { return 0 };
     let order = field_u32(&ctx, layout!(page_alloc_order)).unwrap_or(0);
-    first_touch(tgid, tid, (pfn != u64::MAX).then_some(pfn), order, |pfn| pfn)
+    first_touch(&ctx, tgid, tid, (pfn != u64::MAX).then_some(pfn), order, |pfn| pfn)
 }

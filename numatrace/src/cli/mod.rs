@@ -124,6 +124,16 @@ pub struct TraceArgs {
     /// busy machine); timelines then show each thread's node, not its CPU.
     #[arg(long)]
     pub all_migrations: bool,
+    /// Take the user call stack where each run of first touches (and of remote
+    /// hinting faults) starts, and show each cause's call sites (`function
+    /// (file:line)` chains; `causes[].sites[]` in --json; `export --format
+    /// folded --by stack`). Symbolized at the end, never while tracing. Runs
+    /// are per thread and 2 MiB region, so a sequential first touch takes one
+    /// stack per 512 pages: on a fault-heavy workload it adds about a quarter
+    /// to numatrace's cost (docs/bench.md). Stacks are walked by frame
+    /// pointers: code built without them shows one or two frames.
+    #[arg(long)]
+    pub stacks: bool,
     /// Keep numatrace's CPU (its kernel programs and itself) under PERCENT of
     /// one core, for captures left on for hours: while over it, first touches
     /// are traced in 1 of N 2 MiB regions (N a power of two up to 1024,
@@ -269,6 +279,7 @@ fn trace(args: TraceArgs) -> Result<i32> {
             #[cfg(feature = "bench-hooks")]
             load_generator: args.load_generator,
             all_migrations: args.all_migrations,
+            stacks: args.stacks,
         },
         progress: !args.json,
         drain_interval: Duration::from_millis(100),

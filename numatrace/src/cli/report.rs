@@ -14,6 +14,12 @@ pub struct ReportArgs {
     /// Print the report as one JSON object (byte for byte what the live run printed with --json).
     #[arg(long)]
     pub json: bool,
+    /// Symbolize the capture's call stacks (--stacks) again with the binaries
+    /// in DIR, found by build id (DIR/.build-id/ab/cdef...) or by name: for a
+    /// capture made where the binaries had no symbols, or brought from another
+    /// machine. Repeat it for several directories.
+    #[arg(long, value_name = "DIR")]
+    pub symbols: Vec<PathBuf>,
     #[command(flatten)]
     pub text: super::output::TextArgs,
 }
@@ -29,7 +35,20 @@ pub fn open(path: &Path) -> Result<CaptureFile> {
 
 /// Runs `numatrace report`.
 pub fn run_report(args: &ReportArgs) -> Result<i32> {
-    let capture = open(&args.capture)?;
+    let mut capture = open(&args.capture)?;
+    if !args.symbols.is_empty() {
+        for dir in &args.symbols {
+            if !dir.is_dir() {
+                anyhow::bail!("--symbols {}: not a directory", dir.display());
+            }
+        }
+        match capture.end.stacks.as_mut() {
+            Some(table) => crate::symbolize::symbolize(table, &args.symbols),
+            None => {
+                anyhow::bail!("{} has no call stacks to symbolize (captured without --stacks)", args.capture.display())
+            }
+        }
+    }
     super::output::print_report(&capture.report(), args.json, &args.text)?;
     Ok(0)
 }

@@ -1,7 +1,10 @@
 //! Closed sets the core crate defines as plain enums, offered to clap with
 //! their names and help (the core crate has no clap).
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use numatrace_core::{export::Format, report::text::ThreadsShown};
+use numatrace_core::{
+    export::{FoldedBy, Format},
+    report::text::ThreadsShown,
+};
 
 /// An enum a flag takes one value of.
 pub trait ClosedSet: Copy + Send + Sync + 'static {
@@ -32,6 +35,22 @@ impl ClosedSet for Format {
             Format::Folded => "Collapsed stacks for flamegraph.pl, inferno, speedscope",
             Format::Svg => "A self-contained SVG timeline",
             Format::Html => "A self-contained HTML page: the SVG timeline and the causes",
+        }
+    }
+}
+
+impl ClosedSet for FoldedBy {
+    const ALL: &'static [Self] = &[FoldedBy::Thread, FoldedBy::Stack];
+    fn name(self) -> &'static str {
+        match self {
+            FoldedBy::Thread => "thread",
+            FoldedBy::Stack => "stack",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            FoldedBy::Thread => "process;thread;node;cause, counted in milliseconds run",
+            FoldedBy::Stack => "cause;thread;call stack (a capture made with --stacks), counted in remote pages",
         }
     }
 }

@@ -19,8 +19,8 @@ use aya::{
 };
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
-    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun,
-    SAMPLING_MAP, SENT_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_STACKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun,
+    SAMPLING_MAP, SENT_MAP, STACKS_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
 };
 
 use numatrace_core::{
@@ -51,6 +51,9 @@ pub struct ProbeOptions {
     /// Send every thread migration as an event, also those within a node
     /// (by default the kernel only counts those).
     pub all_migrations: bool,
+    /// Take the user call stack as each first-touch and hinting-fault run
+    /// starts (`--stacks`).
+    pub stacks: bool,
 }
 
 /// Which processes the programs let through, fixed at load.
@@ -101,7 +104,7 @@ impl Probes {
         let config = Config {
             target_tgid: traced.tgid,
             tgid_set: u32::from(traced.more || traced.cgroup_id != 0),
-            _pad: 0,
+            stacks: u32::from(opts.stacks),
             cgroup_id: traced.cgroup_id,
             follow_children: u32::from(opts.follow_children),
             pfn_block_shift: topology.pfn_block_shift(),
@@ -127,6 +130,8 @@ impl Probes {
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, ring_bytes)
             .map_max_entries(TRACKED_TGIDS_MAP, tgid_words)
+            // Without --stacks the map is never written: one entry, not 8 MiB.
+            .map_max_entries(STACKS_MAP, if opts.stacks { MAX_STACKS } else { 1 })
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, &cpu_nodes, topology)?;
@@ -296,6 +301,12 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The user stacks the runs name (`--stacks`); can be taken once.
+    pub fn take_stacks(&mut self) -> Result<aya::maps::StackTraceMap<MapData>> {
+        let map = self.ebpf.take_map(STACKS_MAP).context("the STACKS map was already taken")?;
+        Ok(aya::maps::StackTraceMap::try_from(map)?)
+    }
+
     /// Detaches every program: after this no new event is produced.
     pub fn detach(&mut self) {
         sources::unload_all(&mut self.ebpf);
@@ -366,6 +377,7 @@ pub fn trial(topology: &Topology, tracefs: &Tracefs, cgroup_id: u64) -> Result<V
         #[cfg(feature = "bench-hooks")]
         load_generator: false,
         all_migrations: false,
+        stacks: false,
     };
     let mut probes = Probes::load(traced, &opts, topology, tracefs)?;
     probes.attach(tracefs);

@@ -8,5 +8,6 @@ pub mod record;
 pub mod session;
 pub mod snapshots;
 pub mod spike;
+pub mod stacks;
 pub mod target;
 pub mod tree;

@@ -30,6 +30,7 @@ use super::{
     processes::{self, Others},
     progress::Progress,
     snapshots::Snapshots,
+    stacks::StackCollector,
     target::{Target, TargetSpec},
 };
 use crate::kernel::{ProbeOptions, Probes, TracedSet, tracefs::Tracefs};
@@ -182,6 +183,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     }
 
     let ring = probes.take_ring()?;
+    let mut stacks = if opts.probes.stacks { Some(StackCollector::new(probes.take_stacks()?)) } else { None };
     let mut budget = opts.budget.map(|b| Budget::new(b, monotonic_ns())).transpose()?;
     let started = Instant::now();
     let runtime =
@@ -194,6 +196,7 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         snapshots: &mut snapshots,
         probes: &mut probes,
         budget: &mut budget,
+        stacks: &mut stacks,
     };
     let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
 
@@ -202,8 +205,11 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     probes.detach();
     let sampling = budget.map(|b| b.finish(detach_ns));
     let mut ring = ring;
-    drain(&mut ring, &mut agg, &mut sink)?;
+    drain(&mut ring, &mut agg, &mut sink, &mut stacks)?;
     for event in probes.pending_runs()? {
+        if let Some(stacks) = stacks.as_mut() {
+            stacks.observe(&event);
+        }
         record(&mut agg, &mut sink, &event)?;
     }
     for event in numatrace_core::aggregate::run_time::sample(&agg, detach_ns).into_iter().chain(migration_counts_at_end)
@@ -228,6 +234,8 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
         other_processes_last,
         dropped_by_memory_cap: Default::default(),
         sampling,
+        // Symbolized now, the programs detached: never on the event path.
+        stacks: stacks.map(StackCollector::finish),
     };
     if let Some(sink) = sink.as_mut() {
         sink.end(&end)?;
@@ -331,7 +339,12 @@ const DRAIN_BATCH: usize = 256;
 /// the sink in ring order. Records are copied out (decoded) because a ring item
 /// must be released before the next one can be read. Returns the processes
 /// that joined the traced cgroup meanwhile.
-fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>) -> Result<Vec<u32>> {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    agg: &mut Aggregator,
+    sink: &mut Option<&mut dyn EventSink>,
+    stacks: &mut Option<StackCollector>,
+) -> Result<Vec<u32>> {
     let mut joined = Vec::new();
     let mut batch: Vec<Event> = Vec::with_capacity(DRAIN_BATCH);
     while let Some(item) = ring.next() {
@@ -344,6 +357,9 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&m
                     joined.push(e.header.tgid);
                 }
                 agg.count_ring_record(&event);
+                if let Some(stacks) = stacks.as_mut() {
+                    stacks.observe(&event);
+                }
                 batch.push(event);
                 if batch.len() == DRAIN_BATCH {
                     fold_batch(&mut batch, agg, sink)?;
@@ -360,6 +376,9 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, sink: &mut Option<&m
         }
     }
     fold_batch(&mut batch, agg, sink)?;
+    if let Some(stacks) = stacks.as_mut() {
+        stacks.refresh();
+    }
     Ok(joined)
 }
 
@@ -440,6 +459,7 @@ struct LoopState<'a, 's> {
     snapshots: &'a mut Snapshots,
     probes: &'a mut Probes,
     budget: &'a mut Option<Budget>,
+    stacks: &'a mut Option<StackCollector>,
 }
 
 /// Drains the ring as it becomes readable (and on each tick), until the
@@ -450,7 +470,7 @@ async fn event_loop(
     state: LoopState<'_, '_>,
 ) -> Result<(StopReason, RingBuf<MapData>)> {
     let LoopContext { opts, target, others, started, ref announce } = *ctx;
-    let LoopState { agg, sink, snapshots, probes, budget } = state;
+    let LoopState { agg, sink, snapshots, probes, budget, stacks } = state;
     // SAFETY: the ring owns its map fd until into_inner below; the pidfd is owned by
     // `target`, which outlives this loop.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -475,12 +495,12 @@ async fn event_loop(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let joined = drain(guard.get_inner_mut(), agg, sink)?;
+                let joined = drain(guard.get_inner_mut(), agg, sink, stacks)?;
                 guard.clear_ready();
                 complete_joined(&joined, probes, agg, sink)?;
             }
             _ = tick.tick() => {
-                let joined = drain(ring.get_mut(), agg, sink)?;
+                let joined = drain(ring.get_mut(), agg, sink, stacks)?;
                 complete_joined(&joined, probes, agg, sink)?;
                 if let Some(budget) = budget.as_mut() {
                     budget.tick(probes, monotonic_ns())?;
