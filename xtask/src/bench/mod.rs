@@ -434,14 +434,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     results.load_after = loadavg();
+    let save = |results: &Results| -> Result<String> {
+        let json = serde_json::to_string_pretty(results)?;
+        if !args.in_guest {
+            let saved = tools.scratch.join("results.json");
+            std::fs::write(&saved, &json).with_context(|| format!("writing {}", saved.display()))?;
+            eprintln!("bench: results saved in {} (--render prints them again)", saved.display());
+        }
+        Ok(json)
+    };
+    let mut json = save(&results)?;
     if args.lab && Part::IN_GUEST.iter().any(|p| want(*p)) {
+        // The host's figures are saved first: a guest that fails loses only its own.
         results.guest = Some(Box::new(guest::run(args, &root)?));
-    }
-    let json = serde_json::to_string_pretty(&results)?;
-    if !args.in_guest {
-        let saved = tools.scratch.join("results.json");
-        std::fs::write(&saved, &json).with_context(|| format!("writing {}", saved.display()))?;
-        eprintln!("bench: results saved in {} (--render prints them again)", saved.display());
+        json = save(&results)?;
     }
     if args.json {
         println!("{json}");
