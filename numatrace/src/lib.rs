@@ -9,7 +9,10 @@
 //! - `live`: a live capture: the target (a pid or a command started
 //!   stopped), the session's event loop feeding the core's aggregator,
 //!   spike rings.
+//! - `exporter`: `numatrace exporter`, an OpenMetrics endpoint read from
+//!   /proc and /sys in the background.
 //! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
+pub mod exporter;
 pub mod kernel;
 pub mod live;

@@ -4,6 +4,7 @@ pub mod check;
 pub mod completions;
 pub mod diff;
 pub mod export;
+pub mod exporter;
 pub mod inspect;
 pub mod manpages;
 pub mod output;
@@ -176,6 +177,9 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Serve the machine's NUMA state to Prometheus: an OpenMetrics endpoint (/metrics) read from /proc and /sys every --interval.
+    #[command(after_help = exporter::AFTER_HELP)]
+    Exporter(exporter::ExporterArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Write the man pages, one per command, into a directory (for a copied binary: /usr/local/share/man/man1).
@@ -205,6 +209,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(Command::Report(args)) => report::run_report(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Diff(args)) => diff::run(&args),
+        Some(Command::Exporter(args)) => exporter::run(&args),
         Some(Command::Completions(args)) => completions::run(&args),
         Some(Command::Manpages(args)) => manpages::run(&args),
         Some(Command::Demo(demo)) => {
