@@ -1,0 +1,373 @@
+//! `numatrace exporter` end to end: the real binary on a loopback port,
+//! scraped with a plain TCP client and by a real Prometheus (Debian's
+//! `prometheus`, which `cargo xtask setup` installs), queried through its
+//! HTTP API. No root needed.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
+
+/// A running exporter, killed when dropped.
+struct Exporter {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Exporter {
+    /// Starts `numatrace exporter --listen 127.0.0.1:0 ARGS` and reads the address it printed.
+    fn start(args: &[&str]) -> Exporter {
+        let mut child = Command::new(NUMATRACE)
+            .args(["exporter", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("numatrace starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reads its first line");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in its first line: {line:?}"));
+        Exporter { child, addr }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response: status code, headers (lower-case names), body.
+struct Response {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+/// One HTTP/1.0 GET over a plain TCP connection (the server closes it after the response).
+fn get(addr: SocketAddr, path: &str) -> Response {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("sets a timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sends the request");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("reads the response");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of head: {raw:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response { status, headers, body: body.to_string() }
+}
+
+/// One sample of an exposition: metric name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// An OpenMetrics text exposition: its families (name -> type) and samples.
+/// Fails on anything the format does not allow, and without `# EOF` last.
+fn parse_exposition(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.pop(), Some("# EOF"), "the exposition must end with # EOF:\n{text}");
+    assert!(text.ends_with("# EOF\n"), "a newline after # EOF");
+    let mut families = BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in lines {
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut words = meta.splitn(3, ' ');
+            let (kind, name, rest) = (words.next(), words.next(), words.next());
+            match (kind, name, rest) {
+                (Some("TYPE"), Some(name), Some(ty)) => {
+                    assert!(families.insert(name.to_string(), ty.to_string()).is_none(), "{name} twice");
+                }
+                (Some("HELP" | "UNIT"), Some(_), Some(_)) => {}
+                _ => panic!("bad metadata line {line:?}"),
+            }
+            continue;
+        }
+        samples.push(parse_sample(line));
+    }
+    (families, samples)
+}
+
+fn parse_sample(line: &str) -> Sample {
+    let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("no value: {line:?}"));
+    let name = line[..name_end].to_string();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        while !inner.starts_with('}') {
+            let eq = inner.find("=\"").unwrap_or_else(|| panic!("bad label in {line:?}"));
+            let key = inner[..eq].to_string();
+            let mut value = String::new();
+            let mut chars = inner[eq + 2..].char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c)) => value.push(c),
+                        None => panic!("escape at the end of {line:?}"),
+                    },
+                    Some((i, '"')) => break eq + 2 + i + 1,
+                    Some((_, c)) => value.push(c),
+                    None => panic!("unterminated label value in {line:?}"),
+                }
+            };
+            labels.insert(key, value);
+            inner = inner[end..].strip_prefix(',').unwrap_or(&inner[end..]);
+        }
+        rest = &inner[1..];
+    }
+    let value = rest.trim().parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+    Sample { name, labels, value }
+}
+
+/// The node ids of this machine, from /sys.
+fn sys_nodes() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/devices/system/node")
+        .expect("/sys/devices/system/node")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("node").map(str::to_string))
+        .filter(|id| id.parse::<u32>().is_ok())
+        .collect()
+}
+
+#[test]
+fn serves_openmetrics_with_every_node_of_this_machine() {
+    let exporter = Exporter::start(&[]);
+    let response = get(exporter.addr, "/metrics");
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(
+        response.headers.get("content-type").is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        response.headers
+    );
+    let (families, samples) = parse_exposition(&response.body);
+    for (family, ty) in [
+        ("numatrace_node_memory_bytes", "gauge"),
+        ("numatrace_node_numa_events", "counter"),
+        ("numatrace_page_migrations", "counter"),
+        ("numatrace_exporter_cpu_seconds", "counter"),
+        ("numatrace_exporter_scrape_duration_seconds", "gauge"),
+    ] {
+        assert_eq!(families.get(family).map(String::as_str), Some(ty), "{family} in {families:?}");
+    }
+    let nodes = sys_nodes();
+    assert!(!nodes.is_empty());
+    let labelled = |metric: &str, label: &str| -> BTreeSet<String> {
+        samples.iter().filter(|s| s.name == metric).filter_map(|s| s.labels.get(label).cloned()).collect()
+    };
+    assert_eq!(labelled("numatrace_node_memory_bytes", "node"), nodes);
+    assert_eq!(labelled("numatrace_node_numa_events_total", "node"), nodes);
+    assert_eq!(
+        labelled("numatrace_node_numa_events_total", "event"),
+        ["interleave_hit", "local_node", "numa_foreign", "numa_hit", "numa_miss", "other_node"]
+            .map(String::from)
+            .into()
+    );
+    // Each node's memory adds up, and its total is what the kernel says.
+    for node in &nodes {
+        let bytes = |state: &str| {
+            samples
+                .iter()
+                .find(|s| {
+                    s.name == "numatrace_node_memory_bytes"
+                        && s.labels.get("node") == Some(node)
+                        && s.labels.get("state").map(String::as_str) == Some(state)
+                })
+                .map(|s| s.value)
+                .unwrap_or_else(|| panic!("node {node} state {state}"))
+        };
+        assert_eq!(bytes("total"), bytes("free") + bytes("used"), "node {node}");
+        let meminfo = std::fs::read_to_string(format!("/sys/devices/system/node/node{node}/meminfo")).unwrap();
+        let kb: f64 = meminfo
+            .lines()
+            .find(|l| l.contains("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse().ok())
+            .expect("MemTotal in nodeN/meminfo");
+        assert_eq!(bytes("total"), kb * 1024.0, "node {node}");
+    }
+    let cpu = samples.iter().find(|s| s.name == "numatrace_exporter_cpu_seconds_total").expect("own CPU time");
+    assert!(cpu.value > 0.0 && cpu.value < 60.0, "{cpu:?}");
+
+    let index = get(exporter.addr, "/");
+    assert_eq!(index.status, 200);
+    assert!(index.body.contains("href=\"/metrics\""), "{}", index.body);
+    let missing = get(exporter.addr, "/nothing-here");
+    assert_eq!(missing.status, 404, "{}", missing.body);
+}
+
+/// Runs the exporter with these arguments, expecting it to fail at once.
+fn fails_with_one_line(args: &[&str]) -> String {
+    let mut child = Command::new(NUMATRACE)
+        .arg("exporter")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("numatrace starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("{args:?}: still running after 10 s instead of failing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("piped stderr").read_to_string(&mut stderr).expect("reads stderr");
+    assert!(!status.success(), "{args:?} should fail: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty() && (lines.len() == 1 || lines[0].starts_with("error:")), "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_busy_port_is_one_clear_line_and_nonzero() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("binds a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let stderr = fails_with_one_line(&["--listen", &addr]);
+    assert!(stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn a_bad_listen_address_is_one_clear_line_and_nonzero() {
+    for bad in ["localhost", "127.0.0.1", "127.0.0.1:99999", "300.1.1.1:9464", ""] {
+        let stderr = fails_with_one_line(&["--listen", bad]);
+        assert!(stderr.contains("IP:PORT"), "{bad:?}: {stderr}");
+    }
+    let stderr = fails_with_one_line(&["--interval", "1ms"]);
+    assert!(stderr.contains("at least"), "{stderr}");
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("numatrace-exporter-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creates a temporary folder");
+    dir
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus server of its own, killed when dropped.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target` every second, on a free port with its own storage.
+    fn start(target: SocketAddr, dir: &std::path::Path) -> Prometheus {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: numatrace\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("writes the config");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("creates the log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus runs (Debian package prometheus; `cargo xtask setup` installs it)");
+        Prometheus { child, addr }
+    }
+
+    /// The result vector of an instant query, or `None` while Prometheus is not answering yet.
+    fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
+        let stream = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)).ok()?;
+        drop(stream);
+        let response = get(self.addr, &format!("/api/v1/query?query={}", url_encode(promql)));
+        if response.status != 200 {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(&response.body).expect("the API answers JSON");
+        assert_eq!(json["status"], "success", "{json}");
+        json["data"]["result"].as_array().cloned()
+    }
+
+    /// Queries until the result is not empty, for at most `within`.
+    fn wait_for(&self, promql: &str, within: Duration) -> Vec<serde_json::Value> {
+        let started = Instant::now();
+        loop {
+            if let Some(result) = self.query(promql).filter(|r| !r.is_empty()) {
+                return result;
+            }
+            assert!(started.elapsed() < within, "no result for {promql} within {within:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one series of a query result.
+fn series_value(series: &serde_json::Value) -> f64 {
+    series["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no value in {series}"))
+}
+
+#[test]
+fn a_real_prometheus_scrapes_it_and_answers_promql() {
+    let dir = tmpdir("prometheus");
+    let exporter = Exporter::start(&["--interval", "1s"]);
+    let prometheus = Prometheus::start(exporter.addr, &dir);
+    let within = Duration::from_secs(30);
+
+    // The scrape worked: Prometheus's own `up` series of the target, and the node series.
+    let up = prometheus.wait_for("up{job=\"numatrace\"} == 1", within);
+    assert_eq!(up.len(), 1, "{up:?}");
+    let totals = prometheus.wait_for("numatrace_node_memory_bytes{state=\"total\"}", within);
+    let nodes: BTreeSet<String> =
+        totals.iter().filter_map(|s| s["metric"]["node"].as_str().map(str::to_string)).collect();
+    assert_eq!(nodes, sys_nodes(), "{totals:?}");
+    assert!(totals.iter().all(|s| series_value(s) > 0.0), "{totals:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
