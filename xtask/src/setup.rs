@@ -54,6 +54,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tzdata", "/usr/share/zoneinfo/UTC"),
     // The dist test installs the .deb in a clean Debian chroot it bootstraps (tests/tests/dist.rs).
     ("debootstrap", "/usr/sbin/debootstrap"),
+    // The exporter's test verifies packaging/numatrace-exporter.service with systemd-analyze.
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 /// The Prometheus server (and promtool) numatrace/tests/exporter.rs runs on
