@@ -9,7 +9,10 @@
 //! - `live`: a live capture: the target (a pid or a command started
 //!   stopped), the session's event loop feeding the core's aggregator,
 //!   spike rings.
+//! - `system`: the whole machine from /proc and /sys, every process
+//!   (`numatrace top`, the exporter), numa_maps read in a bounded way.
 //! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
 pub mod kernel;
 pub mod live;
+pub mod system;
