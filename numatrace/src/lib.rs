@@ -9,10 +9,13 @@
 //! - `live`: a live capture: the target (a pid or a command started
 //!   stopped), the session's event loop feeding the core's aggregator,
 //!   spike rings.
-//! - `exporter`: `numatrace exporter`, an OpenMetrics endpoint read from
-//!   /proc and /sys in the background.
+//! - `system`: the whole machine from /proc and /sys, every process
+//!   (`numatrace top`, the exporter), numa_maps read in a bounded way.
+//! - `exporter`: `numatrace exporter`, an OpenMetrics endpoint that reads
+//!   `system` in the background.
 //! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
 pub mod exporter;
 pub mod kernel;
 pub mod live;
+pub mod system;
