@@ -153,7 +153,7 @@ fn sys_nodes() -> BTreeSet<String> {
 
 #[test]
 fn serves_openmetrics_with_every_node_of_this_machine() {
-    let exporter = Exporter::start(&[]);
+    let exporter = Exporter::start(&["--top", "3"]);
     let response = get(exporter.addr, "/metrics");
     assert_eq!(response.status, 200, "{}", response.body);
     assert!(
@@ -166,6 +166,9 @@ fn serves_openmetrics_with_every_node_of_this_machine() {
         ("numatrace_node_memory_bytes", "gauge"),
         ("numatrace_node_numa_events", "counter"),
         ("numatrace_page_migrations", "counter"),
+        ("numatrace_memory_bytes", "gauge"),
+        ("numatrace_remote_memory_bytes", "gauge"),
+        ("numatrace_cross_node_migrations", "counter"),
         ("numatrace_exporter_cpu_seconds", "counter"),
         ("numatrace_exporter_scrape_duration_seconds", "gauge"),
     ] {
@@ -207,6 +210,13 @@ fn serves_openmetrics_with_every_node_of_this_machine() {
             .expect("MemTotal in nodeN/meminfo");
         assert_eq!(bytes("total"), kb * 1024.0, "node {node}");
     }
+    // Bounded cardinality: --top 3 processes of their own and `other` (this
+    // test and cargo are processes too, so there are more than 3).
+    let pids = labelled("numatrace_cross_node_migrations_total", "pid");
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    assert!(pids.contains("other"), "{pids:?}");
+    assert!(labelled("numatrace_memory_bytes", "pid").is_subset(&pids));
+    assert!(labelled("numatrace_memory_bytes", "node").is_subset(&nodes));
     let cpu = samples.iter().find(|s| s.name == "numatrace_exporter_cpu_seconds_total").expect("own CPU time");
     assert!(cpu.value > 0.0 && cpu.value < 60.0, "{cpu:?}");
 
@@ -354,10 +364,46 @@ fn series_value(series: &serde_json::Value) -> f64 {
     series["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no value in {series}"))
 }
 
+/// A process that first-touched `mib` MiB under `numactl --membind=0` and holds it, killed when dropped.
+struct Workload {
+    child: Child,
+}
+
+impl Workload {
+    fn start(mib: u32) -> Workload {
+        let mut child = Command::new("numactl")
+            .args(["--membind=0", NUMATRACE, "example", "resident", "--mib", &mib.to_string(), "--seconds", "120"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("numactl runs (Debian package numactl; `cargo xtask setup` installs it)");
+        // Its one JSON line says it has touched its memory.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reads its line");
+        let done: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"));
+        assert_eq!(
+            done["pages_by_node"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["0".into()])
+        );
+        Workload { child }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn a_real_prometheus_scrapes_it_and_answers_promql() {
     let dir = tmpdir("prometheus");
-    let exporter = Exporter::start(&["--interval", "1s"]);
+    // 64 MiB on node 0, its one thread on node 0 (the only node here, or bound there).
+    let mib = 64;
+    let workload = Workload::start(mib);
+    let pid = workload.child.id();
+    // --top 200: the workload has its own series however many larger processes there are.
+    let exporter = Exporter::start(&["--interval", "1s", "--top", "200"]);
     let prometheus = Prometheus::start(exporter.addr, &dir);
     let within = Duration::from_secs(30);
 
@@ -369,6 +415,20 @@ fn a_real_prometheus_scrapes_it_and_answers_promql() {
         totals.iter().filter_map(|s| s["metric"]["node"].as_str().map(str::to_string)).collect();
     assert_eq!(nodes, sys_nodes(), "{totals:?}");
     assert!(totals.iter().all(|s| series_value(s) > 0.0), "{totals:?}");
+
+    // The workload's memory per node and its remote memory, by pid.
+    let memory = prometheus.wait_for(&format!("numatrace_memory_bytes{{pid=\"{pid}\"}}"), within);
+    let on_node0: Vec<&serde_json::Value> = memory.iter().filter(|s| s["metric"]["node"] == "0").collect();
+    assert_eq!(on_node0.len(), 1, "{memory:?}");
+    assert!(series_value(on_node0[0]) >= f64::from(mib << 20), "{memory:?}");
+    assert_eq!(on_node0[0]["metric"]["comm"], "numatrace", "{memory:?}");
+    let remote = prometheus.wait_for(&format!("numatrace_remote_memory_bytes{{pid=\"{pid}\"}}"), within);
+    assert_eq!(remote.len(), 1, "{remote:?}");
+    // Bound to node 0 with its thread there (one node here): none of it is remote.
+    if sys_nodes().len() == 1 {
+        assert_eq!(series_value(&remote[0]), 0.0, "{remote:?}");
+    }
+    drop(workload);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -455,4 +515,126 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     );
     assert!(security.contains("Overall exposure level"), "{security}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scrapes_stay_whole_while_processes_come_and_go() {
+    // Refreshes every 100 ms while short-lived processes start and exit:
+    // some exit between the listing of /proc and the reading of their files.
+    let exporter = Exporter::start(&["--interval", "100ms", "--top", "1000"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut started = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let children: Vec<Child> = (0..8)
+                    .filter_map(|_| Command::new("sleep").arg("0.03").stdout(Stdio::null()).spawn().ok())
+                    .collect();
+                for mut c in children {
+                    let _ = c.wait();
+                    started += 1;
+                }
+            }
+            started
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut scrapes = 0;
+    while Instant::now() < deadline {
+        let response = get(exporter.addr, "/metrics");
+        assert_eq!(response.status, 200);
+        let (_, samples) = parse_exposition(&response.body);
+        let failures =
+            samples.iter().find(|s| s.name == "numatrace_exporter_refresh_failures_total").expect("failures");
+        assert_eq!(failures.value, 0.0, "a refresh failed while processes exited");
+        scrapes += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = churn.join().expect("the churn thread");
+    assert!(started > 50 && scrapes > 10, "{started} processes, {scrapes} scrapes");
+    let mut exporter = exporter;
+    assert!(exporter.child.try_wait().expect("waits").is_none(), "the exporter exited");
+}
+
+/// The `numatrace_*` metric names a query uses.
+fn metric_names(query: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("numatrace_") {
+        let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_use_only_metrics_it_serves() {
+    let exporter = Exporter::start(&[]);
+    let (_, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+    let served: BTreeSet<String> = samples.iter().map(|s| s.name.clone()).collect();
+    let alerts = std::fs::read_to_string(packaging("alerts.yml")).expect("reads the alerts");
+    let mut used = metric_names(&alerts);
+    for query in dashboard_queries() {
+        used.extend(metric_names(&query));
+    }
+    assert!(used.len() >= 8, "{used:?}");
+    let unknown: Vec<&String> = used.iter().filter(|n| !served.contains(*n)).collect();
+    assert!(unknown.is_empty(), "not served: {unknown:?}; served: {served:?}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn with_cap_sys_ptrace_alone_it_sees_other_users_memory() {
+    // What the systemd unit grants: an unprivileged user with CAP_SYS_PTRACE.
+    let workload = Workload::start(16);
+    let pid = workload.child.id();
+    let memory_of = |caps: &str| -> Option<f64> {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(format!("--inh-caps=-all{caps}"))
+            .arg(format!("--ambient-caps=-all{caps}"))
+            .arg(format!("--bounding-set=-all{caps}"))
+            .args([NUMATRACE, "exporter", "--listen", "127.0.0.1:0", "--interval", "200ms", "--top", "1000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("setpriv runs (util-linux)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reads its line");
+        let exporter = Exporter {
+            addr: line
+                .split("http://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .and_then(|a| a.parse().ok())
+                .expect("an address"),
+            child,
+        };
+        // Until every due numa_maps was read once (or tried): nothing left for later, twice.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut settled = 0;
+        loop {
+            let (_, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+            let left = samples.iter().find(|s| {
+                s.name == "numatrace_exporter_numa_maps_processes"
+                    && s.labels.get("state").map(String::as_str) == Some("left_for_later")
+            });
+            let memory = samples
+                .iter()
+                .find(|s| s.name == "numatrace_memory_bytes" && s.labels.get("pid") == Some(&pid.to_string()));
+            if memory.is_some() {
+                return memory.map(|s| s.value);
+            }
+            settled = if left.is_some_and(|s| s.value == 0.0) { settled + 1 } else { 0 };
+            if settled >= 5 || Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let with = memory_of(",+sys_ptrace").expect("with CAP_SYS_PTRACE, root's workload has memory per node");
+    assert!(with >= f64::from(16u32 << 20), "{with}");
+    assert_eq!(memory_of(""), None, "without it, another user's numa_maps is not readable");
+    drop(workload);
 }

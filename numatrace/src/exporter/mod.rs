@@ -1,17 +1,20 @@
 //! `numatrace exporter`: a long-running OpenMetrics endpoint for Prometheus.
 //!
-//! A background task reads the machine every interval (`readings`); a scrape
-//! encodes the last complete reading (`openmetrics`) and never reads /proc
-//! itself, so scrapes are cheap and each is one consistent moment. `http`
-//! serves it. No eBPF: everything comes from /proc and /sys.
+//! A background task reads the machine every interval (`readings`, through
+//! the system view `numatrace top` also shows; `processes` bounds the
+//! per-process series); a scrape encodes the last complete reading
+//! (`openmetrics`) and never reads /proc itself, so scrapes are cheap and
+//! each is one consistent moment. `http` serves it. No eBPF: everything
+//! comes from /proc and /sys.
 pub mod http;
 pub mod openmetrics;
+pub mod processes;
 pub mod readings;
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -20,7 +23,10 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::{net::TcpListener, sync::watch};
 
-use self::{openmetrics::OwnCost, readings::Readings};
+use self::{
+    openmetrics::OwnCost,
+    readings::{Readings, Refresher},
+};
 
 /// What `numatrace exporter` was asked to do.
 #[derive(Clone, Debug)]
@@ -28,6 +34,8 @@ pub struct Options {
     pub listen: SocketAddr,
     /// How often the machine is read again.
     pub interval: Duration,
+    /// How many of the largest processes get series of their own.
+    pub top: usize,
 }
 
 /// What the server's tasks share: the last complete readings and the refresher's failures.
@@ -58,11 +66,12 @@ pub fn run(opts: &Options) -> Result<()> {
 async fn serve(opts: &Options) -> Result<()> {
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let bound = listener.local_addr().context("reading the address listened on")?;
+    let refresher = Arc::new(Mutex::new(Refresher::new(opts.interval, opts.top)));
     // The first readings before the first scrape: a scrape never sees nothing.
-    let first = tokio::task::spawn_blocking(Readings::read).await.context("reading the machine")??;
+    let first = read(&refresher).await.context("reading the machine")?;
     let (publish, readings) = watch::channel(Arc::new(first));
     let shared = Arc::new(Shared { readings, refresh_failures: AtomicU64::new(0) });
-    tokio::spawn(refresh(publish, Arc::clone(&shared), opts.interval));
+    tokio::spawn(refresh(refresher, publish, Arc::clone(&shared), opts.interval));
     // The address actually bound (port 0 picks one), for whoever started us.
     println!(
         "numatrace exporter: serving http://{bound}/metrics, read every {}",
@@ -80,24 +89,36 @@ async fn serve(opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// One refresh, on the blocking pool (it reads files).
+async fn read(refresher: &Arc<Mutex<Refresher>>) -> Result<Readings> {
+    let refresher = Arc::clone(refresher);
+    tokio::task::spawn_blocking(move || {
+        // A refresh that panicked left nothing half-written that matters: carry on.
+        refresher.lock().unwrap_or_else(PoisonError::into_inner).refresh()
+    })
+    .await
+    .context("the refresh stopped")?
+}
+
 /// Reads the machine every `interval` and publishes each complete reading.
-async fn refresh(publish: watch::Sender<Arc<Readings>>, shared: Arc<Shared>, interval: Duration) {
+async fn refresh(
+    refresher: Arc<Mutex<Refresher>>,
+    publish: watch::Sender<Arc<Readings>>,
+    shared: Arc<Shared>,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is now: the first reading is already there
     loop {
         tick.tick().await;
-        match tokio::task::spawn_blocking(Readings::read).await {
-            Ok(Ok(readings)) => {
+        match read(&refresher).await {
+            Ok(readings) => {
                 publish.send_replace(Arc::new(readings));
-            }
-            Ok(Err(err)) => {
-                shared.refresh_failures.fetch_add(1, Ordering::Relaxed);
-                eprintln!("numatrace exporter: refresh failed, serving the previous readings: {err:#}");
             }
             Err(err) => {
                 shared.refresh_failures.fetch_add(1, Ordering::Relaxed);
-                eprintln!("numatrace exporter: refresh failed, serving the previous readings: {err}");
+                eprintln!("numatrace exporter: refresh failed, serving the previous readings: {err:#}");
             }
         }
     }

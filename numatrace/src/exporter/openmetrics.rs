@@ -10,7 +10,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::readings::Readings;
+use super::{processes::ProcessSeries, readings::Readings};
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -111,6 +111,7 @@ impl Collector for Exposition {
     fn encode(&self, mut out: DescriptorEncoder) -> Result<(), fmt::Error> {
         self.encode_nodes(&mut out)?;
         self.encode_vmstat(&mut out)?;
+        self.encode_processes(&mut out)?;
         self.encode_own_cost(&mut out)
     }
 }
@@ -201,6 +202,65 @@ impl Exposition {
         Ok(())
     }
 
+    fn encode_processes(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        let table = &self.readings.processes;
+        let series: Vec<&ProcessSeries> = table.top.iter().chain(std::iter::once(&table.other)).collect();
+        let labels = |s: &ProcessSeries| -> Labels {
+            vec![("pid", s.pid.clone()), ("comm", s.comm.clone()), ("cgroup", s.cgroup.clone())]
+        };
+        let memory: Vec<(Labels, u64)> = series
+            .iter()
+            .flat_map(|s| {
+                s.memory_by_node.iter().map(|(node, bytes)| {
+                    let mut l = labels(s);
+                    l.push(("node", node.to_string()));
+                    (l, *bytes)
+                })
+            })
+            .collect();
+        gauges(
+            out,
+            "numatrace_memory",
+            "Resident memory of a process per NUMA node (numa_maps, as numastat -p), for the --top largest processes by resident memory; pid=\"other\" sums the rest.",
+            Some(&BYTES),
+            &memory,
+        )?;
+        let remote: Vec<(Labels, u64)> =
+            series.iter().filter_map(|s| s.remote_memory_bytes.map(|bytes| (labels(s), bytes))).collect();
+        gauges(
+            out,
+            "numatrace_remote_memory",
+            "A process's own memory (not file cache) on nodes where its threads did not run, weighted by their run time over the last interval.",
+            Some(&BYTES),
+            &remote,
+        )?;
+        let moves: Vec<(Labels, u64)> = series.iter().map(|s| (labels(s), s.cross_node_migrations)).collect();
+        counters(
+            out,
+            "numatrace_cross_node_migrations",
+            "Threads of a process seen on another node than at the previous refresh, since the exporter started (a lower bound: a thread that left and came back in between is not seen).",
+            None,
+            &moves,
+        )?;
+        gauges(
+            out,
+            "numatrace_exporter_processes",
+            "Processes at the last refresh: with series of their own (top) and summed into pid=\"other\".",
+            None,
+            &[
+                (vec![("in", "top".to_string())], table.processes - table.in_other),
+                (vec![("in", "other".to_string())], table.in_other),
+            ],
+        )?;
+        gauges(
+            out,
+            "numatrace_exporter_processes_memory_unknown",
+            "Processes whose numa_maps is not known: not read yet (reads are spread over refreshes), or not readable (another user's, without CAP_SYS_PTRACE).",
+            None,
+            &[(Labels::new(), table.memory_unknown)],
+        )
+    }
+
     fn encode_own_cost(&self, out: &mut DescriptorEncoder) -> fmt::Result {
         let no_labels = Labels::new();
         let mut cpu = out.encode_descriptor(
@@ -212,11 +272,29 @@ impl Exposition {
         cpu.encode_family(&no_labels)?.encode_counter::<NoLabelSet, _, f64>(&self.own.cpu_seconds, None)?;
         let mut took = out.encode_descriptor(
             "numatrace_exporter_scrape_duration",
-            "How long the last refresh took to read /proc and /sys (scrapes serve its result; they only encode it).",
+            "How long the last refresh took to read /proc and /sys, numa_maps included (scrapes serve its result; they only encode it).",
             Some(&SECONDS),
             MetricType::Gauge,
         )?;
         took.encode_family(&no_labels)?.encode_gauge(&self.readings.took.as_secs_f64())?;
+        let numa_maps = &self.readings.numa_maps;
+        let mut read_took = out.encode_descriptor(
+            "numatrace_exporter_numa_maps_read",
+            "How long the last refresh spent reading numa_maps (it walks page tables; bounded per refresh, largest processes first).",
+            Some(&SECONDS),
+            MetricType::Gauge,
+        )?;
+        read_took.encode_family(&no_labels)?.encode_gauge(&numa_maps.spent.as_secs_f64())?;
+        gauges(
+            out,
+            "numatrace_exporter_numa_maps_processes",
+            "Processes whose numa_maps the last refresh read, and those due that it left for a later one.",
+            None,
+            &[
+                (vec![("state", "read".to_string())], u64::from(numa_maps.processes_read)),
+                (vec![("state", "left_for_later".to_string())], u64::from(numa_maps.left_for_later)),
+            ],
+        )?;
         let mut at = out.encode_descriptor(
             "numatrace_exporter_last_refresh_timestamp",
             "When the readings served were taken (Unix time).",
@@ -303,7 +381,11 @@ mod tests {
 
     #[test]
     fn renders_this_machine_as_openmetrics() {
-        let readings = Arc::new(Readings::read().expect("this machine's nodes"));
+        use std::time::Duration;
+
+        use crate::exporter::readings::Refresher;
+
+        let readings = Arc::new(Refresher::new(Duration::from_secs(1), 3).refresh().expect("this machine"));
         let nodes = readings.system.topology.node_ids();
         let text = render(readings, OwnCost { cpu_seconds: 0.25, refresh_failures: 1 }).expect("renders");
         assert!(text.ends_with("# EOF\n"), "{text}");
