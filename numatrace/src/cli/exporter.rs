@@ -20,10 +20,11 @@ balancer's counters; per process (the --top largest by resident memory,
 the rest summed into pid=\"other\"): memory per node, remote memory (on nodes
 its threads did not run on) and cross-node thread moves; the exporter's own
 CPU time and what a refresh cost. The machine is read in the background
-every --interval (each process's numa_maps once per 4 refreshes, for at most
-50 ms per refresh, largest processes first); a scrape serves the last complete reading. It reads /proc and /sys
-only (no eBPF); other users' numa_maps need root or CAP_SYS_PTRACE. The
-repository's packaging/ has a systemd unit, a Grafana dashboard and alert rules.";
+every --interval (each process's numa_maps once per 4 refreshes, for at
+most 50 ms per refresh, largest processes first); a scrape serves the last
+complete reading. It reads /proc and /sys only (no eBPF); other users'
+numa_maps need root or CAP_SYS_PTRACE. The repository's packaging/ has a
+systemd unit, a Grafana dashboard and alert rules.";
 
 /// Options of `numatrace exporter`.
 #[derive(Debug, Clone, Args)]
