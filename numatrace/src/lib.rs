@@ -11,8 +11,10 @@
 //!   spike rings.
 //! - `system`: the whole machine from /proc and /sys, every process
 //!   (`numatrace top`, the exporter), numa_maps read in a bounded way.
+//! - `top`: `numatrace top`'s terminal UI over `system`.
 //! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
 pub mod kernel;
 pub mod live;
 pub mod system;
+pub mod top;
