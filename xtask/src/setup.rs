@@ -53,6 +53,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tzdata", "/usr/share/zoneinfo/UTC"),
     // The dist test installs the .deb in a clean Debian chroot it bootstraps (tests/tests/dist.rs).
     ("debootstrap", "/usr/sbin/debootstrap"),
+    // `numatrace top` is driven in a real terminal: numatrace/tests/top.rs runs it in tmux.
+    ("tmux", "/usr/bin/tmux"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
