@@ -233,6 +233,39 @@ fn the_screen_sorts_filters_and_gives_the_terminal_back() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The children of a process, from /proc/*/stat.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        if rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            out.extend(entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hung_up_terminal_ends_top() {
+    let tmux = Tmux::start();
+    let shell: u32 = tmux.run(&["display-message", "-p", "-t", "0", "#{pane_pid}"]).trim().parse().unwrap();
+    tmux.type_line(&format!("{NUMATRACE} top --interval 500ms"));
+    tmux.wait_for("REMOTE▼", Duration::from_secs(20));
+    let top = children(shell);
+    assert_eq!(top.len(), 1, "the shell's children: {top:?}");
+    drop(tmux);
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{}", top[0])).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", top[0])).unwrap_or_default();
+        if state.contains(") Z ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "top still runs after its terminal hung up: {state}");
+        sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn enter_traces_the_selected_process_and_comes_back() {

@@ -46,11 +46,15 @@ pub fn run(options: &TopOptions) -> Result<i32> {
         bail!("numatrace top needs a terminal; for scripts use `numatrace top --once --json`");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP, signal_hook::consts::SIGINT] {
-        // SIGINT too: while a trace runs (the terminal cooked), Ctrl-C is for the trace, not for top.
-        let flag = if signal == signal_hook::consts::SIGINT { Arc::new(AtomicBool::new(false)) } else { stop.clone() };
-        signal_hook::flag::register(signal, flag).context("installing the signal handlers")?;
-    }
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("installing the signal handlers")?;
+    // While a trace runs (the terminal cooked), Ctrl-C is for the trace, not for top.
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::new(AtomicBool::new(false)))
+        .context("installing the signal handlers")?;
+    // A hung-up terminal has nothing to restore, and crossterm's read of it
+    // would spin on end-of-file for ever: end at once.
+    signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGHUP, 129, Arc::new(AtomicBool::new(true)))
+        .context("installing the signal handlers")?;
     let mut reader = SystemReader::new(options.placements);
     let mut state = State::new(options.by);
     let mut earlier = reader.sample()?;

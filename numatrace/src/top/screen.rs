@@ -1,7 +1,8 @@
 //! The terminal while the TUI runs: raw mode and the alternate screen,
 //! restored on every way out: `q`, Ctrl-C (a key in raw mode), an error
-//! (the guard's drop), SIGTERM/SIGHUP (a flag the loop checks), a panic (a
-//! hook that restores before the message is printed).
+//! (the guard's drop), SIGTERM (a flag the loop checks), a panic (a hook
+//! that restores before the message is printed). SIGHUP ends top at once:
+//! the terminal is gone.
 use std::{
     io::{self, Stdout, stdout},
     sync::Once,
