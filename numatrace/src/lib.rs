@@ -11,6 +11,7 @@
 //!   spike rings.
 //! - `system`: the whole machine from /proc and /sys, every process
 //!   (`numatrace top`, the exporter), numa_maps read in a bounded way.
+//! - `top`: `numatrace top`'s terminal UI over `system`.
 //! - `exporter`: `numatrace exporter`, an OpenMetrics endpoint that reads
 //!   `system` in the background.
 //! - `cli`: every clap definition and the dispatch to the above.
@@ -19,3 +20,4 @@ pub mod exporter;
 pub mod kernel;
 pub mod live;
 pub mod system;
+pub mod top;

@@ -56,6 +56,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("debootstrap", "/usr/sbin/debootstrap"),
     // The exporter's test verifies packaging/numatrace-exporter.service with systemd-analyze.
     ("systemd", "/usr/bin/systemd-analyze"),
+    // `numatrace top` is driven in a real terminal: numatrace/tests/top.rs runs it in tmux.
+    ("tmux", "/usr/bin/tmux"),
 ];
 
 /// The Prometheus server (and promtool) numatrace/tests/exporter.rs runs on

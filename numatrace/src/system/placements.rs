@@ -126,9 +126,14 @@ impl Placements {
         let mut out = Vec::new();
         let denied = self.reads.values().filter(|r| r.denied).count();
         if denied > 0 {
-            out.push(format!(
-                "memory per node of {denied} process(es): their numa_maps is not readable (other users' processes; run as root to see them)"
-            ));
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let root = unsafe { libc::geteuid() } == 0;
+            let why = if root {
+                "permission denied even to root (another user or PID namespace, or a security module)"
+            } else {
+                "other users' processes; run as root to see them"
+            };
+            out.push(format!("memory per node of {denied} process(es): their numa_maps is not readable ({why})"));
         }
         if self.cost.left_for_later > 0 {
             out.push(format!(
