@@ -15,7 +15,8 @@
 //!   trait; `export`: timelines and other formats; `diff`: before/after.
 //!
 //! Beside the flow: `machine` (topology, cpu lists, /proc and /sys
-//! snapshots), `inspect` (the numastat walk, automated), `check` (what
+//! snapshots), `inspect` (the numastat walk, automated), `system` (the
+//! whole machine per node and per process, for `top`), `check` (what
 //! this machine lets numatrace trace, and the verdict), and
 //! `kernel_status` (what the kernel side counted and attached).
 pub mod aggregate;
@@ -33,3 +34,4 @@ pub mod machine;
 pub mod report;
 pub mod sampling;
 pub mod stacks;
+pub mod system;

@@ -11,8 +11,16 @@
 //!   spike rings.
 //! - `symbolize`: `--stacks` addresses to functions and lines (blazesym),
 //!   at the end of a capture or for `report --symbols`.
+//! - `system`: the whole machine from /proc and /sys, every process
+//!   (`numatrace top`, the exporter), numa_maps read in a bounded way.
+//! - `top`: `numatrace top`'s terminal UI over `system`.
+//! - `exporter`: `numatrace exporter`, an OpenMetrics endpoint that reads
+//!   `system` in the background.
 //! - `cli`: every clap definition and the dispatch to the above.
 pub mod cli;
+pub mod exporter;
 pub mod kernel;
 pub mod live;
 pub mod symbolize;
+pub mod system;
+pub mod top;

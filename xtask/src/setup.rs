@@ -4,7 +4,8 @@
 //! lab and bench use, and the real programs of the lab suite (memhog,
 //! sysbench, stress-ng, redis, PostgreSQL), the viewers the export tests open
 //! (Chromium, speedscope), clippy and rustfmt for CI's checks, and for
-//! `cargo xtask dist` and its test cargo-deb and debootstrap.
+//! `cargo xtask dist` and its test cargo-deb and debootstrap, and the
+//! Prometheus server the exporter's test scrapes with.
 //! Skips what is already there.
 use std::{path::Path, process::Command};
 
@@ -53,7 +54,16 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tzdata", "/usr/share/zoneinfo/UTC"),
     // The dist test installs the .deb in a clean Debian chroot it bootstraps (tests/tests/dist.rs).
     ("debootstrap", "/usr/sbin/debootstrap"),
+    // The exporter's test verifies packaging/numatrace-exporter.service with systemd-analyze.
+    ("systemd", "/usr/bin/systemd-analyze"),
+    // `numatrace top` is driven in a real terminal: numatrace/tests/top.rs runs it in tmux.
+    ("tmux", "/usr/bin/tmux"),
 ];
+
+/// The Prometheus server (and promtool) numatrace/tests/exporter.rs runs on
+/// its own port and storage. Installed apart, without recommends (no
+/// node exporter daemon), and its own daemon stopped (see `install_prometheus`).
+const PROMETHEUS: (&str, &str) = ("prometheus", "/usr/bin/prometheus");
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -64,6 +74,32 @@ const SPEEDSCOPE_VERSION: &str = "1.25.0";
 /// fresh clone (CI) or `cargo clean` does not fetch it again. The viewers
 /// test reads `node_modules/speedscope/dist/release` below it.
 const SPEEDSCOPE_DIR: &str = "/var/cache/numatrace/speedscope";
+
+/// Installs Debian's Prometheus for the exporter's test. Its postinst enables
+/// and, where apt may start services, starts a daemon on :9090 that scrapes
+/// every 15 s and writes to /var/lib/prometheus: the test never uses it, so
+/// it is stopped and disabled again (it was not there before).
+fn install_prometheus() -> Result<()> {
+    eprintln!("setup: installing Debian package {} (without recommends)", PROMETHEUS.0);
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!("no apt-get here; install Prometheus (prometheus and promtool on PATH)");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", PROMETHEUS.0])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("apt-get install {} failed", PROMETHEUS.0);
+    }
+    if Path::new("/run/systemd/system").exists() {
+        // Best effort: a failure here leaves an idle daemon, not a broken setup.
+        let _ = Command::new("systemctl").args(["disable", "--now", "prometheus.service"]).status();
+    } else if Path::new("/etc/init.d/prometheus").exists() {
+        let _ = Command::new("/etc/init.d/prometheus").arg("stop").status();
+    }
+    Ok(())
+}
 
 /// The version of speedscope installed in [`SPEEDSCOPE_DIR`], if any.
 fn speedscope_version() -> Option<String> {
@@ -125,8 +161,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     let tools = missing_cargo_tools();
     let speedscope = have_speedscope();
     let cargo_deb = have_cargo_deb();
+    let prometheus = Path::new(PROMETHEUS.1).exists();
     if args.check {
-        if missing.is_empty() && linker && tools.is_empty() && speedscope && cargo_deb {
+        if missing.is_empty() && linker && tools.is_empty() && speedscope && cargo_deb && prometheus {
             eprintln!("setup: everything is installed");
             return Ok(());
         }
@@ -140,6 +177,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         }
         if !cargo_deb {
             all.push("cargo-deb");
+        }
+        if !prometheus {
+            all.push(PROMETHEUS.0);
         }
         bail!("missing: {}", all.join(" "));
     }
@@ -197,6 +237,9 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         if !status.success() {
             bail!("cargo install bpf-linker failed");
         }
+    }
+    if !prometheus {
+        install_prometheus()?;
     }
     // After the packages: npm may have come with them.
     if !speedscope {

@@ -108,6 +108,16 @@ pub fn judge(
     out
 }
 
+/// The findings about one process alone (no machine-wide ones): `numatrace
+/// top` tags every process with them.
+pub fn judge_process(topo: &Topology, process: &ProcessSnapshot) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if topo.nodes.len() > 1 {
+        process_findings(topo, process, &mut out);
+    }
+    out
+}
+
 fn machine_findings(system: &SystemSnapshot, rates: Option<&BTreeMap<u32, CounterRates>>, out: &mut Vec<Finding>) {
     let topo = &system.topology;
     let virt = &system.virtualization;

@@ -4,10 +4,12 @@ pub mod check;
 pub mod completions;
 pub mod diff;
 pub mod export;
+pub mod exporter;
 pub mod inspect;
 pub mod manpages;
 pub mod output;
 pub mod report;
+pub mod top;
 pub mod values;
 pub mod version;
 
@@ -171,6 +173,9 @@ pub enum Command {
     /// Say whether numatrace can trace on this machine: which sources attach and through which hook, what is missing and why, NUMA balancing, the nodes. Run it first on a new server; paste it into bug reports.
     #[command(after_help = check::AFTER_HELP)]
     Check(check::CheckArgs),
+    /// The whole machine, live: per node and per process, memory per node, where threads run, remote memory share and its likely cause; Enter traces a process (no root needed to watch).
+    #[command(after_help = top::AFTER_HELP)]
+    Top(top::TopArgs),
     /// Print the report of a capture file (-o), exactly as the live run did.
     Report(report::ReportArgs),
     /// Write a capture as a timeline for Perfetto / chrome://tracing, flame graphs, or a self-contained SVG/HTML.
@@ -186,6 +191,9 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Serve the machine's NUMA state to Prometheus: an OpenMetrics endpoint (/metrics) read from /proc and /sys every --interval.
+    #[command(after_help = exporter::AFTER_HELP)]
+    Exporter(exporter::ExporterArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Write the man pages, one per command, into a directory (for a copied binary: /usr/local/share/man/man1).
@@ -212,9 +220,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Check(args)) => check::run(&args),
+        Some(Command::Top(args)) => top::run(&args),
         Some(Command::Report(args)) => report::run_report(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Diff(args)) => diff::run(&args),
+        Some(Command::Exporter(args)) => exporter::run(&args),
         Some(Command::Completions(args)) => completions::run(&args),
         Some(Command::Manpages(args)) => manpages::run(&args),
         Some(Command::Demo(demo)) => {

@@ -1,0 +1,39 @@
+//! What one reading of /proc says about the processes: cheap facts, read on
+//! every refresh (one stat file per process, one per thread of a
+//! multi-threaded one), as opposed to numa_maps.
+use serde::{Deserialize, Serialize};
+
+use crate::machine::SystemSnapshot;
+
+/// One thread at one reading (`/proc/PID/task/TID/stat`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSample {
+    pub tid: u32,
+    /// The CPU it last ran on (field 39, `processor`).
+    pub cpu: u32,
+    /// Its CPU time so far (utime + stime), in clock ticks.
+    pub run_ticks: u64,
+}
+
+/// One process at one reading.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSample {
+    pub pid: u32,
+    /// When it started, in clock ticks since boot: a pid reused by a new
+    /// process has another start, so nothing of the old one is carried over.
+    pub start_ticks: u64,
+    pub comm: String,
+    /// Its cgroup v2 path (`/system.slice/db.service`), or the v1 cpuset's; empty when unknown.
+    pub cgroup: String,
+    /// Resident memory (RSS), in bytes.
+    pub rss_bytes: u64,
+    pub threads: Vec<ThreadSample>,
+}
+
+/// The machine and its processes at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub system: SystemSnapshot,
+    /// User-space processes (kernel threads left out), in pid order.
+    pub processes: Vec<ProcessSample>,
+}

@@ -1,0 +1,59 @@
+//! `numatrace exporter`: the OpenMetrics endpoint's flags.
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::exporter::{self, Options};
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  numatrace exporter                                serve http://127.0.0.1:9464/metrics
+  numatrace exporter --listen 0.0.0.0:9464          for a Prometheus on another host
+  numatrace exporter --interval 30s                 read the machine every 30 s
+  numatrace exporter --top 50                       series of their own for the 50 largest processes
+
+Prometheus scrapes /metrics (OpenMetrics text): per node, memory (total, free,
+used) and the allocator's counters (numa_hit, numa_miss, numa_foreign,
+interleave_hit, local_node, other_node); page migrations by reason; the NUMA
+balancer's counters; per process (the --top largest by resident memory,
+the rest summed into pid=\"other\"): memory per node, remote memory (on nodes
+its threads did not run on) and cross-node thread moves; the exporter's own
+CPU time and what a refresh cost. The machine is read in the background
+every --interval (each process's numa_maps once per 4 refreshes, for at
+most 50 ms per refresh, largest processes first); a scrape serves the last
+complete reading. It reads /proc and /sys only (no eBPF); other users'
+numa_maps need root or CAP_SYS_PTRACE. The repository's packaging/ has a
+systemd unit, a Grafana dashboard and alert rules.";
+
+/// Options of `numatrace exporter`.
+#[derive(Debug, Clone, Args)]
+pub struct ExporterArgs {
+    /// Listen on this address and port (IP:PORT; port 0 picks a free one and prints it).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// Read the machine this often (e.g. 15s, 1m); scrapes in between serve the last reading.
+    #[arg(long, value_name = "TIME", default_value = "15s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// How many of the largest processes (by resident memory) get series of their own; the rest are summed into pid="other".
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("not an IP:PORT address (e.g. 127.0.0.1:9464 or [::1]:9464): {text:?}"))
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| format!("{e}"))?;
+    if interval < Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(interval)
+}
+
+/// Runs `numatrace exporter` until SIGINT or SIGTERM.
+pub fn run(args: &ExporterArgs) -> Result<i32> {
+    exporter::run(&Options { listen: args.listen, interval: args.interval, top: args.top })?;
+    Ok(0)
+}

@@ -1,0 +1,178 @@
+//! The per-process series, with bounded cardinality: the `top` processes by
+//! resident memory get series of their own, every other process is summed
+//! into one `pid="other"` series, so a host with 10 000 processes still
+//! sends a few hundred series.
+//!
+//! Cross-node migrations are a counter per series, so they are added up here
+//! interval by interval (each process's moves seen in the interval, from the
+//! system view): a process that leaves the top N keeps its total, and the
+//! `other` series grows by the moves of whoever was in it, never backwards.
+use std::collections::{BTreeMap, HashMap};
+
+use numatrace_core::system::{ProcessRow, SystemView};
+
+/// The label values of the series that sums the processes outside the top N.
+pub const OTHER: &str = "other";
+
+/// One series' worth of processes: one process, or `other`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessSeries {
+    /// The pid, or `other`.
+    pub pid: String,
+    pub comm: String,
+    pub cgroup: String,
+    /// Resident bytes per node (numa_maps); empty while not read yet or not readable.
+    pub memory_by_node: BTreeMap<u32, u64>,
+    /// Its own memory on nodes its threads did not run on, weighted by their run time; `None`: not known.
+    pub remote_memory_bytes: Option<u64>,
+    /// Threads seen on another node than at the previous refresh, since the exporter started.
+    pub cross_node_migrations: u64,
+}
+
+/// The per-process part of one refresh.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessTable {
+    /// The largest processes by resident memory, largest first.
+    pub top: Vec<ProcessSeries>,
+    /// Every other process, summed.
+    pub other: ProcessSeries,
+    /// Processes in the view, and how many are in `other`.
+    pub processes: u64,
+    pub in_other: u64,
+    /// Processes whose numa_maps is not known (not read yet, or not readable: no root).
+    pub memory_unknown: u64,
+}
+
+/// Cross-node moves since the exporter started, per process and for `other`.
+#[derive(Debug, Default)]
+pub struct MigrationTotals {
+    by_pid: HashMap<u32, u64>,
+    other: u64,
+}
+
+impl MigrationTotals {
+    /// Adds the moves of one interval and returns the table of the `top` largest processes.
+    pub fn table(&mut self, view: &SystemView, top: usize) -> ProcessTable {
+        let mut ranked: Vec<&ProcessRow> = view.processes.iter().collect();
+        ranked.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
+        // Exited processes take their totals with them.
+        self.by_pid.retain(|pid, _| ranked.iter().any(|p| p.pid == *pid));
+        let mut table = ProcessTable {
+            processes: ranked.len() as u64,
+            in_other: ranked.len().saturating_sub(top) as u64,
+            memory_unknown: ranked.iter().filter(|p| p.memory_by_node.is_none()).count() as u64,
+            other: ProcessSeries {
+                pid: OTHER.into(),
+                comm: OTHER.into(),
+                cgroup: OTHER.into(),
+                remote_memory_bytes: Some(0),
+                ..ProcessSeries::default()
+            },
+            top: Vec::with_capacity(top.min(ranked.len())),
+        };
+        for (rank, row) in ranked.into_iter().enumerate() {
+            let moves = (row.cross_node_migrations_per_s * view.interval_seconds).round() as u64;
+            let total = self.by_pid.entry(row.pid).or_insert(0);
+            *total = total.saturating_add(moves);
+            if rank < top {
+                table.top.push(ProcessSeries {
+                    pid: row.pid.to_string(),
+                    comm: row.comm.clone(),
+                    cgroup: row.cgroup.clone(),
+                    memory_by_node: row.memory_by_node.clone().unwrap_or_default(),
+                    remote_memory_bytes: row.remote_memory_bytes,
+                    cross_node_migrations: *total,
+                });
+                continue;
+            }
+            self.other = self.other.saturating_add(moves);
+            let other = &mut table.other;
+            for (node, bytes) in row.memory_by_node.iter().flatten() {
+                *other.memory_by_node.entry(*node).or_insert(0) += bytes;
+            }
+            // The sum of what is known: processes not read yet add nothing.
+            other.remote_memory_bytes =
+                Some(other.remote_memory_bytes.unwrap_or(0).saturating_add(row.remote_memory_bytes.unwrap_or(0)));
+        }
+        table.other.cross_node_migrations = self.other;
+        table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use numatrace_core::system::{SCHEMA, Tag};
+
+    use super::*;
+
+    fn row(pid: u32, rss_mib: u64, by_node_mib: &[(u32, u64)], remote_mib: u64, moves_per_s: f64) -> ProcessRow {
+        let mib = 1 << 20;
+        ProcessRow {
+            pid,
+            comm: format!("p{pid}"),
+            cgroup: format!("/c{pid}"),
+            rss_bytes: rss_mib * mib,
+            memory_by_node: (!by_node_mib.is_empty()).then(|| by_node_mib.iter().map(|&(n, m)| (n, m * mib)).collect()),
+            memory_age_seconds: None,
+            threads_by_node: BTreeMap::new(),
+            remote_memory_share: None,
+            own_memory_bytes: None,
+            remote_memory_bytes: (!by_node_mib.is_empty()).then_some(remote_mib * mib),
+            cross_node_migrations_per_s: moves_per_s,
+            tag: Tag::Unknown,
+        }
+    }
+
+    fn view(processes: Vec<ProcessRow>) -> SystemView {
+        SystemView {
+            schema: SCHEMA.into(),
+            taken_at_unix_ms: 0,
+            interval_seconds: 10.0,
+            numa_balancing: None,
+            nodes: Vec::new(),
+            numa_pages_migrated_per_s: 0.0,
+            numa_hint_faults_per_s: 0.0,
+            numa_hint_faults_local_per_s: 0.0,
+            findings: Vec::new(),
+            processes,
+            cannot_see: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_largest_and_sums_the_rest_into_other() {
+        let mut totals = MigrationTotals::default();
+        let rows = vec![
+            row(10, 100, &[(0, 60), (1, 40)], 40, 0.5),
+            row(11, 300, &[(0, 300)], 0, 0.0),
+            row(12, 50, &[(1, 50)], 50, 1.0),
+            row(13, 20, &[], 0, 0.2),
+            row(14, 70, &[(0, 10), (1, 60)], 10, 0.0),
+        ];
+        let table = totals.table(&view(rows), 2);
+        assert_eq!(table.top.iter().map(|s| s.pid.as_str()).collect::<Vec<_>>(), ["11", "10"]);
+        assert_eq!(table.top[1].memory_by_node, BTreeMap::from([(0, 60 << 20), (1, 40 << 20)]));
+        assert_eq!(table.top[1].cross_node_migrations, 5);
+        assert_eq!((table.processes, table.in_other, table.memory_unknown), (5, 3, 1));
+        let other = &table.other;
+        assert_eq!(other.pid, OTHER);
+        assert_eq!(other.memory_by_node, BTreeMap::from([(0, 10 << 20), (1, 110 << 20)]));
+        assert_eq!(other.remote_memory_bytes, Some(60 << 20));
+        assert_eq!(other.cross_node_migrations, 10 + 2);
+    }
+
+    #[test]
+    fn counters_never_go_back_when_processes_change_places_or_exit() {
+        let mut totals = MigrationTotals::default();
+        let first = totals.table(&view(vec![row(1, 100, &[], 0, 1.0), row(2, 50, &[], 0, 1.0)]), 1);
+        assert_eq!((first.top[0].cross_node_migrations, first.other.cross_node_migrations), (10, 10));
+        // 2 overtakes 1: each keeps its own total, `other` only grows.
+        let second = totals.table(&view(vec![row(1, 10, &[], 0, 1.0), row(2, 500, &[], 0, 0.0)]), 1);
+        assert_eq!(second.top[0].pid, "2");
+        assert_eq!((second.top[0].cross_node_migrations, second.other.cross_node_migrations), (10, 20));
+        // 1 exits: `other` keeps what it counted.
+        let third = totals.table(&view(vec![row(2, 500, &[], 0, 0.0)]), 1);
+        assert_eq!((third.other.cross_node_migrations, third.in_other), (20, 0));
+        assert_eq!(totals.by_pid.len(), 1);
+    }
+}
