@@ -101,7 +101,10 @@ struct Tmux {
 impl Tmux {
     /// A detached 200x50 session running a plain shell whose prompt is `top-test$ `.
     fn start() -> Tmux {
-        let tmux = Tmux { socket: format!("numatrace-top-{}", std::process::id()) };
+        // One server per test: tests of this file run in parallel in one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmux = Tmux { socket: format!("numatrace-top-{}-{n}", std::process::id()) };
         let ok = Command::new("tmux")
             .args(["-L", &tmux.socket, "-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "50"])
             .args(["env", "PS1=top-test$ ", "TERM=xterm-256color", "bash", "--norc", "--noprofile"])
