@@ -93,18 +93,15 @@ fn bad_input_is_one_line_and_nonzero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--once --json"));
 }
 
-/// A tmux server of its own (its own socket), killed at the end.
+/// A tmux server of its own (a socket per test: tests run in parallel), killed at the end.
 struct Tmux {
     socket: String,
 }
 
 impl Tmux {
     /// A detached 200x50 session running a plain shell whose prompt is `top-test$ `.
-    fn start() -> Tmux {
-        // One server per test: tests of this file run in parallel in one process.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmux = Tmux { socket: format!("numatrace-top-{}-{n}", std::process::id()) };
+    fn start(test: &str) -> Tmux {
+        let tmux = Tmux { socket: format!("numatrace-top-{}-{test}", std::process::id()) };
         let ok = Command::new("tmux")
             .args(["-L", &tmux.socket, "-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "50"])
             .args(["env", "PS1=top-test$ ", "TERM=xterm-256color", "bash", "--norc", "--noprofile"])
@@ -188,7 +185,7 @@ fn the_screen_sorts_filters_and_gives_the_terminal_back() {
     let dir = temp_dir("tui");
     let (sleeper, name) = named_sleeper(&dir);
     let pid = sleeper.0.id().to_string();
-    let tmux = Tmux::start();
+    let tmux = Tmux::start("screen");
     tmux.type_line("echo before-top");
     tmux.wait_for("before-top", Duration::from_secs(5));
 
@@ -251,7 +248,7 @@ fn children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn a_hung_up_terminal_ends_top() {
-    let tmux = Tmux::start();
+    let tmux = Tmux::start("hangup");
     let shell: u32 = tmux.run(&["display-message", "-p", "-t", "0", "#{pane_pid}"]).trim().parse().unwrap();
     tmux.type_line(&format!("{NUMATRACE} top --interval 500ms"));
     tmux.wait_for("REMOTE▼", Duration::from_secs(20));
@@ -286,7 +283,7 @@ fn enter_traces_the_selected_process_and_comes_back() {
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("its JSON line");
     let child = Killed(child);
     let pid = child.0.id().to_string();
-    let tmux = Tmux::start();
+    let tmux = Tmux::start("enter");
     tmux.type_line(&format!("{NUMATRACE} top --interval 500ms --trace-duration 2s"));
     tmux.wait_for("REMOTE▼", Duration::from_secs(20));
     tmux.keys(&["/"]);

@@ -78,6 +78,18 @@ fn opposite_placements_are_both_found_and_ranked_above_local_ones() {
         processes.iter().position(|p| p["pid"] == pids[name]).unwrap_or_else(|| panic!("{name} not listed: {view}"))
     };
     let row = |name: &str| &processes[rank(name)];
+    for name in ["away0", "away1", "local0"] {
+        let p = row(name);
+        eprintln!(
+            "lab top: {name} rank {} of {}: remote {} memory {} threads {} tag {}",
+            rank(name) + 1,
+            processes.len(),
+            p["remote_memory_share"],
+            p["memory_by_node"],
+            p["threads_by_node"],
+            p["tag"]
+        );
+    }
     let mib = |p: &Value, node: &str| p["memory_by_node"][node].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
     for (name, threads, memory) in [("away0", "0", "1"), ("away1", "1", "0")] {
         let p = row(name);

@@ -29,10 +29,12 @@ tag (again: reverse); / filters (node:1, cgroup:db, or part of the name);
 g rows per cgroup; Enter traces the selected process (numatrace --pid PID
 --duration 10s, needs root) and shows its report; q or Ctrl-C quits.
 
-Cost: numa_maps walks a process's page tables (about 1 ms per GiB resident),
-so each process's is read at most every --numa-maps-period, the largest
-first, and a refresh reads for at most --numa-maps-budget. No root needed;
-other users' numa_maps is not readable without it, and top says so.";
+Cost: numa_maps walks a process's page tables (about 17 ms per GiB resident
+in 4 KiB pages), so each process's is read at most every --numa-maps-period
+and only if it ran since (else every 30 periods), the largest first, and a
+refresh reads for at most --numa-maps-budget; a process idle for two
+refreshes has its stat read every 4th refresh. No root needed; other users'
+numa_maps is not readable without it, and top says so.";
 
 /// Options of `numatrace top`.
 #[derive(Debug, Clone, Args)]

@@ -63,19 +63,25 @@ pub fn run(options: &TopOptions) -> Result<i32> {
     state.status = cost_line(&reader, options);
     let mut screen = Screen::enter()?;
     let mut next = Instant::now() + options.interval;
+    // Drawn when something changed: a refresh, a key, a resize (a thousand rows cost).
+    let mut changed = true;
     while !stop.load(Ordering::Relaxed) {
-        screen.terminal.draw(|f| draw::draw(f, &mut state)).context("drawing the screen")?;
-        if event::poll(next.saturating_duration_since(Instant::now()).min(POLL)).context("reading the keyboard")?
-            && let Event::Key(key) = event::read().context("reading the keyboard")?
-        {
-            match input::handle(&mut state, key) {
-                Action::None => {}
-                Action::Quit => break,
-                Action::Trace(pid) => {
-                    drop(screen);
-                    trace(pid, options.trace_duration);
-                    screen = Screen::enter()?;
-                    screen.terminal.clear().context("clearing the screen")?;
+        if changed {
+            screen.terminal.draw(|f| draw::draw(f, &mut state)).context("drawing the screen")?;
+            changed = false;
+        }
+        if event::poll(next.saturating_duration_since(Instant::now()).min(POLL)).context("reading the keyboard")? {
+            changed = true;
+            if let Event::Key(key) = event::read().context("reading the keyboard")? {
+                match input::handle(&mut state, key) {
+                    Action::None => {}
+                    Action::Quit => break,
+                    Action::Trace(pid) => {
+                        drop(screen);
+                        trace(pid, options.trace_duration);
+                        screen = Screen::enter()?;
+                        screen.terminal.clear().context("clearing the screen")?;
+                    }
                 }
             }
         }
@@ -85,6 +91,7 @@ pub fn run(options: &TopOptions) -> Result<i32> {
             state.status = cost_line(&reader, options);
             earlier = now;
             next = Instant::now() + options.interval;
+            changed = true;
         }
     }
     Ok(0)
