@@ -16,6 +16,7 @@ use crate::{aggregate::Aggregator, event::Event, machine::per_thread};
 /// left on for hours on a process of 10 000 threads must stay cheap.
 pub struct Sampler {
     next: Instant,
+    min_interval: Duration,
 }
 
 /// The share of wall time the samples may take: the next sample waits at
@@ -33,7 +34,14 @@ impl Default for Sampler {
 
 impl Sampler {
     pub fn new() -> Sampler {
-        Sampler { next: Instant::now() }
+        Sampler::at_least(Duration::ZERO)
+    }
+
+    /// Samples no more often than every `min_interval`: under an overhead
+    /// budget, left on for hours, a second's resolution of run time is
+    /// plenty and ten reads a second per thread are not.
+    pub fn at_least(min_interval: Duration) -> Sampler {
+        Sampler { next: Instant::now(), min_interval }
     }
 
     /// Samples when due; returns the samples (possibly none).
@@ -43,7 +51,7 @@ impl Sampler {
             return Vec::new();
         }
         let samples = sample(agg, now_ns);
-        self.next = Instant::now() + interval(samples.len(), started.elapsed());
+        self.next = Instant::now() + interval(samples.len(), started.elapsed()).max(self.min_interval);
         samples
     }
 }

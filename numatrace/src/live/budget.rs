@@ -112,7 +112,10 @@ impl Budget {
     /// One tick: measures the period since the last, steps the controller and applies its setting.
     pub fn tick(&mut self, probes: &mut Probes, now_ns: u64) -> Result<()> {
         let wall_ns = now_ns.saturating_sub(self.last_ns);
-        let events = faults_and_allocations().unwrap_or(self.last_events);
+        // Paused, no first-touch program runs: nothing to count (reading
+        // /proc/vmstat ten times a second was a tenth of an idle capture's CPU).
+        let events =
+            if self.attached { faults_and_allocations().unwrap_or(self.last_events) } else { self.last_events };
         let self_ns = self_cpu_ns();
         let period_events = events.saturating_sub(self.last_events);
         let mut kernel_ns = if self.attached { (period_events as f64 * self.ns_per_event) as u64 } else { 0 };
@@ -185,6 +188,8 @@ impl Budget {
             self.paused_before = true;
         } else {
             probes.resume_first_touch().context("attaching the first-touch programs again")?;
+            // The faults of the pause ran no program: count from here.
+            self.last_events = faults_and_allocations().unwrap_or(self.last_events);
         }
         self.attached = !self.attached;
         self.switched_ns = now_ns;
@@ -206,7 +211,8 @@ impl Budget {
     /// (its kernel side estimated). Drops a calibration window still open.
     pub fn finish(mut self, now_ns: u64) -> SamplingFacts {
         let wall_ns = now_ns.saturating_sub(self.last_ns);
-        let events = faults_and_allocations().unwrap_or(self.last_events);
+        let events =
+            if self.attached { faults_and_allocations().unwrap_or(self.last_events) } else { self.last_events };
         let kernel_ns = if self.attached {
             (events.saturating_sub(self.last_events) as f64 * self.ns_per_event) as u64
         } else {

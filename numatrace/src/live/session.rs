@@ -17,7 +17,7 @@ use tokio::{
 
 use numatrace_common::JOINED_CGROUP;
 use numatrace_core::{
-    aggregate::Aggregator,
+    aggregate::{Aggregator, run_time::Sampler},
     capture::sink::EventSink,
     event::Event,
     facts::{ContainerRuntime, EndFacts, SessionFacts, StartFacts, StopReason, Target as TargetReport, TargetScope},
@@ -335,6 +335,9 @@ fn record(agg: &mut Aggregator, sink: &mut Option<&mut dyn EventSink>, event: &E
 /// `Aggregator::ingest_batch` to overlap its memory loads, small enough to stay in cache.
 const DRAIN_BATCH: usize = 256;
 
+/// How often threads' run time is read under an overhead budget (else every 100 ms for a few threads).
+const BUDGET_RUN_TIME_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads every record in the ring, folds them in batches and passes them to
 /// the sink in ring order. Records are copied out (decoded) because a ring item
 /// must be released before the next one can be read. Returns the processes
@@ -490,7 +493,10 @@ async fn event_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = opts.duration.map(|d| tokio::time::Instant::from_std(started + d));
     let mut progress = Progress::new(opts.progress, target.pid, started, opts.duration);
-    let mut run_time = numatrace_core::aggregate::run_time::Sampler::new();
+    let mut run_time = match budget {
+        Some(_) => Sampler::at_least(BUDGET_RUN_TIME_EVERY),
+        None => Sampler::new(),
+    };
     let stopped_by = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
