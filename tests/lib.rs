@@ -1,6 +1,13 @@
 //! Helpers the end-to-end tests share (in this crate and in numatrace's own tests).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+pub mod viewers;
 
 /// numastat's table: row -> column ("Node 0", ..., "Total") -> MiB.
 pub type Table = BTreeMap<String, BTreeMap<String, f64>>;
@@ -35,6 +42,27 @@ pub fn parse_numastat(text: &str) -> Table {
         }
     }
     out
+}
+
+/// The workloads' binary built with frame pointers (the kernel walks them
+/// for `--stacks`), in its own target directory (`target/frame-pointers/`)
+/// so that the workspace's build is untouched; built once per test process.
+pub fn workload_with_frame_pointers() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (workspace, target) = xtask::static_build::workspace_dirs().expect("the workspace's directories");
+        let target = target.join("frame-pointers");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "-p", "numatrace-workloads", "--bin", "numatrace-workload"])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTFLAGS", "-C force-frame-pointers=yes")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the workload with frame pointers");
+        target.join("debug").join("numatrace-workload")
+    })
 }
 
 /// Shell functions every lab scenario script starts with (lab_real, lab_services) (the guest's sh; busybox

@@ -7,10 +7,10 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
 };
 
 use numatrace_core::{capture::read_path, stacks::StackKey};
+use numatrace_tests::workload_with_frame_pointers;
 
 const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
 
@@ -18,26 +18,6 @@ fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("numatrace-stacks-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
-}
-
-/// The workloads' binary built with frame pointers (the kernel walks them),
-/// in its own target directory so that the workspace's build is untouched.
-fn workload_with_frame_pointers() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let target = workspace.join("target").join("frame-pointers");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace)
-            .args(["build", "--quiet", "-p", "numatrace-workloads", "--bin", "numatrace-workload"])
-            .env("CARGO_TARGET_DIR", &target)
-            .env("RUSTFLAGS", "-C force-frame-pointers=yes")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the workload with frame pointers");
-        target.join("debug").join("numatrace-workload")
-    })
 }
 
 /// Traces `workload init-thread` with --stacks into `file`; returns the

@@ -1,24 +1,25 @@
 //! The exports opened by the viewers people use, not only parsed back: the
 //! HTML timeline in headless Chromium (a screenshot and the DOM), the folded
 //! stacks and the Trace Event JSON in speedscope, served on loopback and
-//! opened in headless Chromium. Needs Debian's `chromium` and speedscope's
-//! release files in [`SPEEDSCOPE`] (both from `cargo xtask setup`). The
+//! opened in headless Chromium (`numatrace_tests::viewers`). Needs Debian's
+//! `chromium` and speedscope's release files (both from `cargo xtask setup`). The
 //! Perfetto UI cannot be had offline, so the JSON is checked against the
 //! Trace Event Format it reads instead.
 //!
 //! Two captures go through every viewer: the synthetic two-node one (causes,
 //! both node colours, balancer marks; any user) and a live trace of a
-//! built-in example (needs root).
+//! built-in example (needs root). The folded export by call stack
+//! (`--by stack`) is rooted at causes, which need two nodes: this machine's
+//! live captures have none, so the lab's `lab_stacks.rs` opens a 2-node
+//! `--stacks` capture's in speedscope.
 use std::{
     collections::BTreeSet,
     fs,
-    io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::process::CommandExt,
+    io::BufReader,
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, Instant},
+    process::Command,
+    time::Instant,
 };
 
 use numatrace_core::{
@@ -27,17 +28,14 @@ use numatrace_core::{
     export::{Timeline, svg::NODE_COLOURS},
     report::Report,
 };
+use numatrace_tests::viewers::{
+    chromium, escape, folded_frames, lists_frame, serve, speedscope_dom, speedscope_release,
+};
 use serde_json::Value;
 
 const NUMATRACE: &str = env!("CARGO_BIN_EXE_numatrace");
-/// Where `cargo xtask setup` installs the speedscope npm package (`npm --prefix`).
-const SPEEDSCOPE: &str = "/var/cache/numatrace/speedscope";
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// The window Chromium renders the HTML export in; the screenshot has this size.
 const WINDOW: (u32, u32) = (1200, 900);
-/// Longer than any load seen (about 2 s); an alert (speedscope's import
-/// error) blocks headless Chromium for ever, so a hang is a failure.
-const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn tmpdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("numatrace-viewers-{}-{name}", std::process::id()));
@@ -67,120 +65,6 @@ impl Expected {
         assert!(!timeline.lanes.is_empty(), "the capture has threads");
         Expected { timeline, report }
     }
-}
-
-/// HTML text escaping, as Chromium serialises text and attributes.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// Headless Chromium, as root too (no sandbox), with nothing that reaches
-/// outside the machine. Returns its stdout; fails on a non-zero exit or a hang.
-fn chromium(args: &[&str], url: &str) -> String {
-    static RUN: AtomicUsize = AtomicUsize::new(0);
-    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is needed (apt-get install chromium; cargo xtask setup)");
-    let dir = tmpdir(&format!("chromium-{}", RUN.fetch_add(1, Ordering::Relaxed)));
-    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        // Its own group, so that a hang ends with all of its processes.
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
-    let deadline = Instant::now() + CHROMIUM_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            panic!(
-                "chromium did not finish {url} in {CHROMIUM_TIMEOUT:?} (an alert, such as an import error, blocks it)"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = fs::read_to_string(&err).unwrap_or_default();
-    assert!(status.success(), "chromium {url}: {status}: {stderr}");
-    let stdout = fs::read_to_string(&out).unwrap();
-    // Its profile is a few MiB; a failed run keeps it for a look.
-    let _ = fs::remove_dir_all(&dir);
-    stdout
-}
-
-/// A static file server on loopback: `/speedscope/...` from speedscope's
-/// release files, `/exports/...` from `exports`. One thread per connection;
-/// it lives as long as the test process.
-fn serve(speedscope: PathBuf, exports: PathBuf) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            let roots = (speedscope.clone(), exports.clone());
-            std::thread::spawn(move || {
-                let _ = answer(stream, &roots.0, &roots.1);
-            });
-        }
-    });
-    addr
-}
-
-fn answer(mut stream: TcpStream, speedscope: &Path, exports: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header == "\r\n" {
-            break;
-        }
-    }
-    let target = request.split(' ').nth(1).unwrap_or("/");
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let file = if path.contains("..") {
-        None
-    } else if let Some(rest) = path.strip_prefix("/speedscope/") {
-        Some(speedscope.join(rest))
-    } else {
-        path.strip_prefix("/exports/").map(|rest| exports.join(rest))
-    };
-    let body = file.and_then(|f| fs::read(&f).ok().map(|b| (f, b)));
-    let Some((file, body)) = body else {
-        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    };
-    let kind = match file.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript",
-        Some("css") => "text/css",
-        Some("json") => "application/json",
-        Some("wasm") => "application/wasm",
-        Some("png") => "image/png",
-        Some("woff2") => "font/woff2",
-        _ => "text/plain; charset=utf-8",
-    };
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(&body)
 }
 
 /// The HTML export in Chromium: a screenshot of the window's size with the
@@ -238,31 +122,17 @@ fn html_in_chromium(capture: &Path, want: &Expected, dir: &Path) {
     }
 }
 
-/// A speedscope page after it loaded `file` (served under /exports/), in its
-/// sandwich view: the table of every frame is in the DOM, not only on a canvas.
-fn speedscope_dom(addr: SocketAddr, file: &str) -> String {
-    let started = Instant::now();
-    let url = format!("http://{addr}/speedscope/index.html#profileURL=/exports/{file}&view=sandwich");
-    // Tall enough that the sandwich table (virtualised) draws every row.
-    let dom = chromium(&["--window-size=1200,3000", "--virtual-time-budget=10000", "--dump-dom"], &url);
-    eprintln!("speedscope {file}: {} bytes of DOM ({:?})", dom.len(), started.elapsed());
-    assert!(dom.contains(&format!("<title>{file} - speedscope</title>")), "speedscope did not load {file}: {dom}");
-    assert!(!dom.contains("Something went wrong"), "speedscope failed on {file}: {dom}");
-    dom
-}
-
 /// The folded stacks in speedscope: every frame, thread names among them.
 fn folded_in_speedscope(capture: &Path, want: &Expected, dir: &Path, addr: SocketAddr) {
     export(capture, "folded", &dir.join("timeline.folded"));
     let text = fs::read_to_string(dir.join("timeline.folded")).unwrap();
-    let frames: BTreeSet<&str> =
-        text.lines().filter_map(|l| l.rsplit_once(' ')).flat_map(|(stack, _)| stack.split(';')).collect();
+    let frames = folded_frames(&text);
     for lane in &want.timeline.lanes {
         assert!(frames.contains(format!("{} {}", lane.comm, lane.tid).as_str()), "{} missing: {text}", lane.comm);
     }
     let dom = speedscope_dom(addr, "timeline.folded");
     for frame in frames {
-        assert!(dom.contains(&format!(">{}</td>", escape(frame))), "speedscope does not list the frame {frame:?}");
+        assert!(lists_frame(&dom, frame), "speedscope does not list the frame {frame:?}");
     }
 }
 
@@ -350,10 +220,7 @@ fn assert_trace_event_format(trace: &Value, want: &Expected) {
 /// Every viewer on one capture.
 fn every_viewer(capture: &Path, dir: &Path) {
     let want = Expected::of(capture);
-    let release = Path::new(SPEEDSCOPE).join("node_modules/speedscope/dist/release");
-    let version = fs::read_to_string(release.join("release.txt"))
-        .unwrap_or_else(|e| panic!("speedscope is needed in {} (cargo xtask setup): {e}", release.display()));
-    eprintln!("viewers: {}, {}", version.lines().next().unwrap_or("speedscope"), CHROMIUM);
+    let release = speedscope_release();
     let started = Instant::now();
     html_in_chromium(capture, &want, dir);
     let addr = serve(release, dir.to_path_buf());

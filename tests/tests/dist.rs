@@ -1,7 +1,9 @@
 //! What `cargo xtask dist` ships works where it is meant to: the .deb
 //! installs on a clean Debian bookworm (a debootstrap chroot, no Rust, no
 //! BPF toolchain), and the installed numatrace says its version, has its man
-//! pages and completions, and traces a command through this kernel.
+//! pages and completions, the exporter's unit (neither enabled nor started,
+//! accepted by `systemd-analyze verify`), Grafana dashboard and alert rules,
+//! and traces a command through this kernel.
 //!
 //! The chroot is bootstrapped once (minbase with man-db, from this machine's
 //! apt mirror) and cached as a tarball under `target/dist-test/`; each run
@@ -86,6 +88,8 @@ fn the_deb_installs_and_traces_on_a_clean_debian() -> Result<()> {
     let bash = root.run(". /usr/share/bash-completion/completions/numatrace; complete -p numatrace")?;
     ensure!(text(&bash.stdout).contains("numatrace"), "{}", both(&bash));
 
+    exporter_packaging(&root, &dist.deb)?;
+
     // A live trace through this kernel, from inside the chroot.
     let traced = root.run("numatrace --json -- numatrace example touch --pages 4096 --threads 2")?;
     let stdout = text(&traced.stdout);
@@ -108,6 +112,77 @@ fn the_deb_installs_and_traces_on_a_clean_debian() -> Result<()> {
     eprintln!("traced in the chroot: the kernel saw {seen} first-touch pages, the workload touched {touched}");
     eprintln!("dist test: {:.1} s in all", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The exporter's unit, dashboard and alert rules, as `packaging/` has
+/// them, where the package puts them.
+const EXPORTER_FILES: &[(&str, &str)] = &[
+    ("packaging/numatrace-exporter.service", "lib/systemd/system/numatrace-exporter.service"),
+    ("packaging/grafana-dashboard.json", "usr/share/numatrace/grafana-dashboard.json"),
+    ("packaging/alerts.yml", "usr/share/numatrace/alerts.yml"),
+];
+
+/// The .deb installs the exporter's packaging, byte for byte, and leaves
+/// the unit neither enabled nor started (no maintainer scripts); the
+/// installed unit runs /usr/bin/numatrace and `systemd-analyze verify`
+/// accepts it: in the chroot where it has systemd-analyze, else (minbase
+/// has no systemd) on this machine, against the unit `dpkg-deb -x` takes
+/// out of the .deb, with the packaged binary in place of /usr/bin/numatrace.
+fn exporter_packaging(root: &Chroot, deb: &Path) -> Result<()> {
+    let (workspace, _) = xtask::static_build::workspace_dirs()?;
+    let listed = root.run("dpkg -L numatrace")?;
+    for (source, installed) in EXPORTER_FILES {
+        let want = fs::read(workspace.join(source)).with_context(|| format!("reading {source}"))?;
+        let got = fs::read(root.path.join(installed)).with_context(|| format!("/{installed} in the chroot"))?;
+        ensure!(got == want, "/{installed} is not {source}");
+        ensure!(text(&listed.stdout).lines().any(|l| l == format!("/{installed}")), "dpkg -L lacks /{installed}");
+    }
+    let unit = "/lib/systemd/system/numatrace-exporter.service";
+    let enabled = root.run("ls /etc/systemd/system/*/numatrace-exporter.service 2>/dev/null || true")?;
+    ensure!(text(&enabled.stdout).trim().is_empty(), "the package enabled the unit: {}", both(&enabled));
+    let control = tempdir("deb-control")?;
+    let out = Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control).output()?;
+    ensure!(out.status.success(), "dpkg-deb -e: {}", both(&out));
+    for script in ["preinst", "postinst", "prerm", "postrm"] {
+        ensure!(!control.join(script).exists(), "the package has a {script}: it may start the exporter");
+    }
+    let exec = root.run(&format!("grep '^ExecStart=' {unit}"))?;
+    ensure!(text(&exec.stdout).starts_with("ExecStart=/usr/bin/numatrace exporter "), "{}", both(&exec));
+
+    let in_chroot = root.run("command -v systemd-analyze || true")?;
+    if !text(&in_chroot.stdout).trim().is_empty() {
+        root.run(&format!("systemd-analyze verify --man=no {unit}"))?;
+        eprintln!("systemd-analyze verify accepts {unit} in the chroot");
+        return Ok(());
+    }
+    let files = tempdir("deb-files")?;
+    let out = Command::new("dpkg-deb").arg("-x").arg(deb).arg(&files).output()?;
+    ensure!(out.status.success(), "dpkg-deb -x: {}", both(&out));
+    let extracted = fs::read_to_string(files.join(&unit[1..]))?;
+    ensure!(extracted.as_bytes() == fs::read(root.path.join(&unit[1..]))?, "the .deb's unit is not the installed one");
+    let binary = files.join("usr/bin/numatrace");
+    ensure!(binary.is_file(), "the .deb has no /usr/bin/numatrace");
+    let copy = files.join("numatrace-exporter.service");
+    fs::write(&copy, extracted.replace("/usr/bin/numatrace", &binary.to_string_lossy()))?;
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .current_dir(&files)
+        .output()
+        .context("running systemd-analyze (cargo xtask setup installs systemd)")?;
+    ensure!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", both(&verify));
+    eprintln!("systemd-analyze verify accepts {unit} (this machine's: the chroot has none)");
+    let _ = fs::remove_dir_all(&files);
+    let _ = fs::remove_dir_all(&control);
+    Ok(())
+}
+
+/// A fresh, empty directory of this test process.
+fn tempdir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("numatrace-dist-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 #[test]
