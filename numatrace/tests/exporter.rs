@@ -432,6 +432,47 @@ fn a_real_prometheus_scrapes_it_and_answers_promql() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn by_cgroup_serves_one_series_per_cgroup_without_pids() {
+    let mib = 32;
+    let workload = Workload::start(mib);
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", workload.child.id())).expect("its cgroup");
+    let cgroup = own.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 path").to_string();
+    let exporter = Exporter::start(&["--by", "cgroup", "--interval", "200ms", "--top", "1000"]);
+    // numa_maps is read once per 4 refreshes, largest processes first: poll.
+    let started = Instant::now();
+    let samples = loop {
+        let (_, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+        let on_node0 = samples.iter().find(|s| {
+            s.name == "numatrace_memory_bytes"
+                && s.labels.get("cgroup") == Some(&cgroup)
+                && s.labels.get("node").map(String::as_str) == Some("0")
+        });
+        if on_node0.is_some_and(|s| s.value >= f64::from(mib << 20)) {
+            break samples;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no series of cgroup {cgroup} with its {mib} MiB on node 0"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for family in ["numatrace_memory_bytes", "numatrace_remote_memory_bytes", "numatrace_cross_node_migrations_total"] {
+        let series: Vec<&Sample> = samples.iter().filter(|s| s.name == family).collect();
+        assert!(!series.is_empty(), "{family}");
+        for s in &series {
+            assert!(!s.labels.contains_key("pid") && !s.labels.contains_key("comm"), "{family}: {s:?}");
+            assert!(s.labels.contains_key("cgroup"), "{family}: {s:?}");
+        }
+        // One series per cgroup (per node for memory).
+        let keys: Vec<(Option<&String>, Option<&String>)> =
+            series.iter().map(|s| (s.labels.get("cgroup"), s.labels.get("node"))).collect();
+        let distinct: BTreeSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{family}: a cgroup twice");
+    }
+    drop(workload);
+}
+
 /// The repository's packaging/ folder.
 fn packaging(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging").join(file)

@@ -88,6 +88,9 @@ finish $rc0
         body: r#"
 home_and_free
 mib=$(((other_free + free / 2) / 1024))
+# At least 96 MiB left over, for numatrace and the kernel (an out-of-memory kill otherwise).
+room=$(((free + other_free) / 1024 - 96))
+[ $mib -gt $room ] && mib=$room
 kv mib "$mib"
 snap before
 hog touched numactl --cpunodebind=$home memhog -r1000 ${mib}m
@@ -588,8 +591,10 @@ fn memhog_spill_counts(o: &Outcome) {
     let spilled = at_node(&touched["anon"], other);
     assert!(
         u(touched, &["anon_total"]) >= memhog_pages,
-        "{}: numa_maps shows fewer pages than memhog's {memhog_pages} after its first pass: {touched}",
-        o.name
+        "{}: numa_maps shows fewer pages than memhog's {memhog_pages} after its first pass: {touched} (memhog gone: {}; numatrace's target: {})",
+        o.name,
+        o.truth["touched_gone"],
+        o.report["target"]
     );
     assert!(
         spilled > 16384,
@@ -632,6 +637,13 @@ fn memhog_spill_counts(o: &Outcome) {
 }
 
 fn memhog_spill_cause(o: &Outcome) {
+    assert!(
+        o.truth["touched"].is_object(),
+        "{}: memhog was not sampled after its first pass (memhog gone: {}; numatrace's target: {})",
+        o.name,
+        o.truth["touched_gone"],
+        o.report["target"]
+    );
     let cause = assert_first_cause(o, "allocation_spill");
     assert_close(
         o,

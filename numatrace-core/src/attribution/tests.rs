@@ -454,6 +454,31 @@ fn memory_used_from_two_nodes_is_shared_and_its_ping_pong_a_symptom() {
 }
 
 #[test]
+fn workers_that_placed_part_of_the_buffer_they_share_are_its_users() {
+    // sysbench memory --memory-scope=global, balancing on (lab: sysbench-shared-on):
+    // the workers first touch most of one buffer while the scanner marks it, then
+    // both write all of it for seconds, one from node 0, one moved to node 1.
+    let mut a = agg();
+    for r in 0..16 {
+        touch(&mut a, 10, r, 0, 0, 20, S / 10);
+        touch(&mut a, 11, r, 0, 0, 250, S / 10);
+        touch(&mut a, 12, r, 0, 0, 242, S / 10);
+        // Local faults from the first scan on, while they were still placing,
+        // and for seconds after: 11 on node 0 all along...
+        hint(&mut a, 11, r, 0, 0, 30, 0, 30, S / 20);
+        hint(&mut a, 11, r, 0, 0, 30, 0, 30, 4 * S);
+        hint(&mut a, 12, r, 0, 0, 30, 0, 30, S / 20);
+        // ...12 from node 1 once moved there, remote.
+        hint(&mut a, 12, r, 1, 0, 200, 0, 0, 3 * S);
+    }
+    migrate(&mut a, 12, 0, 2, S);
+    finish(&mut a, &[(10, 0, 0.1), (11, 0, 6.0), (12, 1, 6.0)]);
+    let causes = run(&a, &command_ctx());
+    assert_eq!(causes[0].kind, CauseKind::SharedAcrossNodes, "{causes:#?}");
+    assert!(causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{causes:#?}");
+}
+
+#[test]
 fn shared_without_hinting_faults_from_where_the_users_ran() {
     let mut a = agg();
     for r in 0..16 {

@@ -4,7 +4,10 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Result;
 use clap::Args;
 
-use crate::exporter::{self, Options};
+use crate::{
+    exporter::{self, Options},
+    system::By,
+};
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -12,12 +15,14 @@ Examples:
   numatrace exporter --listen 0.0.0.0:9464          for a Prometheus on another host
   numatrace exporter --interval 30s                 read the machine every 30 s
   numatrace exporter --top 50                       series of their own for the 50 largest processes
+  numatrace exporter --by cgroup                    one series per cgroup (systemd units, containers)
 
 Prometheus scrapes /metrics (OpenMetrics text): per node, memory (total, free,
 used) and the allocator's counters (numa_hit, numa_miss, numa_foreign,
 interleave_hit, local_node, other_node); page migrations by reason; the NUMA
 balancer's counters; per process (the --top largest by resident memory,
-the rest summed into pid=\"other\"): memory per node, remote memory (on nodes
+the rest summed into pid=\"other\"; with --by cgroup, per cgroup, its
+processes summed, the rest into cgroup=\"other\"): memory per node, remote memory (on nodes
 its threads did not run on) and cross-node thread moves; the exporter's own
 CPU time and what a refresh cost. The machine is read in the background
 every --interval (each process's numa_maps once per 4 refreshes, for at
@@ -35,9 +40,12 @@ pub struct ExporterArgs {
     /// Read the machine this often (e.g. 15s, 1m); scrapes in between serve the last reading.
     #[arg(long, value_name = "TIME", default_value = "15s", value_parser = parse_interval)]
     pub interval: Duration,
-    /// How many of the largest processes (by resident memory) get series of their own; the rest are summed into pid="other".
+    /// How many of the largest processes (or cgroups) by resident memory get series of their own; the rest are summed into "other".
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+    /// Series per process (labels pid, comm, cgroup) or per cgroup (label cgroup: its processes summed).
+    #[arg(long, value_enum, default_value = "process")]
+    pub by: By,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -54,6 +62,6 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// Runs `numatrace exporter` until SIGINT or SIGTERM.
 pub fn run(args: &ExporterArgs) -> Result<i32> {
-    exporter::run(&Options { listen: args.listen, interval: args.interval, top: args.top })?;
+    exporter::run(&Options { listen: args.listen, interval: args.interval, top: args.top, by: args.by })?;
     Ok(0)
 }

@@ -23,6 +23,8 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::{net::TcpListener, sync::watch};
 
+use crate::system::By;
+
 use self::{
     openmetrics::OwnCost,
     readings::{Readings, Refresher},
@@ -34,8 +36,10 @@ pub struct Options {
     pub listen: SocketAddr,
     /// How often the machine is read again.
     pub interval: Duration,
-    /// How many of the largest processes get series of their own.
+    /// How many of the largest processes (or cgroups) get series of their own.
     pub top: usize,
+    /// Series per process or per cgroup.
+    pub by: By,
 }
 
 /// What the server's tasks share: the last complete readings and the refresher's failures.
@@ -66,7 +70,7 @@ pub fn run(opts: &Options) -> Result<()> {
 async fn serve(opts: &Options) -> Result<()> {
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let bound = listener.local_addr().context("reading the address listened on")?;
-    let refresher = Arc::new(Mutex::new(Refresher::new(opts.interval, opts.top)));
+    let refresher = Arc::new(Mutex::new(Refresher::new(opts.interval, opts.top, opts.by)));
     // The first readings before the first scrape: a scrape never sees nothing.
     let first = read(&refresher).await.context("reading the machine")?;
     let (publish, readings) = watch::channel(Arc::new(first));

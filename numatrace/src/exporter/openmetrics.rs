@@ -205,8 +205,13 @@ impl Exposition {
     fn encode_processes(&self, out: &mut DescriptorEncoder) -> fmt::Result {
         let table = &self.readings.processes;
         let series: Vec<&ProcessSeries> = table.top.iter().chain(std::iter::once(&table.other)).collect();
+        // A cgroup's series has no pid or comm: the labels are left out, not empty.
         let labels = |s: &ProcessSeries| -> Labels {
-            vec![("pid", s.pid.clone()), ("comm", s.comm.clone()), ("cgroup", s.cgroup.clone())]
+            [("pid", &s.pid), ("comm", &s.comm), ("cgroup", &s.cgroup)]
+                .into_iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| (name, value.clone()))
+                .collect()
         };
         let memory: Vec<(Labels, u64)> = series
             .iter()
@@ -221,7 +226,7 @@ impl Exposition {
         gauges(
             out,
             "numatrace_memory",
-            "Resident memory of a process per NUMA node (numa_maps, as numastat -p), for the --top largest processes by resident memory; pid=\"other\" sums the rest.",
+            "Resident memory of a process (or, with --by cgroup, a cgroup's processes) per NUMA node (numa_maps, as numastat -p), for the --top largest by resident memory; pid=\"other\" (cgroup=\"other\") sums the rest.",
             Some(&BYTES),
             &memory,
         )?;
@@ -245,7 +250,7 @@ impl Exposition {
         gauges(
             out,
             "numatrace_exporter_processes",
-            "Processes at the last refresh: with series of their own (top) and summed into pid=\"other\".",
+            "Processes at the last refresh: in series of their own or their cgroup's (top) and summed into \"other\".",
             None,
             &[
                 (vec![("in", "top".to_string())], table.processes - table.in_other),
@@ -385,7 +390,9 @@ mod tests {
 
         use crate::exporter::readings::Refresher;
 
-        let readings = Arc::new(Refresher::new(Duration::from_secs(1), 3).refresh().expect("this machine"));
+        let readings = Arc::new(
+            Refresher::new(Duration::from_secs(1), 3, crate::system::By::Process).refresh().expect("this machine"),
+        );
         let nodes = readings.system.topology.node_ids();
         let text = render(readings, OwnCost { cpu_seconds: 0.25, refresh_failures: 1 }).expect("renders");
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -1,7 +1,7 @@
-//! The per-process series, with bounded cardinality: the `top` processes by
-//! resident memory get series of their own, every other process is summed
-//! into one `pid="other"` series, so a host with 10 000 processes still
-//! sends a few hundred series.
+//! The per-process (or per-cgroup) series, with bounded cardinality: the
+//! `top` processes (or cgroups) by resident memory get series of their own,
+//! every other one is summed into one `other` series, so a host with 10 000
+//! processes still sends a few hundred series.
 //!
 //! Cross-node migrations are a counter per series, so they are added up here
 //! interval by interval (each process's moves seen in the interval, from the
@@ -11,14 +11,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use numatrace_core::system::{ProcessRow, SystemView};
 
+use crate::system::By;
+
 /// The label values of the series that sums the processes outside the top N.
 pub const OTHER: &str = "other";
 
-/// One series' worth of processes: one process, or `other`.
+/// One series' worth of processes: one process, one cgroup, or `other`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcessSeries {
-    /// The pid, or `other`.
+    /// The pid, or `other`; empty in per-cgroup series (the label is left out).
     pub pid: String,
+    /// Empty in per-cgroup series, as `pid`.
     pub comm: String,
     pub cgroup: String,
     /// Resident bytes per node (numa_maps); empty while not read yet or not readable.
@@ -32,9 +35,9 @@ pub struct ProcessSeries {
 /// The per-process part of one refresh.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcessTable {
-    /// The largest processes by resident memory, largest first.
+    /// The largest processes (or cgroups) by resident memory, largest first.
     pub top: Vec<ProcessSeries>,
-    /// Every other process, summed.
+    /// Every other one, summed.
     pub other: ProcessSeries,
     /// Processes in the view, and how many are in `other`.
     pub processes: u64,
@@ -43,56 +46,131 @@ pub struct ProcessTable {
     pub memory_unknown: u64,
 }
 
-/// Cross-node moves since the exporter started, per process and for `other`.
+/// Cross-node moves since the exporter started, per series (pid or cgroup) and for `other`.
 #[derive(Debug, Default)]
 pub struct MigrationTotals {
-    by_pid: HashMap<u32, u64>,
+    by_key: HashMap<String, u64>,
     other: u64,
 }
 
+/// What a series sums before it is ranked: one process, or the processes of one cgroup.
+struct Member {
+    key: String,
+    series: ProcessSeries,
+    processes: u64,
+    rss_bytes: u64,
+    moves: u64,
+}
+
+impl Member {
+    fn of_process(row: &ProcessRow, seconds: f64) -> Member {
+        Member {
+            key: row.pid.to_string(),
+            series: ProcessSeries {
+                pid: row.pid.to_string(),
+                comm: row.comm.clone(),
+                cgroup: row.cgroup.clone(),
+                memory_by_node: row.memory_by_node.clone().unwrap_or_default(),
+                remote_memory_bytes: row.remote_memory_bytes,
+                cross_node_migrations: 0,
+            },
+            processes: 1,
+            rss_bytes: row.rss_bytes,
+            moves: moves_in(row, seconds),
+        }
+    }
+
+    /// Adds `row` (in this member's cgroup): what is known of its memory, its moves.
+    fn add(&mut self, row: &ProcessRow, seconds: f64) {
+        self.processes += 1;
+        self.rss_bytes += row.rss_bytes;
+        self.moves += moves_in(row, seconds);
+        self.series.add_memory(row);
+    }
+}
+
+/// A process's cross-node moves in the view's interval.
+fn moves_in(row: &ProcessRow, seconds: f64) -> u64 {
+    (row.cross_node_migrations_per_s * seconds).round() as u64
+}
+
+impl ProcessSeries {
+    /// Adds what is known of `row`'s memory: processes not read yet add nothing.
+    fn add_memory(&mut self, row: &ProcessRow) {
+        for (node, bytes) in row.memory_by_node.iter().flatten() {
+            *self.memory_by_node.entry(*node).or_insert(0) += bytes;
+        }
+        if let Some(remote) = row.remote_memory_bytes {
+            self.remote_memory_bytes = Some(self.remote_memory_bytes.unwrap_or(0).saturating_add(remote));
+        }
+    }
+}
+
+/// The view's processes as series to rank: one each, or one per cgroup.
+fn members(view: &SystemView, by: By) -> Vec<Member> {
+    let seconds = view.interval_seconds;
+    match by {
+        By::Process => view.processes.iter().map(|row| Member::of_process(row, seconds)).collect(),
+        By::Cgroup => {
+            let mut groups: BTreeMap<&str, Member> = BTreeMap::new();
+            for row in &view.processes {
+                groups
+                    .entry(row.cgroup.as_str())
+                    .or_insert_with(|| Member {
+                        key: row.cgroup.clone(),
+                        series: ProcessSeries { cgroup: row.cgroup.clone(), ..ProcessSeries::default() },
+                        processes: 0,
+                        rss_bytes: 0,
+                        moves: 0,
+                    })
+                    .add(row, seconds);
+            }
+            groups.into_values().collect()
+        }
+    }
+}
+
 impl MigrationTotals {
-    /// Adds the moves of one interval and returns the table of the `top` largest processes.
-    pub fn table(&mut self, view: &SystemView, top: usize) -> ProcessTable {
-        let mut ranked: Vec<&ProcessRow> = view.processes.iter().collect();
-        ranked.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
-        // Exited processes take their totals with them.
-        self.by_pid.retain(|pid, _| ranked.iter().any(|p| p.pid == *pid));
+    /// Adds the moves of one interval and returns the table of the `top`
+    /// largest processes (or cgroups, `by`).
+    pub fn table(&mut self, view: &SystemView, top: usize, by: By) -> ProcessTable {
+        let mut ranked = members(view, by);
+        ranked.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then_with(|| a.key.cmp(&b.key)));
+        // Exited processes (and emptied cgroups) take their totals with them.
+        self.by_key.retain(|key, _| ranked.iter().any(|m| &m.key == key));
+        let (name, cgroup) = match by {
+            By::Process => (OTHER.to_string(), OTHER.to_string()),
+            By::Cgroup => (String::new(), OTHER.to_string()),
+        };
         let mut table = ProcessTable {
-            processes: ranked.len() as u64,
-            in_other: ranked.len().saturating_sub(top) as u64,
-            memory_unknown: ranked.iter().filter(|p| p.memory_by_node.is_none()).count() as u64,
+            processes: view.processes.len() as u64,
+            in_other: ranked.iter().skip(top).map(|m| m.processes).sum(),
+            memory_unknown: view.processes.iter().filter(|p| p.memory_by_node.is_none()).count() as u64,
             other: ProcessSeries {
-                pid: OTHER.into(),
-                comm: OTHER.into(),
-                cgroup: OTHER.into(),
+                pid: name.clone(),
+                comm: name,
+                cgroup,
                 remote_memory_bytes: Some(0),
                 ..ProcessSeries::default()
             },
             top: Vec::with_capacity(top.min(ranked.len())),
         };
-        for (rank, row) in ranked.into_iter().enumerate() {
-            let moves = (row.cross_node_migrations_per_s * view.interval_seconds).round() as u64;
-            let total = self.by_pid.entry(row.pid).or_insert(0);
-            *total = total.saturating_add(moves);
+        for (rank, member) in ranked.into_iter().enumerate() {
+            let total = self.by_key.entry(member.key).or_insert(0);
+            *total = total.saturating_add(member.moves);
             if rank < top {
-                table.top.push(ProcessSeries {
-                    pid: row.pid.to_string(),
-                    comm: row.comm.clone(),
-                    cgroup: row.cgroup.clone(),
-                    memory_by_node: row.memory_by_node.clone().unwrap_or_default(),
-                    remote_memory_bytes: row.remote_memory_bytes,
-                    cross_node_migrations: *total,
-                });
+                table.top.push(ProcessSeries { cross_node_migrations: *total, ..member.series });
                 continue;
             }
-            self.other = self.other.saturating_add(moves);
+            self.other = self.other.saturating_add(member.moves);
             let other = &mut table.other;
-            for (node, bytes) in row.memory_by_node.iter().flatten() {
+            for (node, bytes) in &member.series.memory_by_node {
                 *other.memory_by_node.entry(*node).or_insert(0) += bytes;
             }
-            // The sum of what is known: processes not read yet add nothing.
-            other.remote_memory_bytes =
-                Some(other.remote_memory_bytes.unwrap_or(0).saturating_add(row.remote_memory_bytes.unwrap_or(0)));
+            // The sum of what is known.
+            other.remote_memory_bytes = Some(
+                other.remote_memory_bytes.unwrap_or(0).saturating_add(member.series.remote_memory_bytes.unwrap_or(0)),
+            );
         }
         table.other.cross_node_migrations = self.other;
         table
@@ -149,7 +227,7 @@ mod tests {
             row(13, 20, &[], 0, 0.2),
             row(14, 70, &[(0, 10), (1, 60)], 10, 0.0),
         ];
-        let table = totals.table(&view(rows), 2);
+        let table = totals.table(&view(rows), 2, By::Process);
         assert_eq!(table.top.iter().map(|s| s.pid.as_str()).collect::<Vec<_>>(), ["11", "10"]);
         assert_eq!(table.top[1].memory_by_node, BTreeMap::from([(0, 60 << 20), (1, 40 << 20)]));
         assert_eq!(table.top[1].cross_node_migrations, 5);
@@ -162,17 +240,47 @@ mod tests {
     }
 
     #[test]
+    fn by_cgroup_sums_each_cgroups_processes_into_one_series() {
+        let mut totals = MigrationTotals::default();
+        let in_cgroup = |mut r: ProcessRow, cgroup: &str| {
+            r.cgroup = cgroup.into();
+            r
+        };
+        let rows = vec![
+            in_cgroup(row(10, 100, &[(0, 60), (1, 40)], 40, 0.5), "/db"),
+            in_cgroup(row(11, 300, &[(0, 300)], 0, 0.0), "/db"),
+            in_cgroup(row(12, 50, &[(1, 50)], 50, 1.0), "/web"),
+            in_cgroup(row(13, 20, &[], 0, 0.2), "/web"),
+            in_cgroup(row(14, 70, &[(0, 10), (1, 60)], 10, 0.0), "/batch"),
+        ];
+        let table = totals.table(&view(rows), 2, By::Cgroup);
+        // /db (400 MiB), /batch (70 MiB); /web (70 MiB) loses the tie by name.
+        assert_eq!(table.top.iter().map(|s| s.cgroup.as_str()).collect::<Vec<_>>(), ["/db", "/batch"]);
+        let db = &table.top[0];
+        assert_eq!((db.pid.as_str(), db.comm.as_str()), ("", ""), "no pid or comm label on a cgroup's series");
+        assert_eq!(db.memory_by_node, BTreeMap::from([(0, 360 << 20), (1, 40 << 20)]));
+        assert_eq!(db.remote_memory_bytes, Some(40 << 20));
+        assert_eq!(db.cross_node_migrations, 5);
+        // The two processes of /web are in `other`; 13's memory is not known.
+        assert_eq!((table.processes, table.in_other, table.memory_unknown), (5, 2, 1));
+        let other = &table.other;
+        assert_eq!((other.pid.as_str(), other.cgroup.as_str()), ("", OTHER));
+        assert_eq!(other.memory_by_node, BTreeMap::from([(1, 50 << 20)]));
+        assert_eq!(other.cross_node_migrations, 10 + 2);
+    }
+
+    #[test]
     fn counters_never_go_back_when_processes_change_places_or_exit() {
         let mut totals = MigrationTotals::default();
-        let first = totals.table(&view(vec![row(1, 100, &[], 0, 1.0), row(2, 50, &[], 0, 1.0)]), 1);
+        let first = totals.table(&view(vec![row(1, 100, &[], 0, 1.0), row(2, 50, &[], 0, 1.0)]), 1, By::Process);
         assert_eq!((first.top[0].cross_node_migrations, first.other.cross_node_migrations), (10, 10));
         // 2 overtakes 1: each keeps its own total, `other` only grows.
-        let second = totals.table(&view(vec![row(1, 10, &[], 0, 1.0), row(2, 500, &[], 0, 0.0)]), 1);
+        let second = totals.table(&view(vec![row(1, 10, &[], 0, 1.0), row(2, 500, &[], 0, 0.0)]), 1, By::Process);
         assert_eq!(second.top[0].pid, "2");
         assert_eq!((second.top[0].cross_node_migrations, second.other.cross_node_migrations), (10, 20));
         // 1 exits: `other` keeps what it counted.
-        let third = totals.table(&view(vec![row(2, 500, &[], 0, 0.0)]), 1);
+        let third = totals.table(&view(vec![row(2, 500, &[], 0, 0.0)]), 1, By::Process);
         assert_eq!((third.other.cross_node_migrations, third.in_other), (20, 0));
-        assert_eq!(totals.by_pid.len(), 1);
+        assert_eq!(totals.by_key.len(), 1);
     }
 }

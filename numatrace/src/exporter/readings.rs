@@ -8,7 +8,7 @@ use numatrace_core::{machine::SystemSnapshot, system::Sample};
 
 use super::processes::{MigrationTotals, ProcessTable};
 use crate::system::{
-    SystemReader,
+    By, SystemReader,
     placements::{PlacementOptions, ReadCost},
 };
 
@@ -32,6 +32,7 @@ pub struct Refresher {
     previous: Option<Sample>,
     totals: MigrationTotals,
     top: usize,
+    by: By,
 }
 
 /// numa_maps walks a process's page tables (about 1 ms per GiB resident):
@@ -46,10 +47,10 @@ const NUMA_MAPS_BUDGET: Duration = Duration::from_millis(50);
 const NUMA_MAPS_EVERY: u32 = 4;
 
 impl Refresher {
-    /// A refresher for `top` processes of their own, refreshed every `interval`.
-    pub fn new(interval: Duration, top: usize) -> Refresher {
+    /// A refresher for `top` processes (or cgroups, `by`) of their own, refreshed every `interval`.
+    pub fn new(interval: Duration, top: usize, by: By) -> Refresher {
         let options = PlacementOptions { period: interval * NUMA_MAPS_EVERY, budget: Some(NUMA_MAPS_BUDGET) };
-        Refresher { reader: SystemReader::new(options), previous: None, totals: MigrationTotals::default(), top }
+        Refresher { reader: SystemReader::new(options), previous: None, totals: MigrationTotals::default(), top, by }
     }
 
     /// Reads the machine and its processes. Fails only when the node
@@ -61,7 +62,7 @@ impl Refresher {
         // The first refresh has no interval: its rates are zero, its
         // threads weigh the same.
         let view = self.reader.view(self.previous.as_ref().unwrap_or(&now), &now);
-        let processes = self.totals.table(&view, self.top);
+        let processes = self.totals.table(&view, self.top, self.by);
         let readings = Readings {
             system: now.system.clone(),
             processes,

@@ -18,6 +18,13 @@ use self::{
     processes::ProcessReader,
 };
 
+/// Rows (top) or series (the exporter) per process or per cgroup (`--by`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    Process,
+    Cgroup,
+}
+
 /// Reads samples of the machine and keeps what outlives one refresh: each
 /// process's cgroup and its latest numa_maps.
 pub struct SystemReader {

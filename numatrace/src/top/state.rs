@@ -2,12 +2,7 @@
 //! column, the filter, per process or per cgroup, the selected row.
 use numatrace_core::system::{CgroupRow, ProcessRow, SystemView, Tag};
 
-/// Rows per process or per cgroup (`--by`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum By {
-    Process,
-    Cgroup,
-}
+pub use crate::system::By;
 
 /// A column the rows can be sorted by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

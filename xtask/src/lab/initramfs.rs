@@ -379,9 +379,12 @@ ulimit -l unlimited 2>/dev/null
 # static branch on first use, and under QEMU's multi-threaded TCG a vCPU
 # running that branch while another patches it has stayed stuck for over a
 # minute (soft lockups at __alloc_pages and copy_process); armed already,
-# attaching patches no kernel text.
+# attaching patches no kernel text. raw_syscalls/sys_enter too (numatrace's
+# raw sys_enter program): its first probe sets every task's syscall-trace
+# flag before the branch in syscall_trace_enter is patched, so that site is
+# hot while it changes (lockups there, in sh and numatrace, in CI).
 echo 0 > /sys/kernel/tracing/tracing_on
-for e in task/task_newtask sched/sched_process_exit kmem/mm_page_alloc exceptions/page_fault_user sched/sched_move_numa sched/sched_swap_numa sched/sched_stick_numa migrate/mm_migrate_pages sched/sched_migrate_task cgroup/cgroup_attach_task; do echo 1 > /sys/kernel/tracing/events/$e/enable 2>/dev/null; done
+for e in task/task_newtask sched/sched_process_exit kmem/mm_page_alloc exceptions/page_fault_user sched/sched_move_numa sched/sched_swap_numa sched/sched_stick_numa migrate/mm_migrate_pages sched/sched_migrate_task cgroup/cgroup_attach_task raw_syscalls/sys_enter; do echo 1 > /sys/kernel/tracing/events/$e/enable 2>/dev/null; done
 # ttyS1 carries the commands' stdout only, byte for byte.
 exec 3>/dev/ttyS1
 stty raw -echo </dev/ttyS1

@@ -10,6 +10,12 @@ use crate::attribution::{tgid_of, thread_in_process};
 /// brought at least this fraction of the region's hinting faults.
 const SHARED_MIN_FRACTION: f64 = 0.1;
 
+/// A thread whose hinting faults on a region began while it was still
+/// first-touching it, and ended within this long of its last first touch
+/// there, was placing the region, not using it. The scanner marks pages at
+/// most once per scan period (1 s at the least by default).
+const PLACING_GRACE_NS: u64 = 1_000_000_000;
+
 /// The nodes a region is used from, when it is shared: two or more nodes
 /// each bring a real part of its hinting faults, from two or more threads.
 /// (One thread that moved has uses on two nodes too: that is not sharing.)
@@ -18,10 +24,15 @@ pub(super) fn shared_by(
     touches: Option<&crate::aggregate::RegionTouches>,
 ) -> Option<BTreeSet<u32>> {
     // A thread's faults that began while it was still first-touching the
-    // region are its placing it (the scanner marked pages under an init
-    // thread's memset), not use.
+    // region, and stopped soon after, are its placing it (the scanner marked
+    // pages under an init thread's memset), not use. One that goes on
+    // faulting there (a worker that placed part of a buffer it shares) uses it.
     let placing = |u: &crate::aggregate::RegionUse| {
-        touches.is_some_and(|ts| ts.iter().any(|t| t.tid == u.tid && u.first_ns <= t.last_ns))
+        touches.is_some_and(|ts| {
+            ts.iter().any(|t| {
+                t.tid == u.tid && u.first_ns <= t.last_ns && u.last_ns <= t.last_ns.saturating_add(PLACING_GRACE_NS)
+            })
+        })
     };
     let uses: Vec<&crate::aggregate::RegionUse> = uses.iter().filter(|u| !placing(u)).collect();
     // Each thread counts for the node it used the region from most: threads
