@@ -118,9 +118,22 @@ impl StackTable {
     /// With frame pointers omitted the kernel's walk stops after a frame or
     /// two, or wanders into garbage.
     pub fn truncated(&self) -> usize {
-        self.stacks.iter().filter(|s| !reaches_an_entry(&s.frames)).count()
+        self.stacks.iter().filter(|s| s.truncated()).count()
     }
 }
+
+impl Stack {
+    /// Its walk stopped early (see [`StackTable::truncated`]).
+    pub fn truncated(&self) -> bool {
+        !reaches_an_entry(&self.frames)
+    }
+}
+
+/// Stacks holding less than this share of the first-touched pages may be
+/// truncated without the hint: a dynamically linked program's loader and
+/// C library start-up (no frame pointers in most distributions) first touch
+/// a few pages through stacks of one to four frames, in every process.
+pub const TRUNCATED_HINT_SHARE: f64 = 0.1;
 
 /// Whether a stack's outermost frames include where threads start.
 fn reaches_an_entry(frames: &[Frame]) -> bool {

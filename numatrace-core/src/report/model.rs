@@ -84,7 +84,10 @@ pub struct StacksReport {
     pub distinct: usize,
     /// Distinct stacks whose walk stopped before a thread's entry (no frame pointers).
     pub truncated: usize,
-    /// How to get whole stacks, when some were truncated.
+    /// Pages first touched under any stack, and under truncated ones.
+    pub pages: u64,
+    pub truncated_pages: u64,
+    /// How to get whole stacks, when truncated stacks placed a real share of the pages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
@@ -434,16 +437,7 @@ impl Report {
             kernel_counters,
             stopped_by: facts.end.stopped_by.clone(),
             sampling,
-            stacks: facts.end.stacks.as_ref().map(|table| {
-                let truncated = table.truncated();
-                StacksReport {
-                    taken: agg.kernel.counter(numatrace_common::Counter::Stacks),
-                    lost: agg.kernel.counter(numatrace_common::Counter::LostStacks),
-                    distinct: table.stacks.len(),
-                    truncated,
-                    hint: (truncated > 0).then(|| crate::stacks::FRAME_POINTER_HINT.to_string()),
-                }
-            }),
+            stacks: facts.end.stacks.as_ref().map(|table| stacks_report(agg, table)),
         }
     }
 }
@@ -581,4 +575,62 @@ fn sampling_report(agg: &Aggregator, facts: &SessionFacts, f: &crate::sampling::
 /// `uname -r`.
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// How complete the stacks are, weighed by the pages first touched under
+/// each: the hint only when truncated stacks placed a real share of them.
+fn stacks_report(agg: &Aggregator, table: &crate::stacks::StackTable) -> StacksReport {
+    let mut pages_by_stack: BTreeMap<crate::stacks::StackKey, u64> = BTreeMap::new();
+    for (_, stack, touch) in agg.stacks.iter() {
+        *pages_by_stack.entry(stack).or_default() += touch.pages;
+    }
+    let truncated: Vec<&crate::stacks::Stack> = table.stacks.iter().filter(|s| s.truncated()).collect();
+    let pages: u64 = pages_by_stack.values().sum();
+    let truncated_pages: u64 = truncated.iter().filter_map(|s| pages_by_stack.get(&s.key)).sum();
+    let hint_due = !truncated.is_empty()
+        && (pages == 0 || truncated_pages as f64 >= pages as f64 * crate::stacks::TRUNCATED_HINT_SHARE);
+    StacksReport {
+        taken: agg.kernel.counter(numatrace_common::Counter::Stacks),
+        lost: agg.kernel.counter(numatrace_common::Counter::LostStacks),
+        distinct: table.stacks.len(),
+        truncated: truncated.len(),
+        pages,
+        truncated_pages,
+        hint: hint_due.then(|| crate::stacks::FRAME_POINTER_HINT.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::RegionKey,
+        stacks::{Frame, Stack, StackKey, StackTable},
+    };
+
+    fn stack(id: u32, functions: &[&str]) -> Stack {
+        let frames = functions.iter().map(|f| Frame { function: Some(f.to_string()), ..Frame::default() }).collect();
+        Stack { key: StackKey { tgid: 100, id }, addrs: Vec::new(), frames }
+    }
+
+    #[test]
+    fn the_frame_pointer_hint_needs_truncated_stacks_to_hold_a_real_share() {
+        let mut agg = Aggregator::new(Topology::synthetic(&[vec![0], vec![1]]), BTreeMap::new());
+        let key = RegionKey { tgid: 100, region: 1 };
+        // The program's own stack placed 8000 pages; the loader's, walked two frames deep, 150.
+        agg.stacks.first_touch(key, 1, 101, 8000, false);
+        agg.stacks.first_touch(key, 2, 101, 150, false);
+        let mut table = StackTable {
+            stacks: vec![stack(1, &["touch", "init", "main"]), stack(2, &["_dl_relocate_object", "_dl_start"])],
+            processes: Vec::new(),
+        };
+        let r = stacks_report(&agg, &table);
+        assert_eq!((r.distinct, r.truncated, r.pages, r.truncated_pages), (2, 1, 8150, 150));
+        assert!(r.hint.is_none(), "{r:?}");
+        // The program's own stack truncated too: most pages, the hint.
+        table.stacks[0] = stack(1, &["touch", "init"]);
+        let r = stacks_report(&agg, &table);
+        assert_eq!((r.truncated, r.truncated_pages), (2, 8150));
+        assert!(r.hint.is_some(), "{r:?}");
+    }
 }

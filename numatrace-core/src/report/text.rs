@@ -95,8 +95,8 @@ fn render_causes(o: &mut String, r: &Report) {
     if let Some(stacks) = &r.stacks {
         let _ = writeln!(
             o,
-            "  call stacks: {} taken, {} lost, {} distinct, {} truncated",
-            stacks.taken, stacks.lost, stacks.distinct, stacks.truncated
+            "  call stacks: {} taken, {} lost, {} distinct, {} truncated ({} of the {} pages they placed)",
+            stacks.taken, stacks.lost, stacks.distinct, stacks.truncated, stacks.truncated_pages, stacks.pages
         );
         if let Some(hint) = &stacks.hint {
             let _ = writeln!(o, "     {hint}");
