@@ -295,6 +295,8 @@ pub struct AffinityChangeEvent {
     pub header: EventHeader,
     pub by_pid: u32,
     pub by_tgid: u32,
+    /// The caller's name; empty when the caller is the thread itself
+    /// (`by_pid == header.tid`), whose name userspace already has.
     pub by_comm: [u8; COMM_LEN],
 }
 

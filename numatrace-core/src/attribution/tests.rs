@@ -528,6 +528,34 @@ fn a_thread_moved_by_an_affinity_change_names_the_mover() {
 }
 
 #[test]
+fn a_thread_that_pinned_itself_is_named_by_its_own_name() {
+    // The kernel sends no caller name when the thread changed its own
+    // affinity: the report names it by the thread's own name.
+    use numatrace_common::AffinityChangeEvent;
+    let mut a = agg();
+    a.add_thread(13, 10, "hopper-1", None);
+    for r in 0..8 {
+        touch(&mut a, 13, r, 0, 0, 512, S);
+    }
+    a.ingest(&Event::AffinityChange(AffinityChangeEvent {
+        header: hdr(EventKind::AffinityChange, 13, 2 * S),
+        by_pid: 13,
+        by_tgid: 10,
+        by_comm: [0; 16],
+    }));
+    migrate(&mut a, 13, 0, 2, 2 * S + 1000);
+    finish(&mut a, &[(13, 1, 3.0)]);
+    let causes = run(&a, &ProcessContext::default());
+    assert_eq!(causes[0].kind, CauseKind::ThreadMigrated, "{causes:#?}");
+    assert!(
+        causes[0].evidence.iter().any(|e| e.contains("it changed its own CPU affinity (hopper-1)")),
+        "{:#?}",
+        causes[0].evidence
+    );
+    assert!(causes[0].summary.contains("changed their own CPU affinity (hopper-1)"), "{}", causes[0].summary);
+}
+
+#[test]
 fn an_attached_process_moved_off_its_memory_by_taskset_is_thread_migrated() {
     // Issue: `taskset -a -p -c 1 <redis pid>` after redis placed its data on node 0
     // was "the scheduler moved them"; before the fix, placed_before_capture.

@@ -33,12 +33,9 @@ pub(super) fn moved_away(agg: &Aggregator, tid: u32, from: u32, to: u32) -> Opti
     }
     match t.cross_node_moves.iter().find(|(_, f, dest)| *f == from && *dest == to) {
         Some(&(ts, ..)) => Some(mover_of(agg, tid, ts)),
-        None => agg
-            .affinity_changes
-            .iter()
-            .filter(|a| a.tid == tid)
-            .max_by_key(|a| a.ts_ns)
-            .map(|a| Mover::AffinityChange { by_pid: a.by_pid, by_comm: a.by_comm.clone() }),
+        None => {
+            agg.affinity_changes.iter().filter(|a| a.tid == tid).max_by_key(|a| a.ts_ns).map(|a| affinity_mover(agg, a))
+        }
     }
 }
 
@@ -55,9 +52,25 @@ pub fn mover_of(agg: &Aggregator, tid: u32, ts: u64) -> Mover {
         && ts - a.ts_ns <= AFFINITY_MATCH_NS
         && !agg.threads.get(&tid).is_some_and(|t| t.cross_node_moves.iter().any(|(at, ..)| *at >= a.ts_ns && *at < ts))
     {
-        return Mover::AffinityChange { by_pid: a.by_pid, by_comm: a.by_comm.clone() };
+        return affinity_mover(agg, a);
     }
     if balancer_move(agg, tid, ts) { Mover::NumaBalancer } else { Mover::LoadBalancer }
+}
+
+/// The mover an affinity change names. The kernel leaves out the name of a
+/// thread that changed its own affinity (`AffinityChangeEvent::by_comm`):
+/// it is the thread's own, as the aggregator knows it.
+fn affinity_mover(agg: &Aggregator, a: &crate::aggregate::AffinityChange) -> Mover {
+    let by_comm = if a.by_comm.is_empty() && a.by_pid == a.tid {
+        agg.threads
+            .get(&a.tid)
+            .map(|t| t.comm.clone())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| format!("thread {}", a.tid))
+    } else {
+        a.by_comm.clone()
+    };
+    Mover::AffinityChange { by_pid: a.by_pid, by_comm }
 }
 
 /// What moved a thread to another node.
