@@ -3,7 +3,8 @@
 //! pages, so 1.7 s for a 100 GiB process), so each process is read at most
 //! once per `period`, and only when it ran since its last read (or
 //! [`IDLE_PERIODS`] periods passed: a sleeping process's memory stays where
-//! it is), the largest first; a refresh stops reading once it has spent
+//! it is), those never read first (a new process gets its memory shown
+//! before a known one is read again), then the largest; a refresh stops reading once it has spent
 //! `budget` (it always reads one, so every process gets its turn). What was
 //! read stays until the next read.
 use std::{
@@ -104,7 +105,7 @@ impl Placements {
                 })
             })
             .collect();
-        due.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
+        due.sort_by_key(|p| (self.reads.contains_key(&p.pid), std::cmp::Reverse(p.rss_bytes)));
         let started = Instant::now();
         for (i, p) in due.iter().enumerate() {
             if let Some(budget) = self.options.budget
@@ -183,6 +184,11 @@ mod tests {
         assert_eq!(placements.last_cost().processes_read, 1);
         assert_eq!(placements.reads.len(), 2, "the second refresh reads the next one, not the first again");
         assert!(placements.cannot_see().iter().any(|s| s.contains("not read yet")));
+        // Due again (a zero period), the largest waits: a process never read comes first.
+        placements.options.period = Duration::ZERO;
+        let before: Vec<u32> = placements.reads.keys().copied().collect();
+        placements.refresh(&processes, &topology);
+        assert_eq!(placements.reads.len(), 3, "a third process, not {before:?} again");
 
         let mut all = Placements::new(PlacementOptions::unbounded());
         all.refresh(&processes, &topology);
