@@ -103,7 +103,7 @@ pub enum Part {
     /// and under `--overhead-budget 1`: its whole cost in percent of one core.
     AlwaysOn,
     /// The fault-heavy workload untraced, under numatrace and under `numatrace --stacks`:
-    /// what taking call stacks adds to numatrace's added CPU (about 1 minute at 7 rounds).
+    /// what taking call stacks adds to numatrace's added CPU (about 30 s at 7 rounds).
     Stacks,
 }
 
