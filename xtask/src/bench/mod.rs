@@ -7,7 +7,7 @@
 //! throughput alone, a sustained-load loss test, numatrace's CPU and memory
 //! for 1 GiB and 16 GiB of touched address space, and start-up and detach
 //! against bpftrace's, and numatrace left on a long run under an overhead
-//! budget (`always_on`). With `--lab` the kernel-side parts run again in a
+//! budget (`always_on`), and what `--stacks` adds to it (`stacks`). With `--lab` the kernel-side parts run again in a
 //! 2-node Debian 6.1 lab guest (`guest`), and the summary (`goals`) puts
 //! both kernels side by side. Results are ratios and figures, never
 //! pass/fail: timing is not asserted anywhere.
@@ -16,6 +16,7 @@ mod bpf_stats;
 mod goals;
 mod guest;
 mod report;
+mod stacks;
 mod startup;
 mod variants;
 
@@ -101,6 +102,9 @@ pub enum Part {
     /// numatrace left on a long fault-heavy run (about 20 s a run), without a budget
     /// and under `--overhead-budget 1`: its whole cost in percent of one core.
     AlwaysOn,
+    /// The fault-heavy workload untraced, under numatrace and under `numatrace --stacks`:
+    /// what taking call stacks adds to numatrace's added CPU (about 30 s at 7 rounds).
+    Stacks,
 }
 
 impl Part {
@@ -117,6 +121,7 @@ impl Part {
             Part::Footprint => "footprint",
             Part::Startup => "startup",
             Part::AlwaysOn => "always-on",
+            Part::Stacks => "stacks",
         }
     }
 }
@@ -328,6 +333,8 @@ pub struct Results {
     pub startup: Option<startup::Startup>,
     #[serde(default)]
     pub always_on: Option<always_on::AlwaysOn>,
+    #[serde(default)]
+    pub stacks: Option<stacks::Stacks>,
     /// With `--lab`: the same parts in the 2-node 6.1 guest.
     #[serde(default)]
     pub guest: Option<Box<Results>>,
@@ -418,6 +425,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             plan.always_on_args.join(" ")
         );
         results.always_on = Some(always_on::measure(&tools, &plan.always_on_args, plan.always_on_rounds)?);
+    }
+    if want(Part::Stacks) && !args.in_guest {
+        eprintln!("bench: --stacks, {} rounds: {}", plan.rounds, plan.fault_args.join(" "));
+        results.stacks = Some(stacks::measure(&tools, &plan.fault_args, plan.rounds)?);
     }
     if want(Part::Load) && !args.in_guest {
         for run in &plan.load {

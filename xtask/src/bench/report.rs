@@ -222,6 +222,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(a) = &r.always_on {
         always_on_table(&mut out, a);
     }
+    if let Some(s) = &r.stacks {
+        stacks_table(&mut out, s);
+    }
     if !r.aggregator.is_empty() {
         let _ = writeln!(
             out,
@@ -377,6 +380,77 @@ fn always_on_table(out: &mut String, a: &super::always_on::AlwaysOn) {
             opt(&|r| r.paused_s, " s"),
             opt(&|r| r.final_one_in.map(|n| n as f64), ""),
             m(&|r| r.lost_events as f64).unwrap_or(0.0),
+        );
+    }
+}
+
+/// `--stacks` against plain numatrace: medians per setting, then the cost.
+pub fn stacks_table(out: &mut String, s: &super::stacks::Stacks) {
+    use super::stacks::Setting;
+    let _ = writeln!(
+        out,
+        "\n#### `--stacks` on the fault-heavy workload: `{}` (medians of {} interleaved rounds)\n",
+        short(&s.workload),
+        s.rounds()
+    );
+    let _ = writeln!(
+        out,
+        "| median | workload s | workload CPU | numatrace's own CPU | added CPU (workload over untraced + numatrace's own) | stacks taken | stacks lost |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let seconds = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3} s"));
+    let count = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.0}"));
+    for setting in Setting::ALL {
+        if s.median_of(setting, |r| Some(r.seconds)).is_none() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            setting.label(),
+            seconds(s.median_of(setting, |r| Some(r.seconds))),
+            seconds(s.median_of(setting, |r| Some(r.workload_cpu_s))),
+            seconds(s.median_of(setting, |r| r.tracer_cpu_s)),
+            seconds(median(&s.added(setting))),
+            count(s.median_of(setting, |r| r.stacks_taken.map(|n| n as f64))),
+            count(s.median_of(setting, |r| r.stacks_lost.map(|n| n as f64))),
+        );
+    }
+    let _ = writeln!(out, "\n{}", stacks_cost(s));
+}
+
+/// The cost of `--stacks` in one sentence, with the verdict against the goal.
+pub fn stacks_cost(s: &super::stacks::Stacks) -> String {
+    let p = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:+.1} %"));
+    let verdict = match s.goal_met() {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    format!(
+        "`--stacks` adds {} to numatrace's added CPU (ratio of the medians; median of per-round ratios {}): {verdict} (goal: at most +{:.0} %).",
+        p(s.extra_percent()),
+        p(s.extra_percent_per_round()),
+        super::stacks::STACKS_GOAL_PERCENT
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stacks_table_has_a_row_per_setting_and_the_cost() {
+        let s = super::super::stacks::tests::sample();
+        let mut out = String::new();
+        stacks_table(&mut out, &s);
+        assert!(out.contains("`touch` (medians of 3 interleaved rounds)"), "{out}");
+        assert!(out.contains("| untraced | 1.250 s | 2.500 s | - | - | - | - |"), "{out}");
+        assert!(out.contains("| numatrace | 1.350 s | 2.700 s | 0.400 s | 0.600 s | - | - |"), "{out}");
+        assert!(out.contains("| numatrace --stacks | 1.400 s | 2.800 s | 0.500 s | 0.800 s | 40 | 0 |"), "{out}");
+        assert!(
+            out.contains("`--stacks` adds +33.3 % to numatrace's added CPU (ratio of the medians; median of per-round ratios +28.6 %): **not met**"),
+            "{out}"
         );
     }
 }
