@@ -131,8 +131,9 @@ pub struct TraceArgs {
     /// (file:line)` chains; `causes[].sites[]` in --json; `export --format
     /// folded --by stack`). Symbolized at the end, never while tracing. Runs
     /// are per thread and 2 MiB region, so a sequential first touch takes one
-    /// stack per 512 pages: on a fault-heavy workload it adds about a quarter
-    /// to numatrace's cost (docs/bench.md). Stacks are walked by frame
+    /// stack per 512 pages: on the fault-heavy bench workload it adds a few
+    /// percent to numatrace's cost (+2 %, `cargo xtask bench --only stacks`;
+    /// docs/bench.md). Stacks are walked by frame
     /// pointers: code built without them shows one or two frames.
     #[arg(long)]
     pub stacks: bool,
