@@ -204,29 +204,25 @@ impl Plan {
             ring_size,
             load_generator: true,
         };
-        Ok(Plan {
-            rounds,
-            fault_args: s(&[
+        // The fault-heavy workload, for `rounds` of its own.
+        let touch = |rounds: u32| {
+            s(&[
                 "touch",
                 "--pages",
                 &pages.to_string(),
                 "--threads",
                 &threads.to_string(),
                 "--rounds",
-                &workload_rounds.to_string(),
-            ]),
+                &rounds.to_string(),
+            ])
+        };
+        Ok(Plan {
+            rounds,
+            fault_args: touch(workload_rounds),
             migration_args: vec![xtask, "bench".into(), "--hop-workload".into(), format!("{hop_threads},{hops}")],
             // About 20 s untraced on the host (8 rounds take about 1.1 s): long
             // enough that start-up is a small part and the budget settles.
-            always_on_args: s(&[
-                "touch",
-                "--pages",
-                &pages.to_string(),
-                "--threads",
-                &threads.to_string(),
-                "--rounds",
-                &(workload_rounds * if quick { 10 } else { 20 }).to_string(),
-            ]),
+            always_on_args: touch(workload_rounds * if quick { 10 } else { 20 }),
             always_on_rounds: rounds.min(3),
             load: vec![
                 LoadRun {
