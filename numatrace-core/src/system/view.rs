@@ -110,6 +110,24 @@ pub struct CgroupRow {
 }
 
 impl SystemView {
+    /// A view of these rows alone over an interval of `interval_seconds`:
+    /// no nodes, rates or findings (for code that works on the rows, and its tests).
+    pub fn of_rows(processes: Vec<ProcessRow>, interval_seconds: f64) -> SystemView {
+        SystemView {
+            schema: SCHEMA.into(),
+            taken_at_unix_ms: 0,
+            interval_seconds,
+            numa_balancing: None,
+            nodes: Vec::new(),
+            numa_pages_migrated_per_s: 0.0,
+            numa_hint_faults_per_s: 0.0,
+            numa_hint_faults_local_per_s: 0.0,
+            findings: Vec::new(),
+            processes,
+            cannot_see: Vec::new(),
+        }
+    }
+
     /// The view of the interval from `earlier` to `now`; `placements` holds
     /// each process's latest numa_maps snapshot (matched by pid; the reader
     /// drops those of exited processes), `cannot_see` what the reader could not read.

@@ -179,7 +179,7 @@ impl MigrationTotals {
 
 #[cfg(test)]
 mod tests {
-    use numatrace_core::system::{SCHEMA, Tag};
+    use numatrace_core::system::Tag;
 
     use super::*;
 
@@ -202,19 +202,7 @@ mod tests {
     }
 
     fn view(processes: Vec<ProcessRow>) -> SystemView {
-        SystemView {
-            schema: SCHEMA.into(),
-            taken_at_unix_ms: 0,
-            interval_seconds: 10.0,
-            numa_balancing: None,
-            nodes: Vec::new(),
-            numa_pages_migrated_per_s: 0.0,
-            numa_hint_faults_per_s: 0.0,
-            numa_hint_faults_local_per_s: 0.0,
-            findings: Vec::new(),
-            processes,
-            cannot_see: Vec::new(),
-        }
+        SystemView::of_rows(processes, 10.0)
     }
 
     #[test]

@@ -241,23 +241,14 @@ mod tests {
 
     fn state() -> State {
         let mut s = State::new(By::Process);
-        s.set_view(SystemView {
-            schema: String::new(),
-            taken_at_unix_ms: 0,
-            interval_seconds: 1.0,
-            numa_balancing: None,
-            nodes: Vec::new(),
-            numa_pages_migrated_per_s: 0.0,
-            numa_hint_faults_per_s: 0.0,
-            numa_hint_faults_local_per_s: 0.0,
-            findings: Vec::new(),
-            processes: vec![
+        s.set_view(SystemView::of_rows(
+            vec![
                 process(1, "db", "/sys/db", Some(0.9), 100, 1),
                 process(2, "web", "/sys/web", Some(0.1), 300, 0),
                 process(3, "dbsync", "/sys/db", None, 200, 0),
             ],
-            cannot_see: Vec::new(),
-        });
+            1.0,
+        ));
         s
     }
 
