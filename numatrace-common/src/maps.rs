@@ -93,10 +93,19 @@ pub enum Counter {
     /// full or a hash bucket taken by another stack, no user context): the
     /// run is sent without one.
     LostStacks = 11,
+    /// The NUMA balancer's task decisions on the whole machine
+    /// (`sched_move_numa`: a task moved to a CPU of its preferred node),
+    /// counted before the traced-process filter: the exporter serves them,
+    /// and the kernel counts them nowhere else.
+    MachineBalancerMoves = 12,
+    /// `sched_swap_numa`: two tasks swapped CPUs across nodes, machine-wide.
+    MachineBalancerSwaps = 13,
+    /// `sched_stick_numa`: the balancer found no better CPU and left the task, machine-wide.
+    MachineBalancerSticks = 14,
 }
 
 /// Number of `COUNTERS` slots.
-pub const COUNTER_SLOTS: u32 = 12;
+pub const COUNTER_SLOTS: u32 = 15;
 
 /// Stack-trace map: the user call stacks that started first-touch and
 /// hinting-fault runs (`--stacks`), by id. One entry unless `--stacks`,

@@ -10,7 +10,9 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, NODE_UNKNOWN, NumaPlacementEvent, PlacementFields};
+use numatrace_common::{
+    Counter, EventHeader, EventKind, FIELD_ABSENT, NODE_UNKNOWN, NumaPlacementEvent, PlacementFields,
+};
 
 use super::{field_u32, member};
 use crate::{config::layout, emit::emit_as, tracking};
@@ -26,6 +28,16 @@ struct Side {
 
 #[inline(always)]
 fn send(kind: EventKind, src: Side, dst: Side) -> u32 {
+    // Every decision of the machine, before the filter: one per-CPU add on
+    // a rare event (the balancer decides per task per scan period).
+    tracking::count(
+        match kind {
+            EventKind::NumaTaskSwap => Counter::MachineBalancerSwaps,
+            EventKind::NumaTaskStick => Counter::MachineBalancerSticks,
+            _ => Counter::MachineBalancerMoves,
+        },
+        1,
+    );
     let src_traced = tracking::is_traced_tgid(src.tgid);
     if !src_traced && !(dst.tgid != 0 && tracking::is_traced_tgid(dst.tgid)) {
         return 0;
