@@ -25,7 +25,8 @@ pub const PFN_BLOCK_NODE_MAP: &str = "PFN_BLOCK_NODE";
 pub const FIRST_TOUCH_RUN_MAP: &str = "FIRST_TOUCH_RUN";
 /// Per-CPU array: the run of hinting faults being accumulated on each CPU.
 pub const HINTING_RUN_MAP: &str = "HINTING_RUN";
-/// Per-CPU array, indexed by [`Counter`]: how often each program saw a traced task.
+/// Per-CPU array, indexed by [`Counter`]: how often each program saw a
+/// traced task (and the balancer's decisions of every task).
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
 /// Per-CPU array of one [`PageMapCalibration`]: finding where the kernel's

@@ -1,6 +1,7 @@
 //! `sched:sched_move_numa`, `sched_swap_numa`, `sched_stick_numa`: the NUMA
 //! balancer's task placement decisions. They carry tgids, so no map lookup is
-//! needed to filter.
+//! needed to filter. Every decision of the machine is counted first, per
+//! CPU (what `numatrace exporter` serves); only traced ones are sent.
 //!
 //! BTF-typed where the kernel allows (they detach in milliseconds, the
 //! classic tracepoints wait for an RCU grace period each): they get the

@@ -57,7 +57,7 @@ pub struct Shared {
 
 /// Whether the balancer's task decisions are counted.
 enum Balancer {
-    Attached(Mutex<BalancerCounters>),
+    Attached(Box<Mutex<BalancerCounters>>),
     Unavailable,
     Off,
 }
@@ -100,7 +100,7 @@ fn balancer(wanted: bool) -> Balancer {
         return Balancer::Off;
     }
     match BalancerCounters::attach() {
-        Ok(counters) => Balancer::Attached(Mutex::new(counters)),
+        Ok(counters) => Balancer::Attached(Box::new(Mutex::new(counters))),
         Err(err) => {
             eprintln!(
                 "numatrace exporter: the balancer's task moves, swaps and sticks are not counted (the rest is served): {err:#}"
