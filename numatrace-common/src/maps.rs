@@ -25,7 +25,8 @@ pub const PFN_BLOCK_NODE_MAP: &str = "PFN_BLOCK_NODE";
 pub const FIRST_TOUCH_RUN_MAP: &str = "FIRST_TOUCH_RUN";
 /// Per-CPU array: the run of hinting faults being accumulated on each CPU.
 pub const HINTING_RUN_MAP: &str = "HINTING_RUN";
-/// Per-CPU array, indexed by [`Counter`]: how often each program saw a traced task.
+/// Per-CPU array, indexed by [`Counter`]: how often each program saw a
+/// traced task (and the balancer's decisions of every task).
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
 /// Per-CPU array of one [`PageMapCalibration`]: finding where the kernel's
@@ -93,10 +94,19 @@ pub enum Counter {
     /// full or a hash bucket taken by another stack, no user context): the
     /// run is sent without one.
     LostStacks = 11,
+    /// The NUMA balancer's task decisions on the whole machine
+    /// (`sched_move_numa`: a task moved to a CPU of its preferred node),
+    /// counted before the traced-process filter: the exporter serves them,
+    /// and the kernel counts them nowhere else.
+    MachineBalancerMoves = 12,
+    /// `sched_swap_numa`: two tasks swapped CPUs across nodes, machine-wide.
+    MachineBalancerSwaps = 13,
+    /// `sched_stick_numa`: the balancer found no better CPU and left the task, machine-wide.
+    MachineBalancerSticks = 14,
 }
 
 /// Number of `COUNTERS` slots.
-pub const COUNTER_SLOTS: u32 = 12;
+pub const COUNTER_SLOTS: u32 = 15;
 
 /// Stack-trace map: the user call stacks that started first-touch and
 /// hinting-fault runs (`--stacks`), by id. One entry unless `--stacks`,

@@ -679,3 +679,88 @@ fn with_cap_sys_ptrace_alone_it_sees_other_users_memory() {
     assert_eq!(memory_of(""), None, "without it, another user's numa_maps is not readable");
     drop(workload);
 }
+
+/// The samples of one family, by the value of one label.
+fn by_label(samples: &[Sample], name: &str, label: &str) -> BTreeMap<String, f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter_map(|s| s.labels.get(label).map(|v| (v.clone(), s.value)))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn as_root_the_balancer_decisions_are_counted_in_the_kernel() {
+    let exporter = Exporter::start(&[]);
+    let (families, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+    let state = by_label(&samples, "numatrace_exporter_kernel_counters", "state");
+    assert_eq!(state.get("attached"), Some(&1.0), "{state:?}");
+    assert_eq!(state.get("unavailable"), Some(&0.0), "{state:?}");
+    assert_eq!(families.get("numatrace_numa_balancer_task_decisions").map(String::as_str), Some("counter"));
+    let decisions = by_label(&samples, "numatrace_numa_balancer_task_decisions_total", "decision");
+    assert_eq!(decisions.keys().map(String::as_str).collect::<Vec<_>>(), ["move", "stick", "swap"]);
+    if sys_nodes().len() == 1 {
+        // One node: the balancer has nowhere to move a task to.
+        assert!(decisions.values().all(|n| *n == 0.0), "{decisions:?}");
+    }
+    drop(exporter);
+
+    let off = Exporter::start(&["--no-kernel-counters"]);
+    let (_, samples) = parse_exposition(&get(off.addr, "/metrics").body);
+    let state = by_label(&samples, "numatrace_exporter_kernel_counters", "state");
+    assert_eq!(state.get("off"), Some(&1.0), "{state:?}");
+    assert!(!samples.iter().any(|s| s.name.starts_with("numatrace_numa_balancer_task_decisions")));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_balancer_counters_load_only_a_few_kib_of_maps() {
+    // Not the capture's 8 MiB ring, 64 Ki-entry hashes and 256 KiB tables:
+    // with nothing traced, every map but the counters is one entry.
+    let counters = numatrace::kernel::balancer_decisions::BalancerCounters::attach().expect("attaches as root");
+    let bytes = counters.map_memory_bytes();
+    eprintln!("balancer counters: {bytes} bytes of maps, attached as {:?}", counters.status.hooks);
+    assert!(bytes > 0 && bytes < 512 << 10, "{bytes} bytes of maps");
+    assert_eq!(counters.status.hooks.len(), 3, "{:?}", counters.status);
+    counters.read().expect("reads the counters");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn without_privileges_the_kernel_counters_are_unavailable_said_once() {
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([NUMATRACE, "exporter", "--listen", "127.0.0.1:0", "--interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv runs (util-linux)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reads its line");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let exporter = Exporter {
+        addr: line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}")),
+        child,
+    };
+    for _ in 0..3 {
+        let (_, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+        let state = by_label(&samples, "numatrace_exporter_kernel_counters", "state");
+        assert_eq!(state.get("unavailable"), Some(&1.0), "{state:?}");
+        assert_eq!(state.get("attached"), Some(&0.0), "{state:?}");
+        assert!(!samples.iter().any(|s| s.name.starts_with("numatrace_numa_balancer_task_decisions")));
+        assert!(samples.iter().any(|s| s.name == "numatrace_node_memory_bytes"), "the rest is served");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(exporter);
+    let mut said = String::new();
+    BufReader::new(stderr).read_to_string(&mut said).expect("reads its stderr");
+    let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{said}");
+    assert!(lines[0].contains("not counted") && lines[0].contains("root"), "{said}");
+}

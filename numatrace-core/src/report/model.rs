@@ -316,6 +316,9 @@ const COUNTER_NAMES: [&str; numatrace_common::COUNTER_SLOTS as usize] = [
     "first_touch_pages_unsampled",
     "stacks",
     "lost_stacks",
+    "machine_balancer_task_moves",
+    "machine_balancer_task_swaps",
+    "machine_balancer_task_sticks",
 ];
 
 /// Sent, received and lost per kind, from the kernel's totals.

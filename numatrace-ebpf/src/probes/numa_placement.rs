@@ -1,6 +1,7 @@
 //! `sched:sched_move_numa`, `sched_swap_numa`, `sched_stick_numa`: the NUMA
 //! balancer's task placement decisions. They carry tgids, so no map lookup is
-//! needed to filter.
+//! needed to filter. Every decision of the machine is counted first, per
+//! CPU (what `numatrace exporter` serves); only traced ones are sent.
 //!
 //! BTF-typed where the kernel allows (they detach in milliseconds, the
 //! classic tracepoints wait for an RCU grace period each): they get the
@@ -10,7 +11,9 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use numatrace_common::{EventHeader, EventKind, FIELD_ABSENT, NODE_UNKNOWN, NumaPlacementEvent, PlacementFields};
+use numatrace_common::{
+    Counter, EventHeader, EventKind, FIELD_ABSENT, NODE_UNKNOWN, NumaPlacementEvent, PlacementFields,
+};
 
 use super::{field_u32, member};
 use crate::{config::layout, emit::emit_as, tracking};
@@ -26,6 +29,16 @@ struct Side {
 
 #[inline(always)]
 fn send(kind: EventKind, src: Side, dst: Side) -> u32 {
+    // Every decision of the machine, before the filter: one per-CPU add on
+    // a rare event (the balancer decides per task per scan period).
+    tracking::count(
+        match kind {
+            EventKind::NumaTaskSwap => Counter::MachineBalancerSwaps,
+            EventKind::NumaTaskStick => Counter::MachineBalancerSticks,
+            _ => Counter::MachineBalancerMoves,
+        },
+        1,
+    );
     let src_traced = tracking::is_traced_tgid(src.tgid);
     if !src_traced && !(dst.tgid != 0 && tracking::is_traced_tgid(dst.tgid)) {
         return 0;

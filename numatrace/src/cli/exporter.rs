@@ -16,6 +16,7 @@ Examples:
   numatrace exporter --interval 30s                 read the machine every 30 s
   numatrace exporter --top 50                       series of their own for the 50 largest processes
   numatrace exporter --by cgroup                    one series per cgroup (systemd units, containers)
+  numatrace exporter --no-kernel-counters           no BPF programs: /proc and /sys only
 
 Prometheus scrapes /metrics (OpenMetrics text): per node, memory (total, free,
 used) and the allocator's counters (numa_hit, numa_miss, numa_foreign,
@@ -27,8 +28,13 @@ its threads did not run on) and cross-node thread moves; the exporter's own
 CPU time and what a refresh cost. The machine is read in the background
 every --interval (each process's numa_maps once per 4 refreshes, for at
 most 50 ms per refresh, largest processes first); a scrape serves the last
-complete reading. It reads /proc and /sys only (no eBPF); other users'
-numa_maps need root or CAP_SYS_PTRACE. The repository's packaging/ has a
+complete reading. It reads /proc and /sys, except for the NUMA balancer's
+task moves, swaps and sticks, which the kernel counts only in tracepoints:
+when root (or CAP_BPF and CAP_PERFMON), three small BPF programs count them
+per CPU (they run only on balancer decisions, a few per task per scan
+period; no events, no per-process state); otherwise it says so once at
+start and numatrace_exporter_kernel_counters{state=\"unavailable\"} is 1.
+Other users' numa_maps need root or CAP_SYS_PTRACE. The repository's packaging/ has a
 systemd unit, a Grafana dashboard and alert rules.";
 
 /// Options of `numatrace exporter`.
@@ -46,6 +52,9 @@ pub struct ExporterArgs {
     /// Series per process (labels pid, comm, cgroup) or per cgroup (label cgroup: its processes summed).
     #[arg(long, value_enum, default_value = "process")]
     pub by: By,
+    /// Do not count the NUMA balancer's task moves, swaps and sticks in the kernel (counted by default when root or CAP_BPF+CAP_PERFMON allow).
+    #[arg(long)]
+    pub no_kernel_counters: bool,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -62,6 +71,12 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// Runs `numatrace exporter` until SIGINT or SIGTERM.
 pub fn run(args: &ExporterArgs) -> Result<i32> {
-    exporter::run(&Options { listen: args.listen, interval: args.interval, top: args.top, by: args.by })?;
+    exporter::run(&Options {
+        listen: args.listen,
+        interval: args.interval,
+        top: args.top,
+        by: args.by,
+        kernel_counters: !args.no_kernel_counters,
+    })?;
     Ok(0)
 }

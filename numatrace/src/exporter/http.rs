@@ -60,7 +60,7 @@ fn respond<B>(request: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
     }
     match request.uri().path() {
-        "/metrics" => match openmetrics::render(shared.readings(), shared.own_cost()) {
+        "/metrics" => match openmetrics::render(shared.readings(), shared.own_cost(), shared.kernel_counters()) {
             Ok(text) => with_type(StatusCode::OK, openmetrics::CONTENT_TYPE, text),
             Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed\n".into()),
         },

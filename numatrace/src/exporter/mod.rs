@@ -4,8 +4,10 @@
 //! the system view `numatrace top` also shows; `processes` bounds the
 //! per-process series); a scrape encodes the last complete reading
 //! (`openmetrics`) and never reads /proc itself, so scrapes are cheap and
-//! each is one consistent moment. `http` serves it. No eBPF: everything
-//! comes from /proc and /sys.
+//! each is one consistent moment. `http` serves it. Everything comes from
+//! /proc and /sys but the NUMA balancer's task decisions, which the kernel
+//! counts only in tracepoints: where BPF is allowed, three small programs
+//! count them (`kernel::balancer_decisions`), read at each scrape.
 pub mod http;
 pub mod openmetrics;
 pub mod processes;
@@ -23,10 +25,10 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::system::By;
+use crate::{kernel::balancer_decisions::BalancerCounters, system::By};
 
 use self::{
-    openmetrics::OwnCost,
+    openmetrics::{KernelCounters, OwnCost},
     readings::{Readings, Refresher},
 };
 
@@ -40,6 +42,8 @@ pub struct Options {
     pub top: usize,
     /// Series per process or per cgroup.
     pub by: By,
+    /// Count the balancer's task decisions in the kernel (when allowed).
+    pub kernel_counters: bool,
 }
 
 /// What the server's tasks share: the last complete readings and the refresher's failures.
@@ -47,6 +51,25 @@ pub struct Options {
 pub struct Shared {
     readings: watch::Receiver<Arc<Readings>>,
     refresh_failures: AtomicU64,
+    /// The balancer's decision counters, or why there are none.
+    balancer: Balancer,
+}
+
+/// Whether the balancer's task decisions are counted.
+enum Balancer {
+    Attached(Box<Mutex<BalancerCounters>>),
+    Unavailable,
+    Off,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Balancer::Attached(_) => "attached",
+            Balancer::Unavailable => "unavailable",
+            Balancer::Off => "off",
+        })
+    }
 }
 
 impl Shared {
@@ -56,6 +79,34 @@ impl Shared {
 
     fn own_cost(&self) -> OwnCost {
         OwnCost { cpu_seconds: own_cpu_seconds(), refresh_failures: self.refresh_failures.load(Ordering::Relaxed) }
+    }
+
+    /// The balancer's decisions now (a few per-CPU map reads).
+    fn kernel_counters(&self) -> KernelCounters {
+        match &self.balancer {
+            Balancer::Attached(counters) => match counters.lock().unwrap_or_else(PoisonError::into_inner).read() {
+                Ok(decisions) => KernelCounters::Attached(decisions),
+                Err(_) => KernelCounters::Unavailable,
+            },
+            Balancer::Unavailable => KernelCounters::Unavailable,
+            Balancer::Off => KernelCounters::Off,
+        }
+    }
+}
+
+/// Attaches the balancer's decision counters, or says once why not.
+fn balancer(wanted: bool) -> Balancer {
+    if !wanted {
+        return Balancer::Off;
+    }
+    match BalancerCounters::attach() {
+        Ok(counters) => Balancer::Attached(Box::new(Mutex::new(counters))),
+        Err(err) => {
+            eprintln!(
+                "numatrace exporter: the balancer's task moves, swaps and sticks are not counted (the rest is served): {err:#}"
+            );
+            Balancer::Unavailable
+        }
     }
 }
 
@@ -74,7 +125,8 @@ async fn serve(opts: &Options) -> Result<()> {
     // The first readings before the first scrape: a scrape never sees nothing.
     let first = read(&refresher).await.context("reading the machine")?;
     let (publish, readings) = watch::channel(Arc::new(first));
-    let shared = Arc::new(Shared { readings, refresh_failures: AtomicU64::new(0) });
+    let balancer = balancer(opts.kernel_counters);
+    let shared = Arc::new(Shared { readings, refresh_failures: AtomicU64::new(0), balancer });
     tokio::spawn(refresh(refresher, publish, Arc::clone(&shared), opts.interval));
     // The address actually bound (port 0 picks one), for whoever started us.
     println!(

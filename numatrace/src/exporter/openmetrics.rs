@@ -11,6 +11,7 @@ use prometheus_client::{
 };
 
 use super::{processes::ProcessSeries, readings::Readings};
+use crate::kernel::balancer_decisions::BalancerDecisions;
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -27,10 +28,34 @@ pub struct OwnCost {
     pub refresh_failures: u64,
 }
 
-/// Renders one scrape: the readings of the last refresh and the exporter's cost.
-pub fn render(readings: Arc<Readings>, own: OwnCost) -> Result<String, fmt::Error> {
+/// The exporter's kernel side at the moment of a scrape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelCounters {
+    /// The balancer's decisions since the exporter attached its programs.
+    Attached(BalancerDecisions),
+    /// Asked for, but BPF was not allowed or the tracepoints are missing.
+    Unavailable,
+    /// Turned off (`--no-kernel-counters`).
+    Off,
+}
+
+impl KernelCounters {
+    const STATES: [&'static str; 3] = ["attached", "unavailable", "off"];
+
+    fn state(self) -> &'static str {
+        match self {
+            KernelCounters::Attached(_) => "attached",
+            KernelCounters::Unavailable => "unavailable",
+            KernelCounters::Off => "off",
+        }
+    }
+}
+
+/// Renders one scrape: the readings of the last refresh, the kernel's
+/// balancer counters and the exporter's cost.
+pub fn render(readings: Arc<Readings>, own: OwnCost, kernel: KernelCounters) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exposition { readings, own }));
+    registry.register_collector(Box::new(Exposition { readings, own, kernel }));
     let mut out = String::with_capacity(16 << 10);
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
@@ -95,7 +120,8 @@ impl MigrationReason {
 
 /// The NUMA balancer's /proc/vmstat counters (CONFIG_NUMA_BALANCING).
 /// Its task moves and swaps are not among them: the kernel counts those
-/// only in the sched_move_numa / sched_swap_numa tracepoints.
+/// only in the sched_move_numa / sched_swap_numa tracepoints (see
+/// `KernelCounters`).
 const BALANCER_EVENTS: [&str; 4] =
     ["numa_pte_updates", "numa_huge_pte_updates", "numa_hint_faults", "numa_hint_faults_local"];
 
@@ -103,6 +129,7 @@ const BALANCER_EVENTS: [&str; 4] =
 struct Exposition {
     readings: Arc<Readings>,
     own: OwnCost,
+    kernel: KernelCounters,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -111,6 +138,7 @@ impl Collector for Exposition {
     fn encode(&self, mut out: DescriptorEncoder) -> Result<(), fmt::Error> {
         self.encode_nodes(&mut out)?;
         self.encode_vmstat(&mut out)?;
+        self.encode_balancer_decisions(&mut out)?;
         self.encode_processes(&mut out)?;
         self.encode_own_cost(&mut out)
     }
@@ -200,6 +228,34 @@ impl Exposition {
             )?;
         }
         Ok(())
+    }
+
+    fn encode_balancer_decisions(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        if let KernelCounters::Attached(d) = self.kernel {
+            let series: Vec<(Labels, u64)> = [("move", d.moves), ("swap", d.swaps), ("stick", d.sticks)]
+                .into_iter()
+                .map(|(decision, n)| (vec![("decision", decision.to_string())], n))
+                .collect();
+            counters(
+                out,
+                "numatrace_numa_balancer_task_decisions",
+                "The NUMA balancer's task placement decisions on the whole machine since the exporter started, from the sched_move_numa, sched_swap_numa and sched_stick_numa tracepoints (move: a task moved to its preferred node; swap: two tasks swapped nodes; stick: no better CPU found, the task stayed).",
+                None,
+                &series,
+            )?;
+        }
+        let state = self.kernel.state();
+        let states: Vec<(Labels, u64)> = KernelCounters::STATES
+            .into_iter()
+            .map(|s| (vec![("state", s.to_string())], u64::from(s == state)))
+            .collect();
+        gauges(
+            out,
+            "numatrace_exporter_kernel_counters",
+            "1 for the state of the exporter's kernel counters (the balancer's task decisions): attached; unavailable (no root or CAP_BPF+CAP_PERFMON, no tracefs, or no such tracepoints); off (--no-kernel-counters).",
+            None,
+            &states,
+        )
     }
 
     fn encode_processes(&self, out: &mut DescriptorEncoder) -> fmt::Result {
@@ -394,7 +450,10 @@ mod tests {
             Refresher::new(Duration::from_secs(1), 3, crate::system::By::Process).refresh().expect("this machine"),
         );
         let nodes = readings.system.topology.node_ids();
-        let text = render(readings, OwnCost { cpu_seconds: 0.25, refresh_failures: 1 }).expect("renders");
+        let decisions = BalancerDecisions { moves: 3, swaps: 2, sticks: 7 };
+        let text =
+            render(readings, OwnCost { cpu_seconds: 0.25, refresh_failures: 1 }, KernelCounters::Attached(decisions))
+                .expect("renders");
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(text.contains("# TYPE numatrace_node_memory_bytes gauge"), "{text}");
         assert!(text.contains("# UNIT numatrace_node_memory_bytes bytes"), "{text}");
@@ -410,5 +469,33 @@ mod tests {
         }
         assert!(text.contains("numatrace_exporter_cpu_seconds_total 0.25\n"), "{text}");
         assert!(text.contains("numatrace_exporter_refresh_failures_total 1\n"), "{text}");
+        assert!(text.contains("# TYPE numatrace_numa_balancer_task_decisions counter"), "{text}");
+        for (decision, n) in [("move", 3), ("swap", 2), ("stick", 7)] {
+            assert!(
+                text.contains(&format!(
+                    "numatrace_numa_balancer_task_decisions_total{{decision=\"{decision}\"}} {n}\n"
+                )),
+                "{text}"
+            );
+        }
+        assert!(text.contains("numatrace_exporter_kernel_counters{state=\"attached\"} 1\n"), "{text}");
+        assert!(text.contains("numatrace_exporter_kernel_counters{state=\"unavailable\"} 0\n"), "{text}");
+    }
+
+    #[test]
+    fn without_kernel_counters_says_why_and_serves_no_decisions() {
+        use std::time::Duration;
+
+        use crate::exporter::readings::Refresher;
+
+        let readings = Arc::new(
+            Refresher::new(Duration::from_secs(1), 3, crate::system::By::Process).refresh().expect("this machine"),
+        );
+        for (kernel, state) in [(KernelCounters::Unavailable, "unavailable"), (KernelCounters::Off, "off")] {
+            let text = render(Arc::clone(&readings), OwnCost::default(), kernel).expect("renders");
+            assert!(!text.contains("numatrace_numa_balancer_task_decisions"), "{text}");
+            assert!(text.contains(&format!("numatrace_exporter_kernel_counters{{state=\"{state}\"}} 1\n")), "{text}");
+            assert!(text.contains("numatrace_exporter_kernel_counters{state=\"attached\"} 0\n"), "{text}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Loading the kernel programs, attaching them source by source, and reading
 //! back what they counted. Nothing here interprets events.
+pub mod balancer_decisions;
 pub mod btf_fields;
 pub mod layouts;
 pub mod page_map;
