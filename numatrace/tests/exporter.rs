@@ -556,6 +556,21 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     );
     assert!(security.contains("Overall exposure level"), "{security}");
     let _ = std::fs::remove_dir_all(&dir);
+    // Its command line is one this build serves with (on a free port instead of its own).
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=/usr/bin/numatrace exporter ")).expect("ExecStart");
+    let mut args: Vec<&str> = Vec::new();
+    let mut words = exec.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "--listen" {
+            words.next();
+        } else {
+            args.push(word);
+        }
+    }
+    let exporter = Exporter::start(&args);
+    let (_, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+    let state = samples.iter().find(|s| s.name == "numatrace_exporter_kernel_counters" && s.value == 1.0);
+    assert_eq!(state.and_then(|s| s.labels.get("state")).map(String::as_str), Some("off"), "{args:?}");
 }
 
 #[test]
