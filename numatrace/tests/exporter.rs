@@ -22,13 +22,14 @@ struct Exporter {
 impl Exporter {
     /// Starts `numatrace exporter --listen 127.0.0.1:0 ARGS` and reads the address it printed.
     fn start(args: &[&str]) -> Exporter {
-        let mut child = Command::new(NUMATRACE)
-            .args(["exporter", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("numatrace starts");
+        let mut command = Command::new(NUMATRACE);
+        command.args(["exporter", "--listen", "127.0.0.1:0"]).args(args).stderr(Stdio::inherit());
+        Exporter::spawn(command)
+    }
+
+    /// Runs `command` (an exporter on a port it prints) and reads the address it printed.
+    fn spawn(mut command: Command) -> Exporter {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("the exporter starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reads its first line");
         let addr = line
@@ -744,25 +745,14 @@ fn the_balancer_counters_load_only_a_few_kib_of_maps() {
 #[test]
 #[ignore = "needs root"]
 fn without_privileges_the_kernel_counters_are_unavailable_said_once() {
-    let mut child = Command::new("setpriv")
+    // setpriv is util-linux's.
+    let mut command = Command::new("setpriv");
+    command
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
         .args([NUMATRACE, "exporter", "--listen", "127.0.0.1:0", "--interval", "200ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("setpriv runs (util-linux)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reads its line");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let exporter = Exporter {
-        addr: line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}")),
-        child,
-    };
+        .stderr(Stdio::piped());
+    let mut exporter = Exporter::spawn(command);
+    let stderr = exporter.child.stderr.take().expect("piped stderr");
     for _ in 0..3 {
         let (_, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
         let state = by_label(&samples, "numatrace_exporter_kernel_counters", "state");
