@@ -9,13 +9,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
-};
+use aya::{Ebpf, EbpfLoader};
 use numatrace_common::{
-    CONFIG_GLOBAL, COUNTERS_MAP, CPU_NODE_MAP, Config, Counter, EVENTS_MAP, LAYOUTS_GLOBAL, PFN_BLOCK_NODE_MAP,
-    STACKS_MAP, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
+    CONFIG_GLOBAL, CPU_NODE_MAP, Config, Counter, EVENTS_MAP, LAYOUTS_GLOBAL, PFN_BLOCK_NODE_MAP, STACKS_MAP,
+    TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
 };
 use numatrace_core::kernel_status::SourceStatus;
 
@@ -101,15 +98,12 @@ impl BalancerCounters {
 
     /// The decisions so far, summed over CPUs.
     pub fn read(&self) -> Result<BalancerDecisions> {
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(COUNTERS_MAP).context("map COUNTERS missing")?)?;
-        let sum = |counter: Counter| -> Result<u64> {
-            Ok(counters.get(&(counter as u32), 0).context("reading the balancer counters")?.iter().sum())
-        };
+        let sums = super::counter_sums(&self.ebpf).context("reading the balancer counters")?;
+        let sum = |counter: Counter| sums.get(counter as usize).copied().unwrap_or(0);
         Ok(BalancerDecisions {
-            moves: sum(Counter::MachineBalancerMoves)?,
-            swaps: sum(Counter::MachineBalancerSwaps)?,
-            sticks: sum(Counter::MachineBalancerSticks)?,
+            moves: sum(Counter::MachineBalancerMoves),
+            swaps: sum(Counter::MachineBalancerSwaps),
+            sticks: sum(Counter::MachineBalancerSticks),
         })
     }
 

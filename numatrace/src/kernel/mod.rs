@@ -356,13 +356,16 @@ impl Probes {
                 totals.sent.insert(kind.name().to_string(), n);
             }
         }
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(numatrace_common::COUNTERS_MAP).context("map COUNTERS missing")?)?;
-        for slot in 0..COUNTER_SLOTS {
-            totals.counters.push(counters.get(&slot, 0)?.iter().sum());
-        }
+        totals.counters = counter_sums(&self.ebpf)?;
         Ok(totals)
     }
+}
+
+/// Every `COUNTERS` slot, summed over CPUs (indexed by `Counter`).
+fn counter_sums(ebpf: &Ebpf) -> Result<Vec<u64>> {
+    let counters: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(ebpf.map(numatrace_common::COUNTERS_MAP).context("map COUNTERS missing")?)?;
+    (0..COUNTER_SLOTS).map(|slot| Ok(counters.get(&slot, 0)?.iter().sum())).collect()
 }
 
 /// Loads and attaches every source exactly as a capture's start-up does
