@@ -732,11 +732,21 @@ fn sysbench_first_touch_counts(o: &Outcome) {
     );
     let pid: u64 = at_start["pids"].as_str().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
     let main = report_thread(o, pid);
+    let main_on_node0 = at_node(&main["first_touch_pages"], 0);
+    assert!(
+        main_on_node0 >= buffer - buffer * 5 / 100,
+        "{}: the main thread cleared the {buffer} buffer pages on node 0, numatrace says it first-touched {main_on_node0} there: {main}",
+        o.name
+    );
+    // Against what numa_maps shows, not the buffer alone: transparent huge
+    // pages are on (as on users' machines), and in some boots one more lands
+    // in the main thread's context (a stack it sets up for a worker, its
+    // heap): 512 pages beyond the buffer that numa_maps shows as well.
     assert_close(
         o,
-        "pages the main thread first-touched on node 0 vs the buffer",
-        at_node(&main["first_touch_pages"], 0),
-        buffer,
+        "pages the main thread first-touched on node 0 vs numa_maps' anonymous pages there after init",
+        main_on_node0,
+        on_node0,
         5,
         SLACK_PAGES,
     );
