@@ -308,6 +308,20 @@ impl Probes {
         Ok(aya::maps::StackTraceMap::try_from(map)?)
     }
 
+    /// Detaches the thread-migration programs alone, so that the threads'
+    /// migration counts read right after end where the capture's count ends
+    /// (detaching everything takes a while on a busy machine, and a thread
+    /// that hops all the time adds thousands of migrations meanwhile).
+    pub fn detach_thread_migrations(&mut self) -> Result<()> {
+        while let Some(at) =
+            self.links.iter().position(|(a, _)| source_of(a.program) == Some(sources::THREAD_MIGRATIONS))
+        {
+            let (attach, link) = self.links.remove(at);
+            sources::detach_link(&mut self.ebpf, attach, link).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
     /// Detaches every program: after this no new event is produced.
     pub fn detach(&mut self) {
         sources::unload_all(&mut self.ebpf);

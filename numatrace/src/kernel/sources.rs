@@ -87,6 +87,9 @@ const fn btf_tp(program: &'static str, group: &'static str, event: &'static str)
     Attach { program, hook: Hook::BtfTracepoint(group, event) }
 }
 
+/// The source whose programs count every migration of a traced thread.
+pub const THREAD_MIGRATIONS: &str = "thread migrations";
+
 /// Every source, in attach order: lifecycle first so that no thread born
 /// during attach is missed; thread migrations last, so that the per-thread
 /// migration counts read right after the attach start where the kernel's
@@ -225,7 +228,7 @@ pub const SOURCES: &[Source] = &[
         ],
     },
     Source {
-        name: "thread migrations",
+        name: THREAD_MIGRATIONS,
         tells: "every CPU (and node) change of a traced thread",
         role: SourceRole::Core,
         without: "CPU and node changes of threads: no thread can be shown moved away from its memory",

@@ -200,6 +200,11 @@ pub fn run(opts: SessionOptions, mut sink: Option<&mut dyn EventSink>) -> Result
     };
     let (stopped_by, ring) = runtime.block_on(event_loop(&ctx, ring, state))?;
 
+    // The threads' migration counts end where the kernel's count of them
+    // does: read right after its programs detach, before the others.
+    if let Err(e) = probes.detach_thread_migrations() {
+        eprintln!("numatrace: detaching the thread-migration programs first: {e:#}");
+    }
     let detach_ns = monotonic_ns();
     let migration_counts_at_end = numatrace_core::aggregate::migration_count::sample(&agg, detach_ns);
     probes.detach();
