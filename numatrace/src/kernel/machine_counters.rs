@@ -9,8 +9,8 @@
 //!   migrations across nodes and remote first-touch pages, by programs a
 //!   capture never attaches (`sources::PROCESS_*_COUNTS`).
 //!
-//! Every map only a capture needs is shrunk to one entry: a few hundred KiB
-//! of kernel memory in all, most of it the per-process hash.
+//! Every map only a capture needs is shrunk to one entry: under 1 MiB of
+//! kernel memory in all on a 2-CPU host, most of it the per-process hash.
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, bail};
