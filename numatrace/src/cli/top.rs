@@ -82,8 +82,12 @@ pub fn run(args: &TopArgs) -> Result<i32> {
     }
     if args.once {
         // Kept attached until the second sample is read.
-        let (_attached, counters, _) = top::kernel_counters(!args.no_kernel_counters);
-        let view = system::once(args.interval, counters)?;
+        let (_attached, counters, kernel_line) = top::kernel_counters(!args.no_kernel_counters);
+        let counted = counters.is_some();
+        let mut view = system::once(args.interval, counters)?;
+        if !counted && !args.no_kernel_counters {
+            view.cannot_see.push(kernel_line);
+        }
         let mut out = std::io::stdout().lock();
         if args.json {
             serde_json::to_writer_pretty(&mut out, &view)?;
