@@ -36,6 +36,16 @@ pub const PAGE_MAP_CALIBRATION_MAP: &str = "PAGE_MAP_CALIBRATION";
 /// until calibrated; the raw `mm_page_alloc` program is attached only after.
 pub const PAGE_MAP_MAP: &str = "PAGE_MAP";
 
+/// LRU per-CPU hash tgid -> [`ProcessCounts`]: what every process of the
+/// machine did, counted in the kernel by the always-on programs of `numatrace
+/// top` and the exporter (nothing traced, no ring). A capture never attaches
+/// those programs and loads this map with one entry.
+pub const PROCESS_COUNTS_MAP: &str = "PROCESS_COUNTS";
+/// Capacity of `PROCESS_COUNTS` (userspace may load it smaller on machines
+/// with many CPUs: each entry holds one value per possible CPU). When full,
+/// the least recently counted process is dropped and starts again from 0.
+pub const MAX_COUNTED_PROCESSES: u32 = 8_192;
+
 /// Capacity of `TRACKED_TIDS`.
 pub const MAX_TRACKED_TIDS: u32 = 65_536;
 /// Words of `TRACKED_TGIDS` for every tgid up to the kernel's limit
@@ -48,6 +58,17 @@ pub const MAX_CPUS: u32 = 8_192;
 pub const MAX_PFN_BLOCKS: u32 = 65_536;
 /// Node value for "not known".
 pub const NODE_UNKNOWN: u16 = u16::MAX;
+
+/// One process's counts in `PROCESS_COUNTS` (on one CPU; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessCounts {
+    /// Its threads moved between CPUs of different nodes (`sched_migrate_task`).
+    pub cross_node_migrations: u64,
+    /// Movable pages allocated in its context on another node than its CPU's
+    /// (`mm_page_alloc`): first touches that landed remote.
+    pub remote_first_touch_pages: u64,
+}
 
 /// Events (or, for runs, pages) the ring buffer had no room for.
 #[repr(C)]
@@ -247,6 +268,7 @@ const _: () = assert!(size_of::<PageMap>() == 16);
 const _: () = assert!(size_of::<PageMapCalibration>() == 48);
 const _: () = assert!(size_of::<PendingRun>() == 64);
 const _: () = assert!(size_of::<Sampling>() == 8);
+const _: () = assert!(size_of::<ProcessCounts>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -256,4 +278,5 @@ mod pod {
     unsafe impl aya::Pod for super::PageMap {}
     unsafe impl aya::Pod for super::PageMapCalibration {}
     unsafe impl aya::Pod for super::Sampling {}
+    unsafe impl aya::Pod for super::ProcessCounts {}
 }

@@ -2,11 +2,11 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use numatrace_common::{
-    COUNTER_SLOTS, LOSS_SLOTS, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGID_WORDS, MAX_TRACKED_TIDS, PageMap,
-    PageMapCalibration, PendingRun, Sampling,
+    COUNTER_SLOTS, LOSS_SLOTS, Loss, MAX_COUNTED_PROCESSES, MAX_CPUS, MAX_PFN_BLOCKS, MAX_TRACKED_TGID_WORDS,
+    MAX_TRACKED_TIDS, PageMap, PageMapCalibration, PendingRun, ProcessCounts, Sampling,
 };
 
 /// Userspace resizes it at load time (`--ring-size`).
@@ -65,6 +65,12 @@ pub static MOVERS_IN_FLIGHT: Array<i64> = Array::with_max_entries(1, 0);
 /// Which first-touch regions are traced (set by userspace at run time).
 #[map]
 pub static SAMPLING: Array<Sampling> = Array::with_max_entries(1, 0);
+
+/// Every process's cross-node migrations and remote first touches (see
+/// numatrace-common); only the always-on counting programs write it.
+#[map]
+pub static PROCESS_COUNTS: LruPerCpuHashMap<u32, ProcessCounts> =
+    LruPerCpuHashMap::with_max_entries(MAX_COUNTED_PROCESSES, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -720,6 +720,15 @@ fn as_root_the_balancer_decisions_are_counted_in_the_kernel() {
         // One node: the balancer has nowhere to move a task to.
         assert!(decisions.values().all(|n| *n == 0.0), "{decisions:?}");
     }
+    // Every process series has the kernel's counts; on one node nothing is remote.
+    assert_eq!(families.get("numatrace_remote_first_touch_pages").map(String::as_str), Some("counter"));
+    let pages = by_label(&samples, "numatrace_remote_first_touch_pages_total", "pid");
+    let moves = by_label(&samples, "numatrace_cross_node_migrations_total", "pid");
+    assert!(pages.contains_key("other") && pages.len() >= 2, "{pages:?}");
+    assert_eq!(pages.keys().collect::<Vec<_>>(), moves.keys().collect::<Vec<_>>());
+    if sys_nodes().len() == 1 {
+        assert!(pages.values().chain(moves.values()).all(|n| *n == 0.0), "{pages:?} {moves:?}");
+    }
     drop(exporter);
 
     let off = Exporter::start(&["--no-kernel-counters"]);
@@ -727,19 +736,39 @@ fn as_root_the_balancer_decisions_are_counted_in_the_kernel() {
     let state = by_label(&samples, "numatrace_exporter_kernel_counters", "state");
     assert_eq!(state.get("off"), Some(&1.0), "{state:?}");
     assert!(!samples.iter().any(|s| s.name.starts_with("numatrace_numa_balancer_task_decisions")));
+    assert!(!samples.iter().any(|s| s.name.starts_with("numatrace_remote_first_touch_pages")));
+    assert!(samples.iter().any(|s| s.name == "numatrace_cross_node_migrations_total"), "the /proc estimate stays");
 }
 
 #[test]
 #[ignore = "needs root"]
-fn the_balancer_counters_load_only_a_few_kib_of_maps() {
+fn the_machine_counters_load_only_a_few_hundred_kib_of_maps() {
     // Not the capture's 8 MiB ring, 64 Ki-entry hashes and 256 KiB tables:
-    // with nothing traced, every map but the counters is one entry.
-    let counters = numatrace::kernel::balancer_decisions::BalancerCounters::attach().expect("attaches as root");
+    // with nothing traced, every map but the counters and the node tables
+    // is one entry; the per-process hash is most of what is left.
+    let mut counters = numatrace::kernel::machine_counters::MachineCounters::attach().expect("attaches as root");
     let bytes = counters.map_memory_bytes();
-    eprintln!("balancer counters: {bytes} bytes of maps, attached as {:?}", counters.status.hooks);
-    assert!(bytes > 0 && bytes < 512 << 10, "{bytes} bytes of maps");
-    assert_eq!(counters.status.hooks.len(), 3, "{:?}", counters.status);
-    counters.read().expect("reads the counters");
+    let hooks: Vec<&Vec<String>> = counters.sources.iter().map(|s| &s.hooks).collect();
+    eprintln!("machine counters: {bytes} bytes of maps, attached as {hooks:?}");
+    assert!(bytes > 0 && bytes < 2 << 20, "{bytes} bytes of maps");
+    assert!(counters.sources.iter().all(|s| s.attached), "{:?}", counters.sources);
+    assert_eq!(counters.sources.iter().map(|s| s.hooks.len()).collect::<Vec<_>>(), [3, 1, 1], "{hooks:?}");
+    counters.balancer_decisions().expect("the balancer's tracepoints are there").expect("reads the counters");
+    let mut processes = counters.take_process_counters().expect("the per-process counts are kept");
+    assert!(counters.take_process_counters().is_none(), "taken once");
+    // Moves and page allocations of this test's own threads, meanwhile.
+    let pages: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1 << 20]).collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| std::thread::sleep(Duration::from_millis(20)));
+        }
+    });
+    let counted = processes.read(&Default::default()).expect("reads the per-process counts");
+    if sys_nodes().len() == 1 {
+        // Only a remote count makes an entry: none on one node.
+        assert!(counted.is_empty(), "{counted:?}");
+    }
+    drop(pages);
 }
 
 #[test]

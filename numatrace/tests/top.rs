@@ -39,7 +39,12 @@ fn resident(mib: u64) -> Killed {
 }
 
 fn top_once_json() -> Value {
-    let out = Command::new(NUMATRACE).args(["top", "--once", "--json", "--interval", "300ms"]).output().unwrap();
+    top_once_json_with(&[])
+}
+
+fn top_once_json_with(more: &[&str]) -> Value {
+    let out =
+        Command::new(NUMATRACE).args(["top", "--once", "--json", "--interval", "300ms"]).args(more).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
@@ -75,6 +80,30 @@ fn once_json_lists_a_process_the_test_started_with_its_memory() {
     // Sorted by remote share, largest first, unknown (null) last.
     let shares: Vec<f64> = processes.iter().map(|p| p["remote_memory_share"].as_f64().unwrap_or(-1.0)).collect();
     assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{shares:?}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn as_root_moves_and_remote_first_touches_are_counted_in_the_kernel() {
+    let child = resident(16);
+    let pid = child.0.id();
+    let view = top_once_json();
+    assert_eq!(view["counted_in_kernel"], true, "root attaches the kernel counters");
+    let processes = view["processes"].as_array().unwrap();
+    assert!(processes.iter().all(|p| p["remote_first_touch_pages_per_s"].is_number()), "a rate for every process");
+    let me = processes.iter().find(|p| p["pid"] == pid).unwrap_or_else(|| panic!("pid {pid} not listed"));
+    if view["nodes"].as_array().unwrap().len() == 1 {
+        // One node: nothing can be remote, and the kernel's count says so exactly.
+        assert!(processes.iter().all(|p| p["cross_node_migrations_per_s"] == 0.0), "{processes:?}");
+        assert!(processes.iter().all(|p| p["remote_first_touch_pages_per_s"] == 0.0), "{processes:?}");
+    }
+    assert_eq!(me["comm"], "numatrace");
+
+    let off = top_once_json_with(&["--no-kernel-counters"]);
+    assert_eq!(off["counted_in_kernel"], false);
+    let processes = off["processes"].as_array().unwrap();
+    assert!(processes.iter().all(|p| p["remote_first_touch_pages_per_s"].is_null()), "not counted: null, not 0");
+    assert!(processes.iter().all(|p| p["cross_node_migrations_per_s"].is_number()), "the /proc estimate");
 }
 
 #[test]

@@ -77,6 +77,9 @@ pub enum Scenario {
         times: u32,
         #[arg(long, default_value_t = 1)]
         threads: u32,
+        /// Then stay alive this many seconds, asleep (for a scraper to see the process).
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
     },
     /// Init-thread first touch: a thread named `init`, on the first node,
     /// touches MIB of memory; WORKERS threads (`worker-1`, ...) pinned to the
@@ -166,7 +169,11 @@ pub fn main_from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<()> {
             }
             scenarios::touch(pages, threads, rounds, hop_every, stride.max(1))
         }
-        Scenario::Hop { times, threads } => scenarios::hop(times, threads),
+        Scenario::Hop { times, threads, hold } => {
+            scenarios::hop(times, threads)?;
+            std::thread::sleep(std::time::Duration::from_secs_f64(hold.max(0.0)));
+            Ok(())
+        }
         Scenario::Spin { threads, ms } => scenarios::spin(threads, ms),
         Scenario::Flood { events_per_second, seconds, threads, go_file } => {
             if let Some(go) = go_file {

@@ -12,7 +12,7 @@ pub mod tag;
 pub mod view;
 
 pub use self::{
-    sample::{ProcessSample, Sample, ThreadSample},
+    sample::{KernelCounts, ProcessSample, Sample, ThreadSample},
     tag::Tag,
     view::{CgroupRow, HostFinding, NodeRow, ProcessRow, SCHEMA, SystemView},
 };

@@ -1,6 +1,8 @@
 //! What one reading of /proc says about the processes: cheap facts, read on
 //! every refresh (one stat file per process, one per thread of a
 //! multi-threaded one), as opposed to numa_maps.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::machine::SystemSnapshot;
@@ -30,10 +32,25 @@ pub struct ProcessSample {
     pub threads: Vec<ThreadSample>,
 }
 
+/// What numatrace's always-on kernel programs counted for one process
+/// since they were attached (totals: rates come from two samples).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelCounts {
+    /// Its threads moved between CPUs of different nodes (every move, not sampled).
+    pub cross_node_migrations: u64,
+    /// Movable pages it allocated on another node than its CPU's.
+    pub remote_first_touch_pages: u64,
+}
+
 /// The machine and its processes at one moment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub system: SystemSnapshot,
     /// User-space processes (kernel threads left out), in pid order.
     pub processes: Vec<ProcessSample>,
+    /// The kernel's counts by pid, read right after `processes`; a process
+    /// it has not counted yet has none of either. `None`: not counted
+    /// (no root, or turned off): rows fall back to /proc.
+    #[serde(default)]
+    pub kernel_counts: Option<BTreeMap<u32, KernelCounts>>,
 }

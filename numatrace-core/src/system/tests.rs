@@ -126,6 +126,7 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
             sample(300, "/b", &[(2, 0)]),
             sample(400, "/b", &[(0, 0)]),
         ],
+        kernel_counts: None,
     };
     let now = Sample {
         system: system(3000, 3000),
@@ -139,6 +140,7 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
             // Moved from node 0 to node 1; its numa_maps not read.
             sample(400, "/b", &[(2, 20)]),
         ],
+        kernel_counts: None,
     };
     let placements: HashMap<u32, ProcessSnapshot> = [
         (100, placement(100, &[(0, 8192), (1, 8192)], "default", &[0])),
@@ -186,11 +188,68 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
 
 #[test]
 fn a_reused_pid_starts_afresh() {
-    let earlier = Sample { system: system(0, 0), processes: vec![sample(100, "/", &[(0, 500)])] };
+    let earlier = Sample { system: system(0, 0), processes: vec![sample(100, "/", &[(0, 500)])], kernel_counts: None };
     let mut reborn = sample(100, "/", &[(2, 30)]);
     reborn.start_ticks = 99;
-    let now = Sample { system: system(1000, 0), processes: vec![reborn] };
+    let now = Sample { system: system(1000, 0), processes: vec![reborn], kernel_counts: None };
     let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
     // No move counted against the old process's thread of the same tid.
     assert_eq!(view.processes[0].cross_node_migrations_per_s, 0.0);
+}
+
+#[test]
+fn the_kernels_counts_replace_the_proc_estimate_when_there() {
+    let counts = |pairs: &[(u32, u64, u64)]| {
+        Some(
+            pairs
+                .iter()
+                .map(|&(pid, moves, pages)| {
+                    (pid, KernelCounts { cross_node_migrations: moves, remote_first_touch_pages: pages })
+                })
+                .collect(),
+        )
+    };
+    let earlier = Sample {
+        system: system(0, 0),
+        processes: vec![sample(100, "/a", &[(0, 0)]), sample(200, "/a", &[(0, 0)]), sample(300, "/b", &[(0, 0)])],
+        kernel_counts: counts(&[(100, 4, 1000), (200, 10, 0), (300, 50, 50)]),
+    };
+    let mut reborn = sample(300, "/b", &[(0, 5)]);
+    reborn.start_ticks = 99;
+    let now = Sample {
+        system: system(2000, 0),
+        processes: vec![
+            // Seen on CPU 2 (node 1) now: /proc alone would count one move.
+            sample(100, "/a", &[(2, 10)]),
+            // Counted afresh by the kernel (dropped from its full hash): 0, not negative.
+            sample(200, "/a", &[(0, 10)]),
+            // A new process under a reused pid: all its counts are in the interval.
+            reborn,
+            // Not counted by the kernel at all: nothing happened.
+            sample(400, "/b", &[(0, 10)]),
+        ],
+        kernel_counts: counts(&[(100, 10, 1400), (200, 3, 0), (300, 2, 8)]),
+    };
+    let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
+    assert!(view.counted_in_kernel);
+    let p = |pid| view.processes.iter().find(|p| p.pid == pid).unwrap();
+    assert_eq!((p(100).cross_node_migrations_per_s, p(100).remote_first_touch_pages_per_s), (3.0, Some(200.0)));
+    assert_eq!((p(200).cross_node_migrations_per_s, p(200).remote_first_touch_pages_per_s), (0.0, Some(0.0)));
+    assert_eq!((p(300).cross_node_migrations_per_s, p(300).remote_first_touch_pages_per_s), (1.0, Some(4.0)));
+    assert_eq!((p(400).cross_node_migrations_per_s, p(400).remote_first_touch_pages_per_s), (0.0, Some(0.0)));
+    let groups = view.by_cgroup();
+    assert_eq!(groups.iter().map(|g| g.remote_first_touch_pages_per_s).collect::<Vec<_>>(), [Some(200.0), Some(4.0)]);
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(json["counted_in_kernel"], true);
+
+    // Without the kernel: the /proc estimate, and no first touches (null, not 0).
+    let (mut earlier, mut now) = (earlier, now);
+    earlier.kernel_counts = None;
+    now.kernel_counts = None;
+    let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
+    assert!(!view.counted_in_kernel);
+    let p = |pid| view.processes.iter().find(|p| p.pid == pid).unwrap();
+    assert_eq!((p(100).cross_node_migrations_per_s, p(100).remote_first_touch_pages_per_s), (0.5, None));
+    let json = serde_json::to_value(&view).unwrap();
+    assert!(json["processes"][0]["remote_first_touch_pages_per_s"].is_null());
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    sample::{ProcessSample, Sample},
+    sample::{KernelCounts, ProcessSample, Sample},
     tag::{Tag, likely_cause},
 };
 use crate::{
@@ -38,6 +38,12 @@ pub struct SystemView {
     pub processes: Vec<ProcessRow>,
     /// What could not be seen, and why (other users' numa_maps without root...).
     pub cannot_see: Vec<String>,
+    /// Whether the kernel counted every process's cross-node migrations and
+    /// remote first touches (numatrace's always-on programs, with root):
+    /// then `cross_node_migrations_per_s` is every move, else the /proc
+    /// estimate, and `remote_first_touch_pages_per_s` is null.
+    #[serde(default)]
+    pub counted_in_kernel: bool,
 }
 
 /// One NUMA node.
@@ -81,9 +87,15 @@ pub struct ProcessRow {
     /// Its own memory, and the remote share of it, in bytes.
     pub own_memory_bytes: Option<u64>,
     pub remote_memory_bytes: Option<u64>,
-    /// Threads seen on another node than at the previous sample, per second
-    /// (a lower bound: a thread that left and came back in between is not seen).
+    /// Its threads' moves between nodes per second: every move, as the
+    /// kernel counted them (`SystemView::counted_in_kernel`); else threads
+    /// seen on another node than at the previous sample (a lower bound: a
+    /// thread that left and came back in between is not seen).
     pub cross_node_migrations_per_s: f64,
+    /// Movable pages it allocated on another node than its CPU's, per
+    /// second; `None` when the kernel does not count them.
+    #[serde(default)]
+    pub remote_first_touch_pages_per_s: Option<f64>,
     pub tag: Tag,
 }
 
@@ -105,6 +117,8 @@ pub struct CgroupRow {
     /// Remote bytes over all bytes of the processes whose memory is known.
     pub remote_memory_share: Option<f64>,
     pub cross_node_migrations_per_s: f64,
+    /// Summed over its processes; `None` when the kernel does not count them.
+    pub remote_first_touch_pages_per_s: Option<f64>,
     /// The tag holding the most remote bytes.
     pub tag: Tag,
 }
@@ -125,6 +139,7 @@ impl SystemView {
             findings: Vec::new(),
             processes,
             cannot_see: Vec::new(),
+            counted_in_kernel: false,
         }
     }
 
@@ -159,12 +174,19 @@ impl SystemView {
             .map(|f| HostFinding { kind: f.kind, severity: f.severity, evidence: f.evidence })
             .collect();
         let before: HashMap<u32, &ProcessSample> = earlier.processes.iter().map(|p| (p.pid, p)).collect();
+        let counts = KernelRates::between(earlier, now, seconds);
         let mut processes: Vec<ProcessRow> = now
             .processes
             .iter()
             .map(|p| {
                 let prev = before.get(&p.pid).copied().filter(|b| b.start_ticks == p.start_ticks);
-                process_row(topo, prev, p, placements.get(&p.pid), system.taken_at_unix_ms, seconds)
+                let mut row = process_row(topo, prev, p, placements.get(&p.pid), system.taken_at_unix_ms, seconds);
+                if let Some(counts) = &counts {
+                    let (moves, remote_pages) = counts.of(p.pid, prev.is_some());
+                    row.cross_node_migrations_per_s = moves;
+                    row.remote_first_touch_pages_per_s = Some(remote_pages);
+                }
+                row
             })
             .collect();
         sort_by_remote_share(&mut processes);
@@ -180,6 +202,7 @@ impl SystemView {
             findings,
             processes,
             cannot_see,
+            counted_in_kernel: counts.is_some(),
         }
     }
 
@@ -267,7 +290,45 @@ fn process_row(
         own_memory_bytes,
         remote_memory_bytes,
         cross_node_migrations_per_s: if seconds > 0.0 && earlier.is_some() { f64::from(moves) / seconds } else { 0.0 },
+        remote_first_touch_pages_per_s: None,
         tag,
+    }
+}
+
+/// The kernel's counts at two samples, turned into per-process rates.
+struct KernelRates<'a> {
+    earlier: Option<&'a BTreeMap<u32, KernelCounts>>,
+    now: &'a BTreeMap<u32, KernelCounts>,
+    seconds: f64,
+}
+
+impl<'a> KernelRates<'a> {
+    /// `None` unless the later sample has the kernel's counts.
+    fn between(earlier: &'a Sample, now: &'a Sample, seconds: f64) -> Option<KernelRates<'a>> {
+        Some(KernelRates { earlier: earlier.kernel_counts.as_ref(), now: now.kernel_counts.as_ref()?, seconds })
+    }
+
+    /// (cross-node migrations, remote first-touch pages) per second of a
+    /// process over the interval. One that was not in the earlier sample
+    /// (`seen_before` false) was born in it: all its counts are. A count
+    /// that went back (the bounded hash dropped the process and counted it
+    /// afresh) gives 0 for this interval.
+    fn of(&self, pid: u32, seen_before: bool) -> (f64, f64) {
+        if self.seconds <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let now = self.now.get(&pid).copied().unwrap_or_default();
+        let before = match self.earlier {
+            Some(earlier) if seen_before => earlier.get(&pid).copied().unwrap_or_default(),
+            // The earlier sample was taken without the kernel's counts: no interval to count over.
+            None if seen_before => now,
+            _ => KernelCounts::default(),
+        };
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / self.seconds;
+        (
+            rate(now.cross_node_migrations, before.cross_node_migrations),
+            rate(now.remote_first_touch_pages, before.remote_first_touch_pages),
+        )
     }
 }
 
@@ -335,6 +396,10 @@ fn cgroup_row(cgroup: &str, members: &[&ProcessRow]) -> CgroupRow {
         threads_by_node,
         remote_memory_share,
         cross_node_migrations_per_s: members.iter().map(|p| p.cross_node_migrations_per_s).sum(),
+        remote_first_touch_pages_per_s: members
+            .iter()
+            .map(|p| p.remote_first_touch_pages_per_s)
+            .try_fold(0.0, |sum, rate| rate.map(|r| sum + r)),
         tag,
     }
 }

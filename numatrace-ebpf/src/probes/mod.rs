@@ -8,6 +8,7 @@ mod mm_page_alloc;
 mod numa_placement;
 mod page_fault_user;
 mod page_map_calibration;
+mod process_counts;
 mod sched_migrate_task;
 mod sched_process_exit;
 mod sched_setaffinity;

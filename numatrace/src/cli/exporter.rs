@@ -28,12 +28,14 @@ its threads did not run on) and cross-node thread moves; the exporter's own
 CPU time and what a refresh cost. The machine is read in the background
 every --interval (each process's numa_maps once per 4 refreshes, for at
 most 50 ms per refresh, largest processes first); a scrape serves the last
-complete reading. It reads /proc and /sys, except for the NUMA balancer's
-task moves, swaps and sticks, which the kernel counts only in tracepoints:
-when root (or CAP_BPF and CAP_PERFMON), three small BPF programs count them
-per CPU (they run only on balancer decisions, a few per task per scan
-period; no events, no per-process state); otherwise it says so once at
-start and numatrace_exporter_kernel_counters{state=\"unavailable\"} is 1.
+complete reading. It reads /proc and /sys, except for what the kernel
+counts only in tracepoints: when root (or CAP_BPF and CAP_PERFMON), small
+BPF programs count the NUMA balancer's task moves, swaps and sticks per CPU,
+and every process's cross-node thread moves and remote first touches (pages
+allocated on another node than its CPU's) in a per-CPU hash by process (no
+events; every page allocation runs one program); otherwise moves are
+estimated from /proc, it says so once at start and
+numatrace_exporter_kernel_counters{state=\"unavailable\"} is 1.
 Other users' numa_maps need root or CAP_SYS_PTRACE. The repository's packaging/ has a
 systemd unit, a Grafana dashboard and alert rules.";
 
@@ -52,7 +54,7 @@ pub struct ExporterArgs {
     /// Series per process (labels pid, comm, cgroup) or per cgroup (label cgroup: its processes summed).
     #[arg(long, value_enum, default_value = "process")]
     pub by: By,
-    /// Do not count the NUMA balancer's task moves, swaps and sticks in the kernel (counted by default when root or CAP_BPF+CAP_PERFMON allow).
+    /// Do not count the NUMA balancer's task decisions and each process's cross-node moves and remote first touches in the kernel (counted by default when root or CAP_BPF+CAP_PERFMON allow).
     #[arg(long)]
     pub no_kernel_counters: bool,
 }

@@ -19,12 +19,16 @@ Per process: resident memory, memory per node (numa_maps, as numastat -p),
 threads per node (where each last ran), REMOTE: the share of its own memory
 (anonymous, heap, stack, huge pages, shared memory) on nodes other than the
 one each thread ran on, weighted by the threads' run time over the interval;
-MOVES/s: threads seen on another node than a refresh before; TAG: the likely
+MOVES/s: thread moves between nodes, every one as the kernel counts them
+when root (or CAP_BPF+CAP_PERFMON) allows, else threads seen on another
+node than a refresh before (a lower bound); RFT/s: pages first-touched on
+another node than the toucher's CPU, counted in the kernel (- without
+it); TAG: the likely
 cause, from the rules of `numatrace inspect`: policy, cpuset, spill,
 elsewhere (placed by a thread on another node, or its threads moved), local
 (under 5 % remote), unknown (numa_maps not read).
 
-Keys: r m x p n c t sort by remote share, memory, moves, pid, name, cgroup,
+Keys: r m x f p n c t sort by remote share, memory, moves, remote first touches, pid, name, cgroup,
 tag (again: reverse); / filters (node:1, cgroup:db, or part of the name);
 g rows per cgroup; Enter traces the selected process (numatrace --pid PID
 --duration 10s, needs root) and shows its report; q or Ctrl-C quits.
@@ -34,7 +38,10 @@ in 4 KiB pages), so each process's is read at most every --numa-maps-period
 and only if it ran since (else every 30 periods), the largest first, and a
 refresh reads for at most --numa-maps-budget; a process idle for two
 refreshes has its stat read every 4th refresh. No root needed; other users'
-numa_maps is not readable without it, and top says so.";
+numa_maps is not readable without it, and top says so. With root, two
+small BPF programs count per process in per-CPU kernel maps (no events):
+every thread migration and page allocation of the machine passes them, and
+only a cross-node one or a remote page touches the map.";
 
 /// Options of `numatrace top`.
 #[derive(Debug, Clone, Args)]
@@ -60,6 +67,9 @@ pub struct TopArgs {
     /// How long Enter traces the selected process.
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = humantime::parse_duration)]
     pub trace_duration: Duration,
+    /// Do not count moves and remote first touches in the kernel (counted by default when root or CAP_BPF+CAP_PERFMON allow).
+    #[arg(long)]
+    pub no_kernel_counters: bool,
 }
 
 /// Runs `numatrace top`; returns the exit code.
@@ -71,7 +81,13 @@ pub fn run(args: &TopArgs) -> Result<i32> {
         bail!("--trace-duration must be longer than 0 (e.g. 10s)");
     }
     if args.once {
-        let view = system::once(args.interval)?;
+        // Kept attached until the second sample is read.
+        let (_attached, counters, kernel_line) = top::kernel_counters(!args.no_kernel_counters);
+        let counted = counters.is_some();
+        let mut view = system::once(args.interval, counters)?;
+        if !counted && !args.no_kernel_counters {
+            view.cannot_see.push(kernel_line);
+        }
         let mut out = std::io::stdout().lock();
         if args.json {
             serde_json::to_writer_pretty(&mut out, &view)?;
@@ -86,5 +102,6 @@ pub fn run(args: &TopArgs) -> Result<i32> {
         by: args.by,
         placements: PlacementOptions { period: args.numa_maps_period, budget: Some(args.numa_maps_budget) },
         trace_duration: args.trace_duration,
+        kernel_counters: !args.no_kernel_counters,
     })
 }

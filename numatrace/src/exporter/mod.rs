@@ -5,9 +5,11 @@
 //! per-process series); a scrape encodes the last complete reading
 //! (`openmetrics`) and never reads /proc itself, so scrapes are cheap and
 //! each is one consistent moment. `http` serves it. Everything comes from
-//! /proc and /sys but the NUMA balancer's task decisions, which the kernel
-//! counts only in tracepoints: where BPF is allowed, three small programs
-//! count them (`kernel::balancer_decisions`), read at each scrape.
+//! /proc and /sys but what the kernel counts only in tracepoints: where BPF
+//! is allowed, small programs count the NUMA balancer's task decisions (read
+//! at each scrape) and every process's cross-node migrations and remote
+//! first touches (read with the processes at each refresh), see
+//! `kernel::machine_counters`.
 pub mod http;
 pub mod openmetrics;
 pub mod processes;
@@ -25,7 +27,10 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{kernel::balancer_decisions::BalancerCounters, system::By};
+use crate::{
+    kernel::machine_counters::{MachineCounters, ProcessCounters},
+    system::By,
+};
 
 use self::{
     openmetrics::{KernelCounters, OwnCost},
@@ -42,7 +47,8 @@ pub struct Options {
     pub top: usize,
     /// Series per process or per cgroup.
     pub by: By,
-    /// Count the balancer's task decisions in the kernel (when allowed).
+    /// Count the balancer's task decisions and each process's cross-node
+    /// migrations and remote first touches in the kernel (when allowed).
     pub kernel_counters: bool,
 }
 
@@ -51,23 +57,23 @@ pub struct Options {
 pub struct Shared {
     readings: watch::Receiver<Arc<Readings>>,
     refresh_failures: AtomicU64,
-    /// The balancer's decision counters, or why there are none.
-    balancer: Balancer,
+    /// The kernel's counters, or why there are none.
+    kernel: Kernel,
 }
 
-/// Whether the balancer's task decisions are counted.
-enum Balancer {
-    Attached(Box<Mutex<BalancerCounters>>),
+/// Whether the kernel counts anything for the exporter.
+enum Kernel {
+    Attached(Box<Mutex<MachineCounters>>),
     Unavailable,
     Off,
 }
 
-impl std::fmt::Debug for Balancer {
+impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Balancer::Attached(_) => "attached",
-            Balancer::Unavailable => "unavailable",
-            Balancer::Off => "off",
+            Kernel::Attached(_) => "attached",
+            Kernel::Unavailable => "unavailable",
+            Kernel::Off => "off",
         })
     }
 }
@@ -83,29 +89,50 @@ impl Shared {
 
     /// The balancer's decisions now (a few per-CPU map reads).
     fn kernel_counters(&self) -> KernelCounters {
-        match &self.balancer {
-            Balancer::Attached(counters) => match counters.lock().unwrap_or_else(PoisonError::into_inner).read() {
-                Ok(decisions) => KernelCounters::Attached(decisions),
-                Err(_) => KernelCounters::Unavailable,
-            },
-            Balancer::Unavailable => KernelCounters::Unavailable,
-            Balancer::Off => KernelCounters::Off,
+        match &self.kernel {
+            Kernel::Attached(counters) => {
+                match counters.lock().unwrap_or_else(PoisonError::into_inner).balancer_decisions().transpose() {
+                    Ok(decisions) => KernelCounters::Attached(decisions),
+                    Err(_) => KernelCounters::Unavailable,
+                }
+            }
+            Kernel::Unavailable => KernelCounters::Unavailable,
+            Kernel::Off => KernelCounters::Off,
         }
     }
 }
 
-/// Attaches the balancer's decision counters, or says once why not.
-fn balancer(wanted: bool) -> Balancer {
+/// Attaches the kernel's counters, or says once why not (or which are
+/// missing); the per-process ones go to the refresher.
+fn kernel(wanted: bool) -> (Kernel, Option<ProcessCounters>) {
     if !wanted {
-        return Balancer::Off;
+        return (Kernel::Off, None);
     }
-    match BalancerCounters::attach() {
-        Ok(counters) => Balancer::Attached(Box::new(Mutex::new(counters))),
+    match MachineCounters::attach() {
+        Ok(mut counters) => {
+            let processes = counters.take_process_counters();
+            let mut missing = Vec::new();
+            if let Some(why) = counters.process_counters_missing() {
+                missing.push(format!(
+                    "cross-node migrations are estimated from /proc and remote first touches are not counted ({why})"
+                ));
+            }
+            if let Some(status) = counters.sources.first().filter(|s| !s.attached) {
+                missing.push(format!(
+                    "the balancer's task moves, swaps and sticks are not counted ({})",
+                    status.reason.as_deref().unwrap_or("not attached")
+                ));
+            }
+            if !missing.is_empty() {
+                eprintln!("numatrace exporter: {}", missing.join("; "));
+            }
+            (Kernel::Attached(Box::new(Mutex::new(counters))), processes)
+        }
         Err(err) => {
             eprintln!(
-                "numatrace exporter: the balancer's task moves, swaps and sticks are not counted (the rest is served): {err:#}"
+                "numatrace exporter: the balancer's task moves, swaps and sticks and the per-process remote first touches are not counted, cross-node migrations are estimated from /proc (the rest is served): {err:#}"
             );
-            Balancer::Unavailable
+            (Kernel::Unavailable, None)
         }
     }
 }
@@ -121,12 +148,17 @@ pub fn run(opts: &Options) -> Result<()> {
 async fn serve(opts: &Options) -> Result<()> {
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let bound = listener.local_addr().context("reading the address listened on")?;
-    let refresher = Arc::new(Mutex::new(Refresher::new(opts.interval, opts.top, opts.by)));
+    // Attached before the first reading, so that the per-process counts cover every interval.
+    let (kernel, processes) = kernel(opts.kernel_counters);
+    let mut refresher = Refresher::new(opts.interval, opts.top, opts.by);
+    if let Some(processes) = processes {
+        refresher.count_in_kernel(processes);
+    }
+    let refresher = Arc::new(Mutex::new(refresher));
     // The first readings before the first scrape: a scrape never sees nothing.
     let first = read(&refresher).await.context("reading the machine")?;
     let (publish, readings) = watch::channel(Arc::new(first));
-    let balancer = balancer(opts.kernel_counters);
-    let shared = Arc::new(Shared { readings, refresh_failures: AtomicU64::new(0), balancer });
+    let shared = Arc::new(Shared { readings, refresh_failures: AtomicU64::new(0), kernel });
     tokio::spawn(refresh(refresher, publish, Arc::clone(&shared), opts.interval));
     // The address actually bound (port 0 picks one), for whoever started us.
     println!(

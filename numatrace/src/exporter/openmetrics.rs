@@ -11,7 +11,7 @@ use prometheus_client::{
 };
 
 use super::{processes::ProcessSeries, readings::Readings};
-use crate::kernel::balancer_decisions::BalancerDecisions;
+use crate::kernel::machine_counters::BalancerDecisions;
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,8 +31,9 @@ pub struct OwnCost {
 /// The exporter's kernel side at the moment of a scrape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelCounters {
-    /// The balancer's decisions since the exporter attached its programs.
-    Attached(BalancerDecisions),
+    /// The exporter's programs are attached: the balancer's decisions since
+    /// then (`None`: this kernel has no balancer tracepoints).
+    Attached(Option<BalancerDecisions>),
     /// Asked for, but BPF was not allowed or the tracepoints are missing.
     Unavailable,
     /// Turned off (`--no-kernel-counters`).
@@ -231,7 +232,7 @@ impl Exposition {
     }
 
     fn encode_balancer_decisions(&self, out: &mut DescriptorEncoder) -> fmt::Result {
-        if let KernelCounters::Attached(d) = self.kernel {
+        if let KernelCounters::Attached(Some(d)) = self.kernel {
             let series: Vec<(Labels, u64)> = [("move", d.moves), ("swap", d.swaps), ("stick", d.sticks)]
                 .into_iter()
                 .map(|(decision, n)| (vec![("decision", decision.to_string())], n))
@@ -252,7 +253,7 @@ impl Exposition {
         gauges(
             out,
             "numatrace_exporter_kernel_counters",
-            "1 for the state of the exporter's kernel counters (the balancer's task decisions): attached; unavailable (no root or CAP_BPF+CAP_PERFMON, no tracefs, or no such tracepoints); off (--no-kernel-counters).",
+            "1 for the state of the exporter's kernel counters (the balancer's task decisions, each process's cross-node migrations and remote first touches): attached (a counter this kernel cannot keep has no series; the exporter said which at start); unavailable (no root or CAP_BPF+CAP_PERFMON, no tracefs, or no such tracepoints); off (--no-kernel-counters).",
             None,
             &states,
         )
@@ -299,10 +300,25 @@ impl Exposition {
         counters(
             out,
             "numatrace_cross_node_migrations",
-            "Threads of a process seen on another node than at the previous refresh, since the exporter started (a lower bound: a thread that left and came back in between is not seen).",
+            if table.counted_in_kernel {
+                "Moves of a process's threads between CPUs of different nodes since the exporter started, every one, counted in the kernel (sched_migrate_task)."
+            } else {
+                "Threads of a process seen on another node than at the previous refresh, since the exporter started (a lower bound: a thread that left and came back in between is not seen; the kernel counts every move when the exporter may load BPF programs)."
+            },
             None,
             &moves,
         )?;
+        let remote_pages: Vec<(Labels, u64)> =
+            series.iter().filter_map(|s| s.remote_first_touch_pages.map(|pages| (labels(s), pages))).collect();
+        if table.counted_in_kernel {
+            counters(
+                out,
+                "numatrace_remote_first_touch_pages",
+                "Pages a process first touched (movable pages allocated in its context) on another node than the CPU it ran on, since the exporter started, counted in the kernel (mm_page_alloc).",
+                None,
+                &remote_pages,
+            )?;
+        }
         gauges(
             out,
             "numatrace_exporter_processes",
@@ -451,9 +467,12 @@ mod tests {
         );
         let nodes = readings.system.topology.node_ids();
         let decisions = BalancerDecisions { moves: 3, swaps: 2, sticks: 7 };
-        let text =
-            render(readings, OwnCost { cpu_seconds: 0.25, refresh_failures: 1 }, KernelCounters::Attached(decisions))
-                .expect("renders");
+        let text = render(
+            readings,
+            OwnCost { cpu_seconds: 0.25, refresh_failures: 1 },
+            KernelCounters::Attached(Some(decisions)),
+        )
+        .expect("renders");
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(text.contains("# TYPE numatrace_node_memory_bytes gauge"), "{text}");
         assert!(text.contains("# UNIT numatrace_node_memory_bytes bytes"), "{text}");

@@ -3,10 +3,12 @@
 //! every other one is summed into one `other` series, so a host with 10 000
 //! processes still sends a few hundred series.
 //!
-//! Cross-node migrations are a counter per series, so they are added up here
-//! interval by interval (each process's moves seen in the interval, from the
-//! system view): a process that leaves the top N keeps its total, and the
-//! `other` series grows by the moves of whoever was in it, never backwards.
+//! Cross-node migrations and remote first touches are counters per series,
+//! so they are added up here interval by interval (each process's count in
+//! the interval, from the system view: the kernel's exact count when it
+//! counts, else the /proc estimate of moves): a process that leaves the top
+//! N keeps its total, and the `other` series grows by the counts of whoever
+//! was in it, never backwards.
 use std::collections::{BTreeMap, HashMap};
 
 use numatrace_core::system::{ProcessRow, SystemView};
@@ -28,8 +30,12 @@ pub struct ProcessSeries {
     pub memory_by_node: BTreeMap<u32, u64>,
     /// Its own memory on nodes its threads did not run on, weighted by their run time; `None`: not known.
     pub remote_memory_bytes: Option<u64>,
-    /// Threads seen on another node than at the previous refresh, since the exporter started.
+    /// Its threads' moves between nodes since the exporter started (every
+    /// one when the kernel counts them, else those seen from refresh to refresh).
     pub cross_node_migrations: u64,
+    /// Movable pages allocated on another node than the allocating CPU's
+    /// since the exporter started; `None` when the kernel does not count them.
+    pub remote_first_touch_pages: Option<u64>,
 }
 
 /// The per-process part of one refresh.
@@ -44,13 +50,32 @@ pub struct ProcessTable {
     pub in_other: u64,
     /// Processes whose numa_maps is not known (not read yet, or not readable: no root).
     pub memory_unknown: u64,
+    /// Whether the kernel counted the moves and remote first touches.
+    pub counted_in_kernel: bool,
 }
 
-/// Cross-node moves since the exporter started, per series (pid or cgroup) and for `other`.
+/// One series' counts in an interval, or since the exporter started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    moves: u64,
+    remote_pages: u64,
+}
+
+impl Counts {
+    fn add(self, other: Counts) -> Counts {
+        Counts {
+            moves: self.moves.saturating_add(other.moves),
+            remote_pages: self.remote_pages.saturating_add(other.remote_pages),
+        }
+    }
+}
+
+/// Cross-node moves and remote first touches since the exporter started,
+/// per series (pid or cgroup) and for `other`.
 #[derive(Debug, Default)]
 pub struct MigrationTotals {
-    by_key: HashMap<String, u64>,
-    other: u64,
+    by_key: HashMap<String, Counts>,
+    other: Counts,
 }
 
 /// What a series sums before it is ranked: one process, or the processes of one cgroup.
@@ -59,7 +84,7 @@ struct Member {
     series: ProcessSeries,
     processes: u64,
     rss_bytes: u64,
-    moves: u64,
+    counts: Counts,
 }
 
 impl Member {
@@ -73,10 +98,11 @@ impl Member {
                 memory_by_node: row.memory_by_node.clone().unwrap_or_default(),
                 remote_memory_bytes: row.remote_memory_bytes,
                 cross_node_migrations: 0,
+                remote_first_touch_pages: None,
             },
             processes: 1,
             rss_bytes: row.rss_bytes,
-            moves: moves_in(row, seconds),
+            counts: counts_in(row, seconds),
         }
     }
 
@@ -84,14 +110,18 @@ impl Member {
     fn add(&mut self, row: &ProcessRow, seconds: f64) {
         self.processes += 1;
         self.rss_bytes += row.rss_bytes;
-        self.moves += moves_in(row, seconds);
+        self.counts = self.counts.add(counts_in(row, seconds));
         self.series.add_memory(row);
     }
 }
 
-/// A process's cross-node moves in the view's interval.
-fn moves_in(row: &ProcessRow, seconds: f64) -> u64 {
-    (row.cross_node_migrations_per_s * seconds).round() as u64
+/// A process's counts in the view's interval: its rates times the interval
+/// the view divided by, so the kernel's integer counts come back exactly.
+fn counts_in(row: &ProcessRow, seconds: f64) -> Counts {
+    Counts {
+        moves: (row.cross_node_migrations_per_s * seconds).round() as u64,
+        remote_pages: (row.remote_first_touch_pages_per_s.unwrap_or(0.0) * seconds).round() as u64,
+    }
 }
 
 impl ProcessSeries {
@@ -121,7 +151,7 @@ fn members(view: &SystemView, by: By) -> Vec<Member> {
                         series: ProcessSeries { cgroup: row.cgroup.clone(), ..ProcessSeries::default() },
                         processes: 0,
                         rss_bytes: 0,
-                        moves: 0,
+                        counts: Counts::default(),
                     })
                     .add(row, seconds);
             }
@@ -146,6 +176,7 @@ impl MigrationTotals {
             processes: view.processes.len() as u64,
             in_other: ranked.iter().skip(top).map(|m| m.processes).sum(),
             memory_unknown: view.processes.iter().filter(|p| p.memory_by_node.is_none()).count() as u64,
+            counted_in_kernel: view.counted_in_kernel,
             other: ProcessSeries {
                 pid: name.clone(),
                 comm: name,
@@ -155,14 +186,19 @@ impl MigrationTotals {
             },
             top: Vec::with_capacity(top.min(ranked.len())),
         };
+        let pages = |counts: Counts| view.counted_in_kernel.then_some(counts.remote_pages);
         for (rank, member) in ranked.into_iter().enumerate() {
-            let total = self.by_key.entry(member.key).or_insert(0);
-            *total = total.saturating_add(member.moves);
+            let total = self.by_key.entry(member.key).or_default();
+            *total = total.add(member.counts);
             if rank < top {
-                table.top.push(ProcessSeries { cross_node_migrations: *total, ..member.series });
+                table.top.push(ProcessSeries {
+                    cross_node_migrations: total.moves,
+                    remote_first_touch_pages: pages(*total),
+                    ..member.series
+                });
                 continue;
             }
-            self.other = self.other.saturating_add(member.moves);
+            self.other = self.other.add(member.counts);
             let other = &mut table.other;
             for (node, bytes) in &member.series.memory_by_node {
                 *other.memory_by_node.entry(*node).or_insert(0) += bytes;
@@ -172,7 +208,8 @@ impl MigrationTotals {
                 other.remote_memory_bytes.unwrap_or(0).saturating_add(member.series.remote_memory_bytes.unwrap_or(0)),
             );
         }
-        table.other.cross_node_migrations = self.other;
+        table.other.cross_node_migrations = self.other.moves;
+        table.other.remote_first_touch_pages = pages(self.other);
         table
     }
 }
@@ -197,6 +234,7 @@ mod tests {
             own_memory_bytes: None,
             remote_memory_bytes: (!by_node_mib.is_empty()).then_some(remote_mib * mib),
             cross_node_migrations_per_s: moves_per_s,
+            remote_first_touch_pages_per_s: None,
             tag: Tag::Unknown,
         }
     }
@@ -270,5 +308,28 @@ mod tests {
         let third = totals.table(&view(vec![row(2, 500, &[], 0, 0.0)]), 1, By::Process);
         assert_eq!((third.other.cross_node_migrations, third.in_other), (20, 0));
         assert_eq!(totals.by_key.len(), 1);
+    }
+
+    #[test]
+    fn the_kernels_counts_add_up_exactly_and_only_when_counted() {
+        let mut totals = MigrationTotals::default();
+        let counted = |pid, rss, moves: u64, pages: u64, seconds: f64| {
+            let mut r = row(pid, rss, &[], 0, moves as f64 / seconds);
+            r.remote_first_touch_pages_per_s = Some(pages as f64 / seconds);
+            r
+        };
+        // An interval that is no round number: the counts still come back whole.
+        let seconds = 1.0037;
+        let mut v =
+            SystemView::of_rows(vec![counted(1, 100, 7, 12_345, seconds), counted(2, 50, 3, 1, seconds)], seconds);
+        v.counted_in_kernel = true;
+        let first = totals.table(&v, 1, By::Process);
+        assert_eq!((first.top[0].cross_node_migrations, first.top[0].remote_first_touch_pages), (7, Some(12_345)));
+        assert_eq!((first.other.cross_node_migrations, first.other.remote_first_touch_pages), (3, Some(1)));
+        let second = totals.table(&v, 1, By::Process);
+        assert_eq!(second.top[0].remote_first_touch_pages, Some(24_690));
+        // Without the kernel: no first-touch series at all, not zeros.
+        let third = totals.table(&view(vec![row(1, 100, &[], 0, 0.0)]), 1, By::Process);
+        assert_eq!((third.top[0].remote_first_touch_pages, third.other.remote_first_touch_pages), (None, None));
     }
 }

@@ -53,6 +53,11 @@ impl Refresher {
         Refresher { reader: SystemReader::new(options), previous: None, totals: MigrationTotals::default(), top, by }
     }
 
+    /// Reads the kernel's per-process counts with every refresh from now on.
+    pub fn count_in_kernel(&mut self, counters: crate::kernel::machine_counters::ProcessCounters) {
+        self.reader.count_in_kernel(counters);
+    }
+
     /// Reads the machine and its processes. Fails only when the node
     /// topology or /proc cannot be listed; a process that exits meanwhile
     /// is left out.

@@ -1,8 +1,8 @@
 //! Loading the kernel programs, attaching them source by source, and reading
 //! back what they counted. Nothing here interprets events.
-pub mod balancer_decisions;
 pub mod btf_fields;
 pub mod layouts;
+pub mod machine_counters;
 pub mod page_map;
 pub mod privileges;
 pub mod requirements;
@@ -20,8 +20,8 @@ use aya::{
 };
 use numatrace_common::{
     CONFIG_GLOBAL, COUNTER_SLOTS, CPU_NODE_MAP, Config, EVENTS_MAP, EventKind, FIRST_TOUCH_RUN_MAP, HINTING_RUN_MAP,
-    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_STACKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP, PendingRun,
-    SAMPLING_MAP, SENT_MAP, STACKS_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
+    LAYOUTS_GLOBAL, LOSS_MAP, Loss, MAX_CPUS, MAX_PFN_BLOCKS, MAX_STACKS, NODE_UNKNOWN, PFN_BLOCK_NODE_MAP,
+    PROCESS_COUNTS_MAP, PendingRun, SAMPLING_MAP, SENT_MAP, STACKS_MAP, Sampling, TRACKED_TGIDS_MAP, TRACKED_TIDS_MAP,
 };
 
 use numatrace_core::{
@@ -133,6 +133,8 @@ impl Probes {
             .map_max_entries(TRACKED_TGIDS_MAP, tgid_words)
             // Without --stacks the map is never written: one entry, not 8 MiB.
             .map_max_entries(STACKS_MAP, if opts.stacks { MAX_STACKS } else { 1 })
+            // Only the always-on counters of top and the exporter write it.
+            .map_max_entries(PROCESS_COUNTS_MAP, 1)
             .load(OBJECT)
             .context("loading numatrace's kernel programs")?;
         fill_tables(&mut ebpf, &cpu_nodes, topology)?;
@@ -410,7 +412,7 @@ fn source_of(program: &str) -> Option<&'static str> {
 
 /// Writes the cpu -> node table (`cpu_nodes`, at most `MAX_CPUS` long) and
 /// the memory block -> node table.
-fn fill_tables(ebpf: &mut Ebpf, cpu_nodes: &[u32], topology: &Topology) -> Result<()> {
+pub(super) fn fill_tables(ebpf: &mut Ebpf, cpu_nodes: &[u32], topology: &Topology) -> Result<()> {
     let mut cpu_node: Array<&mut MapData, u32> =
         Array::try_from(ebpf.map_mut(CPU_NODE_MAP).context("map CPU_NODE missing")?)?;
     for (cpu, node) in cpu_nodes.iter().enumerate() {

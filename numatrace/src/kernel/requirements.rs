@@ -16,7 +16,11 @@ pub fn unmet(task: &TaskFields, raw: &RawArgs) -> BTreeMap<&'static str, String>
             unmet.extend(programs.iter().map(|p| (*p, why.to_string())));
         }
     };
-    need(&["sched_migrate_task_btf"], task.complete(), "task_struct's pid/tgid/cpu are not in the kernel's BTF");
+    need(
+        &["sched_migrate_task_btf", "sched_migrate_task_count_btf"],
+        task.complete(),
+        "task_struct's pid/tgid/cpu are not in the kernel's BTF",
+    );
     need(
         &["task_newtask_btf", "sched_move_numa_btf", "sched_swap_numa_btf", "sched_stick_numa_btf"],
         task_ids,
@@ -70,7 +74,10 @@ mod tests {
         raw.migrate_pages_reason = FIELD_ABSENT;
         raw.syscall_arg0 = FIELD_ABSENT;
         let unmet: Vec<&str> = unmet(&task, &raw).into_keys().collect();
-        assert_eq!(unmet, ["mm_migrate_pages_raw", "sched_migrate_task_btf", "sys_enter_watch"]);
+        assert_eq!(
+            unmet,
+            ["mm_migrate_pages_raw", "sched_migrate_task_btf", "sched_migrate_task_count_btf", "sys_enter_watch"]
+        );
     }
 
     #[test]
@@ -82,6 +89,7 @@ mod tests {
             unmet,
             [
                 "sched_migrate_task_btf",
+                "sched_migrate_task_count_btf",
                 "sched_move_numa_btf",
                 "sched_stick_numa_btf",
                 "sched_swap_numa_btf",

@@ -272,6 +272,31 @@ pub const CGROUP_JOINS: Source = Source {
     ]],
 };
 
+/// The always-on per-process counters of `numatrace top` and the exporter
+/// (`kernel::machine_counters`): not in [`SOURCES`], a capture never
+/// attaches them. Every thread migration of the machine; the BTF-typed
+/// form only, as the classic record has no tgid to count by.
+pub const PROCESS_MIGRATION_COUNTS: Source = Source {
+    name: "cross-node migrations per process",
+    tells: "every process's thread migrations between CPUs of different nodes, counted in the kernel",
+    role: SourceRole::Detail,
+    without: "cross-node migrations per process are estimated from /proc (where each thread last ran, a lower bound)",
+    variants: &[&[btf_tp("sched_migrate_task_count_btf", "sched", "sched_migrate_task")]],
+};
+
+/// Every movable page allocation of the machine, counted by process when it
+/// lands off the allocating CPU's node; as [`PROCESS_MIGRATION_COUNTS`].
+pub const PROCESS_FIRST_TOUCH_COUNTS: Source = Source {
+    name: "remote first touches per process",
+    tells: "every process's movable pages allocated on another node than its CPU's, counted in the kernel",
+    role: SourceRole::Detail,
+    without: "remote first touches per process are not known",
+    variants: &[
+        &[raw_tp("mm_page_alloc_count_raw", "kmem", "mm_page_alloc")],
+        &[tp("mm_page_alloc_count", "kmem", "mm_page_alloc")],
+    ],
+};
+
 /// The kernel functions that kprobe/fentry hooks of [`SOURCES`] name and
 /// that this kernel has. From its BTF where there is one (its function
 /// records); else one pass over kallsyms, which costs ~40 ms of system time
@@ -593,7 +618,12 @@ mod tests {
     fn all_attaches() -> Vec<&'static Attach> {
         let attaches = every_attach()
             .chain(super::super::page_map::PAIR.iter())
-            .chain(CGROUP_JOINS.variants.iter().flat_map(|v| v.iter()));
+            .chain(CGROUP_JOINS.variants.iter().flat_map(|v| v.iter()))
+            .chain(
+                [&PROCESS_MIGRATION_COUNTS, &PROCESS_FIRST_TOUCH_COUNTS]
+                    .into_iter()
+                    .flat_map(|s| s.variants.iter().flat_map(|v| v.iter())),
+            );
         #[cfg(feature = "bench-hooks")]
         let attaches = attaches.chain(LOAD_GENERATOR.variants.iter().flat_map(|v| v.iter()));
         attaches.collect()
@@ -619,7 +649,7 @@ mod tests {
     /// variant must be of that family.
     #[test]
     fn every_variant_attaches_through_one_kind_of_hook() {
-        let sources = SOURCES.iter().chain([&CGROUP_JOINS]);
+        let sources = SOURCES.iter().chain([&CGROUP_JOINS, &PROCESS_MIGRATION_COUNTS, &PROCESS_FIRST_TOUCH_COUNTS]);
         for source in sources {
             for variant in source.variants {
                 let kinds: BTreeSet<HookKind> = variant.iter().map(|a| a.hook.kind()).collect();

@@ -5,7 +5,7 @@
 pub mod placements;
 pub mod processes;
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result};
 use numatrace_core::{
@@ -17,6 +17,7 @@ use self::{
     placements::{PlacementOptions, Placements},
     processes::ProcessReader,
 };
+use crate::kernel::machine_counters::ProcessCounters;
 
 /// Rows (top) or series (the exporter) per process or per cgroup (`--by`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -30,19 +31,32 @@ pub enum By {
 pub struct SystemReader {
     processes: ProcessReader,
     placements: Placements,
+    /// The kernel's per-process counts, when attached.
+    kernel: Option<ProcessCounters>,
 }
 
 impl SystemReader {
     pub fn new(options: PlacementOptions) -> SystemReader {
-        SystemReader { processes: ProcessReader::default(), placements: Placements::new(options) }
+        SystemReader { processes: ProcessReader::default(), placements: Placements::new(options), kernel: None }
     }
 
-    /// One sample of the machine and its processes; reads the numa_maps the bound allows.
+    /// Reads the kernel's per-process counts with every sample from now on.
+    pub fn count_in_kernel(&mut self, counters: ProcessCounters) {
+        self.kernel = Some(counters);
+    }
+
+    /// One sample of the machine and its processes; reads the numa_maps the
+    /// bound allows. A failed read of the kernel's counts leaves them out of
+    /// this sample (its rows fall back to /proc), it does not fail it.
     pub fn sample(&mut self) -> Result<Sample> {
         let system = SystemSnapshot::read().context("reading the machine's NUMA state")?;
         let processes = self.processes.read().context("listing the processes in /proc")?;
+        let kernel_counts = self.kernel.as_mut().and_then(|counters| {
+            let listed: BTreeSet<u32> = processes.iter().map(|p| p.pid).collect();
+            counters.read(&listed).ok()
+        });
         self.placements.refresh(&processes, &system.topology);
-        Ok(Sample { system, processes })
+        Ok(Sample { system, processes, kernel_counts })
     }
 
     /// The rows of the interval between two samples.
@@ -57,9 +71,11 @@ impl SystemReader {
 }
 
 /// Two samples `interval` apart, and their view (`top --once`): every
-/// process's numa_maps is read once, at the second sample.
-pub fn once(interval: Duration) -> Result<SystemView> {
+/// process's numa_maps is read once, at the second sample; with `kernel`,
+/// the kernel's per-process counts too.
+pub fn once(interval: Duration, kernel: Option<ProcessCounters>) -> Result<SystemView> {
     let mut reader = SystemReader::new(PlacementOptions::unbounded());
+    reader.kernel = kernel;
     reader.placements.pause(true);
     let earlier = reader.sample()?;
     std::thread::sleep(interval);

@@ -59,13 +59,14 @@ fn balancing(view: &SystemView) -> &'static str {
 /// The machine: one line overall, one per node, one per host finding.
 pub fn header_lines(view: &SystemView) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(format!(
-        "numatrace top  {} node(s)  {}  pages migrated {:.0}/s  hinting faults {:.0}/s ({:.0}/s local)  over {:.1} s",
+        "numatrace top  {} node(s)  {}  pages migrated {:.0}/s  hinting faults {:.0}/s ({:.0}/s local)  over {:.1} s  {}",
         view.nodes.len(),
         balancing(view),
         view.numa_pages_migrated_per_s,
         view.numa_hint_faults_per_s,
         view.numa_hint_faults_local_per_s,
-        view.interval_seconds
+        view.interval_seconds,
+        if view.counted_in_kernel { "moves: counted in the kernel" } else { "moves: estimated from /proc" }
     ))
     .bold()];
     for n in &view.nodes {
@@ -97,15 +98,15 @@ fn footer_lines(state: &State) -> Vec<Line<'static>> {
     for s in state.view.iter().flat_map(|v| v.cannot_see.iter()) {
         lines.push(Line::from(format!("cannot see: {s}")).dim());
     }
-    if !state.status.is_empty() {
-        lines.push(Line::from(state.status.clone()).dim());
+    for line in state.status.lines().filter(|l| !l.is_empty()) {
+        lines.push(Line::from(line.to_string()).dim());
     }
     lines.push(Line::from(HELP).reversed());
     lines
 }
 
 /// A row's cells, the same on screen and in `--once` text.
-pub fn cells(row: &Row) -> [String; 9] {
+pub fn cells(row: &Row) -> [String; COLUMNS] {
     let pairs = |v: Vec<String>| if v.is_empty() { "-".to_string() } else { v.join(" ") };
     [
         row.pid.map(|p| p.to_string()).unwrap_or_default(),
@@ -120,12 +121,17 @@ pub fn cells(row: &Row) -> [String; 9] {
         pairs(row.threads_by_node.iter().map(|(n, c)| format!("{n}:{c}")).collect()),
         row.remote_memory_share.map(|s| format!("{:.0}%", s * 100.0)).unwrap_or_else(|| "?".into()),
         format!("{:.1}", row.cross_node_migrations_per_s),
+        // Not counted (no kernel side): no figure rather than a 0.
+        row.remote_first_touch_pages_per_s.map(|r| format!("{r:.0}")).unwrap_or_else(|| "-".into()),
         row.tag.name().to_string(),
     ]
 }
 
+/// Columns of the table.
+pub const COLUMNS: usize = 10;
+
 /// Column titles, and which sort key each shows.
-pub fn titles(by: By) -> [(&'static str, Option<Column>); 9] {
+pub fn titles(by: By) -> [(&'static str, Option<Column>); COLUMNS] {
     [
         (if by == By::Process { "PID" } else { "" }, Some(Column::Pid)),
         (if by == By::Process { "NAME" } else { "PROCS" }, Some(Column::Name)),
@@ -135,11 +141,12 @@ pub fn titles(by: By) -> [(&'static str, Option<Column>); 9] {
         ("THREADS/NODE", None),
         ("REMOTE", Some(Column::Remote)),
         ("MOVES/s", Some(Column::Migrations)),
+        ("RFT/s", Some(Column::RemoteFirstTouches)),
         ("TAG", Some(Column::Tag)),
     ]
 }
 
-const WIDTHS: [Constraint; 9] = [
+const WIDTHS: [Constraint; COLUMNS] = [
     Constraint::Length(8),
     Constraint::Length(16),
     Constraint::Fill(1),
@@ -148,6 +155,7 @@ const WIDTHS: [Constraint; 9] = [
     Constraint::Length(13),
     Constraint::Length(7),
     Constraint::Length(8),
+    Constraint::Length(7),
     Constraint::Length(10),
 ];
 

@@ -25,7 +25,10 @@ use self::{
     screen::Screen,
     state::{By, State},
 };
-use crate::system::{SystemReader, placements::PlacementOptions};
+use crate::{
+    kernel::machine_counters::{MachineCounters, ProcessCounters},
+    system::{SystemReader, placements::PlacementOptions},
+};
 
 /// Longest wait for a key, so SIGTERM is noticed soon.
 const POLL: Duration = Duration::from_millis(200);
@@ -38,6 +41,29 @@ pub struct TopOptions {
     pub placements: PlacementOptions,
     /// How long `Enter` traces the selected process.
     pub trace_duration: Duration,
+    /// Count cross-node moves and remote first touches in the kernel (when allowed).
+    pub kernel_counters: bool,
+}
+
+/// The kernel's per-process counters, attached when wanted and allowed: the
+/// programs stay attached while the first is kept; the second goes to the
+/// reader. Else one line saying why the rows come from /proc alone.
+pub fn kernel_counters(wanted: bool) -> (Option<MachineCounters>, Option<ProcessCounters>, String) {
+    if !wanted {
+        return (None, None, "kernel counters off (--no-kernel-counters): moves estimated from /proc".into());
+    }
+    match MachineCounters::attach() {
+        Ok(mut machine) => match machine.take_process_counters() {
+            Some(counters) => {
+                (Some(machine), Some(counters), "moves and remote first touches counted in the kernel".into())
+            }
+            None => {
+                let why = machine.process_counters_missing().unwrap_or_default();
+                (None, None, format!("moves estimated from /proc, remote first touches not counted: {why}"))
+            }
+        },
+        Err(err) => (None, None, format!("moves estimated from /proc, remote first touches not counted: {err:#}")),
+    }
 }
 
 /// Runs the TUI until `q`, Ctrl-C or SIGTERM/SIGHUP; returns the exit code.
@@ -56,11 +82,16 @@ pub fn run(options: &TopOptions) -> Result<i32> {
     signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGHUP, 129, Arc::new(AtomicBool::new(true)))
         .context("installing the signal handlers")?;
     let mut reader = SystemReader::new(options.placements);
+    // Attached before the first sample, so that its counts cover every interval.
+    let (_attached, counters, kernel_line) = kernel_counters(options.kernel_counters);
+    if let Some(counters) = counters {
+        reader.count_in_kernel(counters);
+    }
     let mut state = State::new(options.by);
     let mut earlier = reader.sample()?;
     // Rates need an interval: the first screen has the rows, its rates come a refresh later.
     state.set_view(reader.view(&earlier, &earlier));
-    state.status = cost_line(&reader, options);
+    state.status = format!("{}\n{kernel_line}", cost_line(&reader, options));
     let mut screen = Screen::enter()?;
     let mut next = Instant::now() + options.interval;
     // Drawn when something changed: a refresh, a key, a resize (a thousand rows cost).
@@ -88,7 +119,7 @@ pub fn run(options: &TopOptions) -> Result<i32> {
         if Instant::now() >= next {
             let now = reader.sample()?;
             state.set_view(reader.view(&earlier, &now));
-            state.status = cost_line(&reader, options);
+            state.status = format!("{}\n{kernel_line}", cost_line(&reader, options));
             earlier = now;
             next = Instant::now() + options.interval;
             changed = true;

@@ -13,13 +13,14 @@ pub enum Column {
     Memory,
     Remote,
     Migrations,
+    RemoteFirstTouches,
     Tag,
 }
 
 impl Column {
     /// The order a first press sorts in: figures largest first, names A to Z.
     fn descending_first(self) -> bool {
-        matches!(self, Column::Memory | Column::Remote | Column::Migrations)
+        matches!(self, Column::Memory | Column::Remote | Column::Migrations | Column::RemoteFirstTouches)
     }
 }
 
@@ -74,6 +75,8 @@ pub struct Row {
     pub threads_by_node: Vec<(u32, u32)>,
     pub remote_memory_share: Option<f64>,
     pub cross_node_migrations_per_s: f64,
+    /// `None` when the kernel does not count them.
+    pub remote_first_touch_pages_per_s: Option<f64>,
     pub tag: Tag,
 }
 
@@ -89,6 +92,7 @@ impl Row {
             threads_by_node: p.threads_by_node.iter().map(|(n, c)| (*n, *c)).collect(),
             remote_memory_share: p.remote_memory_share,
             cross_node_migrations_per_s: p.cross_node_migrations_per_s,
+            remote_first_touch_pages_per_s: p.remote_first_touch_pages_per_s,
             tag: p.tag,
         }
     }
@@ -104,6 +108,7 @@ impl Row {
             threads_by_node: c.threads_by_node.iter().map(|(n, c)| (*n, *c)).collect(),
             remote_memory_share: c.remote_memory_share,
             cross_node_migrations_per_s: c.cross_node_migrations_per_s,
+            remote_first_touch_pages_per_s: c.remote_first_touch_pages_per_s,
             tag: c.tag,
         }
     }
@@ -163,6 +168,7 @@ impl State {
                 Column::Memory => (r.rss_bytes as f64, String::new()),
                 Column::Remote => (r.remote_memory_share.unwrap_or(-1.0), String::new()),
                 Column::Migrations => (r.cross_node_migrations_per_s, String::new()),
+                Column::RemoteFirstTouches => (r.remote_first_touch_pages_per_s.unwrap_or(-1.0), String::new()),
                 Column::Tag => (0.0, r.tag.name().to_string()),
             }
         };
@@ -235,6 +241,7 @@ mod tests {
             own_memory_bytes: share.map(|_| rss),
             remote_memory_bytes: share.map(|s| (s * rss as f64) as u64),
             cross_node_migrations_per_s: f64::from(pid),
+            remote_first_touch_pages_per_s: None,
             tag: Tag::Local,
         }
     }

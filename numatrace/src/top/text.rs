@@ -5,7 +5,7 @@ use std::fmt::Write;
 use numatrace_core::system::SystemView;
 
 use super::{
-    draw::{cells, header_lines, titles},
+    draw::{COLUMNS, cells, header_lines, titles},
     state::{By, State},
 };
 
@@ -16,9 +16,10 @@ pub fn render(view: &SystemView, by: By) -> String {
     }
     let mut state = State::new(by);
     state.set_view(view.clone());
-    let mut table: Vec<[String; 9]> = vec![titles(by).map(|(t, _)| t.to_string())];
+    let mut table: Vec<[String; COLUMNS]> = vec![titles(by).map(|(t, _)| t.to_string())];
     table.extend(state.rows().iter().map(cells));
-    let widths: Vec<usize> = (0..9).map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..COLUMNS).map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let _ = writeln!(out);
     for row in &table {
         let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
