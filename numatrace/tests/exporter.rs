@@ -708,7 +708,15 @@ fn by_label(samples: &[Sample], name: &str, label: &str) -> BTreeMap<String, f64
 #[test]
 #[ignore = "needs root"]
 fn as_root_the_balancer_decisions_are_counted_in_the_kernel() {
-    let exporter = Exporter::start(&[]);
+    // By default: no program on every page allocation, so no first touches.
+    let default = Exporter::start(&[]);
+    let (_, samples) = parse_exposition(&get(default.addr, "/metrics").body);
+    assert!(!samples.iter().any(|s| s.name.starts_with("numatrace_remote_first_touch_pages")));
+    let moves = by_label(&samples, "numatrace_cross_node_migrations_total", "pid");
+    assert!(moves.contains_key("other") && moves.len() >= 2, "{moves:?}");
+    drop(default);
+
+    let exporter = Exporter::start(&["--remote-first-touches"]);
     let (families, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
     let state = by_label(&samples, "numatrace_exporter_kernel_counters", "state");
     assert_eq!(state.get("attached"), Some(&1.0), "{state:?}");
@@ -746,7 +754,10 @@ fn the_machine_counters_load_only_a_few_hundred_kib_of_maps() {
     // Not the capture's 8 MiB ring, 64 Ki-entry hashes and 256 KiB tables:
     // with nothing traced, every map but the counters and the node tables
     // is one entry; the per-process hash is most of what is left.
-    let mut counters = numatrace::kernel::machine_counters::MachineCounters::attach().expect("attaches as root");
+    let mut counters = numatrace::kernel::machine_counters::MachineCounters::attach(
+        numatrace::kernel::machine_counters::FirstTouchCounting::Counted,
+    )
+    .expect("attaches as root");
     let bytes = counters.map_memory_bytes();
     let hooks: Vec<&Vec<String>> = counters.sources.iter().map(|s| &s.hooks).collect();
     eprintln!("machine counters: {bytes} bytes of maps, attached as {hooks:?}");

@@ -40,7 +40,7 @@ echo 'gfp_flags & 8' > $I/events/kmem/mm_page_alloc/filter || exit 1
 echo 1 > $I/events/kmem/mm_page_alloc/enable || exit 1
 echo 1 > $I/tracing_on
 ifconfig lo 127.0.0.1 up
-numatrace exporter --listen 127.0.0.1:9464 --interval 1s > /tmp/exporter.out 2> /tmp/exporter.err &
+numatrace exporter --listen 127.0.0.1:9464 --interval 1s --remote-first-touches > /tmp/exporter.out 2> /tmp/exporter.err &
 exporter=$!
 tries=0
 while ! grep -q serving /tmp/exporter.out; do

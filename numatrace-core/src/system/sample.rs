@@ -53,4 +53,8 @@ pub struct Sample {
     /// (no root, or turned off): rows fall back to /proc.
     #[serde(default)]
     pub kernel_counts: Option<BTreeMap<u32, KernelCounts>>,
+    /// Whether `kernel_counts` has remote first touches (their program is
+    /// attached); else their 0s mean nothing.
+    #[serde(default)]
+    pub first_touches_counted: bool,
 }

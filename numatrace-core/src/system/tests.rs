@@ -127,6 +127,7 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
             sample(400, "/b", &[(0, 0)]),
         ],
         kernel_counts: None,
+        first_touches_counted: false,
     };
     let now = Sample {
         system: system(3000, 3000),
@@ -141,6 +142,7 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
             sample(400, "/b", &[(2, 20)]),
         ],
         kernel_counts: None,
+        first_touches_counted: false,
     };
     let placements: HashMap<u32, ProcessSnapshot> = [
         (100, placement(100, &[(0, 8192), (1, 8192)], "default", &[0])),
@@ -188,10 +190,16 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
 
 #[test]
 fn a_reused_pid_starts_afresh() {
-    let earlier = Sample { system: system(0, 0), processes: vec![sample(100, "/", &[(0, 500)])], kernel_counts: None };
+    let earlier = Sample {
+        system: system(0, 0),
+        processes: vec![sample(100, "/", &[(0, 500)])],
+        kernel_counts: None,
+        first_touches_counted: false,
+    };
     let mut reborn = sample(100, "/", &[(2, 30)]);
     reborn.start_ticks = 99;
-    let now = Sample { system: system(1000, 0), processes: vec![reborn], kernel_counts: None };
+    let now =
+        Sample { system: system(1000, 0), processes: vec![reborn], kernel_counts: None, first_touches_counted: false };
     let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
     // No move counted against the old process's thread of the same tid.
     assert_eq!(view.processes[0].cross_node_migrations_per_s, 0.0);
@@ -213,6 +221,7 @@ fn the_kernels_counts_replace_the_proc_estimate_when_there() {
         system: system(0, 0),
         processes: vec![sample(100, "/a", &[(0, 0)]), sample(200, "/a", &[(0, 0)]), sample(300, "/b", &[(0, 0)])],
         kernel_counts: counts(&[(100, 4, 1000), (200, 10, 0), (300, 50, 50)]),
+        first_touches_counted: true,
     };
     let mut reborn = sample(300, "/b", &[(0, 5)]);
     reborn.start_ticks = 99;
@@ -229,6 +238,7 @@ fn the_kernels_counts_replace_the_proc_estimate_when_there() {
             sample(400, "/b", &[(0, 10)]),
         ],
         kernel_counts: counts(&[(100, 10, 1400), (200, 3, 0), (300, 2, 8)]),
+        first_touches_counted: true,
     };
     let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
     assert!(view.counted_in_kernel);
@@ -242,8 +252,16 @@ fn the_kernels_counts_replace_the_proc_estimate_when_there() {
     let json = serde_json::to_value(&view).unwrap();
     assert_eq!(json["counted_in_kernel"], true);
 
-    // Without the kernel: the /proc estimate, and no first touches (null, not 0).
+    // Migrations counted, first touches not (the exporter's default): every
+    // move, and null first touches.
     let (mut earlier, mut now) = (earlier, now);
+    now.first_touches_counted = false;
+    let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
+    assert!(view.counted_in_kernel);
+    let p = |pid| view.processes.iter().find(|p| p.pid == pid).unwrap();
+    assert_eq!((p(100).cross_node_migrations_per_s, p(100).remote_first_touch_pages_per_s), (3.0, None));
+
+    // Without the kernel: the /proc estimate, and no first touches (null, not 0).
     earlier.kernel_counts = None;
     now.kernel_counts = None;
     let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());

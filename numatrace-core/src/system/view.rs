@@ -38,12 +38,17 @@ pub struct SystemView {
     pub processes: Vec<ProcessRow>,
     /// What could not be seen, and why (other users' numa_maps without root...).
     pub cannot_see: Vec<String>,
-    /// Whether the kernel counted every process's cross-node migrations and
-    /// remote first touches (numatrace's always-on programs, with root):
-    /// then `cross_node_migrations_per_s` is every move, else the /proc
-    /// estimate, and `remote_first_touch_pages_per_s` is null.
+    /// Whether the kernel counted every process's cross-node migrations
+    /// (numatrace's always-on programs, with root): then
+    /// `cross_node_migrations_per_s` is every move, else the /proc estimate.
+    /// `remote_first_touch_pages_per_s` is null where first touches were not
+    /// counted (without the kernel, and in the exporter unless asked for).
     #[serde(default)]
     pub counted_in_kernel: bool,
+    /// Whether the kernel counted remote first touches too
+    /// (`remote_first_touch_pages_per_s` is a number for every process then).
+    #[serde(default)]
+    pub first_touches_counted_in_kernel: bool,
 }
 
 /// One NUMA node.
@@ -140,6 +145,7 @@ impl SystemView {
             processes,
             cannot_see: Vec::new(),
             counted_in_kernel: false,
+            first_touches_counted_in_kernel: false,
         }
     }
 
@@ -184,7 +190,7 @@ impl SystemView {
                 if let Some(counts) = &counts {
                     let (moves, remote_pages) = counts.of(p.pid, prev.is_some());
                     row.cross_node_migrations_per_s = moves;
-                    row.remote_first_touch_pages_per_s = Some(remote_pages);
+                    row.remote_first_touch_pages_per_s = now.first_touches_counted.then_some(remote_pages);
                 }
                 row
             })
@@ -203,6 +209,7 @@ impl SystemView {
             processes,
             cannot_see,
             counted_in_kernel: counts.is_some(),
+            first_touches_counted_in_kernel: counts.is_some() && now.first_touches_counted,
         }
     }
 

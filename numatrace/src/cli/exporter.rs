@@ -31,9 +31,10 @@ most 50 ms per refresh, largest processes first); a scrape serves the last
 complete reading. It reads /proc and /sys, except for what the kernel
 counts only in tracepoints: when root (or CAP_BPF and CAP_PERFMON), small
 BPF programs count the NUMA balancer's task moves, swaps and sticks per CPU,
-and every process's cross-node thread moves and remote first touches (pages
-allocated on another node than its CPU's) in a per-CPU hash by process (no
-events; every page allocation runs one program); otherwise moves are
+and every process's cross-node thread moves in a per-CPU hash by process
+(no events; they run only on migrations), and with --remote-first-touches
+its remote first touches (pages allocated on another node than its CPU's;
+that program runs on every page allocation); otherwise moves are
 estimated from /proc, it says so once at start and
 numatrace_exporter_kernel_counters{state=\"unavailable\"} is 1.
 Other users' numa_maps need root or CAP_SYS_PTRACE. The repository's packaging/ has a
@@ -57,6 +58,9 @@ pub struct ExporterArgs {
     /// Do not count the NUMA balancer's task decisions and each process's cross-node moves and remote first touches in the kernel (counted by default when root or CAP_BPF+CAP_PERFMON allow).
     #[arg(long)]
     pub no_kernel_counters: bool,
+    /// Also count each process's remote first touches in the kernel (numatrace_remote_first_touch_pages_total): a program then runs on every page allocation of the machine, about 2.5 % more system time on an allocation-heavy workload, so it is off by default.
+    #[arg(long, conflicts_with = "no_kernel_counters")]
+    pub remote_first_touches: bool,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -79,6 +83,7 @@ pub fn run(args: &ExporterArgs) -> Result<i32> {
         top: args.top,
         by: args.by,
         kernel_counters: !args.no_kernel_counters,
+        remote_first_touches: args.remote_first_touches,
     })?;
     Ok(0)
 }

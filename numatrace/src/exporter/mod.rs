@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    kernel::machine_counters::{MachineCounters, ProcessCounters},
+    kernel::machine_counters::{FirstTouchCounting, MachineCounters, ProcessCounters},
     system::By,
 };
 
@@ -48,8 +48,11 @@ pub struct Options {
     /// Series per process or per cgroup.
     pub by: By,
     /// Count the balancer's task decisions and each process's cross-node
-    /// migrations and remote first touches in the kernel (when allowed).
+    /// migrations in the kernel (when allowed).
     pub kernel_counters: bool,
+    /// Also count each process's remote first touches there: a program on
+    /// every page allocation of the machine, so only when asked for.
+    pub remote_first_touches: bool,
 }
 
 /// What the server's tasks share: the last complete readings and the refresher's failures.
@@ -104,18 +107,20 @@ impl Shared {
 
 /// Attaches the kernel's counters, or says once why not (or which are
 /// missing); the per-process ones go to the refresher.
-fn kernel(wanted: bool) -> (Kernel, Option<ProcessCounters>) {
-    if !wanted {
+fn kernel(opts: &Options) -> (Kernel, Option<ProcessCounters>) {
+    if !opts.kernel_counters {
         return (Kernel::Off, None);
     }
-    match MachineCounters::attach() {
+    let first_touches =
+        if opts.remote_first_touches { FirstTouchCounting::Counted } else { FirstTouchCounting::NotCounted };
+    match MachineCounters::attach(first_touches) {
         Ok(mut counters) => {
             let processes = counters.take_process_counters();
             let mut missing = Vec::new();
             if let Some(why) = counters.process_counters_missing() {
-                missing.push(format!(
-                    "cross-node migrations are estimated from /proc and remote first touches are not counted ({why})"
-                ));
+                missing.push(format!("cross-node migrations are estimated from /proc ({why})"));
+            } else if let Some(why) = counters.first_touches_missing() {
+                missing.push(format!("remote first touches are not counted ({why})"));
             }
             if let Some(status) = counters.sources.first().filter(|s| !s.attached) {
                 missing.push(format!(
@@ -130,7 +135,7 @@ fn kernel(wanted: bool) -> (Kernel, Option<ProcessCounters>) {
         }
         Err(err) => {
             eprintln!(
-                "numatrace exporter: the balancer's task moves, swaps and sticks and the per-process remote first touches are not counted, cross-node migrations are estimated from /proc (the rest is served): {err:#}"
+                "numatrace exporter: the balancer's task moves, swaps and sticks are not counted and cross-node migrations are estimated from /proc (the rest is served): {err:#}"
             );
             (Kernel::Unavailable, None)
         }
@@ -149,7 +154,7 @@ async fn serve(opts: &Options) -> Result<()> {
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let bound = listener.local_addr().context("reading the address listened on")?;
     // Attached before the first reading, so that the per-process counts cover every interval.
-    let (kernel, processes) = kernel(opts.kernel_counters);
+    let (kernel, processes) = kernel(opts);
     let mut refresher = Refresher::new(opts.interval, opts.top, opts.by);
     if let Some(processes) = processes {
         refresher.count_in_kernel(processes);

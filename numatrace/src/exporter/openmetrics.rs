@@ -310,7 +310,8 @@ impl Exposition {
         )?;
         let remote_pages: Vec<(Labels, u64)> =
             series.iter().filter_map(|s| s.remote_first_touch_pages.map(|pages| (labels(s), pages))).collect();
-        if table.counted_in_kernel {
+        // Only where counted (`--remote-first-touches`): no family of zeros.
+        if !remote_pages.is_empty() {
             counters(
                 out,
                 "numatrace_remote_first_touch_pages",

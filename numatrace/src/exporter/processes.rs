@@ -186,7 +186,7 @@ impl MigrationTotals {
             },
             top: Vec::with_capacity(top.min(ranked.len())),
         };
-        let pages = |counts: Counts| view.counted_in_kernel.then_some(counts.remote_pages);
+        let pages = |counts: Counts| view.first_touches_counted_in_kernel.then_some(counts.remote_pages);
         for (rank, member) in ranked.into_iter().enumerate() {
             let total = self.by_key.entry(member.key).or_default();
             *total = total.add(member.counts);
@@ -323,6 +323,7 @@ mod tests {
         let mut v =
             SystemView::of_rows(vec![counted(1, 100, 7, 12_345, seconds), counted(2, 50, 3, 1, seconds)], seconds);
         v.counted_in_kernel = true;
+        v.first_touches_counted_in_kernel = true;
         let first = totals.table(&v, 1, By::Process);
         assert_eq!((first.top[0].cross_node_migrations, first.top[0].remote_first_touch_pages), (7, Some(12_345)));
         assert_eq!((first.other.cross_node_migrations, first.other.remote_first_touch_pages), (3, Some(1)));

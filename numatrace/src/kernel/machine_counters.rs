@@ -55,6 +55,15 @@ pub struct BalancerDecisions {
     pub sticks: u64,
 }
 
+/// Whether to count each process's remote first touches: a program on every
+/// page allocation of the machine (about 100 ns each), too dear for an
+/// exporter left on by default, worth it for `top` during an incident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstTouchCounting {
+    Counted,
+    NotCounted,
+}
+
 /// The machine-wide counting programs, attached.
 pub struct MachineCounters {
     ebpf: Ebpf,
@@ -62,16 +71,18 @@ pub struct MachineCounters {
     /// the two per-process counters.
     pub sources: Vec<SourceStatus>,
     balancer: bool,
-    /// Whether both per-process counters attached (one without the other is
-    /// unloaded: a process row would mix the kernel's count with /proc's).
+    /// Whether the per-process migration counter attached.
     processes: bool,
+    /// Whether the per-process remote first-touch counter attached too.
+    first_touches: bool,
 }
 
 impl MachineCounters {
     /// Loads the object with nothing traced and attaches what this kernel
     /// allows. Fails with one sentence without the privileges or tracefs,
-    /// or when no counter at all could attach.
-    pub fn attach() -> Result<MachineCounters> {
+    /// or when no counter at all could attach. Remote first touches are
+    /// counted only when asked for, and only beside the migrations.
+    pub fn attach(first_touch_counting: FirstTouchCounting) -> Result<MachineCounters> {
         if !privileges::Privileges::current().can_load_programs() {
             bail!("{}", privileges::NEEDED);
         }
@@ -126,18 +137,15 @@ impl MachineCounters {
         // are kept here only to be dropped with the object.
         let mut links = Vec::new();
         let mut statuses = vec![sources::attach(&mut ebpf, &env, placement, &mut links)];
-        for source in [&sources::PROCESS_MIGRATION_COUNTS, &sources::PROCESS_FIRST_TOUCH_COUNTS] {
-            statuses.push(sources::attach(&mut ebpf, &env, source, &mut links));
-        }
+        statuses.push(sources::attach(&mut ebpf, &env, &sources::PROCESS_MIGRATION_COUNTS, &mut links));
         let balancer = statuses[0].attached;
-        let processes = statuses[1..].iter().all(|s| s.attached);
-        if !processes {
-            for source in [&sources::PROCESS_MIGRATION_COUNTS, &sources::PROCESS_FIRST_TOUCH_COUNTS] {
-                for variant in source.variants {
-                    sources::unload_variant(&mut ebpf, variant);
-                }
-            }
-        }
+        let processes = statuses[1].attached;
+        // Without the migrations there are no process rows from the kernel
+        // to put first touches in.
+        let first_touches = processes && first_touch_counting == FirstTouchCounting::Counted && {
+            statuses.push(sources::attach(&mut ebpf, &env, &sources::PROCESS_FIRST_TOUCH_COUNTS, &mut links));
+            statuses[2].attached
+        };
         if !balancer && !processes {
             let reasons: Vec<String> = statuses
                 .iter()
@@ -145,7 +153,7 @@ impl MachineCounters {
                 .collect();
             bail!("no kernel counter could attach ({})", reasons.join("; "));
         }
-        Ok(MachineCounters { ebpf, sources: statuses, balancer, processes })
+        Ok(MachineCounters { ebpf, sources: statuses, balancer, processes, first_touches })
     }
 
     /// The balancer's decisions so far, summed over CPUs; `None` when its
@@ -173,7 +181,8 @@ impl MachineCounters {
             return None;
         }
         let map = self.ebpf.take_map(PROCESS_COUNTS_MAP)?;
-        PerCpuHashMap::try_from(map).ok().map(|map| ProcessCounters { map })
+        let first_touches = self.first_touches;
+        PerCpuHashMap::try_from(map).ok().map(|map| ProcessCounters { map, first_touches })
     }
 
     /// Why the per-process counts are not kept, when they are not.
@@ -184,6 +193,18 @@ impl MachineCounters {
         let reasons: Vec<String> =
             self.sources[1..].iter().filter_map(|s| s.reason.as_ref().map(|r| format!("{}: {r}", s.name))).collect();
         Some(reasons.join("; "))
+    }
+
+    /// Whether each process's remote first touches are counted.
+    pub fn counts_first_touches(&self) -> bool {
+        self.first_touches
+    }
+
+    /// Why remote first touches are not counted though asked for: their
+    /// program did not attach (the migrations did).
+    pub fn first_touches_missing(&self) -> Option<String> {
+        let status = self.sources.get(2).filter(|s| !s.attached)?;
+        Some(format!("{}: {}", status.name, status.reason.as_deref().unwrap_or("not attached")))
     }
 
     /// Kernel memory of the object's maps (`memlock` of each map's fdinfo),
@@ -212,9 +233,16 @@ impl MachineCounters {
 /// kernel counts them (`PROCESS_COUNTS`).
 pub struct ProcessCounters {
     map: PerCpuHashMap<MapData, u32, ProcessCounts>,
+    /// Whether the remote first-touch program writes the map too.
+    first_touches: bool,
 }
 
 impl ProcessCounters {
+    /// Whether the remote first touches in [`ProcessCounters::read`] are counted.
+    pub fn counts_first_touches(&self) -> bool {
+        self.first_touches
+    }
+
     /// The counts of every counted process, summed over CPUs. Entries of
     /// processes that are gone (neither in `listed` nor in /proc) are
     /// removed, so that a reused pid starts from 0.

@@ -56,7 +56,8 @@ impl SystemReader {
             counters.read(&listed).ok()
         });
         self.placements.refresh(&processes, &system.topology);
-        Ok(Sample { system, processes, kernel_counts })
+        let first_touches_counted = self.kernel.as_ref().is_some_and(|c| c.counts_first_touches());
+        Ok(Sample { system, processes, kernel_counts, first_touches_counted })
     }
 
     /// The rows of the interval between two samples.

@@ -26,7 +26,7 @@ use self::{
     state::{By, State},
 };
 use crate::{
-    kernel::machine_counters::{MachineCounters, ProcessCounters},
+    kernel::machine_counters::{FirstTouchCounting, MachineCounters, ProcessCounters},
     system::{SystemReader, placements::PlacementOptions},
 };
 
@@ -52,10 +52,15 @@ pub fn kernel_counters(wanted: bool) -> (Option<MachineCounters>, Option<Process
     if !wanted {
         return (None, None, "kernel counters off (--no-kernel-counters): moves estimated from /proc".into());
     }
-    match MachineCounters::attach() {
+    // top runs during an incident, minutes at a time: first touches too.
+    match MachineCounters::attach(FirstTouchCounting::Counted) {
         Ok(mut machine) => match machine.take_process_counters() {
             Some(counters) => {
-                (Some(machine), Some(counters), "moves and remote first touches counted in the kernel".into())
+                let line = match machine.first_touches_missing() {
+                    None => "moves and remote first touches counted in the kernel".into(),
+                    Some(why) => format!("moves counted in the kernel, remote first touches not counted: {why}"),
+                };
+                (Some(machine), Some(counters), line)
             }
             None => {
                 let why = machine.process_counters_missing().unwrap_or_default();
