@@ -77,6 +77,21 @@ fn check_reports_the_sources_a_live_capture_attaches() {
     assert!(!check["nodes"].as_array().expect("nodes").is_empty(), "{nodes}");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
     assert_eq!(check["kernel"]["release"], release.trim());
+    // The always-on counters: what check says attaches is what top gets.
+    let counters = check["machine_counters"].as_array().expect("machine counters listed");
+    let state = |name: &str| {
+        counters.iter().find(|c| c["name"] == name).map(|c| c["state"].clone()).unwrap_or_else(|| panic!("{name}"))
+    };
+    let top_out = Command::new(NUMATRACE).args(["top", "--once", "--json"]).output().expect("numatrace top runs");
+    let top = json(&top_out, "numatrace top --once --json");
+    let attached = |name: &str| state(name) == "attached";
+    assert_eq!(attached("cross-node migrations per process"), top["counted_in_kernel"] == true, "{counters:?}");
+    assert_eq!(
+        attached("remote first touches per process"),
+        top["first_touches_counted_in_kernel"] == true,
+        "{counters:?}"
+    );
+    assert!(state("balancer task placement") != "not_checked", "{counters:?}");
     eprintln!("numatrace check on this host: {}", check["verdict"]["line"]);
 }
 
@@ -113,6 +128,8 @@ fn without_privileges_check_says_it_cannot_load_programs() {
     assert_eq!(check["verdict"]["level"], "cannot_trace");
     let sources = check["sources"].as_array().expect("sources listed");
     assert!(sources.len() >= 10 && sources.iter().all(|s| s["state"] == "not_checked"), "{sources:?}");
+    let counters = check["machine_counters"].as_array().expect("machine counters listed");
+    assert!(counters.len() == 3 && counters.iter().all(|s| s["state"] == "not_checked"), "{counters:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");

@@ -29,6 +29,11 @@ pub struct CheckReport {
     /// without the privileges, or when loading failed before any attach.
     pub sources_checked: bool,
     pub sources: Vec<SourceCheck>,
+    /// The always-on counters of `numatrace top` and the exporter (balancer
+    /// decisions, per-process moves and remote first touches), tried as
+    /// root like the sources; not part of the verdict, which is about captures.
+    #[serde(default)]
+    pub machine_counters: Vec<SourceCheck>,
     /// What stops any capture here (no privileges, loading refused, ...).
     pub blockers: Vec<String>,
     pub verdict: Verdict,

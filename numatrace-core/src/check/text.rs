@@ -130,6 +130,12 @@ pub fn render(r: &CheckReport) -> String {
     for src in &r.sources {
         source(&mut s, src);
     }
+    if !r.machine_counters.is_empty() {
+        let _ = writeln!(s, "\nAlways-on counters of `numatrace top` and the exporter (not part of the verdict)");
+        for src in &r.machine_counters {
+            source(&mut s, src);
+        }
+    }
     let _ = writeln!(s, "\n{}", r.verdict.line);
     s
 }
@@ -146,7 +152,7 @@ fn source(s: &mut String, src: &SourceCheck) {
         SourceState::Unavailable => ("MISSING", String::new()),
         SourceState::NotChecked => ("-", "not tried".to_string()),
     };
-    let _ = writeln!(s, "  {mark:<8} {:<26} {role:<7} {how}", src.name);
+    let _ = writeln!(s, "  {mark:<8} {:<33} {role:<7} {how}", src.name);
     let _ = writeln!(s, "  {:<8} observes: {}", "", src.observes);
     if let Some(why) = &src.fallback_reason {
         let _ = writeln!(s, "  {:<8} not the cheaper hook because: {why}", "");

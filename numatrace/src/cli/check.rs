@@ -8,7 +8,8 @@ use clap::Args;
 use numatrace_core::{
     check::{
         Availability, BalancingCheck, BtfAccess, BtfCheck, CheckReport, FeatureCheck, KernelInfo, Lockdown,
-        LockdownCheck, NodeCheck, PrivilegeCheck, SCHEMA, SourceCheck, TracefsCheck, TracefsState, Verdict, text,
+        LockdownCheck, NodeCheck, PrivilegeCheck, SCHEMA, SourceCheck, SourceState, TracefsCheck, TracefsState,
+        Verdict, text,
     },
     kernel_status::{HookKind, SourceStatus},
     machine::{Sysctls, Topology},
@@ -17,6 +18,7 @@ use numatrace_core::{
 use crate::{
     kernel::{
         self, btf_fields,
+        machine_counters::{self, FirstTouchCounting, MachineCounters},
         privileges::{self, Privileges},
         sources::{self, Source},
         support,
@@ -35,6 +37,10 @@ What it checks:
     attaches each one exactly as a capture would, then detaches it, and says
     through which hook it attached (raw_tracepoint, btf_tracepoint, classic
     tracepoint, fentry, kprobe), or why it cannot and what the report loses;
+  - the always-on counters of `numatrace top` and the exporter (the
+    balancer's task decisions, each process's cross-node moves and remote
+    first touches), attached as they attach them, then dropped; they are not
+    part of the verdict;
   - the kernel: release, BTF (mapped or read), tracefs, kprobes and fentry,
     lockdown, kernel.unprivileged_bpf_disabled, kernel.perf_event_paranoid;
   - NUMA balancing (kernel.numa_balancing and what it means for a capture),
@@ -130,6 +136,7 @@ fn check() -> CheckReport {
         blockers.push(chain(e));
     }
     let sources = source_checks(trial.as_deref(), cgroup_not_tried);
+    let machine_counters = machine_counter_checks(privileges.can_load_programs() && trial.is_some());
     let verdict = Verdict::judge(&blockers, &sources);
     let btf_readable = matches!(structs.access, BtfAccess::Mmap | BtfAccess::File);
     CheckReport {
@@ -168,6 +175,7 @@ fn check() -> CheckReport {
             .unwrap_or_default(),
         sources_checked: trial.is_some(),
         sources,
+        machine_counters,
         blockers,
         verdict,
     }
@@ -202,6 +210,34 @@ fn source_checks(trial: Option<&[SourceStatus]>, cgroup_not_tried: Option<String
                     .flatten(),
                 ..SourceCheck::not_checked(source.name, source.tells, source.role)
             },
+        })
+        .collect()
+}
+
+/// top's and the exporter's always-on counters, attached as they attach them
+/// (every one asked for) and dropped; not tried where the capture's could not be.
+fn machine_counter_checks(try_them: bool) -> Vec<SourceCheck> {
+    let wanted = machine_counters::sources();
+    let attached = try_them.then(|| MachineCounters::attach(FirstTouchCounting::Counted));
+    wanted
+        .iter()
+        .enumerate()
+        .map(|(i, source)| match &attached {
+            Some(Ok(counters)) => match counters.sources.get(i) {
+                Some(status) => SourceCheck::tried(status, source.tells, source.role, source.without),
+                // Not tried: an earlier one it needs did not attach.
+                None => SourceCheck {
+                    reason: Some("not tried: the per-process migration counter did not attach".into()),
+                    ..SourceCheck::not_checked(source.name, source.tells, source.role)
+                },
+            },
+            Some(Err(e)) => SourceCheck {
+                reason: Some(chain(e)),
+                loses: Some(source.without.to_string()),
+                state: SourceState::Unavailable,
+                ..SourceCheck::not_checked(source.name, source.tells, source.role)
+            },
+            None => SourceCheck::not_checked(source.name, source.tells, source.role),
         })
         .collect()
 }

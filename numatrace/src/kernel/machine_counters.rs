@@ -30,6 +30,16 @@ use super::{btf_fields, layouts, page_map, privileges, requirements, sources, tr
 /// The capture's source whose programs count the balancer's decisions.
 const PLACEMENT_SOURCE: &str = "balancer task placement";
 
+/// The sources [`MachineCounters::attach`] tries, in its order (the order of
+/// [`MachineCounters::sources`]).
+pub fn sources() -> Vec<&'static sources::Source> {
+    sources::SOURCES
+        .iter()
+        .filter(|s| s.name == PLACEMENT_SOURCE)
+        .chain([&sources::PROCESS_MIGRATION_COUNTS, &sources::PROCESS_FIRST_TOUCH_COUNTS])
+        .collect()
+}
+
 /// Maps sized to one entry (the ring to one page): nothing writes them when
 /// no process is traced, yet the object cannot load without them.
 const SHRUNK_MAPS: [&str; 3] = [TRACKED_TIDS_MAP, TRACKED_TGIDS_MAP, STACKS_MAP];
