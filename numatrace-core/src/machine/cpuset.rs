@@ -2,11 +2,13 @@
 //! on cgroup v2 (`cpuset.cpus[.effective]`, `cpuset.mems[.effective]`) and
 //! v1 (`cpuset.cpus`, `cpuset.effective_cpus`, ...).
 use std::{
+    collections::HashMap,
     fs,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
+use procfs::{FromBufRead, ProcessCGroups, process::MountInfos};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::cpulist;
@@ -42,6 +44,39 @@ pub struct Cpuset {
     pub mems_set_by: Option<String>,
 }
 
+/// Cpusets of many processes read at once (`numatrace top`'s refresh):
+/// processes of one cgroup share its cpuset, read once, and the mount table
+/// is read once. Keep one for a moment only: cgroups and their cpusets change.
+#[derive(Default)]
+pub struct CpusetMemo {
+    mounts: Option<MountInfos>,
+    /// By the text of /proc/PID/cgroup: the same text, the same cgroups.
+    by_groups: HashMap<String, Option<Cpuset>>,
+}
+
+impl CpusetMemo {
+    /// The cpuset of a process, as [`Cpuset::read`] finds it.
+    pub fn read(&mut self, pid: u32) -> Result<Option<Cpuset>> {
+        let path = format!("/proc/{pid}/cgroup");
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        if let Some(known) = self.by_groups.get(&text) {
+            return Ok(known.clone());
+        }
+        let groups = ProcessCGroups::from_buf_read(text.as_bytes()).with_context(|| format!("reading {path}"))?;
+        let mounts = match self.mounts.take() {
+            Some(m) => m,
+            None => procfs::process::Process::myself()
+                .and_then(|p| p.mountinfo())
+                .context("reading /proc/self/mountinfo")?,
+        };
+        let cpuset = Cpuset::of_groups(&groups, &mounts);
+        self.mounts = Some(mounts);
+        let cpuset = cpuset?;
+        self.by_groups.insert(text, cpuset.clone());
+        Ok(cpuset)
+    }
+}
+
 impl Cpuset {
     /// The cpuset of a process, from /proc/<pid>/cgroup and this process's mount table.
     /// `Ok(None)`: no cpuset controller is mounted (or it is not enabled for the cgroup on v2).
@@ -50,6 +85,11 @@ impl Cpuset {
         let groups = process.cgroups().with_context(|| format!("reading /proc/{pid}/cgroup"))?;
         let mounts =
             procfs::process::Process::myself().and_then(|p| p.mountinfo()).context("reading /proc/self/mountinfo")?;
+        Cpuset::of_groups(&groups, &mounts)
+    }
+
+    /// The cpuset of these cgroups (a process's), found through this mount table.
+    fn of_groups(groups: &ProcessCGroups, mounts: &MountInfos) -> Result<Option<Cpuset>> {
         // v1 first: on a hybrid host the cpuset controller sits in v1 and v2 has none.
         if let Some(group) = groups.0.iter().find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == "cpuset"))
             && let Some(mount) = mounts.iter().find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("cpuset"))
@@ -158,5 +198,19 @@ mod tests {
         let Some(c) = Cpuset::read(std::process::id()).expect("own cgroup readable") else { return };
         assert!(!c.effective_cpus.is_empty());
         assert!(!c.effective_mems.is_empty());
+    }
+
+    #[test]
+    fn the_memo_reads_a_cgroup_once_and_finds_what_read_finds() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut memo = CpusetMemo::default();
+        for pid in [std::process::id(), child.id()] {
+            assert_eq!(memo.read(pid).unwrap(), Cpuset::read(pid).unwrap(), "process {pid}");
+        }
+        // A child stays in its parent's cgroup: one entry for both.
+        assert_eq!(memo.by_groups.len(), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(memo.read(child.id()).is_err(), "a process that is gone");
     }
 }

@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    cpuset::{CgroupVersion, Cpuset},
+    cpuset::{CgroupVersion, Cpuset, CpusetMemo},
     identity::{Container, ContainerRuntime, ProcessIdentity},
     node_counters::{CounterRates, NodeCounters},
     node_meminfo::NodeMeminfo,
@@ -68,8 +68,14 @@ fn now_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The page sizes of this machine.
+/// The page sizes of this machine, read once: they do not change while it
+/// runs, and `numatrace top` parses numa_maps of many processes a second.
 pub fn page_sizes() -> PageSizes {
+    static SIZES: std::sync::OnceLock<PageSizes> = std::sync::OnceLock::new();
+    *SIZES.get_or_init(read_page_sizes)
+}
+
+fn read_page_sizes() -> PageSizes {
     let default_huge = <procfs::Meminfo as procfs::Current>::current()
         .ok()
         .and_then(|m| m.hugepagesize)
@@ -255,22 +261,77 @@ impl ProcessSnapshot {
                 None
             }
         };
-        let memory_by_node = numa_maps.as_ref().map(NumaMaps::memory_by_node).unwrap_or_default();
         let threads = proc_status::read_threads(pid, |cpu| topology.node_of_cpu(cpu))
             .map_err(|e| unreadable.push(Unreadable::new(format!("/proc/{pid}/task"), &e)))
             .unwrap_or_default();
+        let cpuset = Cpuset::read(pid);
+        Ok(ProcessSnapshot::of_parts(pid, taken_at_unix_ms, status, numa_maps, threads, cpuset, unreadable))
+    }
+
+    /// Reads a process whose threads the caller has just read (`numatrace
+    /// top` reads every thread's stat each refresh: a second reading of them
+    /// here was a tenth of its CPU). numa_maps comes first: when it is not
+    /// readable (another user's process) nothing else is read, as memory per
+    /// node is what a snapshot is taken for, and the snapshot has only
+    /// `numa_maps: None` and the reason. The threads' names may be empty
+    /// (top keeps none). Fails only when the process is gone.
+    pub fn read_with_threads(
+        pid: u32,
+        threads: Vec<ThreadPlacement>,
+        cpusets: &mut CpusetMemo,
+    ) -> Result<ProcessSnapshot> {
+        let taken_at_unix_ms = now_unix_ms();
+        let mut unreadable = Vec::new();
+        let path = format!("/proc/{pid}/numa_maps");
+        let numa_maps = match fs::read_to_string(&path) {
+            Ok(text) => numa_maps::parse(&text, page_sizes()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("no process with PID {pid}"),
+            Err(e) => {
+                unreadable
+                    .push(Unreadable::new(path.clone(), &anyhow::Error::new(e).context(format!("reading {path}"))));
+                return Ok(ProcessSnapshot {
+                    pid,
+                    taken_at_unix_ms,
+                    status: None,
+                    numa_maps: None,
+                    memory_by_node: BTreeMap::new(),
+                    threads: Vec::new(),
+                    threads_by_node: BTreeMap::new(),
+                    cpuset: None,
+                    identity: None,
+                    unreadable,
+                });
+            }
+        };
+        let status = ProcessStatus::read(pid)
+            .map_err(|e| unreadable.push(Unreadable::new(format!("/proc/{pid}/status"), &e)))
+            .ok();
+        let cpuset = cpusets.read(pid);
+        Ok(ProcessSnapshot::of_parts(pid, taken_at_unix_ms, status, Some(numa_maps), threads, cpuset, unreadable))
+    }
+
+    /// The rest of a snapshot around what was read: memory and threads per
+    /// node from those, the identity read now.
+    fn of_parts(
+        pid: u32,
+        taken_at_unix_ms: u64,
+        status: Option<ProcessStatus>,
+        numa_maps: Option<NumaMaps>,
+        threads: Vec<ThreadPlacement>,
+        cpuset: Result<Option<Cpuset>>,
+        mut unreadable: Vec<Unreadable>,
+    ) -> ProcessSnapshot {
+        let memory_by_node = numa_maps.as_ref().map(NumaMaps::memory_by_node).unwrap_or_default();
         let mut threads_by_node = BTreeMap::new();
         for t in &threads {
             if let Some(node) = t.node {
                 *threads_by_node.entry(node).or_insert(0) += 1;
             }
         }
-        let cpuset = Cpuset::read(pid)
-            .map_err(|e| unreadable.push(Unreadable::new(format!("/proc/{pid}/cgroup"), &e)))
-            .ok()
-            .flatten();
+        let cpuset =
+            cpuset.map_err(|e| unreadable.push(Unreadable::new(format!("/proc/{pid}/cgroup"), &e))).ok().flatten();
         let identity = Some(ProcessIdentity::read(pid));
-        Ok(ProcessSnapshot {
+        ProcessSnapshot {
             pid,
             taken_at_unix_ms,
             status,
@@ -281,7 +342,7 @@ impl ProcessSnapshot {
             cpuset,
             identity,
             unreadable,
-        })
+        }
     }
 
     /// Resident bytes on all nodes (numastat -p's grand total).
@@ -344,5 +405,29 @@ mod tests {
     fn a_missing_process_is_one_clear_error() {
         let err = ProcessSnapshot::read(u32::MAX - 1).unwrap_err();
         assert!(err.to_string().contains("no process with PID"));
+        let err = ProcessSnapshot::read_with_threads(u32::MAX - 1, Vec::new(), &mut CpusetMemo::default()).unwrap_err();
+        assert!(err.to_string().contains("no process with PID"));
+    }
+
+    #[test]
+    fn a_snapshot_with_the_callers_threads_reads_the_rest_as_read_with_does() {
+        let topology = Topology::read().unwrap();
+        let me = std::process::id();
+        let full = ProcessSnapshot::read_with(me, &topology).unwrap();
+        // Two threads the caller says it saw, one on a CPU with no node.
+        let given = vec![
+            ThreadPlacement { tid: me, name: String::new(), cpu: 0, node: topology.node_of_cpu(0) },
+            ThreadPlacement { tid: me + 1, name: String::new(), cpu: 9999, node: None },
+        ];
+        let node0 = topology.node_of_cpu(0).expect("CPU 0 has a node");
+        let snap = ProcessSnapshot::read_with_threads(me, given.clone(), &mut CpusetMemo::default()).unwrap();
+        assert_eq!(snap.threads, given, "the caller's threads, not read again");
+        assert_eq!(snap.threads_by_node, BTreeMap::from([(node0, 1)]));
+        assert!(snap.unreadable.is_empty(), "{:?}", snap.unreadable);
+        assert!(snap.total_bytes() > 0);
+        assert_eq!(snap.status.as_ref().map(|s| &s.cpus_allowed), full.status.as_ref().map(|s| &s.cpus_allowed));
+        assert_eq!(snap.cpuset, full.cpuset);
+        assert_eq!(snap.identity, full.identity);
+        assert_eq!(snap.allowed(), full.allowed());
     }
 }

@@ -344,9 +344,12 @@ impl<'a> KernelRates<'a> {
 /// reader put them).
 fn own_memory_by_node(p: &ProcessSnapshot) -> BTreeMap<u32, u64> {
     let mut out = BTreeMap::new();
+    // Summed from the page counts: a map per mapping (`bytes_by_node`) for
+    // every process at every refresh of top was allocation churn.
     for m in p.numa_maps.iter().flat_map(|m| m.mappings.iter()).filter(|m| m.is_own_memory()) {
-        for (n, b) in m.bytes_by_node() {
-            *out.entry(n).or_insert(0) += b;
+        for (&n, &pages) in &m.pages_by_node {
+            let b: &mut u64 = out.entry(n).or_insert(0);
+            *b = b.saturating_add(pages.saturating_mul(m.page_size_bytes));
         }
     }
     out

@@ -13,7 +13,7 @@ use std::{
 };
 
 use numatrace_core::{
-    machine::{ProcessSnapshot, Topology},
+    machine::{CpusetMemo, ProcessSnapshot, ThreadPlacement, Topology},
     system::ProcessSample,
 };
 
@@ -86,10 +86,13 @@ impl Placements {
         self.paused = paused;
     }
 
-    /// Forgets exited processes and reads the numa_maps that are due.
+    /// Forgets exited processes and reads the numa_maps that are due;
+    /// `processes` in pid order, as [`ProcessReader`](super::processes::ProcessReader) lists them.
     pub fn refresh(&mut self, processes: &[ProcessSample], topology: &Topology) {
-        let alive: HashMap<u32, u64> = processes.iter().map(|p| (p.pid, p.start_ticks)).collect();
-        self.reads.retain(|pid, r| alive.get(pid) == Some(&r.start_ticks));
+        // The processes come in pid order (no map of them built each refresh).
+        let start_of =
+            |pid: &u32| processes.binary_search_by_key(pid, |p| p.pid).ok().map(|i| processes[i].start_ticks);
+        self.reads.retain(|pid, r| start_of(pid) == Some(r.start_ticks));
         self.snapshots.retain(|pid, _| self.reads.contains_key(pid));
         self.cost = ReadCost::default();
         if self.paused {
@@ -107,6 +110,8 @@ impl Placements {
             .collect();
         due.sort_by_key(|p| (self.reads.contains_key(&p.pid), std::cmp::Reverse(p.rss_bytes)));
         let started = Instant::now();
+        // Processes of one cgroup share its cpuset: read once this refresh.
+        let mut cpusets = CpusetMemo::default();
         for (i, p) in due.iter().enumerate() {
             if let Some(budget) = self.options.budget
                 && i > 0
@@ -116,7 +121,17 @@ impl Placements {
                 break;
             }
             // A process that exited since the listing: gone at the next refresh.
-            let Ok(snapshot) = ProcessSnapshot::read_with(p.pid, topology) else { continue };
+            let threads = p
+                .threads
+                .iter()
+                .map(|t| ThreadPlacement {
+                    tid: t.tid,
+                    name: String::new(),
+                    cpu: t.cpu,
+                    node: topology.node_of_cpu(t.cpu),
+                })
+                .collect();
+            let Ok(snapshot) = ProcessSnapshot::read_with_threads(p.pid, threads, &mut cpusets) else { continue };
             let denied = snapshot.numa_maps.is_none();
             self.reads.insert(p.pid, Read { start_ticks: p.start_ticks, at: Instant::now(), denied, ran: ran(p) });
             if denied {
@@ -195,5 +210,12 @@ mod tests {
         let me = all.snapshots().get(&std::process::id()).expect("this process's numa_maps");
         assert!(me.total_bytes() > 0);
         assert_eq!(all.last_cost().left_for_later, 0);
+        // A process no longer listed has exited: forgotten; the others are kept.
+        let read = all.reads.len();
+        let others: Vec<ProcessSample> = processes.iter().filter(|p| p.pid != std::process::id()).cloned().collect();
+        all.pause(true);
+        all.refresh(&others, &topology);
+        assert!(!all.snapshots().contains_key(&std::process::id()));
+        assert_eq!(all.reads.len(), read - 1);
     }
 }

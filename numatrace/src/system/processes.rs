@@ -33,6 +33,12 @@ enum Known {
 #[derive(Default)]
 pub struct ProcessReader {
     known: HashMap<u32, Known>,
+    /// The map of the refresh before (what is left in it exited), cleared
+    /// and filled at the next: a thousand processes' map allocated anew
+    /// each second was churn.
+    spare: HashMap<u32, Known>,
+    /// How many processes the last refresh listed.
+    listed: usize,
     refreshes: u64,
 }
 
@@ -42,8 +48,9 @@ impl ProcessReader {
     pub fn read(&mut self) -> Result<Vec<ProcessSample>> {
         self.refreshes += 1;
         let page = procfs::page_size();
-        let mut out = Vec::new();
-        let mut known = HashMap::with_capacity(self.known.len());
+        let mut out = Vec::with_capacity(self.listed);
+        let mut known = std::mem::take(&mut self.spare);
+        known.clear();
         let mut buf = Vec::with_capacity(512);
         for entry in fs::read_dir("/proc").context("listing /proc")?.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
@@ -94,7 +101,8 @@ impl ProcessReader {
             known.insert(pid, Known::Process { sample, idle });
         }
         // Whatever was not listed has exited.
-        self.known = known;
+        self.spare = std::mem::replace(&mut self.known, known);
+        self.listed = out.len();
         out.sort_by_key(|p| p.pid);
         Ok(out)
     }

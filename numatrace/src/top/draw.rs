@@ -174,11 +174,47 @@ fn draw_table(frame: &mut Frame, state: &mut State, area: ratatui::layout::Rect)
         };
         Cell::from(format!("{title}{mark}"))
     });
-    let table = Table::new(rows.iter().map(|r| TableRow::new(cells(r))), WIDTHS)
+    // Only the rows on screen become cells: a thousand rows' cells cost a
+    // third of top's CPU, and all but a screenful were thrown away.
+    let shown = window(rows.len(), state.selected, state.offset, usize::from(area.height.saturating_sub(1)));
+    let table = Table::new(rows[shown.clone()].iter().map(|r| TableRow::new(cells(r))), WIDTHS)
         .header(TableRow::new(titles).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)))
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut table_state =
-        TableState::new().with_offset(state.offset).with_selected((!rows.is_empty()).then_some(state.selected));
+    let selected = (!rows.is_empty()).then(|| state.selected - shown.start);
+    let mut table_state = TableState::new().with_selected(selected);
     frame.render_stateful_widget(table, area, &mut table_state);
-    state.offset = table_state.offset();
+    state.offset = shown.start;
+}
+
+/// The rows a table `height` rows high shows: from `offset`, moved the
+/// least that keeps `selected` in sight (as ratatui's table scrolls), and
+/// never past the last screenful.
+fn window(len: usize, selected: usize, offset: usize, height: usize) -> std::ops::Range<usize> {
+    let height = height.max(1);
+    let selected = selected.min(len.saturating_sub(1));
+    let start = offset.min(selected).max((selected + 1).saturating_sub(height)).min(len.saturating_sub(height));
+    start..(start + height).min(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window;
+
+    #[test]
+    fn the_window_keeps_the_selection_in_sight() {
+        // Nothing to show.
+        assert_eq!(window(0, 0, 0, 10), 0..0);
+        // Fewer rows than lines.
+        assert_eq!(window(3, 2, 0, 10), 0..3);
+        // The selection below the screen scrolls down just enough.
+        assert_eq!(window(1000, 25, 0, 10), 16..26);
+        // Above it, up to the selection.
+        assert_eq!(window(1000, 5, 16, 10), 5..15);
+        // Within it, the offset stays.
+        assert_eq!(window(1000, 20, 16, 10), 16..26);
+        // Rows gone since (a smaller view): the last screenful, not past the end.
+        assert_eq!(window(12, 11, 40, 10), 2..12);
+        // A terminal with no room for rows still shows the selected one.
+        assert_eq!(window(1000, 7, 0, 0), 7..8);
+    }
 }

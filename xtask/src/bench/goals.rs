@@ -9,6 +9,7 @@ use super::{
     ALL_MIGRATIONS_PREFIX, BPFTRACE_PREFIX, Comparison, EMPTY_PREFIX, Results,
     report::{median, slowdowns_in},
     stacks::{Setting, Stacks},
+    top::{Top, User},
     variants::Variant,
 };
 
@@ -410,6 +411,12 @@ fn goals(r: &Results, host: bool) -> Vec<(&'static str, String)> {
             stacks_goal(s),
         ));
     }
+    if let Some(t) = &r.top {
+        out.push((
+            "`numatrace top`: under 2 % of one core at its 1 s refresh with 1000 processes (issue #18)",
+            top_goal(t),
+        ));
+    }
     if let Some(s) = &r.startup {
         let a = median(&s.numatrace_attach_s);
         let d =
@@ -449,6 +456,23 @@ fn stacks_goal(s: &Stacks) -> String {
         fmt(s.extra_percent(), |x| format!("{x:+.1} %")),
         fmt(s.extra_percent_per_round(), |x| format!("{x:+.1} %")),
         verdict(s.goal_met())
+    )
+}
+
+/// The `numatrace top` goal's cell: each user's median, the kernel side, the verdict.
+fn top_goal(t: &Top) -> String {
+    let p = |u: User| fmt(t.median_percent(u), |x| format!("{x:.2} %"));
+    let runs = |u: User| t.runs.iter().filter(|r| r.user == u).count();
+    let processes = t.runs.iter().map(|r| r.processes).min().unwrap_or(0);
+    format!(
+        "{} as nobody (median of {} runs), {} as root ({} run; {}); {} processes in /proc: {}",
+        p(User::Unprivileged),
+        runs(User::Unprivileged),
+        p(User::Root),
+        runs(User::Root),
+        t.kernel_side(),
+        processes,
+        verdict(t.goal_met())
     )
 }
 
@@ -578,5 +602,17 @@ mod tests {
         let text = markdown(&r);
         assert!(text.contains("| `--stacks`: at most +30 % on numatrace's added CPU time"), "{text}");
         assert!(!text.contains("fault-heavy: numatrace's added CPU time at most 0.1"), "only the parts run have rows");
+    }
+
+    #[test]
+    fn the_top_goal_row_gives_both_users_and_the_kernel_side() {
+        let t = super::super::top::tests::sample();
+        assert_eq!(
+            top_goal(&t),
+            "1.50 % as nobody (median of 3 runs), 1.20 % as root (1 run; no kernel side attached (no BPF program held) \
+             as root); 1100 processes in /proc: **met**"
+        );
+        let text = markdown(&Results { top: Some(t), ..Default::default() });
+        assert!(text.contains("| `numatrace top`: under 2 % of one core"), "{text}");
     }
 }

@@ -18,6 +18,7 @@ mod guest;
 mod report;
 mod stacks;
 mod startup;
+mod top;
 mod variants;
 
 use std::{
@@ -105,6 +106,9 @@ pub enum Part {
     /// The fault-heavy workload untraced, under numatrace and under `numatrace --stacks`:
     /// what taking call stacks adds to numatrace's added CPU (about 30 s at 7 rounds).
     Stacks,
+    /// `numatrace top` at its 1 s refresh with 1000 idle processes, as `nobody` (up to 3
+    /// runs) and once as root: its CPU in percent of one core (about 25 s a run).
+    Top,
 }
 
 impl Part {
@@ -122,6 +126,7 @@ impl Part {
             Part::Startup => "startup",
             Part::AlwaysOn => "always-on",
             Part::Stacks => "stacks",
+            Part::Top => "top",
         }
     }
 }
@@ -331,6 +336,8 @@ pub struct Results {
     pub always_on: Option<always_on::AlwaysOn>,
     #[serde(default)]
     pub stacks: Option<stacks::Stacks>,
+    #[serde(default)]
+    pub top: Option<top::Top>,
     /// With `--lab`: the same parts in the 2-node 6.1 guest.
     #[serde(default)]
     pub guest: Option<Box<Results>>,
@@ -425,6 +432,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if want(Part::Stacks) && !args.in_guest {
         eprintln!("bench: --stacks, {} rounds: {}", plan.rounds, plan.fault_args.join(" "));
         results.stacks = Some(stacks::measure(&tools, &plan.fault_args, plan.rounds)?);
+    }
+    if want(Part::Top) && !args.in_guest {
+        let rounds = plan.rounds.min(3);
+        eprintln!(
+            "bench: numatrace top, {rounds} run(s) as nobody and one as root, {} idle processes",
+            top::IDLE_PROCESSES
+        );
+        results.top = Some(top::measure(&numatrace, &tools.scratch, rounds)?);
     }
     if want(Part::Load) && !args.in_guest {
         for run in &plan.load {

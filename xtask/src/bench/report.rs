@@ -225,6 +225,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(s) = &r.stacks {
         stacks_table(&mut out, s);
     }
+    if let Some(t) = &r.top {
+        top_table(&mut out, t);
+    }
     if !r.aggregator.is_empty() {
         let _ = writeln!(
             out,
@@ -384,6 +387,49 @@ fn always_on_table(out: &mut String, a: &super::always_on::AlwaysOn) {
     }
 }
 
+/// `numatrace top`: every run, then the medians against the goal.
+pub fn top_table(out: &mut String, t: &super::top::Top) {
+    use super::top::User;
+    let _ = writeln!(
+        out,
+        "\n#### `{}` with {} idle processes: its CPU over a window after its first screens\n",
+        t.command, t.idle_processes
+    );
+    let _ = writeln!(
+        out,
+        "| run | user | processes in /proc | start-up CPU | window | CPU in the window | % of one core | BPF programs held |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for (i, r) in t.runs.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.3} s | {:.1} s | {:.3} s | {:.2} % | {} |",
+            i + 1,
+            r.user.label(),
+            r.processes,
+            r.startup_cpu_s,
+            r.seconds,
+            r.cpu_s,
+            r.percent(),
+            r.bpf_programs
+        );
+    }
+    let p = |u: User| t.median_percent(u).map_or("-".to_string(), |x| format!("{x:.2} %"));
+    let verdict = match t.goal_met() {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    let _ = writeln!(
+        out,
+        "\nMedian {} as nobody, {} as root; {}: {verdict} (goal: under {:.0} % of one core).",
+        p(User::Unprivileged),
+        p(User::Root),
+        t.kernel_side(),
+        super::top::TOP_GOAL_PERCENT
+    );
+}
+
 /// `--stacks` against plain numatrace: medians per setting, then the cost.
 pub fn stacks_table(out: &mut String, s: &super::stacks::Stacks) {
     use super::stacks::Setting;
@@ -452,5 +498,15 @@ mod tests {
             out.contains("`--stacks` adds +33.3 % to numatrace's added CPU (ratio of the medians; median of per-round ratios +28.6 %): **not met**"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_top_table_has_a_row_per_run_and_the_medians() {
+        let t = super::super::top::tests::sample();
+        let mut out = String::new();
+        top_table(&mut out, &t);
+        assert!(out.contains("| 3 | root | 1100 | 0.100 s | 20.0 s | 0.240 s | 1.20 % | 0 |"), "{out}");
+        assert!(out.contains("Median 1.50 % as nobody, 1.20 % as root;"), "{out}");
+        assert!(out.contains(": **met** (goal: under 2 % of one core)."), "{out}");
     }
 }

@@ -321,7 +321,7 @@ fn vm_hwm_kib(pid: i32) -> Option<u64> {
 
 /// utime + stime of the process itself (fields 14 and 15 of /proc/PID/stat;
 /// its children's time is in 16 and 17), readable while it is a zombie.
-fn own_cpu_seconds(pid: i32) -> Option<f64> {
+pub(super) fn own_cpu_seconds(pid: i32) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields restart after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
