@@ -464,15 +464,18 @@ fn top_goal(t: &Top) -> String {
     let p = |u: User| fmt(t.median_percent(u), |x| format!("{x:.2} %"));
     let runs = |u: User| t.runs.iter().filter(|r| r.user == u).count();
     let processes = t.runs.iter().map(|r| r.processes).min().unwrap_or(0);
+    let first = |u: User| fmt(t.median_first_percent(u), |x| format!("{x:.2} %"));
     format!(
-        "{} as nobody (median of {} runs), {} as root ({} run; {}); {} processes in /proc: {}",
+        "steady: {} as nobody (median of {} runs), {} as root ({} run; {}); {} processes in /proc: {} (the first 20 s, every numa_maps read once: {} and {})",
         p(User::Unprivileged),
         runs(User::Unprivileged),
         p(User::Root),
         runs(User::Root),
         t.kernel_side(),
         processes,
-        verdict(t.goal_met())
+        verdict(t.goal_met()),
+        first(User::Unprivileged),
+        first(User::Root),
     )
 }
 
@@ -609,8 +612,8 @@ mod tests {
         let t = super::super::top::tests::sample();
         assert_eq!(
             top_goal(&t),
-            "1.50 % as nobody (median of 3 runs), 1.20 % as root (1 run; no kernel side attached (no BPF program held) \
-             as root); 1100 processes in /proc: **met**"
+            "steady: 1.50 % as nobody (median of 3 runs), 1.20 % as root (1 run; no kernel side attached (no BPF program \
+             held) as root); 1100 processes in /proc: **met** (the first 20 s, every numa_maps read once: 3.00 % and 2.40 %)"
         );
         let text = markdown(&Results { top: Some(t), ..Default::default() });
         assert!(text.contains("| `numatrace top`: under 2 % of one core"), "{text}");
