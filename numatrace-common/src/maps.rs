@@ -68,6 +68,10 @@ pub struct ProcessCounts {
     /// Movable pages allocated in its context on another node than its CPU's
     /// (`mm_page_alloc`): first touches that landed remote.
     pub remote_first_touch_pages: u64,
+    /// NUMA hinting faults of its threads on pages of another node than the
+    /// faulting CPU's (`task_numa_fault` without `TNF_FAULT_LOCAL`): the
+    /// balancer's sampled accesses that found the memory remote.
+    pub remote_hinting_faults: u64,
 }
 
 /// Events (or, for runs, pages) the ring buffer had no room for.
@@ -268,7 +272,7 @@ const _: () = assert!(size_of::<PageMap>() == 16);
 const _: () = assert!(size_of::<PageMapCalibration>() == 48);
 const _: () = assert!(size_of::<PendingRun>() == 64);
 const _: () = assert!(size_of::<Sampling>() == 8);
-const _: () = assert!(size_of::<ProcessCounts>() == 16);
+const _: () = assert!(size_of::<ProcessCounts>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -129,7 +129,7 @@ fn without_privileges_check_says_it_cannot_load_programs() {
     let sources = check["sources"].as_array().expect("sources listed");
     assert!(sources.len() >= 10 && sources.iter().all(|s| s["state"] == "not_checked"), "{sources:?}");
     let counters = check["machine_counters"].as_array().expect("machine counters listed");
-    assert!(counters.len() == 3 && counters.iter().all(|s| s["state"] == "not_checked"), "{counters:?}");
+    assert!(counters.len() == 4 && counters.iter().all(|s| s["state"] == "not_checked"), "{counters:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");

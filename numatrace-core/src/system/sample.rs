@@ -40,6 +40,10 @@ pub struct KernelCounts {
     pub cross_node_migrations: u64,
     /// Movable pages it allocated on another node than its CPU's.
     pub remote_first_touch_pages: u64,
+    /// NUMA hinting faults of its threads that found the page on another
+    /// node than the faulting CPU's.
+    #[serde(default)]
+    pub remote_hinting_faults: u64,
 }
 
 /// The machine and its processes at one moment.
@@ -57,4 +61,8 @@ pub struct Sample {
     /// attached); else their 0s mean nothing.
     #[serde(default)]
     pub first_touches_counted: bool,
+    /// Whether `kernel_counts` has remote hinting faults (their program is
+    /// attached: it needs fentry or kprobes); else their 0s mean nothing.
+    #[serde(default)]
+    pub hinting_faults_counted: bool,
 }

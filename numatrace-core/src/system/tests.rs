@@ -128,6 +128,7 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
         ],
         kernel_counts: None,
         first_touches_counted: false,
+        hinting_faults_counted: false,
     };
     let now = Sample {
         system: system(3000, 3000),
@@ -143,6 +144,7 @@ fn the_view_ranks_processes_by_remote_share_and_counts_moves() {
         ],
         kernel_counts: None,
         first_touches_counted: false,
+        hinting_faults_counted: false,
     };
     let placements: HashMap<u32, ProcessSnapshot> = [
         (100, placement(100, &[(0, 8192), (1, 8192)], "default", &[0])),
@@ -195,11 +197,17 @@ fn a_reused_pid_starts_afresh() {
         processes: vec![sample(100, "/", &[(0, 500)])],
         kernel_counts: None,
         first_touches_counted: false,
+        hinting_faults_counted: false,
     };
     let mut reborn = sample(100, "/", &[(2, 30)]);
     reborn.start_ticks = 99;
-    let now =
-        Sample { system: system(1000, 0), processes: vec![reborn], kernel_counts: None, first_touches_counted: false };
+    let now = Sample {
+        system: system(1000, 0),
+        processes: vec![reborn],
+        kernel_counts: None,
+        first_touches_counted: false,
+        hinting_faults_counted: false,
+    };
     let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
     // No move counted against the old process's thread of the same tid.
     assert_eq!(view.processes[0].cross_node_migrations_per_s, 0.0);
@@ -207,12 +215,18 @@ fn a_reused_pid_starts_afresh() {
 
 #[test]
 fn the_kernels_counts_replace_the_proc_estimate_when_there() {
-    let counts = |pairs: &[(u32, u64, u64)]| {
+    // (pid, moves, remote first-touch pages, remote hinting faults)
+    let counts = |counts: &[(u32, u64, u64, u64)]| {
         Some(
-            pairs
+            counts
                 .iter()
-                .map(|&(pid, moves, pages)| {
-                    (pid, KernelCounts { cross_node_migrations: moves, remote_first_touch_pages: pages })
+                .map(|&(pid, moves, pages, faults)| {
+                    let counts = KernelCounts {
+                        cross_node_migrations: moves,
+                        remote_first_touch_pages: pages,
+                        remote_hinting_faults: faults,
+                    };
+                    (pid, counts)
                 })
                 .collect(),
         )
@@ -220,8 +234,9 @@ fn the_kernels_counts_replace_the_proc_estimate_when_there() {
     let earlier = Sample {
         system: system(0, 0),
         processes: vec![sample(100, "/a", &[(0, 0)]), sample(200, "/a", &[(0, 0)]), sample(300, "/b", &[(0, 0)])],
-        kernel_counts: counts(&[(100, 4, 1000), (200, 10, 0), (300, 50, 50)]),
+        kernel_counts: counts(&[(100, 4, 1000, 30), (200, 10, 0, 0), (300, 50, 50, 7)]),
         first_touches_counted: true,
+        hinting_faults_counted: true,
     };
     let mut reborn = sample(300, "/b", &[(0, 5)]);
     reborn.start_ticks = 99;
@@ -237,8 +252,9 @@ fn the_kernels_counts_replace_the_proc_estimate_when_there() {
             // Not counted by the kernel at all: nothing happened.
             sample(400, "/b", &[(0, 10)]),
         ],
-        kernel_counts: counts(&[(100, 10, 1400), (200, 3, 0), (300, 2, 8)]),
+        kernel_counts: counts(&[(100, 10, 1400, 90), (200, 3, 0, 0), (300, 2, 8, 2)]),
         first_touches_counted: true,
+        hinting_faults_counted: true,
     };
     let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
     assert!(view.counted_in_kernel);
@@ -247,19 +263,28 @@ fn the_kernels_counts_replace_the_proc_estimate_when_there() {
     assert_eq!((p(200).cross_node_migrations_per_s, p(200).remote_first_touch_pages_per_s), (0.0, Some(0.0)));
     assert_eq!((p(300).cross_node_migrations_per_s, p(300).remote_first_touch_pages_per_s), (1.0, Some(4.0)));
     assert_eq!((p(400).cross_node_migrations_per_s, p(400).remote_first_touch_pages_per_s), (0.0, Some(0.0)));
+    let faults = |pid| p(pid).remote_hinting_faults_per_s;
+    assert_eq!((faults(100), faults(200), faults(300), faults(400)), (Some(30.0), Some(0.0), Some(1.0), Some(0.0)));
     let groups = view.by_cgroup();
     assert_eq!(groups.iter().map(|g| g.remote_first_touch_pages_per_s).collect::<Vec<_>>(), [Some(200.0), Some(4.0)]);
+    assert_eq!(groups.iter().map(|g| g.remote_hinting_faults_per_s).collect::<Vec<_>>(), [Some(30.0), Some(1.0)]);
     let json = serde_json::to_value(&view).unwrap();
     assert_eq!(json["counted_in_kernel"], true);
+    assert_eq!(json["hinting_faults_counted_in_kernel"], true);
 
-    // Migrations counted, first touches not (the exporter's default): every
-    // move, and null first touches.
+    // Migrations counted, first touches and hinting faults not (the
+    // exporter's default on a kernel without fentry or kprobes): every
+    // move, and null first touches and faults.
     let (mut earlier, mut now) = (earlier, now);
     now.first_touches_counted = false;
+    now.hinting_faults_counted = false;
     let view = SystemView::build(&earlier, &now, &HashMap::new(), Vec::new());
     assert!(view.counted_in_kernel);
+    assert!(!view.hinting_faults_counted_in_kernel);
     let p = |pid| view.processes.iter().find(|p| p.pid == pid).unwrap();
     assert_eq!((p(100).cross_node_migrations_per_s, p(100).remote_first_touch_pages_per_s), (3.0, None));
+    assert_eq!(p(100).remote_hinting_faults_per_s, None);
+    assert_eq!(view.by_cgroup()[0].remote_hinting_faults_per_s, None);
 
     // Without the kernel: the /proc estimate, and no first touches (null, not 0).
     earlier.kernel_counts = None;
@@ -270,4 +295,5 @@ fn the_kernels_counts_replace_the_proc_estimate_when_there() {
     assert_eq!((p(100).cross_node_migrations_per_s, p(100).remote_first_touch_pages_per_s), (0.5, None));
     let json = serde_json::to_value(&view).unwrap();
     assert!(json["processes"][0]["remote_first_touch_pages_per_s"].is_null());
+    assert!(json["processes"][0]["remote_hinting_faults_per_s"].is_null());
 }

@@ -49,6 +49,10 @@ pub struct SystemView {
     /// (`remote_first_touch_pages_per_s` is a number for every process then).
     #[serde(default)]
     pub first_touches_counted_in_kernel: bool,
+    /// Whether the kernel counted remote hinting faults too
+    /// (`remote_hinting_faults_per_s` is a number for every process then).
+    #[serde(default)]
+    pub hinting_faults_counted_in_kernel: bool,
 }
 
 /// One NUMA node.
@@ -101,6 +105,11 @@ pub struct ProcessRow {
     /// second; `None` when the kernel does not count them.
     #[serde(default)]
     pub remote_first_touch_pages_per_s: Option<f64>,
+    /// Its NUMA hinting faults per second that found the page on another
+    /// node than the faulting CPU's (the balancer's sampled accesses, so
+    /// only where balancing is on); `None` when the kernel does not count them.
+    #[serde(default)]
+    pub remote_hinting_faults_per_s: Option<f64>,
     pub tag: Tag,
 }
 
@@ -124,6 +133,9 @@ pub struct CgroupRow {
     pub cross_node_migrations_per_s: f64,
     /// Summed over its processes; `None` when the kernel does not count them.
     pub remote_first_touch_pages_per_s: Option<f64>,
+    /// Summed over its processes; `None` when the kernel does not count them.
+    #[serde(default)]
+    pub remote_hinting_faults_per_s: Option<f64>,
     /// The tag holding the most remote bytes.
     pub tag: Tag,
 }
@@ -146,6 +158,7 @@ impl SystemView {
             cannot_see: Vec::new(),
             counted_in_kernel: false,
             first_touches_counted_in_kernel: false,
+            hinting_faults_counted_in_kernel: false,
         }
     }
 
@@ -188,9 +201,11 @@ impl SystemView {
                 let prev = before.get(&p.pid).copied().filter(|b| b.start_ticks == p.start_ticks);
                 let mut row = process_row(topo, prev, p, placements.get(&p.pid), system.taken_at_unix_ms, seconds);
                 if let Some(counts) = &counts {
-                    let (moves, remote_pages) = counts.of(p.pid, prev.is_some());
-                    row.cross_node_migrations_per_s = moves;
-                    row.remote_first_touch_pages_per_s = now.first_touches_counted.then_some(remote_pages);
+                    let rates = counts.of(p.pid, prev.is_some());
+                    row.cross_node_migrations_per_s = rates.cross_node_migrations;
+                    row.remote_first_touch_pages_per_s =
+                        now.first_touches_counted.then_some(rates.remote_first_touch_pages);
+                    row.remote_hinting_faults_per_s = now.hinting_faults_counted.then_some(rates.remote_hinting_faults);
                 }
                 row
             })
@@ -210,6 +225,7 @@ impl SystemView {
             cannot_see,
             counted_in_kernel: counts.is_some(),
             first_touches_counted_in_kernel: counts.is_some() && now.first_touches_counted,
+            hinting_faults_counted_in_kernel: counts.is_some() && now.hinting_faults_counted,
         }
     }
 
@@ -298,6 +314,7 @@ fn process_row(
         remote_memory_bytes,
         cross_node_migrations_per_s: if seconds > 0.0 && earlier.is_some() { f64::from(moves) / seconds } else { 0.0 },
         remote_first_touch_pages_per_s: None,
+        remote_hinting_faults_per_s: None,
         tag,
     }
 }
@@ -315,14 +332,13 @@ impl<'a> KernelRates<'a> {
         Some(KernelRates { earlier: earlier.kernel_counts.as_ref(), now: now.kernel_counts.as_ref()?, seconds })
     }
 
-    /// (cross-node migrations, remote first-touch pages) per second of a
-    /// process over the interval. One that was not in the earlier sample
-    /// (`seen_before` false) was born in it: all its counts are. A count
-    /// that went back (the bounded hash dropped the process and counted it
-    /// afresh) gives 0 for this interval.
-    fn of(&self, pid: u32, seen_before: bool) -> (f64, f64) {
+    /// Each count per second of a process over the interval. One that was
+    /// not in the earlier sample (`seen_before` false) was born in it: all
+    /// its counts are. A count that went back (the bounded hash dropped the
+    /// process and counted it afresh) gives 0 for this interval.
+    fn of(&self, pid: u32, seen_before: bool) -> CountRates {
         if self.seconds <= 0.0 {
-            return (0.0, 0.0);
+            return CountRates::default();
         }
         let now = self.now.get(&pid).copied().unwrap_or_default();
         let before = match self.earlier {
@@ -332,11 +348,20 @@ impl<'a> KernelRates<'a> {
             _ => KernelCounts::default(),
         };
         let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / self.seconds;
-        (
-            rate(now.cross_node_migrations, before.cross_node_migrations),
-            rate(now.remote_first_touch_pages, before.remote_first_touch_pages),
-        )
+        CountRates {
+            cross_node_migrations: rate(now.cross_node_migrations, before.cross_node_migrations),
+            remote_first_touch_pages: rate(now.remote_first_touch_pages, before.remote_first_touch_pages),
+            remote_hinting_faults: rate(now.remote_hinting_faults, before.remote_hinting_faults),
+        }
     }
+}
+
+/// [`KernelCounts`] per second.
+#[derive(Clone, Copy, Debug, Default)]
+struct CountRates {
+    cross_node_migrations: f64,
+    remote_first_touch_pages: f64,
+    remote_hinting_faults: f64,
 }
 
 /// The process's own memory per node: what its placement decides, without
@@ -409,6 +434,10 @@ fn cgroup_row(cgroup: &str, members: &[&ProcessRow]) -> CgroupRow {
         remote_first_touch_pages_per_s: members
             .iter()
             .map(|p| p.remote_first_touch_pages_per_s)
+            .try_fold(0.0, |sum, rate| rate.map(|r| sum + r)),
+        remote_hinting_faults_per_s: members
+            .iter()
+            .map(|p| p.remote_hinting_faults_per_s)
             .try_fold(0.0, |sum, rate| rate.map(|r| sum + r)),
         tag,
     }

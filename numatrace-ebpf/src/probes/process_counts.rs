@@ -1,17 +1,18 @@
 //! The always-on per-process counters of `numatrace top` and the exporter:
 //! for every process of the machine, thread migrations between CPUs of
-//! different nodes and movable pages allocated on another node than the
-//! allocating CPU's, added to `PROCESS_COUNTS` by tgid. Nothing is traced
+//! different nodes, movable pages allocated on another node than the
+//! allocating CPU's, and NUMA hinting faults that found the page on another
+//! node, added to `PROCESS_COUNTS` by tgid. Nothing is traced
 //! and nothing goes to the ring. A capture never attaches these programs,
 //! so its own filter-first programs cost what they did.
 //!
 //! Only what is remote reaches the hash map: a move within a node or a local
 //! page costs two array reads and a compare.
 use aya_ebpf::{
-    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
-use numatrace_common::{GFP_MOVABLE, NODE_UNKNOWN, ProcessCounts};
+use numatrace_common::{GFP_MOVABLE, NODE_UNKNOWN, ProcessCounts, TNF_FAULT_LOCAL};
 
 use super::{field, field_u32, member};
 use crate::{config::layout, maps::PROCESS_COUNTS, tracking};
@@ -21,6 +22,19 @@ use crate::{config::layout, maps::PROCESS_COUNTS, tracking};
 enum Count {
     CrossNodeMigration,
     RemotePages(u64),
+    RemoteHintingFault,
+}
+
+impl Count {
+    /// Adds this count to a process's value on this CPU.
+    #[inline(always)]
+    fn add_to(self, counts: &mut ProcessCounts) {
+        match self {
+            Count::CrossNodeMigration => counts.cross_node_migrations += 1,
+            Count::RemotePages(n) => counts.remote_first_touch_pages += n,
+            Count::RemoteHintingFault => counts.remote_hinting_faults += 1,
+        }
+    }
 }
 
 /// Adds to this CPU's counts of `tgid`; the entry is made on its first count.
@@ -28,30 +42,18 @@ enum Count {
 fn add(tgid: u32, count: Count) {
     if let Some(counts) = PROCESS_COUNTS.get_ptr_mut(tgid) {
         // SAFETY: this CPU's value of a live entry; no other CPU writes it.
-        unsafe {
-            match count {
-                Count::CrossNodeMigration => (*counts).cross_node_migrations += 1,
-                Count::RemotePages(n) => (*counts).remote_first_touch_pages += n,
-            }
-        }
+        count.add_to(unsafe { &mut *counts });
         return;
     }
-    let first = match count {
-        Count::CrossNodeMigration => ProcessCounts { cross_node_migrations: 1, remote_first_touch_pages: 0 },
-        Count::RemotePages(n) => ProcessCounts { cross_node_migrations: 0, remote_first_touch_pages: n },
-    };
+    let mut first = ProcessCounts::default();
+    count.add_to(&mut first);
     // BPF_NOEXIST: another CPU may have made the entry since the lookup;
     // then this count goes to this CPU's value of that entry instead.
     if PROCESS_COUNTS.insert(tgid, first, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_err()
         && let Some(counts) = PROCESS_COUNTS.get_ptr_mut(tgid)
     {
         // SAFETY: as above.
-        unsafe {
-            match count {
-                Count::CrossNodeMigration => (*counts).cross_node_migrations += 1,
-                Count::RemotePages(n) => (*counts).remote_first_touch_pages += n,
-            }
-        }
+        count.add_to(unsafe { &mut *counts });
     }
 }
 
@@ -116,5 +118,33 @@ pub fn mm_page_alloc_count(ctx: TracePointContext) -> u32 {
         return 0;
     }
     page_alloc(pfn, field_u32(&ctx, layout!(page_alloc_order)).unwrap_or(0));
+    0
+}
+
+/// `task_numa_fault(last_cpupid, mem_node, pages, flags)`: a NUMA hinting
+/// fault of the current thread. Counted per fault (as /proc/vmstat's
+/// `numa_hint_faults` are, a huge page once) when the kernel did not find
+/// the page on the faulting CPU's node; runs only on the balancer's hinting
+/// faults, which it paces itself.
+#[inline(always)]
+fn hinting_fault(flags: i32) {
+    if flags as u32 & TNF_FAULT_LOCAL != 0 {
+        return;
+    }
+    let (tgid, _) = tracking::current();
+    add(tgid, Count::RemoteHintingFault);
+}
+
+#[fentry(function = "task_numa_fault")]
+pub fn task_numa_fault_count_fentry(ctx: FEntryContext) -> u32 {
+    hinting_fault(ctx.arg::<i32>(3));
+    0
+}
+
+#[kprobe]
+pub fn task_numa_fault_count(ctx: ProbeContext) -> u32 {
+    if let Some(flags) = ctx.arg::<i32>(3) {
+        hinting_fault(flags);
+    }
     0
 }

@@ -23,13 +23,16 @@ MOVES/s: thread moves between nodes, every one as the kernel counts them
 when root (or CAP_BPF+CAP_PERFMON) allows, else threads seen on another
 node than a refresh before (a lower bound); RFT/s: pages first-touched on
 another node than the toucher's CPU, counted in the kernel (- without
-it); TAG: the likely
+it); RHF/s: NUMA hinting faults (the balancer's sampled accesses, so only
+with balancing on) that found the page on another node than the faulting
+CPU's, counted in the kernel where it has fentry or kprobes (- else);
+TAG: the likely
 cause, from the rules of `numatrace inspect`: policy, cpuset, spill,
 elsewhere (placed by a thread on another node, or its threads moved), local
 (under 5 % remote), unknown (numa_maps not read).
 
-Keys: r m x f p n c t sort by remote share, memory, moves, remote first touches, pid, name, cgroup,
-tag (again: reverse); / filters (node:1, cgroup:db, or part of the name);
+Keys: r m x f h p n c t sort by remote share, memory, moves, remote first
+touches, remote hinting faults, pid, name, cgroup, tag (again: reverse); / filters (node:1, cgroup:db, or part of the name);
 g rows per cgroup; Enter traces the selected process (numatrace --pid PID
 --duration 10s, needs root) and shows its report; q or Ctrl-C quits.
 
@@ -82,12 +85,10 @@ pub fn run(args: &TopArgs) -> Result<i32> {
     }
     if args.once {
         // Kept attached until the second sample is read.
-        let (_attached, counters, kernel_line) = top::kernel_counters(!args.no_kernel_counters);
-        let counted = counters.is_some();
+        let top::KernelSide { attached: _attached, counters, not_counted, .. } =
+            top::kernel_counters(!args.no_kernel_counters);
         let mut view = system::once(args.interval, counters)?;
-        if !counted && !args.no_kernel_counters {
-            view.cannot_see.push(kernel_line);
-        }
+        view.cannot_see.extend(not_counted);
         let mut out = std::io::stdout().lock();
         if args.json {
             serde_json::to_writer_pretty(&mut out, &view)?;

@@ -119,8 +119,13 @@ fn kernel(opts: &Options) -> (Kernel, Option<ProcessCounters>) {
             let mut missing = Vec::new();
             if let Some(why) = counters.process_counters_missing() {
                 missing.push(format!("cross-node migrations are estimated from /proc ({why})"));
-            } else if let Some(why) = counters.first_touches_missing() {
-                missing.push(format!("remote first touches are not counted ({why})"));
+            } else {
+                if let Some(why) = counters.first_touches_missing() {
+                    missing.push(format!("remote first touches are not counted ({why})"));
+                }
+                if let Some(why) = counters.hinting_faults_missing() {
+                    missing.push(format!("remote hinting faults per process are not counted ({why})"));
+                }
             }
             if let Some(status) = counters.sources.first().filter(|s| !s.attached) {
                 missing.push(format!(

@@ -320,6 +320,18 @@ impl Exposition {
                 &remote_pages,
             )?;
         }
+        let remote_faults: Vec<(Labels, u64)> =
+            series.iter().filter_map(|s| s.remote_hinting_faults.map(|faults| (labels(s), faults))).collect();
+        // Only where counted (fentry or kprobes on task_numa_fault): no family of zeros.
+        if !remote_faults.is_empty() {
+            counters(
+                out,
+                "numatrace_remote_hinting_faults",
+                "NUMA hinting faults of a process's threads (the balancer's sampled accesses, only with balancing on) that found the page on another node than the faulting CPU's, since the exporter started, counted in the kernel (task_numa_fault).",
+                None,
+                &remote_faults,
+            )?;
+        }
         gauges(
             out,
             "numatrace_exporter_processes",

@@ -36,6 +36,10 @@ pub struct ProcessSeries {
     /// Movable pages allocated on another node than the allocating CPU's
     /// since the exporter started; `None` when the kernel does not count them.
     pub remote_first_touch_pages: Option<u64>,
+    /// Hinting faults that found the page on another node than the
+    /// faulting CPU's since the exporter started; `None` when the kernel
+    /// does not count them.
+    pub remote_hinting_faults: Option<u64>,
 }
 
 /// The per-process part of one refresh.
@@ -59,6 +63,7 @@ pub struct ProcessTable {
 struct Counts {
     moves: u64,
     remote_pages: u64,
+    remote_hinting_faults: u64,
 }
 
 impl Counts {
@@ -66,6 +71,7 @@ impl Counts {
         Counts {
             moves: self.moves.saturating_add(other.moves),
             remote_pages: self.remote_pages.saturating_add(other.remote_pages),
+            remote_hinting_faults: self.remote_hinting_faults.saturating_add(other.remote_hinting_faults),
         }
     }
 }
@@ -99,6 +105,7 @@ impl Member {
                 remote_memory_bytes: row.remote_memory_bytes,
                 cross_node_migrations: 0,
                 remote_first_touch_pages: None,
+                remote_hinting_faults: None,
             },
             processes: 1,
             rss_bytes: row.rss_bytes,
@@ -121,6 +128,7 @@ fn counts_in(row: &ProcessRow, seconds: f64) -> Counts {
     Counts {
         moves: (row.cross_node_migrations_per_s * seconds).round() as u64,
         remote_pages: (row.remote_first_touch_pages_per_s.unwrap_or(0.0) * seconds).round() as u64,
+        remote_hinting_faults: (row.remote_hinting_faults_per_s.unwrap_or(0.0) * seconds).round() as u64,
     }
 }
 
@@ -187,6 +195,7 @@ impl MigrationTotals {
             top: Vec::with_capacity(top.min(ranked.len())),
         };
         let pages = |counts: Counts| view.first_touches_counted_in_kernel.then_some(counts.remote_pages);
+        let faults = |counts: Counts| view.hinting_faults_counted_in_kernel.then_some(counts.remote_hinting_faults);
         for (rank, member) in ranked.into_iter().enumerate() {
             let total = self.by_key.entry(member.key).or_default();
             *total = total.add(member.counts);
@@ -194,6 +203,7 @@ impl MigrationTotals {
                 table.top.push(ProcessSeries {
                     cross_node_migrations: total.moves,
                     remote_first_touch_pages: pages(*total),
+                    remote_hinting_faults: faults(*total),
                     ..member.series
                 });
                 continue;
@@ -210,6 +220,7 @@ impl MigrationTotals {
         }
         table.other.cross_node_migrations = self.other.moves;
         table.other.remote_first_touch_pages = pages(self.other);
+        table.other.remote_hinting_faults = faults(self.other);
         table
     }
 }
@@ -235,6 +246,7 @@ mod tests {
             remote_memory_bytes: (!by_node_mib.is_empty()).then_some(remote_mib * mib),
             cross_node_migrations_per_s: moves_per_s,
             remote_first_touch_pages_per_s: None,
+            remote_hinting_faults_per_s: None,
             tag: Tag::Unknown,
         }
     }

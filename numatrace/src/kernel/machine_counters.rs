@@ -6,8 +6,8 @@
 //!   tracepoints: the capture's own placement programs count every decision
 //!   before their traced-process filter (`Counter::MachineBalancer*`);
 //! - per process (`PROCESS_COUNTS`, an LRU per-CPU hash by tgid): thread
-//!   migrations across nodes and remote first-touch pages, by programs a
-//!   capture never attaches (`sources::PROCESS_*_COUNTS`).
+//!   migrations across nodes, remote first-touch pages and remote hinting
+//!   faults, by programs a capture never attaches (`sources::PROCESS_COUNT_SOURCES`).
 //!
 //! Every map only a capture needs is shrunk to one entry: under 1 MiB of
 //! kernel memory in all on a 2-CPU host, most of it the per-process hash.
@@ -33,11 +33,7 @@ const PLACEMENT_SOURCE: &str = "balancer task placement";
 /// The sources [`MachineCounters::attach`] tries, in its order (the order of
 /// [`MachineCounters::sources`]).
 pub fn sources() -> Vec<&'static sources::Source> {
-    sources::SOURCES
-        .iter()
-        .filter(|s| s.name == PLACEMENT_SOURCE)
-        .chain([&sources::PROCESS_MIGRATION_COUNTS, &sources::PROCESS_FIRST_TOUCH_COUNTS])
-        .collect()
+    sources::SOURCES.iter().filter(|s| s.name == PLACEMENT_SOURCE).chain(sources::PROCESS_COUNT_SOURCES).collect()
 }
 
 /// Maps sized to one entry (the ring to one page): nothing writes them when
@@ -51,7 +47,7 @@ const RING_BYTES: u32 = 4096;
 
 /// Kernel memory the per-process values may take: each entry holds one
 /// [`ProcessCounts`] per possible CPU, so a machine with many CPUs counts
-/// fewer processes at once (8192 up to 64 CPUs, 2048 at 256).
+/// fewer processes at once (8192 up to 42 CPUs, 5461 at 64, 1365 at 256).
 const PROCESS_COUNTS_BYTES: u64 = 8 << 20;
 
 /// The balancer's task decisions since the counters were attached.
@@ -78,20 +74,24 @@ pub enum FirstTouchCounting {
 pub struct MachineCounters {
     ebpf: Ebpf,
     /// How each source attached, or why not: the balancer's placement, then
-    /// the two per-process counters.
+    /// the per-process counters tried.
     pub sources: Vec<SourceStatus>,
     balancer: bool,
     /// Whether the per-process migration counter attached.
     processes: bool,
     /// Whether the per-process remote first-touch counter attached too.
     first_touches: bool,
+    /// Whether the per-process remote hinting-fault counter attached too
+    /// (it needs fentry or kprobes).
+    hinting_faults: bool,
 }
 
 impl MachineCounters {
     /// Loads the object with nothing traced and attaches what this kernel
     /// allows. Fails with one sentence without the privileges or tracefs,
     /// or when no counter at all could attach. Remote first touches are
-    /// counted only when asked for, and only beside the migrations.
+    /// counted only when asked for; they and remote hinting faults only
+    /// beside the migrations.
     pub fn attach(first_touch_counting: FirstTouchCounting) -> Result<MachineCounters> {
         if !privileges::Privileges::current().can_load_programs() {
             bail!("{}", privileges::NEEDED);
@@ -154,7 +154,11 @@ impl MachineCounters {
         // to put first touches in.
         let first_touches = processes && first_touch_counting == FirstTouchCounting::Counted && {
             statuses.push(sources::attach(&mut ebpf, &env, &sources::PROCESS_FIRST_TOUCH_COUNTS, &mut links));
-            statuses[2].attached
+            statuses.last().is_some_and(|s| s.attached)
+        };
+        let hinting_faults = processes && {
+            statuses.push(sources::attach(&mut ebpf, &env, &sources::PROCESS_HINTING_FAULT_COUNTS, &mut links));
+            statuses.last().is_some_and(|s| s.attached)
         };
         if !balancer && !processes {
             let reasons: Vec<String> = statuses
@@ -163,7 +167,7 @@ impl MachineCounters {
                 .collect();
             bail!("no kernel counter could attach ({})", reasons.join("; "));
         }
-        Ok(MachineCounters { ebpf, sources: statuses, balancer, processes, first_touches })
+        Ok(MachineCounters { ebpf, sources: statuses, balancer, processes, first_touches, hinting_faults })
     }
 
     /// The balancer's decisions so far, summed over CPUs; `None` when its
@@ -191,8 +195,8 @@ impl MachineCounters {
             return None;
         }
         let map = self.ebpf.take_map(PROCESS_COUNTS_MAP)?;
-        let first_touches = self.first_touches;
-        PerCpuHashMap::try_from(map).ok().map(|map| ProcessCounters { map, first_touches })
+        let counted = Counted { first_touches: self.first_touches, hinting_faults: self.hinting_faults };
+        PerCpuHashMap::try_from(map).ok().map(|map| ProcessCounters { map, counted })
     }
 
     /// Why the per-process counts are not kept, when they are not.
@@ -205,15 +209,21 @@ impl MachineCounters {
         Some(reasons.join("; "))
     }
 
-    /// Whether each process's remote first touches are counted.
-    pub fn counts_first_touches(&self) -> bool {
-        self.first_touches
-    }
-
     /// Why remote first touches are not counted though asked for: their
     /// program did not attach (the migrations did).
     pub fn first_touches_missing(&self) -> Option<String> {
-        let status = self.sources.get(2).filter(|s| !s.attached)?;
+        self.missing(&sources::PROCESS_FIRST_TOUCH_COUNTS)
+    }
+
+    /// Why remote hinting faults are not counted though the migrations are:
+    /// their program did not attach (no fentry and no kprobes here).
+    pub fn hinting_faults_missing(&self) -> Option<String> {
+        self.missing(&sources::PROCESS_HINTING_FAULT_COUNTS)
+    }
+
+    /// The reason `source` was tried and did not attach.
+    fn missing(&self, source: &sources::Source) -> Option<String> {
+        let status = self.sources.iter().find(|s| s.name == source.name && !s.attached)?;
         Some(format!("{}: {}", status.name, status.reason.as_deref().unwrap_or("not attached")))
     }
 
@@ -239,18 +249,25 @@ impl MachineCounters {
     }
 }
 
-/// Every process's cross-node migrations and remote first touches, as the
-/// kernel counts them (`PROCESS_COUNTS`).
+/// Which counts besides the migrations the programs keep: a count no
+/// program writes is 0 and means nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub first_touches: bool,
+    pub hinting_faults: bool,
+}
+
+/// Every process's cross-node migrations, remote first touches and remote
+/// hinting faults, as the kernel counts them (`PROCESS_COUNTS`).
 pub struct ProcessCounters {
     map: PerCpuHashMap<MapData, u32, ProcessCounts>,
-    /// Whether the remote first-touch program writes the map too.
-    first_touches: bool,
+    counted: Counted,
 }
 
 impl ProcessCounters {
-    /// Whether the remote first touches in [`ProcessCounters::read`] are counted.
-    pub fn counts_first_touches(&self) -> bool {
-        self.first_touches
+    /// Which counts of [`ProcessCounters::read`] are kept besides the migrations.
+    pub fn counted(&self) -> Counted {
+        self.counted
     }
 
     /// The counts of every counted process, summed over CPUs. Entries of
@@ -269,6 +286,7 @@ impl ProcessCounters {
             let sum = per_cpu.iter().fold(KernelCounts::default(), |a, c| KernelCounts {
                 cross_node_migrations: a.cross_node_migrations.saturating_add(c.cross_node_migrations),
                 remote_first_touch_pages: a.remote_first_touch_pages.saturating_add(c.remote_first_touch_pages),
+                remote_hinting_faults: a.remote_hinting_faults.saturating_add(c.remote_hinting_faults),
             });
             counts.insert(tgid, sum);
         }
@@ -304,8 +322,9 @@ mod tests {
     #[test]
     fn the_per_process_hash_shrinks_with_many_cpus() {
         assert_eq!(process_entries(2), MAX_COUNTED_PROCESSES);
-        assert_eq!(process_entries(64), MAX_COUNTED_PROCESSES);
-        assert_eq!(process_entries(256), 2048);
+        assert_eq!(process_entries(32), MAX_COUNTED_PROCESSES);
+        assert_eq!(process_entries(64), 5461);
+        assert_eq!(process_entries(256), 1365);
         assert_eq!(process_entries(100_000), 256);
     }
 }

@@ -297,6 +297,25 @@ pub const PROCESS_FIRST_TOUCH_COUNTS: Source = Source {
     ],
 };
 
+/// Every NUMA hinting fault of the machine, counted by process when the
+/// page was on another node than the faulting CPU's; as
+/// [`PROCESS_MIGRATION_COUNTS`]. The kernel has no tracepoint for them:
+/// fentry, else a kprobe, as the capture's own hinting-fault source.
+pub const PROCESS_HINTING_FAULT_COUNTS: Source = Source {
+    name: "remote hinting faults per process",
+    tells: "every process's NUMA hinting faults that found the page on another node, counted in the kernel",
+    role: SourceRole::Detail,
+    without: "remote hinting faults per process are not known (the machine's total is in /proc/vmstat)",
+    variants: &[
+        &[Attach { program: "task_numa_fault_count_fentry", hook: Hook::Fentry(&["task_numa_fault"]) }],
+        &[Attach { program: "task_numa_fault_count", hook: Hook::Kprobe(&["task_numa_fault"]) }],
+    ],
+};
+
+/// The per-process counters, in the order `kernel::machine_counters` attaches them.
+pub const PROCESS_COUNT_SOURCES: [&Source; 3] =
+    [&PROCESS_MIGRATION_COUNTS, &PROCESS_FIRST_TOUCH_COUNTS, &PROCESS_HINTING_FAULT_COUNTS];
+
 /// The kernel functions that kprobe/fentry hooks of [`SOURCES`] name and
 /// that this kernel has. From its BTF where there is one (its function
 /// records); else one pass over kallsyms, which costs ~40 ms of system time
@@ -619,11 +638,7 @@ mod tests {
         let attaches = every_attach()
             .chain(super::super::page_map::PAIR.iter())
             .chain(CGROUP_JOINS.variants.iter().flat_map(|v| v.iter()))
-            .chain(
-                [&PROCESS_MIGRATION_COUNTS, &PROCESS_FIRST_TOUCH_COUNTS]
-                    .into_iter()
-                    .flat_map(|s| s.variants.iter().flat_map(|v| v.iter())),
-            );
+            .chain(PROCESS_COUNT_SOURCES.into_iter().flat_map(|s| s.variants.iter().flat_map(|v| v.iter())));
         #[cfg(feature = "bench-hooks")]
         let attaches = attaches.chain(LOAD_GENERATOR.variants.iter().flat_map(|v| v.iter()));
         attaches.collect()
@@ -649,7 +664,7 @@ mod tests {
     /// variant must be of that family.
     #[test]
     fn every_variant_attaches_through_one_kind_of_hook() {
-        let sources = SOURCES.iter().chain([&CGROUP_JOINS, &PROCESS_MIGRATION_COUNTS, &PROCESS_FIRST_TOUCH_COUNTS]);
+        let sources = SOURCES.iter().chain([&CGROUP_JOINS]).chain(PROCESS_COUNT_SOURCES);
         for source in sources {
             for variant in source.variants {
                 let kinds: BTreeSet<HookKind> = variant.iter().map(|a| a.hook.kind()).collect();

@@ -56,8 +56,14 @@ impl SystemReader {
             counters.read(&listed).ok()
         });
         self.placements.refresh(&processes, &system.topology);
-        let first_touches_counted = self.kernel.as_ref().is_some_and(|c| c.counts_first_touches());
-        Ok(Sample { system, processes, kernel_counts, first_touches_counted })
+        let counted = self.kernel.as_ref().map(|c| c.counted());
+        Ok(Sample {
+            system,
+            processes,
+            kernel_counts,
+            first_touches_counted: counted.is_some_and(|c| c.first_touches),
+            hinting_faults_counted: counted.is_some_and(|c| c.hinting_faults),
+        })
     }
 
     /// The rows of the interval between two samples.

@@ -123,12 +123,13 @@ pub fn cells(row: &Row) -> [String; COLUMNS] {
         format!("{:.1}", row.cross_node_migrations_per_s),
         // Not counted (no kernel side): no figure rather than a 0.
         row.remote_first_touch_pages_per_s.map(|r| format!("{r:.0}")).unwrap_or_else(|| "-".into()),
+        row.remote_hinting_faults_per_s.map(|r| format!("{r:.0}")).unwrap_or_else(|| "-".into()),
         row.tag.name().to_string(),
     ]
 }
 
 /// Columns of the table.
-pub const COLUMNS: usize = 10;
+pub const COLUMNS: usize = 11;
 
 /// Column titles, and which sort key each shows.
 pub fn titles(by: By) -> [(&'static str, Option<Column>); COLUMNS] {
@@ -142,6 +143,7 @@ pub fn titles(by: By) -> [(&'static str, Option<Column>); COLUMNS] {
         ("REMOTE", Some(Column::Remote)),
         ("MOVES/s", Some(Column::Migrations)),
         ("RFT/s", Some(Column::RemoteFirstTouches)),
+        ("RHF/s", Some(Column::RemoteHintingFaults)),
         ("TAG", Some(Column::Tag)),
     ]
 }
@@ -155,6 +157,7 @@ const WIDTHS: [Constraint; COLUMNS] = [
     Constraint::Length(13),
     Constraint::Length(7),
     Constraint::Length(8),
+    Constraint::Length(7),
     Constraint::Length(7),
     Constraint::Length(10),
 ];

@@ -52,6 +52,7 @@ pub fn handle(state: &mut State, key: KeyEvent) -> Action {
         KeyCode::Char('r') => state.sort_by(Column::Remote),
         KeyCode::Char('x') => state.sort_by(Column::Migrations),
         KeyCode::Char('f') => state.sort_by(Column::RemoteFirstTouches),
+        KeyCode::Char('h') => state.sort_by(Column::RemoteHintingFaults),
         KeyCode::Char('t') => state.sort_by(Column::Tag),
         KeyCode::Char('g') => state.toggle_by(),
         KeyCode::Up | KeyCode::Char('k') => state.move_selection(-1),
@@ -71,7 +72,7 @@ pub fn handle(state: &mut State, key: KeyEvent) -> Action {
 }
 
 /// The key line the footer shows.
-pub const HELP: &str = "q quit  / filter (node:N cgroup:X name)  sort: r remote m memory x moves f remote first touches p pid n name c cgroup t tag  g by cgroup  Enter trace";
+pub const HELP: &str = "q quit  / filter (node:N cgroup:X name)  sort: r remote m memory x moves f remote first touches h remote hinting faults p pid n name c cgroup t tag  g by cgroup  Enter trace";
 
 #[cfg(test)]
 mod tests {

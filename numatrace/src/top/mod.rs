@@ -45,30 +45,59 @@ pub struct TopOptions {
     pub kernel_counters: bool,
 }
 
-/// The kernel's per-process counters, attached when wanted and allowed: the
-/// programs stay attached while the first is kept; the second goes to the
-/// reader. Else one line saying why the rows come from /proc alone.
-pub fn kernel_counters(wanted: bool) -> (Option<MachineCounters>, Option<ProcessCounters>, String) {
+/// top's kernel side, attached when wanted and allowed.
+pub struct KernelSide {
+    /// The programs stay attached while this is kept.
+    pub attached: Option<MachineCounters>,
+    /// For the reader.
+    pub counters: Option<ProcessCounters>,
+    /// One line: what is counted in the kernel.
+    pub line: String,
+    /// What is not counted though wanted, and why (for `cannot_see`).
+    pub not_counted: Vec<String>,
+}
+
+/// The kernel's per-process counters, attached when wanted and allowed;
+/// else the rows come from /proc alone, and `not_counted` says why.
+pub fn kernel_counters(wanted: bool) -> KernelSide {
+    let from_proc = |why: String| KernelSide {
+        attached: None,
+        counters: None,
+        line: "moves estimated from /proc".into(),
+        not_counted: vec![format!(
+            "moves estimated from /proc, remote first touches and remote hinting faults not counted: {why}"
+        )],
+    };
     if !wanted {
-        return (None, None, "kernel counters off (--no-kernel-counters): moves estimated from /proc".into());
+        let mut side = from_proc("kernel counters off (--no-kernel-counters)".into());
+        side.not_counted.clear();
+        side.line = "kernel counters off (--no-kernel-counters): moves estimated from /proc".into();
+        return side;
     }
     // top runs during an incident, minutes at a time: first touches too.
-    match MachineCounters::attach(FirstTouchCounting::Counted) {
-        Ok(mut machine) => match machine.take_process_counters() {
-            Some(counters) => {
-                let line = match machine.first_touches_missing() {
-                    None => "moves and remote first touches counted in the kernel".into(),
-                    Some(why) => format!("moves counted in the kernel, remote first touches not counted: {why}"),
-                };
-                (Some(machine), Some(counters), line)
-            }
-            None => {
-                let why = machine.process_counters_missing().unwrap_or_default();
-                (None, None, format!("moves estimated from /proc, remote first touches not counted: {why}"))
-            }
-        },
-        Err(err) => (None, None, format!("moves estimated from /proc, remote first touches not counted: {err:#}")),
+    let mut machine = match MachineCounters::attach(FirstTouchCounting::Counted) {
+        Ok(machine) => machine,
+        Err(err) => return from_proc(format!("{err:#}")),
+    };
+    let Some(counters) = machine.take_process_counters() else {
+        return from_proc(machine.process_counters_missing().unwrap_or_default());
+    };
+    let mut counted = vec!["moves"];
+    let mut not_counted = Vec::new();
+    match machine.first_touches_missing() {
+        None => counted.push("remote first touches"),
+        Some(why) => not_counted.push(format!("not counted: {why}")),
     }
+    match machine.hinting_faults_missing() {
+        None => counted.push("remote hinting faults"),
+        Some(why) => not_counted.push(format!("not counted: {why}")),
+    }
+    let mut line = format!("counted in the kernel: {}", counted.join(", "));
+    for why in &not_counted {
+        line.push_str("; ");
+        line.push_str(why);
+    }
+    KernelSide { attached: Some(machine), counters: Some(counters), line, not_counted }
 }
 
 /// Runs the TUI until `q`, Ctrl-C or SIGTERM/SIGHUP; returns the exit code.
@@ -88,7 +117,7 @@ pub fn run(options: &TopOptions) -> Result<i32> {
         .context("installing the signal handlers")?;
     let mut reader = SystemReader::new(options.placements);
     // Attached before the first sample, so that its counts cover every interval.
-    let (_attached, counters, kernel_line) = kernel_counters(options.kernel_counters);
+    let KernelSide { attached: _attached, counters, line: kernel_line, .. } = kernel_counters(options.kernel_counters);
     if let Some(counters) = counters {
         reader.count_in_kernel(counters);
     }

@@ -14,13 +14,21 @@ pub enum Column {
     Remote,
     Migrations,
     RemoteFirstTouches,
+    RemoteHintingFaults,
     Tag,
 }
 
 impl Column {
     /// The order a first press sorts in: figures largest first, names A to Z.
     fn descending_first(self) -> bool {
-        matches!(self, Column::Memory | Column::Remote | Column::Migrations | Column::RemoteFirstTouches)
+        matches!(
+            self,
+            Column::Memory
+                | Column::Remote
+                | Column::Migrations
+                | Column::RemoteFirstTouches
+                | Column::RemoteHintingFaults
+        )
     }
 }
 
@@ -77,6 +85,8 @@ pub struct Row {
     pub cross_node_migrations_per_s: f64,
     /// `None` when the kernel does not count them.
     pub remote_first_touch_pages_per_s: Option<f64>,
+    /// `None` when the kernel does not count them.
+    pub remote_hinting_faults_per_s: Option<f64>,
     pub tag: Tag,
 }
 
@@ -93,6 +103,7 @@ impl Row {
             remote_memory_share: p.remote_memory_share,
             cross_node_migrations_per_s: p.cross_node_migrations_per_s,
             remote_first_touch_pages_per_s: p.remote_first_touch_pages_per_s,
+            remote_hinting_faults_per_s: p.remote_hinting_faults_per_s,
             tag: p.tag,
         }
     }
@@ -109,6 +120,7 @@ impl Row {
             remote_memory_share: c.remote_memory_share,
             cross_node_migrations_per_s: c.cross_node_migrations_per_s,
             remote_first_touch_pages_per_s: c.remote_first_touch_pages_per_s,
+            remote_hinting_faults_per_s: c.remote_hinting_faults_per_s,
             tag: c.tag,
         }
     }
@@ -169,6 +181,7 @@ impl State {
                 Column::Remote => (r.remote_memory_share.unwrap_or(-1.0), String::new()),
                 Column::Migrations => (r.cross_node_migrations_per_s, String::new()),
                 Column::RemoteFirstTouches => (r.remote_first_touch_pages_per_s.unwrap_or(-1.0), String::new()),
+                Column::RemoteHintingFaults => (r.remote_hinting_faults_per_s.unwrap_or(-1.0), String::new()),
                 Column::Tag => (0.0, r.tag.name().to_string()),
             }
         };
@@ -242,6 +255,7 @@ mod tests {
             remote_memory_bytes: share.map(|s| (s * rss as f64) as u64),
             cross_node_migrations_per_s: f64::from(pid),
             remote_first_touch_pages_per_s: None,
+            remote_hinting_faults_per_s: None,
             tag: Tag::Local,
         }
     }
