@@ -105,3 +105,21 @@ fn opposite_placements_are_both_found_and_ranked_above_local_ones() {
     assert!(local["remote_memory_share"].as_f64().unwrap_or(1.0) < 0.05, "{local}");
     assert_eq!(local["tag"], "local");
 }
+
+#[test]
+#[ignore = "boots QEMU"]
+fn as_root_on_6_1_every_per_process_figure_is_counted_in_the_kernel() {
+    let (_, view) = guest_run();
+    // Debian's 6.1 has BTF-typed tracepoints and fentry: moves, remote first
+    // touches and remote hinting faults are all the kernel's counts.
+    for flag in ["counted_in_kernel", "first_touches_counted_in_kernel", "hinting_faults_counted_in_kernel"] {
+        assert_eq!(view[flag], true, "{flag}: {}", view["cannot_see"]);
+    }
+    let processes = view["processes"].as_array().expect("processes[]");
+    assert!(!processes.is_empty());
+    for p in processes {
+        for rate in ["remote_first_touch_pages_per_s", "remote_hinting_faults_per_s"] {
+            assert!(p[rate].as_f64().is_some_and(|r| r >= 0.0), "{rate}: {p}");
+        }
+    }
+}
