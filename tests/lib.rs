@@ -9,6 +9,21 @@ use std::{
 
 pub mod viewers;
 
+/// A guest script's output cut at its `=== NAME` lines: each section's lines by name.
+pub fn sections(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("=== ") {
+            current = name.to_string();
+            out.entry(current.clone()).or_default();
+        } else if !current.is_empty() {
+            out.entry(current.clone()).or_default().push(line.to_string());
+        }
+    }
+    out
+}
+
 /// numastat's table: row -> column ("Node 0", ..., "Total") -> MiB.
 pub type Table = BTreeMap<String, BTreeMap<String, f64>>;
 
@@ -288,5 +303,14 @@ mod tests {
         );
         assert_eq!(t["MemTotal"]["Node 1"], 376.45);
         assert_eq!(t["MemTotal"]["Total"], 721.37);
+    }
+
+    #[test]
+    fn cuts_a_guest_script_at_its_section_lines() {
+        let s = sections("boot noise\n=== pids\n12 13\n=== stderr\n=== metrics\na 1\nb 2\n");
+        assert_eq!(s["pids"], ["12 13"]);
+        assert!(s["stderr"].is_empty(), "an empty section is still there");
+        assert_eq!(s["metrics"], ["a 1", "b 2"]);
+        assert_eq!(s.len(), 3, "nothing before the first section");
     }
 }

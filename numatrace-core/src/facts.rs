@@ -183,14 +183,7 @@ pub struct CgroupScope {
 }
 
 /// The container runtime a `--container` id was found under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContainerRuntime {
-    Docker,
-    Podman,
-    Containerd,
-    Crio,
-}
+pub use crate::machine::ContainerRuntime;
 
 /// Why a capture ended. Written as the words the report prints
 /// ("target exit", "trigger: SIGUSR1"), as captures always stored it.

@@ -15,7 +15,7 @@
 //! `cargo test -p numatrace-tests --test lab_exporter -- --include-ignored`.
 use std::{collections::BTreeMap, time::Duration};
 
-use numatrace_tests::guest;
+use numatrace_tests::{guest, sections};
 use xtask::lab::{Balancing, GuestCommand};
 
 const DECISIONS: [&str; 3] = ["move", "swap", "stick"];
@@ -64,21 +64,6 @@ cat $I/per_cpu/cpu*/stats | grep overrun
 echo "=== trace"
 grep -E 'sched_(move|swap|stick)_numa|numatrace-lab' $I/trace
 "#;
-
-/// What the guest printed, by section.
-fn sections(text: &str) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("=== ") {
-            current = name.to_string();
-            out.entry(current.clone()).or_default();
-        } else if !current.is_empty() {
-            out.entry(current.clone()).or_default().push(line.to_string());
-        }
-    }
-    out
-}
 
 /// `numatrace_numa_balancer_task_decisions_total{decision="D"} N` by D.
 fn scraped(lines: &[String]) -> BTreeMap<String, u64> {

@@ -27,7 +27,7 @@
 //! `cargo test -p numatrace-tests --test lab_kernel_counts -- --include-ignored`.
 use std::{collections::BTreeMap, time::Duration};
 
-use numatrace_tests::guest;
+use numatrace_tests::{guest, sections};
 use serde_json::Value;
 use xtask::lab::{Balancing, GuestCommand};
 
@@ -166,21 +166,6 @@ fn remote_hinting_faults(trace: &[String], tids: &[u32]) -> u64 {
         .filter_map(|l| field(l, "flags=").and_then(|f| f.parse::<i64>().ok()))
         .filter(|flags| flags & TNF_FAULT_LOCAL == 0)
         .count() as u64
-}
-
-/// What the guest printed, by section.
-fn sections(text: &str) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("=== ") {
-            current = name.to_string();
-            out.entry(current.clone()).or_default();
-        } else if !current.is_empty() {
-            out.entry(current.clone()).or_default().push(line.to_string());
-        }
-    }
-    out
 }
 
 /// `NAME{pid="P",...} N` by pid.

@@ -171,7 +171,7 @@ impl Fix {
             ContainerRuntime::Docker => ("docker", "docker"),
             ContainerRuntime::Podman => ("podman", "podman"),
             ContainerRuntime::Containerd => ("crictl", "containerd"),
-            ContainerRuntime::Crio => ("crictl", "cri-o"),
+            ContainerRuntime::CriO => ("crictl", "cri-o"),
         };
         let mut commands = vec![format!("{tool} update --cpuset-cpus={c} --cpuset-mems={m} {short}")];
         let mut notes = Vec::new();
@@ -193,7 +193,7 @@ impl Fix {
             ContainerRuntime::Docker | ContainerRuntime::Podman => commands.push(format!(
                 "# at its next start, the same as run flags: {tool} run --cpuset-cpus={c} --cpuset-mems={m} <its other options> $({tool} inspect -f '{{{{.Config.Image}}}}' {short})"
             )),
-            ContainerRuntime::Containerd | ContainerRuntime::Crio => {
+            ContainerRuntime::Containerd | ContainerRuntime::CriO => {
                 notes.push(format!(
                     "A {runtime} container of a Kubernetes pod: the kubelet may undo a live update; what lasts is the pod's Guaranteed QoS with the Topology Manager's single-numa-node policy."
                 ));
@@ -438,7 +438,7 @@ mod tests {
         let f = Fix::container_cpuset(&ContainerPlacement { memory_moves: MemoryMoves::WithCpuset, ..live });
         assert_eq!(f.commands.len(), 2);
         assert!(f.notes.iter().any(|n| n.starts_with("cgroup v2 moves its memory")), "{:?}", f.notes);
-        let f = Fix::container_cpuset(&ContainerPlacement { runtime: ContainerRuntime::Crio, ..live });
+        let f = Fix::container_cpuset(&ContainerPlacement { runtime: ContainerRuntime::CriO, ..live });
         assert_eq!(f.commands[0], "crictl update --cpuset-cpus=4-7 --cpuset-mems=1 4f1c0a6e1a2b");
     }
 

@@ -6,13 +6,16 @@ use std::{fs, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-/// A container runtime, as its cgroup names it.
+/// A container runtime, as its cgroup names it: the one type for a
+/// process's container and for a `--container` target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContainerRuntime {
     Docker,
     Podman,
     Containerd,
+    /// `crio` in files; a process's identity was written `cri_o` before.
+    #[serde(rename = "crio", alias = "cri_o")]
     CriO,
 }
 
@@ -157,6 +160,16 @@ mod tests {
 
     fn words(s: &[&str]) -> Vec<String> {
         s.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn a_runtime_reads_back_under_both_names_captures_used() {
+        assert_eq!(serde_json::to_string(&ContainerRuntime::CriO).unwrap(), "\"crio\"");
+        for old in ["\"crio\"", "\"cri_o\""] {
+            assert_eq!(serde_json::from_str::<ContainerRuntime>(old).unwrap(), ContainerRuntime::CriO, "{old}");
+        }
+        assert_eq!(serde_json::from_str::<ContainerRuntime>("\"docker\"").unwrap(), ContainerRuntime::Docker);
+        assert_eq!(ContainerRuntime::CriO.name(), "cri-o");
     }
 
     #[test]

@@ -4,10 +4,7 @@ use std::fmt::Write as _;
 use std::collections::BTreeMap;
 
 use super::{Report, ThreadReport};
-use crate::{
-    facts::{ContainerRuntime, TargetScope},
-    machine::cpulist,
-};
+use crate::{facts::TargetScope, machine::cpulist};
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
@@ -497,13 +494,7 @@ pub fn render_with(r: &Report, threads: ThreadsShown) -> String {
         TargetScope::Cgroup(cg) => format!("cgroup {}: {processes}", cg.path),
         TargetScope::Unit { name, .. } => format!("unit {name}: {processes}"),
         TargetScope::Container { id, runtime, .. } => {
-            let runtime = match runtime {
-                ContainerRuntime::Docker => "docker",
-                ContainerRuntime::Podman => "podman",
-                ContainerRuntime::Containerd => "containerd",
-                ContainerRuntime::Crio => "cri-o",
-            };
-            format!("{runtime} container {}: {processes}", id.get(..12).unwrap_or(id))
+            format!("{} container {}: {processes}", runtime.name(), id.get(..12).unwrap_or(id))
         }
     };
     let _ = writeln!(o, "traced {what} for {:.1} s, stopped by {}", r.duration_s, r.stopped_by);

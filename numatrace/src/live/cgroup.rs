@@ -297,7 +297,7 @@ fn container_of(name: &str, parent: &str) -> Option<(ContainerRuntime, String)> 
         ("libpod-", ContainerRuntime::Podman),
         ("cri-containerd-", ContainerRuntime::Containerd),
         ("nerdctl-", ContainerRuntime::Containerd),
-        ("crio-", ContainerRuntime::Crio),
+        ("crio-", ContainerRuntime::CriO),
     ];
     for (prefix, runtime) in PREFIXES {
         if let Some(rest) = name.strip_prefix(prefix) {
@@ -455,7 +455,7 @@ mod tests {
                 ContainerRuntime::Containerd,
             ),
             (format!("kubepods/besteffort/pod1a2b-3c4d/{ID}"), ContainerRuntime::Containerd),
-            (format!("kubepods.slice/kubepods-pod9.slice/crio-{ID}.scope"), ContainerRuntime::Crio),
+            (format!("kubepods.slice/kubepods-pod9.slice/crio-{ID}.scope"), ContainerRuntime::CriO),
         ];
         for (i, (path, runtime)) in cases.iter().enumerate() {
             let fx = Fixture::new(&format!("container{i}"));

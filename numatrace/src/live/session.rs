@@ -20,7 +20,7 @@ use numatrace_core::{
     aggregate::{Aggregator, run_time::Sampler},
     capture::sink::EventSink,
     event::Event,
-    facts::{ContainerRuntime, EndFacts, SessionFacts, StartFacts, StopReason, Target as TargetReport, TargetScope},
+    facts::{EndFacts, SessionFacts, StartFacts, StopReason, Target as TargetReport, TargetScope},
     machine::Topology,
     report::{Report, kernel_release},
 };
@@ -270,13 +270,7 @@ fn announce(start: &StartFacts, spec: &TargetSpec, target: &Target) -> String {
         TargetSpec::Cgroup(cg) => match &cg.scope {
             TargetScope::Unit { name, cgroup } => format!(" of unit {name} ({})", cgroup.path),
             TargetScope::Container { id, runtime, cgroup } => {
-                let runtime = match runtime {
-                    ContainerRuntime::Docker => "docker",
-                    ContainerRuntime::Podman => "podman",
-                    ContainerRuntime::Containerd => "containerd",
-                    ContainerRuntime::Crio => "cri-o",
-                };
-                format!(" of {runtime} container {} ({})", id.get(..12).unwrap_or(id), cgroup.path)
+                format!(" of {} container {} ({})", runtime.name(), id.get(..12).unwrap_or(id), cgroup.path)
             }
             _ => format!(" of cgroup {}", cg.cgroup.path),
         },
