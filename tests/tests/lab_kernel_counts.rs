@@ -269,25 +269,30 @@ fn truth(
     out
 }
 
-#[test]
-#[ignore = "boots QEMU"]
-fn scraped_per_process_counts_match_the_kernels_trace() {
-    let command = GuestCommand {
-        argv: ["sh", "-c", &script(), "lab-kernel-counts"].iter().map(|s| s.to_string()).collect(),
-        balancing: Balancing::Off,
-    };
+/// Runs a script in a 2-node guest: its output, and its sections. The
+/// script must succeed, the exporter must not complain (its `stderr`
+/// section) and the trace must not have lost events (`overrun`).
+fn run_script(name: &str, script: &str, balancing: Balancing) -> (String, BTreeMap<String, Vec<String>>) {
+    let command = GuestCommand { argv: ["sh", "-c", script, name].iter().map(|s| s.to_string()).collect(), balancing };
     let opts = guest::options(2, 384, Duration::from_secs(300));
-    let run = guest::run("lab kernel counts, 2 nodes", &opts, std::slice::from_ref(&command))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let run = guest::run(name, &opts, std::slice::from_ref(&command)).unwrap_or_else(|e| panic!("{e}"));
     let result = run.results.first().expect("a result came back");
     let text = String::from_utf8_lossy(&result.stdout).into_owned();
     assert_eq!(result.exit_code, 0, "the script failed:\n{text}");
     let s = sections(&text);
     let section = |name: &str| s.get(name).unwrap_or_else(|| panic!("no {name} section:\n{text}"));
-    let metrics = section("metrics");
-    assert!(metrics.iter().any(|l| l == "numatrace_exporter_kernel_counters{state=\"attached\"} 1"), "{text}");
     assert!(section("stderr").is_empty(), "the exporter complained:\n{text}");
     assert!(section("overrun").iter().all(|l| l.trim().ends_with("overrun: 0")), "the trace lost events:\n{text}");
+    (text, s)
+}
+
+#[test]
+#[ignore = "boots QEMU"]
+fn scraped_per_process_counts_match_the_kernels_trace() {
+    let (text, s) = run_script("lab kernel counts, 2 nodes", &script(), Balancing::Off);
+    let section = |name: &str| s.get(name).unwrap_or_else(|| panic!("no {name} section:\n{text}"));
+    let metrics = section("metrics");
+    assert!(metrics.iter().any(|l| l == "numatrace_exporter_kernel_counters{state=\"attached\"} 1"), "{text}");
 
     let pids: Vec<u32> = section("pids")[0].split_whitespace().filter_map(|p| p.parse().ok()).collect();
     let [hop, resident] = pids[..] else { panic!("pids: {text}") };
@@ -335,21 +340,9 @@ fn scraped_per_process_counts_match_the_kernels_trace() {
 #[test]
 #[ignore = "boots QEMU"]
 fn scraped_remote_hinting_faults_match_the_kernels_trace() {
-    let command = GuestCommand {
-        argv: ["sh", "-c", &hinting_fault_script(), "lab-hinting-faults"].iter().map(|s| s.to_string()).collect(),
-        balancing: Balancing::Fast,
-    };
-    let opts = guest::options(2, 384, Duration::from_secs(300));
-    let run = guest::run("lab hinting faults, 2 nodes", &opts, std::slice::from_ref(&command))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let result = run.results.first().expect("a result came back");
-    let text = String::from_utf8_lossy(&result.stdout).into_owned();
-    assert_eq!(result.exit_code, 0, "the script failed:\n{text}");
-    let s = sections(&text);
+    // Its stderr is empty: the hinting-fault counter attached (fentry on 6.1).
+    let (text, s) = run_script("lab hinting faults, 2 nodes", &hinting_fault_script(), Balancing::Fast);
     let section = |name: &str| s.get(name).unwrap_or_else(|| panic!("no {name} section:\n{text}"));
-    // Nothing missing: the hinting-fault counter attached (fentry on 6.1).
-    assert!(section("stderr").is_empty(), "the exporter complained:\n{text}");
-    assert!(section("overrun").iter().all(|l| l.trim().ends_with("overrun: 0")), "the trace lost events:\n{text}");
     let pid: u32 = section("pid")[0].trim().parse().expect("a pid");
     let tids: Vec<u32> = section("tasks").iter().filter_map(|t| t.trim().parse().ok()).collect();
     assert!(tids.contains(&pid), "{text}");
