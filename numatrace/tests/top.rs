@@ -237,6 +237,13 @@ fn the_screen_sorts_filters_and_gives_the_terminal_back() {
     tmux.wait_for("RSS▼", Duration::from_secs(5));
     tmux.keys(&["p"]);
     tmux.wait_for("PID▲", Duration::from_secs(5));
+    // The kernel's per-process figures sort largest first.
+    tmux.keys(&["f"]);
+    tmux.wait_for("RFT/s▼", Duration::from_secs(5));
+    tmux.keys(&["h"]);
+    tmux.wait_for("RHF/s▼", Duration::from_secs(5));
+    tmux.keys(&["p"]);
+    tmux.wait_for("PID▲", Duration::from_secs(5));
     // Filter by name: only the sleeper is left.
     tmux.keys(&["/"]);
     tmux.run(&["send-keys", "-t", "0", "-l", &name]);
