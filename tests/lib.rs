@@ -249,6 +249,88 @@ finish() {
 }
 "#;
 
+/// The scenario runs that lab_real and lab_services share: each scenario
+/// prints one ground-truth JSON line, then numatrace's JSON report.
+pub mod scenarios {
+    use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
+
+    use serde_json::Value;
+    use xtask::lab::{Balancing, CommandResult};
+
+    /// Balancing settings every scenario runs with, and the suffix of its name.
+    pub const BALANCING: [(Balancing, &str); 2] = [(Balancing::Off, "off"), (Balancing::Fast, "on")];
+
+    /// Guests run one at a time: they share this machine's few cores.
+    pub static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    /// What a scenario printed in the guest.
+    #[derive(Debug)]
+    pub struct Outcome {
+        pub name: String,
+        pub truth: Value,
+        pub report: Value,
+        /// Where its whole output was saved, for the failure messages.
+        pub saved: PathBuf,
+    }
+
+    /// Each scenario run by name (`memhog-off`): its outcome, or why there is none.
+    pub type Outcomes = BTreeMap<String, Result<Outcome, String>>;
+
+    /// The runs' outcomes, in `names` order; each output is saved in
+    /// `saved_in` as `{prefix}-{name}.out`.
+    pub fn outcomes(prefix: &str, saved_in: &str, names: Vec<String>, results: Vec<CommandResult>) -> Outcomes {
+        names
+            .into_iter()
+            .zip(results)
+            .map(|(name, result)| {
+                let text = String::from_utf8_lossy(&result.stdout).into_owned();
+                let saved = std::path::Path::new(saved_in).join(format!("{prefix}-{name}.out"));
+                let _ = std::fs::write(&saved, &text);
+                let outcome = parse_outcome(&text, result.exit_code)
+                    .map(|(truth, report)| Outcome { name: name.clone(), truth, report, saved: saved.clone() })
+                    .map_err(|e| format!("scenario {name}: {e} (output saved in {})", saved.display()));
+                (name, outcome)
+            })
+            .collect()
+    }
+
+    /// Splits a scenario's stdout into the ground truth line and numatrace's JSON report.
+    pub fn parse_outcome(text: &str, exit_code: i32) -> Result<(Value, Value), String> {
+        if exit_code != 0 {
+            return Err(format!("exit status {exit_code}; stdout: {text}"));
+        }
+        let (line, rest) = text.split_once('\n').ok_or_else(|| format!("no ground truth line in stdout: {text:?}"))?;
+        let truth: Value = serde_json::from_str(line).map_err(|e| format!("ground truth is not JSON ({e}): {line}"))?;
+        let report: Value = serde_json::from_str(rest).map_err(|e| format!("the report is not JSON ({e}): {rest}"))?;
+        Ok((truth, report))
+    }
+
+    /// The outcome of `scenario` with `balancing` (`off`, `on`); panics with
+    /// why the guest or the scenario failed.
+    pub fn pick<'a>(guest: &'a Result<Outcomes, String>, scenario: &str, balancing: &str) -> &'a Outcome {
+        let outcomes = guest.as_ref().unwrap_or_else(|e| panic!("{e}"));
+        let name = format!("{scenario}-{balancing}");
+        match outcomes.get(&name) {
+            Some(Ok(o)) => o,
+            Some(Err(e)) => panic!("{e}"),
+            None => panic!("no scenario {name}"),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn splits_the_truth_from_the_report() {
+            let (truth, report) = parse_outcome("{\"a\":1}\n{\n \"b\": 2\n}\n", 0).unwrap();
+            assert_eq!((truth["a"].as_u64(), report["b"].as_u64()), (Some(1), Some(2)));
+            assert!(parse_outcome("{\"a\":1}\n", 3).unwrap_err().contains("exit status 3"));
+            assert!(parse_outcome("no json\n{}", 0).unwrap_err().contains("ground truth is not JSON"));
+        }
+    }
+}
+
 /// Boots the lab guests the tests share, one way.
 pub mod guest {
     use std::time::Duration;

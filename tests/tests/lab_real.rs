@@ -19,13 +19,15 @@
 //! `#[ignore]`d: `cargo xtask test` runs them, or `cargo test -p numatrace-tests
 //! --test lab_real -- --include-ignored` (see tests/README.md).
 use std::{
-    collections::BTreeMap,
     io::Write,
-    sync::{Mutex, OnceLock},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use numatrace_tests::{SCENARIO_SH, guest};
+use numatrace_tests::{
+    SCENARIO_SH, guest,
+    scenarios::{self, BALANCING, ONE_GUEST_AT_A_TIME, Outcome, Outcomes},
+};
 use serde_json::Value;
 use xtask::lab::{Balancing, GuestCommand};
 
@@ -283,23 +285,6 @@ finish $rc0
     },
 ];
 
-/// Balancing settings every scenario runs with, and the suffix of its name.
-const BALANCING: [(Balancing, &str); 2] = [(Balancing::Off, "off"), (Balancing::Fast, "on")];
-
-/// What a scenario printed in the guest.
-#[derive(Debug)]
-struct Outcome {
-    name: String,
-    truth: Value,
-    report: Value,
-    saved: std::path::PathBuf,
-}
-
-type Outcomes = BTreeMap<String, Result<Outcome, String>>;
-
-/// Guests run one at a time: they share this machine's few cores.
-static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 fn run_guest() -> Result<Outcomes, String> {
     let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut names = Vec::new();
@@ -331,19 +316,7 @@ fn run_guest() -> Result<Outcomes, String> {
         started.elapsed().as_secs_f64(),
         run.console_log.display()
     );
-    let outcomes: Outcomes = names
-        .into_iter()
-        .zip(run.results)
-        .map(|(name, result)| {
-            let text = String::from_utf8_lossy(&result.stdout).into_owned();
-            let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-real-{name}.out"));
-            let _ = std::fs::write(&saved, &text);
-            let outcome = parse_outcome(&text, result.exit_code)
-                .map(|(truth, report)| Outcome { name: name.clone(), truth, report, saved: saved.clone() })
-                .map_err(|e| format!("scenario {name}: {e} (output saved in {})", saved.display()));
-            (name, outcome)
-        })
-        .collect();
+    let outcomes = scenarios::outcomes("lab-real", env!("CARGO_TARGET_TMPDIR"), names, run.results);
     // Every fix run as printed, before and after, in one table on stderr.
     for o in outcomes.values().flatten() {
         if let Some(run) = fix_run(o) {
@@ -353,26 +326,9 @@ fn run_guest() -> Result<Outcomes, String> {
     Ok(outcomes)
 }
 
-/// Splits a scenario's stdout into the ground truth line and numatrace's JSON report.
-fn parse_outcome(text: &str, exit_code: i32) -> Result<(Value, Value), String> {
-    if exit_code != 0 {
-        return Err(format!("exit status {exit_code}; stdout: {text}"));
-    }
-    let (line, rest) = text.split_once('\n').ok_or_else(|| format!("no ground truth line in stdout: {text:?}"))?;
-    let truth: Value = serde_json::from_str(line).map_err(|e| format!("ground truth is not JSON ({e}): {line}"))?;
-    let report: Value = serde_json::from_str(rest).map_err(|e| format!("the report is not JSON ({e}): {rest}"))?;
-    Ok((truth, report))
-}
-
 fn outcome(scenario: &str, balancing: &str) -> &'static Outcome {
     static GUEST: OnceLock<Result<Outcomes, String>> = OnceLock::new();
-    let outcomes = GUEST.get_or_init(run_guest).as_ref().unwrap_or_else(|e| panic!("{e}"));
-    let name = format!("{scenario}-{balancing}");
-    match outcomes.get(&name) {
-        Some(Ok(o)) => o,
-        Some(Err(e)) => panic!("{e}"),
-        None => panic!("no scenario {name}"),
-    }
+    scenarios::pick(GUEST.get_or_init(run_guest), scenario, balancing)
 }
 
 // ---- reading the truth and the report ----

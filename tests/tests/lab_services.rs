@@ -15,13 +15,15 @@
 //! to CARGO_TARGET_TMPDIR/lab-services-NAME.out. They boot QEMU: `#[ignore]`d,
 //! `cargo xtask test` runs them (see tests/README.md).
 use std::{
-    collections::BTreeMap,
     io::Write,
-    sync::{Mutex, OnceLock},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use numatrace_tests::{SCENARIO_SH, guest};
+use numatrace_tests::{
+    SCENARIO_SH, guest,
+    scenarios::{self, BALANCING, ONE_GUEST_AT_A_TIME, Outcome, Outcomes},
+};
 use serde_json::Value;
 use xtask::lab::{Balancing, GuestCommand};
 
@@ -187,19 +189,6 @@ finish $rc0
     },
 ];
 
-const BALANCING: [(Balancing, &str); 2] = [(Balancing::Off, "off"), (Balancing::Fast, "on")];
-
-struct Outcome {
-    name: String,
-    truth: Value,
-    report: Value,
-    saved: std::path::PathBuf,
-}
-
-type Outcomes = BTreeMap<String, Result<Outcome, String>>;
-
-static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 fn run_guest() -> Result<Outcomes, String> {
     let _turn = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut names = Vec::new();
@@ -226,40 +215,12 @@ fn run_guest() -> Result<Outcomes, String> {
         started.elapsed().as_secs_f64(),
         run.console_log.display()
     );
-    Ok(names
-        .into_iter()
-        .zip(run.results)
-        .map(|(name, result)| {
-            let text = String::from_utf8_lossy(&result.stdout).into_owned();
-            let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-services-{name}.out"));
-            let _ = std::fs::write(&saved, &text);
-            let outcome = parse_outcome(&text, result.exit_code)
-                .map(|(truth, report)| Outcome { name: name.clone(), truth, report, saved: saved.clone() })
-                .map_err(|e| format!("scenario {name}: {e} (output saved in {})", saved.display()));
-            (name, outcome)
-        })
-        .collect())
-}
-
-fn parse_outcome(text: &str, exit_code: i32) -> Result<(Value, Value), String> {
-    if exit_code != 0 {
-        return Err(format!("exit status {exit_code}; stdout: {text}"));
-    }
-    let (line, rest) = text.split_once('\n').ok_or_else(|| format!("no ground truth line in stdout: {text:?}"))?;
-    let truth: Value = serde_json::from_str(line).map_err(|e| format!("ground truth is not JSON ({e}): {line}"))?;
-    let report: Value = serde_json::from_str(rest).map_err(|e| format!("the report is not JSON ({e}): {rest}"))?;
-    Ok((truth, report))
+    Ok(scenarios::outcomes("lab-services", env!("CARGO_TARGET_TMPDIR"), names, run.results))
 }
 
 fn outcome(scenario: &str, balancing: &str) -> &'static Outcome {
     static GUEST: OnceLock<Result<Outcomes, String>> = OnceLock::new();
-    let outcomes = GUEST.get_or_init(run_guest).as_ref().unwrap_or_else(|e| panic!("{e}"));
-    let name = format!("{scenario}-{balancing}");
-    match outcomes.get(&name) {
-        Some(Ok(o)) => o,
-        Some(Err(e)) => panic!("{e}"),
-        None => panic!("no scenario {name}"),
-    }
+    scenarios::pick(GUEST.get_or_init(run_guest), scenario, balancing)
 }
 
 fn u(v: &Value, path: &[&str]) -> u64 {
