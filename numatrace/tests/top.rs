@@ -2,7 +2,8 @@
 //! started, with its memory; the live screen, driven in a real terminal
 //! (tmux: send-keys, capture-pane), sorts, filters, quits on `q` and on
 //! Ctrl-C and gives the terminal back; as root, Enter traces the selected
-//! process and comes back. Needs tmux (`cargo xtask setup` installs it).
+//! process and comes back; as `nobody`, it works from /proc alone and says
+//! what it cannot see. Needs tmux (`cargo xtask setup` installs it).
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -104,6 +105,42 @@ fn as_root_moves_and_remote_first_touches_are_counted_in_the_kernel() {
     let processes = off["processes"].as_array().unwrap();
     assert!(processes.iter().all(|p| p["remote_first_touch_pages_per_s"].is_null()), "not counted: null, not 0");
     assert!(processes.iter().all(|p| p["cross_node_migrations_per_s"].is_number()), "the /proc estimate");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn without_root_it_works_from_proc_and_says_what_it_cannot_see() {
+    // A root-owned process, seen by `nobody` (setpriv, util-linux).
+    let child = resident(16);
+    let pid = child.0.id();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", NUMATRACE])
+        .args(["top", "--once", "--json", "--interval", "300ms"])
+        .output()
+        .expect("setpriv runs numatrace");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let view: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    // No kernel side: nothing is claimed as the kernel's count.
+    for flag in ["counted_in_kernel", "first_touches_counted_in_kernel", "hinting_faults_counted_in_kernel"] {
+        assert_eq!(view[flag], false, "{flag}");
+    }
+    let cannot_see: Vec<&str> = view["cannot_see"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    assert!(cannot_see.iter().any(|s| s.contains("numa_maps")), "{cannot_see:?}");
+    assert!(
+        cannot_see.iter().any(|s| s.contains("moves estimated from /proc") && s.contains("CAP_BPF")),
+        "{cannot_see:?}"
+    );
+    // Its row: what /proc shows anyone (resident memory, threads, moves),
+    // and no memory per node rather than a wrong one.
+    let processes = view["processes"].as_array().unwrap();
+    let row = processes.iter().find(|p| p["pid"] == pid).unwrap_or_else(|| panic!("pid {pid} not listed"));
+    assert!(row["memory_by_node"].is_null() && row["remote_memory_share"].is_null(), "{row}");
+    assert_eq!(row["tag"], "unknown", "{row}");
+    assert!(row["rss_bytes"].as_u64().unwrap() >= 16 << 20, "{row}");
+    let threads: u64 = row["threads_by_node"].as_object().unwrap().values().map(|c| c.as_u64().unwrap()).sum();
+    assert!(threads >= 1, "{row}");
+    assert!(row["cross_node_migrations_per_s"].is_number(), "{row}");
+    assert!(row["remote_first_touch_pages_per_s"].is_null() && row["remote_hinting_faults_per_s"].is_null(), "{row}");
 }
 
 #[test]
