@@ -11,6 +11,9 @@
 //! process CPU (utime + stime from /proc/PID/stat, all its threads) plus its
 //! programs' run time (the kernel's accounting, BPF run-time stats on for the
 //! whole run: an upper bound, as in the always-on part), in percent of one core.
+//! What the counter saw is told twice: its runs per page allocation of the
+//! machine in the window (the kernel's count), and the last share of a
+//! refresh interval the exporter says it was attached.
 use std::{
     collections::BTreeMap,
     fs,
@@ -84,7 +87,9 @@ pub struct Run {
     /// Scrapes in the window, and those that failed.
     pub scrapes: u32,
     pub failed_scrapes: u32,
-    /// The mean of `numatrace_remote_first_touch_counted_ratio` over the window's scrapes (none when not served).
+    /// The last `numatrace_remote_first_touch_counted_ratio` scraped in the
+    /// window: a whole refresh interval in it (the first readings, before any
+    /// interval, serve 1). None when not served.
     pub counted_ratio: Option<f64>,
 }
 
@@ -371,7 +376,7 @@ fn run_once(tools: &Tools, workload: &[String], label: &str, flags: &[&str]) -> 
         allocations_per_s: allocations_after.saturating_sub(allocations_before) as f64 / seconds.max(f64::EPSILON),
         scrapes: seen.ok,
         failed_scrapes: seen.failed,
-        counted_ratio: (!seen.ratios.is_empty()).then(|| seen.ratios.iter().sum::<f64>() / seen.ratios.len() as f64),
+        counted_ratio: seen.ratios.last().copied(),
     })
 }
 
@@ -392,7 +397,7 @@ pub fn measure(tools: &Tools, workload: &[String], rounds: u32) -> Result<Export
                 run.allocations_per_s / 1e3,
                 run.scrapes,
                 run.failed_scrapes,
-                run.counted_ratio.map_or(String::new(), |r| format!(", counted ratio served {r:.2} (mean)")),
+                run.counted_ratio.map_or(String::new(), |r| format!(", counted ratio served last {r:.2}")),
                 run.runs_per_allocation().map_or(String::new(), |r| format!(", counter runs per allocation {r:.3}"))
             );
             out.runs.push(run);
