@@ -76,6 +76,9 @@ pub struct Controller {
     /// Share of one core (0.01 = 1 %).
     budget: f64,
     allow_pause: bool,
+    /// Whether N may climb: a capture traces 1 in N regions; a counter of
+    /// every allocation (the exporter's) has no regions, only pauses.
+    samples_regions: bool,
     setting: Setting,
     /// The share of one core the setting cannot change (the process and the
     /// other programs), smoothed (none before a period).
@@ -90,10 +93,18 @@ impl Controller {
         Controller {
             budget: budget_share.max(0.0),
             allow_pause,
+            samples_regions: true,
             setting: Setting::FULL,
             process_share: None,
             over_ns: 0.0,
         }
+    }
+
+    /// A controller that only pauses (N stays 1): for programs that count
+    /// every event and have no regions to sample, like the exporter's
+    /// per-process first-touch counter. Pauses start as soon as it is over.
+    pub fn pauses_only(budget_share: f64) -> Controller {
+        Controller { samples_regions: false, ..Controller::new(budget_share, true) }
     }
 
     pub fn setting(&self) -> Setting {
@@ -123,7 +134,7 @@ impl Controller {
         let room = self.budget - process - self.over_ns / PAYBACK_NS;
         let s = &mut self.setting;
         if programs_on > room && programs_on > 0.0 {
-            if s.shift < MAX_SAMPLING_SHIFT {
+            if self.samples_regions && s.shift < MAX_SAMPLING_SHIFT {
                 // 1, 2 or 3 doublings, by how far over the budget it is.
                 let over = (programs_on + process) / self.budget.max(f64::MIN_POSITIVE);
                 let steps = if over < 2.0 {
@@ -339,6 +350,39 @@ mod tests {
             wall_ns: 100 * MS,
         });
         assert_eq!(c.setting().duty, MIN_DUTY);
+    }
+
+    #[test]
+    fn pauses_only_never_samples_and_pauses_at_once_as_much_as_the_budget_needs() {
+        let mut c = Controller::pauses_only(0.01);
+        // 4 % while attached against 1 %: straight to pausing, N stays 1.
+        let first = c.step(period(4, 100)).expect("over the budget: a new setting");
+        assert_eq!(first.shift, 0, "{first:?}");
+        assert!(first.duty < 1.0 && first.duty >= MIN_DUTY, "{first:?}");
+        let run = run_for(&mut c, 3000, 4.0, 0.0, 0.0);
+        assert_eq!(run.setting.shift, 0);
+        assert!((run.duty - 0.25).abs() < 0.02, "{}", run.duty);
+        assert!(run.share <= 0.01 * 1.015, "{:.4} % of one core", run.share * 100.0);
+        // Far over: the floor; and back to always attached once the cost drops.
+        c.step(period(90, 100));
+        assert_eq!(c.setting(), Setting { shift: 0, duty: MIN_DUTY });
+        let calm = run_for(&mut c, 3000, 0.1, 0.0, 0.0);
+        assert_eq!(calm.setting, Setting::FULL, "0.1 % under a 1 % budget: attached all the time");
+        // Under the budget from the start: never paused.
+        let mut c = Controller::pauses_only(0.01);
+        assert_eq!(run_for(&mut c, 100, 0.5, 0.2, 0.1).setting, Setting::FULL);
+    }
+
+    #[test]
+    fn pauses_only_leaves_the_programs_what_the_process_does_not_take() {
+        // The exporter's process takes 0.5 % of the 1 %: the counter at 4 %
+        // gets the other 0.5 %, an eighth of the time.
+        let mut c = Controller::pauses_only(0.01);
+        let duty = run_for(&mut c, 3000, 4.0, 0.5, 0.0).duty;
+        assert!((duty - 0.125).abs() < 0.02, "{duty}");
+        // Over the budget on its own: the floor, never detached for good.
+        let mut c = Controller::pauses_only(0.01);
+        assert_eq!(run_for(&mut c, 300, 4.0, 2.0, 0.0).setting.duty, MIN_DUTY);
     }
 
     #[test]

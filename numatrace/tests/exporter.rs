@@ -844,3 +844,82 @@ fn without_privileges_the_kernel_counters_are_unavailable_said_once() {
     assert_eq!(lines.len(), 1, "{said}");
     assert!(lines[0].contains("not counted") && lines[0].contains("root"), "{said}");
 }
+
+#[test]
+fn a_bad_overhead_budget_is_one_clear_line_and_nonzero() {
+    for bad in ["0", "-1", "101", "lots"] {
+        let stderr = fails_with_one_line(&["--remote-first-touches", "--overhead-budget", bad]);
+        assert!(stderr.contains("--overhead-budget") && stderr.contains("percent of one core"), "{bad:?}: {stderr}");
+    }
+    // It budgets the first-touch counter: alone it would do nothing.
+    let stderr = fails_with_one_line(&["--overhead-budget", "1"]);
+    assert!(stderr.contains("--remote-first-touches"), "{stderr}");
+}
+
+/// An allocation-heavy workload (fresh pages touched by two threads, round
+/// after round), killed when dropped.
+struct Allocating(Child);
+
+impl Allocating {
+    fn start() -> Allocating {
+        let child = Command::new(NUMATRACE)
+            .args(["workload", "touch", "--pages", "65536", "--threads", "2", "--rounds", "2000"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the workload starts");
+        Allocating(child)
+    }
+}
+
+impl Drop for Allocating {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn over_a_tiny_budget_the_first_touch_counter_is_paused_and_says_so() {
+    let workload = Allocating::start();
+    // 0.01 % of a core: the counter on every allocation is far over it.
+    let exporter = Exporter::start(&["--interval", "500ms", "--remote-first-touches", "--overhead-budget", "0.01"]);
+    let mut ratios = Vec::new();
+    let mut previous: BTreeMap<(String, BTreeMap<String, String>), f64> = BTreeMap::new();
+    let mut families = BTreeMap::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let (f, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+        families = f;
+        let state = by_label(&samples, "numatrace_exporter_kernel_counters", "state");
+        assert_eq!(state.get("attached"), Some(&1.0), "as root the counters attach: {state:?}");
+        ratios
+            .extend(samples.iter().filter(|s| s.name == "numatrace_remote_first_touch_counted_ratio").map(|s| s.value));
+        // Paused or not, every counter the exporter serves only grows.
+        for s in samples.iter().filter(|s| s.name.ends_with("_total")) {
+            let key = (s.name.clone(), s.labels.clone());
+            if let Some(before) = previous.get(&key) {
+                assert!(s.value >= *before, "{} {:?} went from {before} to {}", s.name, s.labels, s.value);
+            }
+            previous.insert(key, s.value);
+        }
+    }
+    drop(workload);
+    assert_eq!(families.get("numatrace_remote_first_touch_counted_ratio").map(String::as_str), Some("gauge"));
+    assert!(ratios.len() >= 20, "one ratio per scrape: {ratios:?}");
+    assert!(ratios.iter().all(|r| (0.0..=1.0).contains(r)), "{ratios:?}");
+    assert!(ratios.iter().any(|r| *r < 1.0), "never paused under a 0.01 % budget: {ratios:?}");
+    assert!(
+        previous.keys().any(|(name, _)| name == "numatrace_remote_first_touch_pages_total"),
+        "the counts are still served"
+    );
+    // With a budget it never reaches, the counter is attached all the time.
+    let workload = Allocating::start();
+    let exporter = Exporter::start(&["--interval", "500ms", "--remote-first-touches", "--overhead-budget", "100"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, samples) = parse_exposition(&get(exporter.addr, "/metrics").body);
+    let ratio: Vec<f64> =
+        samples.iter().filter(|s| s.name == "numatrace_remote_first_touch_counted_ratio").map(|s| s.value).collect();
+    assert_eq!(ratio, [1.0], "never paused");
+    drop(workload);
+}

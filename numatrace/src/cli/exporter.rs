@@ -4,6 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Result;
 use clap::Args;
 
+use super::values;
 use crate::{
     exporter::{self, Options},
     system::By,
@@ -17,6 +18,8 @@ Examples:
   numatrace exporter --top 50                       series of their own for the 50 largest processes
   numatrace exporter --by cgroup                    one series per cgroup (systemd units, containers)
   numatrace exporter --no-kernel-counters           no BPF programs: /proc and /sys only
+  numatrace exporter --remote-first-touches --overhead-budget 0.5
+                                                    count remote first touches, within 0.5 % of a core
 
 Prometheus scrapes /metrics (OpenMetrics text): per node, memory (total, free,
 used) and the allocator's counters (numa_hit, numa_miss, numa_foreign,
@@ -34,7 +37,8 @@ BPF programs count the NUMA balancer's task moves, swaps and sticks per CPU,
 and every process's cross-node thread moves in a per-CPU hash by process
 (no events; they run only on migrations), and with --remote-first-touches
 its remote first touches (pages allocated on another node than its CPU's;
-that program runs on every page allocation); otherwise moves are
+that program runs on every page allocation, so it is held to
+--overhead-budget, 1 % of one core by default); otherwise moves are
 estimated from /proc, it says so once at start and
 numatrace_exporter_kernel_counters{state=\"unavailable\"} is 1.
 Other users' numa_maps need root or CAP_SYS_PTRACE. The repository's packaging/ has a
@@ -61,7 +65,20 @@ pub struct ExporterArgs {
     /// Also count each process's remote first touches in the kernel (numatrace_remote_first_touch_pages_total): a program then runs on every page allocation of the machine, about 2.5 % more system time on an allocation-heavy workload, so it is off by default.
     #[arg(long, conflicts_with = "no_kernel_counters")]
     pub remote_first_touches: bool,
+    /// With --remote-first-touches: keep the exporter's CPU (its process and its programs) under PERCENT of one core (default 1) by detaching the first-touch counter for a pause whenever it costs more, then attaching it again; its counts then cover only the attached time (never scaled) and numatrace_remote_first_touch_counted_ratio says which share. A large budget (e.g. 100) counts every allocation.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        value_parser = values::parse_budget_percent,
+        allow_negative_numbers = true,
+        requires = "remote_first_touches"
+    )]
+    pub overhead_budget: Option<f64>,
 }
+
+/// The budget with --remote-first-touches when none is given: the issue's
+/// "under 1 % of one core" for the exporter left on.
+pub const DEFAULT_OVERHEAD_BUDGET_PERCENT: f64 = 1.0;
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| format!("not an IP:PORT address (e.g. 127.0.0.1:9464 or [::1]:9464): {text:?}"))
@@ -84,6 +101,9 @@ pub fn run(args: &ExporterArgs) -> Result<i32> {
         by: args.by,
         kernel_counters: !args.no_kernel_counters,
         remote_first_touches: args.remote_first_touches,
+        overhead_budget: args
+            .remote_first_touches
+            .then(|| args.overhead_budget.unwrap_or(DEFAULT_OVERHEAD_BUDGET_PERCENT)),
     })?;
     Ok(0)
 }

@@ -9,7 +9,9 @@
 //! is allowed, small programs count the NUMA balancer's task decisions (read
 //! at each scrape) and every process's cross-node migrations and remote
 //! first touches (read with the processes at each refresh), see
-//! `kernel::machine_counters`.
+//! `kernel::machine_counters`. Under `--overhead-budget`, the first-touch
+//! counter is detached part of the time when it costs more (`first_touch_budget`).
+pub mod first_touch_budget;
 pub mod http;
 pub mod openmetrics;
 pub mod processes;
@@ -33,6 +35,7 @@ use crate::{
 };
 
 use self::{
+    first_touch_budget::FirstTouchBudget,
     openmetrics::{KernelCounters, OwnCost},
     readings::{Readings, Refresher},
 };
@@ -53,7 +56,13 @@ pub struct Options {
     /// Also count each process's remote first touches there: a program on
     /// every page allocation of the machine, so only when asked for.
     pub remote_first_touches: bool,
+    /// With remote first touches: the exporter's CPU budget in percent of
+    /// one core, kept by detaching their counter part of the time.
+    pub overhead_budget: Option<f64>,
 }
+
+/// How often the overhead budget measures and decides (the capture's tick).
+const BUDGET_TICK: Duration = Duration::from_millis(100);
 
 /// What the server's tasks share: the last complete readings and the refresher's failures.
 #[derive(Debug)]
@@ -62,6 +71,8 @@ pub struct Shared {
     refresh_failures: AtomicU64,
     /// The kernel's counters, or why there are none.
     kernel: Kernel,
+    /// The first-touch counter's duty cycle, under `--overhead-budget`.
+    first_touch_budget: Option<Mutex<FirstTouchBudget>>,
 }
 
 /// Whether the kernel counts anything for the exporter.
@@ -102,6 +113,14 @@ impl Shared {
             Kernel::Unavailable => KernelCounters::Unavailable,
             Kernel::Off => KernelCounters::Off,
         }
+    }
+
+    /// The share of the last refresh interval the first-touch counter was
+    /// attached (1 without a budget).
+    fn first_touch_counted_ratio(&self) -> f64 {
+        self.first_touch_budget
+            .as_ref()
+            .map_or(1.0, |b| b.lock().unwrap_or_else(PoisonError::into_inner).counted_ratio())
     }
 }
 
@@ -166,10 +185,22 @@ async fn serve(opts: &Options) -> Result<()> {
     }
     let refresher = Arc::new(Mutex::new(refresher));
     // The first readings before the first scrape: a scrape never sees nothing.
+    let first_touch_budget = match (&kernel, opts.overhead_budget) {
+        (Kernel::Attached(counters), Some(percent))
+            if counters.lock().unwrap_or_else(PoisonError::into_inner).counts_first_touches() =>
+        {
+            Some(Mutex::new(FirstTouchBudget::new(percent).context("starting the overhead budget")?))
+        }
+        _ => None,
+    };
     let first = read(&refresher).await.context("reading the machine")?;
     let (publish, readings) = watch::channel(Arc::new(first));
-    let shared = Arc::new(Shared { readings, refresh_failures: AtomicU64::new(0), kernel });
+    let budgeted = first_touch_budget.is_some();
+    let shared = Arc::new(Shared { readings, refresh_failures: AtomicU64::new(0), kernel, first_touch_budget });
     tokio::spawn(refresh(refresher, publish, Arc::clone(&shared), opts.interval));
+    if budgeted {
+        tokio::spawn(keep_budget(Arc::clone(&shared)));
+    }
     // The address actually bound (port 0 picks one), for whoever started us.
     println!(
         "numatrace exporter: serving http://{bound}/metrics, read every {}",
@@ -211,7 +242,9 @@ async fn refresh(
     loop {
         tick.tick().await;
         match read(&refresher).await {
-            Ok(readings) => {
+            Ok(mut readings) => {
+                // Right after the counts were read: the interval they cover.
+                readings.first_touch_counted_ratio = shared.first_touch_counted_ratio();
                 publish.send_replace(Arc::new(readings));
             }
             Err(err) => {
@@ -219,6 +252,21 @@ async fn refresh(
                 eprintln!("numatrace exporter: refresh failed, serving the previous readings: {err:#}");
             }
         }
+    }
+}
+
+/// Ticks the overhead budget: measures the exporter's CPU and attaches or
+/// detaches the first-touch counter as its duty cycle asks.
+async fn keep_budget(shared: Arc<Shared>) {
+    let (Some(budget), Kernel::Attached(counters)) = (&shared.first_touch_budget, &shared.kernel) else { return };
+    let mut tick = tokio::time::interval(BUDGET_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A few microseconds (a /proc/vmstat read), a raw tracepoint's
+        // attach or detach now and then: done in place.
+        let mut budget = budget.lock().unwrap_or_else(PoisonError::into_inner);
+        budget.tick(&mut counters.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }
 

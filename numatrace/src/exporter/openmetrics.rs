@@ -315,10 +315,17 @@ impl Exposition {
             counters(
                 out,
                 "numatrace_remote_first_touch_pages",
-                "Pages a process first touched (movable pages allocated in its context) on another node than the CPU it ran on, since the exporter started, counted in the kernel (mm_page_alloc).",
+                "Pages a process first touched (movable pages allocated in its context) on another node than the CPU it ran on, since the exporter started, counted in the kernel (mm_page_alloc) only while the counter is attached: under --overhead-budget it is detached part of the time when it costs more (numatrace_remote_first_touch_counted_ratio), and the counts are not scaled.",
                 None,
                 &remote_pages,
             )?;
+            let mut counted = out.encode_descriptor(
+                "numatrace_remote_first_touch_counted_ratio",
+                "Share of the last refresh interval the remote first-touch counter was attached (1: all of it; under --overhead-budget it is detached part of the time when it costs more).",
+                None,
+                MetricType::Gauge,
+            )?;
+            counted.encode_family(&Labels::new())?.encode_gauge(&self.readings.first_touch_counted_ratio)?;
         }
         let remote_faults: Vec<(Labels, u64)> =
             series.iter().filter_map(|s| s.remote_hinting_faults.map(|faults| (labels(s), faults))).collect();

@@ -23,6 +23,9 @@ pub struct Readings {
     pub numa_maps: ReadCost,
     /// How long the whole refresh took.
     pub took: Duration,
+    /// The share of the interval before this refresh the remote first-touch
+    /// counter was attached (1 unless `--overhead-budget` paused it).
+    pub first_touch_counted_ratio: f64,
 }
 
 /// Reads the machine every refresh, keeping what the next one needs: the
@@ -73,6 +76,7 @@ impl Refresher {
             processes,
             numa_maps: self.reader.placement_cost(),
             took: started.elapsed(),
+            first_touch_counted_ratio: 1.0,
         };
         self.previous = Some(now);
         Ok(readings)

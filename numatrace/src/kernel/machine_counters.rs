@@ -25,7 +25,10 @@ use numatrace_common::{
 };
 use numatrace_core::{kernel_status::SourceStatus, machine::Topology, system::KernelCounts};
 
-use super::{btf_fields, layouts, page_map, privileges, requirements, sources, tracefs::Tracefs};
+use super::{
+    btf_fields, first_touch_programs::FirstTouchPrograms, layouts, page_map, privileges, requirements, sources,
+    tracefs::Tracefs,
+};
 
 /// The capture's source whose programs count the balancer's decisions.
 const PLACEMENT_SOURCE: &str = "balancer task placement";
@@ -81,6 +84,9 @@ pub struct MachineCounters {
     processes: bool,
     /// Whether the per-process remote first-touch counter attached too.
     first_touches: bool,
+    /// Its program's tracepoint link while attached, or the program while
+    /// paused (see [`FirstTouchPrograms`]).
+    first_touch: FirstTouchLink,
     /// Whether the per-process remote hinting-fault counter attached too
     /// (it needs fentry or kprobes).
     hinting_faults: bool,
@@ -152,10 +158,13 @@ impl MachineCounters {
         let processes = statuses[1].attached;
         // Without the migrations there are no process rows from the kernel
         // to put first touches in.
+        let before = links.len();
         let first_touches = processes && first_touch_counting == FirstTouchCounting::Counted && {
             statuses.push(sources::attach(&mut ebpf, &env, &sources::PROCESS_FIRST_TOUCH_COUNTS, &mut links));
             statuses.last().is_some_and(|s| s.attached)
         };
+        // Only the first-touch counter's links: the budget pauses nothing else.
+        let first_touch = FirstTouchLink::Attached(links.split_off(before));
         let hinting_faults = processes && {
             statuses.push(sources::attach(&mut ebpf, &env, &sources::PROCESS_HINTING_FAULT_COUNTS, &mut links));
             statuses.last().is_some_and(|s| s.attached)
@@ -167,7 +176,7 @@ impl MachineCounters {
                 .collect();
             bail!("no kernel counter could attach ({})", reasons.join("; "));
         }
-        Ok(MachineCounters { ebpf, sources: statuses, balancer, processes, first_touches, hinting_faults })
+        Ok(MachineCounters { ebpf, sources: statuses, balancer, processes, first_touches, first_touch, hinting_faults })
     }
 
     /// The balancer's decisions so far, summed over CPUs; `None` when its
@@ -209,6 +218,11 @@ impl MachineCounters {
         Some(reasons.join("; "))
     }
 
+    /// Whether each process's remote first touches are counted.
+    pub fn counts_first_touches(&self) -> bool {
+        self.first_touches
+    }
+
     /// Why remote first touches are not counted though asked for: their
     /// program did not attach (the migrations did).
     pub fn first_touches_missing(&self) -> Option<String> {
@@ -246,6 +260,71 @@ impl MachineCounters {
                 memlock_bytes(fd)
             })
             .sum()
+    }
+}
+
+/// The first-touch counter's tracepoint links, or its programs while the
+/// exporter's overhead budget has them detached (still loaded, counts kept).
+enum FirstTouchLink {
+    Attached(Vec<(&'static sources::Attach, sources::TracepointLink)>),
+    Paused(Vec<&'static sources::Attach>),
+}
+
+impl FirstTouchLink {
+    fn programs(&self) -> Vec<&'static str> {
+        match self {
+            FirstTouchLink::Attached(links) => links.iter().map(|(a, _)| a.program).collect(),
+            FirstTouchLink::Paused(attaches) => attaches.iter().map(|a| a.program).collect(),
+        }
+    }
+}
+
+/// The exporter's `--overhead-budget` measures and pauses the per-process
+/// first-touch counter alone: the balancer's and the migrations' programs
+/// run rarely and are never paused.
+impl FirstTouchPrograms for MachineCounters {
+    fn first_touch_run_time(&self) -> (u64, u64) {
+        self.first_touch
+            .programs()
+            .into_iter()
+            .filter_map(|name| self.ebpf.program(name).and_then(|p| p.info().ok()))
+            .fold((0, 0), |(ns, runs), info| (ns + info.run_time().as_nanos() as u64, runs + info.run_count()))
+    }
+
+    fn other_run_time(&self) -> u64 {
+        let first_touch = self.first_touch.programs();
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| !first_touch.contains(name))
+            .filter_map(|(_, p)| p.info().ok())
+            .map(|info| info.run_time().as_nanos() as u64)
+            .sum()
+    }
+
+    fn pause_first_touch(&mut self) -> Result<()> {
+        let FirstTouchLink::Attached(links) = &mut self.first_touch else { return Ok(()) };
+        let mut paused = Vec::new();
+        for (attach, link) in std::mem::take(links) {
+            sources::detach_link(&mut self.ebpf, attach, link).map_err(anyhow::Error::msg)?;
+            paused.push(attach);
+        }
+        self.first_touch = FirstTouchLink::Paused(paused);
+        Ok(())
+    }
+
+    fn resume_first_touch(&mut self) -> Result<()> {
+        let FirstTouchLink::Paused(attaches) = &mut self.first_touch else { return Ok(()) };
+        let mut links = Vec::new();
+        for attach in std::mem::take(attaches) {
+            let link = sources::reattach_link(&mut self.ebpf, attach).map_err(anyhow::Error::msg)?;
+            links.push((attach, link));
+        }
+        self.first_touch = FirstTouchLink::Attached(links);
+        Ok(())
+    }
+
+    fn set_sampling(&mut self, _shift: u32) -> Result<()> {
+        bail!("the per-process first-touch counter counts every allocation: it has no regions to sample")
     }
 }
 

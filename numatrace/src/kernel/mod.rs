@@ -1,6 +1,7 @@
 //! Loading the kernel programs, attaching them source by source, and reading
 //! back what they counted. Nothing here interprets events.
 pub mod btf_fields;
+pub mod first_touch_programs;
 pub mod layouts;
 pub mod machine_counters;
 pub mod page_map;

@@ -19,12 +19,15 @@
 //! what it measures. And why not the traced events alone: the programs also
 //! run, and return early, for every fault of every other process; that
 //! floor is what remains at the largest N, and only the machine's counts see it.
+//!
+//! The exporter's per-process first-touch counter is paused the same way
+//! ([`Budget::pauses_only`]): its programs are another [`FirstTouchPrograms`].
 use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
 use numatrace_core::sampling::{Controller, Period, SamplingChange, SamplingFacts, Setting};
 
-use crate::kernel::Probes;
+use crate::kernel::first_touch_programs::FirstTouchPrograms;
 
 /// What `--overhead-budget` (and `--no-budget-pauses`) asked for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,11 +84,25 @@ pub struct Budget {
     /// and none as more than twice it, so that a pause stays bounded.
     last_attached_ns: u64,
     paused_before: bool,
+    /// Whether every change is kept in the facts: a capture records them;
+    /// the exporter runs for months and keeps only the totals.
+    keeps_changes: bool,
 }
 
 impl Budget {
     /// Starts measuring now (the programs are attached).
     pub fn new(opts: BudgetOptions, now_ns: u64) -> Result<Budget> {
+        Budget::with(Controller::new(opts.percent / 100.0, opts.pauses), opts, now_ns, true)
+    }
+
+    /// A budget that only pauses (nothing sampled by region): the
+    /// exporter's counter of every page allocation (`percent` of one core).
+    pub fn pauses_only(percent: f64, now_ns: u64) -> Result<Budget> {
+        let opts = BudgetOptions { percent, pauses: true };
+        Budget::with(Controller::pauses_only(percent / 100.0), opts, now_ns, false)
+    }
+
+    fn with(controller: Controller, opts: BudgetOptions, now_ns: u64, keeps_changes: bool) -> Result<Budget> {
         let facts = SamplingFacts {
             budget_percent: opts.percent,
             pauses_allowed: opts.pauses,
@@ -93,7 +110,7 @@ impl Budget {
             ..Default::default()
         };
         Ok(Budget {
-            controller: Controller::new(opts.percent / 100.0, opts.pauses),
+            controller,
             facts,
             last_ns: now_ns,
             last_events: faults_and_allocations().context("reading /proc/vmstat for the overhead budget")?,
@@ -106,11 +123,12 @@ impl Budget {
             switched_ns: now_ns,
             last_attached_ns: ATTACHED_PER_CYCLE_NS,
             paused_before: false,
+            keeps_changes,
         })
     }
 
     /// One tick: measures the period since the last, steps the controller and applies its setting.
-    pub fn tick(&mut self, probes: &mut Probes, now_ns: u64) -> Result<()> {
+    pub fn tick(&mut self, probes: &mut impl FirstTouchPrograms, now_ns: u64) -> Result<()> {
         let wall_ns = now_ns.saturating_sub(self.last_ns);
         // Paused, no first-touch program runs: nothing to count (reading
         // /proc/vmstat ten times a second was a tenth of an idle capture's CPU).
@@ -168,7 +186,7 @@ impl Budget {
 
     /// Detaches or attaches the first-touch programs as the duty asks: one
     /// attached stretch, then a pause (1/duty - 1) times as long as it was.
-    fn duty_cycle(&mut self, probes: &mut Probes, now_ns: u64) -> Result<()> {
+    fn duty_cycle(&mut self, probes: &mut impl FirstTouchPrograms, now_ns: u64) -> Result<()> {
         let Setting { duty, .. } = self.controller.setting();
         let since = now_ns.saturating_sub(self.switched_ns);
         let pause_ns = (self.last_attached_ns as f64 * (1.0 / duty - 1.0)) as u64;
@@ -203,6 +221,9 @@ impl Budget {
     }
 
     fn record(&mut self, now_ns: u64) {
+        if !self.keeps_changes {
+            return;
+        }
         let one_in = self.controller.setting().one_in();
         self.facts.changes.push(SamplingChange { at_ns: now_ns, one_in, attached: self.attached });
     }

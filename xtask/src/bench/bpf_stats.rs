@@ -65,12 +65,18 @@ impl StatsSampler {
     /// never run are left out). When no sample saw the tracer hold a program
     /// (it ran too briefly), every program new since start is counted.
     pub fn finish(self) -> BTreeMap<String, ProgramStats> {
+        self.totals()
+    }
+
+    /// The same totals as of the last sample, the sampler kept (a window's
+    /// figures are the difference of two).
+    pub fn totals(&self) -> BTreeMap<String, ProgramStats> {
         let mut by_name: BTreeMap<String, ProgramStats> = BTreeMap::new();
-        for (id, (name, stats)) in self.latest {
-            if stats.run_cnt == 0 || !self.owned.is_empty() && !self.owned.contains(&id) {
+        for (id, (name, stats)) in &self.latest {
+            if stats.run_cnt == 0 || !self.owned.is_empty() && !self.owned.contains(id) {
                 continue;
             }
-            let entry = by_name.entry(name).or_default();
+            let entry = by_name.entry(name.clone()).or_default();
             entry.run_cnt += stats.run_cnt;
             entry.run_time_ns += stats.run_time_ns;
         }

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use super::{
     ALL_MIGRATIONS_PREFIX, BPFTRACE_PREFIX, Comparison, EMPTY_PREFIX, Results,
+    exporter::Exporter,
     report::{median, slowdowns_in},
     stacks::{Setting, Stacks},
     top::{Top, User},
@@ -417,6 +418,12 @@ fn goals(r: &Results, host: bool) -> Vec<(&'static str, String)> {
             top_goal(t),
         ));
     }
+    if let Some(e) = &r.exporter {
+        out.push((
+            "`numatrace exporter` always on: under 1 % of one core on the fault-heavy workload (issue #18)",
+            exporter_goal(e),
+        ));
+    }
     if let Some(s) = &r.startup {
         let a = median(&s.numatrace_attach_s);
         let d =
@@ -457,6 +464,14 @@ fn stacks_goal(s: &Stacks) -> String {
         fmt(s.extra_percent_per_round(), |x| format!("{x:+.1} %")),
         verdict(s.goal_met())
     )
+}
+
+/// The exporter goal's cell: the default's and the budgeted setting's
+/// medians (process + programs), the unbudgeted one's beside, the verdict.
+fn exporter_goal(e: &Exporter) -> String {
+    let p = |setting: &str| fmt(e.median_of(setting, super::exporter::Run::percent), |x| format!("{x:.2} %"));
+    let cells: Vec<String> = Exporter::settings().map(|s| format!("{s}: {}", p(s))).collect();
+    format!("{} (process + programs, medians): {}", cells.join("; "), verdict(e.goal_met()))
 }
 
 /// The `numatrace top` goal's cell: each user's median, the kernel side, the verdict.
@@ -605,6 +620,16 @@ mod tests {
         let text = markdown(&r);
         assert!(text.contains("| `--stacks`: at most +30 % on numatrace's added CPU time"), "{text}");
         assert!(!text.contains("fault-heavy: numatrace's added CPU time at most 0.1"), "only the parts run have rows");
+    }
+
+    #[test]
+    fn the_exporter_goal_row_gives_every_setting_and_the_verdict() {
+        let e = super::super::exporter::tests::sample();
+        let cell = exporter_goal(&e);
+        assert!(cell.contains("default: 0.30 %") && cell.contains("(unbudgeted): 5.00 %"), "{cell}");
+        assert!(cell.ends_with(&verdict(Some(true)).to_string()), "{cell}");
+        let text = markdown(&Results { exporter: Some(e), ..Default::default() });
+        assert!(text.contains("| `numatrace exporter` always on: under 1 % of one core"), "{text}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! pass/fail: timing is not asserted anywhere.
 mod always_on;
 mod bpf_stats;
+mod exporter;
 mod goals;
 mod guest;
 mod report;
@@ -109,6 +110,10 @@ pub enum Part {
     /// `numatrace top` at its 1 s refresh with 1000 idle processes, as `nobody` (up to 3
     /// runs) and once as root: its CPU in percent of one core (about 25 s a run).
     Top,
+    /// `numatrace exporter` left on while the fault-heavy workload runs, scraped every
+    /// second: by default, with `--remote-first-touches` unbudgeted and under its default
+    /// budget; its process CPU plus its programs' run time in percent of one core (about 40 s a run).
+    Exporter,
 }
 
 impl Part {
@@ -127,6 +132,7 @@ impl Part {
             Part::AlwaysOn => "always-on",
             Part::Stacks => "stacks",
             Part::Top => "top",
+            Part::Exporter => "exporter",
         }
     }
 }
@@ -338,6 +344,8 @@ pub struct Results {
     pub stacks: Option<stacks::Stacks>,
     #[serde(default)]
     pub top: Option<top::Top>,
+    #[serde(default)]
+    pub exporter: Option<exporter::Exporter>,
     /// With `--lab`: the same parts in the 2-node 6.1 guest.
     #[serde(default)]
     pub guest: Option<Box<Results>>,
@@ -440,6 +448,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             top::IDLE_PROCESSES
         );
         results.top = Some(top::measure(&numatrace, &tools.scratch, rounds)?);
+    }
+    if want(Part::Exporter) && !args.in_guest {
+        let rounds = plan.rounds.min(3);
+        eprintln!(
+            "bench: numatrace exporter, {rounds} rounds of 3 settings, scraped every second, while running: {}",
+            plan.always_on_args.join(" ")
+        );
+        results.exporter = Some(exporter::measure(&tools, &plan.always_on_args, rounds)?);
     }
     if want(Part::Load) && !args.in_guest {
         for run in &plan.load {

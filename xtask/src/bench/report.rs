@@ -228,6 +228,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(t) = &r.top {
         top_table(&mut out, t);
     }
+    if let Some(e) = &r.exporter {
+        exporter_table(&mut out, e);
+    }
     if !r.aggregator.is_empty() {
         let _ = writeln!(
             out,
@@ -436,6 +439,55 @@ pub fn top_table(out: &mut String, t: &super::top::Top) {
     );
 }
 
+/// `numatrace exporter`: medians per setting, then the goal.
+pub fn exporter_table(out: &mut String, e: &super::exporter::Exporter) {
+    use super::exporter::{Exporter, Run};
+    let _ = writeln!(
+        out,
+        "\n#### `numatrace exporter` left on (default 15 s refresh), scraped every second, while `{}` runs again and again: its CPU over a 30 s window after {:.0} s of warm-up (medians over rounds; programs' time from BPF run-time stats kept on, an upper bound)\n",
+        short(&e.workload),
+        e.warm_up_s
+    );
+    let _ = writeln!(
+        out,
+        "| setting | runs | process CPU | programs' CPU | of which first-touch counter | % of one core | page allocations/s | counter runs per allocation | counted ratio served (last in the window) | scrapes (failed) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for setting in Exporter::settings() {
+        let runs: Vec<&Run> = e.runs.iter().filter(|r| r.setting == setting).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let m = |f: &dyn Fn(&Run) -> f64| e.median_of(setting, f).unwrap_or(0.0);
+        let ratios: Vec<f64> = runs.iter().filter_map(|r| r.counted_ratio).collect();
+        let per_allocation: Vec<f64> = runs.iter().filter_map(|r| r.runs_per_allocation()).collect();
+        let _ = writeln!(
+            out,
+            "| {setting} | {} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.0} k | {} | {} | {} ({}) |",
+            runs.len(),
+            m(&Run::process_percent),
+            m(&Run::programs_percent),
+            m(&|r| if r.seconds > 0.0 { 100.0 * r.first_touch_program_s / r.seconds } else { 0.0 }),
+            m(&Run::percent),
+            m(&|r| r.allocations_per_s) / 1e3,
+            median(&per_allocation).map_or("-".to_string(), |x| format!("{x:.3}")),
+            median(&ratios).map_or("-".to_string(), |x| format!("{x:.2}")),
+            runs.iter().map(|r| r.scrapes).sum::<u32>(),
+            runs.iter().map(|r| r.failed_scrapes).sum::<u32>(),
+        );
+    }
+    let verdict = match e.goal_met() {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    let _ = writeln!(
+        out,
+        "\nExporter always on under {:.0} % of one core (the default and the budgeted setting): {verdict}.",
+        super::exporter::EXPORTER_GOAL_PERCENT
+    );
+}
+
 /// `--stacks` against plain numatrace: medians per setting, then the cost.
 pub fn stacks_table(out: &mut String, s: &super::stacks::Stacks) {
     use super::stacks::Setting;
@@ -520,5 +572,18 @@ mod tests {
             "{out}"
         );
         assert!(out.contains(": **met** (goal: under 2 % of one core)."), "{out}");
+    }
+
+    #[test]
+    fn the_exporter_table_has_a_row_per_setting_with_its_medians() {
+        let e = super::super::exporter::tests::sample();
+        let mut out = String::new();
+        exporter_table(&mut out, &e);
+        assert!(out.contains("| default | 2 | 0.20 % | 0.10 % | 0.00 % | 0.30 % | 0 k | - | - | 0 (0) |"), "{out}");
+        assert!(
+            out.contains("| --remote-first-touches (default budget, 1 %) | 2 | 0.40 % | 0.50 % | 0.00 % | 0.90 % | 0 k | - | 0.20 |"),
+            "{out}"
+        );
+        assert!(out.contains("(the default and the budgeted setting): **met**."), "{out}");
     }
 }
