@@ -48,7 +48,8 @@ echo 'gfp_flags & 8' > $I/events/kmem/mm_page_alloc/filter || exit 1
 echo 1 > $I/events/kmem/mm_page_alloc/enable || exit 1
 echo 1 > $I/tracing_on
 ifconfig lo 127.0.0.1 up
-numatrace exporter --listen 127.0.0.1:9464 --interval 1s --remote-first-touches > /tmp/exporter.out 2> /tmp/exporter.err &
+# Every allocation counted: no budget pauses (under emulation the default 1 % would).
+numatrace exporter --listen 127.0.0.1:9464 --interval 1s --remote-first-touches --overhead-budget 100 > /tmp/exporter.out 2> /tmp/exporter.err &
 exporter=$!
 tries=0
 while ! grep -q serving /tmp/exporter.out; do
@@ -84,7 +85,7 @@ echo "=== resident"
 cat /tmp/resident.json
 cat /tmp/resident.tasks
 echo "=== metrics"
-grep -E '^numatrace_(cross_node_migrations_total|remote_first_touch_pages_total|exporter_kernel_counters)' /tmp/metrics
+grep -E '^numatrace_(cross_node_migrations_total|remote_first_touch_pages_total|remote_first_touch_counted_ratio|exporter_kernel_counters)' /tmp/metrics
 echo "=== stderr"
 cat /tmp/exporter.err
 echo "=== cpus"
@@ -293,6 +294,9 @@ fn scraped_per_process_counts_match_the_kernels_trace() {
     let section = |name: &str| s.get(name).unwrap_or_else(|| panic!("no {name} section:\n{text}"));
     let metrics = section("metrics");
     assert!(metrics.iter().any(|l| l == "numatrace_exporter_kernel_counters{state=\"attached\"} 1"), "{text}");
+    // The first-touch counter was never paused: its counts are every allocation's.
+    let ratio = metrics.iter().find_map(|l| l.strip_prefix("numatrace_remote_first_touch_counted_ratio "));
+    assert_eq!(ratio.and_then(|r| r.trim().parse::<f64>().ok()), Some(1.0), "{text}");
 
     let pids: Vec<u32> = section("pids")[0].split_whitespace().filter_map(|p| p.parse().ok()).collect();
     let [hop, resident] = pids[..] else { panic!("pids: {text}") };
