@@ -233,6 +233,69 @@ pub fn estimate(per_region: impl IntoIterator<Item = u64>, p: f64) -> Estimate {
     Estimate { traced: sum, estimate: (sum as f64 / p).round() as u64, relative_error }
 }
 
+/// How long the first-touch programs stay attached in each pause cycle; the
+/// pause after a stretch is as long as the duty asks.
+pub const ATTACHED_PER_CYCLE_NS: u64 = 100_000_000;
+
+/// What the duty cycle asks of the first-touch programs at a tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    Stay,
+    Pause,
+    Resume,
+}
+
+/// The duty cycle below a duty of 1: an attached stretch, then a pause
+/// `(1/duty - 1)` times as long as that stretch was. The pause is sized from
+/// the stretch as it happened, not the nominal one: switches happen on ticks
+/// (and never while a calibration window measures), so a stretch runs longer
+/// than nominal and the programs would get more than the duty. The first
+/// stretch (from the start, while N climbs) counts as nominal, and none as
+/// more than twice it, so that a pause stays bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DutyCycle {
+    attached: bool,
+    /// When the programs were last attached or detached.
+    switched_ns: u64,
+    last_attached_ns: u64,
+    paused_before: bool,
+}
+
+impl DutyCycle {
+    /// Attached, from `now_ns`.
+    pub fn new(now_ns: u64) -> DutyCycle {
+        DutyCycle { attached: true, switched_ns: now_ns, last_attached_ns: ATTACHED_PER_CYCLE_NS, paused_before: false }
+    }
+
+    pub fn attached(&self) -> bool {
+        self.attached
+    }
+
+    /// What to do at `now_ns` for `duty`; `measuring`: a calibration window
+    /// is open (the programs must stay attached through it).
+    pub fn decide(&self, duty: f64, now_ns: u64, measuring: bool) -> Switch {
+        let since = now_ns.saturating_sub(self.switched_ns);
+        if self.attached {
+            if duty < 1.0 && since >= ATTACHED_PER_CYCLE_NS && !measuring { Switch::Pause } else { Switch::Stay }
+        } else {
+            let pause_ns = (self.last_attached_ns as f64 * (1.0 / duty - 1.0)) as u64;
+            if duty >= 1.0 || since >= pause_ns { Switch::Resume } else { Switch::Stay }
+        }
+    }
+
+    /// The switch `decide` asked for was made at `now_ns`.
+    pub fn switched(&mut self, now_ns: u64) {
+        if self.attached {
+            if self.paused_before {
+                self.last_attached_ns = now_ns.saturating_sub(self.switched_ns).min(2 * ATTACHED_PER_CYCLE_NS);
+            }
+            self.paused_before = true;
+        }
+        self.attached = !self.attached;
+        self.switched_ns = now_ns;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,5 +563,54 @@ mod tests {
         f.changes.push(SamplingChange { at_ns: 2, one_in: 8, attached: true });
         assert_eq!((f.final_one_in(), f.max_one_in()), (8, 64));
         assert!(f.ever_sampled());
+    }
+
+    /// Runs a duty cycle on 100 ms ticks for `ticks`; the attached share.
+    fn attached_share(duty: f64, ticks: u64, measuring_every: Option<u64>) -> f64 {
+        let tick = 100_000_000;
+        let mut cycle = DutyCycle::new(0);
+        let mut attached = 0;
+        for i in 1..=ticks {
+            let now = i * tick;
+            if cycle.attached() {
+                attached += tick;
+            }
+            let measuring = measuring_every.is_some_and(|every| i % every == 0);
+            match cycle.decide(duty, now, measuring) {
+                Switch::Stay => {}
+                Switch::Pause | Switch::Resume => cycle.switched(now),
+            }
+        }
+        attached as f64 / (ticks * tick) as f64
+    }
+
+    #[test]
+    fn the_duty_cycle_gives_the_programs_their_duty() {
+        assert_eq!(attached_share(1.0, 600, None), 1.0, "duty 1: never paused");
+        for duty in [0.5, 0.25, MIN_DUTY] {
+            let share = attached_share(duty, 6000, None);
+            assert!((share - duty).abs() < duty * 0.1, "duty {duty}: attached {share}");
+        }
+        // Calibration windows hold a stretch longer; the pause after it is
+        // sized from the stretch as it was, so the share still holds.
+        let share = attached_share(0.25, 6000, Some(3));
+        assert!((share - 0.25).abs() < 0.03, "attached {share}");
+    }
+
+    #[test]
+    fn a_pause_is_bounded_and_a_full_duty_resumes_at_once() {
+        let mut cycle = DutyCycle::new(0);
+        assert_eq!(cycle.decide(0.5, 50_000_000, false), Switch::Stay, "a stretch is at least nominal");
+        assert_eq!(cycle.decide(0.5, 100_000_000, true), Switch::Stay, "not while a window measures");
+        assert_eq!(cycle.decide(0.5, 100_000_000, false), Switch::Pause);
+        cycle.switched(100_000_000);
+        assert_eq!(cycle.decide(0.5, 150_000_000, false), Switch::Stay);
+        assert_eq!(cycle.decide(1.0, 150_000_000, false), Switch::Resume, "the budget is met again");
+        assert_eq!(cycle.decide(0.5, 200_000_000, false), Switch::Resume);
+        cycle.switched(200_000_000);
+        // A 10 s stretch counts as 200 ms: the next pause at duty 1/32 is 6.2 s, not 310 s.
+        cycle.switched(10_200_000_000);
+        assert_eq!(cycle.decide(MIN_DUTY, 16_300_000_000, false), Switch::Stay);
+        assert_eq!(cycle.decide(MIN_DUTY, 16_400_000_000, false), Switch::Resume);
     }
 }

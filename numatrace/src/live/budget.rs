@@ -1,7 +1,7 @@
 //! The overhead budget, live (`--overhead-budget`): measures numatrace's CPU
 //! on every drain tick, lets the core's [`Controller`] decide, and applies
 //! its setting (the `SAMPLING` map; unless `--no-budget-pauses`, detaching the
-//! first-touch programs part of the time).
+//! first-touch programs when the core's [`DutyCycle`] says).
 //!
 //! How the CPU is measured, each tick:
 //! - numatrace's own process: `CLOCK_PROCESS_CPUTIME_ID` (exact, one call);
@@ -25,7 +25,7 @@
 use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
-use numatrace_core::sampling::{Controller, Period, SamplingChange, SamplingFacts, Setting};
+use numatrace_core::sampling::{Controller, DutyCycle, Period, SamplingChange, SamplingFacts, Setting, Switch};
 
 use crate::kernel::first_touch_programs::FirstTouchPrograms;
 
@@ -46,9 +46,6 @@ const MIN_WINDOW_EVENTS: u64 = 1_000;
 /// bench's traced runs (~100-120 ns each), so that a burst at the start is
 /// not underestimated.
 const DEFAULT_NS_PER_EVENT: f64 = 120.0;
-/// Time the programs stay attached in each pause cycle; the pause after it
-/// is as long as the duty asks.
-const ATTACHED_PER_CYCLE_NS: u64 = 100_000_000;
 
 /// BPF run-time stats on, and the counts when they were turned on.
 struct Window {
@@ -73,17 +70,8 @@ pub struct Budget {
     other_programs_share: f64,
     window: Option<Window>,
     next_window_ns: u64,
-    attached: bool,
-    /// When the programs were last attached or detached (pauses).
-    switched_ns: u64,
-    /// How long the last attached stretch lasted: the pause after it is
-    /// sized from it, not from the nominal stretch, since switches happen
-    /// on ticks (and not during a calibration window), so a stretch runs
-    /// longer than nominal and the programs would get more than the duty.
-    /// The first stretch (from the start, while N climbs) counts as nominal,
-    /// and none as more than twice it, so that a pause stays bounded.
-    last_attached_ns: u64,
-    paused_before: bool,
+    /// When the first-touch programs are attached (pauses below a duty of 1).
+    cycle: DutyCycle,
     /// Whether every change is kept in the facts: a capture records them;
     /// the exporter runs for months and keeps only the totals.
     keeps_changes: bool,
@@ -119,10 +107,7 @@ impl Budget {
             other_programs_share: 0.0,
             window: None,
             next_window_ns: now_ns,
-            attached: true,
-            switched_ns: now_ns,
-            last_attached_ns: ATTACHED_PER_CYCLE_NS,
-            paused_before: false,
+            cycle: DutyCycle::new(now_ns),
             keeps_changes,
         })
     }
@@ -133,16 +118,16 @@ impl Budget {
         // Paused, no first-touch program runs: nothing to count (reading
         // /proc/vmstat ten times a second was a tenth of an idle capture's CPU).
         let events =
-            if self.attached { faults_and_allocations().unwrap_or(self.last_events) } else { self.last_events };
+            if self.cycle.attached() { faults_and_allocations().unwrap_or(self.last_events) } else { self.last_events };
         let self_ns = self_cpu_ns();
         let period_events = events.saturating_sub(self.last_events);
-        let mut kernel_ns = if self.attached { (period_events as f64 * self.ns_per_event) as u64 } else { 0 };
+        let mut kernel_ns = if self.cycle.attached() { (period_events as f64 * self.ns_per_event) as u64 } else { 0 };
         let mut other_ns = (wall_ns as f64 * self.other_programs_share) as u64;
         if let Some(window) = self.window.take() {
             // The kernel's own accounting for this period, and the cost per event for the next ones.
             let run_ns = probes.first_touch_run_time().0.saturating_sub(window.run_ns);
             let window_events = events.saturating_sub(window.events);
-            if self.attached && window_events >= MIN_WINDOW_EVENTS {
+            if self.cycle.attached() && window_events >= MIN_WINDOW_EVENTS {
                 self.ns_per_event = run_ns as f64 / window_events as f64;
                 kernel_ns = run_ns;
             }
@@ -152,7 +137,7 @@ impl Budget {
                 self.other_programs_share = other_ns as f64 / window_ns as f64;
             }
             self.next_window_ns = now_ns + WINDOW_EVERY_NS;
-        } else if self.attached && now_ns >= self.next_window_ns {
+        } else if self.cycle.attached() && now_ns >= self.next_window_ns {
             // Off again when the window is dropped at the next tick.
             if let Ok(stats_on) = aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 self.window = Some(Window {
@@ -165,10 +150,10 @@ impl Budget {
             }
         }
         let process_ns = self_ns.saturating_sub(self.last_self_ns);
-        let attached_ns = if self.attached { wall_ns } else { 0 };
+        let attached_ns = if self.cycle.attached() { wall_ns } else { 0 };
         self.facts.measured_cpu_ns += kernel_ns + other_ns + process_ns;
         self.facts.measured_wall_ns += wall_ns;
-        if !self.attached {
+        if !self.cycle.attached() {
             self.facts.paused_ns += wall_ns;
         }
         (self.last_ns, self.last_events, self.last_self_ns) = (now_ns, events, self_ns);
@@ -184,33 +169,20 @@ impl Budget {
         self.duty_cycle(probes, now_ns)
     }
 
-    /// Detaches or attaches the first-touch programs as the duty asks: one
-    /// attached stretch, then a pause (1/duty - 1) times as long as it was.
+    /// Detaches or attaches the first-touch programs as the core's duty
+    /// cycle asks (never while a calibration window measures them).
     fn duty_cycle(&mut self, probes: &mut impl FirstTouchPrograms, now_ns: u64) -> Result<()> {
         let Setting { duty, .. } = self.controller.setting();
-        let since = now_ns.saturating_sub(self.switched_ns);
-        let pause_ns = (self.last_attached_ns as f64 * (1.0 / duty - 1.0)) as u64;
-        let switch = if self.attached {
-            duty < 1.0 && since >= ATTACHED_PER_CYCLE_NS && self.window.is_none()
-        } else {
-            duty >= 1.0 || since >= pause_ns
-        };
-        if !switch {
-            return Ok(());
-        }
-        if self.attached {
-            probes.pause_first_touch().context("pausing the first-touch programs")?;
-            if self.paused_before {
-                self.last_attached_ns = since.min(2 * ATTACHED_PER_CYCLE_NS);
+        match self.cycle.decide(duty, now_ns, self.window.is_some()) {
+            Switch::Stay => return Ok(()),
+            Switch::Pause => probes.pause_first_touch().context("pausing the first-touch programs")?,
+            Switch::Resume => {
+                probes.resume_first_touch().context("attaching the first-touch programs again")?;
+                // The faults of the pause ran no program: count from here.
+                self.last_events = faults_and_allocations().unwrap_or(self.last_events);
             }
-            self.paused_before = true;
-        } else {
-            probes.resume_first_touch().context("attaching the first-touch programs again")?;
-            // The faults of the pause ran no program: count from here.
-            self.last_events = faults_and_allocations().unwrap_or(self.last_events);
         }
-        self.attached = !self.attached;
-        self.switched_ns = now_ns;
+        self.cycle.switched(now_ns);
         self.record(now_ns);
         Ok(())
     }
@@ -225,7 +197,7 @@ impl Budget {
             return;
         }
         let one_in = self.controller.setting().one_in();
-        self.facts.changes.push(SamplingChange { at_ns: now_ns, one_in, attached: self.attached });
+        self.facts.changes.push(SamplingChange { at_ns: now_ns, one_in, attached: self.cycle.attached() });
     }
 
     /// What the capture records, with the last stretch since the last tick
@@ -233,8 +205,8 @@ impl Budget {
     pub fn finish(mut self, now_ns: u64) -> SamplingFacts {
         let wall_ns = now_ns.saturating_sub(self.last_ns);
         let events =
-            if self.attached { faults_and_allocations().unwrap_or(self.last_events) } else { self.last_events };
-        let kernel_ns = if self.attached {
+            if self.cycle.attached() { faults_and_allocations().unwrap_or(self.last_events) } else { self.last_events };
+        let kernel_ns = if self.cycle.attached() {
             (events.saturating_sub(self.last_events) as f64 * self.ns_per_event) as u64
         } else {
             self.facts.paused_ns += wall_ns;
