@@ -16,9 +16,10 @@
 //!   what it reads (numatrace maps 2 to 9 MiB more of its executable than
 //!   numastat and has more anonymous pages, page tables and kernel stacks), so the fields that count the reader itself (MemFree, MemUsed,
 //!   Mapped, AnonPages, the LRU lists, KernelStack, PageTables) get a bounded
-//!   slack; every other figure must lie between the two inspect readings, to
-//!   numastat's rounding, in at least one of the three rounds, and the fixed
-//!   ones (MemTotal, HugePages_*) must equal numastat's in all of them.
+//!   slack; in at least one of the three rounds every figure must lie between
+//!   the two inspect readings (to numastat's rounding, or within that slack),
+//!   and the fixed ones (MemTotal, HugePages_*) must equal numastat's in all
+//!   of them.
 //! - process: `numatrace workload resident` under `numactl --membind=<node>`
 //!   holds 16 MiB plus heap, stack and 4 MiB of hugetlb pages on the chosen
 //!   node and sleeps; `numastat -p` and `numatrace inspect --pid --json`
@@ -559,8 +560,11 @@ fn meminfo_live(nodes: u32) {
                 } else if let Some(s) = slack(field) {
                     let worst = reader_gaps.entry(field).or_insert(0.0);
                     *worst = worst.max(gap);
+                    // Like every live figure, bracketed in one round at least: the
+                    // guest's own memory can move both ways within a round (CI saw
+                    // node 1's MemFree rise 1 MiB and fall 10 between two readings).
                     if gap > s {
-                        hard.push(format!("round {k}: {field} node {node}: numastat {t:.2} MiB, numatrace {lo:.4}..{hi:.4} MiB (more than the readers' own {s} MiB apart)"));
+                        outside.push(format!("{field} node {node}: numastat {t:.2} MiB, numatrace {lo:.4}..{hi:.4} MiB (more than the readers' own {s} MiB apart)"));
                     }
                 } else if gap > ROUNDING_MIB {
                     outside.push(format!("{field} node {node}: numastat {t:.2} MiB, numatrace {lo:.4}..{hi:.4} MiB"));
