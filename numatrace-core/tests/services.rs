@@ -80,6 +80,41 @@ fn without_hinting_faults_the_backends_run_time_makes_them_users() {
     assert!(r.causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{:#?}", r.causes);
 }
 
+/// Balancing on, but the balancer sampled the shared memory only in the
+/// process that first touched it (lab: postgres-prewarm-on, where the
+/// prewarming backend's scanner was the only one to reach the buffers).
+/// Each process's page tables are scanned apart: its faults say nothing of
+/// the backends' use, and where the backends ran stands in, as with
+/// balancing off. Faults while it was still placing the memory are not use
+/// either.
+#[test]
+fn the_touchers_own_hinting_faults_do_not_measure_other_processes_use() {
+    let (start, events, end) = synthetic::postgres_capture(&[4, 5, 6]);
+    let t0 = start.start_ns;
+    let shm_region = synthetic::POSTGRES_SHARED_MEMORY >> numatrace_common::REGION_SHIFT;
+    let private = 0x55d0_0000_0000u64 >> numatrace_common::REGION_SHIFT;
+    for toucher_faults_at in [S / 10, 3 * S] {
+        let mut events: Vec<Event> = events.iter().filter(|e| !matches!(e, Event::HintingFault(_))).copied().collect();
+        for i in 0..64u64 {
+            events.push(synthetic::hinting(t0 + toucher_faults_at + i * 1000, 2000, 2000, shm_region + i, 4, 0, 0));
+        }
+        for pid in [2000, 2101, 2102, 2103] {
+            let run = if pid == 2000 { S / 20 } else { 4 * S };
+            events.push(synthetic::run_time_sample(t0 + S / 100, pid, pid, 0));
+            events.push(synthetic::run_time_sample(t0 + 5 * S, pid, pid, run));
+            if pid != 2000 {
+                // The backends' scanners sampled their own memory only.
+                events.push(synthetic::hinting(t0 + 2 * S, pid, pid, private + u64::from(pid), 8, 1, 1));
+            }
+        }
+        events.sort_by_key(|e| e.header().ts_ns);
+        let r = replay(start.clone(), &events, end.clone());
+        let top = &r.causes[0];
+        assert_eq!(top.kind, CauseKind::FirstTouchByOtherThread, "faults at {toucher_faults_at} ns: {:#?}", r.causes);
+        assert!(top.pages > 32768 * 9 / 10 && top.pages <= 32768, "faults at {toucher_faults_at} ns: {}", top.pages);
+    }
+}
+
 /// Backends that connect during the capture: forked by the postmaster, no
 /// snapshot of their own. They map its shared memory where it does.
 #[test]

@@ -16,6 +16,40 @@ const SHARED_MIN_FRACTION: f64 = 0.1;
 /// most once per scan period (1 s at the least by default).
 const PLACING_GRACE_NS: u64 = 1_000_000_000;
 
+/// A thread's faults that began while it was still first-touching the
+/// region, and stopped soon after, are its placing it (the scanner marked
+/// pages under an init thread's memset), not use. One that goes on
+/// faulting there (a worker that placed part of a buffer it shares) uses it.
+fn placing(u: &crate::aggregate::RegionUse, touches: Option<&crate::aggregate::RegionTouches>) -> bool {
+    touches.is_some_and(|ts| {
+        ts.iter().any(|t| {
+            t.tid == u.tid && u.first_ns <= t.last_ns && u.last_ns <= t.last_ns.saturating_add(PLACING_GRACE_NS)
+        })
+    })
+}
+
+/// Whether a region's hinting faults measure how the memory `toucher` first
+/// touched there is used, so that where threads ran need not stand in.
+/// Remote faults always do (they are counted from the faults). Otherwise a
+/// fault that is use, not placement, does, with one exception: the
+/// balancer scans each process's page tables apart, so in memory shared
+/// between processes the toucher's own process sampling it says nothing
+/// of the others' use (a backend that prewarms shared buffers and is the
+/// only one whose scanner reached them).
+pub(super) fn measures_use(
+    agg: &Aggregator,
+    uses: &crate::aggregate::RegionUses,
+    touches: Option<&crate::aggregate::RegionTouches>,
+    toucher: u32,
+    shared_between_processes: bool,
+) -> bool {
+    let toucher_process = tgid_of(agg, toucher);
+    // The toucher's own process, sampling memory other processes use.
+    let sampled_for_itself =
+        |u: &crate::aggregate::RegionUse| shared_between_processes && tgid_of(agg, u.tid) == toucher_process;
+    uses.iter().any(|u| u.remote_faults > 0 || !(placing(u, touches) || sampled_for_itself(u)))
+}
+
 /// The nodes a region is used from, when it is shared: two or more nodes
 /// each bring a real part of its hinting faults, from two or more threads.
 /// (One thread that moved has uses on two nodes too: that is not sharing.)
@@ -23,18 +57,7 @@ pub(super) fn shared_by(
     uses: &crate::aggregate::RegionUses,
     touches: Option<&crate::aggregate::RegionTouches>,
 ) -> Option<BTreeSet<u32>> {
-    // A thread's faults that began while it was still first-touching the
-    // region, and stopped soon after, are its placing it (the scanner marked
-    // pages under an init thread's memset), not use. One that goes on
-    // faulting there (a worker that placed part of a buffer it shares) uses it.
-    let placing = |u: &crate::aggregate::RegionUse| {
-        touches.is_some_and(|ts| {
-            ts.iter().any(|t| {
-                t.tid == u.tid && u.first_ns <= t.last_ns && u.last_ns <= t.last_ns.saturating_add(PLACING_GRACE_NS)
-            })
-        })
-    };
-    let uses: Vec<&crate::aggregate::RegionUse> = uses.iter().filter(|u| !placing(u)).collect();
+    let uses: Vec<&crate::aggregate::RegionUse> = uses.iter().filter(|u| !placing(u, touches)).collect();
     // Each thread counts for the node it used the region from most: threads
     // that moved together (started beside their creator, then pinned away)
     // are not users on two nodes.

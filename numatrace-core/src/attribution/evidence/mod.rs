@@ -27,11 +27,11 @@ use numatrace_common::{EventKind, REGION_SHIFT};
 
 pub use self::movers::{Mover, mover_of};
 use self::{
-    hinting::from_hinting_faults,
+    hinting::{from_hinting_faults, measures_use},
     placed_before::placed_before,
     run_time::{Users, from_run_time},
 };
-use super::{context::ProcessContext, kinds::CauseKind};
+use super::{context::ProcessContext, kinds::CauseKind, shared};
 use crate::aggregate::{Aggregator, ThreadStats};
 
 /// Pages one region can hold (2 MiB of 4 KiB pages).
@@ -197,9 +197,14 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
                     c.regions.insert(key.region);
                 }
                 out.push(c);
-            } else if t.page_node == t.cpu_node && !(has_hinting && agg.region_uses.get(key).is_some()) {
-                // Regions the balancer sampled are measured by their hinting
-                // faults; the rest (a short run scans only part) by run time.
+            } else if t.page_node == t.cpu_node
+                && !(has_hinting
+                    && agg.region_uses.get(key).is_some_and(|uses| {
+                        measures_use(agg, uses, Some(touches), t.tid, domain >= shared::OBJECT_DOMAIN)
+                    }))
+            {
+                // Regions whose use the balancer sampled are measured by their
+                // hinting faults; the rest (a short run scans only part) by run time.
                 let e = local.entry((domain, t.tid, t.page_node)).or_insert((0, u64::MAX, 0, BTreeSet::new()));
                 e.0 += t.pages;
                 e.1 = e.1.min(t.first_ns);
