@@ -2,6 +2,7 @@
 //! measures and pauses: a capture's first-touch programs ([`Probes`]) or the
 //! exporter's per-process first-touch counter (`machine_counters`).
 use anyhow::Result;
+use aya::Ebpf;
 
 use super::Probes;
 
@@ -41,4 +42,22 @@ impl FirstTouchPrograms for Probes {
     fn set_sampling(&mut self, shift: u32) -> Result<()> {
         Probes::set_sampling(self, shift)
     }
+}
+
+/// Run time and run count of `programs` of `ebpf` so far (they grow only
+/// while BPF run-time stats are on).
+pub(crate) fn run_time_of(ebpf: &Ebpf, programs: &[&str]) -> (u64, u64) {
+    programs
+        .iter()
+        .filter_map(|name| ebpf.program(name).and_then(|p| p.info().ok()))
+        .fold((0, 0), |(ns, runs), info| (ns + info.run_time().as_nanos() as u64, runs + info.run_count()))
+}
+
+/// Run time of every loaded program of `ebpf` but `programs`.
+pub(crate) fn run_time_of_others(ebpf: &Ebpf, programs: &[&str]) -> u64 {
+    ebpf.programs()
+        .filter(|(name, _)| !programs.contains(name))
+        .filter_map(|(_, p)| p.info().ok())
+        .map(|info| info.run_time().as_nanos() as u64)
+        .sum()
 }

@@ -26,8 +26,8 @@ use numatrace_common::{
 use numatrace_core::{kernel_status::SourceStatus, machine::Topology, system::KernelCounts};
 
 use super::{
-    btf_fields, first_touch_programs::FirstTouchPrograms, layouts, page_map, privileges, requirements, sources,
-    tracefs::Tracefs,
+    btf_fields, first_touch_programs, first_touch_programs::FirstTouchPrograms, layouts, page_map, privileges,
+    requirements, sources, tracefs::Tracefs,
 };
 
 /// The capture's source whose programs count the balancer's decisions.
@@ -284,21 +284,11 @@ impl FirstTouchLink {
 /// run rarely and are never paused.
 impl FirstTouchPrograms for MachineCounters {
     fn first_touch_run_time(&self) -> (u64, u64) {
-        self.first_touch
-            .programs()
-            .into_iter()
-            .filter_map(|name| self.ebpf.program(name).and_then(|p| p.info().ok()))
-            .fold((0, 0), |(ns, runs), info| (ns + info.run_time().as_nanos() as u64, runs + info.run_count()))
+        first_touch_programs::run_time_of(&self.ebpf, &self.first_touch.programs())
     }
 
     fn other_run_time(&self) -> u64 {
-        let first_touch = self.first_touch.programs();
-        self.ebpf
-            .programs()
-            .filter(|(name, _)| !first_touch.contains(name))
-            .filter_map(|(_, p)| p.info().ok())
-            .map(|info| info.run_time().as_nanos() as u64)
-            .sum()
+        first_touch_programs::run_time_of_others(&self.ebpf, &self.first_touch.programs())
     }
 
     fn pause_first_touch(&mut self) -> Result<()> {

@@ -254,27 +254,18 @@ impl Probes {
     /// Run time and run count of the first-touch programs so far, as the
     /// kernel accounts them: they grow only while BPF run-time stats are on.
     pub fn first_touch_run_time(&self) -> (u64, u64) {
-        let mut total = (0, 0);
-        for attach in self.first_touch_attaches().chain(self.paused.iter().copied()) {
-            if let Some(info) = self.ebpf.program(attach.program).and_then(|p| p.info().ok()) {
-                total.0 += info.run_time().as_nanos() as u64;
-                total.1 += info.run_count();
-            }
-        }
-        total
+        first_touch_programs::run_time_of(&self.ebpf, &self.first_touch_programs())
     }
 
     /// Total run time of every loaded program but the first-touch ones
     /// (while BPF run-time stats are on): what the budget cannot pause.
     pub fn other_run_time(&self) -> u64 {
-        let first_touch: Vec<&str> =
-            self.first_touch_attaches().chain(self.paused.iter().copied()).map(|a| a.program).collect();
-        self.ebpf
-            .programs()
-            .filter(|(name, _)| !first_touch.contains(name))
-            .filter_map(|(_, p)| p.info().ok())
-            .map(|info| info.run_time().as_nanos() as u64)
-            .sum()
+        first_touch_programs::run_time_of_others(&self.ebpf, &self.first_touch_programs())
+    }
+
+    /// The first-touch programs, attached or paused.
+    fn first_touch_programs(&self) -> Vec<&'static str> {
+        self.first_touch_attaches().chain(self.paused.iter().copied()).map(|a| a.program).collect()
     }
 
     /// Detaches the first-touch programs (they stay loaded); nothing they
