@@ -281,17 +281,30 @@ fn read_console(mut out: impl Read, mut log: fs::File, console: Arc<Mutex<Consol
                 c.tail.remove(0);
             }
         }
-        // A line still being written (a progress line redrawn with \r): pass on what is
-        // complete up to its last \r, unless it may be a marker or half of a \r\n.
-        if in_command
-            && !pending.starts_with(b"@")
-            && let Some(cr) = pending.iter().rposition(|&b| b == b'\r').filter(|&cr| cr + 1 < pending.len())
-        {
-            let shown: Vec<u8> = pending.drain(..=cr).collect();
-            let _ = stderr.write_all(&shown);
+        if in_command {
+            let _ = stderr.write_all(&redrawn_part(&mut pending));
         }
         let _ = stderr.flush();
     }
+}
+
+/// Erase-line, as a progress line clears itself before the report.
+const ERASE_LINE: &[u8] = b"\x1b[2K";
+
+/// Of a line still being written (a progress line redrawn with `\r`), what
+/// can be shown now: all up to its last `\r` (unless that may be half of a
+/// `\r\n`, or the line a marker), and an erase-line right after it. Held
+/// back, the erase would come out later in the middle of the report that
+/// the command writes to stdout meanwhile, and erase part of it.
+fn redrawn_part(pending: &mut Vec<u8>) -> Vec<u8> {
+    if pending.starts_with(b"@") {
+        return Vec::new();
+    }
+    let Some(cr) = pending.iter().rposition(|&b| b == b'\r').filter(|&cr| cr + 1 < pending.len()) else {
+        return Vec::new();
+    };
+    let end = if pending[cr + 1..].starts_with(ERASE_LINE) { cr + 1 + ERASE_LINE.len() } else { cr + 1 };
+    pending.drain(..end).collect()
 }
 
 /// Copies the stdout file to this process's stdout as it grows, until the guest is gone.
@@ -343,6 +356,22 @@ fn print_tail(lines: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progress_line_is_shown_up_to_its_last_redraw_and_its_erase_at_once() {
+        let mut pending = b"\r\x1b[2Kpid 1 0.3 s\r\x1b[2Kpid 1 0.6 s".to_vec();
+        assert_eq!(redrawn_part(&mut pending), b"\r\x1b[2Kpid 1 0.3 s\r\x1b[2K");
+        assert_eq!(pending, b"pid 1 0.6 s");
+        // The clear before the report: nothing held back.
+        let mut pending = b"pid 1 2.4 s\r\x1b[2K".to_vec();
+        assert_eq!(redrawn_part(&mut pending), b"pid 1 2.4 s\r\x1b[2K");
+        assert!(pending.is_empty());
+        // A \r that may be half of the console's \r\n, and a marker, wait.
+        let mut pending = b"line\r".to_vec();
+        assert!(redrawn_part(&mut pending).is_empty());
+        let mut pending = b"@@numatrace-lab exit 0\r\x1b[2K".to_vec();
+        assert!(redrawn_part(&mut pending).is_empty());
+    }
 
     #[test]
     fn splits_batched_stdout_at_markers() {
