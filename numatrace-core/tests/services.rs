@@ -47,6 +47,16 @@ fn a_postmasters_first_touch_of_shared_memory_is_named_in_its_backends_faults() 
     assert!(r.causes.iter().all(|c| c.kind != CauseKind::FirstTouchByOtherThread), "{:#?}", r.causes);
 }
 
+/// Run time of [`synthetic::postgres_capture`]'s processes from `t0`: the
+/// postmaster 50 ms, each backend 4 s.
+fn push_run_times(events: &mut Vec<Event>, t0: u64) {
+    for pid in [2000, 2101, 2102, 2103] {
+        let run = if pid == 2000 { S / 20 } else { 4 * S };
+        events.push(synthetic::run_time_sample(t0 + S / 100, pid, pid, 0));
+        events.push(synthetic::run_time_sample(t0 + 5 * S, pid, pid, run));
+    }
+}
+
 /// Huge pages for shared_buffers, or balancing off: no hinting faults.
 /// Where the backends ran says who used the postmaster's memory.
 #[test]
@@ -54,11 +64,7 @@ fn without_hinting_faults_the_backends_run_time_makes_them_users() {
     let (start, events, end) = synthetic::postgres_capture(&[4, 5, 6]);
     let t0 = start.start_ns;
     let mut events: Vec<Event> = events.into_iter().filter(|e| !matches!(e, Event::HintingFault(_))).collect();
-    for pid in [2000, 2101, 2102, 2103] {
-        let run = if pid == 2000 { S / 20 } else { 4 * S };
-        events.push(synthetic::run_time_sample(t0 + S / 100, pid, pid, 0));
-        events.push(synthetic::run_time_sample(t0 + 5 * S, pid, pid, run));
-    }
+    push_run_times(&mut events, t0);
     events.sort_by_key(|e| e.header().ts_ns);
     let r = replay(start.clone(), &events, end.clone());
     let top = &r.causes[0];
@@ -92,20 +98,16 @@ fn the_touchers_own_hinting_faults_do_not_measure_other_processes_use() {
     let (start, events, end) = synthetic::postgres_capture(&[4, 5, 6]);
     let t0 = start.start_ns;
     let shm_region = synthetic::POSTGRES_SHARED_MEMORY >> numatrace_common::REGION_SHIFT;
-    let private = 0x55d0_0000_0000u64 >> numatrace_common::REGION_SHIFT;
+    let private = synthetic::POSTGRES_PRIVATE_MEMORY >> numatrace_common::REGION_SHIFT;
     for toucher_faults_at in [S / 10, 3 * S] {
         let mut events: Vec<Event> = events.iter().filter(|e| !matches!(e, Event::HintingFault(_))).copied().collect();
         for i in 0..64u64 {
             events.push(synthetic::hinting(t0 + toucher_faults_at + i * 1000, 2000, 2000, shm_region + i, 4, 0, 0));
         }
-        for pid in [2000, 2101, 2102, 2103] {
-            let run = if pid == 2000 { S / 20 } else { 4 * S };
-            events.push(synthetic::run_time_sample(t0 + S / 100, pid, pid, 0));
-            events.push(synthetic::run_time_sample(t0 + 5 * S, pid, pid, run));
-            if pid != 2000 {
-                // The backends' scanners sampled their own memory only.
-                events.push(synthetic::hinting(t0 + 2 * S, pid, pid, private + u64::from(pid), 8, 1, 1));
-            }
+        push_run_times(&mut events, t0);
+        for pid in [2101, 2102, 2103] {
+            // The backends' scanners sampled their own memory only.
+            events.push(synthetic::hinting(t0 + 2 * S, pid, pid, private + u64::from(pid), 8, 1, 1));
         }
         events.sort_by_key(|e| e.header().ts_ns);
         let r = replay(start.clone(), &events, end.clone());

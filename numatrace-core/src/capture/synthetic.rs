@@ -257,6 +257,9 @@ pub fn mapping(start: u64, file: Option<&str>, pages: &[(u32, u64)]) -> crate::m
 /// it forks, so every backend sees it at the same address.
 pub const POSTGRES_SHARED_MEMORY: u64 = 0x7f3a_0000_0000;
 
+/// Where each process of [`postgres_capture`] keeps memory of its own.
+pub const POSTGRES_PRIVATE_MEMORY: u64 = 0x55d0_0000_0000;
+
 /// A 6 s capture of a PostgreSQL instance (`--tree`, attached) on two
 /// nodes (CPUs 0-3 and 4-7): the postmaster (pid 2000, on CPU 0) first
 /// touches 128 MiB of shared memory on node 0; one single-threaded backend
@@ -282,7 +285,7 @@ pub fn postgres_capture(backend_cpus: &[u32]) -> (StartFacts, Vec<Event>, EndFac
     for i in 0..64u64 {
         ev.push(first_touch(t0 + S / 10 + i * 1_000_000, postmaster, postmaster, shm_region + i, 512, 0, 0));
     }
-    let private = 0x55d0_0000_0000u64 >> numatrace_common::REGION_SHIFT;
+    let private = POSTGRES_PRIVATE_MEMORY >> numatrace_common::REGION_SHIFT;
     for &(pid, cpu) in &backends {
         ev.push(first_touch(t0 + S / 2, pid, pid, private + u64::from(pid), 1024, node_of(cpu), node_of(cpu)));
         for sec in 1..6u64 {
@@ -323,7 +326,7 @@ pub fn postgres_capture(backend_cpus: &[u32]) -> (StartFacts, Vec<Event>, EndFac
             ],
             false,
         ),
-        vec![mapping(0x55d0_0000_0000, None, &[(0, 512)]), mapping(POSTGRES_SHARED_MEMORY, shm, &[(0, 32768)])],
+        vec![mapping(POSTGRES_PRIVATE_MEMORY, None, &[(0, 512)]), mapping(POSTGRES_SHARED_MEMORY, shm, &[(0, 32768)])],
     ));
     end.other_processes_last = backends
         .iter()
@@ -333,7 +336,7 @@ pub fn postgres_capture(backend_cpus: &[u32]) -> (StartFacts, Vec<Event>, EndFac
                 "postgres",
                 identity(&[&format!("postgres: 15/main: postgres bench [local] SELECT {pid}")], true),
                 vec![
-                    mapping(0x55d0_0000_0000, None, &[(u32::from(node_of(cpu)), 1024)]),
+                    mapping(POSTGRES_PRIVATE_MEMORY, None, &[(u32::from(node_of(cpu)), 1024)]),
                     mapping(POSTGRES_SHARED_MEMORY, shm, &[(0, 32768)]),
                 ],
             )

@@ -26,8 +26,10 @@ use numatrace_common::{
 use numatrace_core::{kernel_status::SourceStatus, machine::Topology, system::KernelCounts};
 
 use super::{
-    btf_fields, first_touch_programs, first_touch_programs::FirstTouchPrograms, layouts, page_map, privileges,
-    requirements, sources, tracefs::Tracefs,
+    btf_fields,
+    first_touch_programs::{self, FirstTouchPrograms},
+    layouts, page_map, privileges, requirements, sources,
+    tracefs::Tracefs,
 };
 
 /// The capture's source whose programs count the balancer's decisions.

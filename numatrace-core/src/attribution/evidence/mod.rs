@@ -31,7 +31,7 @@ use self::{
     placed_before::placed_before,
     run_time::{Users, from_run_time},
 };
-use super::{context::ProcessContext, kinds::CauseKind, shared};
+use super::{context::ProcessContext, kinds::CauseKind};
 use crate::aggregate::{Aggregator, ThreadStats};
 
 /// Pages one region can hold (2 MiB of 4 KiB pages).
@@ -156,6 +156,9 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
     for (key, touches) in &agg.regions {
         let address = Aggregator::region_known(key).then_some(key.region << REGION_SHIFT);
         let domain = ctx.shared.domain_of(key);
+        // The balancer's samples of this region, when its hinting faults count.
+        let sampled = agg.region_uses.get(key).filter(|_| has_hinting);
+        let shared_between_processes = ctx.shared.object_of_domain(domain).is_some();
         for t in touches {
             // Remote to the thread that touched it, but is it remote to the
             // threads that use it? An init thread's interleaved pages on the
@@ -198,10 +201,7 @@ pub fn collect(agg: &Aggregator, ctx: &ProcessContext, start_ns: u64) -> Vec<Con
                 }
                 out.push(c);
             } else if t.page_node == t.cpu_node
-                && !(has_hinting
-                    && agg.region_uses.get(key).is_some_and(|uses| {
-                        measures_use(agg, uses, Some(touches), t.tid, domain >= shared::OBJECT_DOMAIN)
-                    }))
+                && !sampled.is_some_and(|uses| measures_use(agg, uses, Some(touches), t.tid, shared_between_processes))
             {
                 // Regions whose use the balancer sampled are measured by their
                 // hinting faults; the rest (a short run scans only part) by run time.
